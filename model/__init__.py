@@ -1,0 +1,30 @@
+"""SIGMA Studio model package: the public API.
+
+>>> from model import load_pipeline
+>>> pipe = load_pipeline("tiny")
+>>> pipe("a cat <subject> <img1> on the moon", images=["cat.png"], steps=4, seed=7).image.save("out.png")
+"""
+
+from .config import ArchConfig, GenerationConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
+from .errors import CheckpointError, InputError, MissingDependencyError, PromptError, SigmaError, UnsupportedModeError
+from .loader import load_pipeline, read_arch_config
+from .pipeline import GenerationResult, SigmaPipeline
+
+__all__ = [
+    "ArchConfig",
+    "CheckpointError",
+    "GenerationConfig",
+    "GenerationResult",
+    "InputError",
+    "LLMConfig",
+    "MissingDependencyError",
+    "PromptError",
+    "ResizeSpec",
+    "SigmaError",
+    "SigmaPipeline",
+    "UnsupportedModeError",
+    "VAEConfig",
+    "ViTConfig",
+    "load_pipeline",
+    "read_arch_config",
+]

@@ -1,0 +1,122 @@
+"""Attention backends and the KV cache.
+
+* :class:`KVCache` holds one context's keys and values for every layer in one preallocated tensor, with room at
+  the end for the generation query: the prompt's K/V are written once at prefill and the query's K/V are
+  written into the tail slot at each step, so the cache is never copied or concatenated while denoising.
+* :class:`PrefillAttention` appends one block to a cache (chunked prefill, with a mask when needed).
+* :class:`QueryAttention` runs the generation query of several guidance branches at once: the projections see
+  one batched matrix, attention runs per branch against that branch's cache.
+* :class:`PackedAttention` is the cache-free dense-mask attention of the training forward.
+
+Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (which picks flash / cuDNN /
+memory-efficient kernels on a GPU), or through flash-attn when it is installed and the call needs no mask.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """q [Hq, n, d], k/v [Hkv, L, d] (GQA), mask bool [n, L] or None -> [n, Hq*d]."""
+    hq, n, d = q.shape
+    if mask is None and _HAS_FLASH_ATTN and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        from flash_attn import flash_attn_func
+
+        out = flash_attn_func(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
+        return out[0].reshape(n, hq * d)
+    if k.shape[0] != hq:
+        groups = hq // k.shape[0]
+        k = k.repeat_interleave(groups, dim=0)
+        v = v.repeat_interleave(groups, dim=0)
+    out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)  # [1, Hq, n, d]
+    return out[0].transpose(0, 1).reshape(n, hq * d)
+
+
+class KVCache:
+    """Keys/values [layers, Hkv, capacity, d] of one context; rows ``[:length]`` hold the prompt."""
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, device: torch.device, dtype):
+        shape = (num_layers, num_kv_heads, capacity, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k/v: [n, Hkv, d] stored at rows start:start+n."""
+        n = k.shape[0]
+        self.k[layer, :, start : start + n] = k.transpose(0, 1)
+        self.v[layer, :, start : start + n] = v.transpose(0, 1)
+
+    def copy_prefix_from(self, other: KVCache, length: int) -> None:
+        """Take the first ``length`` rows of another cache (a context that is a prefix of another; done once)."""
+        self.k[:, :, :length] = other.k[:, :, :length]
+        self.v[:, :, :length] = other.v[:, :, :length]
+        self.length = length
+
+    def rows(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored keys/values of a layer as [length, Hkv, d] (for inspection and tests)."""
+        return self.k[layer, :, : self.length].transpose(0, 1), self.v[layer, :, : self.length].transpose(0, 1)
+
+
+@dataclass
+class PrefillAttention:
+    """Append a block at rows ``start:start+n`` of ``cache``; ``mask`` is bool [n, start+n] or None."""
+
+    cache: KVCache
+    start: int
+    mask: torch.Tensor | None
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[0]
+        stop = self.start + n
+        self.cache.write(layer, self.start, k, v)
+        mask = None if self.mask is None else self.mask.to(q.device)
+        return sdpa(q.transpose(0, 1), self.cache.k[layer, :, :stop], self.cache.v[layer, :, :stop], mask)
+
+
+@dataclass
+class QueryAttention:
+    """The generation query of B branches, rows ordered [latents of b=0..B-1, then the 2 markers of each].
+
+    Each branch attends fully to its own cache plus its own query block; the query's K/V go to the cache's
+    tail slot (rows length : length+N+2), which the prompt never uses.
+    """
+
+    caches: list[KVCache]
+    num_latents: int
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n, b = self.num_latents, len(self.caches)
+        outs_lat, outs_mark = [], []
+        for i, cache in enumerate(self.caches):
+            lat, mark = slice(i * n, (i + 1) * n), slice(b * n + 2 * i, b * n + 2 * i + 2)
+            base = cache.length
+            cache.write(layer, base, k[lat], v[lat])
+            cache.write(layer, base + n, k[mark], v[mark])
+            qb = torch.cat((q[lat], q[mark]), dim=0).transpose(0, 1)  # [Hq, n+2, d]
+            stop = base + n + 2
+            o = sdpa(qb, cache.k[layer, :, :stop], cache.v[layer, :, :stop])
+            outs_lat.append(o[:n])
+            outs_mark.append(o[n:])
+        return torch.cat(outs_lat + outs_mark, dim=0)
+
+
+@dataclass
+class PackedAttention:
+    """Cache-free attention over a packed sequence with a dense bool mask [n, n] (training forward)."""
+
+    mask: torch.Tensor
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return sdpa(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), self.mask.to(q.device))

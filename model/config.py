@@ -1,0 +1,206 @@
+"""Configuration dataclasses: architecture, image transforms and generation settings.
+
+Every default is defined once, here. ``__post_init__`` validates and names the user-facing setting in its
+error message. The architecture of a checkpoint directory is read from its JSON configs and tensor shapes by
+:func:`model.loader.read_arch_config`; the presets below describe the released models and the toy model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import InputError
+
+Layout = Literal["released", "trained"]
+RenormType = Literal["global", "channel", "text_channel"]
+RENORM_TYPES: tuple[str, ...] = ("global", "channel", "text_channel")
+LAYOUTS: tuple[str, ...] = ("released", "trained")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The Qwen2 Mixture-of-Transformers decoder (two experts per layer)."""
+
+    hidden_size: int = 3584
+    num_layers: int = 28
+    num_heads: int = 28
+    num_kv_heads: int = 4
+    intermediate_size: int = 18944
+    vocab_size: int = 152064
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """The SigLIP NaViT encoder (``num_layers`` = layers actually built: the file's value minus one)."""
+
+    hidden_size: int = 1152
+    num_layers: int = 26
+    num_heads: int = 16
+    intermediate_size: int = 4304
+    patch_size: int = 14
+    max_patches_per_side: int = 70
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The FLUX-style autoencoder."""
+
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 16
+    in_channels: int = 3
+    out_ch: int = 3
+    scale_factor: float = 0.3611
+    shift_factor: float = 0.1159
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass(frozen=True)
+class ResizeSpec:
+    """The released "max long edge / min short edge, stride aligned" resize rule."""
+
+    max_size: int
+    min_size: int
+    stride: int
+    max_pixels: int = 14 * 14 * 9 * 1024
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Everything that fixes tensor shapes and the numerics of one model.
+
+    ``vit`` is ``None`` for checkpoints without the understanding encoder (SIGMA). ``group_mask`` and
+    ``attribute_projection`` are SIGMA's two mechanisms; they are stored with a checkpoint's own config and
+    are off for the released weights.
+    """
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    vit: ViTConfig | None = field(default_factory=ViTConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    latent_patch_size: int = 2
+    max_latent_size: int = 64
+    vae_transform: ResizeSpec = ResizeSpec(1024, 512, 16)
+    vit_transform: ResizeSpec = ResizeSpec(980, 224, 14)
+    # ViT slots of the SIGMA training layout use the training ViT transform, applied to the original image.
+    vit_slot_transform: ResizeSpec = ResizeSpec(518, 224, 14)
+    # Grid width of the (ignored) ViT slot position ids when there is no ViT: the training DataConfig default.
+    vit_slot_grid: int = 70
+    train_timestep_shift: float = 1.0
+    num_attribute_tokens: int = 15
+    # Most tokens one context may hold (prompt + references + output); the released trainer packs 36,864.
+    max_context_tokens: int = 36864
+    group_mask: bool = False
+    attribute_projection: bool = False
+    default_layout: Layout = "released"
+
+    @property
+    def patch_latent_dim(self) -> int:
+        return self.latent_patch_size**2 * self.vae.z_channels
+
+    @property
+    def pixels_per_token(self) -> int:
+        return self.vae.downsample * self.latent_patch_size
+
+    @property
+    def max_image_size(self) -> int:
+        return self.max_latent_size * self.pixels_per_token
+
+    @property
+    def visual_und(self) -> bool:
+        return self.vit is not None
+
+    def replace(self, **changes) -> ArchConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def bagel_7b_mot() -> ArchConfig:
+    """BAGEL-7B-MoT as released by ByteDance-Seed (ViT included)."""
+    return ArchConfig()
+
+
+def sigma_7b() -> ArchConfig:
+    """SIGMA post-trained weights: BAGEL-7B-MoT without the ViT, trained on the interleaved layout."""
+    return ArchConfig(vit=None, default_layout="trained")
+
+
+def tiny() -> ArchConfig:
+    """A toy model in the real architecture, for tests and smoke runs (random weights: its output is noise)."""
+    return ArchConfig(
+        llm=LLMConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, vocab_size=320),
+        vit=ViTConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_patches_per_side=8),
+        vae=VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=4, scale_factor=0.6, shift_factor=0.08),
+        max_latent_size=8,
+        vae_transform=ResizeSpec(128, 64, 16),
+        vit_transform=ResizeSpec(112, 56, 14),
+        vit_slot_transform=ResizeSpec(112, 56, 14),
+    )
+
+
+PRESETS = {"bagel-7b-mot": bagel_7b_mot, "sigma-7b": sigma_7b, "tiny": tiny}
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampler and prompt-layout settings of one generation.
+
+    ``size`` is (height, width) in pixels; ``None`` takes the last placed reference's size (the released rule),
+    or the model's largest square when there is no reference. ``layout`` and ``group_mask`` default to the
+    checkpoint's own settings.
+    """
+
+    steps: int = 50
+    cfg_text_scale: float = 4.0
+    cfg_img_scale: float = 2.0
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    cfg_renorm_type: RenormType = "text_channel"
+    cfg_renorm_min: float = 0.0
+    timestep_shift: float = 3.0
+    size: tuple[int, int] | None = None
+    seed: int | None = None
+    layout: Layout | None = None
+    group_mask: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 2:
+            raise InputError(f"--steps must be at least 2 (got {self.steps}): N steps give N-1 Euler updates")
+        if self.cfg_renorm_type not in RENORM_TYPES:
+            raise InputError(
+                f"--renorm '{self.cfg_renorm_type}' is not supported; choose one of {', '.join(RENORM_TYPES)}"
+            )
+        lo, hi = self.cfg_interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise InputError(f"--cfg-interval must satisfy 0 <= low <= high <= 1 (got {lo}, {hi})")
+        if not 0.0 <= self.cfg_renorm_min <= 1.0:
+            raise InputError(f"--renorm-min must be in [0, 1] (got {self.cfg_renorm_min})")
+        if self.timestep_shift <= 0:
+            raise InputError(f"--shift must be positive (got {self.timestep_shift})")
+        if self.cfg_text_scale < 0 or self.cfg_img_scale < 0:
+            raise InputError("--cfg-text and --cfg-img must be non-negative")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise InputError(f"--layout '{self.layout}' is not one of {', '.join(LAYOUTS)}")
+        if self.size is not None:
+            h, w = self.size
+            if h <= 0 or w <= 0:
+                raise InputError(f"--size must be positive (got {w}x{h})")
+
+    def replace(self, **changes) -> GenerationConfig:
+        return dataclasses.replace(self, **changes)

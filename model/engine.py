@@ -1,0 +1,136 @@
+"""Running plans through the network: block embeddings, KV-cache prefill and the batched velocity query.
+
+The pipeline decides *what* to run (plans, images, settings); this module knows *how*: which rows go to which
+expert, which RoPE positions and masks each block gets, and how the guidance branches share one forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .arch.bagel import Bagel
+from .arch.qwen2_mot import Routing
+from .attention import KVCache, PrefillAttention, QueryAttention
+from .images import grid_position_ids
+from .masks import block_rows_mask, token_table
+from .sequence import Block, ContextPlan
+from .tokens import TokenIds
+
+
+@dataclass(frozen=True)
+class BlockInputs:
+    """What the image blocks of a plan need, keyed by prompt part index."""
+
+    latents: dict[int, torch.Tensor]  # part -> clean latent tokens [h*w, P]
+    vit_patches: dict[int, torch.Tensor]  # part -> ViT patches [m, 3*p*p]
+
+
+@dataclass
+class Context:
+    """A prefilled guidance context: its plan and its cache (with room for the query at the end)."""
+
+    plan: ContextPlan
+    cache: KVCache
+
+    @property
+    def next_rope(self) -> int:
+        return self.plan.next_rope
+
+
+def _marker_rows(model: Bagel, ids: TokenIds, device: torch.device) -> torch.Tensor:
+    return model.embed_text(torch.tensor([ids.start_of_image, ids.end_of_image], device=device))
+
+
+def block_embeddings(
+    model: Bagel, block: Block, inputs: BlockInputs, ids: TokenIds, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input embeddings [n, D] of one block and its generation-expert flags [n] (markers use the und expert)."""
+    if block.kind == "text":
+        hidden = model.embed_text(torch.tensor(block.token_ids, device=device))
+        return hidden, torch.zeros(block.length, dtype=torch.bool)
+    markers = _marker_rows(model, ids, device)
+    h, w = block.grid
+    if block.kind in ("vae", "noise"):
+        tokens = inputs.latents[block.part]
+        pos = grid_position_ids(h, w, model.cfg.max_latent_size).to(device)
+        inner = model.embed_latents(tokens, torch.zeros(h * w, device=device), pos)
+    elif block.zero_input or model.cfg.vit is None:
+        inner = markers.new_zeros((h * w, markers.shape[1]))
+    else:
+        pos = grid_position_ids(h, w, model.cfg.vit.max_patches_per_side).to(device)
+        inner = model.embed_vit(inputs.vit_patches[block.part].to(device), pos, [h * w])
+    if block.attributes and model.cfg.attribute_projection:
+        inner = inner + model.attribute_vectors(torch.tensor(block.attributes, device=device))
+    hidden = torch.cat((markers[:1], inner.to(markers.dtype), markers[1:]), dim=0)
+    is_gen = torch.zeros(block.length, dtype=torch.bool)
+    if block.kind in ("vae", "noise"):
+        is_gen[1:-1] = True
+    return hidden, is_gen
+
+
+@torch.no_grad()
+def prefill(
+    model: Bagel,
+    plan: ContextPlan,
+    inputs: BlockInputs,
+    ids: TokenIds,
+    *,
+    query_tokens: int,
+    group_mask: bool = False,
+    reuse: Context | None = None,
+) -> Context:
+    """Fill a cache with the plan's blocks, one block per forward (chunked prefill, like the reference).
+
+    ``reuse``: a context whose plan starts with this plan's blocks; its first rows are copied once instead of
+    recomputed (the released text-dropped context is such a prefix).
+    """
+    cfg = model.cfg.llm
+    device = model.vae2llm.weight.device
+    cache = KVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, plan.length + query_tokens, device, model.dtype)
+    table = token_table(plan)
+    first = 0
+    if reuse is not None and plan.is_prefix_of(reuse.plan):
+        first = len(plan.blocks)
+        cache.copy_prefix_from(reuse.cache, plan.length)
+    offsets = plan.offsets()
+    for i in range(first, len(plan.blocks)):
+        block, start = plan.blocks[i], offsets[i]
+        hidden, is_gen = block_embeddings(model, block, inputs, ids, device)
+        mask = block_rows_mask(table, start, start + block.length, group_mask=group_mask)
+        positions = torch.tensor(block.positions(), device=device)
+        attend = PrefillAttention(cache, start, mask)
+        model.decode(hidden, Routing.from_mask(is_gen.to(device)), positions, attend)
+    cache.length = plan.length
+    return Context(plan, cache)
+
+
+@torch.no_grad()
+def query_velocity(
+    model: Bagel,
+    contexts: list[Context],
+    x: torch.Tensor,
+    t: torch.Tensor,
+    grid: tuple[int, int],
+    ids: TokenIds,
+) -> list[torch.Tensor]:
+    """Velocities [N, P] of the noisy latents ``x`` [N, P] at time ``t`` against each context, in one forward.
+
+    Rows are laid out [latents of every branch, then the two markers of every branch] so the generation expert
+    runs one dense matmul over all branches' latents and the understanding expert one over all markers.
+    """
+    device = model.vae2llm.weight.device
+    n, b = x.shape[0], len(contexts)
+    pos = grid_position_ids(*grid, model.cfg.max_latent_size).to(device)
+    latents = model.embed_latents(x, t.expand(n).to(device), pos)  # same query embeddings for every branch
+    markers = _marker_rows(model, ids, device)
+    hidden = torch.cat([latents] * b + [markers] * b, dim=0)  # [b*n + 2b, D]
+    positions = torch.cat(
+        [torch.full((n,), c.next_rope, device=device) for c in contexts]
+        + [torch.full((2,), c.next_rope, device=device) for c in contexts]
+    )
+    routing = Routing(und=slice(b * n, b * n + 2 * b), gen=slice(0, b * n), length=b * n + 2 * b)
+    out = model.decode(hidden, routing, positions, QueryAttention([c.cache for c in contexts], n))
+    v = model.velocity(out[: b * n])
+    return list(v.split(n, dim=0))

@@ -1,0 +1,40 @@
+"""Errors the toolkit raises on purpose.
+
+Every user-facing failure is a :class:`SigmaError` whose message names the bad value, what is allowed and
+how to fix it. Entry points (CLI, web UI) catch ``SigmaError`` once and render it; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class SigmaError(Exception):
+    """Base class of every error the toolkit raises for bad input, config or environment."""
+
+    exit_code: int = 1
+
+
+class InputError(SigmaError, ValueError):
+    """The user's prompt, images or settings are invalid."""
+
+    exit_code = 2
+
+
+class PromptError(InputError):
+    """The interleaved prompt cannot be parsed or does not match the given images."""
+
+
+class CheckpointError(SigmaError):
+    """A checkpoint directory is missing files, or its weights do not match the architecture."""
+
+
+class UnsupportedModeError(SigmaError):
+    """A loading mode or precision is not available on this machine."""
+
+
+class MissingDependencyError(SigmaError):
+    """An optional dependency is needed for the requested feature."""
+
+    def __init__(self, package: str, extra: str, feature: str):
+        super().__init__(f"{feature} needs the '{package}' package: pip install 'sigma-studio[{extra}]'")
+        self.package = package
+        self.extra = extra

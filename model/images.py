@@ -1,0 +1,126 @@
+"""Image I/O and the released preprocessing: RGB conversion, stride-aligned resize, normalise, patchify.
+
+Rounding follows the released code exactly (Python's round-half-to-even, area ratio used as a linear scale in
+the max-pixel step, Pillow bicubic), because a one-stride difference changes every downstream number.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+from .config import ResizeSpec
+from .errors import InputError
+
+MAX_INPUT_PIXELS = 64 * 1024 * 1024  # larger inputs are refused as likely decompression bombs
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGBA or transparency-carrying images are composited on white; everything else is converted to RGB."""
+    if img.mode == "RGBA" or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.split()[3])
+        return canvas
+    return img.convert("RGB")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file, with specific errors for the usual ways this fails."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Image file not found: {path}")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{path} is too large to decode safely (over {MAX_INPUT_PIXELS // 2**20} megapixels); resize it first"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable image ({exc}); use PNG, JPEG or WebP") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def resize_size(width: int, height: int, spec: ResizeSpec, img_num: int = 1) -> tuple[int, int]:
+    """Target (width, height) of the released MaxLongEdgeMinShortEdge resize."""
+
+    def make_div(v: float) -> int:
+        return max(spec.stride, int(round(v / spec.stride) * spec.stride))
+
+    def apply(w: float, h: float, sc: float) -> tuple[int, int]:
+        return make_div(round(w * sc)), make_div(round(h * sc))
+
+    sc = min(spec.max_size / max(width, height), 1.0)
+    sc = max(sc, spec.min_size / min(width, height))
+    w, h = apply(width, height, sc)
+    if w * h > spec.max_pixels / img_num:
+        w, h = apply(w, h, spec.max_pixels / img_num / (w * h))
+    if max(w, h) > spec.max_size:
+        w, h = apply(w, h, spec.max_size / max(w, h))
+    return w, h
+
+
+def resize(img: Image.Image, spec: ResizeSpec) -> Image.Image:
+    size = resize_size(img.width, img.height, spec)
+    return img if size == img.size else img.resize(size, Image.BICUBIC)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float32 [3, H, W] in [-1, 1]."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    return (arr - 0.5) / 0.5
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[C, H, W] -> [(H/p)*(W/p), p*p*C], tokens row-major, features (py, px, c)."""
+    c, h, w = x.shape
+    x = x.reshape(c, h // p, p, w // p, p)
+    return torch.einsum("chpwq->hwpqc", x).reshape((h // p) * (w // p), p * p * c)
+
+
+def unpatchify(tokens: torch.Tensor, h: int, w: int, p: int, c: int) -> torch.Tensor:
+    """Inverse of :func:`patchify`: [h*w, p*p*c] -> [c, h*p, w*p]."""
+    x = tokens.reshape(h, w, p, p, c)
+    return torch.einsum("hwpqc->chpwq", x).reshape(c, h * p, w * p)
+
+
+def grid_position_ids(h: int, w: int, grid: int) -> torch.Tensor:
+    """Row-major ids ``row*grid + col`` of an h x w patch grid ("extrapolate" mode)."""
+    if h > grid or w > grid:
+        raise InputError(f"An image of {h}x{w} patches exceeds the model's {grid}x{grid} position grid")
+    rows = torch.arange(h)[:, None] * grid
+    return (rows + torch.arange(w)[None, :]).flatten()
+
+
+def to_pil(decoded: torch.Tensor) -> Image.Image:
+    """Decoder output [3, H, W] -> uint8 RGB, truncating (not rounding) like the released code."""
+    x = ((decoded.float() * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).cpu().numpy())
+
+
+def save_png(img: Image.Image, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a PNG atomically (temporary name, then rename), with text metadata chunks."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(key, value)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,279 @@
+"""THE loader: read a checkpoint directory, build the network on the meta device, load weights strictly.
+
+A directory in the released layout holds ``llm_config.json``, ``vit_config.json``, ``ema.safetensors``,
+``ae.safetensors`` and the tokenizer files. The architecture is read from the two JSON configs and from the
+tensor shapes in the safetensors headers (VAE geometry, latent grid, ViT presence); the few values that are
+hard-coded in the released Python code (VAE scale/shift, image transforms) take the released defaults and may be
+overridden, or come from our own ``sigma_config.json`` when a directory has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from .arch.autoencoder import AutoEncoder
+from .arch.bagel import Bagel
+from .arch.layers import RotaryEmbedding
+from .config import ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
+VIT_PREFIXES = ("vit_model.", "connector.", "vit_pos_embed.")
+SIGMA_CONFIG = "sigma_config.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.name} is missing from {path.parent}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.name} is missing from {path.parent}") from None
+    except Exception as exc:  # safetensors raises its own error types for a truncated or corrupt header
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def find_weights(model_dir: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    raise CheckpointError(f"No weights in {model_dir}: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _vae_config(shapes: dict[str, tuple[int, ...]], scale: float, shift: float) -> VAEConfig:
+    ch = shapes["encoder.conv_in.weight"][0]
+    levels = sorted({int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down.")})
+    ch_mult = tuple(shapes[f"encoder.down.{lv}.block.0.conv1.weight"][0] // ch for lv in levels)
+    blocks = {int(k.split(".")[4]) for k in shapes if k.startswith("encoder.down.0.block.")}
+    return VAEConfig(
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=len(blocks),
+        z_channels=shapes["decoder.conv_in.weight"][1],
+        in_channels=shapes["encoder.conv_in.weight"][1],
+        out_ch=shapes["decoder.conv_out.weight"][0],
+        scale_factor=scale,
+        shift_factor=shift,
+    )
+
+
+def read_arch_config(
+    model_dir: str | Path, *, visual_und: bool | None = None, ae_path: str | Path | None = None, **overrides
+) -> ArchConfig:
+    """Derive the :class:`ArchConfig` of a checkpoint directory.
+
+    Args:
+        model_dir: a directory in the released layout (or our finetune output layout).
+        visual_und: build the ViT (``None``: when the weights contain it).
+        ae_path: the autoencoder file when it is not ``model_dir/ae.safetensors``.
+        overrides: ArchConfig fields to set, plus ``vae_scale_factor`` / ``vae_shift_factor``.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"Model directory {model_dir} does not exist")
+    sidecar = model_dir / SIGMA_CONFIG
+    saved = _read_json(sidecar).get("arch", {}) if sidecar.is_file() else {}
+    llm_json = _read_json(model_dir / "llm_config.json")
+    llm = LLMConfig(
+        hidden_size=llm_json["hidden_size"],
+        num_layers=llm_json["num_hidden_layers"],
+        num_heads=llm_json["num_attention_heads"],
+        num_kv_heads=llm_json["num_key_value_heads"],
+        intermediate_size=llm_json["intermediate_size"],
+        vocab_size=llm_json["vocab_size"],
+        rope_theta=float(llm_json.get("rope_theta", 1e6)),
+        rms_norm_eps=float(llm_json.get("rms_norm_eps", 1e-6)),
+    )
+    shapes = tensor_shapes(find_weights(model_dir))
+    has_vit = any(k.startswith("vit_model.") for k in shapes)
+    use_vit = has_vit if visual_und is None else visual_und
+    if use_vit and not has_vit:
+        raise CheckpointError(f"visual_und was requested but the weights in {model_dir} have no ViT")
+    vit = None
+    if use_vit:
+        vj = _read_json(model_dir / "vit_config.json")
+        vit = ViTConfig(
+            hidden_size=vj["hidden_size"],
+            num_layers=vj["num_hidden_layers"] - 1,  # the released loaders drop the last SigLIP layer
+            num_heads=vj["num_attention_heads"],
+            intermediate_size=vj["intermediate_size"],
+            patch_size=vj.get("patch_size", 14),
+            max_patches_per_side=vj.get("image_size", 980) // vj.get("patch_size", 14),
+            layer_norm_eps=float(vj.get("layer_norm_eps", 1e-6)),
+        )
+    vae = _vae_config(
+        tensor_shapes(Path(ae_path) if ae_path else model_dir / "ae.safetensors"),
+        overrides.pop("vae_scale_factor", saved.get("vae_scale_factor", VAEConfig.scale_factor)),
+        overrides.pop("vae_shift_factor", saved.get("vae_shift_factor", VAEConfig.shift_factor)),
+    )
+    max_latent = math.isqrt(shapes["latent_pos_embed.pos_embed"][0])
+    patch = math.isqrt(shapes["vae2llm.weight"][1] // vae.z_channels)
+    max_px = max_latent * patch * vae.downsample
+    fields: dict = dict(
+        llm=llm,
+        vit=vit,
+        vae=vae,
+        latent_patch_size=patch,
+        max_latent_size=max_latent,
+        vae_transform=ResizeSpec(max_px, max_px // 2, patch * vae.downsample),
+        attribute_projection="attribute_embed.weight" in shapes,
+        default_layout="released" if has_vit else "trained",
+    )
+    if vit is not None:
+        fields["vit_transform"] = ResizeSpec(vit.max_patches_per_side * vit.patch_size, 224, vit.patch_size)
+    for key in ("group_mask", "train_timestep_shift", "default_layout"):
+        if key in saved:
+            fields[key] = saved[key]
+    for key in ("vae_transform", "vit_transform", "vit_slot_transform"):
+        if key in saved:
+            fields[key] = ResizeSpec(**saved[key])
+    fields.update(overrides)
+    return ArchConfig(**fields)
+
+
+def _restore_buffers(module: torch.nn.Module, device: torch.device) -> None:
+    """Recreate non-persistent buffers (RoPE inverse frequencies) that a meta-device build left empty."""
+    for sub in module.modules():
+        if isinstance(sub, RotaryEmbedding):
+            sub.inv_freq = sub.compute_inv_freq(device)
+
+
+def build_model(arch: ArchConfig, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> Bagel:
+    """An uninitialised (meta) or randomly initialised network of this architecture."""
+    with torch.device(device):
+        model = Bagel(arch)
+    if str(device) != "meta":
+        model.init_fixed_tables()
+    return model.to(dtype)
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    expected = set(module.state_dict().keys())
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{what} does not match the architecture: {'; '.join(parts)}")
+    own = module.state_dict()
+    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(
+            f"{what}: {len(bad)} tensors have the wrong shape (first: {k} is {tuple(state[k].shape)}, "
+            f"the architecture expects {tuple(own[k].shape)})"
+        )
+    module.load_state_dict(state, strict=True, assign=True)
+
+
+def load_bagel(
+    model_dir: str | Path,
+    arch: ArchConfig,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+) -> Bagel:
+    """Build on meta and load the directory's EMA weights with strict key matching.
+
+    When the ViT is not built (``arch.vit is None``) the ViT, connector and ViT table keys of a BAGEL file are
+    dropped by name, exactly as the released SIGMA loader ignores them; every other key must match.
+    """
+    device = torch.device(device)
+    weights = find_weights(Path(model_dir))
+    model = build_model(arch, "meta", dtype)
+    state = load_file(str(weights), device=str(device))
+    if arch.vit is None:
+        dropped = [k for k in state if k.startswith(VIT_PREFIXES)]
+        for k in dropped:
+            del state[k]
+        if dropped:
+            log.info("ignoring %d ViT/connector tensors (the model is built without the ViT)", len(dropped))
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    _load_strict(model, state, str(weights))
+    _restore_buffers(model, device)
+    return model.eval().requires_grad_(False)
+
+
+def load_autoencoder(
+    path: str | Path, arch: ArchConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> AutoEncoder:
+    with torch.device("meta"):
+        vae = AutoEncoder(arch.vae)
+    state = {k: v.to(dtype) for k, v in load_file(str(path), device=str(torch.device(device))).items()}
+    _load_strict(vae, state, str(path))
+    return vae.eval().requires_grad_(False)
+
+
+def arch_to_json(arch: ArchConfig) -> dict:
+    """What ``sigma_config.json`` stores so that a directory round-trips through :func:`read_arch_config`."""
+    d = dataclasses.asdict(arch)
+    return {
+        "vae_scale_factor": arch.vae.scale_factor,
+        "vae_shift_factor": arch.vae.shift_factor,
+        "group_mask": arch.group_mask,
+        "train_timestep_shift": arch.train_timestep_shift,
+        "default_layout": arch.default_layout,
+        "vae_transform": d["vae_transform"],
+        "vit_transform": d["vit_transform"],
+        "vit_slot_transform": d["vit_slot_transform"],
+    }
+
+
+def load_pipeline(
+    source: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    visual_und: bool | None = None,
+    seed: int = 0,
+    **arch_overrides,
+):
+    """Load a :class:`~model.pipeline.SigmaPipeline` from a checkpoint directory or a preset name.
+
+    ``tiny`` builds the toy architecture with seeded random weights and a byte-level tokenizer: for tests and
+    smoke runs (its images are noise). A directory loads as described in this module.
+    """
+    from .config import PRESETS
+    from .pipeline import SigmaPipeline
+    from .tokens import Tokenizer
+
+    device = torch.device(device)
+    if str(source) in PRESETS and not Path(source).exists():
+        arch = PRESETS[str(source)]().replace(**arch_overrides)
+        if str(source) != "tiny":
+            raise CheckpointError(
+                f"'{source}' names an architecture, not weights: "
+                "pass a checkpoint directory (or 'tiny' for a toy model)"
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(arch, "cpu", torch.float32)
+            vae = AutoEncoder(arch.vae)
+        model = model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)
+        return SigmaPipeline(model, vae.to(device).eval().requires_grad_(False), Tokenizer.byte_level(), name="tiny")
+    model_dir = Path(source)
+    arch = read_arch_config(model_dir, visual_und=visual_und, **arch_overrides)
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = load_bagel(model_dir, arch, device, dtype)
+    vae = load_autoencoder(model_dir / "ae.safetensors", arch, device, torch.float32)
+    return SigmaPipeline(model, vae, Tokenizer.from_dir(model_dir), name=model_dir.name)

@@ -1,0 +1,102 @@
+"""PURE attention masks for packed sequences, including SIGMA's group-scoped mask.
+
+Per token we keep: its sample, its block (split), the block's mode (causal / full / noise), the image placement
+(group) it belongs to, and the placement whose attribute span it lies in. A key k is visible to a query q iff
+
+* both are in the same sample, and
+* k is not after q (causal), or both are in the same full/noise block (bidirectional inside an image), and
+* k is not in a noise block other than q's (the noised target is invisible to everything else), and
+* with the group mask on (SIGMA eqs. 6-9): q is not in the attribute span of placement g while k belongs to an
+  image block of another placement g' != g. The attribute span of a placement is its text segment from the first
+  attribute token up to the image (``<subject>the dog`` for ``<subject>the dog <img2>``). Patches of one image
+  always see each other; everything else stays causal.
+
+Masks are boolean (True = may attend); :func:`to_additive` turns one into the 0 / -inf form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .sequence import ContextPlan
+
+MODE_CODE = {"causal": 0, "full": 1, "noise": 2}
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """Per-token attributes of a packed sequence, each a LongTensor [n]."""
+
+    sample: torch.Tensor
+    block: torch.Tensor
+    mode: torch.Tensor
+    image_group: torch.Tensor
+    tag_group: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.block.numel())
+
+    def rows(self, start: int, stop: int) -> TokenTable:
+        return TokenTable(*(t[start:stop] for t in self._fields()))
+
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.sample, self.block, self.mode, self.image_group, self.tag_group)
+
+    @staticmethod
+    def concat(tables: list[TokenTable]) -> TokenTable:
+        return TokenTable(*(torch.cat(cols) for cols in zip(*(t._fields() for t in tables), strict=True)))
+
+
+def token_table(plan: ContextPlan, sample: int = 0, block_offset: int = 0) -> TokenTable:
+    """Per-token attributes of one context plan (one sample)."""
+    sample_ids, block_ids, modes, groups, tags = [], [], [], [], []
+    for i, b in enumerate(plan.blocks):
+        n = b.length
+        sample_ids += [sample] * n
+        block_ids += [block_offset + i] * n
+        modes += [MODE_CODE[b.attn_mode]] * n
+        groups += [b.group if b.kind != "text" else -1] * n
+        if b.kind == "text" and b.tag_group >= 0:
+            tags += [-1] * b.tag_from + [b.tag_group] * (n - b.tag_from)
+        else:
+            tags += [-1] * n
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return TokenTable(*(as_long(x) for x in (sample_ids, block_ids, modes, groups, tags)))
+
+
+def allowed(q: TokenTable, k: TokenTable, q_start: int = 0, *, group_mask: bool = False) -> torch.Tensor:
+    """Bool [len(q), len(k)]: may query row i (at sequence index q_start + i) attend to key j (index j)."""
+    qi = torch.arange(len(q)) + q_start
+    kj = torch.arange(len(k))
+    same_block = q.block[:, None] == k.block[None, :]
+    bidirectional = same_block & (q.mode[:, None] != MODE_CODE["causal"])
+    ok = (kj[None, :] <= qi[:, None]) | bidirectional
+    ok &= q.sample[:, None] == k.sample[None, :]
+    ok &= ~((k.mode[None, :] == MODE_CODE["noise"]) & ~same_block)
+    if group_mask:
+        cross = (q.tag_group[:, None] >= 0) & (k.image_group[None, :] >= 0)
+        ok &= ~(cross & (q.tag_group[:, None] != k.image_group[None, :]))
+    return ok
+
+
+def plan_mask(plan: ContextPlan, *, group_mask: bool = False) -> torch.Tensor:
+    """The dense bool mask [n, n] of one context plan."""
+    table = token_table(plan)
+    return allowed(table, table, group_mask=group_mask)
+
+
+def block_rows_mask(table: TokenTable, start: int, stop: int, *, group_mask: bool = False) -> torch.Tensor | None:
+    """Rows start:stop of the mask against keys 0:stop (what a chunked prefill of that block needs).
+
+    Returns ``None`` when every key is visible (the attention kernel then needs no mask).
+    """
+    mask = allowed(table.rows(start, stop), table.rows(0, stop), start, group_mask=group_mask)
+    return None if bool(mask.all()) else mask
+
+
+def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Bool mask -> 0 where allowed, -inf elsewhere."""
+    out = torch.zeros(mask.shape, dtype=dtype)
+    return out.masked_fill_(~mask, float("-inf"))
