@@ -31,11 +31,8 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
 
         out = flash_attn_func(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
         return out[0].reshape(n, hq * d)
-    if k.shape[0] != hq:
-        groups = hq // k.shape[0]
-        k = k.repeat_interleave(groups, dim=0)
-        v = v.repeat_interleave(groups, dim=0)
-    out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)  # [1, Hq, n, d]
+    # enable_gqa lets the kernel read each key/value head for its query group: no expanded copy of the cache
+    out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, enable_gqa=k.shape[0] != hq)
     return out[0].transpose(0, 1).reshape(n, hq * d)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,12 @@ def open_image(path: str | Path) -> Image.Image:
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"{path} is too large to decode safely (over {MAX_INPUT_PIXELS // 2**20} megapixels); resize it first"
         ) from None

@@ -77,13 +77,19 @@ def _vae_config(shapes: dict[str, tuple[int, ...]], scale: float, shift: float) 
 
 
 def read_arch_config(
-    model_dir: str | Path, *, visual_und: bool | None = None, ae_path: str | Path | None = None, **overrides
+    model_dir: str | Path,
+    *,
+    visual_und: bool | None = None,
+    weights: str | Path | None = None,
+    ae_path: str | Path | None = None,
+    **overrides,
 ) -> ArchConfig:
     """Derive the :class:`ArchConfig` of a checkpoint directory.
 
     Args:
         model_dir: a directory in the released layout (or our finetune output layout).
         visual_und: build the ViT (``None``: when the weights contain it).
+        weights: the weights file when it is not in ``model_dir`` (SIGMA weights with BAGEL's configs).
         ae_path: the autoencoder file when it is not ``model_dir/ae.safetensors``.
         overrides: ArchConfig fields to set, plus ``vae_scale_factor`` / ``vae_shift_factor``.
     """
@@ -103,7 +109,7 @@ def read_arch_config(
         rope_theta=float(llm_json.get("rope_theta", 1e6)),
         rms_norm_eps=float(llm_json.get("rms_norm_eps", 1e-6)),
     )
-    shapes = tensor_shapes(find_weights(model_dir))
+    shapes = tensor_shapes(Path(weights) if weights else find_weights(model_dir))
     has_vit = any(k.startswith("vit_model.") for k in shapes)
     use_vit = has_vit if visual_und is None else visual_und
     if use_vit and not has_vit:
@@ -192,6 +198,7 @@ def load_bagel(
     arch: ArchConfig,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
+    weights: str | Path | None = None,
 ) -> Bagel:
     """Build on meta and load the directory's EMA weights with strict key matching.
 
@@ -199,7 +206,9 @@ def load_bagel(
     dropped by name, exactly as the released SIGMA loader ignores them; every other key must match.
     """
     device = torch.device(device)
-    weights = find_weights(Path(model_dir))
+    weights = Path(weights) if weights else find_weights(Path(model_dir))
+    if not weights.is_file():
+        raise CheckpointError(f"Weights file {weights} does not exist")
     model = build_model(arch, "meta", dtype)
     state = load_file(str(weights), device=str(device))
     if arch.vit is None:
@@ -245,13 +254,15 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     visual_und: bool | None = None,
+    weights: str | Path | None = None,
     seed: int = 0,
     **arch_overrides,
 ):
     """Load a :class:`~model.pipeline.SigmaPipeline` from a checkpoint directory or a preset name.
 
     ``tiny`` builds the toy architecture with seeded random weights and a byte-level tokenizer: for tests and
-    smoke runs (its images are noise). A directory loads as described in this module.
+    smoke runs (its images are noise). A directory loads as described in this module; ``weights`` points at a
+    weights file elsewhere (the SIGMA release ships weights only and takes configs and tokenizer from BAGEL).
     """
     from .config import PRESETS
     from .pipeline import SigmaPipeline
@@ -268,12 +279,79 @@ def load_pipeline(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_model(arch, "cpu", torch.float32)
+            torch.manual_seed(seed + 1)  # the autoencoder does not change with the network's options
             vae = AutoEncoder(arch.vae)
         model = model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)
         return SigmaPipeline(model, vae.to(device).eval().requires_grad_(False), Tokenizer.byte_level(), name="tiny")
     model_dir = Path(source)
-    arch = read_arch_config(model_dir, visual_und=visual_und, **arch_overrides)
+    arch = read_arch_config(model_dir, visual_und=visual_und, weights=weights, **arch_overrides)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = load_bagel(model_dir, arch, device, dtype)
+    model = load_bagel(model_dir, arch, device, dtype, weights=weights)
     vae = load_autoencoder(model_dir / "ae.safetensors", arch, device, torch.float32)
     return SigmaPipeline(model, vae, Tokenizer.from_dir(model_dir), name=model_dir.name)
+
+
+def save_pipeline(pipe, directory: str | Path) -> Path:
+    """Write a pipeline as a directory in the released layout (plus ``sigma_config.json``), atomically.
+
+    The files are written into a temporary sibling directory that is renamed into place at the end, so an
+    interrupted save never leaves a half-written checkpoint under ``directory``.
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    arch = pipe.arch
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        llm = arch.llm
+        llm_json = {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "hidden_size": llm.hidden_size,
+            "num_hidden_layers": llm.num_layers,
+            "num_attention_heads": llm.num_heads,
+            "num_key_value_heads": llm.num_kv_heads,
+            "intermediate_size": llm.intermediate_size,
+            "vocab_size": llm.vocab_size,
+            "rope_theta": llm.rope_theta,
+            "rms_norm_eps": llm.rms_norm_eps,
+            "hidden_act": "silu",
+            "tie_word_embeddings": False,
+        }
+        (tmp / "llm_config.json").write_text(json.dumps(llm_json, indent=1))
+        if arch.vit is not None:
+            vit = arch.vit
+            vit_json = {
+                "model_type": "siglip_vision_model",
+                "hidden_size": vit.hidden_size,
+                "num_hidden_layers": vit.num_layers + 1,  # the released file counts the dropped layer
+                "num_attention_heads": vit.num_heads,
+                "intermediate_size": vit.intermediate_size,
+                "patch_size": vit.patch_size,
+                "image_size": vit.max_patches_per_side * vit.patch_size,
+                "layer_norm_eps": vit.layer_norm_eps,
+                "hidden_act": "gelu_pytorch_tanh",
+            }
+            (tmp / "vit_config.json").write_text(json.dumps(vit_json, indent=1))
+        (tmp / SIGMA_CONFIG).write_text(json.dumps({"arch": arch_to_json(arch)}, indent=1))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in pipe.model.state_dict().items()}, tmp / "ema.safetensors"
+        )
+        save_file({k: v.detach().contiguous().cpu() for k, v in pipe.vae.state_dict().items()}, tmp / "ae.safetensors")
+        pipe.tokenizer.save(tmp)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory

@@ -126,6 +126,10 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids)
 
+    def save(self, directory: str | Path) -> None:
+        """Write the tokenizer files (attribute tokens included) into ``directory``."""
+        self._tok.save_pretrained(str(directory))
+
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
         return self._tok.convert_ids_to_tokens(ids)
 

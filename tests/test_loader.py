@@ -1,0 +1,84 @@
+"""The loader on checkpoint directories made by the tests: round trips, strictness and every error path."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from model import CheckpointError, load_pipeline, read_arch_config
+from model.loader import save_pipeline
+from tests.conftest import fixture_dir
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, tiny_pipe):
+    return save_pipeline(tiny_pipe, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def test_round_trip_gives_identical_images(saved, tiny_pipe):
+    loaded = load_pipeline(saved)
+    assert loaded.arch == tiny_pipe.arch
+    a = tiny_pipe("a cat", steps=3, seed=4).latents
+    b = loaded("a cat", steps=3, seed=4).latents
+    assert torch.equal(a, b)
+
+
+def test_fixture_loads_with_and_without_vit():
+    model_dir = fixture_dir() / "model"
+    assert read_arch_config(model_dir).vit is not None
+    no_vit = load_pipeline(model_dir, visual_und=False)
+    assert no_vit.arch.vit is None and not hasattr(no_vit.model, "vit_model")
+
+
+def test_weights_elsewhere_and_vit_request_on_a_vit_free_file(tmp_path, saved):
+    sigma_like = load_pipeline(saved, visual_und=False)
+    weights_only = save_pipeline(sigma_like, tmp_path / "sigma") / "ema.safetensors"
+    pipe = load_pipeline(saved, weights=weights_only)  # configs and tokenizer from one dir, weights from another
+    assert pipe.arch.vit is None and pipe.arch.default_layout == "released"
+    with pytest.raises(CheckpointError, match="have no ViT"):
+        read_arch_config(saved, weights=weights_only, visual_und=True)
+
+
+@pytest.mark.parametrize(
+    ("remove", "match"),
+    [
+        ("llm_config.json", "llm_config.json is missing"),
+        ("ema.safetensors", "No weights"),
+        ("ae.safetensors", "ae.safetensors is missing"),
+        ("tokenizer.json", "No tokenizer"),
+    ],
+)
+def test_missing_files(tmp_path, saved, remove, match):
+    broken = shutil.copytree(saved, tmp_path / "broken")
+    (broken / remove).unlink()
+    with pytest.raises(CheckpointError, match=match):
+        load_pipeline(broken)
+
+
+def test_corrupt_weights(tmp_path, saved):
+    broken = shutil.copytree(saved, tmp_path / "corrupt")
+    (broken / "ema.safetensors").write_bytes(b"\x00" * 32)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_pipeline(broken)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pipeline(tmp_path / "nowhere")
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, tiny_pipe, monkeypatch):
+    target = save_pipeline(tiny_pipe, tmp_path / "run")
+    before = sorted(p.name for p in target.iterdir())
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_pipeline(tiny_pipe, target)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    load_pipeline(target)
