@@ -16,6 +16,12 @@ def fixture_dir() -> Path:
     return Path(os.environ.get("SIGMA_PARITY_FIXTURE", DEFAULT_FIXTURE))
 
 
+requires_fixture = pytest.mark.skipif(
+    not (fixture_dir() / "model").is_dir(),
+    reason=f"parity fixture not found at {fixture_dir()} (set SIGMA_PARITY_FIXTURE)",
+)
+
+
 def fixture_cases(kind: str) -> list[Path]:
     cases = fixture_dir() / "cases"
     if not cases.is_dir():

