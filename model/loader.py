@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from .arch.autoencoder import AutoEncoder
 from .arch.bagel import Bagel
@@ -193,6 +192,33 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
     module.load_state_dict(state, strict=True, assign=True)
 
 
+def _read_state(
+    path: Path, device: torch.device, dtype: torch.dtype | None, skip: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """Read a safetensors file tensor by tensor (memory-mapped), casting each before it moves to ``device``.
+
+    Casting per tensor keeps the peak at one copy of the model in the target dtype, also for float32 files
+    (the SIGMA trainer saves float32 master weights: twice the size of the bf16 model).
+    """
+    state: dict[str, torch.Tensor] = {}
+    skipped = 0
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if skip and key.startswith(skip):
+                    skipped += 1
+                    continue
+                t = f.get_tensor(key)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                state[key] = t.to(device)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read ({exc})") from None
+    if skipped:
+        log.info("ignoring %d ViT/connector tensors of %s (the model is built without the ViT)", skipped, path.name)
+    return state
+
+
 def load_bagel(
     model_dir: str | Path,
     arch: ArchConfig,
@@ -210,14 +236,7 @@ def load_bagel(
     if not weights.is_file():
         raise CheckpointError(f"Weights file {weights} does not exist")
     model = build_model(arch, "meta", dtype)
-    state = load_file(str(weights), device=str(device))
-    if arch.vit is None:
-        dropped = [k for k in state if k.startswith(VIT_PREFIXES)]
-        for k in dropped:
-            del state[k]
-        if dropped:
-            log.info("ignoring %d ViT/connector tensors (the model is built without the ViT)", len(dropped))
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state = _read_state(weights, device, dtype, skip=VIT_PREFIXES if arch.vit is None else ())
     _load_strict(model, state, str(weights))
     _restore_buffers(model, device)
     return model.eval().requires_grad_(False)
@@ -228,7 +247,7 @@ def load_autoencoder(
 ) -> AutoEncoder:
     with torch.device("meta"):
         vae = AutoEncoder(arch.vae)
-    state = {k: v.to(dtype) for k, v in load_file(str(path), device=str(torch.device(device))).items()}
+    state = _read_state(Path(path), torch.device(device), dtype)
     _load_strict(vae, state, str(path))
     return vae.eval().requires_grad_(False)
 
