@@ -37,33 +37,55 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
 
 
 class KVCache:
-    """Keys/values [layers, Hkv, capacity, d] of one context; rows ``[:length]`` hold the prompt."""
+    """Keys/values of one context, per layer [Hkv, capacity, d]; rows ``[:length]`` hold the prompt.
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, device: torch.device, dtype):
-        shape = (num_layers, num_kv_heads, capacity, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+    Each layer's tensors are allocated on first write, on the device of the keys written, so a model spread
+    over several GPUs keeps every layer's cache beside the layer.
+    """
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype):
+        self.shape = (num_kv_heads, capacity, head_dim)
+        self.dtype = dtype
+        self.k: list[torch.Tensor | None] = [None] * num_layers
+        self.v: list[torch.Tensor | None] = [None] * num_layers
         self.length = 0
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return self.shape[1]
+
+    def _ensure(self, layer: int, device: torch.device) -> None:
+        if self.k[layer] is None:
+            self.k[layer] = torch.zeros(self.shape, device=device, dtype=self.dtype)
+            self.v[layer] = torch.zeros(self.shape, device=device, dtype=self.dtype)
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """k/v: [n, Hkv, d] stored at rows start:start+n."""
+        self._ensure(layer, k.device)
         n = k.shape[0]
-        self.k[layer, :, start : start + n] = k.transpose(0, 1)
-        self.v[layer, :, start : start + n] = v.transpose(0, 1)
+        self.k[layer][:, start : start + n] = k.transpose(0, 1)
+        self.v[layer][:, start : start + n] = v.transpose(0, 1)
+
+    def keys_values(self, layer: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views [Hkv, stop, d] of the first ``stop`` rows (no copy)."""
+        return self.k[layer][:, :stop], self.v[layer][:, :stop]
 
     def copy_prefix_from(self, other: KVCache, length: int) -> None:
         """Take the first ``length`` rows of another cache (a context that is a prefix of another; done once)."""
-        self.k[:, :, :length] = other.k[:, :, :length]
-        self.v[:, :, :length] = other.v[:, :, :length]
+        for layer, (k, v) in enumerate(zip(other.k, other.v, strict=True)):
+            if k is None:
+                continue
+            self._ensure(layer, k.device)
+            self.k[layer][:, :length] = k[:, :length]
+            self.v[layer][:, :length] = v[:, :length]
         self.length = length
 
     def rows(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored keys/values of a layer as [length, Hkv, d] (for inspection and tests)."""
-        return self.k[layer, :, : self.length].transpose(0, 1), self.v[layer, :, : self.length].transpose(0, 1)
+        if self.k[layer] is None:
+            empty = torch.zeros((0, self.shape[0], self.shape[2]), dtype=self.dtype)
+            return empty, empty
+        return self.k[layer][:, : self.length].transpose(0, 1), self.v[layer][:, : self.length].transpose(0, 1)
 
 
 @dataclass
@@ -79,7 +101,7 @@ class PrefillAttention:
         stop = self.start + n
         self.cache.write(layer, self.start, k, v)
         mask = None if self.mask is None else self.mask.to(q.device)
-        return sdpa(q.transpose(0, 1), self.cache.k[layer, :, :stop], self.cache.v[layer, :, :stop], mask)
+        return sdpa(q.transpose(0, 1), *self.cache.keys_values(layer, stop), mask)
 
 
 @dataclass
@@ -103,7 +125,7 @@ class QueryAttention:
             cache.write(layer, base + n, k[mark], v[mark])
             qb = torch.cat((q[lat], q[mark]), dim=0).transpose(0, 1)  # [Hq, n+2, d]
             stop = base + n + 2
-            o = sdpa(qb, cache.k[layer, :, :stop], cache.v[layer, :, :stop])
+            o = sdpa(qb, *cache.keys_values(layer, stop))
             outs_lat.append(o[:n])
             outs_mark.append(o[n:])
         return torch.cat(outs_lat + outs_mark, dim=0)

@@ -77,6 +77,7 @@ def prefill(
     inputs: BlockInputs,
     ids: TokenIds,
     *,
+    device: torch.device,
     query_tokens: int,
     group_mask: bool = False,
     reuse: Context | None = None,
@@ -87,8 +88,7 @@ def prefill(
     recomputed (the released text-dropped context is such a prefix).
     """
     cfg = model.cfg.llm
-    device = model.vae2llm.weight.device
-    cache = KVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, plan.length + query_tokens, device, model.dtype)
+    cache = KVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, plan.length + query_tokens, model.dtype)
     table = token_table(plan)
     first = 0
     if reuse is not None and plan.is_prefix_of(reuse.plan):
@@ -114,16 +114,16 @@ def query_velocity(
     t: torch.Tensor,
     grid: tuple[int, int],
     ids: TokenIds,
+    device: torch.device,
 ) -> list[torch.Tensor]:
     """Velocities [N, P] of the noisy latents ``x`` [N, P] at time ``t`` against each context, in one forward.
 
     Rows are laid out [latents of every branch, then the two markers of every branch] so the generation expert
     runs one dense matmul over all branches' latents and the understanding expert one over all markers.
     """
-    device = model.vae2llm.weight.device
     n, b = x.shape[0], len(contexts)
     pos = grid_position_ids(*grid, model.cfg.max_latent_size).to(device)
-    latents = model.embed_latents(x, t.expand(n).to(device), pos)  # same query embeddings for every branch
+    latents = model.embed_latents(x.to(device), t.expand(n).to(device), pos)  # same query embeddings for every branch
     markers = _marker_rows(model, ids, device)
     hidden = torch.cat([latents] * b + [markers] * b, dim=0)  # [b*n + 2b, D]
     positions = torch.cat(

@@ -60,8 +60,19 @@ class GenerationResult:
 class SigmaPipeline:
     """Holds the network, the autoencoder and the tokenizer; ``__call__`` runs one generation."""
 
-    def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer: Tokenizer, *, name: str = "custom"):
-        self.model, self.vae, self.tokenizer, self.name = model, vae, tokenizer, name
+    def __init__(
+        self,
+        model: Bagel,
+        vae: AutoEncoder,
+        tokenizer: Tokenizer,
+        *,
+        name: str = "custom",
+        device: torch.device | str | None = None,
+        mode: str = "cpu",
+    ):
+        self.model, self.vae, self.tokenizer, self.name, self.mode = model, vae, tokenizer, name, mode
+        # the execution device: where inputs go; with a device map the weights may live elsewhere
+        self._device = torch.device(device) if device is not None else model.vae2llm.weight.device
 
     @property
     def arch(self) -> ArchConfig:
@@ -69,7 +80,7 @@ class SigmaPipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.model.vae2llm.weight.device
+        return self._device
 
     def __call__(
         self,
@@ -236,7 +247,16 @@ class SigmaPipeline:
         ids = self.tokenizer.ids
 
         def run(plan, reuse=None) -> Context:
-            return prefill(self.model, plan, inputs, ids, query_tokens=query_tokens, group_mask=group_mask, reuse=reuse)
+            return prefill(
+                self.model,
+                plan,
+                inputs,
+                ids,
+                device=self.device,
+                query_tokens=query_tokens,
+                group_mask=group_mask,
+                reuse=reuse,
+            )
 
         full = run(plans.full)
         text = full if plans.text_dropped is plans.full else run(plans.text_dropped, reuse=full)
@@ -262,7 +282,7 @@ class SigmaPipeline:
             for name in branches:  # identical contexts give identical velocities: run each once
                 if all(contexts[name] is not u for u in unique):
                     unique.append(contexts[name])
-            outs = query_velocity(self.model, unique, x, t, grid, ids)
+            outs = query_velocity(self.model, unique, x, t, grid, ids, self.device)
             return {name: outs[next(i for i, u in enumerate(unique) if u is contexts[name])] for name in branches}
 
         return velocity

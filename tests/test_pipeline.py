@@ -84,9 +84,10 @@ def test_batched_branches_equal_separate_forwards(tiny_pipe, refs):
     ctxs = [res.contexts[k] for k in ("full", "text", "image")]
     x = torch.randn(20, 16, generator=torch.Generator().manual_seed(1))
     t = torch.tensor(0.7)
-    batched = query_velocity(tiny_pipe.model, ctxs, x, t, (4, 5), tiny_pipe.tokenizer.ids)
+    cpu = torch.device("cpu")
+    batched = query_velocity(tiny_pipe.model, ctxs, x, t, (4, 5), tiny_pipe.tokenizer.ids, cpu)
     for ctx, v in zip(ctxs, batched, strict=True):
-        alone = query_velocity(tiny_pipe.model, [ctx], x, t, (4, 5), tiny_pipe.tokenizer.ids)[0]
+        alone = query_velocity(tiny_pipe.model, [ctx], x, t, (4, 5), tiny_pipe.tokenizer.ids, cpu)[0]
         torch.testing.assert_close(v, alone, atol=1e-5, rtol=1e-5)
 
 

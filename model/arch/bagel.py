@@ -51,8 +51,7 @@ class Bagel(nn.Module):
 
     def embed_latents(self, latents: torch.Tensor, t: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Latent tokens [n, P] at flow times t [n] (0 = clean) -> ``vae2llm(x) + temb(t) + pos`` [n, D]."""
-        w = self.vae2llm.weight
-        x = self.vae2llm(latents.to(device=w.device, dtype=w.dtype))
+        x = self.vae2llm(latents.to(self.dtype))
         return x + self.time_embedder(t) + self.latent_pos_embed(position_ids)
 
     def embed_vit(self, patches: torch.Tensor, position_ids: torch.Tensor, seqlens: list[int]) -> torch.Tensor:

@@ -42,7 +42,8 @@ class RotaryEmbedding(nn.Module):
     @torch.no_grad()
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (cos, sin), each [n, head_dim], computed in float32 and rounded to ``dtype``."""
-        freqs = position_ids.float()[:, None] * self.inv_freq.float()[None, :]  # [n, head_dim/2]
+        inv_freq = self.inv_freq.to(position_ids.device).float()
+        freqs = position_ids.float()[:, None] * inv_freq[None, :]  # [n, head_dim/2]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -83,8 +84,7 @@ class TimestepEmbedder(nn.Module):
         return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)  # [n, 256], cos half first
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        weight = self.mlp[0].weight
-        return self.mlp(self.sinusoid(t).to(device=weight.device, dtype=weight.dtype))
+        return self.mlp(self.sinusoid(t).to(self.mlp[0].weight.dtype))
 
 
 def sincos_table_2d(grid: int, dim: int) -> torch.Tensor:

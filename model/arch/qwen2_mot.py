@@ -53,6 +53,14 @@ class Routing:
             return Routing(slice(0, 0), slice(0, n), n)
         return Routing(und_idx, gen_idx, n)
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Routing:
+        """The same routing with its index tensors on ``device`` (device-map hooks call this)."""
+
+        def move(sel: Selector) -> Selector:
+            return sel if isinstance(sel, slice) else sel.to(device, non_blocking=non_blocking)
+
+        return Routing(move(self.und), move(self.gen), self.length)
+
     @property
     def has_und(self) -> bool:
         return _count(self.und, self.length) > 0

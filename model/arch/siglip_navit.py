@@ -24,8 +24,9 @@ class SiglipEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(cfg.max_patches_per_side**2, cfg.hidden_size)
 
     def forward(self, patches: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        w = self.patch_embedding.weight
-        return self.patch_embedding(patches.to(w.dtype)) + self.position_embedding(position_ids)
+        return self.patch_embedding(patches.to(self.patch_embedding.weight.dtype)) + self.position_embedding(
+            position_ids
+        )
 
 
 class SiglipAttention(nn.Module):
