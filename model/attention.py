@@ -14,21 +14,26 @@ memory-efficient kernels on a GPU), or through flash-attn when it is installed a
 
 from __future__ import annotations
 
-import importlib.util
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-_HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
+log = logging.getLogger(__name__)
+
+try:  # optional: used when installed and importable, never required
+    from flash_attn import flash_attn_func
+except Exception as exc:  # noqa: BLE001 - a broken build raises anything from ImportError to OSError
+    flash_attn_func = None
+    if not isinstance(exc, ImportError):
+        log.warning("flash-attn is installed but does not load (%s); using PyTorch SDPA", exc)
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """q [Hq, n, d], k/v [Hkv, L, d] (GQA), mask bool [n, L] or None -> [n, Hq*d]."""
     hq, n, d = q.shape
-    if mask is None and _HAS_FLASH_ATTN and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        from flash_attn import flash_attn_func
-
+    if mask is None and flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         out = flash_attn_func(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
         return out[0].reshape(n, hq * d)
     # enable_gqa lets the kernel read each key/value head for its query group: no expanded copy of the cache

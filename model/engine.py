@@ -99,6 +99,7 @@ def prefill(
         block, start = plan.blocks[i], offsets[i]
         hidden, is_gen = block_embeddings(model, block, inputs, ids, device)
         mask = block_rows_mask(table, start, start + block.length, group_mask=group_mask)
+        mask = None if mask is None else mask.to(device)
         positions = torch.tensor(block.positions(), device=device)
         attend = PrefillAttention(cache, start, mask)
         model.decode(hidden, Routing.from_mask(is_gen.to(device)), positions, attend)

@@ -20,7 +20,6 @@ from safetensors import safe_open
 
 from .arch.autoencoder import AutoEncoder
 from .arch.bagel import Bagel
-from .arch.layers import RotaryEmbedding
 from .config import ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
 from .errors import CheckpointError
 
@@ -155,13 +154,6 @@ def read_arch_config(
     return ArchConfig(**fields)
 
 
-def _restore_buffers(module: torch.nn.Module, device: torch.device) -> None:
-    """Recreate non-persistent buffers (RoPE inverse frequencies) that a meta-device build left empty."""
-    for sub in module.modules():
-        if isinstance(sub, RotaryEmbedding):
-            sub.inv_freq = sub.compute_inv_freq(device)
-
-
 def build_model(arch: ArchConfig, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> Bagel:
     """An uninitialised (meta) or randomly initialised network of this architecture."""
     with torch.device(device):
@@ -238,7 +230,6 @@ def load_bagel(
     model = build_model(arch, "meta", dtype)
     state = _read_state(weights, device, dtype, skip=VIT_PREFIXES if arch.vit is None else ())
     _load_strict(model, state, str(weights))
-    _restore_buffers(model, device)
     return model.eval().requires_grad_(False)
 
 

@@ -272,7 +272,7 @@ class SigmaPipeline:
             if tuple(latents.shape) != shape:
                 raise InputError(f"latents must have shape {shape} for this output size, got {tuple(latents.shape)}")
             return latents.float().to(self.device)
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
 
     def _velocity_fn(self, contexts: dict[str, Context], grid: tuple[int, int]):
         ids = self.tokenizer.ids

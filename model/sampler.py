@@ -33,10 +33,15 @@ class StepScales:
         return ("full",) + (("text",) if self.text > 1 else ()) + (("image",) if self.image > 1 else ())
 
 
-def step_scales(t: float, cfg: GenerationConfig) -> StepScales:
-    """Guidance is on iff ``lo < t <= hi`` (strict on the left); off means both scales are 1."""
+def step_scales(t: torch.Tensor | float, cfg: GenerationConfig) -> StepScales:
+    """Guidance is on iff ``lo < t <= hi`` (strict on the left); off means both scales are 1.
+
+    The comparison happens in float32, like the reference's tensor comparison: a step whose float32 time equals
+    float32(lo) is off even where the float64 values would differ.
+    """
     lo, hi = cfg.cfg_interval
-    if lo < t <= hi:
+    t32 = torch.as_tensor(t, dtype=torch.float32)
+    if bool(t32 > lo) and bool(t32 <= hi):
         return StepScales(cfg.cfg_text_scale, cfg.cfg_img_scale)
     return StepScales(1.0, 1.0)
 
@@ -91,7 +96,7 @@ def denoise(
     t = timesteps(cfg.steps, cfg.timestep_shift).to(x.device)
     total = cfg.steps - 1
     for i in range(total):
-        scales = step_scales(float(t[i]), cfg)
+        scales = step_scales(t[i], cfg)
         out = velocity(x, t[i], scales.branches())
         v = combine(out["full"], out.get("text"), out.get("image"), scales, cfg.cfg_renorm_type, cfg.cfg_renorm_min)
         x = x - v * (t[i] - t[i + 1])

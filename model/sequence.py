@@ -207,7 +207,8 @@ def trained_blocks(
     target: int | None = None,
     slot_is_zero: bool = True,
 ) -> ContextPlan:
-    """SIGMA's training layout. ``target`` is the part index of the generation target (training only)."""
+    """SIGMA's training layout. ``target`` is the part index of the generation target (training only); every
+    mention of the target image becomes a noise split, as in the released data code."""
     blocks: list[Block] = []
     rope = 0
     for seg in _resolve(parts, segment, ids):
@@ -218,11 +219,9 @@ def trained_blocks(
                 rope = block.rope_after
             continue
         geo = geometry[seg.image]
-        if target is not None and seg.part == target:
-            blocks.append(_image_block("noise", seg, geo.latent_hw, rope))
-            continue  # RoPE does not advance after the target
         if target is not None and seg.image == parts[target].index:
-            continue  # the target named again is not a reference
+            blocks.append(_image_block("noise", seg, geo.latent_hw, rope))
+            continue  # RoPE does not advance after the target (each mention of it is a target split)
         if not drop_images:
             blocks.append(_image_block("vae", seg, geo.latent_hw, rope))
             if geo.vit_hw is not None:

@@ -93,3 +93,12 @@ def test_save_png_is_atomic_and_keeps_metadata(tmp_path):
     out = save_png(Image.new("RGB", (4, 4)), tmp_path / "a" / "o.png", {"sigma:prompt": "hi"})
     assert Image.open(out).text["sigma:prompt"] == "hi"
     assert [p.name for p in out.parent.iterdir()] == ["o.png"]
+
+
+def test_rope_frequencies_stay_float32_in_a_bf16_model():
+    from model.arch.layers import RotaryEmbedding
+
+    rope = RotaryEmbedding(128, 1e6).to(torch.bfloat16)
+    cos, _ = rope(torch.tensor([100]), torch.float32)
+    exact = torch.cos(100 * (1.0 / 1e6 ** (torch.arange(0, 128, 2).double() / 128))).float()
+    torch.testing.assert_close(cos[0, :64], exact, atol=1e-5, rtol=0)

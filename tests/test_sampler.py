@@ -95,3 +95,10 @@ def test_requested_branches_follow_the_scales():
 def test_config_validation_names_the_flag(kw, flag):
     with pytest.raises(InputError, match=flag):
         GenerationConfig(**kw)
+
+
+def test_guidance_gate_compares_in_float32():
+    """With 12 steps the 10th time is float32(0.4) exactly: the reference leaves guidance off there."""
+    t = timesteps(12, 3.0)[9]
+    assert t.item() == torch.tensor(0.4).item()
+    assert step_scales(t, GenerationConfig(cfg_interval=(0.4, 1.0))).text == 1.0

@@ -137,6 +137,11 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def _no_tf32():
+    """cuDNN would run the float32 convolutions in TF32 on Ampere and later; the reference is true float32."""
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False)
+
+
 class AutoEncoder(nn.Module):
     """``encode`` samples the posterior and returns scaled latents; ``decode`` inverts the scaling."""
 
@@ -155,7 +160,8 @@ class AutoEncoder(nn.Module):
         (on the generator's device), else the posterior mean is returned.
         """
         w = self.encoder.conv_in.weight
-        moments = self.encoder(x.to(device=w.device, dtype=w.dtype))
+        with _no_tf32():
+            moments = self.encoder(x.to(device=w.device, dtype=w.dtype))
         mean, logvar = moments.chunk(2, dim=1)
         if eps is None and generator is not None:
             eps = torch.randn(mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
@@ -166,4 +172,5 @@ class AutoEncoder(nn.Module):
         """Scaled latent [b, z, h, w] -> image [b, 3, 8h, 8w] in about [-1, 1]."""
         w = self.decoder.conv_in.weight
         z = z_scaled.to(device=w.device, dtype=w.dtype) / self.cfg.scale_factor + self.cfg.shift_factor
-        return self.decoder(z)
+        with _no_tf32():
+            return self.decoder(z)

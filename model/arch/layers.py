@@ -28,12 +28,15 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Plain RoPE with the rotate-half layout; ``inv_freq`` is a float32 buffer that is never saved."""
+    """Plain RoPE with the rotate-half layout.
+
+    The inverse frequencies are recomputed in float32 at every call (64 numbers) rather than kept in a buffer,
+    so no ``model.to(bfloat16)`` and no meta-device build can round or lose them.
+    """
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
         self.head_dim, self.theta = head_dim, theta
-        self.register_buffer("inv_freq", self.compute_inv_freq("cpu"), persistent=False)
 
     def compute_inv_freq(self, device: str | torch.device) -> torch.Tensor:
         exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
@@ -42,7 +45,7 @@ class RotaryEmbedding(nn.Module):
     @torch.no_grad()
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (cos, sin), each [n, head_dim], computed in float32 and rounded to ``dtype``."""
-        inv_freq = self.inv_freq.to(position_ids.device).float()
+        inv_freq = self.compute_inv_freq(position_ids.device)
         freqs = position_ids.float()[:, None] * inv_freq[None, :]  # [n, head_dim/2]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)

@@ -110,15 +110,20 @@ class MoTAttention(nn.Module):
             setattr(self, f"q_norm{suffix}", RMSNorm(hd, cfg.rms_norm_eps))
             setattr(self, f"k_norm{suffix}", RMSNorm(hd, cfg.rms_norm_eps))
 
-    def project(self, a: torch.Tensor, gen: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One expert's q, k (float32, after the q/k norm) and v for normed inputs ``a`` [n, D]."""
+    def project(self, a: torch.Tensor, gen: bool, fp32: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One expert's q, k (after the q/k norm) and v for normed inputs ``a`` [n, D].
+
+        ``fp32``: the released "gen" precision path (any chunk holding latent tokens, markers included): q/k are
+        normed and then rotated in float32. Otherwise ("und": text and ViT chunks) they stay in the model dtype.
+        """
         s = "_moe_gen" if gen else ""
         n = a.shape[0]
         q = getattr(self, f"q_proj{s}")(a).view(n, self.num_heads, self.head_dim)
         k = getattr(self, f"k_proj{s}")(a).view(n, self.num_kv_heads, self.head_dim)
         v = getattr(self, f"v_proj{s}")(a).view(n, self.num_kv_heads, self.head_dim)
-        # The q/k norms run in float32 and RoPE follows in float32 (the released "gen" precision path).
-        return getattr(self, f"q_norm{s}")(q.float()), getattr(self, f"k_norm{s}")(k.float()), v
+        if fp32:
+            q, k = q.float(), k.float()
+        return getattr(self, f"q_norm{s}")(q), getattr(self, f"k_norm{s}")(k), v
 
 
 class MoTDecoderLayer(nn.Module):
@@ -145,8 +150,9 @@ class MoTDecoderLayer(nn.Module):
         """x: [n, D] packed hidden states -> [n, D]."""
         attn = self.self_attn
         xu, xg = routing.split(x)
-        pu = attn.project(self.input_layernorm(xu), gen=False) if routing.has_und else (None, None, None)
-        pg = attn.project(self.input_layernorm_moe_gen(xg), gen=True) if routing.has_gen else (None, None, None)
+        fp32 = routing.has_gen
+        pu = attn.project(self.input_layernorm(xu), False, fp32) if routing.has_und else (None, None, None)
+        pg = attn.project(self.input_layernorm_moe_gen(xg), True, fp32) if routing.has_gen else (None, None, None)
         q, k, v = (routing.merge(u, g) for u, g in zip(pu, pg, strict=True))
         q = apply_rope(q, cos, sin).to(x.dtype)  # [n, Hq, hd]
         k = apply_rope(k, cos, sin).to(x.dtype)  # [n, Hkv, hd]
