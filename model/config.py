@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import InputError
 
@@ -156,6 +156,35 @@ def tiny() -> ArchConfig:
 
 
 PRESETS = {"bagel-7b-mot": bagel_7b_mot, "sigma-7b": sigma_7b, "tiny": tiny}
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How to load a model; the CLI's and the web UI's loading options map onto these fields one to one."""
+
+    model: str = "sigma"  # sigma | bagel | tiny | a Hugging Face repo id | a local directory
+    mode: str = "auto"  # auto | bf16 | nf4 | int8 | offload | multi-gpu | cpu
+    device: str | None = None  # execution device (default cuda:0 for GPU modes, cpu otherwise)
+    dtype: Any = None  # torch dtype of the network (default bf16 on GPU, float32 on CPU)
+    weights: str | None = None  # a weights file that replaces the source's own
+    cache_dir: str | None = None  # Hugging Face cache (default HF_HOME / ~/.cache/huggingface)
+    token: str | None = None  # Hugging Face token (default HF_TOKEN)
+    revision: str | None = None
+    local_files_only: bool = False
+    max_gpu_memory: str | None = None  # offload budget on GPU 0, e.g. "10GiB"
+    max_cpu_memory: str | None = None  # offload budget in CPU memory; layers beyond it go to disk
+    offload_dir: str | None = None  # where disk-offloaded layers live
+    visual_und: bool | None = None  # build the ViT (default: when the weights have it)
+    seed: int = 0  # weight seed of the tiny model
+
+    def __post_init__(self) -> None:
+        from .modes import MODES
+
+        if self.mode not in MODES:
+            raise InputError(f"--mode {self.mode} is not one of {', '.join(MODES)}")
+
+    def replace(self, **changes) -> LoaderConfig:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

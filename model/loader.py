@@ -20,8 +20,11 @@ from safetensors import safe_open
 
 from .arch.autoencoder import AutoEncoder
 from .arch.bagel import Bagel
-from .config import ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
+from .config import PRESETS, ArchConfig, LLMConfig, LoaderConfig, ResizeSpec, VAEConfig, ViTConfig
 from .errors import CheckpointError
+from .modes import QUANT_MODES, bitsandbytes_available, choose_mode, device_map_for, probe
+from .pipeline import SigmaPipeline
+from .tokens import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +166,9 @@ def build_model(arch: ArchConfig, device: str | torch.device = "meta", dtype: to
     return model.to(dtype)
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    expected = set(module.state_dict().keys())
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+def check_keys(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], what: str) -> None:
+    """Strict key and shape matching, with a message that names the first offenders."""
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
     if missing or unexpected:
         parts = []
         if missing:
@@ -173,42 +176,50 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
         raise CheckpointError(f"{what} does not match the architecture: {'; '.join(parts)}")
-    own = module.state_dict()
-    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    bad = [k for k in found if tuple(found[k]) != tuple(expected[k])]
     if bad:
         k = bad[0]
         raise CheckpointError(
-            f"{what}: {len(bad)} tensors have the wrong shape (first: {k} is {tuple(state[k].shape)}, "
-            f"the architecture expects {tuple(own[k].shape)})"
+            f"{what}: {len(bad)} tensors have the wrong shape (first: {k} is {tuple(found[k])}, "
+            f"the architecture expects {tuple(expected[k])})"
         )
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, what)
     module.load_state_dict(state, strict=True, assign=True)
 
 
+class _TensorReader:
+    """Memory-mapped, tensor-by-tensor access to a safetensors file, casting before the move to a device."""
+
+    def __init__(self, path: Path, dtype: torch.dtype | None):
+        self.path, self.dtype = path, dtype
+        try:
+            self._file = safe_open(str(path), framework="pt", device="cpu")
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+
+    def __call__(self, key: str) -> torch.Tensor:
+        try:
+            t = self._file.get_tensor(key)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{self.path}: tensor {key} could not be read ({exc})") from None
+        return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
+
+
 def _read_state(
-    path: Path, device: torch.device, dtype: torch.dtype | None, skip: tuple[str, ...] = ()
+    path: Path, device: torch.device, dtype: torch.dtype | None, keys: list[str] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Read a safetensors file tensor by tensor (memory-mapped), casting each before it moves to ``device``.
+    """Read (some keys of) a safetensors file tensor by tensor, casting each before it moves to ``device``.
 
     Casting per tensor keeps the peak at one copy of the model in the target dtype, also for float32 files
     (the SIGMA trainer saves float32 master weights: twice the size of the bf16 model).
     """
-    state: dict[str, torch.Tensor] = {}
-    skipped = 0
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                if skip and key.startswith(skip):
-                    skipped += 1
-                    continue
-                t = f.get_tensor(key)
-                if dtype is not None and t.is_floating_point():
-                    t = t.to(dtype)
-                state[key] = t.to(device)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path} could not be read ({exc})") from None
-    if skipped:
-        log.info("ignoring %d ViT/connector tensors of %s (the model is built without the ViT)", skipped, path.name)
-    return state
+    read = _TensorReader(path, dtype)
+    names = keys if keys is not None else list(tensor_shapes(path))
+    return {k: read(k).to(device) for k in names}
 
 
 def load_bagel(
@@ -217,19 +228,36 @@ def load_bagel(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     weights: str | Path | None = None,
+    mode: str = "plain",
+    device_map: dict | None = None,
+    offload_dir: str | None = None,
 ) -> Bagel:
-    """Build on meta and load the directory's EMA weights with strict key matching.
+    """Build on meta, check the file's keys and shapes strictly from its header, then load.
 
     When the ViT is not built (``arch.vit is None``) the ViT, connector and ViT table keys of a BAGEL file are
-    dropped by name, exactly as the released SIGMA loader ignores them; every other key must match.
+    ignored by name, exactly as the released SIGMA loader ignores them; every other key must match.
+    ``mode``: ``plain`` (all on ``device``), ``nf4``/``int8`` (bitsandbytes) or ``dispatch`` (``device_map``).
     """
+    from .modes import dispatch, quantize_into
+
     device = torch.device(device)
     weights = Path(weights) if weights else find_weights(Path(model_dir))
     if not weights.is_file():
         raise CheckpointError(f"Weights file {weights} does not exist")
     model = build_model(arch, "meta", dtype)
-    state = _read_state(weights, device, dtype, skip=VIT_PREFIXES if arch.vit is None else ())
-    _load_strict(model, state, str(weights))
+    skip = VIT_PREFIXES if arch.vit is None else ()
+    found = {k: s for k, s in tensor_shapes(weights).items() if not (skip and k.startswith(skip))}
+    check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, found, str(weights))
+    if len(found) < len(tensor_shapes(weights)):
+        log.info("ignoring the ViT/connector tensors of %s (the model is built without the ViT)", weights.name)
+    if mode == "dispatch":
+        model = dispatch(model, _TensorReader(weights, dtype), list(found), device_map or {}, device, offload_dir)
+    else:
+        consumed: set[str] = set()
+        if mode in QUANT_MODES:
+            consumed = quantize_into(model, _TensorReader(weights, dtype), mode, device, dtype)
+        rest = _read_state(weights, device, dtype, [k for k in found if k not in consumed])
+        model.load_state_dict(rest, strict=False, assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -258,47 +286,61 @@ def arch_to_json(arch: ArchConfig) -> dict:
     }
 
 
-def load_pipeline(
-    source: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    visual_und: bool | None = None,
-    weights: str | Path | None = None,
-    seed: int = 0,
-    **arch_overrides,
-):
-    """Load a :class:`~model.pipeline.SigmaPipeline` from a checkpoint directory or a preset name.
+def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> SigmaPipeline:
+    """Load a :class:`~model.pipeline.SigmaPipeline`: THE entry point of the CLI, the web UI and finetuning.
 
-    ``tiny`` builds the toy architecture with seeded random weights and a byte-level tokenizer: for tests and
-    smoke runs (its images are noise). A directory loads as described in this module; ``weights`` points at a
-    weights file elsewhere (the SIGMA release ships weights only and takes configs and tokenizer from BAGEL).
+    Args:
+        source: ``sigma`` (default), ``bagel``, ``tiny``, a Hugging Face repo id, a local checkpoint directory,
+            or a :class:`LoaderConfig`.
+        kwargs: :class:`LoaderConfig` fields (``mode``, ``device``, ``dtype``, ``weights``, ``cache_dir``,
+            ``token``, ``max_gpu_memory``, ``offload_dir``, ``visual_und``, ``local_files_only``, ``seed``);
+            anything else overrides an :class:`ArchConfig` field (e.g. ``group_mask=True``).
+
+    ``tiny`` builds the toy architecture with seeded random weights and a byte-level tokenizer, for tests and
+    smoke runs (its images are noise).
     """
-    from .config import PRESETS
-    from .pipeline import SigmaPipeline
-    from .tokens import Tokenizer
+    loader_fields = {f.name for f in dataclasses.fields(LoaderConfig)}
+    if isinstance(source, LoaderConfig):
+        cfg = source.replace(**{k: v for k, v in kwargs.items() if k in loader_fields})
+    else:
+        cfg = LoaderConfig(model=str(source), **{k: v for k, v in kwargs.items() if k in loader_fields})
+    arch_overrides = {k: v for k, v in kwargs.items() if k not in loader_fields}
+    if cfg.model == "tiny" and not Path(cfg.model).exists():
+        return _tiny_pipeline(cfg, arch_overrides)
+    from .hub import HubOptions, resolve
 
-    device = torch.device(device)
-    if str(source) in PRESETS and not Path(source).exists():
-        arch = PRESETS[str(source)]().replace(**arch_overrides)
-        if str(source) != "tiny":
-            raise CheckpointError(
-                f"'{source}' names an architecture, not weights: "
-                "pass a checkpoint directory (or 'tiny' for a toy model)"
-            )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_model(arch, "cpu", torch.float32)
-            torch.manual_seed(seed + 1)  # the autoencoder does not change with the network's options
-            vae = AutoEncoder(arch.vae)
-        model = model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)
-        return SigmaPipeline(model, vae.to(device).eval().requires_grad_(False), Tokenizer.byte_level(), name="tiny")
-    model_dir = Path(source)
-    arch = read_arch_config(model_dir, visual_und=visual_und, weights=weights, **arch_overrides)
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = load_bagel(model_dir, arch, device, dtype, weights=weights)
-    vae = load_autoencoder(model_dir / "ae.safetensors", arch, device, torch.float32)
-    return SigmaPipeline(model, vae, Tokenizer.from_dir(model_dir), name=model_dir.name)
+    src = resolve(cfg.model, HubOptions(cfg.cache_dir, cfg.token, cfg.revision, cfg.local_files_only))
+    weights = Path(cfg.weights) if cfg.weights else src.weights
+    arch = read_arch_config(src.config_dir, visual_und=cfg.visual_und, weights=weights, **arch_overrides)
+    mode, reason = choose_mode(cfg.mode, arch, probe(), bitsandbytes_available(), cfg.device)
+    device = torch.device(cfg.device or ("cpu" if mode == "cpu" else "cuda:0"))
+    dtype = cfg.dtype or (torch.float32 if device.type == "cpu" and mode not in QUANT_MODES else torch.bfloat16)
+    log.info("loading %s in %s mode (%s)", src.name, mode, reason)
+    load_mode, device_map = mode if mode in QUANT_MODES else "plain", None
+    if mode in ("offload", "multi-gpu"):
+        meta = build_model(arch, "meta", dtype)
+        device_map = device_map_for(meta, mode, probe(), cfg.max_gpu_memory, dtype, cfg.max_cpu_memory)
+        load_mode = "dispatch"
+    model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir)
+    vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, device, torch.float32)
+    pipe = SigmaPipeline(model, vae, Tokenizer.from_dir(src.config_dir), name=src.name, device=device, mode=mode)
+    pipe.mode_reason = reason
+    return pipe
+
+
+def _tiny_pipeline(cfg: LoaderConfig, arch_overrides: dict) -> SigmaPipeline:
+    arch = PRESETS["tiny"]().replace(**arch_overrides)
+    device = torch.device(cfg.device or "cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(arch, "cpu", torch.float32)
+        torch.manual_seed(cfg.seed + 1)  # the autoencoder does not change with the network's options
+        vae = AutoEncoder(arch.vae)
+    model = model.to(device=device, dtype=cfg.dtype or torch.float32).eval().requires_grad_(False)
+    vae = vae.to(device).eval().requires_grad_(False)
+    pipe = SigmaPipeline(model, vae, Tokenizer.byte_level(), name="tiny", device=device, mode="tiny")
+    pipe.mode_reason = "random toy weights: the output is noise"
+    return pipe
 
 
 def save_pipeline(pipe, directory: str | Path) -> Path:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from model import CheckpointError, load_pipeline, read_arch_config
+from model.hub import WeightsUnavailableError
 from model.loader import save_pipeline
 from tests.conftest import fixture_dir, requires_fixture
 
@@ -42,11 +43,23 @@ def test_weights_elsewhere_and_vit_request_on_a_vit_free_file(tmp_path, saved):
         read_arch_config(saved, weights=weights_only, visual_und=True)
 
 
+def test_weights_only_directory_needs_the_backbone_configs(tmp_path, saved, monkeypatch):
+    """A directory with weights but no configs (the SIGMA release) takes BAGEL's from the cache; offline and
+    uncached, the user gets one line naming what is missing and the command that fetches it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights_only = tmp_path / "sigma"
+    weights_only.mkdir()
+    shutil.copy(saved / "ema.safetensors", weights_only)
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_pipeline(weights_only, cache_dir=str(tmp_path / "hf"))
+    msg = str(err.value)
+    assert "ByteDance-Seed/BAGEL-7B-MoT" in msg and "sigma download" in msg and "\n" not in msg
+
+
 @pytest.mark.parametrize(
     ("remove", "match"),
     [
-        ("llm_config.json", "llm_config.json is missing"),
-        ("ema.safetensors", "No weights"),
+        ("ema.safetensors", "No weights|neither llm_config.json nor"),
         ("ae.safetensors", "ae.safetensors is missing"),
         ("tokenizer.json", "No tokenizer"),
     ],
@@ -66,7 +79,7 @@ def test_corrupt_weights(tmp_path, saved):
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="no such directory, and not a Hugging Face repo id"):
         load_pipeline(tmp_path / "nowhere")
 
 
