@@ -5,7 +5,7 @@
 >>> pipe("a cat <subject> <img1> on the moon", images=["cat.png"], steps=4, seed=7).image.save("out.png")
 """
 
-from .config import ArchConfig, GenerationConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
+from .config import ArchConfig, GenerationConfig, LLMConfig, LoaderConfig, ResizeSpec, VAEConfig, ViTConfig
 from .errors import CheckpointError, InputError, MissingDependencyError, PromptError, SigmaError, UnsupportedModeError
 from .loader import load_pipeline, read_arch_config
 from .pipeline import GenerationResult, SigmaPipeline
@@ -17,6 +17,7 @@ __all__ = [
     "GenerationResult",
     "InputError",
     "LLMConfig",
+    "LoaderConfig",
     "MissingDependencyError",
     "PromptError",
     "ResizeSpec",

@@ -23,7 +23,7 @@ from .config import ArchConfig, GenerationConfig
 from .engine import BlockInputs, Context, prefill, query_velocity
 from .errors import InputError
 from .images import open_image, patchify, resize, to_pil, to_rgb, to_tensor, unpatchify
-from .prompt import InterleavedPrompt, parse_prompt, prompt_from_inputs
+from .prompt import InterleavedPrompt, image_number, parse_prompt, prompt_from_inputs
 from .sampler import denoise
 from .sequence import GuidancePlans, ImageGeometry, released_plans, trained_plans
 from .tokens import Tokenizer
@@ -84,7 +84,7 @@ class SigmaPipeline:
 
     def __call__(
         self,
-        prompt: str | None = None,
+        prompt: str | InterleavedPrompt | None = None,
         images: Sequence[ImageLike] | Mapping[str, ImageLike] | None = None,
         *,
         inputs: Sequence[str | ImageLike] | None = None,
@@ -98,7 +98,8 @@ class SigmaPipeline:
         """Generate one image.
 
         Args:
-            prompt: interleaved prompt with ``<imgN>`` placeholders and attribute tokens (see :mod:`model.prompt`).
+            prompt: interleaved prompt with ``<imgN>`` placeholders and attribute tokens (see :mod:`model.prompt`),
+                or an already parsed :class:`~model.prompt.InterleavedPrompt` (its image indices refer to ``images``).
             images: the referenced images, as a list (img1, img2, ...) or a mapping ``{"img1": ...}``.
             inputs: instead of prompt/images, an explicit interleaved list of strings and images (used verbatim).
             config: sampler settings; keyword ``settings`` override its fields (e.g. ``steps=30, seed=7``).
@@ -157,7 +158,11 @@ class SigmaPipeline:
             return parsed, [_load(x) for x in inputs if not isinstance(x, str)]
         if prompt is None:
             raise InputError("No prompt given")
-        from .prompt import image_number
+        if isinstance(prompt, InterleavedPrompt):
+            values = list(images.values()) if isinstance(images, Mapping) else list(images or [])
+            if any(p.index >= len(values) for p in prompt.images):
+                raise InputError(f"The parsed prompt refers to more images than the {len(values)} given")
+            return prompt, [_load(v) for v in values]
 
         if isinstance(images, Mapping):
             names = [image_number(k) for k in images]

@@ -1,0 +1,1 @@
+"""The ``sigma`` command line: a thin Typer + Rich layer over :mod:`model`."""

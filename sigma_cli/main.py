@@ -1,0 +1,202 @@
+"""``sigma``: generate, batch, download, info. Each command parses, builds configs, calls the pipeline, renders.
+
+sigma generate "Place <id>the man <img1> next to <subject>the dog <img2>" --image img1=man.jpg --image img2=dog.png
+sigma generate --from outputs/result.png --seed 8
+sigma batch ./sigma-parquet --out runs/eval
+sigma download sigma
+sigma info
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from model import LoaderConfig, load_pipeline
+from model.hub import HubOptions, cache_location, resolve
+from model.images import save_png
+
+from . import render
+from .params import assign_images, generation_config, parse_interval, parse_size, png_metadata, read_params
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="SIGMA Studio: interleaved multi-reference image generation (SIGMA / BAGEL-7B-MoT).",
+)
+
+# Loading options shared by generate and batch (map one to one onto LoaderConfig)
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="sigma | bagel | tiny | HF repo id | directory")]
+ModeOpt = Annotated[str, typer.Option(help="auto | bf16 | nf4 | int8 | offload | multi-gpu | cpu")]
+GpuMemOpt = Annotated[str | None, typer.Option(help="GPU budget for --mode offload, e.g. 10GiB")]
+OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
+CacheOpt = Annotated[str | None, typer.Option(help="Hugging Face cache folder (default: HF_HOME)")]
+DebugOpt = Annotated[bool, typer.Option(help="show tracebacks")]
+# Sampler options (None = keep GenerationConfig's default, or the --from file's value)
+Steps = Annotated[int | None, typer.Option(help="denoising steps [default: 50]")]
+CfgText = Annotated[float | None, typer.Option("--cfg-text", help="text guidance scale [default: 4.0]")]
+CfgImg = Annotated[float | None, typer.Option("--cfg-img", help="image guidance scale [default: 2.0]")]
+CfgInterval = Annotated[str | None, typer.Option(help="guidance interval LOW,HIGH of t [default: 0,1]")]
+Renorm = Annotated[str | None, typer.Option(help="global | channel | text_channel [default: text_channel]")]
+Shift = Annotated[float | None, typer.Option(help="timestep shift [default: 3.0]")]
+Seed = Annotated[int | None, typer.Option(help="random seed [default: random]")]
+Layout = Annotated[str | None, typer.Option(help="released | trained [default: the checkpoint's]")]
+GroupMask = Annotated[bool | None, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")]
+
+
+def _loader(model: str, mode: str, max_gpu_memory, offload_dir, cache_dir) -> LoaderConfig:
+    return LoaderConfig(
+        model=model, mode=mode, max_gpu_memory=max_gpu_memory, offload_dir=offload_dir, cache_dir=cache_dir
+    )
+
+
+def _load(cfg: LoaderConfig, quiet: bool):
+    with render.console.status(f"Loading {cfg.model} ({cfg.mode})…", spinner="dots"):
+        pipe = load_pipeline(cfg)
+    if not quiet:
+        render.console.print(f"[dim]model[/] {pipe.name} · [dim]mode[/] {pipe.mode} ({pipe.mode_reason})")
+        if pipe.name == "tiny":
+            render.console.print("[yellow]tiny model: random weights, the image is noise (use --model sigma)[/]")
+    return pipe
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="interleaved prompt, e.g. 'a man <id> <img1> ...'")] = None,
+    files: Annotated[list[str] | None, typer.Argument(help="reference images, in prompt order")] = None,
+    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="NAME=FILE, e.g. img1=man.jpg")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output PNG [default: outputs/<time>.png]")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT [default: the last reference's size]")] = None,
+    steps: Steps = None,
+    cfg_text: CfgText = None,
+    cfg_img: CfgImg = None,
+    cfg_interval: CfgInterval = None,
+    renorm: Renorm = None,
+    shift: Shift = None,
+    seed: Seed = None,
+    layout: Layout = None,
+    group_mask: GroupMask = None,
+    from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG metadata")] = None,
+    model: ModelOpt = "sigma",
+    mode: ModeOpt = "auto",
+    max_gpu_memory: GpuMemOpt = None,
+    offload_dir: OffloadOpt = None,
+    cache_dir: CacheOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print a JSON result instead")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Generate one image from an interleaved prompt and reference images."""
+    render.setup_logging(debug)
+    with render.errors(debug):
+        base = read_params(from_png) if from_png else None
+        prompt = prompt if prompt is not None else (base["prompt"] if base else None)
+        if prompt is None:
+            raise typer.BadParameter("give a PROMPT (or --from a previous result)", param_hint="PROMPT")
+        images = {**(base["images"] if base else {}), **assign_images(prompt, image or [], files or [])}
+        config = generation_config(
+            base["config"] if base else None,
+            **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift),
+            **dict(cfg_interval=parse_interval(cfg_interval), cfg_renorm_type=renorm, size=parse_size(size)),
+            **dict(seed=seed, layout=layout, group_mask=group_mask),
+        )
+        pipe = _load(
+            _loader(
+                base["model"] if base and model == "sigma" else model, mode, max_gpu_memory, offload_dir, cache_dir
+            ),
+            json_out,
+        )
+        with render.progress() as bar:
+            task = bar.add_task("Denoising", total=config.steps - 1)
+            result = pipe(prompt, images, config=config, progress=lambda i, n: bar.update(task, completed=i))
+        path = out or Path("outputs") / f"sigma-{time.strftime('%Y%m%d-%H%M%S')}-{result.seed}.png"
+        save_png(result.image, path, png_metadata(prompt, images, result.config, pipe.name, result.seed))
+    for w in result.warnings:
+        render.console.print(f"[yellow]warning:[/] {w}")
+    summary = {"output": str(Path(path).resolve()), "seed": result.seed, "seconds": round(result.seconds, 3)}
+    summary |= {
+        "size": [result.size[1], result.size[0]],
+        "model": pipe.name,
+        "mode": pipe.mode,
+        "layout": result.layout,
+    }
+    if json_out:
+        render.print_json(summary | {"warnings": list(result.warnings)})
+    else:
+        render.stdout.print(f"[green]✓[/] {path}  [dim]seed[/] {result.seed}  [dim]time[/] {result.seconds:.1f} s")
+
+
+@app.command()
+def batch(
+    source: Annotated[str, typer.Argument(help="parquet file, folder of parquet files, or HF dataset id")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes if it exists)")],
+    limit: Annotated[int | None, typer.Option(help="stop after this many rows")] = None,
+    steps: Steps = None,
+    cfg_text: CfgText = None,
+    cfg_img: CfgImg = None,
+    seed: Annotated[int, typer.Option(help="seed for every row")] = 0,
+    layout: Layout = None,
+    group_mask: GroupMask = None,
+    model: ModelOpt = "sigma",
+    mode: ModeOpt = "auto",
+    max_gpu_memory: GpuMemOpt = None,
+    offload_dir: OffloadOpt = None,
+    cache_dir: CacheOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Generate an image for every row of SIGMA-format parquet data (last image = ground truth)."""
+    from model.batch import run_batch
+    from model.dataset import iter_rows, parquet_files
+
+    render.setup_logging(debug)
+    with render.errors(debug):
+        config = generation_config(
+            None, steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, seed=seed, layout=layout or "trained"
+        ).replace(group_mask=group_mask)
+        pipe = _load(_loader(model, mode, max_gpu_memory, offload_dir, cache_dir), False)
+        rows = iter_rows(parquet_files(source, HubOptions(cache_dir=cache_dir)))
+        with render.progress(transient=False) as bar:
+            task = bar.add_task("Rows", total=limit)
+            summary = run_batch(pipe, rows, out, config, limit=limit, on_row=lambda r, s: bar.advance(task))
+    render.stdout.print(
+        f"[green]✓[/] {summary.generated} generated, {summary.skipped_existing} already done, "
+        f"[{'red' if summary.failed else 'dim'}]{summary.failed} failed[/] in {summary.seconds:.1f} s → {out}"
+    )
+    if summary.failed:
+        render.console.print(f"[dim]failures are listed in {out / 'failures.jsonl'}[/]")
+
+
+@app.command()
+def download(
+    model: Annotated[str, typer.Argument(help="sigma | bagel | HF repo id")] = "sigma",
+    cache_dir: CacheOpt = None,
+    token: Annotated[str | None, typer.Option(help="Hugging Face token (default: HF_TOKEN)")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Fetch weights ahead of time (only the files the model needs; partial downloads resume)."""
+    render.setup_logging(debug)
+    with render.errors(debug):
+        src = resolve(model, HubOptions(cache_dir=cache_dir, token=token))
+    render.stdout.print(f"[green]✓[/] {model}: configs in {src.config_dir}")
+    if src.weights:
+        render.stdout.print(f"  weights {src.weights}")
+
+
+@app.command()
+def info() -> None:
+    """Versions, devices, free memory, which loading modes are possible, and where weights are cached."""
+    from .info import collect, show
+
+    show(collect(cache_location()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Terminal output: the Rich console, progress bars, result panels and the one place errors are rendered."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+from model import SigmaError
+
+console = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+@contextlib.contextmanager
+def errors(debug: bool) -> Iterator[None]:
+    """Turn a SigmaError into one red line and its exit code (tracebacks only with --debug)."""
+    try:
+        yield
+    except SigmaError as exc:
+        if debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def progress(transient: bool = True) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def print_json(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    sys.stdout.flush()
