@@ -54,7 +54,7 @@ def _parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise MissingDependencyError("pyarrow", "train", "Reading SIGMA parquet data") from None
+        raise MissingDependencyError("pyarrow", None, "Reading SIGMA parquet data") from None
     return pq
 
 

@@ -34,7 +34,8 @@ class UnsupportedModeError(SigmaError):
 class MissingDependencyError(SigmaError):
     """An optional dependency is needed for the requested feature."""
 
-    def __init__(self, package: str, extra: str, feature: str):
-        super().__init__(f"{feature} needs the '{package}' package: pip install 'sigma-studio[{extra}]'")
+    def __init__(self, package: str, extra: str | None, feature: str):
+        fix = f"pip install 'sigma-studio[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{feature} needs the '{package}' package: {fix}")
         self.package = package
         self.extra = extra

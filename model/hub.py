@@ -69,7 +69,15 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _snapshot(repo: str, patterns: Sequence[str], opts: HubOptions, what: str, command: str) -> Path:
+def snapshot(
+    repo: str,
+    patterns: Sequence[str],
+    opts: HubOptions,
+    what: str,
+    command: str,
+    alternative: str = "or pass --model DIR",
+) -> Path:
+    """Download (or find in the cache) the files of ``repo`` matching ``patterns``; one-line errors."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -79,7 +87,7 @@ def _snapshot(repo: str, patterns: Sequence[str], opts: HubOptions, what: str, c
             RepositoryNotFoundError,
         )
     except ImportError:  # pragma: no cover - huggingface_hub is a core dependency
-        raise MissingDependencyError("huggingface_hub", "hub", "Downloading weights") from None
+        raise MissingDependencyError("huggingface_hub", None, "Downloading weights") from None
     try:
         path = snapshot_download(
             repo,
@@ -98,8 +106,8 @@ def _snapshot(repo: str, patterns: Sequence[str], opts: HubOptions, what: str, c
     except LocalEntryNotFoundError:
         where = opts.cache_dir or os.environ.get("HF_HOME") or "~/.cache/huggingface"
         raise WeightsUnavailableError(
-            f"{what} ({repo}) are not in the cache at {where} and the hub cannot be reached: "
-            f"run `{command}` where there is network access, or pass --model DIR"
+            f"{what} ({repo}): not in the cache at {where}, and the hub cannot be reached: "
+            f"run `{command}` where there is network access" + (f", {alternative}" if alternative else "")
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise WeightsUnavailableError(f"Downloading {repo} failed: {str(exc).splitlines()[0]}") from None
@@ -111,7 +119,7 @@ def _first_repo(repos: Sequence[str], patterns: Sequence[str], opts: HubOptions,
 
     for repo in repos:
         try:
-            return _snapshot(repo, patterns, opts, what, command)
+            return snapshot(repo, patterns, opts, what, command)
         except RepositoryNotFoundError:
             log.info("%s not found on the hub; trying the next name", repo)
     raise WeightsUnavailableError(f"None of {', '.join(repos)} exists on the hub (or the token cannot see it)")
@@ -137,10 +145,10 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
                 f"{directory} is not a checkpoint directory: it has neither llm_config.json nor "
                 f"{' / '.join(WEIGHT_NAMES)}"
             )
-        backbone = _snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
+        backbone = snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
         return ResolvedSource(directory.name, backbone, weights)
     if source == "sigma":
-        backbone = _snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
+        backbone = snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
         weights_dir = _first_repo(
             SIGMA_REPOS, ("ema.safetensors", "*.json", "README.md"), opts, "SIGMA weights", command
         )
@@ -155,15 +163,15 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
         )
     if source == BACKBONE_REPO:
         return ResolvedSource(
-            "bagel", _snapshot(source, (*CONFIG_PATTERNS, "ema.safetensors"), opts, "BAGEL weights", command)
+            "bagel", snapshot(source, (*CONFIG_PATTERNS, "ema.safetensors"), opts, "BAGEL weights", command)
         )
     # Any other repository: fetch its small files first to see whether it carries its own configs.
-    meta = _snapshot(source, ("*.json", "*.txt", "*.md"), opts, f"{source} configs", command)
+    meta = snapshot(source, ("*.json", "*.txt", "*.md"), opts, f"{source} configs", command)
     if (meta / "llm_config.json").is_file():
-        full = _snapshot(source, (*CONFIG_PATTERNS, "ema.safetensors", "sigma_config.json"), opts, "weights", command)
+        full = snapshot(source, (*CONFIG_PATTERNS, "ema.safetensors", "sigma_config.json"), opts, "weights", command)
         return ResolvedSource(source, full)
-    weights_dir = _snapshot(source, ("ema.safetensors",), opts, f"{source} weights", command)
-    backbone = _snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
+    weights_dir = snapshot(source, ("ema.safetensors",), opts, f"{source} weights", command)
+    backbone = snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
     weights = _weights_in(weights_dir)
     if weights is None:
         raise WeightsUnavailableError(f"{source} has no ema.safetensors")

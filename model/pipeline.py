@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -27,6 +28,9 @@ from .prompt import InterleavedPrompt, image_number, parse_prompt, prompt_from_i
 from .sampler import denoise
 from .sequence import GuidancePlans, ImageGeometry, released_plans, trained_plans
 from .tokens import Tokenizer
+
+if TYPE_CHECKING:
+    from .multisubject import Insertion
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class SigmaPipeline:
         latents: torch.Tensor | None = None,
         progress: ProgressFn | None = None,
         keep_contexts: bool = False,
+        insertion: Insertion | None = None,
         **settings,
     ) -> GenerationResult:
         """Generate one image.
@@ -107,6 +112,8 @@ class SigmaPipeline:
                 default: seeded from ``config.seed`` (or a fresh random seed, reported in the result).
             latents: initial noise [N, P] instead of drawing it.
             progress: called as ``progress(step, total)`` after each denoising step.
+            insertion: keep a background image outside a region (:class:`~model.multisubject.Insertion`): after
+                every step the latent there is replaced by the background latent noised to that step.
         """
         cfg = (config or GenerationConfig()).replace(**settings) if settings else (config or GenerationConfig())
         start = time.perf_counter()
@@ -128,7 +135,10 @@ class SigmaPipeline:
         contexts = self.prefill_contexts(plans, block_inputs, grid[0] * grid[1] + 2, group_mask)
         # 6. Denoise.
         x = self.initial_noise(grid, generator, latents)
-        x = denoise(x, self._velocity_fn(contexts, grid), cfg, self._callback(progress))
+        blend = None
+        if insertion is not None:
+            x, blend = self.background_blend(insertion, x, size, grid, generator)
+        x = denoise(x, self._velocity_fn(contexts, grid), cfg, self._callback(progress), blend)
         # 7. Decode.
         image = self.decode(x, grid)
         return GenerationResult(
@@ -278,6 +288,32 @@ class SigmaPipeline:
                 raise InputError(f"latents must have shape {shape} for this output size, got {tuple(latents.shape)}")
             return latents.float().to(self.device)
         return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
+
+    @torch.no_grad()
+    def background_blend(self, insertion: Insertion, x: torch.Tensor, size, grid, generator: torch.Generator):
+        """Blended diffusion: the state outside the region follows the background latent noised to each step.
+
+        A latent token is kept from the background only when its whole pixel cell lies outside the region, so
+        the generated region never loses pixels at its border. Returns the initial state and the blend function.
+        """
+        h, w = size
+        if insertion.keep.shape != (h, w):
+            raise InputError(
+                f"The insertion mask is {insertion.keep.shape[1]}x{insertion.keep.shape[0]}, the output is {w}x{h}"
+            )
+        bg = insertion.background.convert("RGB")
+        bg = bg if bg.size == (w, h) else bg.resize((w, h), Image.BICUBIC)
+        z = self.vae.encode(to_tensor(bg)[None])[0]  # posterior mean: the background itself, no random draw
+        x0 = patchify(z.float(), self.arch.latent_patch_size).to(x.device)
+        s = self.arch.pixels_per_token
+        cells = torch.from_numpy(insertion.keep).reshape(grid[0], s, grid[1], s).permute(0, 2, 1, 3)
+        keep = cells.reshape(grid[0] * grid[1], s * s).all(dim=1)[:, None].to(x.device)  # [N, 1]
+        eps = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+
+        def blend(state: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return torch.where(keep, (1 - t) * x0 + t * eps, state)
+
+        return torch.where(keep, eps, x), blend
 
     def _velocity_fn(self, contexts: dict[str, Context], grid: tuple[int, int]):
         ids = self.tokenizer.ids

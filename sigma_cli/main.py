@@ -65,6 +65,57 @@ def _load(cfg: LoaderConfig, quiet: bool):
     return pipe
 
 
+# Structure control options (SIGMA layout and SIGMA-GEN subjects)
+CannyOpt = Annotated[str | None, typer.Option(help="image whose Canny edges become a <layout> reference")]
+DepthOpt = Annotated[str | None, typer.Option(help="image whose estimated depth becomes a <layout> reference")]
+DepthMapOpt = Annotated[str | None, typer.Option(help="a ready depth map to use as the <layout> reference")]
+BoxOpt = Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[:label] (pixels or 0..1), repeatable")]
+MaskOpt = Annotated[list[str] | None, typer.Option("--mask", help="subject mask image, repeatable")]
+SubjectOpt = Annotated[
+    list[str] | None, typer.Option("--subject", help="identity image [@box=..|@mask=..[,depth=..]|@box3d=..]")
+]
+BackgroundOpt = Annotated[str | None, typer.Option(help="keep this background; subjects are inserted into it")]
+
+
+def _controls(canny, canny_low, canny_high, canny_blur, depth, depth_map, box, mask, subject, background):
+    from .controls import ControlOptions
+
+    return ControlOptions(
+        canny, canny_low, canny_high, canny_blur, depth, depth_map,
+        boxes=box or [], masks=mask or [], subjects=subject or [], background=background,
+    )  # fmt: skip
+
+
+def _request(pipe, prompt: str, images: dict, controls, config, compose: bool, faces: bool):
+    """Fold structure controls into (prompt, images, config, insertion)."""
+    from model.control import with_layout_reference
+    from model.multisubject import build_request
+
+    from .controls import layout_controls, parse_subjects, subject_size
+
+    if controls.subjects:
+        size = subject_size(controls, pipe.arch, config.size)
+        bg = _open(controls.background) if controls.background else None
+        req = build_request(
+            parse_subjects(controls, size), prompt, size, background=bg, full_prompt=compose, faces=faces
+        )
+        return req.prompt, {"img1": req.images[0], "img2": req.images[1]}, config.replace(size=size), req.insertion
+    from model.prompt import image_number
+
+    images = dict(images)
+    for control in layout_controls(controls, pipe.arch, config.size).values():
+        name = f"img{max([0, *(image_number(k) for k in images)]) + 1}"
+        images[name] = control
+        prompt = with_layout_reference(prompt, name)
+    return prompt, images, config, None
+
+
+def _open(path: str):
+    from model.images import open_image, to_rgb
+
+    return to_rgb(open_image(path))
+
+
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="interleaved prompt, e.g. 'a man <id> <img1> ...'")] = None,
@@ -81,6 +132,20 @@ def generate(
     seed: Seed = None,
     layout: Layout = None,
     group_mask: GroupMask = None,
+    canny: CannyOpt = None,
+    canny_low: Annotated[int, typer.Option(help="Canny low threshold")] = 100,
+    canny_high: Annotated[int, typer.Option(help="Canny high threshold")] = 200,
+    canny_blur: Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")] = 0,
+    depth: DepthOpt = None,
+    depth_map: DepthMapOpt = None,
+    box: BoxOpt = None,
+    mask: MaskOpt = None,
+    subject: SubjectOpt = None,
+    background: BackgroundOpt = None,
+    compose: Annotated[bool, typer.Option(help="with --subject: the prompt describes the whole picture")] = False,
+    faces: Annotated[
+        bool, typer.Option(help="with --subject: subjects are people (<id> instead of <subject>)")
+    ] = False,
     from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG metadata")] = None,
     model: ModelOpt = "sigma",
     mode: ModeOpt = "auto",
@@ -90,7 +155,7 @@ def generate(
     json_out: Annotated[bool, typer.Option("--json", help="print a JSON result instead")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Generate one image from an interleaved prompt and reference images."""
+    """Generate one image from an interleaved prompt, reference images and optional structure controls."""
     render.setup_logging(debug)
     with render.errors(debug):
         base = read_params(from_png) if from_png else None
@@ -104,17 +169,25 @@ def generate(
             **dict(cfg_interval=parse_interval(cfg_interval), cfg_renorm_type=renorm, size=parse_size(size)),
             **dict(seed=seed, layout=layout, group_mask=group_mask),
         )
-        pipe = _load(
-            _loader(
-                base["model"] if base and model == "sigma" else model, mode, max_gpu_memory, offload_dir, cache_dir
-            ),
-            json_out,
-        )
+        controls = _controls(canny, canny_low, canny_high, canny_blur, depth, depth_map, box, mask, subject, background)
+        if base and base.get("controls") and not (controls.any_layout or controls.subjects):
+            controls = type(controls)(**base["controls"])  # --from repeats the structure controls too
+        source = base["model"] if base and model == "sigma" else model
+        pipe = _load(_loader(source, mode, max_gpu_memory, offload_dir, cache_dir), json_out)
+        full_prompt, all_images, config, insertion = _request(pipe, prompt, images, controls, config, compose, faces)
         with render.progress() as bar:
             task = bar.add_task("Denoising", total=config.steps - 1)
-            result = pipe(prompt, images, config=config, progress=lambda i, n: bar.update(task, completed=i))
+            result = pipe(
+                full_prompt, all_images, config=config, insertion=insertion,
+                progress=lambda i, n: bar.update(task, completed=i),
+            )  # fmt: skip
         path = out or Path("outputs") / f"sigma-{time.strftime('%Y%m%d-%H%M%S')}-{result.seed}.png"
-        save_png(result.image, path, png_metadata(prompt, images, result.config, pipe.name, result.seed))
+        meta = png_metadata(prompt, images, result.config, pipe.name, result.seed, controls)
+        save_png(result.image, path, meta)
+    _report(result, path, pipe, json_out)
+
+
+def _report(result, path: Path, pipe, json_out: bool) -> None:
     for w in result.warnings:
         render.console.print(f"[yellow]warning:[/] {w}")
     summary = {"output": str(Path(path).resolve()), "seed": result.seed, "seconds": round(result.seconds, 3)}
@@ -128,6 +201,54 @@ def generate(
         render.print_json(summary | {"warnings": list(result.warnings)})
     else:
         render.stdout.print(f"[green]✓[/] {path}  [dim]seed[/] {result.seed}  [dim]time[/] {result.seconds:.1f} s")
+
+
+@app.command(name="layout")
+def layout_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the control images")],
+    size: Annotated[str | None, typer.Option(help="output WIDTHxHEIGHT")] = None,
+    canny: CannyOpt = None,
+    canny_low: Annotated[int, typer.Option(help="Canny low threshold")] = 100,
+    canny_high: Annotated[int, typer.Option(help="Canny high threshold")] = 200,
+    canny_blur: Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")] = 0,
+    depth: DepthOpt = None,
+    depth_map: DepthMapOpt = None,
+    box: BoxOpt = None,
+    mask: MaskOpt = None,
+    subject: SubjectOpt = None,
+    background: BackgroundOpt = None,
+    model: Annotated[str, typer.Option(help="whose image sizes to use")] = "sigma",
+    debug: DebugOpt = False,
+) -> None:
+    """Build and save the control images only, to see exactly what the model will get."""
+    from model.config import PRESETS, sigma_7b
+    from model.multisubject import identity_dictionary, regions, routing_maps, spatial_control
+
+    from .controls import layout_controls, parse_subjects, save_controls, subject_size
+
+    render.setup_logging(debug)
+    with render.errors(debug):
+        arch = PRESETS["tiny"]() if model == "tiny" else sigma_7b()
+        controls = _controls(canny, canny_low, canny_high, canny_blur, depth, depth_map, box, mask, subject, background)
+        images = layout_controls(controls, arch, parse_size(size))
+        if controls.subjects:
+            hw = subject_size(controls, arch, parse_size(size))
+            subjects = parse_subjects(controls, hw)
+            reg = regions(subjects, hw)
+            asc, desc = routing_maps(reg)
+            images |= {"dictionary": identity_dictionary(subjects), "spatial": spatial_control(reg)}
+            images |= {"routing_ascending": _l(asc), "routing_descending": _l(desc), "structure": _l(reg.structure)}
+        if not images:
+            raise typer.BadParameter("nothing to build: give --canny, --depth, --depth-map, --box or --subject")
+        paths = save_controls(images, out)
+    for p in paths:
+        render.stdout.print(f"[green]✓[/] {p}")
+
+
+def _l(arr):
+    from PIL import Image
+
+    return Image.fromarray(arr)
 
 
 @app.command()
@@ -172,15 +293,27 @@ def batch(
 
 @app.command()
 def download(
-    model: Annotated[str, typer.Argument(help="sigma | bagel | HF repo id")] = "sigma",
+    model: Annotated[str, typer.Argument(help="sigma | bagel | depth | HF repo id")] = "sigma",
+    depth_model: Annotated[str | None, typer.Option(help="with 'depth': which depth-estimation model")] = None,
     cache_dir: CacheOpt = None,
     token: Annotated[str | None, typer.Option(help="Hugging Face token (default: HF_TOKEN)")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Fetch weights ahead of time (only the files the model needs; partial downloads resume)."""
+    from model.control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS
+    from model.hub import snapshot
+
     render.setup_logging(debug)
     with render.errors(debug):
-        src = resolve(model, HubOptions(cache_dir=cache_dir, token=token))
+        opts = HubOptions(cache_dir=cache_dir, token=token)
+        if model == "depth":
+            repo = depth_model or DEFAULT_DEPTH_MODEL
+            path = snapshot(
+                repo, DEPTH_PATTERNS, opts, "The depth model", f"sigma download depth --depth-model {repo}", ""
+            )
+            render.stdout.print(f"[green]✓[/] {repo}: {path}")
+            return
+        src = resolve(model, opts)
     render.stdout.print(f"[green]✓[/] {model}: configs in {src.config_dir}")
     if src.weights:
         render.stdout.print(f"  weights {src.weights}")

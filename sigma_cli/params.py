@@ -66,13 +66,16 @@ def generation_config(base: GenerationConfig | None, **options) -> GenerationCon
     return (base or GenerationConfig()).replace(**values) if values else (base or GenerationConfig())
 
 
-def png_metadata(prompt: str, images: dict[str, str], config: GenerationConfig, model: str, seed: int | None) -> dict:
+def png_metadata(
+    prompt: str, images: dict[str, str], config: GenerationConfig, model: str, seed: int | None, controls=None
+) -> dict:
     params = {
         "format": FORMAT_VERSION,
         "prompt": prompt,
         "images": {k: str(Path(v).resolve()) for k, v in images.items()},
         "model": model,
         "config": dataclasses.asdict(config.replace(seed=seed)),
+        "controls": dataclasses.asdict(controls) if controls is not None else None,
     }
     readable = (
         f"{prompt}\nSteps: {config.steps}, CFG text: {config.cfg_text_scale}, CFG image: {config.cfg_img_scale}, "

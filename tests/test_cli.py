@@ -155,3 +155,63 @@ def test_info():
     result = run("info")
     assert result.exit_code == 0
     assert "torch" in result.output and "auto would choose" in result.output and "cpu" in result.output
+
+
+def test_generate_with_layout_controls(tmp_path, photos):
+    out = tmp_path / "c.png"
+    result = run(
+        "generate", "a <subject>dog <img1> on grass", photos[0], "--canny", photos[1], "--canny-blur", "3",
+        "--box", "0,0,0.5,1:dog", "--size", "64x48", "--out", str(out), *TINY,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (64, 48)
+    params = json.loads(Image.open(out).info["sigma:params"])
+    assert params["controls"]["canny"] == photos[1] and params["controls"]["boxes"] == ["0,0,0.5,1:dog"]
+    again = tmp_path / "again.png"
+    assert run("generate", "--from", str(out), "--out", str(again), "--model", "tiny").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+
+
+def test_generate_with_subjects_and_background(tmp_path, photos):
+    mask = tmp_path / "mask.png"
+    m = np.zeros((64, 64), np.uint8)
+    m[10:40, 10:40] = 255
+    Image.fromarray(m).save(mask)
+    bg = tmp_path / "bg.png"
+    Image.new("RGB", (64, 64), (20, 120, 40)).save(bg)
+    out = tmp_path / "s.png"
+    result = run(
+        "generate", "a sunny park", "--subject", f"{photos[0]}@box=0.5,0.5,1,1", "--subject", photos[1],
+        "--mask", str(mask), "--background", str(bg), "--out", str(out), *TINY,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--subject", "{p0}"], "has no placement"),
+        (["--subject", "{p0}@box=0,0,2000,10"], "outside the"),
+        (["--subject", "{p0}@cube=1"], "unknown placement"),
+        (["--subject", "{p0}@box=0,0,0.5,0.5", "--box", "0,0,1,1"], "left over"),
+    ],
+)
+def test_subject_errors(photos, args, message):
+    result = run("generate", "a park", *[a.format(p0=photos[0]) for a in args], "--size", "64x64", *TINY)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_layout_command_saves_every_control_image(tmp_path, photos):
+    out = tmp_path / "controls"
+    result = run(
+        "layout", "--out", str(out), "--model", "tiny", "--size", "64x64", "--canny", photos[0],
+        "--subject", f"{photos[0]}@box=0,0,0.6,0.6", "--subject", f"{photos[1]}@box3d=0,0,3,1,1,1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        f"{n}.png" for n in ("canny", "dictionary", "spatial", "routing_ascending", "routing_descending", "structure")
+    )
+    asc = np.asarray(Image.open(out / "routing_ascending.png"))
+    assert set(np.unique(asc)) <= {0, 10, 20} and (asc == 10).any() and (asc == 20).any()

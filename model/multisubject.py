@@ -1,0 +1,230 @@
+"""SIGMA-GEN multi-subject control: up to 10 subjects, each an identity image plus one placement.
+
+Two control images carry the structure (SIGMA-GEN paper):
+
+* the **spatial control** image stacks three channels at the output resolution: the routing map composited in
+  ascending subject order, the routing map composited in descending order, and the structure (depth restricted
+  to the subjects, zeros elsewhere). Subject i (1-based) has intensity 10*i, the background 0. Coarse placements
+  (2-D and 3-D boxes) that overlap hide each other in one order and not in the other, so each subject stays
+  visible in one of the two maps; precise masks already say who is in front, so they are painted last, in the
+  same order in both maps, and with precise masks only the two maps are equal.
+* the **identity dictionary** stacks the subject images, each resized to one fixed tile, vertically in subject
+  order: tile i answers to intensity 10*i.
+
+Both enter the model as references: the dictionary under ``<subject>`` (or ``<id>`` for faces), the spatial
+control under ``<layout>``. With a background image, the background is kept exactly by blending: after every
+step the latent outside the subjects is replaced by the background latent noised to that step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .control import Box
+from .errors import InputError
+
+MAX_SUBJECTS = 10
+DEFAULT_TILE = 256
+
+
+@dataclass(frozen=True)
+class Box3D:
+    """A 3-D box in camera coordinates (x right, y down, z forward, metres), turned by ``yaw`` about y."""
+
+    center: tuple[float, float, float]
+    size: tuple[float, float, float]  # width (x), height (y), depth (z)
+    yaw: float = 0.0  # radians
+    fov: float = 60.0  # horizontal field of view of the pinhole camera, degrees
+
+    def corners(self) -> np.ndarray:
+        w, h, d = (s / 2 for s in self.size)
+        local = np.array([[sx * w, sy * h, sz * d] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+        return local @ rot.T + np.array(self.center)
+
+    def project(self, width: int, height: int) -> tuple[np.ndarray, float]:
+        """(mask [H, W] of the projected box, its depth: the centre's z)."""
+        pts = self.corners()
+        if (pts[:, 2] <= 0.05).any():
+            raise InputError(f"3-D box at {self.center} is (partly) behind the camera: every corner needs z > 0.05")
+        f = (width / 2) / math.tan(math.radians(self.fov) / 2)
+        uv = np.stack([pts[:, 0] * f / pts[:, 2] + width / 2, pts[:, 1] * f / pts[:, 2] + height / 2], axis=1)
+        import cv2
+
+        hull = cv2.convexHull(uv.astype(np.float32)).astype(np.int32)
+        mask = np.zeros((height, width), dtype=np.uint8)
+        cv2.fillConvexPoly(mask, hull, 1)
+        if not mask.any():
+            raise InputError(f"3-D box at {self.center} projects outside the {width}x{height} image")
+        return mask.astype(bool), float(self.center[2])
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject: its identity image and exactly one placement.
+
+    ``box`` (2-D, coarse), ``mask`` (precise, [H, W] bool at the output size), ``box3d`` (coarse, gives depth),
+    or ``mask`` with ``depth`` (precise; depth [H, W] uint8, brighter = nearer).
+    """
+
+    image: Image.Image
+    box: Box | None = None
+    mask: np.ndarray | None = None
+    box3d: Box3D | None = None
+    depth: np.ndarray | None = None
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class SubjectRegions:
+    regions: list[np.ndarray]  # bool [H, W] per subject
+    precise: list[bool]
+    structure: np.ndarray  # uint8 [H, W]
+    box_depths: list[float | None] = field(default_factory=list)
+
+
+def validate(subjects: list[Subject], size: tuple[int, int]) -> None:
+    """Specific errors for every way a subject list can be wrong. ``size`` is (height, width)."""
+    h, w = size
+    if not subjects:
+        raise InputError("Give at least one subject (an identity image with a placement)")
+    if len(subjects) > MAX_SUBJECTS:
+        raise InputError(f"{len(subjects)} subjects given; SIGMA-GEN places at most {MAX_SUBJECTS} in one pass")
+    ids = [s.id for s in subjects if s.id]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"Subject ids must be unique; repeated: {', '.join(dupes)}")
+    for k, s in enumerate(subjects, start=1):
+        name = f"subject {k}" + (f" ({s.id})" if s.id else "")
+        kinds = [s.box is not None, s.mask is not None, s.box3d is not None]
+        if sum(kinds) != 1:
+            raise InputError(f"{name} needs exactly one placement: a box, a mask or a 3-D box")
+        if s.box is not None:
+            s.box.check(w, h, f"{name}'s box")
+        if s.mask is not None and s.mask.shape != (h, w):
+            raise InputError(f"{name}'s mask is {s.mask.shape[1]}x{s.mask.shape[0]}, the output is {w}x{h}")
+        if s.mask is not None and not s.mask.any():
+            raise InputError(f"{name}'s mask is empty")
+        if s.depth is not None:
+            if s.mask is None:
+                raise InputError(f"{name}: a depth map goes with a mask placement")
+            if s.depth.shape != (h, w):
+                raise InputError(f"{name}'s depth map is {s.depth.shape[1]}x{s.depth.shape[0]}, the output is {w}x{h}")
+
+
+def regions(subjects: list[Subject], size: tuple[int, int]) -> SubjectRegions:
+    """Each subject's region, whether it is precise, and the structure channel (depth inside the subjects)."""
+    validate(subjects, size)
+    h, w = size
+    masks, precise, depths = [], [], []
+    for s in subjects:
+        if s.box is not None:
+            masks.append(s.box.mask(w, h))
+            precise.append(False)
+            depths.append(None)
+        elif s.box3d is not None:
+            m, z = s.box3d.project(w, h)
+            masks.append(m)
+            precise.append(False)
+            depths.append(z)
+        else:
+            masks.append(s.mask.astype(bool))
+            precise.append(True)
+            depths.append(None)
+    structure = np.zeros((h, w), dtype=np.uint8)
+    zs = [z for z in depths if z is not None]
+    near = min(zs) if zs else 1.0
+    for s, m, z in zip(subjects, masks, depths, strict=True):  # far to near is not needed: regions are painted
+        if z is not None:  # 3-D boxes: disparity-like value, the nearest box brightest
+            structure[m] = np.maximum(structure[m], int(round(255 * near / z)))
+        elif s.depth is not None:
+            structure[m] = s.depth[m]
+    return SubjectRegions(masks, precise, structure, depths)
+
+
+def routing_maps(reg: SubjectRegions) -> tuple[np.ndarray, np.ndarray]:
+    """(ascending, descending) uint8 routing maps: subject i -> 10*i where visible, background 0."""
+    h, w = reg.structure.shape
+    order = list(range(len(reg.regions)))
+    maps = []
+    for sequence in (order, order[::-1]):
+        m = np.zeros((h, w), dtype=np.uint8)
+        for i in [i for i in sequence if not reg.precise[i]] + [i for i in order if reg.precise[i]]:
+            m[reg.regions[i]] = 10 * (i + 1)
+        maps.append(m)
+    return maps[0], maps[1]
+
+
+def spatial_control(reg: SubjectRegions) -> Image.Image:
+    asc, desc = routing_maps(reg)
+    return Image.fromarray(np.stack([asc, desc, reg.structure], axis=-1))
+
+
+def identity_dictionary(subjects: list[Subject], tile: int = DEFAULT_TILE) -> Image.Image:
+    """Subject images resized to ``tile`` x ``tile`` and stacked top to bottom in subject order."""
+    canvas = Image.new("RGB", (tile, tile * len(subjects)), (0, 0, 0))
+    for k, s in enumerate(subjects):
+        canvas.paste(s.image.convert("RGB").resize((tile, tile), Image.BICUBIC), (0, k * tile))
+    return canvas
+
+
+def subject_union(reg: SubjectRegions) -> np.ndarray:
+    return np.logical_or.reduce(reg.regions)
+
+
+def compose_prompt(prompt: str, *, full_prompt: bool = False, faces: bool = False) -> str:
+    """The SIGMA-GEN prompt: the two references, then "Place these subjects in <background prompt>" or, when
+    ``prompt`` describes the whole picture, "Place these subjects to compose: <full prompt>"."""
+    tag = "<id>" if faces else "<subject>"
+    head = f"{tag}these subjects <img1> <layout>arranged like <img2>"
+    text = f"Place these subjects to compose: {prompt}" if full_prompt else f"Place these subjects in {prompt}"
+    return f"{head} {text}"
+
+
+@dataclass(frozen=True)
+class SubjectRequest:
+    """Everything the pipeline needs for one SIGMA-GEN generation."""
+
+    prompt: str
+    images: list[Image.Image]  # [identity dictionary, spatial control]
+    size: tuple[int, int]  # (height, width)
+    insertion: Insertion | None
+    regions: SubjectRegions
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """Keep ``background`` (resized to the output) wherever ``keep`` [H, W] is True, by latent blending."""
+
+    background: Image.Image
+    keep: np.ndarray
+
+
+def build_request(
+    subjects: list[Subject],
+    prompt: str,
+    size: tuple[int, int],
+    *,
+    background: Image.Image | None = None,
+    full_prompt: bool = False,
+    faces: bool = False,
+    tile: int = DEFAULT_TILE,
+) -> SubjectRequest:
+    """Validate the subjects, build both control images and the prompt, and the insertion if a background is
+    given. ``size`` is the output (height, width)."""
+    reg = regions(subjects, size)
+    insertion = None
+    if background is not None:
+        insertion = Insertion(background.convert("RGB"), ~subject_union(reg))
+    return SubjectRequest(
+        compose_prompt(prompt, full_prompt=full_prompt, faces=faces),
+        [identity_dictionary(subjects, tile), spatial_control(reg)],
+        size,
+        insertion,
+        reg,
+    )

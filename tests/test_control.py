@@ -1,0 +1,190 @@
+"""Structure control: routing maps, identity dictionary, canny, boxes, validation, and background blending."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import InputError
+from model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
+from model.hub import WeightsUnavailableError
+from model.images import patchify, to_tensor
+from model.multisubject import (
+    Box3D,
+    Subject,
+    build_request,
+    identity_dictionary,
+    regions,
+    routing_maps,
+    spatial_control,
+)
+
+H, W = 6, 8
+
+
+def solid(rgb) -> Image.Image:
+    return Image.new("RGB", (8, 8), rgb)
+
+
+def mask(y0, y1, x0, x1) -> np.ndarray:
+    m = np.zeros((H, W), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_overlapping_boxes_are_composited_in_both_orders():
+    subjects = [Subject(solid("red"), box=Box(0, 0, 5, 4)), Subject(solid("blue"), box=Box(3, 2, 8, 6))]
+    asc, desc = routing_maps(regions(subjects, (H, W)))
+    expect_asc = np.zeros((H, W), np.uint8)
+    expect_asc[0:4, 0:5] = 10
+    expect_asc[2:6, 3:8] = 20  # subject 2 painted last: on top in the ascending map
+    expect_desc = np.zeros((H, W), np.uint8)
+    expect_desc[2:6, 3:8] = 20
+    expect_desc[0:4, 0:5] = 10  # subject 1 on top in the descending map
+    assert np.array_equal(asc, expect_asc) and np.array_equal(desc, expect_desc)
+    assert (asc != desc).sum() == 4  # exactly the 2x2 overlap differs
+
+
+def test_precise_masks_give_equal_maps_and_stay_on_top_of_boxes():
+    a, b = mask(0, 3, 0, 4), mask(3, 6, 4, 8)
+    asc, desc = routing_maps(regions([Subject(solid("red"), mask=a), Subject(solid("blue"), mask=b)], (H, W)))
+    assert np.array_equal(asc, desc) and set(np.unique(asc)) == {0, 10, 20}
+    mixed = [Subject(solid("red"), mask=mask(0, 6, 0, 8)), Subject(solid("blue"), box=Box(0, 0, 8, 6))]
+    asc, desc = routing_maps(regions(mixed, (H, W)))
+    assert (asc == 10).all() and (desc == 10).all()  # the precise mask says subject 1 is in front
+
+
+def test_structure_channel_holds_depth_inside_subjects_only():
+    depth = np.full((H, W), 77, np.uint8)
+    subjects = [
+        Subject(solid("red"), mask=mask(0, 2, 0, 2), depth=depth),
+        Subject(solid("blue"), box=Box(4, 0, 8, 2)),
+    ]
+    reg = regions(subjects, (H, W))
+    assert (reg.structure[0:2, 0:2] == 77).all()
+    assert (reg.structure[0:2, 4:8] == 0).all()  # a 2-D box has no depth
+    assert reg.structure[3:].sum() == 0  # background
+    control = np.asarray(spatial_control(reg))
+    assert control.shape == (H, W, 3) and np.array_equal(control[..., 2], reg.structure)
+
+
+def test_3d_boxes_project_and_nearer_is_brighter():
+    near = Box3D(center=(0.0, 0.0, 2.0), size=(0.5, 0.5, 0.5))
+    far = Box3D(center=(0.6, 0.0, 4.0), size=(0.5, 0.5, 0.5))
+    reg = regions([Subject(solid("red"), box3d=near), Subject(solid("blue"), box3d=far)], (64, 64))
+    m_near, m_far = reg.regions
+    ys, xs = np.nonzero(m_near)
+    assert abs(xs.mean() - 32) < 2 and abs(ys.mean() - 32) < 2 and m_near.sum() > m_far.sum()
+    assert reg.structure[32, 32] == 255 and 120 <= reg.structure[m_far & ~m_near].max() <= 130
+    with pytest.raises(InputError, match="behind the camera"):
+        regions([Subject(solid("red"), box3d=Box3D((0, 0, 0.1), (1, 1, 1)))], (64, 64))
+
+
+def test_identity_dictionary_stacks_tiles_in_subject_order():
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    d = np.asarray(identity_dictionary([Subject(solid(c), box=Box(0, 0, 1, 1)) for c in colours], tile=4))
+    assert d.shape == (12, 4, 3)
+    for i, c in enumerate(colours):
+        assert (d[4 * i : 4 * i + 4] == c).all()
+
+
+@pytest.mark.parametrize(
+    ("subjects", "match"),
+    [
+        ([Subject(solid("red"), box=Box(0, 0, 1, 1))] * 11, "at most 10"),
+        ([Subject(solid("red"), box=Box(0, 0, 9, 2))], "outside the 8x6 image"),
+        ([Subject(solid("red"), box=Box(2, 2, 2, 5))], "zero area"),
+        ([Subject(solid("red"), mask=np.ones((5, 5), bool))], "mask is 5x5, the output is 8x6"),
+        (
+            [Subject(solid("red"), box=Box(0, 0, 1, 1), id="a"), Subject(solid("blue"), box=Box(0, 0, 1, 1), id="a")],
+            "unique",
+        ),
+        ([Subject(solid("red"), mask=mask(0, 1, 0, 1), depth=np.zeros((2, 2), np.uint8))], "depth map is 2x2"),
+        ([Subject(solid("red"), box=Box(0, 0, 1, 1), mask=mask(0, 1, 0, 1))], "exactly one placement"),
+        ([Subject(solid("red"))], "exactly one placement"),
+        ([], "at least one subject"),
+    ],
+)
+def test_validation_errors(subjects, match):
+    with pytest.raises(InputError, match=match):
+        regions(subjects, (H, W))
+
+
+def test_box_parsing():
+    assert Box.parse("0.25,0,0.5,1:cat", 200, 100) == Box(50, 0, 100, 100, "cat")
+    assert Box.parse("10,20,30,40", 200, 100) == Box(10, 20, 30, 40)
+    with pytest.raises(InputError, match="not a box"):
+        Box.parse("1,2,3", 10, 10)
+
+
+def test_canny_on_a_synthetic_square():
+    img = Image.new("L", (32, 32), 0)
+    img.paste(255, (8, 8, 24, 24))
+    edges = np.asarray(canny_edges(img, 50, 150))[..., 0]
+    assert edges[8:24, 7:9].any() and edges[7:9, 8:24].any()  # the square's border
+    assert not edges[12:20, 12:20].any() and not edges[:4, :4].any()  # nothing inside or far outside
+    with pytest.raises(InputError, match="low < high"):
+        canny_edges(img, 200, 100)
+
+
+def test_box_control_image_and_layout_reference():
+    img = np.asarray(render_boxes([Box(0, 0, 16, 16, "cat"), Box(16, 16, 32, 32)], (32, 32)))
+    assert tuple(img[8, 8]) != (0, 0, 0) and tuple(img[24, 24]) != tuple(img[8, 8]) and tuple(img[4, 28]) == (0, 0, 0)
+    assert with_layout_reference("a cat", "img2") == "a cat following <layout>this layout <img2>"
+    assert with_layout_reference("a cat <layout> <img2>", "img2") == "a cat <layout> <img2>"
+
+
+def test_depth_model_offline_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError) as err:
+        estimate_depth(Image.new("RGB", (32, 32)))
+    msg = str(err.value)
+    assert "--depth-map" in msg and "sigma download depth" in msg and "\n" not in msg
+
+
+def test_blending_keeps_the_background_latent_exactly(tiny_pipe):
+    h, w = 64, 80
+    bg = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    subjects = [Subject(solid("red"), box=Box(16, 16, 48, 48))]
+    req = build_request(subjects, "a red cube on a table", (h, w), background=bg)
+    res = tiny_pipe(req.prompt, req.images, size=req.size, insertion=req.insertion, steps=4, seed=1)
+    x0 = patchify(tiny_pipe.vae.encode(to_tensor(bg)[None])[0], 2)
+    keep = torch.from_numpy(req.insertion.keep).reshape(4, 16, 5, 16).permute(0, 2, 1, 3).reshape(20, -1).all(1)
+    assert keep.sum() == 16 and (~keep).sum() == 4  # the 32x32 box covers 2x2 tokens
+    assert torch.equal(res.latents[keep], x0[keep])
+    assert not torch.allclose(res.latents[~keep], x0[~keep])
+
+
+@pytest.mark.parametrize("placement", ["box", "mask", "box3d", "mask_depth"])
+def test_subject_generation_end_to_end(tiny_pipe, placement):
+    size = (64, 64)
+    m = np.zeros(size, bool)
+    m[8:40, 8:40] = True
+    kw = {
+        "box": {"box": Box(8, 8, 40, 40)},
+        "mask": {"mask": m},
+        "box3d": {"box3d": Box3D((0, 0, 3), (1, 1, 1))},
+        "mask_depth": {"mask": m, "depth": np.full(size, 200, np.uint8)},
+    }[placement]
+    subjects = [Subject(solid("red"), **kw), Subject(solid("blue"), box=Box(30, 30, 60, 60))]
+    req = build_request(subjects, "a park", size, full_prompt=True)
+    assert req.prompt.startswith("<subject>these subjects <img1> <layout>") and "to compose: a park" in req.prompt
+    res = tiny_pipe(req.prompt, req.images, size=req.size, steps=3, seed=0)
+    assert res.image.size == (64, 64) and torch.isfinite(res.latents).all()
+
+
+@pytest.mark.parametrize("kind", ["canny", "depth_map", "boxes"])
+def test_layout_control_end_to_end(tiny_pipe, kind):
+    src = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    control = {
+        "canny": lambda: canny_edges(src, blur=3),
+        "depth_map": lambda: src.convert("L").convert("RGB"),
+        "boxes": lambda: render_boxes([Box(0, 0, 48, 64, "dog")], (96, 64)),
+    }[kind]()
+    ref = Image.new("RGB", (64, 64), "white")
+    prompt = with_layout_reference("a <subject>dog <img1> on grass", "img2")
+    res = tiny_pipe(prompt, [ref, control], steps=3, seed=0)
+    assert res.image.size == control.size  # the layout image is the last reference: its size is the output's
