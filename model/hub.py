@@ -135,6 +135,8 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
     command = f"sigma download {source}"
     if Path(source).expanduser().exists():
         directory = Path(source).expanduser()
+        if (directory / "latest").is_file():  # a finetune run: its newest checkpoint
+            directory = directory / (directory / "latest").read_text().strip()
         if not directory.is_dir():
             raise CheckpointError(f"--model {source} is a file; pass the checkpoint directory that contains it")
         if (directory / "llm_config.json").is_file():

@@ -283,6 +283,7 @@ def arch_to_json(arch: ArchConfig) -> dict:
         "vae_transform": d["vae_transform"],
         "vit_transform": d["vit_transform"],
         "vit_slot_transform": d["vit_slot_transform"],
+        "attribute_projection": arch.attribute_projection,
     }
 
 
@@ -344,23 +345,19 @@ def _tiny_pipeline(cfg: LoaderConfig, arch_overrides: dict) -> SigmaPipeline:
 
 
 def save_pipeline(pipe, directory: str | Path) -> Path:
-    """Write a pipeline as a directory in the released layout (plus ``sigma_config.json``), atomically.
+    """Write a pipeline as a directory in the released layout (plus ``sigma_config.json``), atomically."""
+    return write_model_dir(
+        directory,
+        pipe.arch,
+        pipe.tokenizer,
+        {"ema.safetensors": pipe.model.state_dict(), "ae.safetensors": pipe.vae.state_dict()},
+    )
 
-    The files are written into a temporary sibling directory that is renamed into place at the end, so an
-    interrupted save never leaves a half-written checkpoint under ``directory``.
-    """
-    import shutil
-    import tempfile
 
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    arch = pipe.arch
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        llm = arch.llm
-        llm_json = {
+def _configs(arch: ArchConfig) -> dict[str, dict]:
+    llm = arch.llm
+    files = {
+        "llm_config.json": {
             "architectures": ["Qwen2ForCausalLM"],
             "model_type": "qwen2",
             "hidden_size": llm.hidden_size,
@@ -373,28 +370,51 @@ def save_pipeline(pipe, directory: str | Path) -> Path:
             "rms_norm_eps": llm.rms_norm_eps,
             "hidden_act": "silu",
             "tie_word_embeddings": False,
+        },
+        SIGMA_CONFIG: {"arch": arch_to_json(arch)},
+    }
+    if arch.vit is not None:
+        vit = arch.vit
+        files["vit_config.json"] = {
+            "model_type": "siglip_vision_model",
+            "hidden_size": vit.hidden_size,
+            "num_hidden_layers": vit.num_layers + 1,  # the released file counts the dropped layer
+            "num_attention_heads": vit.num_heads,
+            "intermediate_size": vit.intermediate_size,
+            "patch_size": vit.patch_size,
+            "image_size": vit.max_patches_per_side * vit.patch_size,
+            "layer_norm_eps": vit.layer_norm_eps,
+            "hidden_act": "gelu_pytorch_tanh",
         }
-        (tmp / "llm_config.json").write_text(json.dumps(llm_json, indent=1))
-        if arch.vit is not None:
-            vit = arch.vit
-            vit_json = {
-                "model_type": "siglip_vision_model",
-                "hidden_size": vit.hidden_size,
-                "num_hidden_layers": vit.num_layers + 1,  # the released file counts the dropped layer
-                "num_attention_heads": vit.num_heads,
-                "intermediate_size": vit.intermediate_size,
-                "patch_size": vit.patch_size,
-                "image_size": vit.max_patches_per_side * vit.patch_size,
-                "layer_norm_eps": vit.layer_norm_eps,
-                "hidden_act": "gelu_pytorch_tanh",
-            }
-            (tmp / "vit_config.json").write_text(json.dumps(vit_json, indent=1))
-        (tmp / SIGMA_CONFIG).write_text(json.dumps({"arch": arch_to_json(arch)}, indent=1))
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in pipe.model.state_dict().items()}, tmp / "ema.safetensors"
-        )
-        save_file({k: v.detach().contiguous().cpu() for k, v in pipe.vae.state_dict().items()}, tmp / "ae.safetensors")
-        pipe.tokenizer.save(tmp)
+    return files
+
+
+def write_model_dir(
+    directory: str | Path,
+    arch: ArchConfig,
+    tokenizer: Tokenizer,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    json_files: dict[str, dict] | None = None,
+) -> Path:
+    """Write configs, tokenizer, safetensors files and extra JSON into ``directory``, atomically.
+
+    Everything goes into a temporary sibling directory that is renamed into place at the end, so an interrupted
+    save never leaves a half-written checkpoint under ``directory`` (a previous one stays intact).
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for name, data in {**_configs(arch), **(json_files or {})}.items():
+            (tmp / name).write_text(json.dumps(data, indent=1))
+        for name, state in tensors.items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / name)
+        tokenizer.save(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

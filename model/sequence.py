@@ -206,14 +206,19 @@ def trained_blocks(
     drop_images: bool = False,
     target: int | None = None,
     slot_is_zero: bool = True,
+    dropped: frozenset[tuple[int, str]] = frozenset(),
 ) -> ContextPlan:
     """SIGMA's training layout. ``target`` is the part index of the generation target (training only); every
-    mention of the target image becomes a noise split, as in the released data code."""
+    mention of the target image becomes a noise split, as in the released data code.
+
+    ``dropped`` holds (part index, "text" | "vae" | "vit") items removed by condition dropout: a dropped text
+    does not advance RoPE, a dropped VAE or ViT item advances it by one (released packing rules).
+    """
     blocks: list[Block] = []
     rope = 0
     for seg in _resolve(parts, segment, ids):
         if seg.image < 0:
-            if not drop_text:
+            if not (drop_text or (seg.part, "text") in dropped):
                 block = _text_block(seg, rope)
                 blocks.append(block)
                 rope = block.rope_after
@@ -222,10 +227,10 @@ def trained_blocks(
         if target is not None and seg.image == parts[target].index:
             blocks.append(_image_block("noise", seg, geo.latent_hw, rope))
             continue  # RoPE does not advance after the target (each mention of it is a target split)
-        if not drop_images:
+        if not (drop_images or (seg.part, "vae") in dropped):
             blocks.append(_image_block("vae", seg, geo.latent_hw, rope))
-            if geo.vit_hw is not None:
-                blocks.append(_image_block("vit", seg, geo.vit_hw, rope + 1, zero=slot_is_zero))
+        if geo.vit_hw is not None and not (drop_images or (seg.part, "vit") in dropped):
+            blocks.append(_image_block("vit", seg, geo.vit_hw, rope + 1, zero=slot_is_zero))
         rope += 2 if geo.vit_hw is not None else 1
     return ContextPlan(tuple(blocks), rope)
 

@@ -20,6 +20,7 @@ from model.hub import HubOptions, cache_location, resolve
 from model.images import save_png
 
 from . import render
+from .finetune import finetune as finetune_command
 from .params import assign_images, generation_config, parse_interval, parse_size, png_metadata, read_params
 
 app = typer.Typer(
@@ -317,6 +318,9 @@ def download(
     render.stdout.print(f"[green]✓[/] {model}: configs in {src.config_dir}")
     if src.weights:
         render.stdout.print(f"  weights {src.weights}")
+
+
+app.command()(finetune_command)
 
 
 @app.command()

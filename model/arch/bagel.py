@@ -33,6 +33,17 @@ class Bagel(nn.Module):
             # SIGMA eq. 4: one learned vector per attribute token, added to the tokens of its image.
             self.attribute_embed = nn.Embedding(cfg.num_attribute_tokens, d)
 
+    def enable_attribute_projection(self) -> None:
+        """Add SIGMA's attribute vectors (zero-initialised, so the model's outputs do not change)."""
+        if self.cfg.attribute_projection:
+            return
+        self.cfg = self.cfg.replace(attribute_projection=True)
+        w = self.vae2llm.weight
+        self.attribute_embed = nn.Embedding(self.cfg.num_attribute_tokens, self.cfg.llm.hidden_size).to(
+            w.device, w.dtype
+        )
+        nn.init.zeros_(self.attribute_embed.weight)
+
     @property
     def dtype(self) -> torch.dtype:
         return self.vae2llm.weight.dtype

@@ -1,0 +1,99 @@
+"""Checkpoints: every save is a complete model directory (loadable by the shared loader) plus training state.
+
+    runs/x/latest                    -> "checkpoints/step-000500" (replaced atomically after each save)
+    runs/x/checkpoints/step-000500/  configs, tokenizer, ae.safetensors,
+                                     ema.safetensors   EMA weights (LoRA merged in): what inference loads
+                                     model.safetensors raw weights (full finetune) | adapter*.safetensors (LoRA)
+                                     optimizer.safetensors, trainer_state.json (step, data positions, config)
+
+A directory is written under a temporary name and renamed; ``latest`` moves only after the rename. A run
+killed mid-save therefore keeps its previous checkpoint, and ``--resume`` starts from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from model.errors import CheckpointError
+
+STATE = "trainer_state.json"
+LATEST = "latest"
+
+
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """A full optimizer state dict -> (tensors for safetensors, JSON-able rest)."""
+    tensors, meta = {}, {"steps": {}, "param_groups": state.get("param_groups", [])}
+    for fqn, slots in state.get("state", {}).items():
+        for slot, value in slots.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                tensors[f"{fqn}::{slot}"] = value.detach().cpu().contiguous()
+            else:
+                meta["steps"].setdefault(fqn, {})[slot] = float(value)
+    return tensors, meta
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[str, dict] = {}
+    for key, value in tensors.items():
+        fqn, slot = key.rsplit("::", 1)
+        state.setdefault(fqn, {})[slot] = value
+    for fqn, slots in meta["steps"].items():
+        for slot, value in slots.items():
+            state.setdefault(fqn, {})[slot] = torch.tensor(value)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def merged_lora_state(state: dict[str, torch.Tensor], alpha: float, rank: int) -> dict[str, torch.Tensor]:
+    """A state dict with peft LoRA layers -> plain keys with ``W + alpha/r * B @ A`` (what inference loads)."""
+    out = {k: v for k, v in state.items() if "lora_" not in k}
+    for key in [k for k in state if k.endswith("lora_A.default.weight")]:
+        prefix = key[: -len(".lora_A.default.weight")]
+        a, b = state[key].float(), state[f"{prefix}.lora_B.default.weight"].float()
+        base = out.pop(f"{prefix}.base_layer.weight")
+        out[f"{prefix}.weight"] = (base.float() + (alpha / rank) * (b @ a)).to(base.dtype)
+        if f"{prefix}.base_layer.bias" in out:
+            out[f"{prefix}.bias"] = out.pop(f"{prefix}.base_layer.bias")
+    return out
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / LATEST
+    if not pointer.is_file():
+        return None
+    path = run_dir / pointer.read_text().strip()
+    if not (path / STATE).is_file():
+        raise CheckpointError(f"{pointer} points at {path}, which is not a complete checkpoint")
+    return path
+
+
+def point_latest(run_dir: Path, checkpoint: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=run_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(checkpoint.relative_to(run_dir)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, run_dir / LATEST)
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (never the one ``latest`` names) and stale temporaries."""
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
+    current = latest_checkpoint(run_dir)
+    for path in ckpts[:-keep] if keep > 0 else []:
+        if path != current:
+            shutil.rmtree(path, ignore_errors=True)
+    for stale in (run_dir / "checkpoints").glob(".step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_state(checkpoint: Path) -> dict:
+    try:
+        return json.loads((checkpoint / STATE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{checkpoint / STATE} is unreadable ({exc})") from None

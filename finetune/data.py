@@ -1,0 +1,160 @@
+"""SIGMA rows -> typed training samples laid out by the training rules (:func:`model.sequence.trained_blocks`).
+
+Every random decision (condition dropout, the target's timestep) comes from a ``torch.Generator`` the caller
+passes, so a sample is a pure function of (row, config, generator state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from model.config import ArchConfig
+from model.dataset import BadRow, SigmaRow
+from model.errors import InputError
+from model.images import patchify, resize, to_tensor
+from model.prompt import ImagePart, TextPart, parse_training_instruction
+from model.sequence import ContextPlan, ImageGeometry, trained_blocks
+from model.tokens import Tokenizer
+
+
+@dataclass(frozen=True)
+class DropConfig:
+    """Condition dropout probabilities (SIGMA's fine-tune: text 0.1, VAE 0.3, ViT 0.3)."""
+
+    text: float = 0.1
+    vae: float = 0.3
+    vit: float = 0.3
+
+
+@dataclass
+class TrainSample:
+    row_id: str
+    plan: ContextPlan
+    vae_images: dict[int, torch.Tensor]  # part -> [3, H, W] in [-1, 1] (references and target)
+    vit_patches: dict[int, torch.Tensor]  # part -> [m, 3*14*14] (ViT slots; ignored without a ViT)
+    raw_timestep: float
+    text_loss: bool = False
+    family: str = ""
+    num_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_tokens = self.plan.length
+
+
+def family_of(row_id: str) -> str:
+    """Task family of a row: its shard name without the trailing number (``edit-00003`` -> ``edit``)."""
+    stem = row_id.rsplit("-", 1)[0]
+    return stem.rstrip("0123456789_-") or stem
+
+
+def is_held_out(row_id: str, fraction: float) -> bool:
+    """Deterministic split by a hash of the row id: about ``fraction`` of every family is held out."""
+    h = int.from_bytes(hashlib.blake2b(row_id.encode(), digest_size=8).digest(), "big")
+    return (h % 10_000) < fraction * 10_000
+
+
+def build_sample(
+    row: SigmaRow,
+    arch: ArchConfig,
+    tokenizer: Tokenizer,
+    generator: torch.Generator,
+    drop: DropConfig = DropConfig(),
+    raw_timestep: float | None = None,
+    text_loss: bool = False,
+) -> TrainSample:
+    """Decode and lay out one row. Raises InputError for a row that cannot be used."""
+    images = row.decode_images()
+    parsed = parse_training_instruction(row.instruction, len(images))
+    vae_spec, vit_spec = arch.vae_transform, arch.vit_slot_transform
+    geometry, vae_imgs, vit_imgs = [], [], []
+    s = arch.pixels_per_token
+    for img in images:
+        v = resize(img, vae_spec)  # references and the target ("generate" transform, same parameters)
+        t = resize(img, vit_spec)  # ViT slots: the training ViT transform of the ORIGINAL image
+        vae_imgs.append(v)
+        vit_imgs.append(t)
+        geometry.append(
+            ImageGeometry((v.height // s, v.width // s), (t.height // vit_spec.stride, t.width // vit_spec.stride))
+        )
+    dropped = _dropout(parsed.parts, parsed.target_index, generator, drop)
+    plan = trained_blocks(
+        parsed.parts, geometry, tokenizer.segment, tokenizer.ids,
+        target=parsed.target_index, slot_is_zero=arch.vit is None, dropped=dropped,
+    )  # fmt: skip
+    if not any(b.kind == "noise" for b in plan.blocks):
+        raise InputError("the row has no target block")
+    tau = float(torch.randn((), generator=generator)) if raw_timestep is None else raw_timestep
+    vae_tensors = {b.part: to_tensor(vae_imgs[b.image]) for b in plan.blocks if b.kind in ("vae", "noise")}
+    vit_tensors = {
+        b.part: patchify(to_tensor(vit_imgs[b.image]), vit_spec.stride) for b in plan.blocks if b.kind == "vit"
+    }
+    return TrainSample(row.row_id, plan, vae_tensors, vit_tensors, tau, text_loss, family_of(row.row_id))
+
+
+def _dropout(parts, target: int, generator: torch.Generator, drop: DropConfig) -> frozenset[tuple[int, str]]:
+    """Independent Bernoulli draws per droppable item, in part order (text; VAE then ViT per reference)."""
+    out = set()
+    target_image = parts[target].index
+    for i, p in enumerate(parts):
+        if isinstance(p, TextPart):
+            if drop.text and float(torch.rand((), generator=generator)) < drop.text:
+                out.add((i, "text"))
+        elif isinstance(p, ImagePart) and p.index != target_image:
+            if drop.vae and float(torch.rand((), generator=generator)) < drop.vae:
+                out.add((i, "vae"))
+            if drop.vit and float(torch.rand((), generator=generator)) < drop.vit:
+                out.add((i, "vit"))
+    return frozenset(out)
+
+
+@dataclass
+class DataStats:
+    rows: int = 0
+    used: int = 0
+    bad: int = 0
+    held_out: int = 0
+    too_long: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.bad += 1
+        key = reason.split("(")[0].strip()[:80]
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+def samples(
+    rows: Iterator[SigmaRow | BadRow],
+    arch: ArchConfig,
+    tokenizer: Tokenizer,
+    generator: torch.Generator,
+    stats: DataStats,
+    *,
+    drop: DropConfig = DropConfig(),
+    max_tokens_per_sample: int = 30_000,
+    held_out: float = 0.0,
+    want_held_out: bool = False,
+    text_loss: bool = False,
+) -> Iterator[TrainSample]:
+    """Usable samples; a bad row is skipped and counted in ``stats``, never fatal."""
+    for row in rows:
+        stats.rows += 1
+        if held_out and is_held_out(row.row_id, held_out) != want_held_out:
+            stats.held_out += 1
+            continue
+        if isinstance(row, BadRow):
+            stats.skip(row.reason)
+            continue
+        try:
+            sample = build_sample(row, arch, tokenizer, generator, drop, text_loss=text_loss)
+        except InputError as exc:
+            stats.skip(str(exc))
+            continue
+        if sample.num_tokens > max_tokens_per_sample:
+            stats.too_long += 1
+            continue
+        stats.used += 1
+        yield sample

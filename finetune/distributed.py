@@ -1,0 +1,95 @@
+"""torchrun environment, FSDP2 sharding and rank-0 helpers. One process without torchrun is world size 1."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init() -> Dist:
+    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    return Dist(rank, world, local, device)
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP shards one by one: each decoder layer, and every other module our code calls directly.
+
+    The pipeline and the packed forward call submodules (embeddings, norms, glue layers) rather than one
+    ``model.forward``, so each of them must gather its own parameters in its own forward hook.
+    """
+    lm = model.language_model.model
+    units = list(lm.layers)
+    units += [m for m in (lm.embed_tokens, lm.norm, lm.norm_moe_gen, model.language_model.lm_head)]
+    for name, child in model.named_children():
+        if name != "language_model" and any(True for _ in child.parameters()):
+            units.append(child)
+    return units
+
+
+def shard(model: nn.Module, d: Dist, bf16: bool) -> nn.Module:
+    """FSDP2 (``fully_shard``) over :func:`shard_units`, then the root; bf16 compute, float32 reductions on GPUs."""
+    if not d.enabled:
+        return model
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    kwargs = {"mp_policy": mp} if mp is not None else {}
+    for unit in shard_units(model):
+        fully_shard(unit, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def all_sum(value: float, d: Dist) -> float:
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def gather_objects(obj, d: Dist) -> list:
+    if not d.enabled:
+        return [obj]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()

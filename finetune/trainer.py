@@ -1,0 +1,401 @@
+"""ONE training loop for LoRA and full finetuning, one process or many (torchrun + FSDP2).
+
+sigma finetune --dataset Xiaoyan667/SIGMA-dataset --out runs/sigma-ft --steps 30000
+torchrun --nproc-per-node 8 -m sigma_cli.main finetune --dataset ... --out runs/sigma-ft
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from model import load_pipeline
+from model.dataset import BadRow, SigmaRow, iter_rows, parquet_files
+from model.errors import InputError
+from model.hub import HubOptions
+from model.images import save_png
+from model.loader import write_model_dir
+from model.packed import packed_forward, reduce_losses
+from model.pipeline import SigmaPipeline
+
+from . import checkpoint as ckpt
+from . import distributed
+from .config import TrainConfig
+from .data import DataStats, DropConfig, build_sample, family_of, is_held_out
+from .lora import apply_lora
+from .packing import batches, pack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepLog:
+    step: int
+    total: int
+    loss: float
+    mse: float
+    ce: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    stats: DataStats
+
+
+def seeded(*parts: int | str) -> torch.Generator:
+    """A CPU generator whose seed is a hash of ``parts``: randomness that resumes exactly."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") % (2**63))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine down to ``min_lr`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, on_step: Callable[[StepLog], None] | None = None):
+        self.cfg, self.on_step = cfg, on_step
+        self.run_dir = Path(cfg.out)
+        self.dist = distributed.init()
+        self.stats = DataStats()
+        self.step = 0
+        self.position = (0, 0)  # (epoch, row index) of this rank's next unconsumed row
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, d = self.cfg, self.dist
+        resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
+        if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
+            raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")
+        full_resume = resume is not None and cfg.lora is None
+        pipe = load_pipeline(
+            str(resume) if full_resume else cfg.model,
+            weights=str(resume / "model.safetensors") if full_resume else None,
+            mode="cpu",
+            # LoRA keeps the frozen base in bf16 on GPUs; full finetuning keeps float32 master weights
+            dtype=torch.bfloat16 if cfg.lora is not None and d.device.type == "cuda" else torch.float32,
+            visual_und=False,
+            cache_dir=cfg.cache_dir,
+        )
+        self.tokenizer, self.vae = pipe.tokenizer, pipe.vae.to(d.device)
+        model = pipe.model
+        model.cfg = model.cfg.replace(group_mask=cfg.group_mask, default_layout="trained")
+        if cfg.attribute_projection:
+            model.enable_attribute_projection()
+        if cfg.lora is not None:
+            model.requires_grad_(False)
+            model = apply_lora(model, cfg.lora)
+            if cfg.attribute_projection:
+                model.attribute_embed.requires_grad_(True)
+        else:
+            self._select_trainable(model)
+        if resume is not None:
+            self._load_weights(model, resume)
+        model.language_model.model.gradient_checkpointing = cfg.gradient_checkpointing
+        self.arch = model.cfg
+        self.model = distributed.shard(model.to(d.device).train(), d, cfg.bf16 and d.device.type == "cuda")
+        self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if not self.params:
+            raise InputError("Nothing to train: check --train / --lora")
+        self.optimizer = torch.optim.AdamW(
+            self.params.values(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+        self.ema = {n: p.detach().clone().float() for n, p in self.params.items()} if cfg.ema else {}
+        if resume is not None:
+            self._load_training_state(resume)
+        self.writer = self._writer()
+
+    def _select_trainable(self, model) -> None:
+        gen_only = self.cfg.trainable == "gen"
+        glue = ("vae2llm.", "llm2vae.", "time_embedder.", "attribute_embed.")
+        for name, p in model.named_parameters():
+            fixed = name.endswith("pos_embed") or name.startswith(("vit_model.", "connector."))
+            fixed |= name.startswith("language_model.lm_head") and not self.cfg.text_loss
+            in_gen = "_moe_gen" in name or name.startswith(glue)
+            p.requires_grad_(not fixed and (in_gen or not gen_only))
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def rows(
+        self, held_out: bool = False, start: tuple[int, int] = (0, 0)
+    ) -> Iterator[tuple[tuple[int, int], SigmaRow | BadRow]]:
+        """This rank's rows, forever (epoch after epoch), from ``start`` on; each with its stream position."""
+        epoch, first = start
+        while True:
+            seen = 0
+            files = parquet_files(self.cfg.dataset, HubOptions(cache_dir=self.cfg.cache_dir))
+            for i, row in enumerate(iter_rows(files)):
+                if i < first or i % self.dist.world_size != self.dist.rank:
+                    continue
+                if self.cfg.held_out and is_held_out(row.row_id, self.cfg.held_out) != held_out:
+                    continue
+                seen += 1
+                yield (epoch, i), row
+            if not seen:
+                raise InputError(
+                    f"{self.cfg.dataset} has no {'held-out' if held_out else 'training'} rows for rank {self.dist.rank}"
+                )
+            epoch, first = epoch + 1, 0
+
+    def samples(self) -> Iterator[tuple[tuple[int, int], object]]:
+        cfg = self.cfg
+        drop = DropConfig(cfg.drop_text, cfg.drop_vae, cfg.drop_vit)
+        for pos, row in self.rows(start=self.position):
+            self.stats.rows += 1
+            if isinstance(row, BadRow):
+                self.stats.skip(row.reason)
+                continue
+            g = seeded(cfg.seed, *pos)
+            weight = cfg.family_weights.get(family_of(row.row_id), 1.0)
+            repeats = int(weight) + (1 if float(torch.rand((), generator=g)) < weight - int(weight) else 0)
+            try:
+                built = [
+                    build_sample(row, self.arch, self.tokenizer, g, drop, text_loss=cfg.text_loss)
+                    for _ in range(repeats)
+                ]
+            except InputError as exc:
+                self.stats.skip(str(exc))
+                continue
+            for sample in built:
+                if sample.num_tokens > cfg.max_tokens_per_sample:
+                    self.stats.too_long += 1
+                    continue
+                self.stats.used += 1
+                yield pos, sample
+
+    def batches(self) -> Iterator[tuple[list, tuple[int, int]]]:
+        """Packed sample lists, each with the position to resume from after it (the stream never ends)."""
+        return batches(self.samples(), self.cfg.max_tokens)
+
+    # -- one step ------------------------------------------------------------------------------------------------
+    def train_step(self, samples: list) -> dict[str, float]:
+        cfg, d = self.cfg, self.dist
+        batch = pack(samples, self.arch, self.tokenizer.ids, group_mask=cfg.group_mask).to(d.device)
+        g = seeded(cfg.seed, "step", self.step, d.rank)
+        with torch.no_grad():
+            latent = self.vae.encode(batch.padded_images, generator=g)
+        noise = torch.randn((batch.packed_vae_token_indexes.numel(), self.arch.patch_latent_dim), generator=g)
+        autocast = torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and d.device.type == "cuda" else _null()
+        with autocast:
+            out = packed_forward(self.model, batch, latent, noise.to(d.device), cfg.timestep_shift)
+        n_mse = distributed.all_sum(float(batch.mse_loss_indexes.numel()), d)
+        n_ce = distributed.all_sum(float(batch.ce_loss_indexes.numel()), d) if cfg.text_loss else None
+        losses = reduce_losses(out, batch, d.world_size, int(n_mse), n_ce)
+        loss = losses["mse"] + (cfg.ce_weight * losses["ce"] if "ce" in losses else 0.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, e in self.ema.items():
+                e.lerp_(self.params[name].detach().float(), 1 - cfg.ema)
+        mean = lambda x: distributed.all_sum(float(x), d) / d.world_size  # noqa: E731
+        return {
+            "loss": mean(loss.detach()),
+            "mse": mean(losses["mse"].detach()),
+            "ce": mean(losses["ce"].detach()) if "ce" in losses else 0.0,
+            "lr": lr_at(self.step, cfg),
+            "grad_norm": float(getattr(grad_norm, "full_tensor", lambda: grad_norm)()),
+            "tokens": distributed.all_sum(float(batch.sequence_length), d),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, samples: list, draws: int = 4) -> float:
+        """Mean flow-matching loss over fixed noise and timesteps (the same draws every call): a steady measure
+        of progress on held-out (or, to check overfitting, training) samples."""
+        cfg, d = self.cfg, self.dist
+        was_training = self.model.training
+        self.model.eval()
+        batch = pack(samples, self.arch, self.tokenizer.ids, group_mask=cfg.group_mask).to(d.device)
+        total = 0.0
+        for k in range(draws):
+            g = seeded(cfg.seed, "eval", k)
+            latent = self.vae.encode(batch.padded_images, generator=g)
+            noise = torch.randn((batch.packed_vae_token_indexes.numel(), self.arch.patch_latent_dim), generator=g)
+            raw = torch.randn(batch.packed_timesteps.shape, generator=g).to(d.device)
+            fixed = batch.packed_timesteps.clone()
+            fixed[torch.isfinite(fixed)] = raw[torch.isfinite(fixed)]
+            batch.packed_timesteps = fixed
+            out = packed_forward(self.model, batch, latent, noise.to(d.device), cfg.timestep_shift)
+            total += float(reduce_losses(out, batch)["mse"])
+        self.model.train(was_training)
+        return total / draws
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        self.setup()
+        cfg = self.cfg
+        prompts = self._sample_prompts() if cfg.sample_every else []
+        stream = self.batches()
+        start = time.perf_counter()
+        tokens = 0.0
+        while self.step < cfg.steps:
+            samples, resume_pos = next(stream)
+            metrics = self.train_step(samples)
+            self.step += 1
+            self.position = resume_pos
+            tokens += metrics["tokens"]
+            self._log(metrics, tokens / (time.perf_counter() - start))
+            if cfg.save_every and self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+            if prompts and self.step % cfg.sample_every == 0:
+                self.sample_images(prompts)
+        if self.writer is not None:
+            self.writer.close()
+        distributed.shutdown(self.dist)
+        return self.run_dir
+
+    def _log(self, metrics: dict[str, float], tokens_per_s: float) -> None:
+        if self.writer is not None and self.step % self.cfg.log_every == 0:
+            for key in ("loss", "mse", "ce", "lr", "grad_norm"):
+                self.writer.add_scalar(f"train/{key}", metrics[key], self.step)
+            self.writer.add_scalar("train/tokens_per_s", tokens_per_s, self.step)
+        if self.on_step is not None and self.dist.main:
+            self.on_step(StepLog(self.step, self.cfg.steps, metrics["loss"], metrics["mse"], metrics["ce"],
+                                 metrics["lr"], metrics["grad_norm"], tokens_per_s, self.stats))  # fmt: skip
+
+    def _writer(self):
+        if not self.dist.main or not (self.cfg.tensorboard or self.cfg.wandb):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.info("tensorboard is not installed: metrics go to the progress bar only")
+            return None
+        if self.cfg.wandb:
+            try:
+                import wandb
+
+                wandb.init(project="sigma-studio", config=self.cfg.to_json(), sync_tensorboard=True)
+            except ImportError:
+                log.warning("--wandb was asked for but wandb is not installed")
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        cfg, d = self.cfg, self.dist
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        raw = get_model_state_dict(self.model, options=opts)
+        ema_state = self._with_ema(lambda: get_model_state_dict(self.model, options=opts)) if self.ema else raw
+        optim = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        positions = distributed.gather_objects(self.position, d)
+        path = self.run_dir / "checkpoints" / f"step-{self.step:06d}"
+        if d.main:
+            tensors, meta = ckpt.flatten_optimizer(optim)
+            files = {"ae.safetensors": self.vae.state_dict(), "optimizer.safetensors": tensors}
+            if cfg.lora is not None:
+                files["adapter.safetensors"] = _adapter_part(raw)
+                files["adapter_ema.safetensors"] = _adapter_part(ema_state)
+                files["ema.safetensors"] = ckpt.merged_lora_state(ema_state, cfg.lora.alpha, cfg.lora.rank)
+            else:
+                files["model.safetensors"] = raw
+                files["ema.safetensors"] = ema_state
+            state = {"step": self.step, "positions": positions, "optimizer": meta, "config": cfg.to_json(),
+                     "data": vars(self.stats), "group_mask": cfg.group_mask,
+                     "attribute_projection": cfg.attribute_projection, "lora": cfg.lora is not None}  # fmt: skip
+            write_model_dir(path, self.arch, self.tokenizer, files, {ckpt.STATE: state})
+            ckpt.point_latest(self.run_dir, path)
+            ckpt.prune(self.run_dir, cfg.keep)
+        distributed.barrier(d)
+        return path
+
+    def _with_ema(self, fn):
+        """Run ``fn`` with the EMA values in the trainable parameters, then put the raw values back."""
+        with torch.no_grad():
+            backup = {n: p.detach().clone() for n, p in self.params.items()}
+            for n, p in self.params.items():
+                p.copy_(self.ema[n].to(p.dtype))
+            try:
+                return fn()
+            finally:
+                for n, p in self.params.items():
+                    p.copy_(backup[n])
+
+    def _load_weights(self, model, checkpoint: Path) -> None:
+        if self.cfg.lora is not None:
+            model.load_state_dict(load_file(str(checkpoint / "adapter.safetensors")), strict=False)
+
+    def _load_training_state(self, checkpoint: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        state = ckpt.read_state(checkpoint)
+        self.step = state["step"]
+        positions = state["positions"]
+        if len(positions) != self.dist.world_size:
+            raise InputError(f"{checkpoint} was saved by {len(positions)} processes; resume it with as many")
+        self.position = tuple(positions[self.dist.rank])
+        optim = ckpt.unflatten_optimizer(load_file(str(checkpoint / "optimizer.safetensors")), state["optimizer"])
+        # strict=False: parameters that never received a gradient (e.g. lm_head without --text-loss) have no state
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_optimizer_state_dict(self.model, self.optimizer, optim, options=options)
+        ema_file = "adapter_ema.safetensors" if self.cfg.lora is not None else "ema.safetensors"
+        if self.ema:
+            saved = load_file(str(checkpoint / ema_file))
+            for name, e in self.ema.items():
+                e.copy_(_local(saved[name], self.params[name]).float())
+
+    # -- sample images -------------------------------------------------------------------------------------------
+    def _sample_prompts(self) -> list[SigmaRow]:
+        out = []
+        for _, row in self.rows(held_out=bool(self.cfg.held_out)):
+            if isinstance(row, SigmaRow):
+                out.append(row)
+            if len(out) >= self.cfg.sample_prompts:
+                break
+        return out
+
+    @torch.no_grad()
+    def sample_images(self, rows: list[SigmaRow]) -> None:
+        from model.batch import row_prompt
+
+        was_training = self.model.training
+        self.model.eval()
+        pipe = SigmaPipeline(self.model, self.vae, self.tokenizer, device=self.dist.device, name="training")
+        for k, row in enumerate(rows):
+            images = row.decode_images()
+            result = pipe(
+                row_prompt(row, len(images)), images[:-1], steps=self.cfg.sample_steps, seed=k, layout="trained"
+            )
+            if self.dist.main:
+                save_png(result.image, self.run_dir / "samples" / f"step-{self.step:06d}-{k}.png")
+        self.model.train(was_training)
+
+
+def _adapter_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a LoRA run trains: the adapters, and the attribute vectors when they are on."""
+    return {k: v for k, v in state.items() if "lora_" in k or k.startswith("attribute_embed.")}
+
+
+def _local(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a full tensor when ``like`` is a DTensor (FSDP2), else the tensor itself."""
+    if hasattr(like, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(like.dtype), like.device_mesh, like.placements)
+    return full.to(like.device)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
