@@ -1,0 +1,144 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright, against ``python app.py`` on localhost.
+
+It uploads two references, picks attribute tokens, checks that the prompt text and the sequence preview agree,
+generates with the tiny model, and submits a bad upload. Screenshots of each state go to tests/artifacts/.
+Skipped where Playwright or Chromium is missing (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ART = REPO / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytest.importorskip("gradio")
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    out = tmp_path_factory.mktemp("webui-out")
+    log = open(out / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--model", "tiny", "--port", str(port), "--outputs", str(out)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail((out / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield url, out
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    ART.mkdir(parents=True, exist_ok=True)
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1200})
+        pg.goto(server[0])
+        pg.wait_for_selector("#prompt textarea", timeout=90_000)
+        yield pg
+        browser.close()
+
+
+def upload(page, k: int, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator(f"#slot-upload-{k}").click()
+    chooser.value.set_files(str(path))
+
+
+def pick(page, k: int, token: str) -> None:
+    box = page.locator(f"#slot-tokens-{k} input")
+    box.click()
+    box.fill(token)
+    box.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def prompt_text(page) -> str:
+    return page.locator("#prompt textarea").input_value()
+
+
+def test_two_references_tokens_preview_and_generate(page, server):
+    images = REPO / "examples" / "images"
+    page.screenshot(path=str(ART / "1-initial.png"), full_page=True)
+    upload(page, 0, images / "astronaut.jpg")
+    page.wait_for_function("document.querySelector('#prompt textarea').value.includes('<img1>')", timeout=30_000)
+    page.locator("#add-slot").click()
+    page.wait_for_selector("#slot-upload-1", state="visible", timeout=30_000)
+    upload(page, 1, images / "cat.jpg")
+    page.wait_for_function("document.querySelector('#prompt textarea').value.includes('<img2>')", timeout=30_000)
+    pick(page, 0, "<id>")
+    page.wait_for_function("document.querySelector('#prompt textarea').value.includes('<id> <img1>')", timeout=30_000)
+    pick(page, 1, "<subject>")
+    page.wait_for_function(
+        "document.querySelector('#prompt textarea').value.includes('<subject> <img2>')", timeout=30_000
+    )
+    assert prompt_text(page) == "<id> <img1> <subject> <img2>"
+    # the preview shows the same sequence, each image with its token
+    segs = page.locator("#preview .seg-image")
+    segs.first.wait_for(timeout=30_000)
+    assert [segs.nth(i).get_attribute("data-name") for i in range(segs.count())] == ["img1", "img2"]
+    assert [segs.nth(i).get_attribute("data-tokens") for i in range(segs.count())] == ["<id>", "<subject>"]
+    # editing the text updates the slots
+    box = page.locator("#prompt textarea")
+    box.fill("A portrait of <id>this astronaut <img1> holding <style>this cat <img2>")
+    box.press("End")
+    box.type(" .")  # typed keys fire the input event (fill alone does not)
+    page.wait_for_function("document.querySelector('#preview').innerText.includes('<style>')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#slot-tokens-1').innerText.includes('<style>')", timeout=30_000)
+    assert "<subject>" not in page.locator("#slot-tokens-1").inner_text()
+    page.screenshot(path=str(ART / "2-references.png"), full_page=True)
+    page.locator("#settings").get_by_text("Settings", exact=True).first.click()
+    page.locator("#steps input[type=number]").fill("3")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#generate").click()
+    page.wait_for_selector("#output img", timeout=120_000)
+    page.wait_for_function("document.querySelector('#info').innerText.includes('seed')", timeout=60_000)
+    page.screenshot(path=str(ART / "3-generated.png"), full_page=True)
+    written = list(server[1].glob("sigma-*.png"))
+    assert len(written) == 1
+
+
+def test_bad_upload_shows_a_message(page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not a picture")
+    page.locator("#add-slot").click()
+    page.wait_for_selector("#slot-upload-2", state="visible", timeout=30_000)
+    upload(page, 2, bad)
+    page.wait_for_function(
+        "document.querySelector('#prompt-error').innerText.includes('Upload refused')", timeout=30_000
+    )
+    assert "not a readable image" in page.locator("#prompt-error").inner_text()
+    page.screenshot(path=str(ART / "4-bad-upload.png"), full_page=True)
+    assert "<img3>" not in prompt_text(page)

@@ -1,0 +1,97 @@
+"""Prompt <-> slot synchronisation of the web UI, as plain functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from webui.state import (
+    MAX_SLOTS,
+    Slot,
+    UIState,
+    add_slot,
+    move_slot,
+    preview,
+    read_prompt,
+    remove_slot,
+    set_image,
+    set_tokens,
+)
+
+
+def two() -> UIState:
+    s = UIState("Place the man", (Slot(), Slot()))
+    s = set_image(s, 0, "/tmp/man.png")
+    return set_image(s, 1, "/tmp/dog.png")
+
+
+def test_upload_appends_the_placeholder_once():
+    s = two()
+    assert s.prompt == "Place the man <img1> <img2>"
+    assert set_image(s, 0, "/tmp/other.png").prompt == s.prompt
+
+
+def test_choosing_tokens_rewrites_the_text_in_front_of_the_placeholder():
+    s = set_tokens(two(), 0, ["<id>"])
+    assert s.prompt == "Place the man <id> <img1> <img2>"
+    s = set_tokens(s, 0, ["<clothing>", "<subject>"])  # several per image, canonical order
+    assert s.prompt == "Place the man <subject><clothing> <img1> <img2>"
+    assert s.slots[0].tokens == ("<subject>", "<clothing>")
+    s = set_tokens(s, 0, [])
+    assert s.prompt == "Place the man <img1> <img2>"
+
+
+def test_tokens_for_an_unplaced_slot_add_its_placeholder():
+    s = set_tokens(UIState("a cat", (Slot("/tmp/a.png"),)), 0, ["<style>"])
+    assert s.prompt == "a cat <style> <img1>"
+
+
+def test_editing_the_prompt_updates_the_slots():
+    s = read_prompt(two(), "A <style>painting <img2> of <id>him <img1>")
+    assert [sl.tokens for sl in s.slots] == [("<id>",), ("<style>",)] and s.error == ""
+    bad = read_prompt(two(), "a <styel> <img1>")
+    assert "Did you mean <style>" in bad.error and bad.slots == two().slots
+
+
+def test_remove_renumbers_and_keeps_text_and_slots_in_agreement():
+    s = UIState("x <id> <img1> y <subject> <img2> z <style> <img3>", (Slot("/a"), Slot("/b"), Slot("/c")))
+    s = read_prompt(s, s.prompt)
+    r = remove_slot(s, 1)
+    assert r.prompt == "x <id> <img1> y z <style> <img2>"
+    assert [sl.image for sl in r.slots] == ["/a", "/c"]
+    assert read_prompt(r, r.prompt).slots == r.slots
+
+
+def test_move_swaps_numbers():
+    s = read_prompt(two(), "the man <id> <img1> and the dog <subject> <img2>")
+    m = move_slot(s, 1, -1)
+    assert m.prompt == "the man <id> <img2> and the dog <subject> <img1>"
+    assert [sl.image for sl in m.slots] == ["/tmp/dog.png", "/tmp/man.png"]
+    assert read_prompt(m, m.prompt).slots == m.slots
+    assert move_slot(s, 0, -1) == s
+
+
+def test_slot_limit():
+    s = UIState()
+    for _ in range(MAX_SLOTS - 1):
+        s = add_slot(s)
+    assert len(s.slots) == MAX_SLOTS and "At most" in add_slot(s).error
+
+
+def test_preview_follows_the_prompt_order_with_tokens():
+    s = set_tokens(set_tokens(two(), 1, ["<subject>"]), 0, ["<id>"])
+    items = preview(s, extra={"img3": "/tmp/canny.png"})
+    kinds = [(i.kind, i.name or i.text, i.tokens) for i in items]
+    assert kinds == [
+        ("text", "Place the man <id>", ()),
+        ("image", "img1", ("<id>",)),
+        ("text", "<subject>", ()),
+        ("image", "img2", ("<subject>",)),
+        ("image", "img3", ()),  # a control image the prompt does not place is appended
+    ]
+
+
+def test_preview_refuses_a_placeholder_for_an_empty_slot():
+    from model.errors import PromptError
+
+    with pytest.raises(PromptError, match="<img2>"):
+        preview(UIState("a <img1> b <img2>", (Slot("/a"), Slot())))
