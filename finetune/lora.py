@@ -65,6 +65,7 @@ def load_adapter(model: nn.Module, directory: str | Path, merge: bool = True) ->
     cfg = LoRAConfig(meta["rank"], meta["alpha"], 0.0, meta["targets"])
     model = apply_lora(model, cfg)
     missing = model.load_state_dict(load_file(str(directory / ADAPTER_WEIGHTS)), strict=False)
-    if missing.unexpected_keys:
-        raise ValueError(f"adapter keys do not match the model: {missing.unexpected_keys[:3]}")
+    unexpected = [k for k in missing.unexpected_keys if not k.startswith("attribute_embed.")]
+    if unexpected:
+        raise ValueError(f"adapter keys do not match the model: {unexpected[:3]}")
     return merge_lora(model) if merge else model

@@ -30,7 +30,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
 from .data import DataStats, DropConfig, build_sample, family_of, is_held_out
-from .lora import apply_lora
+from .lora import ADAPTER_CONFIG, apply_lora
 from .packing import batches, pack
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Trainer:
         self.dist = distributed.init()
         self.stats = DataStats()
         self.step = 0
-        self.position = (0, 0)  # (epoch, row index) of this rank's next unconsumed row
+        self.position = (0, 0, 0)  # (epoch, row index, repeat) of this rank's next unconsumed sample
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -98,13 +98,20 @@ class Trainer:
             model = apply_lora(model, cfg.lora)
             if cfg.attribute_projection:
                 model.attribute_embed.requires_grad_(True)
+            for p in model.parameters():  # adapters train in float32 even over a bf16 base
+                if p.requires_grad:
+                    p.data = p.data.float()
         else:
             self._select_trainable(model)
         if resume is not None:
             self._load_weights(model, resume)
         model.language_model.model.gradient_checkpointing = cfg.gradient_checkpointing
         self.arch = model.cfg
-        self.model = distributed.shard(model.to(d.device).train(), d, cfg.bf16 and d.device.type == "cuda")
+        model.train()
+        if d.enabled:  # FSDP2 moves only this rank's shards to the GPU
+            self.model = distributed.shard(model, d, cfg.bf16 and d.device.type == "cuda")
+        else:
+            self.model = model.to(d.device)
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if not self.params:
             raise InputError("Nothing to train: check --train / --lora")
@@ -147,10 +154,19 @@ class Trainer:
                 )
             epoch, first = epoch + 1, 0
 
-    def samples(self) -> Iterator[tuple[tuple[int, int], object]]:
+    def samples(self) -> Iterator[tuple[tuple[int, int, int], object]]:
+        """Usable samples with their stream position (epoch, row, repeat); counts what it skips."""
         cfg = self.cfg
         drop = DropConfig(cfg.drop_text, cfg.drop_vae, cfg.drop_vit)
-        for pos, row in self.rows(start=self.position):
+        first = tuple(self.position)
+        yielded: dict[int, int] = {}
+        for pos, row in self.rows(start=first[:2]):
+            epoch = pos[0]
+            if epoch > first[0] and not yielded.get(epoch - 1):
+                raise InputError(
+                    f"{cfg.dataset} gave no usable training sample in a whole pass ({self.stats.bad} bad rows, "
+                    f"{self.stats.too_long} over --max-tokens {cfg.max_tokens_per_sample})"
+                )
             self.stats.rows += 1
             if isinstance(row, BadRow):
                 self.stats.skip(row.reason)
@@ -166,12 +182,15 @@ class Trainer:
             except InputError as exc:
                 self.stats.skip(str(exc))
                 continue
-            for sample in built:
+            for r, sample in enumerate(built):
+                if pos == first[:2] and r < first[2]:
+                    continue  # repeats of the resume row that the interrupted run already trained on
                 if sample.num_tokens > cfg.max_tokens_per_sample:
                     self.stats.too_long += 1
                     continue
                 self.stats.used += 1
-                yield pos, sample
+                yielded[epoch] = yielded.get(epoch, 0) + 1
+                yield (*pos, r), sample
 
     def batches(self) -> Iterator[tuple[list, tuple[int, int]]]:
         """Packed sample lists, each with the position to resume from after it (the stream never ends)."""
@@ -182,12 +201,13 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         batch = pack(samples, self.arch, self.tokenizer.ids, group_mask=cfg.group_mask).to(d.device)
         g = seeded(cfg.seed, "step", self.step, d.rank)
+        torch.manual_seed(int(torch.randint(0, 2**62, (), generator=g)))  # module dropout (LoRA) resumes exactly
         with torch.no_grad():
             latent = self.vae.encode(batch.padded_images, generator=g)
         noise = torch.randn((batch.packed_vae_token_indexes.numel(), self.arch.patch_latent_dim), generator=g)
         autocast = torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and d.device.type == "cuda" else _null()
         with autocast:
-            out = packed_forward(self.model, batch, latent, noise.to(d.device), cfg.timestep_shift)
+            out = self.model(packed_forward, batch, latent, noise.to(d.device), cfg.timestep_shift)
         n_mse = distributed.all_sum(float(batch.mse_loss_indexes.numel()), d)
         n_ce = distributed.all_sum(float(batch.ce_loss_indexes.numel()), d) if cfg.text_loss else None
         losses = reduce_losses(out, batch, d.world_size, int(n_mse), n_ce)
@@ -228,7 +248,7 @@ class Trainer:
             fixed = batch.packed_timesteps.clone()
             fixed[torch.isfinite(fixed)] = raw[torch.isfinite(fixed)]
             batch.packed_timesteps = fixed
-            out = packed_forward(self.model, batch, latent, noise.to(d.device), cfg.timestep_shift)
+            out = self.model(packed_forward, batch, latent, noise.to(d.device), cfg.timestep_shift)
             total += float(reduce_losses(out, batch)["mse"])
         self.model.train(was_training)
         return total / draws
@@ -242,7 +262,13 @@ class Trainer:
         start = time.perf_counter()
         tokens = 0.0
         while self.step < cfg.steps:
-            samples, resume_pos = next(stream)
+            try:
+                samples, resume_pos = next(stream)
+                problem = None
+            except InputError as exc:
+                samples, problem = None, exc
+            if distributed.all_sum(0.0 if problem else 1.0, self.dist) < self.dist.world_size:  # every rank agrees
+                raise problem or InputError("another process ran out of usable training data")
             metrics = self.train_step(samples)
             self.step += 1
             self.position = resume_pos
@@ -294,7 +320,8 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         raw = get_model_state_dict(self.model, options=opts)
-        ema_state = self._with_ema(lambda: get_model_state_dict(self.model, options=opts)) if self.ema else raw
+        copy = lambda: {k: v.detach().clone() for k, v in get_model_state_dict(self.model, options=opts).items()}  # noqa: E731
+        ema_state = self._with_ema(copy) if self.ema else raw
         optim = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
         positions = distributed.gather_objects(self.position, d)
         path = self.run_dir / "checkpoints" / f"step-{self.step:06d}"
@@ -311,7 +338,11 @@ class Trainer:
             state = {"step": self.step, "positions": positions, "optimizer": meta, "config": cfg.to_json(),
                      "data": vars(self.stats), "group_mask": cfg.group_mask,
                      "attribute_projection": cfg.attribute_projection, "lora": cfg.lora is not None}  # fmt: skip
-            write_model_dir(path, self.arch, self.tokenizer, files, {ckpt.STATE: state})
+            extra = {ckpt.STATE: state}
+            if cfg.lora is not None:
+                extra[ADAPTER_CONFIG] = {"base_model": cfg.model, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha,
+                                         "dropout": cfg.lora.dropout, "targets": cfg.lora.targets}  # fmt: skip
+            write_model_dir(path, self.arch, self.tokenizer, files, extra)
             ckpt.point_latest(self.run_dir, path)
             ckpt.prune(self.run_dir, cfg.keep)
         distributed.barrier(d)
@@ -341,7 +372,9 @@ class Trainer:
         positions = state["positions"]
         if len(positions) != self.dist.world_size:
             raise InputError(f"{checkpoint} was saved by {len(positions)} processes; resume it with as many")
-        self.position = tuple(positions[self.dist.rank])
+        self.position = tuple(positions[self.dist.rank]) + (0,) * (3 - len(positions[self.dist.rank]))
+        for key, value in state.get("data", {}).items():
+            setattr(self.stats, key, value)
         optim = ckpt.unflatten_optimizer(load_file(str(checkpoint / "optimizer.safetensors")), state["optimizer"])
         # strict=False: parameters that never received a gradient (e.g. lm_head without --text-loss) have no state
         options = StateDictOptions(full_state_dict=True, strict=False)
@@ -371,8 +404,11 @@ class Trainer:
         pipe = SigmaPipeline(self.model, self.vae, self.tokenizer, device=self.dist.device, name="training")
         for k, row in enumerate(rows):
             images = row.decode_images()
-            result = pipe(
-                row_prompt(row, len(images)), images[:-1], steps=self.cfg.sample_steps, seed=k, layout="trained"
+            prompt = row_prompt(row, len(images))
+            result = self.model(  # through the root forward: sharded weights are gathered unit by unit
+                lambda _m, p=prompt, refs=images[:-1], k=k: pipe(
+                    p, refs, steps=self.cfg.sample_steps, seed=k, layout="trained"
+                )
             )
             if self.dist.main:
                 save_png(result.image, self.run_dir / "samples" / f"step-{self.step:06d}-{k}.png")

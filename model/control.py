@@ -54,7 +54,7 @@ def canny_edges(
         size: (width, height) to resize the source to first.
     """
     if not 0 <= low < high <= 1000:
-        raise InputError(f"Canny thresholds must satisfy 0 <= low < high (got {low}, {high})")
+        raise InputError(f"Canny thresholds must satisfy 0 <= low < high <= 1000 (got {low}, {high})")
     if blur and blur % 2 == 0:
         raise InputError(f"--canny-blur must be odd (got {blur})")
     cv2 = _cv2()

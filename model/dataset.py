@@ -58,18 +58,20 @@ def _parquet():
     return pq
 
 
-def parquet_files(source: str, opts: HubOptions | None = None) -> Iterator[Path]:
-    """Local parquet files under ``source`` (a file or a directory, sorted), or the shards of a HF dataset."""
+def parquet_files(source: str, opts: HubOptions | None = None) -> Iterator[tuple[Path, str]]:
+    """(file, row-id prefix) of the local parquet files under ``source`` (a file or a directory, sorted), or of
+    the shards of a HF dataset. The prefix is the path relative to ``source``, so row ids stay unique."""
     opts = opts or HubOptions()
     path = Path(source).expanduser()
     if path.is_file():
-        yield path
+        yield path, path.stem
         return
     if path.is_dir():
         files = sorted(path.rglob("*.parquet"))
         if not files:
             raise InputError(f"{source} holds no .parquet files")
-        yield from files
+        for f in files:
+            yield f, str(f.relative_to(path).with_suffix("")).replace("/", "__")
         return
     if not is_repo_id(source):
         raise InputError(f"{source} is neither a parquet file, a directory of them, nor a Hugging Face dataset id")
@@ -90,29 +92,36 @@ def _hub_shards(repo: str, opts: HubOptions) -> Iterator[Path]:
         ) from None
     for name in names:
         try:
-            yield Path(hf_hub_download(repo, name, repo_type="dataset", cache_dir=opts.cache_dir, token=opts.token))
+            local = hf_hub_download(repo, name, repo_type="dataset", cache_dir=opts.cache_dir, token=opts.token)
+            yield Path(local), name.removesuffix(".parquet").replace("/", "__")
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
             raise WeightsUnavailableError(f"Cannot download {repo}/{name} ({str(exc).splitlines()[0]})") from None
 
 
-def iter_rows(files: Iterator[Path]) -> Iterator[SigmaRow | BadRow]:
-    """Rows of every file, row group by row group; unreadable rows and files become :class:`BadRow`."""
+def iter_rows(files) -> Iterator[SigmaRow | BadRow]:
+    """Rows of every file (a Path, or a (Path, row-id prefix) pair), row group by row group; unreadable rows and
+    files become :class:`BadRow`. A row's index comes from the row-group sizes in the file's metadata, so a
+    group that fails to read does not shift the ids (and resume positions) of the rows after it."""
     pq = _parquet()
-    for path in files:
+    for item in files:
+        path, prefix = item if isinstance(item, tuple) else (item, item.stem)
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many error types for a broken file
-            yield BadRow(f"{path.stem}", f"unreadable parquet file ({exc})")
+            yield BadRow(prefix, f"unreadable parquet file ({exc})")
             continue
         index = 0
         for group in range(pf.num_row_groups):
+            size = pf.metadata.row_group(group).num_rows
             try:
                 table = pf.read_row_group(group, columns=["instruction_list", "image_list"]).to_pylist()
             except Exception as exc:  # noqa: BLE001
-                yield BadRow(f"{path.stem}-g{group}", f"unreadable row group ({exc})")
+                for k in range(size):
+                    yield BadRow(f"{prefix}-{index + k:06d}", f"unreadable row group ({exc})")
+                index += size
                 continue
             for record in table:
-                yield _row(f"{path.stem}-{index:06d}", record)
+                yield _row(f"{prefix}-{index:06d}", record)
                 index += 1
 
 

@@ -61,8 +61,8 @@ def block_embeddings(
     else:
         pos = grid_position_ids(h, w, model.cfg.vit.max_patches_per_side).to(device)
         inner = model.embed_vit(inputs.vit_patches[block.part].to(device), pos, [h * w])
-    if block.attributes and model.cfg.attribute_projection:
-        inner = inner + model.attribute_vectors(torch.tensor(block.attributes, device=device))
+    if model.cfg.attribute_projection:  # always called (zeros without attributes): same calls on every rank
+        inner = inner + model.attribute_table([block.attributes])[0].to(inner.dtype)
     hidden = torch.cat((markers[:1], inner.to(markers.dtype), markers[1:]), dim=0)
     is_gen = torch.zeros(block.length, dtype=torch.bool)
     if block.kind in ("vae", "noise"):

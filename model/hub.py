@@ -76,6 +76,7 @@ def snapshot(
     what: str,
     command: str,
     alternative: str = "or pass --model DIR",
+    missing_ok: bool = False,
 ) -> Path:
     """Download (or find in the cache) the files of ``repo`` matching ``patterns``; one-line errors."""
     try:
@@ -97,12 +98,14 @@ def snapshot(
             revision=opts.revision,
             local_files_only=opts.local_files_only or _offline(),
         )
-    except RepositoryNotFoundError:
-        raise
-    except GatedRepoError:
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: it must come first
         raise WeightsUnavailableError(
             f"{repo} needs an accepted licence and a token: accept it on its page, then set HF_TOKEN"
         ) from None
+    except RepositoryNotFoundError:
+        if missing_ok:
+            raise
+        raise CheckpointError(f"{repo} does not exist on the Hugging Face hub (or your token cannot see it)") from None
     except LocalEntryNotFoundError:
         where = opts.cache_dir or os.environ.get("HF_HOME") or "~/.cache/huggingface"
         raise WeightsUnavailableError(
@@ -119,7 +122,7 @@ def _first_repo(repos: Sequence[str], patterns: Sequence[str], opts: HubOptions,
 
     for repo in repos:
         try:
-            return snapshot(repo, patterns, opts, what, command)
+            return snapshot(repo, patterns, opts, what, command, missing_ok=True)
         except RepositoryNotFoundError:
             log.info("%s not found on the hub; trying the next name", repo)
     raise WeightsUnavailableError(f"None of {', '.join(repos)} exists on the hub (or the token cannot see it)")

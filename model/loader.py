@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -389,6 +390,16 @@ def _configs(arch: ArchConfig) -> dict[str, dict]:
     return files
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and the directory itself, so a rename that survives a power loss has its data."""
+    for path in [*root.iterdir(), root]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def write_model_dir(
     directory: str | Path,
     arch: ArchConfig,
@@ -415,6 +426,7 @@ def write_model_dir(
         for name, state in tensors.items():
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / name)
         tokenizer.save(tmp)
+        _fsync_tree(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

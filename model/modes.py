@@ -193,8 +193,11 @@ def device_map_for(
     from accelerate.utils import get_max_memory
 
     cpu_budget = max_cpu_memory or get_max_memory().get("cpu", 0)
-    if mode == "multi-gpu":
-        max_memory = {k: v for k, v in get_max_memory().items() if k != "cpu"} | {"cpu": 0}
+    if mode == "multi-gpu":  # GPU 0 also holds the autoencoder, the latents and the KV caches
+        max_memory = {
+            g.index: f"{max(1, (g.free - (ACTIVATION_RESERVE if g.index == 0 else GiB)) // GiB)}GiB" for g in info.gpus
+        }
+        max_memory["cpu"] = 0
     elif info.cuda:
         budget = max_gpu_memory or f"{max(1, (info.gpus[0].free - ACTIVATION_RESERVE) // GiB)}GiB"
         max_memory = {0: budget, "cpu": cpu_budget}

@@ -54,8 +54,9 @@ class Box3D:
             raise InputError(f"3-D box at {self.center} is (partly) behind the camera: every corner needs z > 0.05")
         f = (width / 2) / math.tan(math.radians(self.fov) / 2)
         uv = np.stack([pts[:, 0] * f / pts[:, 2] + width / 2, pts[:, 1] * f / pts[:, 2] + height / 2], axis=1)
-        import cv2
+        from .control import _cv2
 
+        cv2 = _cv2()
         hull = cv2.convexHull(uv.astype(np.float32)).astype(np.int32)
         mask = np.zeros((height, width), dtype=np.uint8)
         cv2.fillConvexPoly(mask, hull, 1)

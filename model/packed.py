@@ -123,10 +123,7 @@ def packed_forward(
 
 def _attribute_vectors(model: Bagel, batch: PackedBatch) -> torch.Tensor:
     """Per latent token, the sum of its placement's attribute vectors (zeros where it has none)."""
-    table = torch.zeros(len(batch.attribute_sets) + 1, model.cfg.llm.hidden_size, device=batch.attribute_rows.device)
-    for k, attrs in enumerate(batch.attribute_sets):
-        if attrs:
-            table[k] = model.attribute_vectors(torch.tensor(attrs, device=table.device)).float()
+    table = model.attribute_table([*batch.attribute_sets, ()])  # the last row: no attribute
     rows = torch.where(batch.attribute_rows < 0, len(batch.attribute_sets), batch.attribute_rows)
     return table.to(model.dtype)[rows]
 

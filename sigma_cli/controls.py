@@ -34,6 +34,7 @@ class ControlOptions:
     masks: list[str] = field(default_factory=list)
     subjects: list[str] = field(default_factory=list)
     background: str | None = None
+    cache_dir: str | None = None
 
     @property
     def any_layout(self) -> bool:
@@ -68,7 +69,7 @@ def layout_controls(opts: ControlOptions, arch: ArchConfig, size_hw: tuple[int, 
     if opts.depth_map:
         out["depth"] = fit(_load_rgb(opts.depth_map))
     elif opts.depth:
-        out["depth"] = fit(estimate_depth(_load_rgb(opts.depth), opts.depth_model))
+        out["depth"] = fit(estimate_depth(_load_rgb(opts.depth), opts.depth_model, cache_dir=opts.cache_dir))
     if opts.boxes and not opts.subjects:
         w, h = target or (arch.max_image_size, arch.max_image_size)
         out["boxes"] = render_boxes([Box.parse(b, w, h) for b in opts.boxes], (w, h))

@@ -173,7 +173,9 @@ def generate(
         controls = _controls(canny, canny_low, canny_high, canny_blur, depth, depth_map, box, mask, subject, background)
         if base and base.get("controls") and not (controls.any_layout or controls.subjects):
             controls = type(controls)(**base["controls"])  # --from repeats the structure controls too
+        controls.cache_dir = cache_dir
         source = base["model"] if base and model == "sigma" else model
+        source = str(Path(source).resolve()) if Path(source).exists() else source  # --from works from anywhere
         pipe = _load(_loader(source, mode, max_gpu_memory, offload_dir, cache_dir), json_out)
         full_prompt, all_images, config, insertion = _request(pipe, prompt, images, controls, config, compose, faces)
         with render.progress() as bar:
@@ -183,7 +185,7 @@ def generate(
                 progress=lambda i, n: bar.update(task, completed=i),
             )  # fmt: skip
         path = out or Path("outputs") / f"sigma-{time.strftime('%Y%m%d-%H%M%S')}-{result.seed}.png"
-        meta = png_metadata(prompt, images, result.config, pipe.name, result.seed, controls)
+        meta = png_metadata(prompt, images, result.config, source, result.seed, controls)
         save_png(result.image, path, meta)
     _report(result, path, pipe, json_out)
 

@@ -75,13 +75,35 @@ def png_metadata(
         "images": {k: str(Path(v).resolve()) for k, v in images.items()},
         "model": model,
         "config": dataclasses.asdict(config.replace(seed=seed)),
-        "controls": dataclasses.asdict(controls) if controls is not None else None,
+        "controls": _absolute(dataclasses.asdict(controls)) if controls is not None else None,
     }
     readable = (
         f"{prompt}\nSteps: {config.steps}, CFG text: {config.cfg_text_scale}, CFG image: {config.cfg_img_scale}, "
     )
     readable += f"Seed: {seed}, Model: {model}"
     return {PARAMS_KEY: json.dumps(params), "parameters": readable}
+
+
+def _absolute(controls: dict) -> dict:
+    """Control options with every file path made absolute, so --from works from another directory."""
+
+    def fix(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+    def fix_spec(spec: str) -> str:  # FILE@placement, where the placement may name a mask / depth file
+        path, sep, placement = spec.partition("@")
+        if placement.startswith("mask="):
+            mask, dsep, depth = placement[5:].partition(",depth=")
+            placement = "mask=" + fix(mask) + (dsep + fix(depth) if dsep else "")
+        return fix(path) + sep + placement
+
+    out = dict(controls)
+    for key in ("canny", "depth", "depth_map", "background"):
+        out[key] = fix(out.get(key))
+    out["masks"] = [fix(m) for m in out.get("masks", [])]
+    out["subjects"] = [fix_spec(s) for s in out.get("subjects", [])]
+    out.pop("cache_dir", None)
+    return out
 
 
 def read_params(path: str) -> dict:

@@ -215,3 +215,13 @@ def test_layout_command_saves_every_control_image(tmp_path, photos):
     )
     asc = np.asarray(Image.open(out / "routing_ascending.png"))
     assert set(np.unique(asc)) <= {0, 10, 20} and (asc == 10).any() and (asc == 20).any()
+
+
+def test_row_ids_stay_unique_across_folders(tmp_path):
+    from model.dataset import iter_rows, parquet_files
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        _parquet(tmp_path / sub / "00000.parquet", [("A cat", [_png(64, 48, 1)])])
+    ids = [r.row_id for r in iter_rows(parquet_files(str(tmp_path)))]
+    assert ids == ["a__00000-000000", "b__00000-000000"]

@@ -178,6 +178,9 @@ def test_full_run_saves_a_loadable_model(workspace):
     }
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["group_mask"] and state["attribute_projection"] and state["step"] == 3
+    raw, ema = load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "ema.safetensors"))
+    key = "language_model.model.layers.0.mlp_moe_gen.up_proj.weight"
+    assert not torch.equal(raw[key], ema[key])  # the EMA is its own set of weights, not a view of the raw ones
     pipe = load_pipeline(run)
     assert pipe.arch.group_mask and pipe.arch.attribute_projection and pipe.arch.vit is None
     assert pipe("a <style>look <img1>", [Image.new("RGB", (64, 64))], steps=2, seed=0).image.size == (64, 64)

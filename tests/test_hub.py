@@ -96,3 +96,8 @@ def test_offline_with_a_populated_cache(tmp_path, tiny_dir, monkeypatch):
     src = resolve("bagel", HubOptions(cache_dir=str(tmp_path)))
     assert src.config_dir == snap
     assert load_pipeline("bagel", cache_dir=str(tmp_path), mode="cpu").arch.llm.hidden_size == 64
+
+
+def test_a_missing_repo_is_one_clear_error(fake_hub):
+    with pytest.raises(CheckpointError, match="someone/missing does not exist on the Hugging Face hub"):
+        resolve("someone/missing")

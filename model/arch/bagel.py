@@ -74,6 +74,25 @@ class Bagel(nn.Module):
         """Sum of the attribute vectors of ``attribute_ids`` (indices 0..14) -> [D]."""
         return self.attribute_embed(attribute_ids).sum(0)
 
+    def attribute_table(self, sets: list[tuple[int, ...]]) -> torch.Tensor:
+        """[len(sets), D]: per set, the sum of its attribute vectors. The embedding runs once over all 15 ids
+        whatever the sets hold, so every rank of a sharded run makes the same calls."""
+        w = self.attribute_embed.weight
+        every = self.attribute_embed(torch.arange(self.cfg.num_attribute_tokens, device=w.device))  # [15, D]
+        multi_hot = torch.zeros(len(sets), self.cfg.num_attribute_tokens, device=w.device, dtype=every.dtype)
+        for k, attrs in enumerate(sets):
+            if attrs:
+                multi_hot[k, list(attrs)] = 1
+        return multi_hot @ every
+
+    def forward(self, fn, *args, **kwargs):
+        """Run ``fn(self, *args, **kwargs)`` inside this module's forward.
+
+        Our code calls submodules directly (embeddings, layers, heads); going through the root's forward lets
+        FSDP2 treat this module as the root, so the sharded units gather and free their weights one by one.
+        """
+        return fn(self, *args, **kwargs)
+
     def decode(
         self, hidden: torch.Tensor, routing: Routing, position_ids: torch.Tensor, attend: AttendFn
     ) -> torch.Tensor:
