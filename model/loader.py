@@ -239,8 +239,6 @@ def load_bagel(
     ignored by name, exactly as the released SIGMA loader ignores them; every other key must match.
     ``mode``: ``plain`` (all on ``device``), ``nf4``/``int8`` (bitsandbytes) or ``dispatch`` (``device_map``).
     """
-    from .modes import dispatch, quantize_into
-
     device = torch.device(device)
     weights = Path(weights) if weights else find_weights(Path(model_dir))
     if not weights.is_file():
@@ -251,13 +249,30 @@ def load_bagel(
     check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, found, str(weights))
     if len(found) < len(tensor_shapes(weights)):
         log.info("ignoring the ViT/connector tensors of %s (the model is built without the ViT)", weights.name)
+    return materialize(model, _TensorReader(weights, dtype), list(found), device, dtype, mode, device_map, offload_dir)
+
+
+def materialize(
+    model: Bagel,
+    read,
+    keys: list[str],
+    device: torch.device,
+    dtype: torch.dtype,
+    mode: str = "plain",
+    device_map: dict | None = None,
+    offload_dir: str | None = None,
+) -> Bagel:
+    """Fill a meta-device model from ``read(key) -> tensor`` in a loading mode (the benchmark passes a reader
+    of random tensors; the loader one of a safetensors file)."""
+    from .modes import dispatch, quantize_into
+
     if mode == "dispatch":
-        model = dispatch(model, _TensorReader(weights, dtype), list(found), device_map or {}, device, offload_dir)
+        model = dispatch(model, read, keys, device_map or {}, device, offload_dir)
     else:
         consumed: set[str] = set()
         if mode in QUANT_MODES:
-            consumed = quantize_into(model, _TensorReader(weights, dtype), mode, device, dtype)
-        rest = _read_state(weights, device, dtype, [k for k in found if k not in consumed])
+            consumed = quantize_into(model, read, mode, device, dtype)
+        rest = {k: read(k).to(device) for k in keys if k not in consumed}
         model.load_state_dict(rest, strict=False, assign=True)
     return model.eval().requires_grad_(False)
 

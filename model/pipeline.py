@@ -98,6 +98,7 @@ class SigmaPipeline:
         progress: ProgressFn | None = None,
         keep_contexts: bool = False,
         insertion: Insertion | None = None,
+        batch_branches: bool = True,
         **settings,
     ) -> GenerationResult:
         """Generate one image.
@@ -112,6 +113,8 @@ class SigmaPipeline:
                 default: seeded from ``config.seed`` (or a fresh random seed, reported in the result).
             latents: initial noise [N, P] instead of drawing it.
             progress: called as ``progress(step, total)`` after each denoising step.
+            batch_branches: run the guidance branches of a step as one forward (False: one forward each, the
+                plain reference path the benchmark compares against).
             insertion: keep a background image outside a region (:class:`~model.multisubject.Insertion`): after
                 every step the latent there is replaced by the background latent noised to that step.
         """
@@ -138,7 +141,7 @@ class SigmaPipeline:
         blend = None
         if insertion is not None:
             x, blend = self.background_blend(insertion, x, size, grid, generator)
-        x = denoise(x, self._velocity_fn(contexts, grid), cfg, self._callback(progress), blend)
+        x = denoise(x, self._velocity_fn(contexts, grid, batch_branches), cfg, self._callback(progress), blend)
         # 7. Decode.
         image = self.decode(x, grid)
         return GenerationResult(
@@ -315,7 +318,7 @@ class SigmaPipeline:
 
         return torch.where(keep, eps, x), blend
 
-    def _velocity_fn(self, contexts: dict[str, Context], grid: tuple[int, int]):
+    def _velocity_fn(self, contexts: dict[str, Context], grid: tuple[int, int], batched: bool = True):
         ids = self.tokenizer.ids
 
         def velocity(x: torch.Tensor, t: torch.Tensor, branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -323,7 +326,10 @@ class SigmaPipeline:
             for name in branches:  # identical contexts give identical velocities: run each once
                 if all(contexts[name] is not u for u in unique):
                     unique.append(contexts[name])
-            outs = query_velocity(self.model, unique, x, t, grid, ids, self.device)
+            if batched:
+                outs = query_velocity(self.model, unique, x, t, grid, ids, self.device)
+            else:
+                outs = [query_velocity(self.model, [c], x, t, grid, ids, self.device)[0] for c in unique]
             return {name: outs[next(i for i, u in enumerate(unique) if u is contexts[name])] for name in branches}
 
         return velocity

@@ -326,6 +326,38 @@ app.command()(finetune_command)
 
 
 @app.command()
+def bench(
+    preset: Annotated[str, typer.Option(help="bagel-7b-mot (full scale) | tiny")] = "bagel-7b-mot",
+    modes: Annotated[str, typer.Option(help="comma-separated: bf16,nf4,int8,offload,cpu")] = "bf16,nf4,int8,offload",
+    device: Annotated[str, typer.Option(help="cuda | cpu")] = "cuda",
+    size: Annotated[int, typer.Option(help="output and reference side in pixels")] = 1024,
+    steps: Annotated[int, typer.Option(help="denoising steps")] = 50,
+    max_gpu_memory: GpuMemOpt = "8GiB",
+    out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
+) -> None:
+    """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs)."""
+    from rich.table import Table
+
+    from bench.run import benchmark
+
+    report = benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory)
+    table = Table(title=f"{report['preset']} on {report['device']} · {size}px · {steps} steps · "
+                        f"matmul {report['matmul_tflops']:.1f} TFLOP/s")  # fmt: skip
+    for col in ("mode", "case", "s / image", "s / step", "prefill+VAE s", "peak GiB", "TFLOP", "of peak"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(r["mode"], r["case"], f"{r['seconds']:.2f}", f"{r['seconds_per_step']:.3f}",
+                      f"{r['prefill_seconds']:.2f}", f"{r['peak_gib']:.1f}", f"{r['tflop']:.1f}",
+                      f"{100 * r['fraction_of_peak']:.0f}%")  # fmt: skip
+    render.stdout.print(table)
+    for mode, err in report["equivalence_rel_error"].items():
+        render.stdout.print(f"{mode}: batched vs plain branches, relative error of the final latents {err:.2e}")
+    for mode, msg in report["errors"].items():
+        render.console.print(f"[yellow]{mode} did not run:[/] {msg}")
+    render.stdout.print(f"report: {out}")
+
+
+@app.command()
 def info() -> None:
     """Versions, devices, free memory, which loading modes are possible, and where weights are cached."""
     from .info import collect, show

@@ -1,0 +1,206 @@
+"""The speed and memory benchmark at full BAGEL-7B-MoT scale with random weights (same FLOPs as the real ones).
+
+    sigma bench                       # on a GPU: 7B, every mode, both cases, table + bench.json
+    sigma bench --preset tiny --device cpu --steps 4 --size 128      # the same code at toy scale on the CPU
+
+Cases (spec: PERF_NOTES.md):
+  (a) text-to-image 1024x1024, 50 steps, text guidance 4.0 on (0.4, 1]
+  (b) SIGMA compositional: three 1024x1024 references interleaved with text, 50 steps, text 4.0 + image 2.0
+      guidance on (0, 1], renorm text_channel, released layout (three real guidance contexts)
+For each: seconds per image and per denoising step, peak GPU memory, FLOPs counted for the run, and the fraction
+of the hardware limit (FLOPs / measured dense matmul rate of the same device).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from model.arch.autoencoder import AutoEncoder
+from model.config import PRESETS, ArchConfig, GenerationConfig
+from model.loader import build_model, materialize
+from model.modes import QUANT_MODES, device_map_for, probe
+from model.pipeline import SigmaPipeline
+from model.tokens import Tokenizer
+
+PROMPT_A = "A photorealistic red fox sitting in fresh snow at sunrise, soft light, shallow depth of field"
+TEXTS_B = ["Place <id>the man", "next to <subject>the dog", "in the style of <style>this painting", "at dusk."]
+
+
+@dataclass
+class CaseResult:
+    mode: str
+    case: str
+    seconds: float
+    seconds_per_step: float
+    prefill_seconds: float
+    peak_gib: float
+    tflop: float
+    fraction_of_peak: float
+    context_tokens: list[int]
+
+
+def random_reader(model, seed: int = 0, std: float = 0.02):
+    """read(key) -> a random tensor of that parameter's shape (norm weights 1, the sin-cos tables computed)."""
+    from model.arch.layers import sincos_table_2d
+
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    def read(key: str) -> torch.Tensor:
+        shape = shapes[key]
+        if key.endswith("pos_embed"):
+            return sincos_table_2d(int(shape[0] ** 0.5), shape[1])
+        if "norm" in key and key.endswith("weight"):
+            return torch.ones(shape)
+        g = torch.Generator().manual_seed(hash((seed, key)) % (2**31))
+        return torch.randn(shape, generator=g) * std
+
+    return read, list(shapes)
+
+
+def build_pipeline(arch: ArchConfig, mode: str, device: torch.device, max_gpu_memory: str | None) -> SigmaPipeline:
+    dtype = torch.float32 if device.type == "cpu" and mode not in QUANT_MODES else torch.bfloat16
+    meta = build_model(arch, "meta", dtype)
+    read, keys = random_reader(meta)
+    cast = lambda k: read(k).to(dtype)  # noqa: E731
+    if mode in ("offload", "multi-gpu"):
+        device_map = device_map_for(meta, mode, probe(), max_gpu_memory, dtype)
+        model = materialize(meta, cast, keys, device, dtype, "dispatch", device_map, "/tmp/sigma-bench-offload")
+    else:
+        model = materialize(meta, cast, keys, device, dtype, mode if mode in QUANT_MODES else "plain")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        vae = AutoEncoder(arch.vae).to(device).eval().requires_grad_(False)
+    return SigmaPipeline(model, vae, Tokenizer.byte_level(), name="bench", device=device, mode=mode)
+
+
+def matmul_rate(device: torch.device) -> float:
+    """Measured dense matmul FLOP/s of the device (bf16 on GPUs, float32 on the CPU), median of several runs."""
+    n = 8192 if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    times = []
+    for _ in range(6):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        _sync(device)
+        times.append((time.perf_counter() - t0) / 5)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_flops(arch: ArchConfig, n_latents: int, context_lengths: list[int]) -> float:
+    """FLOPs of one denoising step: per branch, the generation expert over the latents, the understanding expert
+    over the two markers, and attention of every query token against its context plus the query."""
+    llm = arch.llm
+    d, kv = llm.hidden_size, llm.num_kv_heads * llm.head_dim
+    per_token = 2 * (d * d * 2 + 2 * d * kv + 3 * d * llm.intermediate_size)  # q,o + k,v + MLP, per layer
+    q = n_latents + 2
+    total = 0.0
+    for ctx in context_lengths:
+        total += llm.num_layers * (per_token * q + 4 * q * (ctx + q) * d)
+        total += 2 * n_latents * d * arch.patch_latent_dim * 2  # vae2llm and llm2vae
+    return total
+
+
+def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: bool) -> CaseResult:
+    device = pipe.device
+    arch = pipe.arch
+    if case == "a":
+        kw = dict(prompt=PROMPT_A, images=None)
+        cfg = GenerationConfig(steps=steps, cfg_text_scale=4.0, cfg_img_scale=1.0, cfg_interval=(0.4, 1.0),
+                               cfg_renorm_type="global", size=(size, size), seed=0, layout="released")  # fmt: skip
+    else:
+        refs = [Image.new("RGB", (size, size), c) for c in ("red", "green", "blue")]
+        inputs = [TEXTS_B[0], refs[0], TEXTS_B[1], refs[1], TEXTS_B[2], refs[2], TEXTS_B[3]]
+        kw = dict(inputs=inputs)
+        cfg = GenerationConfig(
+            steps=steps, cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0),
+            cfg_renorm_type="text_channel", size=(size, size), seed=0, layout="released",
+        )  # fmt: skip
+    if warmup:
+        pipe(**kw, config=cfg.replace(steps=3))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    marks: list[float] = []
+    _sync(device)
+    start = time.perf_counter()
+    result = pipe(
+        **kw, config=cfg, keep_contexts=True, progress=lambda i, n: (_sync(device), marks.append(time.perf_counter()))
+    )
+    _sync(device)
+    total = time.perf_counter() - start
+    n_lat = (size // arch.pixels_per_token) ** 2
+    unique = {id(c): c.plan.length for c in result.contexts.values()}
+    active = _active_steps(cfg)
+    flops = sum(
+        step_flops(arch, n_lat, list(unique.values()) if on else [result.contexts["full"].plan.length]) for on in active
+    )
+    loop = marks[-1] - (marks[0] - (marks[1] - marks[0])) if len(marks) > 1 else total
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    rate = matmul_rate(device)
+    return CaseResult(pipe.mode, case, total, loop / len(marks), total - loop, peak, flops / 1e12,
+                      flops / loop / rate, sorted(unique.values(), reverse=True))  # fmt: skip
+
+
+def _active_steps(cfg: GenerationConfig) -> list[bool]:
+    from model.sampler import step_scales, timesteps
+
+    t = timesteps(cfg.steps, cfg.timestep_shift)[:-1]
+    return [step_scales(x, cfg).text > 1 for x in t]
+
+
+def equivalence(pipe: SigmaPipeline, size: int, steps: int) -> float:
+    """Relative error between the optimised (batched branches) and the plain path on one seed (case b)."""
+    refs = [Image.new("RGB", (size, size), c) for c in ("red", "green", "blue")]
+    inputs = [TEXTS_B[0], refs[0], TEXTS_B[1], refs[1], TEXTS_B[2], refs[2], TEXTS_B[3]]
+    cfg = GenerationConfig(
+        steps=steps, cfg_text_scale=4.0, cfg_img_scale=2.0, size=(size, size), seed=3, layout="released"
+    )
+    fast = pipe(inputs=inputs, config=cfg).latents.float()
+    plain = pipe(inputs=inputs, config=cfg, batch_branches=False).latents.float()
+    return float((fast - plain).norm() / plain.norm())
+
+
+def benchmark(
+    preset: str, modes: list[str], device: str, size: int, steps: int, out: Path, max_gpu_memory: str | None
+) -> dict:
+    arch = PRESETS[preset]().replace(vit=None)  # generation only: the ViT does not run in either case
+    dev = torch.device(device)
+    results, errors, equiv = [], {}, {}
+    for mode in modes:
+        try:
+            pipe = build_pipeline(arch, mode, dev, max_gpu_memory)
+            for case in ("a", "b"):
+                results.append(run_case(pipe, case, size, steps, warmup=True))
+            equiv[mode] = equivalence(pipe, size, min(steps, 4))
+        except Exception as exc:  # noqa: BLE001 - a mode that cannot run here is reported, not fatal
+            errors[mode] = f"{type(exc).__name__}: {exc}"
+        finally:
+            pipe = None
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    report = {
+        "device": device_name,
+        "preset": preset,
+        "size": size,
+        "steps": steps,
+        "matmul_tflops": matmul_rate(dev) / 1e12,
+        "results": [asdict(r) for r in results],
+        "equivalence_rel_error": equiv,
+        "errors": errors,
+    }
+    out.write_text(json.dumps(report, indent=1))
+    return report
