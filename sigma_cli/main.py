@@ -68,6 +68,9 @@ def _load(cfg: LoaderConfig, quiet: bool):
 
 # Structure control options (SIGMA layout and SIGMA-GEN subjects)
 CannyOpt = Annotated[str | None, typer.Option(help="image whose Canny edges become a <layout> reference")]
+CannyLowOpt = Annotated[int, typer.Option(help="Canny low threshold")]
+CannyHighOpt = Annotated[int, typer.Option(help="Canny high threshold")]
+CannyBlurOpt = Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")]
 DepthOpt = Annotated[str | None, typer.Option(help="image whose estimated depth becomes a <layout> reference")]
 DepthMapOpt = Annotated[str | None, typer.Option(help="a ready depth map to use as the <layout> reference")]
 BoxOpt = Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[:label] (pixels or 0..1), repeatable")]
@@ -134,9 +137,9 @@ def generate(
     layout: Layout = None,
     group_mask: GroupMask = None,
     canny: CannyOpt = None,
-    canny_low: Annotated[int, typer.Option(help="Canny low threshold")] = 100,
-    canny_high: Annotated[int, typer.Option(help="Canny high threshold")] = 200,
-    canny_blur: Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")] = 0,
+    canny_low: CannyLowOpt = 100,
+    canny_high: CannyHighOpt = 200,
+    canny_blur: CannyBlurOpt = 0,
     depth: DepthOpt = None,
     depth_map: DepthMapOpt = None,
     box: BoxOpt = None,
@@ -211,9 +214,9 @@ def layout_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the control images")],
     size: Annotated[str | None, typer.Option(help="output WIDTHxHEIGHT")] = None,
     canny: CannyOpt = None,
-    canny_low: Annotated[int, typer.Option(help="Canny low threshold")] = 100,
-    canny_high: Annotated[int, typer.Option(help="Canny high threshold")] = 200,
-    canny_blur: Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")] = 0,
+    canny_low: CannyLowOpt = 100,
+    canny_high: CannyHighOpt = 200,
+    canny_blur: CannyBlurOpt = 0,
     depth: DepthOpt = None,
     depth_map: DepthMapOpt = None,
     box: BoxOpt = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -77,10 +78,8 @@ def losses(cfg: TrainConfig, stop_at: int | None = None) -> list[float]:
         if stop_at is not None and s.step == stop_at:
             raise KeyboardInterrupt  # a kill after this step's checkpoint
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the simulated kill
         Trainer(cfg, on_step).run()
-    except KeyboardInterrupt:
-        pass
     return seen
 
 
