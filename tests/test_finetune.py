@@ -233,3 +233,8 @@ def test_two_process_torchrun_on_cpu(workspace):
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 2 and len(state["positions"]) == 2
     assert load_pipeline(out).arch.llm.hidden_size == 64
+
+
+def test_sample_images_are_written_every_n_steps(workspace):
+    run = Trainer(config(workspace, "samples", steps=2, sample_every=2, sample_prompts=1, sample_steps=2)).run()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000002-0.png"]
