@@ -5,6 +5,7 @@ import os
 
 from model import LoaderConfig, load_pipeline
 from webui.blocks import CSS, build_demo
+from webui.examples import IMAGES as EXAMPLES
 
 
 def main() -> None:
@@ -21,17 +22,16 @@ def main() -> None:
     ap.add_argument("--max-concurrency", type=int, default=1, help="generations running at once")
     ap.add_argument("--outputs", default="outputs/webui", help="where results are written (never overwritten)")
     args = ap.parse_args()
-    pipe = load_pipeline(LoaderConfig(model=args.model, mode=args.mode))
-    try:  # ZeroGPU on Hugging Face Spaces: hold a GPU only while generating
+    gpu_wrapper = None
+    if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: import spaces before CUDA starts; hold a GPU only to generate
         import spaces
 
         gpu_wrapper = spaces.GPU(duration=180)
-    except ImportError:
-        gpu_wrapper = None
+    pipe = load_pipeline(LoaderConfig(model=args.model, mode=args.mode))
     demo = build_demo(pipe, outputs=args.outputs, max_concurrency=args.max_concurrency, gpu_wrapper=gpu_wrapper)
     demo.queue(max_size=32).launch(
         server_name=args.host, server_port=args.port, share=args.share, css=CSS, max_file_size="20mb",
-        allowed_paths=[args.outputs], show_error=False,
+        allowed_paths=[args.outputs, str(EXAMPLES)], show_error=False,
     )  # fmt: skip
 
 

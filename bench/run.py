@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def random_reader(model, seed: int = 0, std: float = 0.02):
             return sincos_table_2d(int(shape[0] ** 0.5), shape[1])
         if "norm" in key and key.endswith("weight"):
             return torch.ones(shape)
-        g = torch.Generator().manual_seed(hash((seed, key)) % (2**31))
+        g = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{key}".encode()))  # same weights every run
         return torch.randn(shape, generator=g) * std
 
     return read, list(shapes)

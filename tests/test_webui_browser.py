@@ -142,3 +142,17 @@ def test_bad_upload_shows_a_message(page, tmp_path):
     assert "not a readable image" in page.locator("#prompt-error").inner_text()
     page.screenshot(path=str(ART / "4-bad-upload.png"), full_page=True)
     assert "<img3>" not in prompt_text(page)
+
+
+def test_example_with_boxes_places_two_subjects(page, server):
+    page.locator("#examples button").last.click()  # the last example: two subjects placed by boxes
+    page.wait_for_function("document.querySelector('#prompt textarea').value.includes('meadow')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#layout-kind input[value=boxes]').checked", timeout=30_000)
+    before = len(list(server[1].glob("sigma-*.png")))
+    page.locator("#generate").click()
+    deadline = time.time() + 120
+    while len(list(server[1].glob("sigma-*.png"))) == before and time.time() < deadline:
+        time.sleep(0.5)
+    page.screenshot(path=str(ART / "5-boxes-example.png"), full_page=True)
+    assert len(list(server[1].glob("sigma-*.png"))) == before + 1
+    assert "Error" not in page.locator("#info").inner_text()

@@ -50,7 +50,14 @@ def test_outputs_are_never_overwritten(tiny_pipe, tmp_path):
 
 
 def test_box_assigned_to_an_empty_reference_is_a_clear_error(tiny_pipe, tmp_path):
-    bad = layout("boxes", boxes=[(0.1, 0.1, 0.5, 0.5, "x", "img5")])
+    bad = layout(
+        "boxes",
+        boxes=[
+            (0.0, 0.0, 0.5, 0.5, "cat", "img1"),
+            (0.5, 0.5, 1.0, 1.0, "her", "img2"),
+            (0.1, 0.1, 0.5, 0.5, "x", "img5"),
+        ],
+    )
     with pytest.raises(Exception, match="pick a filled slot") as err:
         h.generate(tiny_pipe, state(), bad, dict(SETTINGS), tmp_path)
     assert isinstance(h.friendly(err.value), gr.Error)
@@ -87,3 +94,32 @@ def test_build_demo(tiny_pipe, tmp_path):
 
     demo = build_demo(tiny_pipe, outputs=tmp_path)
     assert isinstance(demo, gr.Blocks)
+
+
+def test_box_rows_accept_dataframes_and_skip_incomplete_rows():
+    import pandas as pd
+
+    df = pd.DataFrame([[0.1, 0.2, 0.5, 0.9, "cat", "img1"], [0.2, None, 0.3, 0.4, "x", None]])
+    assert h.box_rows(df) == [[0.1, 0.2, 0.5, 0.9, "cat", "img1"]]
+    assert h.box_rows(None) == []
+
+
+def test_box_references_follow_slot_moves():
+    rows = [[0, 0, 1, 1, "a", "img1"], [0, 0, 1, 1, "b", "img3"]]
+    assert [r[5] for r in h.remap_box_refs(rows, {1: None, 2: 1, 3: 2})] == ["", "img2"]
+
+
+def test_every_reference_needs_a_box_once_boxes_place_subjects(tiny_pipe, tmp_path):
+    one = layout("boxes", boxes=[(0.0, 0.3, 0.5, 1.0, "cat", "img1")])
+    with pytest.raises(Exception, match="img2 has no box"):
+        h.generate(tiny_pipe, state(), one, dict(SETTINGS), tmp_path)
+
+
+def test_cancel_stops_a_running_generation(tiny_pipe, tmp_path):
+    import threading
+
+    flag = threading.Event()
+    flag.set()
+    with pytest.raises(h.Cancelled):
+        h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path, cancel=flag)
+    assert not list(tmp_path.glob("*.png"))

@@ -95,3 +95,26 @@ def test_preview_refuses_a_placeholder_for_an_empty_slot():
 
     with pytest.raises(PromptError, match="<img2>"):
         preview(UIState("a <img1> b <img2>", (Slot("/a"), Slot())))
+
+
+def test_tokens_written_inside_the_text_are_edited_in_place():
+    s = read_prompt(two(), "A portrait of <id>this astronaut <img1> holding <subject>this cat <img2>")
+    s2 = set_tokens(s, 0, ["<style>"])
+    assert s2.prompt == "A portrait of <style>this astronaut <img1> holding <subject>this cat <img2>"
+    assert read_prompt(s2, s2.prompt).slots == s2.slots
+    s3 = set_tokens(s, 0, [])
+    assert s3.prompt == "A portrait of this astronaut <img1> holding <subject>this cat <img2>"
+    assert read_prompt(s3, s3.prompt).slots == s3.slots
+
+
+def test_remove_takes_the_bound_tokens_along_and_keeps_newlines():
+    s = read_prompt(two(), "A portrait of <id>this astronaut <img1>\nholding <subject>this cat <img2>")
+    r = remove_slot(s, 0)
+    assert r.prompt == "A portrait of this astronaut\nholding <subject>this cat <img1>"
+    assert read_prompt(r, r.prompt).slots == r.slots
+
+
+def test_strip_images_for_subject_placement():
+    from webui.state import strip_images
+
+    assert strip_images("a <subject>cat <img1> and <id>her <img2> in a meadow", [1, 2]) == "a cat and her in a meadow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -67,24 +68,29 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
                 add = gr.Button("+ reference image", size="sm", elem_id="add-slot")
                 gr.Markdown("**Sequence the model receives**")
                 preview = gr.HTML(elem_id="preview")
+                layout_kind = gr.Radio(
+                    ["none", "canny", "depth", "boxes"], value="none", label="layout input (follows the tab)",
+                    elem_id="layout-kind",
+                )  # fmt: skip
                 with gr.Tabs():
-                    with gr.Tab("No layout"):
-                        layout_kind = gr.Radio(["none", "canny", "depth", "boxes"], value="none", label="layout input",
-                                               elem_id="layout-kind")  # fmt: skip
-                    with gr.Tab("Canny"):
+                    with gr.Tab("No layout") as tab_none:
+                        gr.Markdown(
+                            "Pick a tab to add a Canny edge map, a depth map or boxes as a `<layout>` reference."
+                        )
+                    with gr.Tab("Canny") as tab_canny:
                         canny_src = gr.Image(type="filepath", label="image", height=200)
                         with gr.Row():
                             canny_low = gr.Slider(0, 500, 100, step=1, label="low threshold")
                             canny_high = gr.Slider(1, 1000, 200, step=1, label="high threshold")
                             canny_blur = gr.Slider(0, 9, 0, step=1, label="blur (odd, 0 = none)")
                         canny_prev = gr.Image(label="edge map", interactive=False, height=200)
-                    with gr.Tab("Depth"):
+                    with gr.Tab("Depth") as tab_depth:
                         with gr.Row():
                             depth_src = gr.Image(type="filepath", label="image (depth is estimated)", height=200)
                             depth_map = gr.Image(type="filepath", label="or a ready depth map", height=200)
                         depth_btn = gr.Button("Estimate / show depth", size="sm")
                         depth_prev = gr.Image(label="depth", interactive=False, height=200)
-                    with gr.Tab("Boxes"):
+                    with gr.Tab("Boxes") as tab_boxes:
                         gr.Markdown(
                             "Click two corners on the canvas to add a box; "
                             "assign it to a reference to place that subject."
@@ -98,7 +104,7 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
                         boxes = gr.Dataframe(
                             headers=["x0", "y0", "x1", "y1", "label", "reference"],
                             datatype=["number", "number", "number", "number", "str", "str"],
-                            value=[], interactive=True, label="boxes (0..1)",
+                            value=[], interactive=True, label="boxes (0..1)", type="array",
                         )  # fmt: skip
                         corner = gr.State(None)
                         clear_boxes = gr.Button("Clear boxes", size="sm")
@@ -142,16 +148,16 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
         slot_outputs = [prompt, error, preview, *slot_cols, *slot_imgs, *slot_tokens, box_ref]
         layout_inputs = [layout_kind, canny_src, canny_low, canny_high, canny_blur, depth_src, depth_map, boxes]
 
-        def render(st: UIState):
+        def render(st: UIState, write_prompt: bool = True):
             filled = sum(s.filled for s in st.slots)
             return [
-                st.prompt,
+                st.prompt if write_prompt else gr.update(),  # never overwrite what the user is typing
                 f"⚠ {st.error}" if st.error else "",
                 h.preview_html(st),
                 *[gr.update(visible=k < len(st.slots)) for k in range(MAX_SLOTS)],
                 *[gr.update(value=st.slots[k].image if k < len(st.slots) else None) for k in range(MAX_SLOTS)],
                 *[gr.update(value=list(st.slots[k].tokens) if k < len(st.slots) else []) for k in range(MAX_SLOTS)],
-                gr.update(choices=["", *st.names()[: max(filled, len(st.slots))]]),
+                gr.update(choices=["", *st.names()[: max(filled, len(st.slots))]], value=""),
             ]
 
         def apply(fn):
@@ -161,14 +167,20 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
 
             return run_fn
 
-        prompt.input(apply(read_prompt), [state, prompt], [state, *slot_outputs])
+        def on_prompt(st, text):
+            new = read_prompt(st, text)
+            return [new, *render(new, write_prompt=False)]
+
+        prompt.input(on_prompt, [state, prompt], [state, *slot_outputs], trigger_mode="always_last")
         add.click(apply(add_slot), [state], [state, *slot_outputs])
         for k in range(MAX_SLOTS):
             slot_tokens[k].input(apply(partial(_tokens, k=k)), [state, slot_tokens[k]], [state, *slot_outputs])
             # uploads go through a button so that our validation, not the image widget's decoder, sees bad files
             slot_uploads[k].upload(apply(partial(_upload, k=k)), [state, slot_uploads[k]], [state, *slot_outputs])
-            slot_rm[k].click(apply(lambda st, k=k: remove_slot(st, k)), [state], [state, *slot_outputs])
-            slot_up[k].click(apply(lambda st, k=k: move_slot(st, k, -1)), [state], [state, *slot_outputs])
+            slot_rm[k].click(partial(_remove, k=k, render=render), [state, boxes], [state, *slot_outputs, boxes])
+            slot_up[k].click(partial(_move_up, k=k, render=render), [state, boxes], [state, *slot_outputs, boxes])
+        for tab, kind in ((tab_none, "none"), (tab_canny, "canny"), (tab_depth, "depth"), (tab_boxes, "boxes")):
+            tab.select(lambda kind=kind: kind, None, [layout_kind])
 
         for widget in (canny_src, canny_low, canny_high, canny_blur):
             widget.change(_canny_preview, [canny_src, canny_low, canny_high, canny_blur], [canny_prev])
@@ -177,8 +189,7 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
         def click_box(corner_xy, rows, label, ref, evt: gr.SelectData):
             if corner_xy is None:
                 return tuple(evt.index), rows
-            existing = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
-            return None, [*existing, _box_row(tuple(corner_xy), tuple(evt.index), max_size, label, ref)]
+            return None, [*h.box_rows(rows), _box_row(tuple(corner_xy), tuple(evt.index), max_size, label, ref)]
 
         canvas.select(click_box, [corner, boxes, box_label, box_ref], [corner, boxes])
         clear_boxes.click(lambda: (None, []), None, [corner, boxes])
@@ -200,26 +211,36 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
             group_mask,
         ]
 
-        def generate(st, history_list, *values, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
+        cancel_flags: dict[str, threading.Event] = {}  # per browser session, so Cancel stops only its own run
+
+        def generate(st, history_list, request: gr.Request, *values, progress=gr.Progress()):  # noqa: B008
+            flag = cancel_flags.setdefault(request.session_hash or "", threading.Event())
+            flag.clear()
             layout = h.LayoutInputs(*values[: len(layout_inputs)])
             names = ["preset", "width", "height", "steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm",
                      "shift", "seed", "randomize", "group_mask"]  # fmt: skip
             cfg = dict(zip(names, values[len(layout_inputs) :], strict=True))
             try:
-                path, text, used_seed = h.generate(pipe, st, layout, cfg, outputs, progress)
+                path, text, _seed = h.generate(pipe, st, layout, cfg, outputs, progress, cancel=flag)
+            except h.Cancelled:
+                gr.Info("Cancelled")
+                return gr.update(), "cancelled", gr.update(), history_list, history_list, gr.update()
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
                 raise h.friendly(exc) from None
             history_list = [*history_list, path]
-            return path, text, path, history_list, history_list, path, used_seed
+            return path, text, path, history_list, history_list, path
+
+        def cancel_run(request: gr.Request):
+            cancel_flags.setdefault(request.session_hash or "", threading.Event()).set()
 
         gen_fn = gpu_wrapper(generate) if gpu_wrapper is not None else generate
         event = run.click(
             gen_fn,
             [state, history, *layout_inputs, *settings],
-            [output, info, download, gallery, history, last_output, seed],
+            [output, info, download, gallery, history, last_output],
             concurrency_limit=max_concurrency, concurrency_id="gpu",
         )  # fmt: skip
-        cancel.click(None, None, None, cancels=[event])
+        cancel.click(cancel_run, None, None, cancels=[event])  # stops a queued run, and a running one at its next step
         send.click(apply(h.send_to_references), [state, last_output], [state, *slot_outputs])
 
         def load_example(evt: gr.SelectData):
@@ -228,6 +249,18 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
         examples.select(load_example, None, [state, *slot_outputs, layout_kind, canny_src, boxes])
         demo.load(lambda st: [st, *render(st)], [state], [state, *slot_outputs])
     return demo
+
+
+def _remove(st: UIState, rows, k: int, render):
+    new = remove_slot(st, k)
+    mapping = {k + 1: None} | {n: n - 1 for n in range(k + 2, len(st.slots) + 1)}
+    return [new, *render(new), h.remap_box_refs(rows, mapping)]
+
+
+def _move_up(st: UIState, rows, k: int, render):
+    new = move_slot(st, k, -1)
+    mapping = {k + 1: k, k: k + 1} if k > 0 else {}
+    return [new, *render(new), h.remap_box_refs(rows, mapping)]
 
 
 def _tokens(st: UIState, tokens, k: int) -> UIState:

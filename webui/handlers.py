@@ -19,7 +19,7 @@ from model.errors import InputError
 from model.images import open_image, save_png, to_rgb
 from model.multisubject import Subject, build_request, regions, routing_maps
 
-from .state import UIState, preview
+from .state import UIState, preview, strip_images
 
 log = logging.getLogger(__name__)
 SIZE_PRESETS = {
@@ -54,6 +54,33 @@ class LayoutInputs:
     depth_image: str | None
     depth_map: str | None
     boxes: list[list]  # rows: x0, y0, x1, y1 (0..1), label, reference name
+
+
+def box_rows(value) -> list[list]:
+    """The boxes table as plain rows [x0, y0, x1, y1, label, reference] (a DataFrame, an array or None)."""
+    if value is None:
+        return []
+    rows = value.values.tolist() if hasattr(value, "values") else list(value)
+    out = []
+    for row in rows:
+        row = list(row) + [""] * (6 - len(row))
+        if any(v is None or v == "" or (isinstance(v, float) and v != v) for v in row[:4]):
+            continue  # an incomplete row being edited
+        label, ref = ("" if v is None or (isinstance(v, float) and v != v) else str(v) for v in row[4:6])
+        out.append([float(v) for v in row[:4]] + [label, ref])
+    return out
+
+
+def remap_box_refs(rows, mapping: dict[int, int | None]) -> list[list]:
+    """Follow slot renumbering (remove / move) in the boxes' reference column; None drops the reference."""
+    out = []
+    for row in box_rows(rows):
+        ref = row[5]
+        if ref.startswith("img") and ref[3:].isdigit() and int(ref[3:]) in mapping:
+            new = mapping[int(ref[3:])]
+            row[5] = f"img{new}" if new else ""
+        out.append(row)
+    return out
 
 
 def size_of(preset: str, width: int, height: int, max_size: int) -> tuple[int, int] | None:
@@ -92,6 +119,12 @@ def layout_images(layout: LayoutInputs, state: UIState, size: tuple[int, int] | 
 
 def _subjects(state: UIState, boxes: list[Box], refs: list[str], size: tuple[int, int]) -> list[Subject]:
     images = {name: s.image for name, s in zip(state.names(), state.slots, strict=True) if s.filled}
+    unplaced = sorted(set(images) - set(refs))
+    if unplaced:
+        raise InputError(
+            f"{', '.join(unplaced)} has no box: with boxes assigned to references, every reference is a subject "
+            "(give it a box, or remove it)"
+        )
     subjects = []
     for box, ref in zip(boxes, refs, strict=True):
         if ref not in images:
@@ -143,8 +176,12 @@ def preview_html(state: UIState, extra: dict[str, str] | None = None) -> str:
     return '<div class="sigma-preview">' + " ".join(parts) + "</div>"
 
 
-def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs: Path, progress=None):
-    """Run one generation; returns (saved PNG path, info markdown, seed)."""
+class Cancelled(Exception):
+    """The user pressed Cancel while this generation was running."""
+
+
+def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs: Path, progress=None, cancel=None):
+    """Run one generation; returns (saved PNG path, info markdown, seed). ``cancel``: an Event that stops it."""
     seed = settings["seed"]
     if settings["randomize"] or seed is None or seed < 0:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -165,12 +202,20 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
     prompt, insertion = state.prompt, None
     if subjects:
         hw = size or (pipe.arch.max_image_size, pipe.arch.max_image_size)
-        req = build_request(subjects, prompt, hw)
+        # the subjects reach the model through the identity sheet: their own placeholders leave the prompt
+        text = strip_images(prompt, [int(n[3:]) for n in state.names()]) or "a scene"
+        req = build_request(subjects, text, hw)
         prompt, images, config = req.prompt, {"img1": req.images[0], "img2": req.images[1]}, config.replace(size=hw)
     for name, control in extra.items():
         images[name] = control
         prompt = with_layout_reference(prompt, name)
-    callback = (lambda i, n: progress((i, n), desc="Denoising")) if progress is not None else None
+
+    def callback(i: int, n: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        if progress is not None:
+            progress((i, n), desc="Denoising")
+
     result = pipe(prompt, images, config=config, progress=callback, insertion=insertion)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png"  # never overwrites
@@ -209,11 +254,11 @@ def send_to_references(state: UIState, path: str | None) -> UIState:
 
 
 def depth_preview(image: str | None, depth_map: str | None) -> Image.Image | None:
-    if depth_map:
-        return to_rgb(open_image(depth_map))
-    if image:
-        try:
+    try:
+        if depth_map:
+            return to_rgb(open_image(depth_map))
+        if image:
             return estimate_depth(to_rgb(open_image(image)))
-        except SigmaError as exc:
-            raise gr.Error(str(exc)) from None
+    except SigmaError as exc:
+        raise gr.Error(str(exc)) from None
     return None

@@ -42,19 +42,58 @@ class UIState:
         return [f"img{k + 1}" for k in range(len(self.slots))]
 
 
+def strip_images(prompt: str, numbers: list[int]) -> str:
+    """The prompt without the placeholders of these images and the attribute tokens bound to them."""
+    state = UIState(prompt, tuple(Slot() for _ in range(max(numbers, default=0))))
+    for n in numbers:
+        if _segment_before(state.prompt, n):
+            state = set_tokens(state, n - 1, [])
+        state = replace(state, prompt=_placeholder_re(n).sub("", state.prompt))
+    return re.sub(r"[ \t]{2,}", " ", state.prompt).strip()
+
+
 def _placeholder_re(n: int) -> re.Pattern:
     return re.compile(_TOKENS_BEFORE + r"(<\s*(?:img|image)[\s_]*" + str(n) + r"\s*>)", re.IGNORECASE)
 
 
+def _segment_before(prompt: str, n: int) -> tuple[int, int, int] | None:
+    """(segment start, placeholder start, placeholder end) of the first ``<img n>``: the segment is the text
+    since the previous placeholder, where the parser binds attribute tokens to this image."""
+    prev_end = 0
+    for m in PLACEHOLDER_RE.finditer(prompt):
+        if int(m.group(1)) == n:
+            return prev_end, m.start(), m.end()
+        prev_end = m.end()
+    return None
+
+
+_TOKEN_IN_TEXT = re.compile("|".join(re.escape(t) for t in ATTRIBUTE_TOKENS))
+
+
 def set_tokens(state: UIState, k: int, tokens: list[str]) -> UIState:
-    """Slot k's dropdown changed: rewrite the tokens in front of its first placeholder."""
+    """Slot k's dropdown changed: its attribute tokens become exactly ``tokens``.
+
+    The tokens bound to the image are those in the text segment before its first placeholder (the parser's
+    rule). The new set takes the place of the first old token (``<style>this painting <img3>``), or goes right
+    before the placeholder when the segment had none; a missing placeholder is appended.
+    """
     tokens = tuple(t for t in ATTRIBUTE_TOKENS if t in tokens)  # canonical order, unknown values dropped
-    pat = _placeholder_re(k + 1)
-    prefix = "".join(tokens) + (" " if tokens else "")
-    if pat.search(state.prompt):
-        prompt = pat.sub(lambda m: prefix + m.group(2), state.prompt, count=1)
+    joined = "".join(tokens)
+    span = _segment_before(state.prompt, k + 1)
+    if span is None:
+        prompt = f"{state.prompt.rstrip()} {joined + ' ' if joined else ''}<img{k + 1}>".strip()
     else:
-        prompt = f"{state.prompt.rstrip()} {prefix}<img{k + 1}>".strip()
+        seg_start, ph_start, _ = span
+        segment = state.prompt[seg_start:ph_start]
+        first = _TOKEN_IN_TEXT.search(segment)
+        if first is None:
+            base = segment.rstrip()
+            space = " " if base or seg_start else ""
+            segment = base + (space + joined + " " if joined else space)
+        else:
+            head, tail = segment[: first.start()], _TOKEN_IN_TEXT.sub("", segment[first.start() :])
+            segment = re.sub(r"[ \t]{2,}", " ", head + joined + tail)
+        prompt = state.prompt[:seg_start] + segment + state.prompt[ph_start:]
     slots = list(state.slots)
     slots[k] = replace(slots[k], tokens=tokens)
     return replace(state, prompt=prompt, slots=tuple(slots), error="")
@@ -99,9 +138,10 @@ def _renumber(prompt: str, mapping: dict[int, int]) -> str:
 
 
 def remove_slot(state: UIState, k: int) -> UIState:
-    """Delete slot k, its placeholders and their tokens; later slots move up one number."""
-    prompt = _placeholder_re(k + 1).sub("", state.prompt)
-    prompt = re.sub(r"\s{2,}", " ", prompt).strip()
+    """Delete slot k, its placeholders and the attribute tokens bound to it; later slots move up one number."""
+    prompt = set_tokens(state, k, []).prompt if _segment_before(state.prompt, k + 1) else state.prompt
+    prompt = _placeholder_re(k + 1).sub("", prompt)
+    prompt = re.sub(r"[ \t]+\n", "\n", re.sub(r"[ \t]{2,}", " ", prompt)).strip()  # newlines the user typed stay
     mapping = {n: n - 1 for n in range(k + 2, len(state.slots) + 1)}
     slots = state.slots[:k] + state.slots[k + 1 :] or (Slot(),)
     return replace(state, prompt=_renumber(prompt, mapping), slots=slots, error="")
