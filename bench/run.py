@@ -39,7 +39,7 @@ class CaseResult:
     case: str
     seconds: float
     seconds_per_step: float
-    prefill_seconds: float
+    outside_loop_seconds: float  # prefill, VAE encode and decode, image conversion
     peak_gib: float
     tflop: float
     fraction_of_peak: float
