@@ -33,6 +33,32 @@ def fixture_cases(kind: str) -> list[Path]:
     )
 
 
+def resize_spec(d: dict):
+    """A ResizeSpec from the fixture's transform JSON (``max_image_size``, ``min_image_size``, ``image_stride``)."""
+    from model.config import ResizeSpec
+
+    return ResizeSpec(d["max_image_size"], d["min_image_size"], d["image_stride"], d.get("max_pixels", 1806336))
+
+
+def fixture_pipeline(visual_und: bool, **overrides):
+    """The fixture's ``model/`` directory loaded like a released checkpoint, in float32, with the values the
+    released code hard-codes in Python (VAE scale/shift) taken from its ``fixture_config.json``."""
+    import torch
+
+    from model import load_pipeline
+
+    model_dir = fixture_dir() / "model"
+    fc = json.loads((model_dir / "fixture_config.json").read_text())
+    return load_pipeline(
+        model_dir,
+        visual_und=visual_und,
+        dtype=torch.float32,
+        vae_scale_factor=fc["vae"]["scale_factor"],
+        vae_shift_factor=fc["vae"]["shift_factor"],
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     from model import load_pipeline

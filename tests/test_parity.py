@@ -15,30 +15,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import GenerationConfig, load_pipeline
-from model.config import ResizeSpec
-from tests.conftest import fixture_cases, fixture_dir, requires_fixture
+from model import GenerationConfig
+from tests.conftest import fixture_cases, fixture_dir, fixture_pipeline, requires_fixture, resize_spec
 
 CASES = fixture_cases("interleave_inference")
 ATOL = RTOL = 1e-4
 CONTEXT_NAMES = {"gen": "full", "cfg_text": "text", "cfg_img": "image"}
 
 
-def _transform(d: dict) -> ResizeSpec:
-    return ResizeSpec(d["max_image_size"], d["min_image_size"], d["image_stride"], d.get("max_pixels", 1806336))
-
-
 def _load(case: dict):
-    model_dir = fixture_dir() / "model"
-    fc = json.loads((model_dir / "fixture_config.json").read_text())
-    return load_pipeline(
-        model_dir,
-        visual_und=case["visual_und"],
-        dtype=torch.float32,
-        vae_scale_factor=fc["vae"]["scale_factor"],
-        vae_shift_factor=fc["vae"]["shift_factor"],
-        vae_transform=_transform(fc["vae_transform"]),
-        vit_transform=_transform(fc["vit_transform"]),
+    fc = json.loads((fixture_dir() / "model" / "fixture_config.json").read_text())
+    return fixture_pipeline(
+        case["visual_und"],
+        vae_transform=resize_spec(fc["vae_transform"]),
+        vit_transform=resize_spec(fc["vit_transform"]),
     )
 
 

@@ -19,28 +19,13 @@ from safetensors.torch import load_file
 
 from finetune.data import DropConfig, build_sample
 from finetune.packing import pack
-from model import load_pipeline
-from model.config import ResizeSpec
 from model.dataset import SigmaRow, iter_rows
 from model.packed import PackedBatch, packed_forward, reduce_losses
-from tests.conftest import fixture_cases, fixture_dir
+from tests.conftest import fixture_cases, fixture_pipeline, resize_spec
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 FORWARD = fixture_cases("train_forward")
 LAYOUT = fixture_cases("sigma_train_layout")
-
-
-def _pipe(visual_und: bool, **overrides):
-    model_dir = fixture_dir() / "model"
-    fc = json.loads((model_dir / "fixture_config.json").read_text())
-    return load_pipeline(
-        model_dir,
-        visual_und=visual_und,
-        dtype=torch.float32,
-        vae_scale_factor=fc["vae"]["scale_factor"],
-        vae_shift_factor=fc["vae"]["shift_factor"],
-        **overrides,
-    )
 
 
 def _batch_from_recorded(case: dict, pi: dict[str, torch.Tensor]) -> PackedBatch:
@@ -72,7 +57,7 @@ def test_train_forward(case_dir: Path):
     pi = load_file(str(case_dir / "packed_inputs.safetensors"))
     noise = load_file(str(case_dir / "noise.safetensors"))
     exp = load_file(str(case_dir / "expected.safetensors"))
-    pipe = _pipe(case["visual_und"])
+    pipe = fixture_pipeline(case["visual_und"])
     batch = _batch_from_recorded(case, pi)
     latent = pipe.vae.encode(batch.padded_images, eps=noise["vae_posterior_eps"])
     torch.testing.assert_close(latent, pi["padded_latent"], **TOL)
@@ -90,19 +75,15 @@ def test_train_forward(case_dir: Path):
         torch.testing.assert_close(reweighted, exp["ce_loss_reweighted"][0], atol=0, rtol=1e-4)
 
 
-def _spec(d: dict) -> ResizeSpec:
-    return ResizeSpec(d["max_image_size"], d["min_image_size"], d["image_stride"])
-
-
 @pytest.fixture(scope="module", params=LAYOUT, ids=[c.name for c in LAYOUT])
 def layout_case(request):
     case_dir = request.param
     case = json.loads((case_dir / "case.json").read_text())
     tr = case["transforms"]
-    pipe = _pipe(
+    pipe = fixture_pipeline(
         case["visual_und"],
-        vae_transform=_spec(tr["image_transform_args"]),
-        vit_slot_transform=_spec(tr["vit_image_transform_args"]),
+        vae_transform=resize_spec(tr["image_transform_args"]),
+        vit_slot_transform=resize_spec(tr["vit_image_transform_args"]),
         vit_slot_grid=case["data_config"]["max_num_patch_per_side"],
     )
     rows = [r for r in iter_rows(iter([case_dir / case["parquet"]["file"]])) if isinstance(r, SigmaRow)]

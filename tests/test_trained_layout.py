@@ -16,21 +16,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from model.config import ResizeSpec
 from model.images import grid_position_ids, resize_size, to_rgb
 from model.masks import plan_mask
 from model.prompt import parse_training_instruction
 from model.sequence import ImageGeometry, trained_blocks
 from model.tokens import Tokenizer
-from tests.conftest import fixture_cases, fixture_dir
+from tests.conftest import fixture_cases, fixture_dir, resize_spec
 
 pq = pytest.importorskip("pyarrow.parquet")
 CASES = fixture_cases("sigma_train_layout")
 KIND = {"text": "text", "vae_image_cond": "vae", "vit_slot_placeholder": "vit", "target_noise": "noise"}
-
-
-def _spec(d: dict) -> ResizeSpec:
-    return ResizeSpec(d["max_image_size"], d["min_image_size"], d["image_stride"])
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c.name for c in CASES])
@@ -42,7 +37,7 @@ def built(request):
     instruction = table["instruction_list"][0][0]
     images = [to_rgb(Image.open(io.BytesIO(b))) for b in table["image_list"]]
     tr = case["transforms"]
-    vae_spec, vit_spec = _spec(tr["image_transform_args"]), _spec(tr["vit_image_transform_args"])
+    vae_spec, vit_spec = resize_spec(tr["image_transform_args"]), resize_spec(tr["vit_image_transform_args"])
     geometry = []
     for img in images:
         vw, vh = resize_size(img.width, img.height, vae_spec)
