@@ -48,13 +48,14 @@ def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask
     vae_idx, latent_pos, timesteps, shapes, images = [], [], [], [], []
     vit_idx, vit_pos, vit_tokens, vit_lens = [], [], [], []
     mse_idx, ce_idx, labels, ce_w = [], [], [], []
-    attr_rows, attr_sets = [], []
+    blocks = []
     tables: list[TokenTable] = []
     offset = block_offset = 0
     vit_grid = arch.vit.max_patches_per_side if arch.vit is not None else arch.vit_slot_grid
     for k, sample in enumerate(samples):
         tables.append(token_table(sample.plan, sample=k, block_offset=block_offset))
         block_offset += len(sample.plan.blocks)
+        blocks += sample.plan.blocks
         for block, start in zip(sample.plan.blocks, sample.plan.offsets(), strict=True):
             at = offset + start
             positions += block.positions()
@@ -78,8 +79,6 @@ def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask
                 timesteps += [raw] * len(inner)
                 shapes.append((h, w))
                 images.append(sample.vae_images[block.part])
-                attr_rows += [len(attr_sets)] * len(inner)
-                attr_sets.append(block.attributes)
                 if block.kind == "noise":
                     mse_idx += inner
             else:
@@ -109,8 +108,7 @@ def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask
         ce_loss_indexes=long(ce_idx),
         packed_label_ids=long(labels),
         ce_loss_weights=torch.tensor(ce_w, dtype=torch.float32),
-        attribute_rows=long(attr_rows),
-        attribute_sets=attr_sets,
+        blocks=tuple(blocks),
         num_samples=len(samples),
     )
 

@@ -6,6 +6,7 @@ expert, which RoPE positions and masks each block gets, and how the guidance bra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,30 @@ def _marker_rows(model: Bagel, ids: TokenIds, device: torch.device) -> torch.Ten
     return model.embed_text(torch.tensor([ids.start_of_image, ids.end_of_image], device=device))
 
 
+def attribute_rows(model: Bagel, blocks: Sequence[Block]) -> torch.Tensor:
+    """SIGMA eq. 4's attribute vectors for every token of ``blocks`` (laid end to end) -> [sum of lengths, D].
+
+    The one place that decides which rows carry them, shared by the inference prefill and the packed training
+    forward so the two cannot disagree: the inner tokens of every reference block (its VAE latents and its ViT
+    slot, zero-input or not) get the sum of the vectors of its placement's attribute tokens; text, image markers
+    and the noised target get zeros. The embedding table is read whatever the blocks hold, so every rank of a
+    sharded run makes the same calls.
+    """
+    sets = [b.attributes if b.kind in ("vae", "vit") else () for b in blocks]
+    table = model.attribute_table(sets)  # [n_blocks, D]
+    lengths = torch.tensor([b.length for b in blocks], device=table.device)
+    rows = table.repeat_interleave(lengths, dim=0)  # [n_tokens, D]
+    inner = torch.cat([_inner_flags(b) for b in blocks]).to(table.device)
+    return rows * inner[:, None].to(rows.dtype)
+
+
+def _inner_flags(block: Block) -> torch.Tensor:
+    flags = torch.zeros(block.length, dtype=torch.bool)
+    if block.kind != "text":
+        flags[1:-1] = True
+    return flags
+
+
 def block_embeddings(
     model: Bagel, block: Block, inputs: BlockInputs, ids: TokenIds, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,9 +86,9 @@ def block_embeddings(
     else:
         pos = grid_position_ids(h, w, model.cfg.vit.max_patches_per_side).to(device)
         inner = model.embed_vit(inputs.vit_patches[block.part].to(device), pos, [h * w])
-    if model.cfg.attribute_projection:  # always called (zeros without attributes): same calls on every rank
-        inner = inner + model.attribute_table([block.attributes])[0].to(inner.dtype)
     hidden = torch.cat((markers[:1], inner.to(markers.dtype), markers[1:]), dim=0)
+    if model.cfg.attribute_projection:
+        hidden = hidden + attribute_rows(model, [block]).to(hidden.dtype)
     is_gen = torch.zeros(block.length, dtype=torch.bool)
     if block.kind in ("vae", "noise"):
         is_gen[1:-1] = True

@@ -6,10 +6,10 @@ Per token we keep: its sample, its block (split), the block's mode (causal / ful
 * both are in the same sample, and
 * k is not after q (causal), or both are in the same full/noise block (bidirectional inside an image), and
 * k is not in a noise block other than q's (the noised target is invisible to everything else), and
-* with the group mask on (SIGMA eqs. 6-9): q is not in the attribute span of placement g while k belongs to an
-  image block of another placement g' != g. The attribute span of a placement is its text segment from the first
-  attribute token up to the image (``<subject>the dog`` for ``<subject>the dog <img2>``). Patches of one image
-  always see each other; everything else stays causal.
+* with the group mask on (SIGMA eq. 9): q is not an attribute token bound to placement g while k belongs to an
+  image block of another placement g' != g. Only the attribute tokens themselves are scoped (``<subject>`` in
+  ``<subject>the dog <img2>``); the words around them, like every other text token, stay plainly causal. Patches
+  of one image always see each other (eq. 8).
 
 Masks are boolean (True = may attend); :func:`to_additive` turns one into the 0 / -inf form.
 """
@@ -58,10 +58,11 @@ def token_table(plan: ContextPlan, sample: int = 0, block_offset: int = 0) -> To
         block_ids += [block_offset + i] * n
         modes += [MODE_CODE[b.attn_mode]] * n
         groups += [b.group if b.kind != "text" else -1] * n
-        if b.kind == "text" and b.tag_group >= 0:
-            tags += [-1] * b.tag_from + [b.tag_group] * (n - b.tag_from)
-        else:
-            tags += [-1] * n
+        row_tags = [-1] * n
+        if b.kind == "text":
+            for j in b.tag_offsets:
+                row_tags[j] = b.tag_group
+        tags += row_tags
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     return TokenTable(*(as_long(x) for x in (sample_ids, block_ids, modes, groups, tags)))
 

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from .arch.bagel import Bagel
 from .arch.qwen2_mot import Routing
 from .attention import PackedAttention
+from .engine import attribute_rows
 from .images import patchify
+from .sequence import Block
 
 
 @dataclass
@@ -39,8 +41,7 @@ class PackedBatch:
     ce_loss_indexes: torch.Tensor | None = None
     packed_label_ids: torch.Tensor | None = None
     ce_loss_weights: torch.Tensor | None = None
-    attribute_rows: torch.Tensor | None = None  # [n_vae] attribute-set id per latent token (-1: none)
-    attribute_sets: list[tuple[int, ...]] | None = None
+    blocks: tuple[Block, ...] = ()  # every sample's blocks end to end (they tile the sequence)
     num_samples: int = 1
 
     def to(self, device: torch.device) -> PackedBatch:
@@ -103,9 +104,11 @@ def packed_forward(
     t = flow_time(batch.packed_timesteps, timestep_shift)
     noisy = (1 - t[:, None]) * clean + t[:, None] * flow_noise.float()
     latent_emb = model.embed_latents(noisy, t, batch.packed_latent_position_ids)
-    if cfg.attribute_projection and batch.attribute_rows is not None:
-        latent_emb = latent_emb + _attribute_vectors(model, batch)
     hidden = hidden.index_copy(0, batch.packed_vae_token_indexes, latent_emb.to(dtype))
+    if cfg.attribute_projection:  # the same rows as at inference (reference latents and ViT slots)
+        if sum(b.length for b in batch.blocks) != batch.sequence_length:
+            raise ValueError("PackedBatch.blocks must tile the sequence when the attribute projection is on")
+        hidden = hidden + attribute_rows(model, batch.blocks).to(dtype)
     routing = Routing(torch.cat(und_index).sort().values, batch.packed_vae_token_indexes, batch.sequence_length)
     last = model.decode(hidden, routing, batch.packed_position_ids, PackedAttention(batch.attention_mask))
     mse = preds = target = None
@@ -119,13 +122,6 @@ def packed_forward(
         logits = model.language_model.lm_head(last.index_select(0, batch.ce_loss_indexes)).float()
         ce = F.cross_entropy(logits, batch.packed_label_ids, reduction="none")
     return ForwardOutput(mse, preds, target, ce, logits, hidden, last, clean, t)
-
-
-def _attribute_vectors(model: Bagel, batch: PackedBatch) -> torch.Tensor:
-    """Per latent token, the sum of its placement's attribute vectors (zeros where it has none)."""
-    table = model.attribute_table([*batch.attribute_sets, ()])  # the last row: no attribute
-    rows = torch.where(batch.attribute_rows < 0, len(batch.attribute_sets), batch.attribute_rows)
-    return table.to(model.dtype)[rows]
 
 
 def reduce_losses(

@@ -52,8 +52,8 @@ class Block:
     image: int = -1  # index of the given image
     grid: tuple[int, int] = (0, 0)
     group: int = -1  # image placement id (image blocks)
-    tag_group: int = -1  # text: the placement whose attribute span this segment holds
-    tag_from: int = -1  # text: offset in the block where that span starts
+    tag_group: int = -1  # text: the placement that this segment's attribute tokens are bound to
+    tag_offsets: tuple[int, ...] = ()  # text: offsets in the block of those attribute tokens (eq. 9 scope)
     zero_input: bool = False  # a ViT slot with no ViT: its tokens enter as zero vectors
     attributes: tuple[int, ...] = ()  # image blocks: attribute indices 0..14 of the placement
 
@@ -110,7 +110,7 @@ class _Seg:
     image: int = -1
     group: int = -1
     tag_group: int = -1
-    tag_from: int = -1
+    tag_offsets: tuple[int, ...] = ()
     attributes: tuple[int, ...] = ()
 
 
@@ -121,12 +121,11 @@ def _resolve(parts: Sequence[Part], segment: Callable[[str], list[int]], ids: To
         if isinstance(part, TextPart):
             tok = tuple(segment(part.text))
             nxt = parts[i + 1] if i + 1 < len(parts) else None
-            tag_group, tag_from = -1, -1
+            tag_group, tag_offsets = -1, ()
             if isinstance(nxt, ImagePart) and nxt.attributes:
-                first = next((j for j, t in enumerate(tok) if ids.attribute_index(t) is not None), -1)
-                if first >= 0:
-                    tag_group, tag_from = group, first
-            segs.append(_Seg(i, token_ids=tok, tag_group=tag_group, tag_from=tag_from))
+                tag_offsets = tuple(j for j, t in enumerate(tok) if ids.attribute_index(t) is not None)
+                tag_group = group if tag_offsets else -1
+            segs.append(_Seg(i, token_ids=tok, tag_group=tag_group, tag_offsets=tag_offsets))
         else:
             attrs = tuple(sorted({a for t in part.attributes if (a := _attr_index(t)) is not None}))
             segs.append(_Seg(i, image=part.index, group=group, attributes=attrs))
@@ -140,7 +139,13 @@ def _attr_index(token: str) -> int | None:
 
 def _text_block(seg: _Seg, rope: int) -> Block:
     return Block(
-        "text", len(seg.token_ids), rope, seg.part, seg.token_ids, tag_group=seg.tag_group, tag_from=seg.tag_from
+        "text",
+        len(seg.token_ids),
+        rope,
+        seg.part,
+        seg.token_ids,
+        tag_group=seg.tag_group,
+        tag_offsets=seg.tag_offsets,
     )
 
 

@@ -28,12 +28,16 @@ def reference_mask(plan: ContextPlan, group_mask: bool) -> torch.Tensor:
     (6) causal: key j visible to query i if j <= i.
     (7) image blocks (and the noised target) are bidirectional inside themselves.
     (8) the noised target is invisible outside its own block.
-    (9) group scope: a query in the attribute span of placement g cannot see image blocks of placement g' != g.
+    (9) group scope: an attribute token bound to placement g cannot see image blocks of placement g' != g.
+
+    The binding is read off the token ids themselves: an attribute id in the text segment that comes right before
+    an image placement (in the prompt) belongs to that placement's group.
     """
     toks = []
     for bi, b in enumerate(plan.blocks):
         for j in range(b.length):
-            tag = b.tag_group if b.kind == "text" and b.tag_group >= 0 and j >= b.tag_from else -1
+            is_attr = b.kind == "text" and b.token_ids[j] in IDS.attributes
+            tag = b.tag_group if is_attr else -1
             toks.append((bi, b.attn_mode, b.group if b.kind != "text" else -1, tag))
     n = len(toks)
     out = torch.zeros(n, n, dtype=torch.bool)
@@ -113,10 +117,13 @@ def test_group_mask_blocks_other_groups_only():
     on, off = plan_mask(plan, group_mask=True), plan_mask(plan, group_mask=False)
     starts = plan.offsets()
     text2, img1 = plan.blocks[2], plan.blocks[1]
-    subject_row = starts[2] + text2.tag_from  # the <subject> token
+    (subject_offset,) = text2.tag_offsets
+    subject_row = starts[2] + subject_offset  # the <subject> token
+    assert text2.token_ids[subject_offset] == IDS.attributes[ATTRIBUTE_TOKENS.index("<subject>")]
     img1_cols = slice(starts[1], starts[1] + img1.length)
     assert off[subject_row, img1_cols].all() and not on[subject_row, img1_cols].any()
-    assert on[starts[2] + 1, img1_cols].all()  # "next" precedes the attribute span: unrestricted
+    assert on[starts[2] + 1, img1_cols].all()  # "next" is no attribute token: unrestricted
+    assert on[subject_row + 1, img1_cols].all()  # nor is "dog", after the attribute token (eq. 9 scopes the token)
     assert on[starts[4] :, :].equal(off[starts[4] :, :])  # untagged text stays causal
     img2 = slice(starts[3], starts[3] + plan.blocks[3].length)
     assert on[img2, img2].all()  # patches of one image see each other
