@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
+from model.config import INITS  # --init choices: defined once, with LoaderConfig
 from model.errors import InputError
 
-TRAINABLE = ("gen", "all")
+TRAINABLE = ("all", "gen")  # --train choices (LoRA ignores it)
+ALL_LINEAR = "all-linear"
 
 
 @dataclass(frozen=True)
@@ -15,12 +18,18 @@ class LoRAConfig:
     rank: int = 8
     alpha: float = 32.0
     dropout: float = 0.05
-    # regex over module names; default: the generation expert's attention and MLP projections
-    targets: str = r".*(q_proj_moe_gen|k_proj_moe_gen|v_proj_moe_gen|o_proj_moe_gen|mlp_moe_gen\.(gate|up|down)_proj)"
+    # "all-linear" (the release's option: every nn.Linear of the model except the output layer lm_head),
+    # or a regex that the names of the adapted linear layers match in full
+    targets: str = ALL_LINEAR
 
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise InputError(f"--lora-rank must be at least 1 (got {self.rank})")
+        if self.targets != ALL_LINEAR:
+            try:
+                re.compile(self.targets)
+            except re.error as exc:
+                raise InputError(f"--lora-targets {self.targets!r} is not a valid regex ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -28,12 +37,13 @@ class TrainConfig:
     out: str  # run directory: checkpoints, exported weights, samples, logs
     dataset: str = "Xiaoyan667/SIGMA-dataset"  # HF dataset id, a parquet file or a folder of them
     model: str = "bagel"  # starting weights (SIGMA post-trains BAGEL-7B-MoT); any --model the loader takes
-    steps: int = 1000
+    init: str = "weights"  # weights: start from --model's weights | random: its architecture, freshly initialised
+    steps: int = 30_000  # also the length of the cosine schedule (the release: 30 000)
     max_tokens: int = 30_000  # tokens packed into one step's sequence (per GPU)
     max_tokens_per_sample: int = 30_000
     lr: float = 2e-5
     min_lr: float = 1e-7
-    warmup: int = 100
+    warmup: int = 0
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-15
     weight_decay: float = 0.0
@@ -45,7 +55,9 @@ class TrainConfig:
     drop_vit: float = 0.3
     text_loss: bool = False  # add next-token cross-entropy on the instruction text
     ce_weight: float = 1.0
-    trainable: str = "gen"  # gen: the generation expert and its glue layers; all: every LLM weight
+    # all: every weight of the ViT-less model (the release); gen: the generation expert and its glue layers.
+    # Modes that freeze the token embeddings (gen, LoRA) still train the 15 SIGMA attribute-token rows.
+    trainable: str = "all"
     lora: LoRAConfig | None = None
     group_mask: bool = False
     attribute_projection: bool = False
@@ -68,6 +80,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:
             raise InputError(f"--train {self.trainable} is not one of {', '.join(TRAINABLE)}")
+        if self.init not in INITS:
+            raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
         if self.steps < 1:
             raise InputError(f"--steps must be at least 1 (got {self.steps})")
         if not 0 <= self.held_out < 1:

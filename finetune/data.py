@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -120,9 +120,20 @@ class DataStats:
     too_long: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def copy(self) -> DataStats:
+        return replace(self, reasons=dict(self.reasons))
+
+    def skipped(self, max_tokens: int) -> str:
+        """What was skipped, in words, with the most frequent reason (e.g. a column of the wrong type)."""
+        text = f"{self.bad} bad rows, {self.too_long} over --max-tokens {max_tokens}"
+        if self.reasons:
+            reason, count = max(self.reasons.items(), key=lambda kv: kv[1])
+            text += f"; most often ({count}x): {reason}"
+        return text
+
     def skip(self, reason: str) -> None:
         self.bad += 1
-        key = reason.split("(")[0].strip()[:80]
+        key = reason.split("(")[0].strip()[:120]
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
 

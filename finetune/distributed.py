@@ -69,6 +69,26 @@ def shard(model: nn.Module, d: Dist, bf16: bool) -> nn.Module:
     return model
 
 
+def local_shard(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a full tensor when ``like`` is a DTensor (FSDP2: rows split across ranks, in
+    ``like``'s dtype), else the tensor itself on ``like``'s device."""
+    if hasattr(like, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(like.dtype), like.device_mesh, like.placements)
+    return full.to(like.device)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a DTensor (gathered from every rank), else ``t``."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor, else ``t``."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def all_sum(value: float, d: Dist) -> float:
     if not d.enabled:
         return value

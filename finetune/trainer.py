@@ -6,7 +6,6 @@ torchrun --nproc-per-node 8 -m sigma_cli.main finetune --dataset ... --out runs/
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from model import load_pipeline
 from model.dataset import BadRow, SigmaRow, iter_rows, parquet_files
 from model.errors import InputError
 from model.hub import HubOptions
@@ -26,12 +24,12 @@ from model.loader import write_model_dir
 from model.packed import packed_forward, reduce_losses
 from model.pipeline import SigmaPipeline
 
+from . import build, distributed, lora
 from . import checkpoint as ckpt
-from . import distributed
 from .config import TrainConfig
 from .data import DataStats, DropConfig, build_sample, family_of, is_held_out
-from .lora import ADAPTER_CONFIG, apply_lora
 from .packing import batches, pack
+from .seeds import seeded
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +45,6 @@ class StepLog:
     grad_norm: float
     tokens_per_s: float
     stats: DataStats
-
-
-def seeded(*parts: int | str) -> torch.Generator:
-    """A CPU generator whose seed is a hash of ``parts``: randomness that resumes exactly."""
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "big") % (2**63))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -78,33 +70,12 @@ class Trainer:
         resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")
-        full_resume = resume is not None and cfg.lora is None
-        pipe = load_pipeline(
-            str(resume) if full_resume else cfg.model,
-            weights=str(resume / "model.safetensors") if full_resume else None,
-            mode="cpu",
-            # LoRA keeps the frozen base in bf16 on GPUs; full finetuning keeps float32 master weights
-            dtype=torch.bfloat16 if cfg.lora is not None and d.device.type == "cuda" else torch.float32,
-            visual_und=False,
-            cache_dir=cfg.cache_dir,
-        )
+        pipe = build.load(cfg, resume, lora_on_gpu=cfg.lora is not None and d.device.type == "cuda")
         self.tokenizer, self.vae = pipe.tokenizer, pipe.vae.to(d.device)
-        model = pipe.model
-        model.cfg = model.cfg.replace(group_mask=cfg.group_mask, default_layout="trained")
-        if cfg.attribute_projection:
-            model.enable_attribute_projection()
-        if cfg.lora is not None:
-            model.requires_grad_(False)
-            model = apply_lora(model, cfg.lora)
-            if cfg.attribute_projection:
-                model.attribute_embed.requires_grad_(True)
-            for p in model.parameters():  # adapters train in float32 even over a bf16 base
-                if p.requires_grad:
-                    p.data = p.data.float()
-        else:
-            self._select_trainable(model)
-        if resume is not None:
-            self._load_weights(model, resume)
+        model, masks = build.prepare(pipe.model, cfg, self.tokenizer.ids.attributes)
+        self.row_ids = self.tokenizer.ids.attributes if lora.EMBED in masks else ()
+        if resume is not None and cfg.lora is not None:
+            lora.load_adapter_state(model, load_file(str(resume / lora.ADAPTER_WEIGHTS)))
         model.language_model.model.gradient_checkpointing = cfg.gradient_checkpointing
         self.arch = model.cfg
         model.train()
@@ -115,22 +86,17 @@ class Trainer:
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if not self.params:
             raise InputError("Nothing to train: check --train / --lora")
+        self.masks = {n: distributed.local_shard(m, self.params[n]) for n, m in masks.items()}
+        # the masked weights get no weight decay: it would move their frozen rows
+        groups = [{"params": [p for n, p in self.params.items() if n not in masks]}]
+        groups += [{"params": [self.params[n] for n in masks], "weight_decay": 0.0}] if masks else []
         self.optimizer = torch.optim.AdamW(
-            self.params.values(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+            [g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
         self.ema = {n: p.detach().clone().float() for n, p in self.params.items()} if cfg.ema else {}
         if resume is not None:
             self._load_training_state(resume)
         self.writer = self._writer()
-
-    def _select_trainable(self, model) -> None:
-        gen_only = self.cfg.trainable == "gen"
-        glue = ("vae2llm.", "llm2vae.", "time_embedder.", "attribute_embed.")
-        for name, p in model.named_parameters():
-            fixed = name.endswith("pos_embed") or name.startswith(("vit_model.", "connector."))
-            fixed |= name.startswith("language_model.lm_head") and not self.cfg.text_loss
-            in_gen = "_moe_gen" in name or name.startswith(glue)
-            p.requires_grad_(not fixed and (in_gen or not gen_only))
 
     # -- data ----------------------------------------------------------------------------------------------------
     def rows(
@@ -154,22 +120,29 @@ class Trainer:
                 )
             epoch, first = epoch + 1, 0
 
-    def samples(self) -> Iterator[tuple[tuple[int, int, int], object]]:
-        """Usable samples with their stream position (epoch, row, repeat); counts what it skips."""
+    def samples(self) -> Iterator[tuple[tuple[tuple[int, int, int], DataStats], object]]:
+        """Usable samples, each keyed by its stream position (epoch, row, repeat) and by the data counters as of
+        that position (what a checkpoint that resumes there must hold); counts what it skips.
+
+        Counters as of (e, i, r): every row before i, and for r > 0 also row i and its repeats before r. A run
+        resumed there counts row i only when r == 0, so the resumed counters end equal to a straight run's."""
         cfg = self.cfg
         drop = DropConfig(cfg.drop_text, cfg.drop_vae, cfg.drop_vit)
         first = tuple(self.position)
+        stats = self.stats.copy()  # live counters, ahead of self.stats by the samples read but not trained yet
         yielded: dict[int, int] = {}
         for pos, row in self.rows(start=first[:2]):
-            epoch = pos[0]
+            epoch, resumed_row = pos[0], pos == first[:2] and first[2] > 0
             if epoch > first[0] and not yielded.get(epoch - 1):
                 raise InputError(
-                    f"{cfg.dataset} gave no usable training sample in a whole pass ({self.stats.bad} bad rows, "
-                    f"{self.stats.too_long} over --max-tokens {cfg.max_tokens_per_sample})"
+                    f"{cfg.dataset} gave no usable training sample in a whole pass "
+                    f"({stats.skipped(cfg.max_tokens_per_sample)})"
                 )
-            self.stats.rows += 1
+            before_row = stats.copy()
+            if not resumed_row:  # a row resumed part-way was counted before the checkpoint
+                stats.rows += 1
             if isinstance(row, BadRow):
-                self.stats.skip(row.reason)
+                stats.skip(row.reason)
                 continue
             g = seeded(cfg.seed, *pos)
             weight = cfg.family_weights.get(family_of(row.row_id), 1.0)
@@ -180,20 +153,22 @@ class Trainer:
                     for _ in range(repeats)
                 ]
             except InputError as exc:
-                self.stats.skip(str(exc))
+                stats.skip(str(exc))
                 continue
             for r, sample in enumerate(built):
-                if pos == first[:2] and r < first[2]:
+                if resumed_row and r < first[2]:
                     continue  # repeats of the resume row that the interrupted run already trained on
                 if sample.num_tokens > cfg.max_tokens_per_sample:
-                    self.stats.too_long += 1
+                    stats.too_long += 1
                     continue
-                self.stats.used += 1
+                key = ((*pos, r), before_row if r == 0 else stats.copy())
+                stats.used += 1
                 yielded[epoch] = yielded.get(epoch, 0) + 1
-                yield (*pos, r), sample
+                yield key, sample
 
-    def batches(self) -> Iterator[tuple[list, tuple[int, int]]]:
-        """Packed sample lists, each with the position to resume from after it (the stream never ends)."""
+    def batches(self) -> Iterator[tuple[list, tuple[tuple[int, int, int], DataStats]]]:
+        """Packed sample lists, each with the position to resume from after it and the data counters as of that
+        position (the stream never ends)."""
         return batches(self.samples(), self.cfg.max_tokens)
 
     # -- one step ------------------------------------------------------------------------------------------------
@@ -215,6 +190,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, cfg)
         loss.backward()
+        build.mask_gradients(self.params, self.masks)
         grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -263,7 +239,7 @@ class Trainer:
         tokens = 0.0
         while self.step < cfg.steps:
             try:
-                samples, resume_pos = next(stream)
+                samples, (resume_pos, stats) = next(stream)
                 problem = None
             except InputError as exc:
                 samples, problem = None, exc
@@ -271,7 +247,7 @@ class Trainer:
                 raise problem or InputError("another process ran out of usable training data")
             metrics = self.train_step(samples)
             self.step += 1
-            self.position = resume_pos
+            self.position, self.stats = resume_pos, stats
             tokens += metrics["tokens"]
             self._log(metrics, tokens / (time.perf_counter() - start))
             if cfg.save_every and self.step % cfg.save_every == 0 or self.step == cfg.steps:
@@ -329,8 +305,8 @@ class Trainer:
             tensors, meta = ckpt.flatten_optimizer(optim)
             files = {"ae.safetensors": self.vae.state_dict(), "optimizer.safetensors": tensors}
             if cfg.lora is not None:
-                files["adapter.safetensors"] = _adapter_part(raw)
-                files["adapter_ema.safetensors"] = _adapter_part(ema_state)
+                files[lora.ADAPTER_WEIGHTS] = lora.adapter_part(raw, self.row_ids)
+                files["adapter_ema.safetensors"] = lora.adapter_part(ema_state, self.row_ids)
                 files["ema.safetensors"] = ckpt.merged_lora_state(ema_state, cfg.lora.alpha, cfg.lora.rank)
             else:
                 files["model.safetensors"] = raw
@@ -340,8 +316,7 @@ class Trainer:
                      "attribute_projection": cfg.attribute_projection, "lora": cfg.lora is not None}  # fmt: skip
             extra = {ckpt.STATE: state}
             if cfg.lora is not None:
-                extra[ADAPTER_CONFIG] = {"base_model": cfg.model, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha,
-                                         "dropout": cfg.lora.dropout, "targets": cfg.lora.targets}  # fmt: skip
+                extra[lora.ADAPTER_CONFIG] = lora.adapter_config(cfg.lora, cfg.model)
             write_model_dir(path, self.arch, self.tokenizer, files, extra)
             ckpt.point_latest(self.run_dir, path)
             ckpt.prune(self.run_dir, cfg.keep)
@@ -359,10 +334,6 @@ class Trainer:
             finally:
                 for n, p in self.params.items():
                     p.copy_(backup[n])
-
-    def _load_weights(self, model, checkpoint: Path) -> None:
-        if self.cfg.lora is not None:
-            model.load_state_dict(load_file(str(checkpoint / "adapter.safetensors")), strict=False)
 
     def _load_training_state(self, checkpoint: Path) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -382,8 +353,10 @@ class Trainer:
         ema_file = "adapter_ema.safetensors" if self.cfg.lora is not None else "ema.safetensors"
         if self.ema:
             saved = load_file(str(checkpoint / ema_file))
+            if lora.EMBED in self.ema:  # a LoRA adapter holds the trained rows; the others are the raw (frozen) ones
+                saved = lora.with_embedding(saved, distributed.full_tensor(self.params[lora.EMBED]))
             for name, e in self.ema.items():
-                e.copy_(_local(saved[name], self.params[name]).float())
+                e.copy_(distributed.local_shard(saved[name], self.params[name]).float())
 
     # -- sample images -------------------------------------------------------------------------------------------
     def _sample_prompts(self) -> list[SigmaRow]:
@@ -413,20 +386,6 @@ class Trainer:
             if self.dist.main:
                 save_png(result.image, self.run_dir / "samples" / f"step-{self.step:06d}-{k}.png")
         self.model.train(was_training)
-
-
-def _adapter_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What a LoRA run trains: the adapters, and the attribute vectors when they are on."""
-    return {k: v for k, v in state.items() if "lora_" in k or k.startswith("attribute_embed.")}
-
-
-def _local(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a full tensor when ``like`` is a DTensor (FSDP2), else the tensor itself."""
-    if hasattr(like, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        return distribute_tensor(full.to(like.dtype), like.device_mesh, like.placements)
-    return full.to(like.device)
 
 
 class _null:

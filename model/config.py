@@ -155,7 +155,30 @@ def tiny() -> ArchConfig:
     )
 
 
-PRESETS = {"bagel-7b-mot": bagel_7b_mot, "sigma-7b": sigma_7b, "tiny": tiny}
+def shapes() -> ArchConfig:
+    """The shapes world's model: the real architecture at toy size, trained on a CPU by ``sigma shapes train``.
+
+    64 px pictures, an 8x autoencoder with 8 latent channels (4x4 latent tokens per picture), no ViT (as SIGMA),
+    the trained layout with 2x2-token ViT slots, and both of SIGMA's mechanisms on.
+    """
+    return ArchConfig(
+        llm=LLMConfig(
+            hidden_size=192, num_layers=5, num_heads=6, num_kv_heads=2, intermediate_size=384, vocab_size=448
+        ),
+        vit=None,
+        vae=VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=8, scale_factor=1.0, shift_factor=0.0),
+        max_latent_size=4,
+        vae_transform=ResizeSpec(64, 32, 16),
+        vit_slot_transform=ResizeSpec(28, 28, 14),
+        max_context_tokens=4096,
+        group_mask=True,
+        attribute_projection=True,
+        default_layout="trained",
+    )
+
+
+PRESETS = {"bagel-7b-mot": bagel_7b_mot, "sigma-7b": sigma_7b, "tiny": tiny, "shapes": shapes}
+INITS: tuple[str, ...] = ("weights", "random")
 
 
 @dataclass(frozen=True)
@@ -175,13 +198,16 @@ class LoaderConfig:
     max_cpu_memory: str | None = None  # offload budget in CPU memory; layers beyond it go to disk
     offload_dir: str | None = None  # where disk-offloaded layers live
     visual_und: bool | None = None  # build the ViT (default: when the weights have it)
-    seed: int = 0  # weight seed of the tiny model
+    seed: int = 0  # weight seed of the tiny model, and of a fresh initialisation
+    init: str = "weights"  # weights: the source's trained weights | random: its architecture, freshly initialised
 
     def __post_init__(self) -> None:
         from .modes import MODES
 
         if self.mode not in MODES:
             raise InputError(f"--mode {self.mode} is not one of {', '.join(MODES)}")
+        if self.init not in INITS:
+            raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
 
     def replace(self, **changes) -> LoaderConfig:
         return dataclasses.replace(self, **changes)

@@ -1,5 +1,6 @@
-"""SIGMA-format parquet rows: ``instruction_list`` (only [0][0] is used) and ``image_list`` (encoded images;
-the last is the generation target, the others are references), from local files or a Hugging Face dataset.
+"""SIGMA-format parquet rows: ``instruction_list`` (only [0][0] is used; a flat list<string> is read too) and
+``image_list`` (encoded images, or Hugging Face ``datasets.Image`` structs; the last is the generation target,
+the others are references), from local files or a Hugging Face dataset.
 
 A row that cannot be read is yielded as a :class:`BadRow` with the reason, so a caller counts and skips it;
 it never stops the iteration. Hugging Face datasets are read shard by shard: a shard is downloaded only when the
@@ -101,7 +102,10 @@ def _hub_shards(repo: str, opts: HubOptions) -> Iterator[Path]:
 def iter_rows(files) -> Iterator[SigmaRow | BadRow]:
     """Rows of every file (a Path, or a (Path, row-id prefix) pair), row group by row group; unreadable rows and
     files become :class:`BadRow`. A row's index comes from the row-group sizes in the file's metadata, so a
-    group that fails to read does not shift the ids (and resume positions) of the rows after it."""
+    group that fails to read does not shift the ids (and resume positions) of the rows after it.
+
+    Each file's column types are checked once, from its schema: a file with a column of the wrong type becomes
+    ONE :class:`BadRow` (named by the file's prefix) whose reason names the column and the types it may have."""
     pq = _parquet()
     for item in files:
         path, prefix = item if isinstance(item, tuple) else (item, item.stem)
@@ -110,29 +114,93 @@ def iter_rows(files) -> Iterator[SigmaRow | BadRow]:
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many error types for a broken file
             yield BadRow(prefix, f"unreadable parquet file ({exc})")
             continue
+        try:
+            layout = schema_layout(pf.schema_arrow)
+        except InputError as exc:
+            log.warning("%s: %s; the file is skipped", path, exc)
+            yield BadRow(prefix, str(exc))
+            continue
         index = 0
         for group in range(pf.num_row_groups):
             size = pf.metadata.row_group(group).num_rows
             try:
-                table = pf.read_row_group(group, columns=["instruction_list", "image_list"]).to_pylist()
+                table = pf.read_row_group(group, columns=list(COLUMNS)).to_pylist()
             except Exception as exc:  # noqa: BLE001
                 for k in range(size):
                     yield BadRow(f"{prefix}-{index + k:06d}", f"unreadable row group ({exc})")
                 index += size
                 continue
             for record in table:
-                yield _row(f"{prefix}-{index:06d}", record)
+                yield _row(f"{prefix}-{index:06d}", record, layout)
                 index += 1
 
 
-def _row(row_id: str, record: dict) -> SigmaRow | BadRow:
-    try:
-        instruction = record["instruction_list"][0][0]
-        images = tuple(bytes(b) for b in record["image_list"])
-    except (TypeError, IndexError, KeyError) as exc:
-        return BadRow(row_id, f"malformed row ({type(exc).__name__}: {exc})")
-    if not isinstance(instruction, str):
-        return BadRow(row_id, "instruction_list[0][0] is not text")
+COLUMNS = ("instruction_list", "image_list")
+INSTRUCTION_TYPES = "list<list<string>> or list<string>"
+IMAGE_TYPES = "list<binary> or list<struct<bytes: binary, path: string>>"  # the latter: datasets' Image feature
+
+
+@dataclass(frozen=True)
+class SchemaLayout:
+    """Which of the accepted forms a file's columns have."""
+
+    nested_instructions: bool  # list<list<string>> (the released data) rather than list<string>
+    image_structs: bool  # list<struct{bytes, path}> (Hugging Face ``datasets.Image``) rather than list<binary>
+
+
+def schema_layout(schema) -> SchemaLayout:
+    """Check a file's pyarrow schema; raises InputError naming the column, the accepted types and the type found."""
+    import pyarrow as pa
+
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise InputError(f"the file has no {' or '.join(missing)} column (its columns: {', '.join(schema.names)})")
+    is_list = lambda t: pa.types.is_list(t) or pa.types.is_large_list(t)  # noqa: E731
+    is_text = lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)  # noqa: E731
+    is_bytes = lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)  # noqa: E731
+    instructions, images = schema.field("instruction_list").type, schema.field("image_list").type
+    nested = is_list(instructions) and is_list(instructions.value_type) and is_text(instructions.value_type.value_type)
+    if not nested and not (is_list(instructions) and is_text(instructions.value_type)):
+        raise InputError(f"instruction_list should be {INSTRUCTION_TYPES}, got {type_name(instructions)}")
+    item = images.value_type if is_list(images) else None
+    structs = item is not None and pa.types.is_struct(item)
+    fields = {item.field(k).name: item.field(k).type for k in range(item.num_fields)} if structs else {}
+    if not (item is not None and is_bytes(item)) and not ("bytes" in fields and is_bytes(fields["bytes"])):
+        raise InputError(f"image_list should be {IMAGE_TYPES}, got {type_name(images)}")
+    return SchemaLayout(nested, structs)
+
+
+def type_name(t) -> str:
+    """A pyarrow type written the way the error messages write them: ``list<list<string>>``."""
+    import pyarrow as pa
+
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{type_name(t.value_type)}>"
+    if pa.types.is_struct(t):
+        fields = (t.field(k) for k in range(t.num_fields))
+        return "struct<" + ", ".join(f"{f.name}: {type_name(f.type)}" for f in fields) + ">"
+    return str(t)
+
+
+def _row(row_id: str, record: dict, layout: SchemaLayout) -> SigmaRow | BadRow:
+    instructions, images = record["instruction_list"], record["image_list"]
+    if layout.nested_instructions:
+        instructions = instructions[0] if instructions else None
+    if not instructions or instructions[0] is None:
+        return BadRow(row_id, "instruction_list holds no instruction")
     if not images:
         return BadRow(row_id, "image_list is empty (the last image is the target)")
-    return SigmaRow(row_id, instruction, images)
+    out = []
+    for k, image in enumerate(images):
+        if layout.image_structs:
+            if image is not None and image.get("bytes") is None and image.get("path"):
+                return BadRow(
+                    row_id,
+                    f"image_list[{k}] has only a path ({image['path']}) and no bytes: the images must be stored in "
+                    "the file (a path is relative to nothing we know)",
+                )
+            image = image.get("bytes") if image is not None else None
+        if image is None:
+            return BadRow(row_id, f"image_list[{k}] is empty")
+        out.append(bytes(image))
+    return SigmaRow(row_id, instructions[0], tuple(out))

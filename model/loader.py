@@ -338,15 +338,28 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
         meta = build_model(arch, "meta", dtype)
         device_map = device_map_for(meta, mode, probe(), cfg.max_gpu_memory, dtype, cfg.max_cpu_memory)
         load_mode = "dispatch"
-    model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir)
+    if cfg.init == "random":
+        model = _fresh_model(arch, cfg.seed, device, dtype)
+    else:
+        model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir)
     vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, device, torch.float32)
     pipe = SigmaPipeline(model, vae, Tokenizer.from_dir(src.config_dir), name=src.name, device=device, mode=mode)
     pipe.mode_reason = reason
     return pipe
 
 
+def _fresh_model(arch: ArchConfig, seed: int, device: torch.device, dtype: torch.dtype) -> Bagel:
+    """The architecture with freshly initialised weights, a pure function of ``seed`` (training from scratch)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, "cpu", torch.float32)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
 def _tiny_pipeline(cfg: LoaderConfig, arch_overrides: dict) -> SigmaPipeline:
     arch = PRESETS["tiny"]().replace(**arch_overrides)
+    if cfg.visual_und is False:  # the ViT is built last: the other weights do not change
+        arch = arch.replace(vit=None)
     device = torch.device(cfg.device or "cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfig, TrainConfig
+
 from . import render
+
+# The CLI declares no default of its own: each option's default is its config field's, and choices come from
+# the config's tuples.
+_D = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+_LORA = LoRAConfig()
+_INIT_HELP = f"{' | '.join(INITS)}: --model's weights, or its architecture freshly initialised from --seed"
+_TRAIN_HELP = f"{' | '.join(TRAINABLE)}: every weight, or the generation branch (and the attribute-token rows)"
+InitOpt = Annotated[str, typer.Option(help=_INIT_HELP)]
+TrainOpt = Annotated[str, typer.Option("--train", help=_TRAIN_HELP)]
+GroupMaskOpt = Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")]
+AttributeOpt = Annotated[bool, typer.Option(help="learn SIGMA's attribute vectors")]
+CheckpointingOpt = Annotated[bool, typer.Option(help="recompute activations in backward")]
 
 
 def _family_weights(values: list[str]) -> dict[str, float]:
@@ -26,44 +41,42 @@ def _family_weights(values: list[str]) -> dict[str, float]:
 
 def finetune(
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory (checkpoints, samples, logs)")],
-    dataset: Annotated[str, typer.Option(help="HF dataset id, parquet file or folder")] = "Xiaoyan667/SIGMA-dataset",
-    model: Annotated[str, typer.Option("--model", "-m", help="starting weights")] = "bagel",
-    steps: Annotated[int, typer.Option(help="optimizer steps")] = 1000,
-    max_tokens: Annotated[int, typer.Option(help="tokens packed per step and GPU")] = 30_000,
-    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to --min-lr)")] = 2e-5,
-    min_lr: Annotated[float, typer.Option(help="final learning rate")] = 1e-7,
-    warmup: Annotated[int, typer.Option(help="linear warm-up steps")] = 100,
-    train: Annotated[str, typer.Option("--train", help="gen (generation branch) | all")] = "gen",
+    dataset: Annotated[str, typer.Option(help="HF dataset id, parquet file or folder")] = _D["dataset"],
+    model: Annotated[str, typer.Option("--model", "-m", help="starting weights")] = _D["model"],
+    init: InitOpt = _D["init"],
+    steps: Annotated[int, typer.Option(help="optimizer steps (and the cosine's length)")] = _D["steps"],
+    max_tokens: Annotated[int, typer.Option(help="tokens packed per step and GPU")] = _D["max_tokens"],
+    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to --min-lr)")] = _D["lr"],
+    min_lr: Annotated[float, typer.Option(help="final learning rate")] = _D["min_lr"],
+    warmup: Annotated[int, typer.Option(help="linear warm-up steps")] = _D["warmup"],
+    train: TrainOpt = _D["trainable"],
     lora: Annotated[bool, typer.Option(help="train LoRA adapters instead of the weights")] = False,
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
-    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha")] = 32.0,
-    lora_targets: Annotated[str | None, typer.Option(help="regex of module names to adapt")] = None,
-    group_mask: Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")] = False,
-    attribute_projection: Annotated[bool, typer.Option(help="learn SIGMA's attribute vectors")] = False,
-    text_loss: Annotated[bool, typer.Option(help="add cross-entropy on the instruction text")] = False,
-    ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = 0.9999,
-    held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = 0.05,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = _LORA.rank,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha")] = _LORA.alpha,
+    lora_targets: Annotated[str, typer.Option(help=f"{ALL_LINEAR} | a regex of module names")] = _LORA.targets,
+    group_mask: GroupMaskOpt = _D["group_mask"],
+    attribute_projection: AttributeOpt = _D["attribute_projection"],
+    text_loss: Annotated[bool, typer.Option(help="add cross-entropy on the instruction text")] = _D["text_loss"],
+    ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
+    held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = _D["held_out"],
     family_weight: Annotated[list[str] | None, typer.Option(help="FAMILY=WEIGHT, repeatable")] = None,
-    save_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = 500,
-    sample_every: Annotated[int, typer.Option(help="sample images every N steps (0 = never)")] = 0,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
-    seed: Annotated[int, typer.Option(help="seed of every random draw")] = 4396,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="recompute activations in backward")] = True,
-    wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = False,
-    cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
+    save_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = _D["save_every"],
+    sample_every: Annotated[int, typer.Option(help="sample images every N steps (0 = never)")] = _D["sample_every"],
+    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = _D["resume"],
+    seed: Annotated[int, typer.Option(help="seed of every random draw")] = _D["seed"],
+    gradient_checkpointing: CheckpointingOpt = _D["gradient_checkpointing"],
+    wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = _D["wandb"],
+    cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = _D["cache_dir"],
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2)."""
-    from finetune.config import LoRAConfig, TrainConfig
     from finetune.trainer import Trainer
 
     render.setup_logging(debug)
     with render.errors(debug):
-        lora_cfg = None
-        if lora:
-            lora_cfg = LoRAConfig(lora_rank, lora_alpha, **({"targets": lora_targets} if lora_targets else {}))
+        lora_cfg = LoRAConfig(rank=lora_rank, alpha=lora_alpha, targets=lora_targets) if lora else None
         cfg = TrainConfig(
-            out=str(out), dataset=dataset, model=model, steps=steps, max_tokens=max_tokens,
+            out=str(out), dataset=dataset, model=model, init=init, steps=steps, max_tokens=max_tokens,
             max_tokens_per_sample=max_tokens, lr=lr, min_lr=min_lr, warmup=warmup, trainable=train, lora=lora_cfg,
             group_mask=group_mask, attribute_projection=attribute_projection, text_loss=text_loss, ema=ema,
             held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from finetune.config import LoRAConfig, TrainConfig
 from finetune.data import DropConfig, build_sample
+from finetune.lora import EMBED, EMBED_ROW_IDS, EMBED_ROWS
 from finetune.packing import pack
 from finetune.trainer import Trainer
 from model import InputError, load_pipeline
@@ -70,17 +71,27 @@ def config(ws, out: str, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def losses(cfg: TrainConfig, stop_at: int | None = None) -> list[float]:
+def train(cfg: TrainConfig, stop_at: int | None = None) -> tuple[Trainer, list[float]]:
+    """Run ``cfg``; with ``stop_at``, a simulated kill right after that step (before its checkpoint)."""
     seen = []
 
     def on_step(s):
         seen.append(s.loss)
         if stop_at is not None and s.step == stop_at:
-            raise KeyboardInterrupt  # a kill after this step's checkpoint
+            raise KeyboardInterrupt
 
+    trainer = Trainer(cfg, on_step)
     with contextlib.suppress(KeyboardInterrupt):  # the simulated kill
-        Trainer(cfg, on_step).run()
-    return seen
+        trainer.run()
+    return trainer, seen
+
+
+def losses(cfg: TrainConfig, stop_at: int | None = None) -> list[float]:
+    return train(cfg, stop_at)[1]
+
+
+def last_checkpoint(run):
+    return run / (run / "latest").read_text()
 
 
 def test_loss_falls_when_overfitting(workspace):
@@ -104,13 +115,46 @@ def test_loss_falls_when_overfitting(workspace):
     assert np.mean(seen[-10:]) < np.mean(seen[:10])
 
 
-def test_resume_after_a_kill_gives_the_same_next_step_loss(workspace):
-    straight = losses(config(workspace, "straight", steps=5))
-    cfg = config(workspace, "killed", steps=5, save_every=3)
-    first = losses(cfg, stop_at=4)  # killed after step 4, whose checkpoint would be at 6: resume from 3
-    assert first[:4] == straight[:4]
-    resumed = losses(cfg.replace(resume=True))
-    assert resumed == pytest.approx(straight[3:], rel=1e-6, abs=1e-7)
+RESUME_CASES = {
+    "full": {},
+    "lora": {"lora": LoRAConfig(rank=4, alpha=8.0)},
+    "gen-repeats": {"trainable": "gen", "family_weights": {"edit": 1.5}},  # rows drawn 1 or 2 times
+}
+
+
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_resume_after_a_kill_continues_bit_for_bit(workspace, case):
+    """--model tiny (whose loader keeps the ViT) with dropout: a run killed after step 4 and resumed from its
+    step-3 checkpoint gives the losses, weights, EMA, optimizer state and data counters of a straight run."""
+    kw = dict(model="tiny", steps=5, drop_text=0.1, drop_vae=0.3, drop_vit=0.3, **RESUME_CASES[case])
+    straight, straight_losses = train(config(workspace, f"straight-{case}", save_every=5, **kw))
+    cfg = config(workspace, f"killed-{case}", save_every=3, **kw)
+    _, first = train(cfg, stop_at=4)
+    assert first == straight_losses[:4]
+    resumed, rest = train(cfg.replace(resume=True))
+    assert rest == straight_losses[3:]  # exactly
+    assert vars(resumed.stats) == vars(straight.stats) and resumed.stats.rows > 0
+    a, b = last_checkpoint(straight.run_dir), last_checkpoint(resumed.run_dir)
+    weights = ["adapter.safetensors", "adapter_ema.safetensors"] if "lora" in kw else ["model.safetensors"]
+    for name in [*weights, "ema.safetensors", "optimizer.safetensors"]:
+        sa, sb = load_file(str(a / name)), load_file(str(b / name))
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
+    state_a, state_b = (json.loads((c / "trainer_state.json").read_text()) for c in (a, b))
+    assert state_a["positions"] == state_b["positions"] and state_a["data"] == state_b["data"]
+    assert straight.arch.vit is None and resumed.arch.vit is None  # the release trains without the ViT
+    assert not any(k.startswith(("vit_model.", "connector.", "vit_pos")) for k in load_file(str(a / "ema.safetensors")))
+
+
+def test_saved_counters_match_the_saved_position(workspace):
+    """A checkpoint's data counters cover exactly the rows before its position: the sample the packer read
+    ahead (the first of the next batch) is not counted yet."""
+    trainer, _ = train(config(workspace, "counters", model="tiny", steps=2, save_every=1, keep=5))
+    for step in (1, 2):
+        state = json.loads((trainer.run_dir / "checkpoints" / f"step-{step:06d}" / "trainer_state.json").read_text())
+        epoch, row, repeat = state["positions"][0]
+        read = len(ROWS) * epoch + row  # every row before the position, each read once
+        assert repeat == 0 and state["data"]["rows"] == read
+        assert state["data"]["used"] + state["data"]["bad"] + state["data"]["too_long"] == read
 
 
 def test_existing_run_needs_resume(workspace):
@@ -187,20 +231,29 @@ def test_full_run_saves_a_loadable_model(workspace):
 
 def test_lora_run_saves_adapter_and_merged_weights(workspace, tiny_pipe):
     run = Trainer(config(workspace, "lora", steps=3, save_every=3, lora=LoRAConfig(rank=4, alpha=8.0))).run()
-    ckpt = run / (run / "latest").read_text()
+    ckpt = last_checkpoint(run)
     adapter = load_file(str(ckpt / "adapter.safetensors"))
-    assert adapter and all("lora_" in k for k in adapter)
+    assert adapter and all("lora_" in k for k in adapter if k not in (EMBED_ROWS, EMBED_ROW_IDS))
+    ids = list(tiny_pipe.tokenizer.ids.attributes)
+    assert adapter[EMBED_ROW_IDS].tolist() == ids and adapter[EMBED_ROWS].shape == (15, 64)
     merged = load_pipeline(run)  # the merged EMA weights load like any checkpoint
     base = tiny_pipe.model.state_dict()
-    key = "language_model.model.layers.0.self_attn.q_proj_moe_gen.weight"
-    assert not torch.allclose(merged.model.state_dict()[key], base[key])
-    und = "language_model.model.layers.0.self_attn.q_proj.weight"
-    assert torch.equal(merged.model.state_dict()[und], base[und])  # not a LoRA target: untouched
+    for key in ("language_model.model.layers.0.self_attn.q_proj_moe_gen.weight",
+                "language_model.model.layers.0.self_attn.q_proj.weight", "llm2vae.weight"):  # fmt: skip
+        assert not torch.allclose(merged.model.state_dict()[key], base[key]), key  # all-linear: all adapted
+    head = "language_model.lm_head.weight"
+    assert torch.equal(merged.model.state_dict()[head], base[head])  # the output layer is not a target
     from finetune.lora import load_adapter
 
+    key = "language_model.model.layers.0.self_attn.q_proj_moe_gen.weight"
     as_adapter = load_pipeline(workspace / "tiny", visual_und=False)
     load_adapter(as_adapter.model, _adapter_dir(ckpt, run), merge=True)
-    torch.testing.assert_close(as_adapter.model.state_dict()[key], _raw_merged(ckpt, base, key), atol=1e-5, rtol=1e-5)
+    loaded = as_adapter.model.state_dict()
+    torch.testing.assert_close(loaded[key], _raw_merged(ckpt, base, key), atol=1e-5, rtol=1e-5)
+    assert torch.equal(loaded[EMBED][ids], adapter[EMBED_ROWS])  # the trained attribute rows come back
+    assert not torch.equal(loaded[EMBED][ids], base[EMBED][ids])
+    others = [i for i in range(base[EMBED].shape[0]) if i not in ids]
+    assert torch.equal(loaded[EMBED][others], base[EMBED][others])
 
 
 def _adapter_dir(ckpt, run):
@@ -219,6 +272,124 @@ def _raw_merged(ckpt, base, key):
     return base[key] + (8.0 / 4) * b @ a
 
 
+@pytest.mark.parametrize("mode", ["gen", "lora"])
+def test_frozen_embedding_modes_still_train_the_attribute_rows(workspace, tiny_pipe, mode):
+    """--train gen and LoRA freeze the token embeddings but the 15 attribute-token rows; every other row stays
+    bit-identical in the weights, the EMA and the checkpoint (weight decay on, which would move them)."""
+    kw = {"lora": LoRAConfig(rank=4, alpha=8.0)} if mode == "lora" else {"trainable": "gen"}
+    trainer = Trainer(config(workspace, f"rows-{mode}", model="tiny", steps=3, save_every=3, weight_decay=0.1, **kw))
+    trainer.run()
+    ids = list(trainer.tokenizer.ids.attributes)
+    base = tiny_pipe.model.state_dict()[EMBED]
+    others = torch.ones(base.shape[0], dtype=torch.bool)
+    others[ids] = False
+    saved = load_file(str(last_checkpoint(trainer.run_dir) / "ema.safetensors"))[EMBED]
+    for weight in (trainer.params[EMBED].detach(), trainer.ema[EMBED], saved):
+        assert torch.equal(weight[others], base[others])
+        assert not torch.equal(weight[ids], base[ids])
+    if mode == "gen":
+        frozen = "language_model.model.layers.0.self_attn.q_proj.weight"
+        assert frozen not in trainer.params
+        assert torch.equal(trainer.model.get_parameter(frozen), tiny_pipe.model.get_parameter(frozen))
+
+
+def test_lora_targets_every_linear_but_the_output_layer():
+    from torch import nn
+
+    from finetune.build import drop_vit
+    from finetune.lora import apply_lora
+
+    model = load_pipeline("tiny").model
+    drop_vit(model)
+    linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    wrapped = {n for n, m in apply_lora(model, LoRAConfig()).named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == linears - {"language_model.lm_head"}
+    assert {"llm2vae", "vae2llm", "time_embedder.mlp.0", "time_embedder.mlp.2"} <= wrapped
+    assert not any(n.startswith(("vit_model", "connector", "encoder", "decoder")) for n in wrapped)
+    regex = apply_lora(load_pipeline("tiny").model, LoRAConfig(targets=r".*mlp_moe_gen\.up_proj"))
+    assert {n for n, m in regex.named_modules() if hasattr(m, "lora_A")} == {
+        f"language_model.model.layers.{k}.mlp_moe_gen.up_proj" for k in range(2)
+    }
+    with pytest.raises(InputError, match="--lora-targets"):
+        apply_lora(load_pipeline("tiny").model, LoRAConfig(targets="nothing_matches"))
+    with pytest.raises(InputError, match="--lora-targets"):
+        LoRAConfig(targets="(unclosed")
+
+
+def test_lora_runs_with_the_same_seed_are_identical(workspace):
+    kw = dict(model="tiny", steps=3, save_every=3, lora=LoRAConfig())
+    first, first_losses = train(config(workspace, "seed-a", **kw))
+    torch.rand(7)  # the global RNG moved on between the runs
+    second, second_losses = train(config(workspace, "seed-b", **kw))
+    other, _ = train(config(workspace, "seed-c", seed=1, **kw))
+    assert first_losses == second_losses
+    adapters = [load_file(str(last_checkpoint(t.run_dir) / "adapter.safetensors")) for t in (first, second, other)]
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    key = "language_model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    assert not torch.equal(adapters[0][key], adapters[2][key])  # the seed decides the initialisation
+
+
+def test_random_init_asks_the_loader_for_fresh_seeded_weights(workspace, monkeypatch):
+    import finetune.build
+
+    calls = []
+    real = finetune.build.load_pipeline
+
+    def spy(source, **kwargs):
+        calls.append((source, dict(kwargs)))
+        kwargs.pop("init", None)  # the recorded call is what counts; load the weights either way
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(finetune.build, "load_pipeline", spy)
+    cfg = config(workspace, "random-init", steps=1, save_every=1, init="random", seed=7)
+    Trainer(cfg).run()
+    assert calls[-1][0] == cfg.model and calls[-1][1]["init"] == "random" and calls[-1][1]["seed"] == 7
+    Trainer(cfg.replace(steps=2, resume=True)).run()  # the checkpoint holds full weights: load them as usual
+    assert "init" not in calls[-1][1] and calls[-1][1]["weights"].endswith("model.safetensors")
+    Trainer(config(workspace, "weights-init", steps=1)).run()
+    assert "init" not in calls[-1][1] and "seed" not in calls[-1][1]
+    with pytest.raises(InputError, match="--init"):
+        config(workspace, "x", init="scratch")
+
+
+def test_defaults_follow_the_release_recipe():
+    """BAGEL_SPEC §10.8: full model, lr 2e-5, 0 warm-up, cosine over 30 000 steps to 1e-7; LoRA r 8, alpha 32,
+    dropout 0.05 on all linear layers."""
+    from finetune.trainer import lr_at
+
+    cfg = TrainConfig(out="x")
+    assert (cfg.trainable, cfg.init, cfg.steps, cfg.warmup) == ("all", "weights", 30_000, 0)
+    assert (cfg.lr, cfg.min_lr, cfg.betas, cfg.ema) == (2e-5, 1e-7, (0.9, 0.95), 0.9999)
+    assert lr_at(0, cfg) == 2e-5 and lr_at(30_000, cfg) == pytest.approx(1e-7)
+    assert LoRAConfig() == LoRAConfig(rank=8, alpha=32.0, dropout=0.05, targets="all-linear")
+
+
+def test_cli_options_take_their_defaults_from_the_configs():
+    import dataclasses
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from finetune.config import INITS, TRAINABLE
+    from sigma_cli.finetune import finetune
+    from sigma_cli.main import app
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    lora = {f"lora_{f.name}": f.default for f in dataclasses.fields(LoRAConfig)}
+    renamed = {"train": "trainable"}
+    for name, param in inspect.signature(finetune).parameters.items():
+        if name == "lora":  # a switch here, a LoRAConfig | None there
+            continue
+        if name in lora:
+            assert param.default == lora[name], name
+        elif renamed.get(name, name) in fields:
+            assert param.default == fields[renamed.get(name, name)], name
+    help_text = CliRunner().invoke(app, ["finetune", "--help"], env={"COLUMNS": "200"}).output
+    assert " | ".join(TRAINABLE) in help_text and " | ".join(INITS) in help_text
+    bad = CliRunner().invoke(app, ["finetune", "--out", "x", "--init", "scratch"])
+    assert bad.exit_code == 2 and "--init scratch is not one of weights, random" in bad.output
+
+
 def test_two_process_torchrun_on_cpu(workspace):
     out = workspace / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -226,6 +397,7 @@ def test_two_process_torchrun_on_cpu(workspace):
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "sigma_cli.main", "finetune",
         "--dataset", str(workspace / "data"), "--model", str(workspace / "tiny"), "--out", str(out),
         "--steps", "2", "--max-tokens", "300", "--save-every", "2", "--held-out", "0", "--warmup", "1",
+        "--train", "gen",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -233,6 +405,12 @@ def test_two_process_torchrun_on_cpu(workspace):
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 2 and len(state["positions"]) == 2
     assert load_pipeline(out).arch.llm.hidden_size == 64
+    # the gradient mask works on sharded (DTensor) embeddings: only the attribute-token rows moved
+    ids = list(load_pipeline(workspace / "tiny").tokenizer.ids.attributes)
+    base = load_file(str(workspace / "tiny" / "ema.safetensors"))[EMBED]
+    trained = load_file(str(ckpt / "model.safetensors"))[EMBED]
+    others = [i for i in range(base.shape[0]) if i not in ids]
+    assert torch.equal(trained[others], base[others]) and not torch.equal(trained[ids], base[ids])
 
 
 def test_sample_images_are_written_every_n_steps(workspace):
