@@ -6,12 +6,13 @@ import os
 from model import LoaderConfig, load_pipeline
 from webui.blocks import CSS, build_demo
 from webui.examples import IMAGES as EXAMPLES
+from webui.examples import SHAPES_IMAGES
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
-        "--model", default=os.environ.get("SIGMA_MODEL", "sigma"), help="sigma | bagel | tiny | repo id | dir"
+        "--model", default=os.environ.get("SIGMA_MODEL", "sigma"), help="sigma | bagel | shapes | tiny | repo id | dir"
     )
     ap.add_argument(
         "--mode", default=os.environ.get("SIGMA_MODE", "auto"), help="auto | bf16 | nf4 | int8 | offload | cpu"
@@ -31,7 +32,7 @@ def main() -> None:
     demo = build_demo(pipe, outputs=args.outputs, max_concurrency=args.max_concurrency, gpu_wrapper=gpu_wrapper)
     demo.queue(max_size=32).launch(
         server_name=args.host, server_port=args.port, share=args.share, css=CSS, max_file_size="20mb",
-        allowed_paths=[args.outputs, str(EXAMPLES)], show_error=False,
+        allowed_paths=[args.outputs, str(EXAMPLES), str(SHAPES_IMAGES)], show_error=False,
     )  # fmt: skip
 
 

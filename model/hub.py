@@ -135,6 +135,8 @@ def _weights_in(directory: Path) -> Path | None:
 def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
     """Turn a ``--model`` value into local paths, downloading what is missing (and only what is needed)."""
     source = ALIASES.get(source.lower(), source) if not Path(source).exists() else source
+    if source == "shapes" and not Path(source).exists():
+        return ResolvedSource("shapes", shipped_shapes_model())
     command = f"sigma download {source}"
     if Path(source).expanduser().exists():
         directory = Path(source).expanduser()
@@ -164,7 +166,7 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
     if not is_repo_id(source):
         raise CheckpointError(
             f"--model {source}: no such directory, and not a Hugging Face repo id (owner/name) "
-            "or one of: sigma, bagel, tiny"
+            "or one of: sigma, bagel, shapes, tiny"
         )
     if source == BACKBONE_REPO:
         return ResolvedSource(
@@ -181,6 +183,17 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
     if weights is None:
         raise WeightsUnavailableError(f"{source} has no ema.safetensors")
     return ResolvedSource(source, backbone, weights)
+
+
+def shipped_shapes_model() -> Path:
+    """The ``shapes`` model shipped inside the package (trained on a CPU by ``sigma shapes train``)."""
+    directory = Path(__file__).resolve().parent / "shapes" / "weights"
+    if not (directory / "llm_config.json").is_file():
+        raise CheckpointError(
+            f"The shapes model is not in this installation ({directory}); train it with `sigma shapes train` and "
+            "load the result with --model runs/shapes/model"
+        )
+    return directory
 
 
 def cache_location(opts: HubOptions = HubOptions()) -> Path:

@@ -22,6 +22,7 @@ from model.images import save_png
 from . import render
 from .finetune import finetune as finetune_command
 from .params import assign_images, generation_config, parse_interval, parse_size, png_metadata, read_params
+from .shapes import app as shapes_app
 
 app = typer.Typer(
     add_completion=False,
@@ -32,7 +33,7 @@ app = typer.Typer(
 )
 
 # Loading options shared by generate and batch (map one to one onto LoaderConfig)
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="sigma | bagel | tiny | HF repo id | directory")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="sigma | bagel | shapes | tiny | HF repo id | directory")]
 ModeOpt = Annotated[str, typer.Option(help="auto | bf16 | nf4 | int8 | offload | multi-gpu | cpu")]
 GpuMemOpt = Annotated[str | None, typer.Option(help="GPU budget for --mode offload, e.g. 10GiB")]
 OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
@@ -326,6 +327,7 @@ def download(
 
 
 app.command()(finetune_command)
+app.add_typer(shapes_app, name="shapes")
 
 
 @app.command()

@@ -142,3 +142,17 @@ def test_additive_form():
     m = torch.tensor([[True, False], [True, True]])
     add = to_additive(m)
     assert add[0, 1] == float("-inf") and add[0, 0] == 0 and add[1].eq(0).all()
+
+
+def test_without_attribute_tokens_the_group_mask_changes_nothing():
+    """The Table 4 ablation's two token-free runs are one run: eq. 9 scopes attribute tokens and nothing else."""
+    parts = [
+        TextPart("Draw the this shape"),
+        ImagePart(0),
+        TextPart("in the this colour of"),
+        ImagePart(1),
+        TextPart("."),
+    ]
+    geometry = [ImageGeometry((2, 2), (1, 1)), ImageGeometry((2, 2), (1, 1))]
+    plan = trained_blocks(parts, geometry, fake_segment, IDS)
+    assert torch.equal(plan_mask(plan, group_mask=True), plan_mask(plan, group_mask=False))

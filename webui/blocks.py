@@ -12,7 +12,7 @@ import gradio as gr
 from model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
 from . import handlers as h
-from .examples import EXAMPLES
+from .examples import examples_for
 from .state import MAX_SLOTS, Slot, UIState, add_slot, move_slot, read_prompt, remove_slot, set_image, set_tokens
 
 CSS = """
@@ -31,11 +31,15 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
     max_size = pipe.arch.max_image_size
+    gallery_examples = examples_for(pipe.name)
     with gr.Blocks(title="SIGMA Studio") as demo:
         state = gr.State(UIState())
         history = gr.State([])
         last_output = gr.State(None)
-        note = " · random toy weights: images are noise" if pipe.name == "tiny" else ""
+        note = {
+            "tiny": " · random toy weights: images are noise",
+            "shapes": " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples below)",
+        }.get(pipe.name, "")
         gr.Markdown(f"## SIGMA Studio\nmodel **{pipe.name}** · mode **{pipe.mode}**{note}")
         with gr.Row():
             with gr.Column(scale=3):
@@ -141,7 +145,7 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
                 gallery = gr.Gallery(label="This session", columns=4, height=200, elem_id="history")
         gr.Markdown("### Examples")
         examples = gr.Gallery(
-            value=[(ex.paths()[0], ex.title) for ex in EXAMPLES], columns=len(EXAMPLES), height=180,
+            value=[(ex.paths()[0], ex.title) for ex in gallery_examples], columns=len(gallery_examples), height=180,
             allow_preview=False, label="click one to fill every field", elem_id="examples",
         )  # fmt: skip
 
@@ -244,7 +248,7 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
         send.click(apply(h.send_to_references), [state, last_output], [state, *slot_outputs])
 
         def load_example(evt: gr.SelectData):
-            return _load_example(evt.index, render)
+            return _load_example(gallery_examples[evt.index], render)
 
         examples.select(load_example, None, [state, *slot_outputs, layout_kind, canny_src, boxes])
         demo.load(lambda st: [st, *render(st)], [state], [state, *slot_outputs])
@@ -305,8 +309,7 @@ def _canny_preview(path, low, high, blur):
         raise h.friendly(exc) from None
 
 
-def _load_example(index: int, render):
-    ex = EXAMPLES[index]
+def _load_example(ex, render):
     st = UIState("", tuple(Slot() for _ in ex.images))
     for k, path in enumerate(ex.paths()):
         st = set_image(st, k, path)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
+SHAPES_IMAGES = IMAGES.parent / "shapes"
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,10 @@ class Example:
     layout_image: str | None = None
     boxes: tuple[tuple[float, float, float, float, str, str], ...] = ()  # x0, y0, x1, y1 (0..1), label, reference
     settings: dict = field(default_factory=dict)
+    folder: Path = IMAGES
 
     def paths(self) -> list[str]:
-        return [str(IMAGES / name) for name in self.images]
+        return [str(self.folder / name) for name in self.images]
 
 
 EXAMPLES: tuple[Example, ...] = (
@@ -53,3 +55,37 @@ EXAMPLES: tuple[Example, ...] = (
         boxes=((0.05, 0.4, 0.45, 0.95, "cat", "img1"), (0.5, 0.1, 0.95, 0.95, "astronaut", "img2")),
     ),
 )
+
+# The shapes world's tasks (for --model shapes): every picture is drawn to the world's rules (model/shapes/world.py).
+SHAPES_EXAMPLES: tuple[Example, ...] = (
+    Example(
+        "Compose: shape of one, colour of the other",
+        "Draw the <subject>shape <img1> in the <style>colour of <img2>.",
+        ("yellow-triangle.png", "blue-circle.png"),
+        folder=SHAPES_IMAGES,
+    ),
+    Example(
+        "Compose, tokens swapped",
+        "Draw the <subject>shape <img2> in the <style>colour of <img1>.",
+        ("yellow-triangle.png", "blue-circle.png"),
+        folder=SHAPES_IMAGES,
+    ),
+    Example("Select one object", "Draw only <select>the star <img1>.", ("three-things.png",), folder=SHAPES_IMAGES),
+    Example(
+        "Place it in a box",
+        "Draw the <subject>shape <img1> placed like <layout>this box <img2>.",
+        ("red-star.png", "box-lower-right.png"),
+        folder=SHAPES_IMAGES,
+    ),
+    Example(
+        "New background",
+        "Put the <subject>shape <img1> on the <background>background of <img2>.",
+        ("green-cross.png", "plain-blue.png"),
+        folder=SHAPES_IMAGES,
+    ),
+)
+
+
+def examples_for(model_name: str) -> tuple[Example, ...]:
+    """The gallery that suits a model: the shapes world's tasks for ``shapes``, photographs otherwise."""
+    return SHAPES_EXAMPLES if model_name == "shapes" else EXAMPLES

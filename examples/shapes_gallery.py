@@ -1,0 +1,56 @@
+"""Draw the picture in docs/shapes.png: for each task of the shapes world, the references and what the shipped
+``shapes`` model makes of them (only the public API is used).
+
+    python examples/shapes_gallery.py --out docs/shapes.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from PIL import Image, ImageDraw
+
+from model import load_pipeline
+from model.shapes.world import Thing, box_picture, centred, render
+
+ROWS = [
+    ("Draw the <subject>shape <img1> in the <style>colour of <img2>.",
+     [render([centred("triangle", "yellow", 34)]), render([centred("circle", "blue", 32)])]),
+    ("Draw the <subject>shape <img2> in the <style>colour of <img1>.",
+     [render([centred("triangle", "yellow", 34)]), render([centred("circle", "blue", 32)])]),
+    ("Draw only <select>the star <img1>.",
+     [render([Thing("square", "orange", (4, 6, 20, 20)), Thing("star", "purple", (36, 8, 22, 22)),
+              Thing("diamond", "green", (14, 38, 22, 22))])]),
+    ("Draw the <subject>shape <img1> placed like <layout>this box <img2>.",
+     [render([centred("star", "red", 34)]), box_picture((30, 28, 30, 30))]),
+    ("Put the <subject>shape <img1> on the <background>background of <img2>.",
+     [render([centred("cross", "green", 30)]), Image.new("RGB", (64, 64), (40, 80, 220))]),
+    ("a white circle", []),
+]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="docs/shapes.png")
+    ap.add_argument("--model", default="shapes")
+    ap.add_argument("--scale", type=int, default=2, help="pixel magnification of the 64 px pictures")
+    args = ap.parse_args()
+    pipe = load_pipeline(args.model)
+    s, pad, text_w = 64 * args.scale, 8, 430
+    sheet = Image.new("RGB", (text_w + 3 * (s + pad) + 40, len(ROWS) * (s + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (prompt, refs) in enumerate(ROWS):
+        y = pad + r * (s + pad)
+        result = pipe(prompt, refs, seed=0)
+        draw.text((pad, y + s // 2 - 6), prompt, fill="black")
+        for k, img in enumerate(refs):
+            sheet.paste(img.resize((s, s), Image.NEAREST), (text_w + k * (s + pad), y))
+        x_out = text_w + 2 * (s + pad) + 40
+        draw.text((x_out - 30, y + s // 2 - 6), "→", fill="black")
+        sheet.paste(result.image.resize((s, s), Image.NEAREST), (x_out, y))
+    sheet.save(args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Training the small autoencoder (the FLUX AE architecture at toy size) that a model trained from scratch needs.
+
+``sigma finetune`` never trains the VAE (the released recipe keeps it frozen), so a world of its own gets this
+short loop: L1 + MSE reconstruction with a small KL term on the posterior, AdamW, cosine schedule. Every draw
+comes from generators seeded by (seed, step), and the state is saved atomically every ``save_every`` steps, so a
+run resumes exactly. At the end the latent scale and shift are measured, so the latents the MoT model sees have
+about zero mean and unit variance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model.arch.autoencoder import AutoEncoder
+from model.config import VAEConfig
+from model.dataset import SigmaRow, iter_rows, parquet_files
+from model.images import to_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    data: str  # a parquet file or folder of SIGMA rows (every image of every row is used)
+    out: str  # run directory: ae-state.pt while training, ae.safetensors at the end
+    steps: int = 2400
+    batch: int = 16
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 50
+    kl_weight: float = 1e-6
+    initial_logvar: float = -8.0  # posterior log-variance at initialisation (the KL term moves it from there)
+    max_images: int = 6000
+    save_every: int = 250
+    seed: int = 0
+
+
+def load_images(source: str, limit: int) -> torch.Tensor:
+    """Up to ``limit`` distinct images of the rows under ``source`` as one tensor [n, 3, H, W] in [-1, 1]."""
+    out, seen = [], set()
+    for row in iter_rows(parquet_files(source)):
+        if not isinstance(row, SigmaRow):
+            continue
+        for data in row.images:
+            if data in seen:
+                continue
+            seen.add(data)
+            out.append(data)
+        if len(out) >= limit:
+            break
+    return torch.stack([to_tensor(img) for img in SigmaRow("", "", tuple(out[:limit])).decode_images()])
+
+
+def _lr(step: int, cfg: AEConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_autoencoder(
+    cfg: AEConfig, vae_cfg: VAEConfig, on_step: Callable[[int, float], None] | None = None
+) -> AutoEncoder:
+    """Train (or resume) the autoencoder; returns it with ``scale_factor`` / ``shift_factor`` measured."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_images(cfg.data, cfg.max_images)
+    log.info("autoencoder: %d images of %s", len(images), tuple(images.shape[1:]))
+    torch.manual_seed(cfg.seed)
+    vae = AutoEncoder(dataclasses.replace(vae_cfg, scale_factor=1.0, shift_factor=0.0))
+    with torch.no_grad():  # start with a near-deterministic posterior: unit-variance noise would drown the signal
+        vae.encoder.conv_out.bias[vae_cfg.z_channels :].fill_(cfg.initial_logvar)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    step = 0
+    state_path = out / "ae-state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=True)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        log.info("autoencoder: resumed at step %d", step)
+    vae.train()
+    while step < cfg.steps:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        x = images[torch.randint(0, len(images), (cfg.batch,), generator=g)]
+        moments = vae.encoder(x)
+        mean, logvar = moments.chunk(2, dim=1)
+        logvar = logvar.clamp(-30, 20)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        rec = vae.decoder(z)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * kl
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if on_step is not None:
+            on_step(step, float(loss.detach()))
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            _save_state(state_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step})
+    vae.eval().requires_grad_(False)
+    return calibrate(vae, images[:1024])
+
+
+@torch.no_grad()
+def calibrate(vae: AutoEncoder, images: torch.Tensor) -> AutoEncoder:
+    """Set shift = mean and scale = 1 / std of the posterior means, so scaled latents are about N(0, 1)."""
+    means = torch.cat([vae.encoder(chunk).chunk(2, dim=1)[0] for chunk in images.split(128)])
+    shift, std = float(means.mean()), float(means.std())
+    vae.cfg = dataclasses.replace(vae.cfg, scale_factor=round(1 / std, 6), shift_factor=round(shift, 6))
+    return vae
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae: AutoEncoder, images: torch.Tensor) -> float:
+    """Mean PSNR (dB, on [0, 1] pixels) of encode (posterior mean) then decode."""
+    rec = torch.cat([vae.decode(vae.encode(chunk)) for chunk in images.split(128)]).clamp(-1, 1)
+    mse = ((rec - images) / 2).pow(2).mean(dim=(1, 2, 3))
+    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())

@@ -1,0 +1,152 @@
+"""The one-command recipe that trains the shipped ``shapes`` model from nothing on a CPU.
+
+    sigma shapes train --out runs/shapes            # every stage; rerun (or --resume) continues where it stopped
+
+Stages, each skipped when its output exists and each resumable:
+
+1. ``data/``: the world as SIGMA-format parquet (:func:`model.shapes.tasks.make_world`);
+2. ``autoencoder/``: the toy FLUX autoencoder (:mod:`finetune.autoencoder`), with its latent scale measured;
+3. ``base/``: a model directory of the ``shapes`` architecture with the world's tokenizer and that autoencoder;
+4. ``train/``: ``sigma finetune`` itself (the :class:`~finetune.trainer.Trainer`) from a fresh initialisation
+   (``init="random"``) on the training rows;
+5. ``model/``: the final EMA weights exported in float16 (what ``--model shapes`` loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.config import ArchConfig, shapes
+from model.loader import read_arch_config, write_model_dir
+from model.shapes.tasks import make_world
+from model.shapes.vocab import build_tokenizer
+from model.tokens import Tokenizer
+
+from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShapesRecipe:
+    out: str = "runs/shapes"
+    rows: int = 20_000  # training rows (split over the families by model.shapes.tasks.MIX)
+    eval_rows: int = 40  # held-out rows per family
+    seed: int = 0
+    ae_steps: int = 2400
+    steps: int = 8000  # optimizer steps of the MoT model
+    max_tokens: int = 768  # tokens packed per step (about 9 samples; smaller packs spend less on masked attention)
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 200
+    ema: float = 0.995
+    drop_text: float = 0.1
+    drop_vae: float = 0.1
+    drop_vit: float = 0.3
+    group_mask: bool = True
+    attribute_tokens: bool = True  # False: the ablation's neutral word instead of each attribute token
+    save_every: int = 500
+    base: str | None = None  # reuse this base directory (autoencoder and tokenizer) instead of training one
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.base) if self.base else Path(self.out) / "base"
+
+    def train_config(self) -> TrainConfig:
+        out = Path(self.out)
+        return TrainConfig(
+            out=str(out / "train"), dataset=str(out / "data" / "train"), model=str(self.base_dir), init="random",
+            steps=self.steps, max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr,
+            min_lr=self.min_lr, warmup=self.warmup, trainable="all", group_mask=self.group_mask,
+            attribute_projection=True, ema=self.ema, drop_text=self.drop_text, drop_vae=self.drop_vae,
+            drop_vit=self.drop_vit, held_out=0.0, save_every=self.save_every, keep=2, seed=self.seed,
+            resume=(out / "train" / "latest").is_file(), gradient_checkpointing=False, tensorboard=False,
+        )  # fmt: skip
+
+
+Report = Callable[[str, str], None]
+
+
+def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
+    """Run (or continue) every stage; returns the exported model directory."""
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    timings = {}
+    start = time.perf_counter()
+    if not (out / "data" / "world.json").is_file():
+        make_world(out / "data", recipe.rows, recipe.eval_rows, recipe.seed, attribute_tokens=recipe.attribute_tokens)
+    timings["data"] = time.perf_counter() - start
+    report("data", f"{out / 'data'} ready")
+    base = make_base(recipe, report)
+    timings["autoencoder"] = time.perf_counter() - start - timings["data"]
+    report("base", f"{base} ready")
+    from .trainer import Trainer
+
+    if not (out / "train" / "latest").is_file() or _step(out / "train") < recipe.steps:
+        Trainer(recipe.train_config(), on_step).run()
+    timings["finetune"] = time.perf_counter() - start - timings["data"] - timings["autoencoder"]
+    exported = export(out / "train", out / "model")
+    timings["total"] = time.perf_counter() - start
+    (out / "timings.json").write_text(json.dumps(timings, indent=1))
+    report("model", f"{exported} written")
+    return exported
+
+
+def _step(run_dir: Path) -> int:
+    from .checkpoint import latest_checkpoint, read_state
+
+    return read_state(latest_checkpoint(run_dir))["step"]
+
+
+def make_base(recipe: ShapesRecipe, report: Report) -> Path:
+    """The autoencoder (trained here) and the world's tokenizer in a directory of the shapes architecture."""
+    out = Path(recipe.out)
+    base = recipe.base_dir
+    if (base / "ae.safetensors").is_file():
+        return base
+    if recipe.base:
+        raise FileNotFoundError(f"--base {base} holds no ae.safetensors; pass a base directory of an earlier run")
+    cfg = AEConfig(data=str(out / "data" / "train"), out=str(out / "autoencoder"), steps=recipe.ae_steps,
+                   seed=recipe.seed)  # fmt: skip
+    vae = train_autoencoder(cfg, shapes().vae, lambda s, loss: report("autoencoder", f"step {s} loss {loss:.4f}"))
+    psnr = reconstruction_psnr(vae, load_images(str(out / "data" / "eval"), 512))
+    (out / "autoencoder" / "metrics.json").write_text(json.dumps({"psnr_db": psnr, "vae": dataclasses.asdict(vae.cfg)}))
+    report("autoencoder", f"reconstruction PSNR {psnr:.1f} dB on held-out pictures")
+    tokenizer = build_tokenizer()
+    arch = world_arch(vae.cfg, tokenizer)
+    from model.loader import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = build_model(arch, "cpu")
+    write_model_dir(base, arch, tokenizer, {"ema.safetensors": model.state_dict(), "ae.safetensors": vae.state_dict()})
+    return base
+
+
+def world_arch(vae_cfg, tokenizer: Tokenizer) -> ArchConfig:
+    arch = shapes()
+    if len(tokenizer) > arch.llm.vocab_size:
+        raise ValueError(f"the world's tokenizer has {len(tokenizer)} tokens, over the preset's {arch.llm.vocab_size}")
+    return arch.replace(vae=vae_cfg)
+
+
+def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory."""
+    from safetensors.torch import load_file
+
+    latest = run_dir / (run_dir / "latest").read_text().strip()
+    arch = read_arch_config(latest)
+    tokenizer = Tokenizer.from_dir(latest)
+    ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}
+    ae = {k: v.to(dtype) for k, v in load_file(str(latest / "ae.safetensors")).items()}
+    return write_model_dir(target, arch, tokenizer, {"ema.safetensors": ema, "ae.safetensors": ae})

@@ -1,0 +1,272 @@
+"""The shapes world's task families as SIGMA-format rows (``instruction_list``, ``image_list``; the last image is
+the target), plus ``family`` and ``meta`` columns that the pixel evaluation reads.
+
+Families (``<image_N>`` is the training placeholder; users write ``<imgN>``):
+
+* **compose** ``Draw the <subject>shape <image_1> in the <style>colour of <image_2>.``: A's shape in B's colour.
+  Sentence order and image order vary, and every pair of images comes twice, with the tokens swapped.
+* **select** ``Draw only <select>the star <image_1>.``: the named one of two or three objects, centred.
+* **layout** ``Draw the <subject>shape <image_1> placed like <layout>this box <image_2>.``: A's object filling B's
+  white box.
+* **background** ``Put the <subject>shape <image_1> on the <background>background of <image_2>.``
+* **text** ``a red star``: plain text to image.
+
+:data:`HELD_OUT` (shape, colour) pairs never appear in any training image; every evaluation target is one of them,
+so the evaluation measures composition, not memory. Rows are a pure function of (seed, split, family, index).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from ..tokens import ATTRIBUTE_TOKENS
+from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, box_picture, centred, render
+
+COLOUR_NAMES = tuple(COLOURS)
+# One held-out colour per shape on the diagonal, two more for the last colours: each shape and colour is held
+# out at least once, and compose rows can be built whose two swapped targets are both held out.
+HELD_OUT: frozenset[tuple[str, str]] = frozenset(
+    [(SHAPES[i], COLOUR_NAMES[i]) for i in range(6)] + [("circle", "white"), ("square", "black")]
+)
+FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
+# Share of each family in the training rows.
+MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
+SIZE = (0.4, 0.6)  # object size as a fraction of the canvas side
+
+
+@dataclass
+class Example:
+    family: str
+    instruction: str
+    images: list[Image.Image]  # references, then the target
+    meta: dict = field(default_factory=dict)  # what the target must show (read by the evaluation)
+
+
+def _size(rng: random.Random, canvas: int) -> float:
+    return round(rng.uniform(*SIZE) * canvas, 1)
+
+
+def _pair(rng: random.Random, held_out: bool, shape: str | None = None, colour: str | None = None):
+    """A (shape, colour) pair: a held-out one, or one from the training pairs."""
+    pool = [
+        (s, c)
+        for s in SHAPES
+        for c in COLOUR_NAMES
+        if ((s, c) in HELD_OUT) == held_out and shape in (None, s) and colour in (None, c)
+    ]
+    return rng.choice(pool)
+
+
+def _target_meta(thing: Thing, background=GREY, **extra) -> dict:
+    return {"shape": thing.shape, "colour": thing.colour, "box": list(thing.box), "background": list(background),
+            **extra}  # fmt: skip
+
+
+def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int) -> list[Example]:
+    """Two rows on the same two images: A's shape in B's colour, and (tokens swapped) B's shape in A's colour."""
+    if split == "eval":
+        if rng.random() < 0.8:
+            i, j = rng.sample(range(6), 2)  # targets (shape i, colour i) and (shape j, colour j): both held out
+            a, b = (SHAPES[i], COLOUR_NAMES[j]), (SHAPES[j], COLOUR_NAMES[i])
+        else:
+            a, b = ("circle", "black"), ("square", "white")
+    else:
+        while True:
+            sa, sb = rng.sample(SHAPES, 2)
+            ca, cb = rng.sample(COLOUR_NAMES, 2)
+            if not {(sa, ca), (sb, cb), (sa, cb), (sb, ca)} & HELD_OUT:
+                a, b = (sa, ca), (sb, cb)
+                break
+    size_a, size_b = _size(rng, canvas), _size(rng, canvas)
+    ref_a, ref_b = centred(*a, size_a, canvas), centred(*b, size_b, canvas)
+    a_first = rng.random() < 0.5
+    refs = [ref_a, ref_b] if a_first else [ref_b, ref_a]
+    num = {id(ref_a): 1 if a_first else 2, id(ref_b): 2 if a_first else 1}
+    template = rng.randrange(2)
+    out = []
+    for shape_ref, colour_ref in ((ref_a, ref_b), (ref_b, ref_a)):
+        s, c = num[id(shape_ref)], num[id(colour_ref)]
+        if template == 0:
+            text = f"Draw the <subject>shape <image_{s}> in the <style>colour of <image_{c}>."
+        else:
+            text = f"Use the <style>colour of <image_{c}> for the <subject>shape <image_{s}>."
+        target = centred(shape_ref.shape, colour_ref.colour, shape_ref.box[2], canvas)
+        images = [render([r], canvas=canvas) for r in refs] + [render([target], canvas=canvas)]
+        out.append(Example("compose", text, images, _target_meta(target, swap=swap_id)))
+    return out
+
+
+def _scatter(rng: random.Random, n: int, canvas: int) -> list[tuple[float, float, float, float]]:
+    """``n`` non-overlapping square boxes of 28-36 % of the side."""
+    while True:
+        boxes = []
+        for _ in range(n):
+            s = round(rng.uniform(0.28, 0.36) * canvas, 1)
+            boxes.append((round(rng.uniform(1, canvas - s - 1), 1), round(rng.uniform(1, canvas - s - 1), 1), s, s))
+        if all(_apart(p, q) for k, p in enumerate(boxes) for q in boxes[k + 1 :]):
+            return boxes
+
+
+def _apart(p, q, gap: float = 2.0) -> bool:
+    left, right = p[0] + p[2] + gap <= q[0], q[0] + q[2] + gap <= p[0]
+    above, below = p[1] + p[3] + gap <= q[1], q[1] + q[3] + gap <= p[1]
+    return left or right or above or below
+
+
+def select(rng: random.Random, split: str, canvas: int) -> Example:
+    n = rng.choice((2, 3))
+    named = _pair(rng, split == "eval")
+    pairs = [named]
+    while len(pairs) < n:  # distinct shapes and colours, training pairs only
+        s, c = _pair(rng, False)
+        if all(s != p[0] and c != p[1] for p in pairs):
+            pairs.append((s, c))
+    rng.shuffle(pairs)
+    things = [Thing(s, c, box) for (s, c), box in zip(pairs, _scatter(rng, n, canvas), strict=True)]
+    target = centred(*named, _size(rng, canvas), canvas)
+    text = f"Draw only <select>the {named[0]} <image_1>."
+    return Example("select", text, [render(things, canvas=canvas), render([target], canvas=canvas)],
+                   _target_meta(target))  # fmt: skip
+
+
+def layout(rng: random.Random, split: str, canvas: int) -> Example:
+    pair = _pair(rng, split == "eval")
+    obj = centred(*pair, _size(rng, canvas), canvas)
+    side = round(rng.uniform(0.3, 0.6) * canvas, 1)
+    box = (round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)
+    target = Thing(*pair, box)
+    if rng.random() < 0.5:
+        text, refs = "Draw the <subject>shape <image_1> placed like <layout>this box <image_2>.", [obj, None]
+    else:
+        text, refs = "Draw the <subject>shape <image_2> placed like <layout>this box <image_1>.", [None, obj]
+    images = [render([r], canvas=canvas) if r else box_picture(box, canvas) for r in refs]
+    return Example("layout", text, [*images, render([target], canvas=canvas)], _target_meta(target))
+
+
+def background(rng: random.Random, split: str, canvas: int) -> Example:
+    pair = _pair(rng, split == "eval")
+    bg = COLOURS[rng.choice([c for c in COLOUR_NAMES if c != pair[1]])]
+    obj = centred(*pair, _size(rng, canvas), canvas)
+    plain = Image.new("RGB", (canvas, canvas), bg)
+    text = "Put the <subject>shape <image_1> on the <background>background of <image_2>."
+    target = render([obj], background=bg, canvas=canvas)
+    return Example("background", text, [render([obj], canvas=canvas), plain, target], _target_meta(obj, bg))
+
+
+def text(rng: random.Random, split: str, canvas: int) -> Example:
+    shape, colour = _pair(rng, split == "eval")
+    target = centred(shape, colour, _size(rng, canvas), canvas)
+    return Example("text", f"a {colour} {shape}", [render([target], canvas=canvas)], _target_meta(target))
+
+
+def examples(family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS) -> Iterator[Example]:
+    """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index."""
+    k = 0
+    while k < count:
+        rng = random.Random(f"{seed}/{split}/{family}/{k}")
+        if family == "compose":
+            batch = compose_pair(rng, split, canvas, swap_id=k // 2)
+        else:
+            batch = [{"select": select, "layout": layout, "background": background, "text": text}[family](
+                rng, split, canvas)]  # fmt: skip
+        for ex in batch[: count - k]:
+            yield ex
+            k += 1
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def write_parquet(path: Path, rows: Iterator[Example], row_group: int = 1000) -> int:
+    """Write rows in the SIGMA schema (plus ``family`` and ``meta``), atomically. Returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("instruction_list", pa.list_(pa.list_(pa.string()))),
+        ("image_list", pa.list_(pa.binary())),
+        ("family", pa.string()),
+        ("meta", pa.string()),
+    ])  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        n = _write(pq, pa, tmp, schema, rows, row_group)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return n
+
+
+def _write(pq, pa, tmp: Path, schema, rows: Iterator[Example], row_group: int) -> int:
+    n = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        chunk: list[Example] = []
+        for ex in [*rows, None]:
+            if ex is not None:
+                chunk.append(ex)
+            if chunk and (ex is None or len(chunk) == row_group):
+                writer.write_table(pa.table({
+                    "instruction_list": [[[e.instruction]] for e in chunk],
+                    "image_list": [[_png(i) for i in e.images] for e in chunk],
+                    "family": [e.family for e in chunk],
+                    "meta": [json.dumps(e.meta) for e in chunk],
+                }, schema=schema))  # fmt: skip
+                n += len(chunk)
+                chunk = []
+    return n
+
+
+NEUTRAL_WORD = "this"  # what the ablation without attribute tokens writes in their place
+
+
+def neutral(instruction: str) -> str:
+    """The instruction with every attribute token replaced by :data:`NEUTRAL_WORD` (the Table 4 ablation)."""
+    for token in ATTRIBUTE_TOKENS:
+        instruction = instruction.replace(token, f"{NEUTRAL_WORD} ")
+    return instruction
+
+
+def make_world(
+    out: str | Path,
+    rows: int,
+    eval_rows: int = 40,
+    seed: int = 0,
+    canvas: int = CANVAS,
+    *,
+    attribute_tokens: bool = True,
+) -> dict:
+    """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
+    (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
+
+    ``attribute_tokens=False`` writes the same rows with a neutral word in place of each attribute token.
+    """
+    out = Path(out)
+    counts = {}
+
+    def rows_of(family: str, split: str, n: int) -> Iterator[Example]:
+        for ex in examples(family, split, n, seed, canvas):
+            if not attribute_tokens:
+                ex.instruction = neutral(ex.instruction)
+            yield ex
+
+    for family in FAMILIES:
+        n_train = max(2, round(rows * MIX[family]))
+        for split, n in (("train", n_train), ("eval", eval_rows)):
+            counts[f"{split}/{family}"] = write_parquet(out / split / f"{family}.parquet", rows_of(family, split, n))
+    info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
+            "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
+    (out / "world.json").write_text(json.dumps(info, indent=1))
+    return counts

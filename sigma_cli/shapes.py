@@ -1,0 +1,135 @@
+"""``sigma shapes``: the shapes world (make its data, train the shipped model from nothing, evaluate by pixels).
+
+sigma shapes make --out runs/shapes/data --rows 20000
+sigma shapes train --out runs/shapes                   # the whole recipe; rerun to resume
+sigma shapes eval --model shapes                        # per-family table on the held-out rows
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import render
+
+app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-command training recipe, evaluation.")
+
+
+def _recipe_default(name: str):
+    from finetune.shapes_recipe import ShapesRecipe
+
+    return {f.name: f.default for f in dataclasses.fields(ShapesRecipe)}[name]
+
+
+@app.command()
+def make(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for train/ and eval/ parquet files")],
+    rows: Annotated[int, typer.Option(help="training rows, split over the families")] = 20_000,
+    eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = 40,
+    seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = 0,
+    attribute_tokens: Annotated[bool, typer.Option(help="write attribute tokens (off: a neutral word)")] = True,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
+    """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
+    from model.shapes.tasks import make_world
+
+    with render.errors(debug):
+        if rows < 10 or eval_rows < 2:
+            raise typer.BadParameter("--rows must be at least 10 and --eval-rows at least 2")
+        counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens)
+    render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {out}  ({json.dumps(counts)})")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun to resume)")] = Path("runs/shapes"),
+    steps: Annotated[int, typer.Option(help="optimizer steps of the MoT model")] = _recipe_default("steps"),
+    ae_steps: Annotated[int, typer.Option(help="autoencoder steps")] = _recipe_default("ae_steps"),
+    rows: Annotated[int, typer.Option(help="training rows")] = _recipe_default("rows"),
+    group_mask: Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")] = True,
+    attribute_tokens: Annotated[bool, typer.Option(help="attribute tokens in the data (off: ablation)")] = True,
+    seed: Annotated[int, typer.Option(help="seed of the data, the initialisation and every draw")] = 0,
+    base: Annotated[
+        Path | None, typer.Option(help="reuse the base/ (autoencoder, tokenizer) of an earlier run")
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
+    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, export."""
+    from finetune.shapes_recipe import ShapesRecipe, run
+
+    render.setup_logging(debug)
+    recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, group_mask=group_mask,
+                          attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None)  # fmt: skip
+    with render.errors(debug), render.progress(transient=False) as bar:
+        task = bar.add_task("shapes", total=recipe.steps)
+
+        plain = not render.console.is_terminal  # a log file: a plain line now and then instead of a live bar
+
+        def report(stage: str, message: str) -> None:
+            bar.update(task, description=f"{stage}: {message}")
+            if plain and (stage != "autoencoder" or message.split()[1].endswith("00")):
+                render.console.print(f"{stage}: {message}")
+
+        def on_step(s) -> None:
+            line = f"train: step {s.step} loss {s.loss:.4f} · lr {s.lr:.1e} · {s.tokens_per_s:,.0f} tok/s"
+            bar.update(task, completed=s.step, description=line)
+            if plain and s.step % 25 == 0:
+                render.console.print(line)
+
+        exported = run(recipe, report, on_step)
+    timings = json.loads((out / "timings.json").read_text())
+    render.stdout.print(
+        f"[green]✓[/] {exported}  (load it with --model {exported}); "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+    )
+
+
+@app.command(name="eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="shapes, or a model directory")] = "shapes",
+    data: Annotated[Path | None, typer.Option(help="folder of held-out parquet rows [default: generated]")] = None,
+    per_family: Annotated[int | None, typer.Option(help="rows per family [default: all]")] = None,
+    family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
+    steps: Annotated[int | None, typer.Option(help="denoising steps [default: the generation default]")] = None,
+    save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None,
+    seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
+    """Generate the held-out rows and score them by pixels: accuracy and token-swap consistency per family."""
+    import tempfile
+
+    from rich.table import Table
+
+    from model import GenerationConfig, load_pipeline
+    from model.shapes.evaluate import evaluate_pipeline
+    from model.shapes.tasks import make_world
+
+    render.setup_logging(debug)
+    with render.errors(debug):
+        config = GenerationConfig() if steps is None else GenerationConfig(steps=steps)
+        pipe = load_pipeline(model, mode="cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            if data is None:
+                make_world(tmp, rows=10, eval_rows=per_family or 40)
+                data = Path(tmp) / "eval"
+            with render.progress() as bar:
+                task = bar.add_task("rows", total=None)
+                summary, records = evaluate_pipeline(pipe, str(data), per_family=per_family,
+                                                     families=tuple(family or ()), config=config, save_dir=save,
+                                                     on_row=lambda r: bar.advance(task))  # fmt: skip
+    table = Table(title=f"shapes world, held-out pairs ({model})")
+    for col in ("family", "rows", "accuracy", "shape", "colour", "in box", "fits box", "swap consistency", "s / image"):
+        table.add_column(col, justify="left" if col == "family" else "right")
+    for fam, s in summary.items():
+        secs = [r["seconds"] for r in records if r["family"] == fam]
+        swap = f"{s['swap_consistency']:.0%} of {s['swap_pairs']}" if "swap_consistency" in s else "—"
+        table.add_row(fam, str(s["n"]), f"{s['accuracy']:.0%}", f"{s['shape']:.0%}", f"{s['colour']:.0%}",
+                      f"{s['placed']:.0%}", f"{s['fits']:.0%}", swap, f"{sum(secs) / len(secs):.2f}")  # fmt: skip
+    render.stdout.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps({"model": model, "summary": summary, "rows": records}, indent=1))

@@ -1,0 +1,115 @@
+"""The shapes world: drawing, the data it writes (real SIGMA schema, held-out pairs), and the pixel evaluation."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from finetune.data import DropConfig, build_sample
+from model.config import shapes
+from model.dataset import SigmaRow, iter_rows, parquet_files
+from model.shapes.evaluate import read, score, summarise
+from model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
+from model.shapes.vocab import build_tokenizer
+from model.shapes.world import COLOURS, GREY, SHAPES, Thing, centred, render
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    counts = make_world(out, rows=60, eval_rows=6, seed=3)
+    return out, counts
+
+
+def test_every_shape_and_colour_reads_back_at_any_size_and_place():
+    rng = random.Random(0)
+    for shape in SHAPES:
+        for colour in COLOURS:
+            size = rng.uniform(20, 40)
+            thing = Thing(shape, colour, (rng.uniform(0, 64 - size), rng.uniform(0, 64 - size), size, size))
+            r = read(render([thing]))
+            assert (r.shape, r.colour, r.background) == (shape, colour, "grey"), (thing, r)
+
+
+def test_reading_survives_a_blur_like_an_autoencoder_reconstruction():
+    for shape in SHAPES:
+        img = render([centred(shape, "blue", 34)]).filter(ImageFilter.GaussianBlur(0.8))
+        assert read(img).shape == shape
+
+
+def test_the_world_is_written_in_the_sigma_schema(world):
+    out, counts = world
+    assert counts["train/compose"] == 21 and counts["eval/text"] == 6
+    schema = pq.read_schema(out / "train" / "compose.parquet")
+    assert str(schema.field("instruction_list").type) == "list<element: list<element: string>>"
+    assert str(schema.field("image_list").type) == "list<element: binary>"
+    rows = list(iter_rows(parquet_files(str(out / "train"))))
+    assert len(rows) == sum(v for k, v in counts.items() if k.startswith("train/"))
+    assert all(isinstance(r, SigmaRow) for r in rows)
+    arch, tok = shapes(), build_tokenizer()
+    assert len(tok) <= arch.llm.vocab_size
+    for row in rows[:: max(1, len(rows) // 25)]:  # every family lays out under the training rules
+        sample = build_sample(row, arch, tok, torch.Generator().manual_seed(0), DropConfig(0, 0, 0))
+        kinds = [b.kind for b in sample.plan.blocks]
+        assert kinds.count("noise") == 1 and kinds[-1] == "noise"
+        assert sample.num_tokens < arch.max_context_tokens
+
+
+def test_held_out_pairs_never_appear_in_training_and_every_eval_target_is_one(world):
+    out, _ = world
+    for family in FAMILIES:
+        for rec in pq.read_table(out / "train" / f"{family}.parquet").to_pylist():
+            meta = json.loads(rec["meta"])
+            assert (meta["shape"], meta["colour"]) not in HELD_OUT
+            for data in rec["image_list"]:  # no picture of a held-out pair, reference or target
+                r = read(Image.open(io.BytesIO(data)))
+                if r.shape is not None and r.background == "grey" and r.iou > 0.9:
+                    assert (r.shape, r.colour) not in HELD_OUT, (family, rec["instruction_list"])
+        for rec in pq.read_table(out / "eval" / f"{family}.parquet").to_pylist():
+            meta = json.loads(rec["meta"])
+            assert (meta["shape"], meta["colour"]) in HELD_OUT
+
+
+def test_rows_are_deterministic_and_compose_rows_come_in_swapped_pairs():
+    a = list(examples("compose", "train", 6, seed=1))
+    b = list(examples("compose", "train", 6, seed=1))
+    assert [x.instruction for x in a] == [x.instruction for x in b]
+    assert all(x.images[k].tobytes() == y.images[k].tobytes() for x, y in zip(a, b, strict=True) for k in range(3))
+    for first, second in zip(a[::2], a[1::2], strict=True):
+        assert first.meta["swap"] == second.meta["swap"]
+        assert [i.tobytes() for i in first.images[:2]] == [i.tobytes() for i in second.images[:2]]
+        refs = [read(i) for i in first.images[:2]]
+        got = {(first.meta["shape"], first.meta["colour"]), (second.meta["shape"], second.meta["colour"])}
+        assert got == {(refs[0].shape, refs[1].colour), (refs[1].shape, refs[0].colour)}
+
+
+def test_the_evaluation_cannot_be_fooled(world):
+    out, _ = world
+    truth, grey, swapped = [], [], []
+    for family in FAMILIES:
+        for rec in pq.read_table(out / "eval" / f"{family}.parquet").to_pylist():
+            meta = json.loads(rec["meta"])
+            target = Image.open(io.BytesIO(rec["image_list"][-1]))
+            truth.append({"family": family, "meta": meta, "verdict": score(target, meta, family)})
+            blank = Image.new("RGB", (64, 64), GREY)
+            grey.append({"family": family, "meta": meta, "verdict": score(blank, meta, family)})
+            other = next(c for c in COLOURS if c != meta["colour"] and COLOURS[c] != tuple(meta["background"]))
+            wrong = render([Thing(meta["shape"], other, tuple(meta["box"]))], tuple(meta["background"]))
+            swapped.append({"family": family, "meta": meta, "verdict": score(wrong, meta, family)})
+    assert all(s["accuracy"] == 1.0 for s in summarise(truth).values())
+    assert summarise(truth)["compose"]["swap_consistency"] == 1.0
+    assert summarise(truth)["layout"]["fits"] == 1.0
+    assert all(s["accuracy"] == 0.0 for s in summarise(grey).values())
+    wrong_colour = summarise(swapped)
+    assert all(wrong_colour[f]["accuracy"] == 0.0 for f in ("compose", "select", "background", "text"))
+
+
+def test_the_ablation_replaces_attribute_tokens_with_a_neutral_word():
+    text = neutral("Draw the <subject>shape <image_1> in the <style>colour of <image_2>.")
+    assert text == "Draw the this shape <image_1> in the this colour of <image_2>."
