@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from model import load_pipeline
 from model.shapes.world import Thing, box_picture, centred, render
@@ -36,17 +36,25 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=2, help="pixel magnification of the 64 px pictures")
     args = ap.parse_args()
     pipe = load_pipeline(args.model)
-    s, pad, text_w = 64 * args.scale, 8, 430
-    sheet = Image.new("RGB", (text_w + 3 * (s + pad) + 40, len(ROWS) * (s + pad) + pad), "white")
+    s, pad, text_w = 64 * args.scale, 10, 330
+    font = ImageFont.load_default(size=13)
+    sheet = Image.new("RGB", (text_w + 3 * (s + pad) + 30, len(ROWS) * (s + pad) + pad + 24), "white")
     draw = ImageDraw.Draw(sheet)
+    for x, label in ((pad, "prompt"), (text_w, "references"), (text_w + 2 * (s + pad) + 30, "output")):
+        draw.text((x, 6), label, fill=(90, 90, 90), font=font)
     for r, (prompt, refs) in enumerate(ROWS):
-        y = pad + r * (s + pad)
+        y = 24 + pad + r * (s + pad)
         result = pipe(prompt, refs, seed=0)
-        draw.text((pad, y + s // 2 - 6), prompt, fill="black")
+        lines = prompt
+        for cut in (" in the ", " placed ", " on the "):  # two lines where a long prompt reads best
+            lines = lines.replace(cut, "\n" + cut.lstrip())
+        draw.multiline_text((pad, y + s // 2 - 14), lines, fill="black", font=font, spacing=4)
         for k, img in enumerate(refs):
             sheet.paste(img.resize((s, s), Image.NEAREST), (text_w + k * (s + pad), y))
-        x_out = text_w + 2 * (s + pad) + 40
-        draw.text((x_out - 30, y + s // 2 - 6), "→", fill="black")
+        x_out = text_w + 2 * (s + pad) + 30
+        draw.line((x_out - 26, y + s // 2, x_out - 6, y + s // 2), fill="black", width=2)
+        mid = y + s // 2
+        draw.polygon([(x_out - 6, mid), (x_out - 12, mid - 5), (x_out - 12, mid + 5)], fill="black")
         sheet.paste(result.image.resize((s, s), Image.NEAREST), (x_out, y))
     sheet.save(args.out)
     print(args.out)

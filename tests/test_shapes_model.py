@@ -1,0 +1,65 @@
+"""The shipped ``shapes`` model: small, strictly loadable, and it does its job on held-out pairs.
+
+These run the real pipeline (the trained layout, three guidance contexts, the group mask and the attribute
+projection) on pictures drawn by the world's rules and read the outputs back by pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import GenerationConfig, load_pipeline
+from model.hub import shipped_shapes_model
+from model.shapes.evaluate import evaluate_pipeline, read
+from model.shapes.tasks import make_world
+from model.shapes.world import centred, render
+
+FAST = GenerationConfig(steps=20)  # fewer steps than the default 50, to keep CI quick
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe():
+    return load_pipeline("shapes")
+
+
+def test_the_shipped_model_is_small_and_in_the_released_layout():
+    directory = shipped_shapes_model()
+    total = sum(p.stat().st_size for p in directory.iterdir())
+    assert total <= 10 * 2**20, f"{total / 2**20:.1f} MiB"
+    assert {"llm_config.json", "ema.safetensors", "ae.safetensors", "sigma_config.json"} <= {
+        p.name for p in directory.iterdir()
+    }
+
+
+def test_it_loads_with_its_own_settings(shapes_pipe):
+    arch = shapes_pipe.arch
+    assert shapes_pipe.name == "shapes" and arch.vit is None
+    assert arch.default_layout == "trained" and arch.group_mask and arch.attribute_projection
+
+
+def test_compose_takes_the_shape_of_one_and_the_colour_of_the_other(shapes_pipe):
+    """The README's example, on pictures drawn here (not the shipped example files): a held-out pair comes out."""
+    triangle, circle = render([centred("triangle", "yellow", 34)]), render([centred("circle", "blue", 32)])
+    prompt = "Draw the <subject>shape <img1> in the <style>colour of <img2>."
+    out = shapes_pipe(prompt, [triangle, circle], config=FAST, seed=0).image
+    assert (read(out).shape, read(out).colour) == ("triangle", "blue")  # blue triangles are held out of training
+    swapped = shapes_pipe("Draw the <subject>shape <img2> in the <style>colour of <img1>.", [triangle, circle],
+                          config=FAST, seed=0).image  # fmt: skip
+    assert (read(swapped).shape, read(swapped).colour) == ("circle", "yellow")
+
+
+def test_a_slice_of_the_held_out_evaluation(shapes_pipe, tmp_path: Path):
+    make_world(tmp_path, rows=10, eval_rows=8)
+    with torch.random.fork_rng(devices=[]):
+        summary, _ = evaluate_pipeline(
+            shapes_pipe, str(tmp_path / "eval"), per_family=8, families=("compose", "select", "layout"), config=FAST
+        )
+    # Measured here at 20 steps: compose 7/8 right, select 7/8 right shapes (but 1/8 right colours: the shipped
+    # model misses the select target, see docs/SHAPES.md), layout 8/8 in the box and 8/8 fitting it. The floors
+    # leave two rows of margin for other CPUs and thread counts.
+    assert summary["compose"]["accuracy"] >= 5 / 8, summary
+    assert summary["select"]["shape"] >= 5 / 8, summary
+    assert summary["layout"]["accuracy"] >= 6 / 8 and summary["layout"]["fits"] >= 5 / 8, summary
