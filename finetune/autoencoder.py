@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,10 @@ import torch.nn.functional as F
 from model.arch.autoencoder import AutoEncoder
 from model.config import VAEConfig
 from model.dataset import SigmaRow, iter_rows, parquet_files
+from model.files import atomic_write
 from model.images import to_tensor
+
+from .trainer import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AEConfig:
     data: str  # a parquet file or folder of SIGMA rows (every image of every row is used)
-    out: str  # run directory: ae-state.pt while training, ae.safetensors at the end
+    out: str  # run directory: ae-state.pt (weights, optimizer, step) while training
     steps: int = 2400
     batch: int = 16
     lr: float = 1e-3
@@ -60,17 +61,8 @@ def load_images(source: str, limit: int) -> torch.Tensor:
     return torch.stack([to_tensor(img) for img in SigmaRow("", "", tuple(out[:limit])).decode_images()])
 
 
-def _lr(step: int, cfg: AEConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def train_autoencoder(
@@ -81,8 +73,9 @@ def train_autoencoder(
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(cfg.data, cfg.max_images)
     log.info("autoencoder: %d images of %s", len(images), tuple(images.shape[1:]))
-    torch.manual_seed(cfg.seed)
-    vae = AutoEncoder(dataclasses.replace(vae_cfg, scale_factor=1.0, shift_factor=0.0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        vae = AutoEncoder(dataclasses.replace(vae_cfg, scale_factor=1.0, shift_factor=0.0))
     with torch.no_grad():  # start with a near-deterministic posterior: unit-variance noise would drown the signal
         vae.encoder.conv_out.bias[vae_cfg.z_channels :].fill_(cfg.initial_logvar)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -106,7 +99,7 @@ def train_autoencoder(
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * kl
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg)
+            group["lr"] = lr_at(step, cfg)  # the finetune schedule: warm-up, then cosine to min_lr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

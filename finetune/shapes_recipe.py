@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from model.config import ArchConfig, shapes
+from model.errors import InputError
+from model.files import write_json
 from model.loader import read_arch_config, write_model_dir
 from model.shapes.tasks import make_world
 from model.shapes.vocab import build_tokenizer
@@ -79,8 +81,8 @@ Report = Callable[[str, str], None]
 def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
     """Run (or continue) every stage; returns the exported model directory."""
     out = Path(recipe.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    check_same_recipe(recipe)
+    write_json(out / "recipe.json", dataclasses.asdict(recipe))
     timings = {}
     start = time.perf_counter()
     if not (out / "data" / "world.json").is_file():
@@ -97,9 +99,25 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     timings["finetune"] = time.perf_counter() - start - timings["data"] - timings["autoencoder"]
     exported = export(out / "train", out / "model")
     timings["total"] = time.perf_counter() - start
-    (out / "timings.json").write_text(json.dumps(timings, indent=1))
+    write_json(out / "timings.json", timings)
     report("model", f"{exported} written")
     return exported
+
+
+def check_same_recipe(recipe: ShapesRecipe) -> None:
+    """Refuse to continue a run folder with other settings (only ``steps`` may grow): its data, autoencoder and
+    checkpoints were made with the settings it recorded."""
+    path = Path(recipe.out) / "recipe.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    now = dataclasses.asdict(recipe)
+    changed = sorted(k for k in now if k != "steps" and k in before and before[k] != now[k])
+    if changed:
+        raise InputError(
+            f"{recipe.out} holds a run made with other settings ({', '.join(f'{k}={before[k]}' for k in changed)}); "
+            "pass the same options to resume it, or another --out"
+        )
 
 
 def _step(run_dir: Path) -> int:
@@ -115,12 +133,12 @@ def make_base(recipe: ShapesRecipe, report: Report) -> Path:
     if (base / "ae.safetensors").is_file():
         return base
     if recipe.base:
-        raise FileNotFoundError(f"--base {base} holds no ae.safetensors; pass a base directory of an earlier run")
+        raise InputError(f"--base {base} holds no ae.safetensors; pass the base/ folder of an earlier run")
     cfg = AEConfig(data=str(out / "data" / "train"), out=str(out / "autoencoder"), steps=recipe.ae_steps,
                    seed=recipe.seed)  # fmt: skip
     vae = train_autoencoder(cfg, shapes().vae, lambda s, loss: report("autoencoder", f"step {s} loss {loss:.4f}"))
     psnr = reconstruction_psnr(vae, load_images(str(out / "data" / "eval"), 512))
-    (out / "autoencoder" / "metrics.json").write_text(json.dumps({"psnr_db": psnr, "vae": dataclasses.asdict(vae.cfg)}))
+    write_json(out / "autoencoder" / "metrics.json", {"psnr_db": psnr, "vae": dataclasses.asdict(vae.cfg)})
     report("autoencoder", f"reconstruction PSNR {psnr:.1f} dB on held-out pictures")
     tokenizer = build_tokenizer()
     arch = world_arch(vae.cfg, tokenizer)

@@ -6,8 +6,6 @@ the max-pixel step, Pillow bicubic), because a one-stride difference changes eve
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from PIL import Image, PngImagePlugin
 
 from .config import ResizeSpec
 from .errors import InputError
+from .files import atomic_write
 
 MAX_INPUT_PIXELS = 64 * 1024 * 1024  # larger inputs are refused as likely decompression bombs
 
@@ -113,17 +112,7 @@ def to_pil(decoded: torch.Tensor) -> Image.Image:
 
 def save_png(img: Image.Image, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a PNG atomically (temporary name, then rename), with text metadata chunks."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(key, value)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG", pnginfo=info))

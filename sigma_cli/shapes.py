@@ -28,9 +28,9 @@ def _recipe_default(name: str):
 @app.command()
 def make(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train/ and eval/ parquet files")],
-    rows: Annotated[int, typer.Option(help="training rows, split over the families")] = 20_000,
-    eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = 40,
-    seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = 0,
+    rows: Annotated[int, typer.Option(help="training rows, split over the families")] = _recipe_default("rows"),
+    eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = _recipe_default("eval_rows"),
+    seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = _recipe_default("seed"),
     attribute_tokens: Annotated[bool, typer.Option(help="write attribute tokens (off: a neutral word)")] = True,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
@@ -62,6 +62,8 @@ def train(
     from finetune.shapes_recipe import ShapesRecipe, run
 
     render.setup_logging(debug)
+    if rows < 10:
+        raise typer.BadParameter("must be at least 10", param_hint="--rows")
     recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, group_mask=group_mask,
                           attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None)  # fmt: skip
     with render.errors(debug), render.progress(transient=False) as bar:
@@ -71,7 +73,8 @@ def train(
 
         def report(stage: str, message: str) -> None:
             bar.update(task, description=f"{stage}: {message}")
-            if plain and (stage != "autoencoder" or message.split()[1].endswith("00")):
+            every_step = stage == "autoencoder" and message.startswith("step")
+            if plain and not (every_step and not message.split()[1].endswith("00")):
                 render.console.print(f"{stage}: {message}")
 
         def on_step(s) -> None:
@@ -106,16 +109,20 @@ def eval_cmd(
     from rich.table import Table
 
     from model import GenerationConfig, load_pipeline
+    from model.files import write_json
     from model.shapes.evaluate import evaluate_pipeline
-    from model.shapes.tasks import make_world
+    from model.shapes.tasks import FAMILIES, make_world
 
     render.setup_logging(debug)
+    unknown = sorted(set(family or ()) - set(FAMILIES))
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: the families are {', '.join(FAMILIES)}", param_hint="--family")
     with render.errors(debug):
         config = GenerationConfig() if steps is None else GenerationConfig(steps=steps)
         pipe = load_pipeline(model, mode="cpu")
         with tempfile.TemporaryDirectory() as tmp:
             if data is None:
-                make_world(tmp, rows=10, eval_rows=per_family or 40)
+                make_world(tmp, rows=10, eval_rows=(per_family + per_family % 2) if per_family else 40)
                 data = Path(tmp) / "eval"
             with render.progress() as bar:
                 task = bar.add_task("rows", total=None)
@@ -136,4 +143,4 @@ def eval_cmd(
     )
     render.stdout.print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps({"model": model, "summary": summary, "rows": records}, indent=1))
+        write_json(json_out, {"model": model, "summary": summary, "rows": records})

@@ -113,3 +113,31 @@ def test_the_evaluation_cannot_be_fooled(world):
 def test_the_ablation_replaces_attribute_tokens_with_a_neutral_word():
     text = neutral("Draw the <subject>shape <image_1> in the <style>colour of <image_2>.")
     assert text == "Draw the this shape <image_1> in the this colour of <image_2>."
+
+
+def test_sigma_shapes_make_and_eval_refuse_bad_input_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from sigma_cli.main import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "w"), "--rows", "20", "--eval-rows", "2"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "w" / "world.json").is_file() and (tmp_path / "w" / "eval" / "select.parquet").is_file()
+    assert runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--rows", "3"]).exit_code == 2
+    bad = runner.invoke(app, ["shapes", "eval", "--model", "tiny", "--family", "colours"])
+    assert bad.exit_code == 2 and "compose" in bad.output
+    # SIGMA rows without the world's family/meta columns: one clear line, not a pyarrow traceback
+    import pyarrow as pa
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(pa.table({"instruction_list": [[["a red star"]]], "image_list": [[b"x"]]}), plain / "a.parquet")
+    out = runner.invoke(app, ["shapes", "eval", "--model", "tiny", "--data", str(plain)])
+    assert out.exit_code != 0 and "sigma shapes make" in out.output and "Traceback" not in out.output
+
+
+def test_non_square_pictures_read_back():
+    for shape in ("circle", "star", "triangle"):
+        img = render([Thing(shape, "blue", (16, 8, 30, 30))]).crop((0, 0, 64, 48))
+        assert read(img).shape == shape

@@ -12,7 +12,7 @@ import gradio as gr
 from model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
 from . import handlers as h
-from .examples import examples_for
+from .examples import SHAPES_EXAMPLES, examples_for
 from .state import MAX_SLOTS, Slot, UIState, add_slot, move_slot, read_prompt, remove_slot, set_image, set_tokens
 
 CSS = """
@@ -31,15 +31,14 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
     max_size = pipe.arch.max_image_size
-    gallery_examples = examples_for(pipe.name)
+    gallery_examples = examples_for(pipe.arch)
     with gr.Blocks(title="SIGMA Studio") as demo:
         state = gr.State(UIState())
         history = gr.State([])
         last_output = gr.State(None)
-        note = {
-            "tiny": " · random toy weights: images are noise",
-            "shapes": " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples below)",
-        }.get(pipe.name, "")
+        note = " · random toy weights: images are noise" if pipe.name == "tiny" else ""
+        if gallery_examples is SHAPES_EXAMPLES:
+            note = " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples below)"
         gr.Markdown(f"## SIGMA Studio\nmodel **{pipe.name}** · mode **{pipe.mode}**{note}")
         with gr.Row():
             with gr.Column(scale=3):

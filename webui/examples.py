@@ -86,6 +86,9 @@ SHAPES_EXAMPLES: tuple[Example, ...] = (
 )
 
 
-def examples_for(model_name: str) -> tuple[Example, ...]:
-    """The gallery that suits a model: the shapes world's tasks for ``shapes``, photographs otherwise."""
-    return SHAPES_EXAMPLES if model_name == "shapes" else EXAMPLES
+def examples_for(arch) -> tuple[Example, ...]:
+    """The gallery that suits a model: the shapes world's tasks for a model of the shapes architecture (the shipped
+    one, or one retrained into any folder), photographs otherwise."""
+    from model.config import shapes
+
+    return SHAPES_EXAMPLES if arch.llm == shapes().llm and arch.max_image_size == shapes().max_image_size else EXAMPLES

@@ -19,14 +19,19 @@ pairs whose two rows are both right.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from .world import COLOURS, GREY, SHAPES, mask
+
+log = logging.getLogger(__name__)
 
 FG_DISTANCE = 28
 FIT_IOU = 0.5  # "fits": the foreground's bounding box overlaps the target box at least this much (IoU)
@@ -82,10 +87,8 @@ def read(img: Image.Image) -> Reading:
     colour = nearest_colour(np.median(px[fg], axis=0))
     box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
     best, best_iou = None, -1.0
-    for shape in SHAPES:
-        tmpl = np.asarray(mask(shape, _template_box(shape, box), canvas=w), dtype=np.float32) / 255
-        if tmpl.shape != fg.shape:  # a non-square picture: fit the template canvas to it
-            tmpl = np.asarray(Image.fromarray((tmpl * 255).astype(np.uint8)).resize((w, h)), dtype=np.float32) / 255
+    for shape in SHAPES:  # drawn on a square canvas as large as the picture's long side, then cropped to it
+        tmpl = np.asarray(mask(shape, _template_box(shape, box), canvas=max(w, h)), dtype=np.float32)[:h, :w] / 255
         iou = float(np.minimum(tmpl, fg).sum() / max(1e-6, np.maximum(tmpl, fg).sum()))
         if iou > best_iou:
             best, best_iou = shape, iou
@@ -152,50 +155,76 @@ def load_meta(value: str | dict) -> dict:
     return value if isinstance(value, dict) else json.loads(value)
 
 
+EVAL_COLUMNS = ("instruction_list", "image_list", "family", "meta")
+
+
+def eval_files(eval_dir: str | Path) -> list[Path]:
+    """The held-out parquet files under ``eval_dir`` (a world folder's ``eval/`` is taken when given the world
+    folder). Raises InputError for a folder whose files lack the world's ``family`` / ``meta`` columns."""
+    import pyarrow.parquet as pq
+
+    root = Path(eval_dir)
+    if (root / "eval").is_dir():
+        root = root / "eval"
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root] if root.is_file() else []
+    if not files:
+        raise InputError(f"{eval_dir} holds no parquet files; write the world with `sigma shapes make --out DIR`")
+    for f in files:
+        missing = [c for c in EVAL_COLUMNS if c not in pq.read_schema(f).names]
+        if missing:
+            raise InputError(
+                f"{f} has no {', '.join(missing)} column: the shapes evaluation reads rows written by "
+                "`sigma shapes make` (its eval/ folder)"
+            )
+    return files
+
+
 def evaluate_pipeline(
     pipe,
-    eval_dir: str,
+    eval_dir: str | Path,
     *,
     per_family: int | None = None,
     families: tuple[str, ...] | None = None,
     config=None,
     seed: int = 0,
-    save_dir: str | None = None,
+    save_dir: str | Path | None = None,
     on_row=None,
 ) -> tuple[dict[str, dict], list[dict]]:
     """Generate every held-out row of ``eval_dir`` with ``pipe`` and score it by pixels.
 
     Each row's references are laid out as ``sigma batch`` lays them (:func:`model.batch.row_prompt`); row ``k``
     of a family is generated with seed ``seed + k``. Returns (per-family summary, per-row records). Compose swap
-    pairs are kept together when ``per_family`` cuts a family short (it is rounded up to an even number).
+    pairs are kept together when ``per_family`` cuts a family short (it is rounded up to an even number). A row
+    whose pictures cannot be decoded is skipped and logged.
     """
-    from pathlib import Path
-
     import pyarrow.parquet as pq
 
     from ..batch import row_prompt
     from ..config import GenerationConfig
-    from ..dataset import SigmaRow, parquet_files
+    from ..dataset import SigmaRow
     from ..images import save_png
 
     config = config or GenerationConfig()
-    records = []
-    for path, prefix in parquet_files(eval_dir):
-        family = prefix.rsplit("__", 1)[-1]
-        if families and family not in families:
-            continue
-        table = pq.read_table(path, columns=["instruction_list", "image_list", "family", "meta"]).to_pylist()
-        limit = len(table) if per_family is None else min(len(table), per_family + per_family % 2)
-        for k, rec in enumerate(table[:limit]):
+    limit = None if per_family is None else per_family + per_family % 2
+    records, seen = [], defaultdict(int)
+    for path in eval_files(eval_dir):
+        for rec in pq.read_table(path, columns=list(EVAL_COLUMNS)).to_pylist():
+            family, k = rec["family"], seen[rec["family"]]
+            if (families and family not in families) or (limit is not None and k >= limit):
+                continue
+            seen[family] += 1
             row = SigmaRow(f"{family}-{k:06d}", rec["instruction_list"][0][0], tuple(rec["image_list"]))
-            images = row.decode_images()
+            try:
+                images = row.decode_images()
+            except InputError as exc:
+                log.warning("skipping %s: %s", row.row_id, exc)
+                continue
             result = pipe(row_prompt(row, len(images)), images[:-1], config=config.replace(seed=seed + k))
             meta = load_meta(rec["meta"])
-            verdict = score(result.image, meta, family)
             if save_dir is not None:
                 save_png(result.image, Path(save_dir) / family / f"{k:04d}.png")
-            record = {"family": family, "row": k, "instruction": row.instruction, "meta": meta, "verdict": verdict,
-                      "seconds": result.seconds}  # fmt: skip
+            record = {"family": family, "row": k, "instruction": row.instruction, "meta": meta,
+                      "verdict": score(result.image, meta, family), "seconds": result.seconds}  # fmt: skip
             records.append(record)
             if on_row is not None:
                 on_row(record)

@@ -18,8 +18,8 @@ so the evaluation measures composition, not memory. Rows are a pure function of 
 from __future__ import annotations
 
 import io
+import itertools
 import json
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..files import atomic_write, write_json
 from ..tokens import ATTRIBUTE_TOKENS
 from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, box_picture, centred, render
 
@@ -189,7 +190,8 @@ def _png(img: Image.Image) -> bytes:
 
 
 def write_parquet(path: Path, rows: Iterator[Example], row_group: int = 1000) -> int:
-    """Write rows in the SIGMA schema (plus ``family`` and ``meta``), atomically. Returns the row count."""
+    """Write rows in the SIGMA schema (plus ``family`` and ``meta``), atomically, one row group at a time.
+    Returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -199,34 +201,23 @@ def write_parquet(path: Path, rows: Iterator[Example], row_group: int = 1000) ->
         ("family", pa.string()),
         ("meta", pa.string()),
     ])  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        n = _write(pq, pa, tmp, schema, rows, row_group)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return n
+    count = 0
 
-
-def _write(pq, pa, tmp: Path, schema, rows: Iterator[Example], row_group: int) -> int:
-    n = 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        chunk: list[Example] = []
-        for ex in [*rows, None]:
-            if ex is not None:
-                chunk.append(ex)
-            if chunk and (ex is None or len(chunk) == row_group):
+    def write(f) -> None:
+        nonlocal count
+        with pq.ParquetWriter(f, schema) as writer:
+            rows_iter = iter(rows)
+            while chunk := list(itertools.islice(rows_iter, row_group)):
                 writer.write_table(pa.table({
                     "instruction_list": [[[e.instruction]] for e in chunk],
                     "image_list": [[_png(i) for i in e.images] for e in chunk],
                     "family": [e.family for e in chunk],
                     "meta": [json.dumps(e.meta) for e in chunk],
                 }, schema=schema))  # fmt: skip
-                n += len(chunk)
-                chunk = []
-    return n
+                count += len(chunk)
+
+    atomic_write(path, write)
+    return count
 
 
 NEUTRAL_WORD = "this"  # what the ablation without attribute tokens writes in their place
@@ -268,5 +259,5 @@ def make_world(
             counts[f"{split}/{family}"] = write_parquet(out / split / f"{family}.parquet", rows_of(family, split, n))
     info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
             "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-    (out / "world.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "world.json", info)  # written last: it marks the data as complete
     return counts
