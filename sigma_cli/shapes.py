@@ -130,7 +130,7 @@ def eval_cmd(
                                                      families=tuple(family or ()), config=config, save_dir=save,
                                                      on_row=lambda r: bar.advance(task))  # fmt: skip
     table = Table(title=f"shapes world, held-out pairs ({model})")
-    for col in ("family", "rows", "right", "shape", "colour", "in box", "fits", "both orders", "s/img"):
+    for col in ("family", "n", "ok", "shape", "colour", "in box", "fits", "swap", "s/img"):
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
     for fam, s in summary.items():
         secs = [r["seconds"] for r in records if r["family"] == fam]
@@ -138,8 +138,8 @@ def eval_cmd(
         table.add_row(fam, str(s["n"]), f"{s['accuracy']:.0%}", f"{s['shape']:.0%}", f"{s['colour']:.0%}",
                       f"{s['placed']:.0%}", f"{s['fits']:.0%}", swap, f"{sum(secs) / len(secs):.2f}")  # fmt: skip
     table.caption = (
-        "right: the family's criterion · fits: IoU >= 0.5 with the target box · both orders: compose pairs with "
-        "the tokens swapped that are both right, of all pairs"
+        "ok: the family's criterion · fits: IoU >= 0.5 with the target box · swap: compose pairs (tokens swapped) "
+        "with both rows ok, of all pairs"
     )
     render.stdout.print(table)
     if json_out is not None:

@@ -35,11 +35,19 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    yield from _serve("tiny", tmp_path_factory.mktemp("webui-out"))
+
+
+@pytest.fixture(scope="module")
+def shapes_server(tmp_path_factory):
+    yield from _serve("shapes", tmp_path_factory.mktemp("webui-shapes"))
+
+
+def _serve(model: str, out: Path):
     port = free_port()
-    out = tmp_path_factory.mktemp("webui-out")
     log = open(out / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--model", "tiny", "--port", str(port), "--outputs", str(out)],
+        [sys.executable, "app.py", "--model", model, "--port", str(port), "--outputs", str(out)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -58,17 +66,26 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    ART.mkdir(parents=True, exist_ok=True)
+def browser():
     flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1200})
-        pg.goto(server[0])
-        pg.wait_for_selector("#prompt textarea", timeout=90_000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    return _open(browser, server[0])
+
+
+def _open(browser, url: str):
+    ART.mkdir(parents=True, exist_ok=True)
+    pg = browser.new_page(viewport={"width": 1400, "height": 1200})
+    pg.goto(url)
+    pg.wait_for_selector("#prompt textarea", timeout=90_000)
+    return pg
 
 
 def upload(page, k: int, path: Path) -> None:
@@ -156,3 +173,28 @@ def test_example_with_boxes_places_two_subjects(page, server):
     page.screenshot(path=str(ART / "5-boxes-example.png"), full_page=True)
     assert len(list(server[1].glob("sigma-*.png"))) == before + 1
     assert "Error" not in page.locator("#info").inner_text()
+
+
+def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, browser):
+    """python app.py --model shapes: the world's examples fill the page, and one generates a real picture."""
+    from PIL import Image
+
+    from model.shapes.evaluate import read
+
+    url, out = shapes_server
+    pg = _open(browser, url)
+    assert "shapes world" in pg.locator("body").inner_text()
+    thumbs = pg.locator("#examples button.thumbnail-item")
+    thumbs.nth(4).wait_for(timeout=30_000)
+    assert thumbs.count() == 5  # the world's five examples
+    pg.locator("#examples button.thumbnail-item").first.click()  # compose: triangle shape, circle colour
+    pg.wait_for_function("document.querySelector('#prompt textarea').value.includes('colour of')", timeout=30_000)
+    pg.locator("#generate").click()
+    deadline = time.time() + 120
+    while not list(out.glob("sigma-*.png")) and time.time() < deadline:
+        time.sleep(0.5)
+    pg.wait_for_function("document.querySelector('#info').innerText.includes('seed')", timeout=60_000)
+    pg.screenshot(path=str(ART / "6-shapes-example.png"), full_page=True)
+    (written,) = out.glob("sigma-*.png")
+    reading = read(Image.open(written))
+    assert reading.colour == "blue" and reading.shape is not None  # the colour always comes out (100 % in eval)
