@@ -1,6 +1,6 @@
 """The one-command recipe that trains the shipped ``shapes`` model from nothing on a CPU.
 
-    sigma shapes train --out runs/shapes            # every stage; rerun (or --resume) continues where it stopped
+    sigma shapes train --out runs/shapes            # every stage; rerun the same command to continue
 
 Stages, each skipped when its output exists and each resumable:
 
@@ -27,7 +27,7 @@ import torch
 from model.config import ArchConfig, shapes
 from model.errors import InputError
 from model.files import write_json
-from model.loader import read_arch_config, write_model_dir
+from model.loader import fresh_model, read_arch_config, write_model_dir
 from model.shapes.tasks import make_world
 from model.shapes.vocab import build_tokenizer
 from model.tokens import Tokenizer
@@ -142,11 +142,7 @@ def make_base(recipe: ShapesRecipe, report: Report) -> Path:
     report("autoencoder", f"reconstruction PSNR {psnr:.1f} dB on held-out pictures")
     tokenizer = build_tokenizer()
     arch = world_arch(vae.cfg, tokenizer)
-    from model.loader import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        model = build_model(arch, "cpu")
+    model = fresh_model(arch, recipe.seed)  # the same weights --init random draws from this seed
     write_model_dir(base, arch, tokenizer, {"ema.safetensors": model.state_dict(), "ae.safetensors": vae.state_dict()})
     return base
 
@@ -162,7 +158,9 @@ def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16) -> P
     """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory."""
     from safetensors.torch import load_file
 
-    latest = run_dir / (run_dir / "latest").read_text().strip()
+    from .checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
     arch = read_arch_config(latest)
     tokenizer = Tokenizer.from_dir(latest)
     ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}

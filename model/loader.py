@@ -339,7 +339,7 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
         device_map = device_map_for(meta, mode, probe(), cfg.max_gpu_memory, dtype, cfg.max_cpu_memory)
         load_mode = "dispatch"
     if cfg.init == "random":
-        model = _fresh_model(arch, cfg.seed, device, dtype)
+        model = fresh_model(arch, cfg.seed, device, dtype)
     else:
         model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir)
     vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, device, torch.float32)
@@ -348,7 +348,9 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
     return pipe
 
 
-def _fresh_model(arch: ArchConfig, seed: int, device: torch.device, dtype: torch.dtype) -> Bagel:
+def fresh_model(
+    arch: ArchConfig, seed: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Bagel:
     """The architecture with freshly initialised weights, a pure function of ``seed`` (training from scratch)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
