@@ -3,10 +3,10 @@
 import argparse
 import os
 
-from model import LoaderConfig, load_pipeline
-from webui.blocks import CSS, build_demo
-from webui.examples import IMAGES as EXAMPLES
-from webui.examples import SHAPES_IMAGES
+from sigma_studio.model import LoaderConfig, load_pipeline
+from sigma_studio.webui.blocks import CSS, build_demo
+from sigma_studio.webui.examples import IMAGES as EXAMPLES
+from sigma_studio.webui.examples import SHAPES_IMAGES
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from model import GenerationConfig, SigmaError, load_pipeline
-from model.images import save_png
+from sigma_studio.model import GenerationConfig, SigmaError, load_pipeline
+from sigma_studio.model.images import save_png
 
 
 def main() -> int:

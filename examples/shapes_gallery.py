@@ -10,8 +10,8 @@ import argparse
 
 from PIL import Image, ImageDraw, ImageFont
 
-from model import load_pipeline
-from model.shapes.world import Thing, box_picture, centred, render
+from sigma_studio.model import load_pipeline
+from sigma_studio.model.shapes.world import Thing, box_picture, centred, render
 
 ROWS = [
     ("Draw the <subject>shape <img1> in the <style>colour of <img2>.",

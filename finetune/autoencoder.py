@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from model.arch.autoencoder import AutoEncoder
-from model.config import VAEConfig
-from model.dataset import SigmaRow, iter_rows, parquet_files
-from model.files import atomic_write
-from model.images import to_tensor
+from sigma_studio.model.arch.autoencoder import AutoEncoder
+from sigma_studio.model.config import VAEConfig
+from sigma_studio.model.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.files import atomic_write
+from sigma_studio.model.images import to_tensor
 
 from .trainer import lr_at
 

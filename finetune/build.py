@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model import load_pipeline
-from model.pipeline import SigmaPipeline
+from sigma_studio.model import load_pipeline
+from sigma_studio.model.pipeline import SigmaPipeline
 
 from .config import TrainConfig
 from .distributed import local_tensor

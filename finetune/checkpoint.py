@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from model.errors import CheckpointError
+from sigma_studio.model.errors import CheckpointError
 
 STATE = "trainer_state.json"
 LATEST = "latest"

@@ -6,8 +6,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from model.config import INITS  # --init choices: defined once, with LoaderConfig
-from model.errors import InputError
+from sigma_studio.model.config import INITS  # --init choices: defined once, with LoaderConfig
+from sigma_studio.model.errors import InputError
 
 TRAINABLE = ("all", "gen")  # --train choices (LoRA ignores it)
 ALL_LINEAR = "all-linear"

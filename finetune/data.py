@@ -12,13 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from model.config import ArchConfig
-from model.dataset import BadRow, SigmaRow
-from model.errors import InputError
-from model.images import patchify, resize, to_tensor
-from model.prompt import ImagePart, TextPart, parse_training_instruction
-from model.sequence import ContextPlan, ImageGeometry, trained_blocks
-from model.tokens import Tokenizer
+from sigma_studio.model.config import ArchConfig
+from sigma_studio.model.dataset import BadRow, SigmaRow
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.images import patchify, resize, to_tensor
+from sigma_studio.model.prompt import ImagePart, TextPart, parse_training_instruction
+from sigma_studio.model.sequence import ContextPlan, ImageGeometry, trained_blocks
+from sigma_studio.model.tokens import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.errors import InputError, MissingDependencyError
+from sigma_studio.model.errors import InputError, MissingDependencyError
 
 from .config import ALL_LINEAR, LoRAConfig
 from .seeds import seeded

@@ -13,11 +13,11 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
-from model.config import ArchConfig
-from model.images import grid_position_ids
-from model.masks import TokenTable, allowed, token_table
-from model.packed import PackedBatch
-from model.tokens import TokenIds
+from sigma_studio.model.config import ArchConfig
+from sigma_studio.model.images import grid_position_ids
+from sigma_studio.model.masks import TokenTable, allowed, token_table
+from sigma_studio.model.packed import PackedBatch
+from sigma_studio.model.tokens import TokenIds
 
 from .data import TrainSample
 

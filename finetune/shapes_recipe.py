@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from model.config import ArchConfig, shapes
-from model.errors import InputError
-from model.files import write_json
-from model.loader import fresh_model, read_arch_config, write_model_dir
-from model.shapes.tasks import make_world
-from model.shapes.vocab import build_tokenizer
-from model.tokens import Tokenizer
+from sigma_studio.model.config import ArchConfig, shapes
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.files import write_json
+from sigma_studio.model.loader import fresh_model, read_arch_config, write_model_dir
+from sigma_studio.model.shapes.tasks import make_world
+from sigma_studio.model.shapes.vocab import build_tokenizer
+from sigma_studio.model.tokens import Tokenizer
 
 from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
 from .config import TrainConfig

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from model.dataset import BadRow, SigmaRow, iter_rows, parquet_files
-from model.errors import InputError
-from model.hub import HubOptions
-from model.images import save_png
-from model.loader import write_model_dir
-from model.packed import packed_forward, reduce_losses
-from model.pipeline import SigmaPipeline
+from sigma_studio.model.dataset import BadRow, SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.hub import HubOptions
+from sigma_studio.model.images import save_png
+from sigma_studio.model.loader import write_model_dir
+from sigma_studio.model.packed import packed_forward, reduce_losses
+from sigma_studio.model.pipeline import SigmaPipeline
 
 from . import build, distributed, lora
 from . import checkpoint as ckpt
@@ -370,7 +370,7 @@ class Trainer:
 
     @torch.no_grad()
     def sample_images(self, rows: list[SigmaRow]) -> None:
-        from model.batch import row_prompt
+        from sigma_studio.model.batch import row_prompt
 
         was_training = self.model.training
         self.model.eval()

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model import InputError
-from model.config import ArchConfig
-from model.control import DEFAULT_DEPTH_MODEL, Box, canny_edges, estimate_depth, render_boxes
-from model.images import open_image, resize, to_rgb
-from model.multisubject import Box3D, Subject
+from sigma_studio.model import InputError
+from sigma_studio.model.config import ArchConfig
+from sigma_studio.model.control import DEFAULT_DEPTH_MODEL, Box, canny_edges, estimate_depth, render_boxes
+from sigma_studio.model.images import open_image, resize, to_rgb
+from sigma_studio.model.multisubject import Box3D, Subject
 
 
 @dataclass
@@ -129,6 +129,6 @@ def subject_size(opts: ControlOptions, arch: ArchConfig, size_hw: tuple[int, int
 
 
 def save_controls(images: dict[str, Image.Image], out_dir: Path) -> list[Path]:
-    from model.images import save_png
+    from sigma_studio.model.images import save_png
 
     return [save_png(img, out_dir / f"{name}.png") for name, img in images.items()]

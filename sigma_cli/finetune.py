@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfig, TrainConfig
 
 from . import render
 
@@ -70,7 +70,7 @@ def finetune(
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2)."""
-    from finetune.trainer import Trainer
+    from sigma_studio.finetune.trainer import Trainer
 
     render.setup_logging(debug)
     with render.errors(debug):

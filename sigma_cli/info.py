@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from model.config import sigma_7b
-from model.modes import MODES, GiB, bitsandbytes_available, choose_mode, probe
+from sigma_studio.model.config import sigma_7b
+from sigma_studio.model.modes import MODES, GiB, bitsandbytes_available, choose_mode, probe
 
 from . import render
 

@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 
-from model import LoaderConfig, load_pipeline
-from model.hub import HubOptions, cache_location, resolve
-from model.images import save_png
+from sigma_studio.model import LoaderConfig, load_pipeline
+from sigma_studio.model.hub import HubOptions, cache_location, resolve
+from sigma_studio.model.images import save_png
 
 from . import render
 from .finetune import finetune as finetune_command
@@ -93,8 +93,8 @@ def _controls(canny, canny_low, canny_high, canny_blur, depth, depth_map, box, m
 
 def _request(pipe, prompt: str, images: dict, controls, config, compose: bool, faces: bool):
     """Fold structure controls into (prompt, images, config, insertion)."""
-    from model.control import with_layout_reference
-    from model.multisubject import build_request
+    from sigma_studio.model.control import with_layout_reference
+    from sigma_studio.model.multisubject import build_request
 
     from .controls import layout_controls, parse_subjects, subject_size
 
@@ -105,7 +105,7 @@ def _request(pipe, prompt: str, images: dict, controls, config, compose: bool, f
             parse_subjects(controls, size), prompt, size, background=bg, full_prompt=compose, faces=faces
         )
         return req.prompt, {"img1": req.images[0], "img2": req.images[1]}, config.replace(size=size), req.insertion
-    from model.prompt import image_number
+    from sigma_studio.model.prompt import image_number
 
     images = dict(images)
     for control in layout_controls(controls, pipe.arch, config.size).values():
@@ -116,7 +116,7 @@ def _request(pipe, prompt: str, images: dict, controls, config, compose: bool, f
 
 
 def _open(path: str):
-    from model.images import open_image, to_rgb
+    from sigma_studio.model.images import open_image, to_rgb
 
     return to_rgb(open_image(path))
 
@@ -228,8 +228,8 @@ def layout_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Build and save the control images only, to see exactly what the model will get."""
-    from model.config import PRESETS, sigma_7b
-    from model.multisubject import identity_dictionary, regions, routing_maps, spatial_control
+    from sigma_studio.model.config import PRESETS, sigma_7b
+    from sigma_studio.model.multisubject import identity_dictionary, regions, routing_maps, spatial_control
 
     from .controls import layout_controls, parse_subjects, save_controls, subject_size
 
@@ -277,8 +277,8 @@ def batch(
     debug: DebugOpt = False,
 ) -> None:
     """Generate an image for every row of SIGMA-format parquet data (last image = ground truth)."""
-    from model.batch import run_batch
-    from model.dataset import iter_rows, parquet_files
+    from sigma_studio.model.batch import run_batch
+    from sigma_studio.model.dataset import iter_rows, parquet_files
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -307,8 +307,8 @@ def download(
     debug: DebugOpt = False,
 ) -> None:
     """Fetch weights ahead of time (only the files the model needs; partial downloads resume)."""
-    from model.control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS
-    from model.hub import snapshot
+    from sigma_studio.model.control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS
+    from sigma_studio.model.hub import snapshot
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -343,7 +343,7 @@ def bench(
     """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs)."""
     from rich.table import Table
 
-    from bench.run import benchmark
+    from sigma_studio.cli.bench import benchmark
 
     report = benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory)
     table = Table(title=f"{report['preset']} on {report['device']} · {size}px · {steps} steps · "

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from model import GenerationConfig, InputError
-from model.prompt import PLACEHOLDER_RE, image_number
+from sigma_studio.model import GenerationConfig, InputError
+from sigma_studio.model.prompt import PLACEHOLDER_RE, image_number
 
 PARAMS_KEY = "sigma:params"
 FORMAT_VERSION = 1
@@ -108,7 +108,7 @@ def _absolute(controls: dict) -> dict:
 
 def read_params(path: str) -> dict:
     """The generation parameters stored in a PNG written by ``sigma generate``."""
-    from model.images import open_image
+    from sigma_studio.model.images import open_image
 
     if not Path(path).is_file():
         raise InputError(f"--from {path}: file not found")

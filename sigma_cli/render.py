@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
-from model import SigmaError
+from sigma_studio.model import SigmaError
 
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)

@@ -20,7 +20,7 @@ app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-co
 
 
 def _recipe_default(name: str):
-    from finetune.shapes_recipe import ShapesRecipe
+    from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 
     return {f.name: f.default for f in dataclasses.fields(ShapesRecipe)}[name]
 
@@ -35,7 +35,7 @@ def make(
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
-    from model.shapes.tasks import make_world
+    from sigma_studio.model.shapes.tasks import make_world
 
     with render.errors(debug):
         if rows < 10 or eval_rows < 2:
@@ -59,7 +59,7 @@ def train(
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, export."""
-    from finetune.shapes_recipe import ShapesRecipe, run
+    from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
 
     render.setup_logging(debug)
     if rows < 10:
@@ -108,10 +108,10 @@ def eval_cmd(
 
     from rich.table import Table
 
-    from model import GenerationConfig, load_pipeline
-    from model.files import write_json
-    from model.shapes.evaluate import evaluate_pipeline
-    from model.shapes.tasks import FAMILIES, make_world
+    from sigma_studio.model import GenerationConfig, load_pipeline
+    from sigma_studio.model.files import write_json
+    from sigma_studio.model.shapes.evaluate import evaluate_pipeline
+    from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
     render.setup_logging(debug)
     unknown = sorted(set(family or ()) - set(FAMILIES))

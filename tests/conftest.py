@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_FIXTURE = REPO.parent / "shared" / "fixtures" / "bagel-tiny"
+DEFAULT_FIXTURE = REPO / "tests" / "fixtures" / "bagel-tiny"  # the public fixture, kept in the repository
 
 
 def fixture_dir() -> Path:
@@ -35,7 +35,7 @@ def fixture_cases(kind: str) -> list[Path]:
 
 def resize_spec(d: dict):
     """A ResizeSpec from the fixture's transform JSON (``max_image_size``, ``min_image_size``, ``image_stride``)."""
-    from model.config import ResizeSpec
+    from sigma_studio.model.config import ResizeSpec
 
     return ResizeSpec(d["max_image_size"], d["min_image_size"], d["image_stride"], d.get("max_pixels", 1806336))
 
@@ -45,7 +45,7 @@ def fixture_pipeline(visual_und: bool, **overrides):
     released code hard-codes in Python (VAE scale/shift) taken from its ``fixture_config.json``."""
     import torch
 
-    from model import load_pipeline
+    from sigma_studio.model import load_pipeline
 
     model_dir = fixture_dir() / "model"
     fc = json.loads((model_dir / "fixture_config.json").read_text())
@@ -61,6 +61,6 @@ def fixture_pipeline(visual_und: bool, **overrides):
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    from model import load_pipeline
+    from sigma_studio.model import load_pipeline
 
     return load_pipeline("tiny", seed=0)

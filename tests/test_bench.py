@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bench.run import benchmark, step_flops
-from model.config import bagel_7b_mot
+from sigma_studio.cli.bench import benchmark, step_flops
+from sigma_studio.model.config import bagel_7b_mot
 
 
 def test_benchmark_runs_at_tiny_scale(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from model.config import tiny
-from model.images import resize_size
-from sigma_cli.main import app
+from sigma_studio.cli.main import app
+from sigma_studio.model.config import tiny
+from sigma_studio.model.images import resize_size
 
 runner = CliRunner()
 TINY = ["--model", "tiny", "--steps", "3"]
@@ -218,7 +218,7 @@ def test_layout_command_saves_every_control_image(tmp_path, photos):
 
 
 def test_row_ids_stay_unique_across_folders(tmp_path):
-    from model.dataset import iter_rows, parquet_files
+    from sigma_studio.model.dataset import iter_rows, parquet_files
 
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

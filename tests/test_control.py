@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from model import InputError
-from model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
-from model.hub import WeightsUnavailableError
-from model.images import patchify, to_tensor
-from model.multisubject import (
+from sigma_studio.model import InputError
+from sigma_studio.model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
+from sigma_studio.model.hub import WeightsUnavailableError
+from sigma_studio.model.images import patchify, to_tensor
+from sigma_studio.model.multisubject import (
     Box3D,
     Subject,
     build_request,

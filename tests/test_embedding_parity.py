@@ -12,12 +12,12 @@ import io
 import torch
 from PIL import Image
 
-from finetune.data import DropConfig, build_sample
-from finetune.packing import pack
-from model import load_pipeline
-from model.dataset import SigmaRow
-from model.engine import BlockInputs, attribute_rows, block_embeddings
-from model.packed import pack_latents, packed_forward
+from sigma_studio.finetune.data import DropConfig, build_sample
+from sigma_studio.finetune.packing import pack
+from sigma_studio.model import load_pipeline
+from sigma_studio.model.dataset import SigmaRow
+from sigma_studio.model.engine import BlockInputs, attribute_rows, block_embeddings
+from sigma_studio.model.packed import pack_latents, packed_forward
 
 
 def _png(color: tuple[int, int, int]) -> bytes:
@@ -67,7 +67,7 @@ def test_training_and_inference_embed_every_row_alike():
 
 
 def test_attribute_rows_skip_text_markers_and_target():
-    from model.sequence import Block
+    from sigma_studio.model.sequence import Block
 
     pipe = load_pipeline("tiny", seed=0, attribute_projection=True)
     with torch.no_grad():

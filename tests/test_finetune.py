@@ -15,16 +15,17 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from finetune.config import LoRAConfig, TrainConfig
-from finetune.data import DropConfig, build_sample
-from finetune.lora import EMBED, EMBED_ROW_IDS, EMBED_ROWS
-from finetune.packing import pack
-from finetune.trainer import Trainer
-from model import InputError, load_pipeline
-from model.dataset import SigmaRow
-from model.loader import save_pipeline
-from model.masks import plan_mask
-from model.packed import packed_forward
+from sigma_studio.finetune import build as finetune_build
+from sigma_studio.finetune.config import LoRAConfig, TrainConfig
+from sigma_studio.finetune.data import DropConfig, build_sample
+from sigma_studio.finetune.lora import EMBED, EMBED_ROW_IDS, EMBED_ROWS
+from sigma_studio.finetune.packing import pack
+from sigma_studio.finetune.trainer import Trainer
+from sigma_studio.model import InputError, load_pipeline
+from sigma_studio.model.dataset import SigmaRow
+from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.masks import plan_mask
+from sigma_studio.model.packed import packed_forward
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -198,7 +199,7 @@ def test_packing_isolates_samples(tiny_pipe):
 
 
 def test_training_group_mask_matches_inference(tiny_pipe):
-    from model.batch import row_prompt
+    from sigma_studio.model.batch import row_prompt
 
     arch, (a, _) = _samples(tiny_pipe)
     train_mask = pack([a], arch, tiny_pipe.tokenizer.ids, group_mask=True).attention_mask
@@ -243,7 +244,7 @@ def test_lora_run_saves_adapter_and_merged_weights(workspace, tiny_pipe):
         assert not torch.allclose(merged.model.state_dict()[key], base[key]), key  # all-linear: all adapted
     head = "language_model.lm_head.weight"
     assert torch.equal(merged.model.state_dict()[head], base[head])  # the output layer is not a target
-    from finetune.lora import load_adapter
+    from sigma_studio.finetune.lora import load_adapter
 
     key = "language_model.model.layers.0.self_attn.q_proj_moe_gen.weight"
     as_adapter = load_pipeline(workspace / "tiny", visual_und=False)
@@ -257,7 +258,7 @@ def test_lora_run_saves_adapter_and_merged_weights(workspace, tiny_pipe):
 
 
 def _adapter_dir(ckpt, run):
-    from finetune.lora import ADAPTER_CONFIG
+    from sigma_studio.finetune.lora import ADAPTER_CONFIG
 
     (ckpt / ADAPTER_CONFIG).write_text(
         json.dumps({"base_model": "tiny", "rank": 4, "alpha": 8.0, "targets": LoRAConfig().targets})
@@ -296,8 +297,8 @@ def test_frozen_embedding_modes_still_train_the_attribute_rows(workspace, tiny_p
 def test_lora_targets_every_linear_but_the_output_layer():
     from torch import nn
 
-    from finetune.build import drop_vit
-    from finetune.lora import apply_lora
+    from sigma_studio.finetune.build import drop_vit
+    from sigma_studio.finetune.lora import apply_lora
 
     model = load_pipeline("tiny").model
     drop_vit(model)
@@ -330,17 +331,16 @@ def test_lora_runs_with_the_same_seed_are_identical(workspace):
 
 
 def test_random_init_asks_the_loader_for_fresh_seeded_weights(workspace, monkeypatch):
-    import finetune.build
 
     calls = []
-    real = finetune.build.load_pipeline
+    real = finetune_build.load_pipeline
 
     def spy(source, **kwargs):
         calls.append((source, dict(kwargs)))
         kwargs.pop("init", None)  # the recorded call is what counts; load the weights either way
         return real(source, **kwargs)
 
-    monkeypatch.setattr(finetune.build, "load_pipeline", spy)
+    monkeypatch.setattr(finetune_build, "load_pipeline", spy)
     cfg = config(workspace, "random-init", steps=1, save_every=1, init="random", seed=7)
     Trainer(cfg).run()
     assert calls[-1][0] == cfg.model and calls[-1][1]["init"] == "random" and calls[-1][1]["seed"] == 7
@@ -355,7 +355,7 @@ def test_random_init_asks_the_loader_for_fresh_seeded_weights(workspace, monkeyp
 def test_defaults_follow_the_release_recipe():
     """BAGEL_SPEC §10.8: full model, lr 2e-5, 0 warm-up, cosine over 30 000 steps to 1e-7; LoRA r 8, alpha 32,
     dropout 0.05 on all linear layers."""
-    from finetune.trainer import lr_at
+    from sigma_studio.finetune.trainer import lr_at
 
     cfg = TrainConfig(out="x")
     assert (cfg.trainable, cfg.init, cfg.steps, cfg.warmup) == ("all", "weights", 30_000, 0)
@@ -370,9 +370,9 @@ def test_cli_options_take_their_defaults_from_the_configs():
 
     from typer.testing import CliRunner
 
-    from finetune.config import INITS, TRAINABLE
-    from sigma_cli.finetune import finetune
-    from sigma_cli.main import app
+    from sigma_studio.cli.finetune import finetune
+    from sigma_studio.cli.main import app
+    from sigma_studio.finetune.config import INITS, TRAINABLE
 
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     lora = {f"lora_{f.name}": f.default for f in dataclasses.fields(LoRAConfig)}
@@ -394,7 +394,7 @@ def test_two_process_torchrun_on_cpu(workspace):
     out = workspace / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "sigma_cli.main", "finetune",
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "sigma_studio.cli", "finetune",
         "--dataset", str(workspace / "data"), "--model", str(workspace / "tiny"), "--out", str(out),
         "--steps", "2", "--max-tokens", "300", "--save-every", "2", "--held-out", "0", "--warmup", "1",
         "--train", "gen",

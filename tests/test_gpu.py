@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import load_pipeline
-from model.loader import save_pipeline
+from sigma_studio.model import load_pipeline
+from sigma_studio.model.loader import save_pipeline
 
 pytestmark = [
     pytest.mark.gpu,

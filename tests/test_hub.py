@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from model import CheckpointError, load_pipeline
-from model.hub import BACKBONE_REPO, SIGMA_REPOS, HubOptions, WeightsUnavailableError, resolve
-from model.loader import save_pipeline
+from sigma_studio.model import CheckpointError, load_pipeline
+from sigma_studio.model.hub import BACKBONE_REPO, SIGMA_REPOS, HubOptions, WeightsUnavailableError, resolve
+from sigma_studio.model.loader import save_pipeline
 
 
 @pytest.fixture(scope="module")

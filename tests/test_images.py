@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from model.arch.layers import TimestepEmbedder, sincos_table_2d
-from model.config import ResizeSpec
-from model.errors import InputError
-from model.images import (
+from sigma_studio.model.arch.layers import TimestepEmbedder, sincos_table_2d
+from sigma_studio.model.config import ResizeSpec
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.images import (
     grid_position_ids,
     open_image,
     patchify,
@@ -96,7 +96,7 @@ def test_save_png_is_atomic_and_keeps_metadata(tmp_path):
 
 
 def test_rope_frequencies_stay_float32_in_a_bf16_model():
-    from model.arch.layers import RotaryEmbedding
+    from sigma_studio.model.arch.layers import RotaryEmbedding
 
     rope = RotaryEmbedding(128, 1e6).to(torch.bfloat16)
     cos, _ = rope(torch.tensor([100]), torch.float32)

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from model import CheckpointError, load_pipeline, read_arch_config
-from model.hub import WeightsUnavailableError
-from model.loader import save_pipeline
+from sigma_studio.model import CheckpointError, load_pipeline, read_arch_config
+from sigma_studio.model.hub import WeightsUnavailableError
+from sigma_studio.model.loader import save_pipeline
 from tests.conftest import fixture_dir, requires_fixture
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import UnsupportedModeError, load_pipeline
-from model.config import bagel_7b_mot, sigma_7b
-from model.errors import MissingDependencyError
-from model.loader import save_pipeline
-from model.modes import GPU, DeviceInfo, GiB, choose_mode, weight_bytes
+from sigma_studio.model import UnsupportedModeError, load_pipeline
+from sigma_studio.model.config import bagel_7b_mot, sigma_7b
+from sigma_studio.model.errors import MissingDependencyError
+from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.modes import GPU, DeviceInfo, GiB, choose_mode, weight_bytes
 
 PROMPT = "a <subject>red cube <img1> on grass"
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import GenerationConfig
+from sigma_studio.model import GenerationConfig
 from tests.conftest import fixture_cases, fixture_dir, fixture_pipeline, requires_fixture, resize_spec
 
 CASES = fixture_cases("interleave_inference")

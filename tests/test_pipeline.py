@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from model import GenerationConfig, InputError, PromptError, load_pipeline
-from model.arch.qwen2_mot import Routing
-from model.attention import PackedAttention
-from model.engine import block_embeddings, query_velocity
-from model.masks import plan_mask
+from sigma_studio.model import GenerationConfig, InputError, PromptError, load_pipeline
+from sigma_studio.model.arch.qwen2_mot import Routing
+from sigma_studio.model.attention import PackedAttention
+from sigma_studio.model.engine import block_embeddings, query_velocity
+from sigma_studio.model.masks import plan_mask
 
 PROMPT = "Place <id>the man <img1> next to <subject>the dog <img2> in a park"
 

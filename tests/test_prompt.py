@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.errors import PromptError
-from model.prompt import (
+from sigma_studio.model.errors import PromptError
+from sigma_studio.model.prompt import (
     ImagePart,
     TextPart,
     image_number,

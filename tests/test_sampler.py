@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import GenerationConfig
-from model.errors import InputError
-from model.sampler import StepScales, combine, denoise, step_scales, timesteps
+from sigma_studio.model.config import GenerationConfig
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.sampler import StepScales, combine, denoise, step_scales, timesteps
 
 
 def test_schedule_reference_values():

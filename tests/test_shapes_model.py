@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from model import GenerationConfig, load_pipeline
-from model.hub import shipped_shapes_model
-from model.shapes.evaluate import evaluate_pipeline, read
-from model.shapes.tasks import make_world
-from model.shapes.world import centred, render
+from sigma_studio.model import GenerationConfig, load_pipeline
+from sigma_studio.model.hub import shipped_shapes_model
+from sigma_studio.model.shapes.evaluate import evaluate_pipeline, read
+from sigma_studio.model.shapes.tasks import make_world
+from sigma_studio.model.shapes.world import centred, render
 
 FAST = GenerationConfig(steps=20)  # fewer steps than the default 50, to keep CI quick
 
@@ -64,7 +64,7 @@ def test_a_slice_of_the_held_out_evaluation(shapes_pipe, tmp_path: Path):
 
 
 def test_the_web_ui_offers_the_worlds_examples_for_any_copy_of_the_shapes_model(shapes_pipe):
-    from webui.examples import EXAMPLES, SHAPES_EXAMPLES, examples_for
+    from sigma_studio.webui.examples import EXAMPLES, SHAPES_EXAMPLES, examples_for
 
     assert examples_for(shapes_pipe.arch) is SHAPES_EXAMPLES
     assert all(Path(p).is_file() for ex in SHAPES_EXAMPLES for p in ex.paths())

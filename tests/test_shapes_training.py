@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.config import TrainConfig
-from finetune.trainer import Trainer
-from model import GenerationConfig, load_pipeline
-from model.hub import shipped_shapes_model
-from model.shapes.evaluate import evaluate_pipeline
-from model.shapes.tasks import examples, write_parquet
+from sigma_studio.finetune.config import TrainConfig
+from sigma_studio.finetune.trainer import Trainer
+from sigma_studio.model import GenerationConfig, load_pipeline
+from sigma_studio.model.hub import shipped_shapes_model
+from sigma_studio.model.shapes.evaluate import evaluate_pipeline
+from sigma_studio.model.shapes.tasks import examples, write_parquet
 
 STEPS = 150
 CHANCE = 1 / 8  # a guessed colour is right one time in eight, a guessed (shape, colour) one in 48

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from finetune.data import DropConfig, build_sample
-from model.config import shapes
-from model.dataset import SigmaRow, iter_rows, parquet_files
-from model.shapes.evaluate import read, score, summarise
-from model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
-from model.shapes.vocab import build_tokenizer
-from model.shapes.world import COLOURS, GREY, SHAPES, Thing, centred, render
+from sigma_studio.finetune.data import DropConfig, build_sample
+from sigma_studio.model.config import shapes
+from sigma_studio.model.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.shapes.evaluate import read, score, summarise
+from sigma_studio.model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
+from sigma_studio.model.shapes.vocab import build_tokenizer
+from sigma_studio.model.shapes.world import COLOURS, GREY, SHAPES, Thing, centred, render
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_the_ablation_replaces_attribute_tokens_with_a_neutral_word():
 def test_sigma_shapes_make_and_eval_refuse_bad_input_with_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from sigma_cli.main import app
+    from sigma_studio.cli.main import app
 
     runner = CliRunner()
     done = runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "w"), "--rows", "20", "--eval-rows", "2"])

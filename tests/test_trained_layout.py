@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from model.images import grid_position_ids, resize_size, to_rgb
-from model.masks import plan_mask
-from model.prompt import parse_training_instruction
-from model.sequence import ImageGeometry, trained_blocks
-from model.tokens import Tokenizer
+from sigma_studio.model.images import grid_position_ids, resize_size, to_rgb
+from sigma_studio.model.masks import plan_mask
+from sigma_studio.model.prompt import parse_training_instruction
+from sigma_studio.model.sequence import ImageGeometry, trained_blocks
+from sigma_studio.model.tokens import Tokenizer
 from tests.conftest import fixture_cases, fixture_dir, resize_spec
 
 pq = pytest.importorskip("pyarrow.parquet")

@@ -179,7 +179,7 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
     """python app.py --model shapes: the world's examples fill the page, and one generates a real picture."""
     from PIL import Image
 
-    from model.shapes.evaluate import read
+    from sigma_studio.model.shapes.evaluate import read
 
     url, out = shapes_server
     pg = _open(browser, url)

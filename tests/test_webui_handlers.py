@@ -8,10 +8,10 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from webui import handlers as h  # noqa: E402
-from webui.state import Slot, UIState, read_prompt  # noqa: E402
+from sigma_studio.examples import IMAGES  # noqa: E402
+from sigma_studio.webui import handlers as h  # noqa: E402
+from sigma_studio.webui.state import Slot, UIState, read_prompt  # noqa: E402
 
-IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
 SETTINGS = dict(
     preset="auto", width=128, height=128, steps=3, cfg_text=4.0, cfg_img=2.0, cfg_low=0.0, cfg_high=1.0,
     renorm="text_channel", shift=3.0, seed=5, randomize=False, group_mask=True,
@@ -90,7 +90,7 @@ def test_preview_html_lists_the_sequence():
 
 
 def test_build_demo(tiny_pipe, tmp_path):
-    from webui.blocks import build_demo
+    from sigma_studio.webui.blocks import build_demo
 
     demo = build_demo(tiny_pipe, outputs=tmp_path)
     assert isinstance(demo, gr.Blocks)

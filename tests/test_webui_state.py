@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webui.state import (
+from sigma_studio.webui.state import (
     MAX_SLOTS,
     Slot,
     UIState,
@@ -91,7 +91,7 @@ def test_preview_follows_the_prompt_order_with_tokens():
 
 
 def test_preview_refuses_a_placeholder_for_an_empty_slot():
-    from model.errors import PromptError
+    from sigma_studio.model.errors import PromptError
 
     with pytest.raises(PromptError, match="<img2>"):
         preview(UIState("a <img1> b <img2>", (Slot("/a"), Slot())))
@@ -115,6 +115,6 @@ def test_remove_takes_the_bound_tokens_along_and_keeps_newlines():
 
 
 def test_strip_images_for_subject_placement():
-    from webui.state import strip_images
+    from sigma_studio.webui.state import strip_images
 
     assert strip_images("a <subject>cat <img1> and <id>her <img2> in a meadow", [1, 2]) == "a cat and her in a meadow"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
+from sigma_studio.model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
 from . import handlers as h
 from .examples import SHAPES_EXAMPLES, examples_for
@@ -297,8 +297,8 @@ def _routing(st, *values, max_size: int):
 
 
 def _canny_preview(path, low, high, blur):
-    from model.control import canny_edges
-    from model.images import open_image, to_rgb
+    from sigma_studio.model.control import canny_edges
+    from sigma_studio.model.images import open_image, to_rgb
 
     if not path:
         return None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
-SHAPES_IMAGES = IMAGES.parent / "shapes"
+from sigma_studio.examples import IMAGES
+from sigma_studio.examples import SHAPES as SHAPES_IMAGES
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,6 @@ SHAPES_EXAMPLES: tuple[Example, ...] = (
 def examples_for(arch) -> tuple[Example, ...]:
     """The gallery that suits a model: the shapes world's tasks for a model of the shapes architecture (the shipped
     one, or one retrained into any folder), photographs otherwise."""
-    from model.config import shapes
+    from sigma_studio.model.config import shapes
 
     return SHAPES_EXAMPLES if arch.llm == shapes().llm and arch.max_image_size == shapes().max_image_size else EXAMPLES

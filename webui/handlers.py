@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model import GenerationConfig, SigmaError
-from model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
-from model.errors import InputError
-from model.images import open_image, save_png, to_rgb
-from model.multisubject import Subject, build_request, regions, routing_maps
+from sigma_studio.model import GenerationConfig, SigmaError
+from sigma_studio.model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.images import open_image, save_png, to_rgb
+from sigma_studio.model.multisubject import Subject, build_request, regions, routing_maps
 
 from .state import UIState, preview, strip_images
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from model.errors import PromptError
-from model.prompt import ANGLE_TOKEN_RE, PLACEHOLDER_RE, ImagePart, parse_prompt
-from model.tokens import ATTRIBUTE_TOKENS
+from sigma_studio.model.errors import PromptError
+from sigma_studio.model.prompt import ANGLE_TOKEN_RE, PLACEHOLDER_RE, ImagePart, parse_prompt
+from sigma_studio.model.tokens import ATTRIBUTE_TOKENS
 
 MAX_SLOTS = 6
 _TOKENS_BEFORE = r"((?:<(?:" + "|".join(t[1:-1] for t in ATTRIBUTE_TOKENS) + r")>\s*)*)"

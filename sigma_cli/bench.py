@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from model.arch.autoencoder import AutoEncoder
-from model.config import PRESETS, ArchConfig, GenerationConfig
-from model.loader import build_model, materialize
-from model.modes import QUANT_MODES, device_map_for, probe
-from model.pipeline import SigmaPipeline
-from model.tokens import Tokenizer
+from sigma_studio.model.arch.autoencoder import AutoEncoder
+from sigma_studio.model.config import PRESETS, ArchConfig, GenerationConfig
+from sigma_studio.model.loader import build_model, materialize
+from sigma_studio.model.modes import QUANT_MODES, device_map_for, probe
+from sigma_studio.model.pipeline import SigmaPipeline
+from sigma_studio.model.tokens import Tokenizer
 
 PROMPT_A = "A photorealistic red fox sitting in fresh snow at sunrise, soft light, shallow depth of field"
 TEXTS_B = ["Place <id>the man", "next to <subject>the dog", "in the style of <style>this painting", "at dusk."]
@@ -48,7 +48,7 @@ class CaseResult:
 
 def random_reader(model, seed: int = 0, std: float = 0.02):
     """read(key) -> a random tensor of that parameter's shape (norm weights 1, the sin-cos tables computed)."""
-    from model.arch.layers import sincos_table_2d
+    from sigma_studio.model.arch.layers import sincos_table_2d
 
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
@@ -156,7 +156,7 @@ def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: bool
 
 
 def _active_steps(cfg: GenerationConfig) -> list[bool]:
-    from model.sampler import step_scales, timesteps
+    from sigma_studio.model.sampler import step_scales, timesteps
 
     t = timesteps(cfg.steps, cfg.timestep_shift)[:-1]
     return [step_scales(x, cfg).text > 1 for x in t]

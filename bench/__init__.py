@@ -1,1 +1,0 @@
-"""The speed and memory benchmark (`sigma bench`)."""
