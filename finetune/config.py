@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 
-from sigma_studio.model.config import INITS  # --init choices: defined once, with LoaderConfig
+from sigma_studio.model.config import INITS, MAX_SEED, MAX_STEPS  # defined once, with Loader/GenerationConfig
 from sigma_studio.model.errors import InputError
 
 TRAINABLE = ("all", "gen")  # --train choices (LoRA ignores it)
 ALL_LINEAR = "all-linear"
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_int(option: str, value, low: int, high: int | None = None) -> None:
+    """A whole number in [low, high]; the error names ``option``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise InputError(f"{option} must be a whole number of at least {low} (got {value!r})")
+    if high is not None and value > high:
+        raise InputError(f"{option} must be at most {high} (got {value!r})")
+
+
+def _check_number(option: str, value, low: float = 0.0, *, strict: bool = False, below: float | None = None) -> None:
+    """A finite number >= low (> low with ``strict``) and < ``below``; the error names ``option``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{option} must be a finite number (got {value!r})")
+    if value < low or (strict and value == low) or (below is not None and value >= below):
+        if below is None:
+            bound = f"{'above' if strict else 'at least'} {low:g}"
+        else:
+            bound = f"in {'(' if strict else '['}{low:g}, {below:g})"
+        raise InputError(f"{option} must be {bound} (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -23,8 +49,9 @@ class LoRAConfig:
     targets: str = ALL_LINEAR
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise InputError(f"--lora-rank must be at least 1 (got {self.rank})")
+        _check_int("--lora-rank", self.rank, 1)
+        _check_number("--lora-alpha", self.alpha, 0.0, strict=True)
+        _check_number("--lora-dropout", self.dropout, 0.0, below=1.0)
         if self.targets != ALL_LINEAR:
             try:
                 re.compile(self.targets)
@@ -82,17 +109,32 @@ class TrainConfig:
             raise InputError(f"--train {self.trainable} is not one of {', '.join(TRAINABLE)}")
         if self.init not in INITS:
             raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
-        if self.steps < 1:
-            raise InputError(f"--steps must be at least 1 (got {self.steps})")
-        if not 0 <= self.held_out < 1:
-            raise InputError(f"--held-out must be in [0, 1) (got {self.held_out})")
-        for name in ("drop_text", "drop_vae", "drop_vit"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be in [0, 1)")
+        self._check_numbers()
+        if self.min_lr > self.lr:
+            raise InputError(f"--min-lr {self.min_lr} is above --lr {self.lr}: the schedule decays from --lr to it")
         if self.max_tokens_per_sample > self.max_tokens:
             object.__setattr__(self, "max_tokens_per_sample", self.max_tokens)
-        if not 0 <= self.ema < 1:
-            raise InputError(f"--ema must be in [0, 1) (got {self.ema})")
+
+    def _check_numbers(self) -> None:
+        """Every numeric option in range, before anything is loaded (``--lr -1`` would train backwards)."""
+        for name in ("steps", "max_tokens", "max_tokens_per_sample", "log_every", "keep", "sample_prompts"):
+            _check_int(_option(name), getattr(self, name), 1)
+        for name in ("warmup", "save_every", "sample_every"):
+            _check_int(_option(name), getattr(self, name), 0)
+        _check_int("--seed", self.seed, 0, MAX_SEED)
+        _check_int("--sample-steps", self.sample_steps, 2, MAX_STEPS)
+        for name in ("lr", "eps", "grad_clip", "timestep_shift"):
+            _check_number(_option(name), getattr(self, name), 0.0, strict=True)
+        for name in ("min_lr", "weight_decay", "ce_weight"):
+            _check_number(_option(name), getattr(self, name), 0.0)
+        for name in ("held_out", "drop_text", "drop_vae", "drop_vit", "ema"):
+            _check_number(_option(name), getattr(self, name), 0.0, below=1.0)
+        if len(self.betas) != 2:
+            raise InputError(f"--betas takes two numbers (got {self.betas!r})")
+        for beta in self.betas:
+            _check_number("--betas", beta, 0.0, below=1.0)
+        for family, weight in self.family_weights.items():
+            _check_number(f"--family-weight {family}", weight, 0.0)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from sigma_studio.model.dataset import BadRow, SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.errors import InputError
+from sigma_studio.model.files import check_output_dir
 from sigma_studio.model.hub import HubOptions
 from sigma_studio.model.images import save_png
 from sigma_studio.model.loader import write_model_dir
@@ -67,6 +68,7 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, d = self.cfg, self.dist
+        check_output_dir(self.run_dir)
         resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")

@@ -8,15 +8,36 @@ error message. The architecture of a checkpoint directory is read from its JSON 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import InputError
 
+# Loading modes (described in model/modes.py); defined here, the leaf module, so that LoaderConfig can check them.
+Mode = Literal["auto", "bf16", "nf4", "int8", "offload", "multi-gpu", "cpu"]
+MODES: tuple[str, ...] = get_args(Mode)
 Layout = Literal["released", "trained"]
 RenormType = Literal["global", "channel", "text_channel"]
 RENORM_TYPES: tuple[str, ...] = ("global", "channel", "text_channel")
 LAYOUTS: tuple[str, ...] = ("released", "trained")
+MAX_STEPS = 1000
+MAX_SEED = 2**63 - 1  # seeds are signed 64-bit integers everywhere they are stored (PNG metadata, JSON, numpy)
+
+
+def _int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive_int(value) -> bool:
+    return _int(value) and value > 0
+
+
+def _check_finite(option: str, value) -> None:
+    """A real, finite number: nan and inf pass every range check below and turn the image black."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{option} must be a finite number (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -33,10 +54,14 @@ class LLMConfig:
     rms_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        sizes = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size")
+        bad = [f"{k}={getattr(self, k)!r}" for k in sizes if not _positive_int(getattr(self, k))]
+        if bad:
+            raise InputError(f"LLMConfig: {', '.join(bad)} must be positive integers")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            raise InputError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+            raise InputError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
 
     @property
     def head_dim(self) -> int:
@@ -202,8 +227,6 @@ class LoaderConfig:
     init: str = "weights"  # weights: the source's trained weights | random: its architecture, freshly initialised
 
     def __post_init__(self) -> None:
-        from .modes import MODES
-
         if self.mode not in MODES:
             raise InputError(f"--mode {self.mode} is not one of {', '.join(MODES)}")
         if self.init not in INITS:
@@ -235,8 +258,24 @@ class GenerationConfig:
     group_mask: bool | None = None
 
     def __post_init__(self) -> None:
+        if not _int(self.steps):
+            raise InputError(f"--steps must be a whole number (got {self.steps!r})")
         if self.steps < 2:
             raise InputError(f"--steps must be at least 2 (got {self.steps}): N steps give N-1 Euler updates")
+        if self.steps > MAX_STEPS:
+            raise InputError(f"--steps must be at most {MAX_STEPS} (got {self.steps}); 50 is the released default")
+        if self.seed is not None and not (_int(self.seed) and 0 <= self.seed <= MAX_SEED):
+            raise InputError(f"--seed must be a whole number from 0 to 2**63 - 1 (got {self.seed!r})")
+        for option, value in (
+            ("--cfg-text", self.cfg_text_scale),
+            ("--cfg-img", self.cfg_img_scale),
+            ("--shift", self.timestep_shift),
+            ("--renorm-min", self.cfg_renorm_min),
+            *(("--cfg-interval", v) for v in self.cfg_interval),
+        ):
+            _check_finite(option, value)
+        if len(self.cfg_interval) != 2:
+            raise InputError(f"--cfg-interval takes two numbers, low and high (got {self.cfg_interval!r})")
         if self.cfg_renorm_type not in RENORM_TYPES:
             raise InputError(
                 f"--renorm '{self.cfg_renorm_type}' is not supported; choose one of {', '.join(RENORM_TYPES)}"
@@ -253,6 +292,8 @@ class GenerationConfig:
         if self.layout is not None and self.layout not in LAYOUTS:
             raise InputError(f"--layout '{self.layout}' is not one of {', '.join(LAYOUTS)}")
         if self.size is not None:
+            if len(self.size) != 2 or not all(_int(side) for side in self.size):
+                raise InputError(f"--size must be two whole numbers, (height, width) (got {self.size!r})")
             h, w = self.size
             if h <= 0 or w <= 0:
                 raise InputError(f"--size must be positive (got {w}x{h})")

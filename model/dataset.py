@@ -3,8 +3,8 @@
 the others are references), from local files or a Hugging Face dataset.
 
 A row that cannot be read is yielded as a :class:`BadRow` with the reason, so a caller counts and skips it;
-it never stops the iteration. Hugging Face datasets are read shard by shard: a shard is downloaded only when the
-iteration reaches it.
+it never stops the iteration. The parquet shards of a Hugging Face dataset are downloaded (resumably, into the
+Hugging Face cache) before the first row is read; offline, the cached shards are used.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import InputError, MissingDependencyError
-from .hub import HubOptions, WeightsUnavailableError, is_repo_id
+from .hub import HubOptions, is_repo_id, snapshot
 from .images import MAX_INPUT_PIXELS, to_rgb
 
 log = logging.getLogger(__name__)
@@ -31,18 +31,24 @@ class SigmaRow:
     images: tuple[bytes, ...]
 
     def decode_images(self) -> list[Image.Image]:
-        """Decode every image (RGB, transparency on white); raises InputError for a bad one."""
-        out = []
-        for k, data in enumerate(self.images):
-            try:
-                with Image.open(io.BytesIO(data)) as img:
-                    if img.width * img.height > MAX_INPUT_PIXELS:
-                        raise InputError(f"image {k} is {img.width}x{img.height}, too large to decode safely")
-                    img.load()
-                    out.append(to_rgb(img))
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-                raise InputError(f"image {k} cannot be decoded ({exc})") from None
-        return out
+        """Decode every image (RGB, transparency on white); raises InputError naming the bad one's column entry."""
+        return [_decode(data, f"image_list[{k}]") for k, data in enumerate(self.images)]
+
+
+def _decode(data: bytes, name: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_INPUT_PIXELS:
+                raise InputError(f"{name} is {img.width}x{img.height}, too large to decode safely")
+            img.load()
+            return to_rgb(img)
+    except InputError:
+        raise
+    except Image.UnidentifiedImageError:  # its message names the in-memory buffer, not the image
+        reason = f"unrecognised or truncated data: {len(data)} bytes starting {data[:8]!r}"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc)
+    raise InputError(f"{name} cannot be decoded: not a readable image ({reason})")
 
 
 @dataclass(frozen=True)
@@ -59,44 +65,42 @@ def _parquet():
     return pq
 
 
-def parquet_files(source: str, opts: HubOptions | None = None) -> Iterator[tuple[Path, str]]:
+def parquet_files(source: str, opts: HubOptions | None = None) -> list[tuple[Path, str]]:
     """(file, row-id prefix) of the local parquet files under ``source`` (a file or a directory, sorted), or of
-    the shards of a HF dataset. The prefix is the path relative to ``source``, so row ids stay unique."""
+    the shards of a HF dataset. The prefix is the path relative to ``source``, so row ids stay unique.
+
+    The source is checked (and a dataset's shards fetched) here, before any row is read: a missing source or an
+    unreachable dataset raises a one-line error before a caller loads a model or creates its output folder.
+    """
     opts = opts or HubOptions()
     path = Path(source).expanduser()
     if path.is_file():
-        yield path, path.stem
-        return
+        return [(path, path.stem)]
     if path.is_dir():
         files = sorted(path.rglob("*.parquet"))
         if not files:
-            raise InputError(f"{source} holds no .parquet files")
-        for f in files:
-            yield f, str(f.relative_to(path).with_suffix("")).replace("/", "__")
-        return
+            raise InputError(f"{source} holds no .parquet files; pass a parquet file or a folder of them")
+        return [(f, str(f.relative_to(path).with_suffix("")).replace("/", "__")) for f in files]
     if not is_repo_id(source):
         raise InputError(f"{source} is neither a parquet file, a directory of them, nor a Hugging Face dataset id")
-    yield from _hub_shards(source, opts)
+    return _hub_shards(source, opts)
 
 
-def _hub_shards(repo: str, opts: HubOptions) -> Iterator[Path]:
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        names = sorted(
-            f for f in HfApi(token=opts.token).list_repo_files(repo, repo_type="dataset") if f.endswith(".parquet")
-        )
-    except (HfHubHTTPError, OSError) as exc:
-        raise WeightsUnavailableError(
-            f"Cannot list the dataset {repo} ({str(exc).splitlines()[0]}); pass a local directory of parquet files"
-        ) from None
-    for name in names:
-        try:
-            local = hf_hub_download(repo, name, repo_type="dataset", cache_dir=opts.cache_dir, token=opts.token)
-            yield Path(local), name.removesuffix(".parquet").replace("/", "__")
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-            raise WeightsUnavailableError(f"Cannot download {repo}/{name} ({str(exc).splitlines()[0]})") from None
+def _hub_shards(repo: str, opts: HubOptions) -> list[tuple[Path, str]]:
+    """The parquet shards of a Hugging Face dataset, downloaded (or found in the cache, offline)."""
+    folder = snapshot(
+        repo,
+        ("*.parquet",),
+        opts,
+        "The parquet dataset",
+        f"hf download {repo} --repo-type dataset",
+        alternative="or pass a local folder of parquet files",
+        repo_type="dataset",
+    )
+    files = sorted(folder.rglob("*.parquet"))
+    if not files:
+        raise InputError(f"The dataset {repo} has no .parquet files; pass a SIGMA-format parquet dataset")
+    return [(f, str(f.relative_to(folder).with_suffix("")).replace("/", "__")) for f in files]
 
 
 def iter_rows(files) -> Iterator[SigmaRow | BadRow]:

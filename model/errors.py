@@ -8,15 +8,17 @@ from __future__ import annotations
 
 
 class SigmaError(Exception):
-    """Base class of every error the toolkit raises for bad input, config or environment."""
+    """Base class of every error the toolkit raises for bad input, config or environment.
 
-    exit_code: int = 1
+    All of them are things the user fixes (the input, the files, an install, network access), so the CLI exits
+    with 2 for every one of them; an unexpected exception (a bug) exits with 1.
+    """
+
+    exit_code: int = 2
 
 
 class InputError(SigmaError, ValueError):
     """The user's prompt, images or settings are invalid."""
-
-    exit_code = 2
 
 
 class PromptError(InputError):

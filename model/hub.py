@@ -77,8 +77,13 @@ def snapshot(
     command: str,
     alternative: str = "or pass --model DIR",
     missing_ok: bool = False,
+    repo_type: str = "model",
 ) -> Path:
-    """Download (or find in the cache) the files of ``repo`` matching ``patterns``; one-line errors."""
+    """Download (or find in the cache) the files of ``repo`` matching ``patterns``; one-line errors.
+
+    ``what`` and ``command`` name the files and the command that fetches them where there is network access;
+    ``repo_type`` is ``model`` or ``dataset``.
+    """
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -92,6 +97,7 @@ def snapshot(
     try:
         path = snapshot_download(
             repo,
+            repo_type=repo_type,
             allow_patterns=list(patterns),
             cache_dir=opts.cache_dir,
             token=opts.token,

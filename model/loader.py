@@ -10,10 +10,10 @@ overridden, or come from our own ``sigma_config.json`` when a directory has one.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -22,8 +22,9 @@ from safetensors import safe_open
 from .arch.autoencoder import AutoEncoder
 from .arch.bagel import Bagel
 from .config import PRESETS, ArchConfig, LLMConfig, LoaderConfig, ResizeSpec, VAEConfig, ViTConfig
-from .errors import CheckpointError
-from .modes import QUANT_MODES, bitsandbytes_available, choose_mode, device_map_for, probe
+from .errors import CheckpointError, InputError
+from .files import atomic_dir
+from .modes import QUANT_MODES, bitsandbytes_available, choose_mode, device_map_for, dispatch, probe, quantize_into
 from .pipeline import SigmaPipeline
 from .tokens import Tokenizer
 
@@ -32,15 +33,82 @@ log = logging.getLogger(__name__)
 WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
 VIT_PREFIXES = ("vit_model.", "connector.", "vit_pos_embed.")
 SIGMA_CONFIG = "sigma_config.json"
+VAE_FACTORS = ("vae_scale_factor", "vae_shift_factor")  # loader keywords for values the released code hard-codes
+# llm_config.json key -> LLMConfig field, for the sizes (rope_theta and rms_norm_eps keep their names)
+LLM_SIZES = {
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads",
+    "num_key_value_heads": "num_kv_heads",
+    "intermediate_size": "intermediate_size",
+    "vocab_size": "vocab_size",
+}
+
+
+# How every "this file is damaged" message ends.
+RESTORE = "re-download or re-save the checkpoint"
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path.name} is missing from {path.parent}") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); {RESTORE}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} should hold a JSON object, not a {type(data).__name__}; {RESTORE}")
+    return data
+
+
+def _sizes(path: Path, data: dict, required: tuple[str, ...], optional: dict[str, int] | None = None) -> dict:
+    """The size entries of an architecture config: present, and positive whole numbers."""
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; {RESTORE}")
+    values = {**{k: data[k] for k in required}, **{k: data.get(k, v) for k, v in (optional or {}).items()}}
+    bad = [f"{k} {v!r}" for k, v in values.items() if type(v) is not int or v < 1]
+    if bad:
+        what = "is not a positive whole number" if len(bad) == 1 else "are not positive whole numbers"
+        raise CheckpointError(f"{path}: {', '.join(bad)} {what}; {RESTORE}")
+    return values
+
+
+def _divisible(path: Path, values: dict, key: str, by: str) -> None:
+    if values[key] % values[by]:
+        raise CheckpointError(f"{path}: {key} {values[key]} is not divisible by {by} {values[by]}; {RESTORE}")
+
+
+def _positive_float(path: Path, data: dict, key: str, default: float) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{path}: {key} {value!r} is not a positive number; {RESTORE}")
+    return float(value)
+
+
+def _llm_config(path: Path) -> LLMConfig:
+    data = _read_json(path)
+    v = _sizes(path, data, tuple(LLM_SIZES))
+    _divisible(path, v, "hidden_size", "num_attention_heads")
+    _divisible(path, v, "num_attention_heads", "num_key_value_heads")
+    floats = {k: _positive_float(path, data, k, getattr(LLMConfig, k)) for k in ("rope_theta", "rms_norm_eps")}
+    return LLMConfig(**{name: v[key] for key, name in LLM_SIZES.items()}, **floats)
+
+
+def _vit_config(path: Path) -> ViTConfig:
+    data = _read_json(path)
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    v = _sizes(path, data, keys, {"patch_size": 14, "image_size": 980})
+    _divisible(path, v, "hidden_size", "num_attention_heads")
+    return ViTConfig(
+        hidden_size=v["hidden_size"],
+        num_layers=v["num_hidden_layers"] - 1,  # the released loaders drop the last SigLIP layer
+        num_heads=v["num_attention_heads"],
+        intermediate_size=v["intermediate_size"],
+        patch_size=v["patch_size"],
+        max_patches_per_side=v["image_size"] // v["patch_size"],
+        layer_norm_eps=_positive_float(path, data, "layer_norm_eps", 1e-6),
+    )
 
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -61,7 +129,10 @@ def find_weights(model_dir: Path) -> Path:
     raise CheckpointError(f"No weights in {model_dir}: expected one of {', '.join(WEIGHT_FILES)}")
 
 
-def _vae_config(shapes: dict[str, tuple[int, ...]], scale: float, shift: float) -> VAEConfig:
+def _vae_config(path: Path, scale: float, shift: float) -> VAEConfig:
+    shapes = tensor_shapes(path)
+    if not {"encoder.conv_in.weight", "decoder.conv_in.weight", "decoder.conv_out.weight"} <= shapes.keys():
+        raise CheckpointError(f"{path} is not a FLUX-style autoencoder (no encoder/decoder conv tensors); {RESTORE}")
     ch = shapes["encoder.conv_in.weight"][0]
     levels = sorted({int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down.")})
     ch_mult = tuple(shapes[f"encoder.down.{lv}.block.0.conv1.weight"][0] // ch for lv in levels)
@@ -98,43 +169,23 @@ def read_arch_config(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"Model directory {model_dir} does not exist")
-    sidecar = model_dir / SIGMA_CONFIG
-    saved = _read_json(sidecar).get("arch", {}) if sidecar.is_file() else {}
-    llm_json = _read_json(model_dir / "llm_config.json")
-    llm = LLMConfig(
-        hidden_size=llm_json["hidden_size"],
-        num_layers=llm_json["num_hidden_layers"],
-        num_heads=llm_json["num_attention_heads"],
-        num_kv_heads=llm_json["num_key_value_heads"],
-        intermediate_size=llm_json["intermediate_size"],
-        vocab_size=llm_json["vocab_size"],
-        rope_theta=float(llm_json.get("rope_theta", 1e6)),
-        rms_norm_eps=float(llm_json.get("rms_norm_eps", 1e-6)),
-    )
-    shapes = tensor_shapes(Path(weights) if weights else find_weights(model_dir))
+    llm = _llm_config(model_dir / "llm_config.json")
+    weights_path = Path(weights) if weights else find_weights(model_dir)
+    shapes = tensor_shapes(weights_path)
     has_vit = any(k.startswith("vit_model.") for k in shapes)
     use_vit = has_vit if visual_und is None else visual_und
     if use_vit and not has_vit:
         raise CheckpointError(f"visual_und was requested but the weights in {model_dir} have no ViT")
-    vit = None
-    if use_vit:
-        vj = _read_json(model_dir / "vit_config.json")
-        vit = ViTConfig(
-            hidden_size=vj["hidden_size"],
-            num_layers=vj["num_hidden_layers"] - 1,  # the released loaders drop the last SigLIP layer
-            num_heads=vj["num_attention_heads"],
-            intermediate_size=vj["intermediate_size"],
-            patch_size=vj.get("patch_size", 14),
-            max_patches_per_side=vj.get("image_size", 980) // vj.get("patch_size", 14),
-            layer_norm_eps=float(vj.get("layer_norm_eps", 1e-6)),
-        )
+    vit = _vit_config(model_dir / "vit_config.json") if use_vit else None
+    saved = _saved_arch(model_dir / SIGMA_CONFIG)
+    ae_path = Path(ae_path) if ae_path else model_dir / "ae.safetensors"
     vae = _vae_config(
-        tensor_shapes(Path(ae_path) if ae_path else model_dir / "ae.safetensors"),
-        overrides.pop("vae_scale_factor", saved.get("vae_scale_factor", VAEConfig.scale_factor)),
-        overrides.pop("vae_shift_factor", saved.get("vae_shift_factor", VAEConfig.shift_factor)),
+        ae_path,
+        overrides.pop("vae_scale_factor", saved.pop("vae_scale_factor", VAEConfig.scale_factor)),
+        overrides.pop("vae_shift_factor", saved.pop("vae_shift_factor", VAEConfig.shift_factor)),
     )
-    max_latent = math.isqrt(shapes["latent_pos_embed.pos_embed"][0])
-    patch = math.isqrt(shapes["vae2llm.weight"][1] // vae.z_channels)
+    max_latent = math.isqrt(_shape(shapes, "latent_pos_embed.pos_embed", weights_path)[0])
+    patch = math.isqrt(_shape(shapes, "vae2llm.weight", weights_path)[1] // vae.z_channels)
     max_px = max_latent * patch * vae.downsample
     fields: dict = dict(
         llm=llm,
@@ -148,14 +199,31 @@ def read_arch_config(
     )
     if vit is not None:
         fields["vit_transform"] = ResizeSpec(vit.max_patches_per_side * vit.patch_size, 224, vit.patch_size)
-    for key in ("group_mask", "train_timestep_shift", "default_layout"):
-        if key in saved:
-            fields[key] = saved[key]
-    for key in ("vae_transform", "vit_transform", "vit_slot_transform"):
-        if key in saved:
-            fields[key] = ResizeSpec(**saved[key])
+    fields.update(saved)
     fields.update(overrides)
     return ArchConfig(**fields)
+
+
+def _shape(shapes: dict[str, tuple[int, ...]], key: str, path: Path) -> tuple[int, ...]:
+    if key not in shapes:
+        raise CheckpointError(f"{path} has no tensor {key}: it is not a complete BAGEL/SIGMA checkpoint; {RESTORE}")
+    return shapes[key]
+
+
+def _saved_arch(path: Path) -> dict:
+    """The ArchConfig fields that our own ``sigma_config.json`` stores (see :func:`arch_to_json`); {} without one."""
+    saved = _read_json(path).get("arch", {}) if path.is_file() else {}
+    fields = {k: saved[k] for k in ("group_mask", "train_timestep_shift", "default_layout") if k in saved}
+    try:
+        for key in ("vae_transform", "vit_transform", "vit_slot_transform"):
+            if key in saved:
+                fields[key] = ResizeSpec(**saved[key])
+        for key in ("vae_scale_factor", "vae_shift_factor"):
+            if key in saved:
+                fields[key] = float(saved[key])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the arch entry {key} is malformed ({exc}); {RESTORE}") from None
+    return fields
 
 
 def build_model(arch: ArchConfig, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> Bagel:
@@ -232,18 +300,20 @@ def load_bagel(
     mode: str = "plain",
     device_map: dict | None = None,
     offload_dir: str | None = None,
+    meta: Bagel | None = None,
 ) -> Bagel:
     """Build on meta, check the file's keys and shapes strictly from its header, then load.
 
     When the ViT is not built (``arch.vit is None``) the ViT, connector and ViT table keys of a BAGEL file are
     ignored by name, exactly as the released SIGMA loader ignores them; every other key must match.
     ``mode``: ``plain`` (all on ``device``), ``nf4``/``int8`` (bitsandbytes) or ``dispatch`` (``device_map``).
+    ``meta``: the meta-device model of ``arch`` when the caller has built it already (it is filled in place).
     """
     device = torch.device(device)
     weights = Path(weights) if weights else find_weights(Path(model_dir))
     if not weights.is_file():
         raise CheckpointError(f"Weights file {weights} does not exist")
-    model = build_model(arch, "meta", dtype)
+    model = meta.to(dtype) if meta is not None else build_model(arch, "meta", dtype)
     skip = VIT_PREFIXES if arch.vit is None else ()
     found = {k: s for k, s in tensor_shapes(weights).items() if not (skip and k.startswith(skip))}
     check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, found, str(weights))
@@ -264,8 +334,6 @@ def materialize(
 ) -> Bagel:
     """Fill a meta-device model from ``read(key) -> tensor`` in a loading mode (the benchmark passes a reader
     of random tensors; the loader one of a safetensors file)."""
-    from .modes import dispatch, quantize_into
-
     if mode == "dispatch":
         model = dispatch(model, read, keys, device_map or {}, device, offload_dir)
     else:
@@ -310,18 +378,14 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
         source: ``sigma`` (default), ``bagel``, ``tiny``, a Hugging Face repo id, a local checkpoint directory,
             or a :class:`LoaderConfig`.
         kwargs: :class:`LoaderConfig` fields (``mode``, ``device``, ``dtype``, ``weights``, ``cache_dir``,
-            ``token``, ``max_gpu_memory``, ``offload_dir``, ``visual_und``, ``local_files_only``, ``seed``);
-            anything else overrides an :class:`ArchConfig` field (e.g. ``group_mask=True``).
+            ``token``, ``max_gpu_memory``, ``offload_dir``, ``visual_und``, ``local_files_only``, ``seed``),
+            or :class:`ArchConfig` fields (plus ``vae_scale_factor`` / ``vae_shift_factor``) that override the
+            checkpoint's (e.g. ``group_mask=True``); any other keyword is an :class:`InputError` naming the nearest.
 
     ``tiny`` builds the toy architecture with seeded random weights and a byte-level tokenizer, for tests and
     smoke runs (its images are noise).
     """
-    loader_fields = {f.name for f in dataclasses.fields(LoaderConfig)}
-    if isinstance(source, LoaderConfig):
-        cfg = source.replace(**{k: v for k, v in kwargs.items() if k in loader_fields})
-    else:
-        cfg = LoaderConfig(model=str(source), **{k: v for k, v in kwargs.items() if k in loader_fields})
-    arch_overrides = {k: v for k, v in kwargs.items() if k not in loader_fields}
+    cfg, arch_overrides = _split_options(source, kwargs)
     if cfg.model == "tiny" and not Path(cfg.model).exists():
         return _tiny_pipeline(cfg, arch_overrides)
     from .hub import HubOptions, resolve
@@ -329,23 +393,44 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
     src = resolve(cfg.model, HubOptions(cfg.cache_dir, cfg.token, cfg.revision, cfg.local_files_only))
     weights = Path(cfg.weights) if cfg.weights else src.weights
     arch = read_arch_config(src.config_dir, visual_und=cfg.visual_und, weights=weights, **arch_overrides)
-    mode, reason = choose_mode(cfg.mode, arch, probe(), bitsandbytes_available(), cfg.device)
+    tokenizer = Tokenizer.from_dir(src.config_dir)  # before the weights: a damaged tokenizer fails in a second
+    meta = build_model(arch, "meta")  # built once: the mode choice, the device map and the loading share it
+    mode, reason = choose_mode(cfg.mode, meta, probe(), bitsandbytes_available(), cfg.device)
     device = torch.device(cfg.device or ("cpu" if mode == "cpu" else "cuda:0"))
     dtype = cfg.dtype or (torch.float32 if device.type == "cpu" and mode not in QUANT_MODES else torch.bfloat16)
+    meta = meta.to(dtype)
     log.info("loading %s in %s mode (%s)", src.name, mode, reason)
     load_mode, device_map = mode if mode in QUANT_MODES else "plain", None
     if mode in ("offload", "multi-gpu"):
-        meta = build_model(arch, "meta", dtype)
         device_map = device_map_for(meta, mode, probe(), cfg.max_gpu_memory, dtype, cfg.max_cpu_memory)
         load_mode = "dispatch"
     if cfg.init == "random":
         model = fresh_model(arch, cfg.seed, device, dtype)
     else:
-        model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir)
+        model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir, meta)
     vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, device, torch.float32)
-    pipe = SigmaPipeline(model, vae, Tokenizer.from_dir(src.config_dir), name=src.name, device=device, mode=mode)
+    pipe = SigmaPipeline(model, vae, tokenizer, name=src.name, device=device, mode=mode)
     pipe.mode_reason = reason
     return pipe
+
+
+def _split_options(source: str | Path | LoaderConfig, kwargs: dict) -> tuple[LoaderConfig, dict]:
+    """(LoaderConfig, ArchConfig overrides) from ``load_pipeline``'s keywords; a misspelt one is an InputError."""
+    loader_fields = [f.name for f in dataclasses.fields(LoaderConfig)]
+    arch_fields = [f.name for f in dataclasses.fields(ArchConfig)] + list(VAE_FACTORS)
+    unknown = [k for k in kwargs if k not in loader_fields and k not in arch_fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], loader_fields + arch_fields, n=1)
+        hint = f"Did you mean {close[0]}?" if close else "See help(LoaderConfig) and help(ArchConfig)."
+        raise InputError(
+            f"load_pipeline got an unknown keyword {unknown[0]!r}; it takes LoaderConfig and ArchConfig fields. {hint}"
+        )
+    loader_kwargs = {k: v for k, v in kwargs.items() if k in loader_fields}
+    if isinstance(source, LoaderConfig):
+        cfg = source.replace(**loader_kwargs)
+    else:
+        cfg = LoaderConfig(model=str(source), **loader_kwargs)
+    return cfg, {k: v for k, v in kwargs.items() if k not in loader_fields}
 
 
 def fresh_model(
@@ -359,7 +444,9 @@ def fresh_model(
 
 
 def _tiny_pipeline(cfg: LoaderConfig, arch_overrides: dict) -> SigmaPipeline:
-    arch = PRESETS["tiny"]().replace(**arch_overrides)
+    arch = PRESETS["tiny"]().replace(**{k: v for k, v in arch_overrides.items() if k not in VAE_FACTORS})
+    vae = {k.removeprefix("vae_"): v for k, v in arch_overrides.items() if k in VAE_FACTORS}
+    arch = arch.replace(vae=dataclasses.replace(arch.vae, **vae)) if vae else arch
     if cfg.visual_und is False:  # the ViT is built last: the other weights do not change
         arch = arch.replace(vit=None)
     device = torch.device(cfg.device or "cpu")
@@ -391,12 +478,7 @@ def _configs(arch: ArchConfig) -> dict[str, dict]:
         "llm_config.json": {
             "architectures": ["Qwen2ForCausalLM"],
             "model_type": "qwen2",
-            "hidden_size": llm.hidden_size,
-            "num_hidden_layers": llm.num_layers,
-            "num_attention_heads": llm.num_heads,
-            "num_key_value_heads": llm.num_kv_heads,
-            "intermediate_size": llm.intermediate_size,
-            "vocab_size": llm.vocab_size,
+            **{key: getattr(llm, name) for key, name in LLM_SIZES.items()},
             "rope_theta": llm.rope_theta,
             "rms_norm_eps": llm.rms_norm_eps,
             "hidden_act": "silu",
@@ -420,16 +502,6 @@ def _configs(arch: ArchConfig) -> dict[str, dict]:
     return files
 
 
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and the directory itself, so a rename that survives a power loss has its data."""
-    for path in [*root.iterdir(), root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_model_dir(
     directory: str | Path,
     arch: ArchConfig,
@@ -437,35 +509,15 @@ def write_model_dir(
     tensors: dict[str, dict[str, torch.Tensor]],
     json_files: dict[str, dict] | None = None,
 ) -> Path:
-    """Write configs, tokenizer, safetensors files and extra JSON into ``directory``, atomically.
-
-    Everything goes into a temporary sibling directory that is renamed into place at the end, so an interrupted
-    save never leaves a half-written checkpoint under ``directory`` (a previous one stays intact).
-    """
-    import shutil
-    import tempfile
-
+    """Write configs, tokenizer, safetensors files and extra JSON into ``directory``, atomically (an interrupted
+    save never leaves a half-written checkpoint under ``directory``; a previous one stays intact)."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    def fill(tmp: Path) -> None:
         for name, data in {**_configs(arch), **(json_files or {})}.items():
             (tmp / name).write_text(json.dumps(data, indent=1))
         for name, state in tensors.items():
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / name)
         tokenizer.save(tmp)
-        _fsync_tree(tmp)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    return atomic_dir(directory, fill)

@@ -16,18 +16,18 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
+from .arch.bagel import Bagel
+from .config import MODES as MODES  # re-exported: the modes are defined in the leaf module config
 from .config import ArchConfig
+from .config import Mode as Mode
 from .errors import MissingDependencyError, UnsupportedModeError
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["auto", "bf16", "nf4", "int8", "offload", "multi-gpu", "cpu"]
-MODES: tuple[str, ...] = ("auto", "bf16", "nf4", "int8", "offload", "multi-gpu", "cpu")
 QUANT_MODES = ("nf4", "int8")
 GiB = 1024**3
 # Activations and KV caches of a 1024x1024 output with three 1024x1024 references, three guidance branches.
@@ -66,32 +66,45 @@ def bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def _param_counts(arch: ArchConfig) -> tuple[int, int]:
-    """(parameters in quantisable decoder linears, all other parameters), from the shapes on the meta device."""
-    from .loader import build_model
+@dataclass(frozen=True)
+class ParamCounts:
+    quant: int  # parameters in the decoder linears that nf4 / int8 quantise
+    other: int  # every other parameter (kept in bf16)
 
-    model = build_model(arch, "meta")
-    linear = other = 0
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and is_quant_target(name):
-            linear += module.weight.numel()
-    total = sum(p.numel() for p in model.parameters())
-    other = total - linear
-    return linear, other
+    @property
+    def total(self) -> int:
+        return self.quant + self.other
 
 
-def weight_bytes(arch: ArchConfig, mode: str) -> int:
-    """Bytes the weights take on the GPU in a mode (nf4: 0.5 byte per weight plus block scales)."""
-    linear, other = _param_counts(arch)
-    per_linear = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}.get(mode, 2.0)
-    return int(linear * per_linear + other * 2)
+def param_counts(model: nn.Module | ArchConfig) -> ParamCounts:
+    """Parameter counts from the shapes of a meta-device model (the loader passes the one it loads into); an
+    :class:`ArchConfig` is built on the meta device here, which allocates nothing."""
+    if isinstance(model, ArchConfig):
+        with torch.device("meta"):
+            model = Bagel(model)
+    quant = sum(
+        m.weight.numel() for name, m in model.named_modules() if isinstance(m, nn.Linear) and is_quant_target(name)
+    )
+    return ParamCounts(quant, sum(p.numel() for p in model.parameters()) - quant)
+
+
+def weight_bytes(model: nn.Module | ArchConfig | ParamCounts, mode: str) -> int:
+    """Bytes the weights take in a mode: nf4 is 0.5 byte per weight plus block scales, cpu is float32, the GPU
+    modes keep everything that is not quantised in bf16."""
+    counts = model if isinstance(model, ParamCounts) else param_counts(model)
+    if mode == "cpu":
+        return counts.total * 4
+    per_quant = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}.get(mode, 2.0)
+    return int(counts.quant * per_quant + counts.other * 2)
 
 
 def choose_mode(
-    requested: str, arch: ArchConfig, info: DeviceInfo, has_bnb: bool, device: str | None = None
+    requested: str, model: nn.Module | ArchConfig, info: DeviceInfo, has_bnb: bool, device: str | None = None
 ) -> tuple[str, str]:
     """Resolve ``auto`` (and check an explicit mode) against the machine. Returns (mode, reason).
 
+    ``model`` is the meta-device model to load (or its architecture): ``auto`` compares its weight sizes with the
+    free GPU memory.
     An explicit ``device="cpu"`` runs the GPU-less variants of nf4/int8 (bitsandbytes' CPU backend) and of
     offload (CPU plus disk): slow, but it lets those paths run and be tested anywhere.
     """
@@ -112,14 +125,15 @@ def choose_mode(
         return "cpu", "no CUDA GPU is visible" if not info.cuda else "the CPU was asked for"
     free = max(g.free for g in info.gpus)
     gib = lambda b: f"{b / GiB:.1f} GiB"  # noqa: E731
-    need = weight_bytes(arch, "bf16") + ACTIVATION_RESERVE
+    counts = param_counts(model)
+    need = weight_bytes(counts, "bf16") + ACTIVATION_RESERVE
     if free >= need:
         return "bf16", f"{gib(free)} free on one GPU, bf16 needs about {gib(need)}"
     if len(info.gpus) > 1 and sum(g.free for g in info.gpus) >= need:
         return "multi-gpu", f"{len(info.gpus)} GPUs together have {gib(sum(g.free for g in info.gpus))} free"
     if has_bnb:
         for mode in ("int8", "nf4"):
-            need_q = weight_bytes(arch, mode) + ACTIVATION_RESERVE
+            need_q = weight_bytes(counts, mode) + ACTIVATION_RESERVE
             if free >= need_q:
                 return mode, f"{gib(free)} free: bf16 needs {gib(need)}, {mode} about {gib(need_q)}"
     return "offload", f"{gib(free)} free is too little to hold the weights; decoder layers stream from CPU memory"

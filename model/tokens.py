@@ -146,7 +146,13 @@ class Tokenizer:
                 f"No tokenizer in {path}: expected vocab.json and merges.txt (or tokenizer.json) from the "
                 "BAGEL-7B-MoT repository"
             )
-        return cls(Qwen2Tokenizer.from_pretrained(str(path)))
+        try:
+            return cls(Qwen2Tokenizer.from_pretrained(str(path)))
+        except Exception as exc:  # noqa: BLE001 - transformers and tokenizers raise many types for a damaged file
+            reason = f"no entry {exc}" if isinstance(exc, KeyError) else (str(exc) or repr(exc)).splitlines()[0]
+            raise CheckpointError(
+                f"The tokenizer in {path} cannot be read ({reason}); re-download or re-save the checkpoint"
+            ) from None
 
     @classmethod
     def byte_level(cls) -> Tokenizer:

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sigma_studio.finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.model.files import check_output_dir
 
 from . import render
 
@@ -83,6 +84,7 @@ def finetune(
             sample_every=sample_every, resume=resume, seed=seed, gradient_checkpointing=gradient_checkpointing,
             wandb=wandb, cache_dir=cache_dir,
         )  # fmt: skip
+        check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         with Progress(
             TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=render.console,

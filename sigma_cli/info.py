@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
 
-from sigma_studio.model.config import sigma_7b
-from sigma_studio.model.modes import MODES, GiB, bitsandbytes_available, choose_mode, probe
+from sigma_studio.model.config import MODES, sigma_7b
+from sigma_studio.model.loader import build_model
+from sigma_studio.model.modes import GiB, bitsandbytes_available, choose_mode, probe, weight_bytes
 
 from . import render
 
@@ -22,6 +24,7 @@ class Info:
     python: str
     packages: dict[str, str]
     gpus: list[tuple[str, float, float]]
+    cpu_memory: tuple[float, float]  # (available, total) GiB
     modes: dict[str, str]
     auto: tuple[str, str]
     cache: Path
@@ -35,17 +38,48 @@ def _version(name: str) -> str:
         return "—"
 
 
+def cpu_memory() -> tuple[int, int]:
+    """(available, total) bytes of CPU memory: /proc/meminfo on Linux, sysconf elsewhere; (0, 0) when unknown."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+        return kib["MemAvailable"] * 1024, kib["MemTotal"] * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        page, total = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0, 0
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES")  # not on every system (macOS lacks it)
+    except (ValueError, OSError):
+        available = total
+    return available * page, total * page
+
+
+def cpu_mode_status(need: int, available: int) -> str:
+    """``yes``, or why the float32 weights do not fit in the CPU memory available now."""
+    if available >= need:
+        return "yes"
+    return f"needs about {need / GiB:.0f} GiB of CPU memory for float32 weights; {available / GiB:.1f} GiB available"
+
+
 def collect(cache: Path) -> Info:
     dev = probe()
-    arch = sigma_7b()
+    meta = build_model(sigma_7b(), "meta")  # shapes only: allocates nothing
     has_bnb = bitsandbytes_available()
+    available, total = cpu_memory()
     modes = {}
     for mode in MODES[1:]:
         try:
-            choose_mode(mode, arch, dev, has_bnb)
+            choose_mode(mode, meta, dev, has_bnb)
             modes[mode] = "yes"
         except Exception as exc:  # noqa: BLE001 - each mode's reason is what we want to show
             modes[mode] = str(exc)
+    modes["cpu"] = cpu_mode_status(weight_bytes(meta, "cpu"), available)
+    auto = choose_mode("auto", meta, dev, has_bnb)
+    if auto[0] == "cpu" and modes["cpu"] != "yes":
+        auto = ("cpu", f"{auto[1]}, but the 7B model {modes['cpu']}")
     cached = []
     if cache.is_dir():
         for repo in sorted(cache.glob("models--*")):
@@ -55,8 +89,9 @@ def collect(cache: Path) -> Info:
         python=platform.python_version(),
         packages={p: _version(p) for p in PACKAGES},
         gpus=[(g.name, g.free / GiB, g.total / GiB) for g in dev.gpus],
+        cpu_memory=(available / GiB, total / GiB),
         modes=modes,
-        auto=choose_mode("auto", arch, dev, has_bnb),
+        auto=auto,
         cache=cache,
         cached=cached,
     )
@@ -72,8 +107,10 @@ def show(info: Info) -> None:
     gpus = Table(title="Devices", title_justify="left")
     for col in ("device", "free GiB", "total GiB"):
         gpus.add_column(col)
-    for name, free, total in info.gpus or [("CPU only (no CUDA GPU visible)", 0.0, 0.0)]:
+    for name, free, total in info.gpus:
         gpus.add_row(name, f"{free:.1f}", f"{total:.1f}")
+    cpu = "CPU memory" if info.gpus else "CPU memory (no CUDA GPU visible)"
+    gpus.add_row(cpu, *(f"{v:.1f}" if v else "unknown" for v in info.cpu_memory))
     out.print(gpus)
     modes = Table(title="Loading modes (SIGMA 7B)", title_justify="left")
     modes.add_column("mode")
@@ -82,6 +119,7 @@ def show(info: Info) -> None:
         modes.add_row(mode, "[green]yes[/]" if status == "yes" else f"[dim]{status}[/]")
     out.print(modes)
     out.print(f"auto would choose [bold]{info.auto[0]}[/]: {info.auto[1]}")
+    out.print("the small models ([bold]shapes[/], [bold]tiny[/]) run on any machine, --mode cpu included")
     out.print(f"weights cache: {info.cache}")
     for repo, size in info.cached:
         out.print(f"  {repo}  {size:.1f} GiB")
