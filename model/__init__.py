@@ -9,11 +9,17 @@ from .config import ArchConfig, GenerationConfig, LLMConfig, LoaderConfig, Resiz
 from .errors import CheckpointError, InputError, MissingDependencyError, PromptError, SigmaError, UnsupportedModeError
 from .loader import load_pipeline, read_arch_config
 from .pipeline import GenerationResult, SigmaPipeline
+from .record import GenerationRecord, read_record
+from .request import GenerationRequest, build_request
+from .structure import ControlSpec
 
 __all__ = [
     "ArchConfig",
     "CheckpointError",
+    "ControlSpec",
     "GenerationConfig",
+    "GenerationRecord",
+    "GenerationRequest",
     "GenerationResult",
     "InputError",
     "LLMConfig",
@@ -25,6 +31,8 @@ __all__ = [
     "SigmaPipeline",
     "UnsupportedModeError",
     "VAEConfig",
+    "build_request",
+    "read_record",
     "ViTConfig",
     "load_pipeline",
     "read_arch_config",

@@ -1,7 +1,7 @@
 """SIGMA layout conditions: canny edges, depth and boxes, each rendered as a control image.
 
-A control image enters the interleaved prompt as a ``<layout>`` reference, like SIGMA's layout data; use
-:func:`with_layout_reference` to add it to a prompt that does not place it already.
+A control image enters the interleaved sequence as a ``<layout>`` reference, like SIGMA's layout data:
+:func:`model.request.build_request` appends it as typed parts (:mod:`model.structure` renders the controls).
 """
 
 from __future__ import annotations
@@ -159,13 +159,3 @@ def render_boxes(boxes: list[Box], size: tuple[int, int]) -> Image.Image:
         if box.label:
             draw.text((box.x0 + 4, box.y0 + 2), box.label, fill=(0, 0, 0))
     return canvas
-
-
-def with_layout_reference(prompt: str, name: str) -> str:
-    """Append ``<layout> <name>`` unless the prompt already places that image."""
-    from .prompt import PLACEHOLDER_RE, image_number
-
-    n = image_number(name)
-    if any(int(m.group(1)) == n for m in PLACEHOLDER_RE.finditer(prompt)):
-        return prompt
-    return f"{prompt.rstrip()} following <layout>this layout <img{n}>"

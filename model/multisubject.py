@@ -178,54 +178,9 @@ def subject_union(reg: SubjectRegions) -> np.ndarray:
     return np.logical_or.reduce(reg.regions)
 
 
-def compose_prompt(prompt: str, *, full_prompt: bool = False, faces: bool = False) -> str:
-    """The SIGMA-GEN prompt: the two references, then "Place these subjects in <background prompt>" or, when
-    ``prompt`` describes the whole picture, "Place these subjects to compose: <full prompt>"."""
-    tag = "<id>" if faces else "<subject>"
-    head = f"{tag}these subjects <img1> <layout>arranged like <img2>"
-    text = f"Place these subjects to compose: {prompt}" if full_prompt else f"Place these subjects in {prompt}"
-    return f"{head} {text}"
-
-
-@dataclass(frozen=True)
-class SubjectRequest:
-    """Everything the pipeline needs for one SIGMA-GEN generation."""
-
-    prompt: str
-    images: list[Image.Image]  # [identity dictionary, spatial control]
-    size: tuple[int, int]  # (height, width)
-    insertion: Insertion | None
-    regions: SubjectRegions
-
-
 @dataclass(frozen=True)
 class Insertion:
     """Keep ``background`` (resized to the output) wherever ``keep`` [H, W] is True, by latent blending."""
 
     background: Image.Image
     keep: np.ndarray
-
-
-def build_request(
-    subjects: list[Subject],
-    prompt: str,
-    size: tuple[int, int],
-    *,
-    background: Image.Image | None = None,
-    full_prompt: bool = False,
-    faces: bool = False,
-    tile: int = DEFAULT_TILE,
-) -> SubjectRequest:
-    """Validate the subjects, build both control images and the prompt, and the insertion if a background is
-    given. ``size`` is the output (height, width)."""
-    reg = regions(subjects, size)
-    insertion = None
-    if background is not None:
-        insertion = Insertion(background.convert("RGB"), ~subject_union(reg))
-    return SubjectRequest(
-        compose_prompt(prompt, full_prompt=full_prompt, faces=faces),
-        [identity_dictionary(subjects, tile), spatial_control(reg)],
-        size,
-        insertion,
-        reg,
-    )

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -23,18 +24,18 @@ from .arch.bagel import Bagel
 from .config import ArchConfig, GenerationConfig
 from .engine import BlockInputs, Context, prefill, query_velocity
 from .errors import InputError
-from .images import open_image, patchify, resize, to_pil, to_rgb, to_tensor, unpatchify
-from .prompt import InterleavedPrompt, image_number, parse_prompt, prompt_from_inputs
+from .images import patchify, resize, save_png, to_pil, to_tensor, unpatchify
+from .multisubject import Insertion
+from .prompt import InterleavedPrompt
+from .record import GenerationRecord, record_of
+from .request import GenerationRequest, ImageLike, build_request, check_size
 from .sampler import denoise
 from .sequence import GuidancePlans, ImageGeometry, released_plans, trained_plans
+from .structure import ControlSpec
 from .tokens import Tokenizer
-
-if TYPE_CHECKING:
-    from .multisubject import Insertion
 
 log = logging.getLogger(__name__)
 
-ImageLike = Image.Image | str | Path
 ProgressFn = Callable[[int, int], None]
 
 
@@ -51,14 +52,25 @@ class PreparedImage:
 class GenerationResult:
     image: Image.Image
     latents: torch.Tensor  # final clean latent tokens [N, P], float32
-    seed: int | None
-    config: GenerationConfig
+    seed: int  # the seed actually used (also in ``config.seed``)
+    config: GenerationConfig  # the settings as generated: seed and size filled in
     layout: str
     size: tuple[int, int]  # (height, width)
     seconds: float
     warnings: tuple[str, ...] = ()
+    request: GenerationRequest | None = field(default=None, repr=False)
+    record: GenerationRecord | None = field(default=None, repr=False)
     plans: GuidancePlans | None = field(default=None, repr=False)
     contexts: dict[str, Context] = field(default_factory=dict, repr=False)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the PNG with its record, atomically; an existing file is refused unless ``overwrite``."""
+        from .files import check_output_file
+
+        return save_png(self.image, check_output_file(path, overwrite), self.record.png_info() if self.record else None)
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
 
 
 class SigmaPipeline:
@@ -73,8 +85,11 @@ class SigmaPipeline:
         name: str = "custom",
         device: torch.device | str | None = None,
         mode: str = "cpu",
+        source: str | None = None,
     ):
         self.model, self.vae, self.tokenizer, self.name, self.mode = model, vae, tokenizer, name, mode
+        self.source = source or name  # what load_pipeline takes to load this model again (stored in records)
+        self.mode_reason = ""
         # the execution device: where inputs go; with a device map the weights may live elsewhere
         self._device = torch.device(device) if device is not None else model.vae2llm.weight.device
 
@@ -88,107 +103,104 @@ class SigmaPipeline:
 
     def __call__(
         self,
-        prompt: str | InterleavedPrompt | None = None,
+        prompt: str | InterleavedPrompt | GenerationRequest | None = None,
         images: Sequence[ImageLike] | Mapping[str, ImageLike] | None = None,
         *,
         inputs: Sequence[str | ImageLike] | None = None,
         config: GenerationConfig | None = None,
+        controls: ControlSpec | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         progress: ProgressFn | None = None,
-        keep_contexts: bool = False,
-        insertion: Insertion | None = None,
-        batch_branches: bool = True,
         **settings,
     ) -> GenerationResult:
         """Generate one image.
 
         Args:
             prompt: interleaved prompt with ``<imgN>`` placeholders and attribute tokens (see :mod:`model.prompt`),
-                or an already parsed :class:`~model.prompt.InterleavedPrompt` (its image indices refer to ``images``).
+                parts already laid out (:class:`~model.prompt.InterleavedPrompt`, indices into ``images``), or a
+                :class:`~model.request.GenerationRequest` built by :func:`~model.request.build_request`.
             images: the referenced images, as a list (img1, img2, ...) or a mapping ``{"img1": ...}``.
             inputs: instead of prompt/images, an explicit interleaved list of strings and images (used verbatim).
             config: sampler settings; keyword ``settings`` override its fields (e.g. ``steps=30, seed=7``).
+            controls: structure controls (:class:`~model.structure.ControlSpec`).
             generator: CPU generator for every random draw (VAE posterior samples, then the initial noise);
                 default: seeded from ``config.seed`` (or a fresh random seed, reported in the result).
             latents: initial noise [N, P] instead of drawing it.
-            progress: called as ``progress(step, total)`` after each denoising step.
-            batch_branches: run the guidance branches of a step as one forward (False: one forward each, the
-                plain reference path the benchmark compares against).
-            insertion: keep a background image outside a region (:class:`~model.multisubject.Insertion`): after
-                every step the latent there is replaced by the background latent noised to that step.
+            progress: called as ``progress(step, steps)``; the last call, after decoding, is ``(steps, steps)``.
         """
-        cfg = (config or GenerationConfig()).replace(**settings) if settings else (config or GenerationConfig())
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], SETTINGS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; settings are: {', '.join(SETTINGS)}"
+            raise InputError(f"Unknown setting '{unknown[0]}'{hint}")
+        if isinstance(prompt, GenerationRequest):
+            if images or inputs is not None or controls is not None or config is not None:
+                raise InputError("A GenerationRequest already holds its images, controls and settings")
+            request = prompt.replace(config=prompt.config.replace(**settings)) if settings else prompt
+        else:
+            cfg = (config or GenerationConfig()).replace(**settings)
+            request = build_request(prompt, images, arch=self.arch, config=cfg, controls=controls, inputs=inputs)
+            for w in request.warnings:  # a caller that builds its own request shows them itself
+                log.warning(w)
+        return self._generate(request, generator, latents, progress)
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        progress: ProgressFn | None = None,
+        *,
+        keep_contexts: bool = False,
+        batch_branches: bool = True,
+    ) -> GenerationResult:
+        """Run a request. ``keep_contexts`` keeps the KV caches in the result; ``batch_branches=False`` runs the
+        guidance branches one forward each (the plain reference path the tests and the benchmark compare)."""
+        cfg = request.config
         start = time.perf_counter()
-        # 1. Validate the prompt and images.
-        parsed, pil_images = self.check_inputs(prompt, images, inputs)
         layout = cfg.layout or self.arch.default_layout
         group_mask = self.arch.group_mask if cfg.group_mask is None else cfg.group_mask
-        # 2. Resize the images for this layout.
-        prepared = [self.prepare_image(img, layout) for img in pil_images]
-        # 3. Lay out the three guidance contexts and fix the output size.
-        plans = self.plan(parsed, prepared, layout)
-        size = self.output_size(cfg, parsed, prepared)
+        # 1. Check the request against this model; resize the images for this layout.
+        check_size(request.size, self.arch)
+        prepared = [self.prepare_image(img.image, layout) for img in request.images]
+        # 2. Lay out the three guidance contexts.
+        plans = self.plan(InterleavedPrompt(request.parts), prepared, layout)
+        size = request.size
         grid = (size[0] // self.arch.pixels_per_token, size[1] // self.arch.pixels_per_token)
         self.check_context(plans, grid)
         seed, generator = self._generator(cfg, generator)
-        # 4. Encode the references (VAE posterior samples draw from the generator, in context order).
+        # 3. Encode the references (VAE posterior samples draw from the generator, in context order).
         block_inputs = self.encode_references(plans, prepared, generator)
-        # 5. Prefill the KV caches once.
+        # 4. Prefill the KV caches once.
         contexts = self.prefill_contexts(plans, block_inputs, grid[0] * grid[1] + 2, group_mask)
-        # 6. Denoise.
+        # 5. Denoise.
         x = self.initial_noise(grid, generator, latents)
         blend = None
-        if insertion is not None:
-            x, blend = self.background_blend(insertion, x, size, grid, generator)
+        if request.insertion is not None:
+            x, blend = self.background_blend(request.insertion, x, size, grid, generator)
         x = denoise(x, self._velocity_fn(contexts, grid, batch_branches), cfg, self._callback(progress), blend)
-        # 7. Decode.
+        # 6. Decode.
         image = self.decode(x, grid)
+        if progress is not None:
+            progress(cfg.steps, cfg.steps)
+        record = record_of(request, seed, model=self.source, mode=self.mode, layout=layout)
         return GenerationResult(
             image=image,
             latents=x,
             seed=seed,
-            config=cfg,
+            config=cfg.replace(seed=seed),
             layout=layout,
             size=size,
             seconds=time.perf_counter() - start,
-            warnings=parsed.warnings,
+            warnings=request.warnings,
+            request=request,
+            record=record,
             plans=plans,
             contexts=contexts if keep_contexts else {},
         )
 
     # -- step 1 ------------------------------------------------------------------------------------------------
-    def check_inputs(
-        self,
-        prompt: str | None,
-        images: Sequence[ImageLike] | Mapping[str, ImageLike] | None,
-        inputs: Sequence[str | ImageLike] | None,
-    ) -> tuple[InterleavedPrompt, list[Image.Image]]:
-        if inputs is not None:
-            if prompt is not None or images:
-                raise InputError("Give either a prompt with images, or an interleaved input list, not both")
-            parsed = prompt_from_inputs(inputs)
-            return parsed, [_load(x) for x in inputs if not isinstance(x, str)]
-        if prompt is None:
-            raise InputError("No prompt given")
-        if isinstance(prompt, InterleavedPrompt):
-            values = list(images.values()) if isinstance(images, Mapping) else list(images or [])
-            if any(p.index >= len(values) for p in prompt.images):
-                raise InputError(f"The parsed prompt refers to more images than the {len(values)} given")
-            return prompt, [_load(v) for v in values]
-
-        if isinstance(images, Mapping):
-            names = [image_number(k) for k in images]
-            values = list(images.values())
-        else:
-            values = list(images or [])
-            names = None
-        parsed = parse_prompt(prompt, len(values), names=names)
-        for w in parsed.warnings:
-            log.warning(w)
-        return parsed, [_load(v) for v in values]
-
-    # -- step 2 ------------------------------------------------------------------------------------------------
     def prepare_image(self, img: Image.Image, layout: str) -> PreparedImage:
         arch = self.arch
         vae_image = resize(img, arch.vae_transform)
@@ -205,33 +217,13 @@ class SigmaPipeline:
             vae_image, vit_image, ImageGeometry(latent_hw, (vit_image.height // p, vit_image.width // p))
         )
 
-    # -- step 3 ------------------------------------------------------------------------------------------------
+    # -- step 2 ------------------------------------------------------------------------------------------------
     def plan(self, parsed: InterleavedPrompt, prepared: list[PreparedImage], layout: str) -> GuidancePlans:
         geometry = [p.geometry for p in prepared]
         segment, ids = self.tokenizer.segment, self.tokenizer.ids
         if layout == "released":
             return released_plans(parsed.parts, geometry, segment, ids)
         return trained_plans(parsed.parts, geometry, segment, ids, slot_is_zero=self.arch.vit is None)
-
-    def output_size(
-        self, cfg: GenerationConfig, parsed: InterleavedPrompt, prepared: list[PreparedImage]
-    ) -> tuple[int, int]:
-        """``cfg.size`` if given, else the last placed image's VAE size (released rule), else the largest square."""
-        if cfg.size is not None:
-            size = cfg.size
-        elif parsed.images:
-            last = prepared[parsed.images[-1].index].vae_image
-            size = (last.height, last.width)
-        else:
-            size = (self.arch.max_image_size, self.arch.max_image_size)
-        stride, limit = self.arch.pixels_per_token, self.arch.max_image_size
-        h, w = size
-        if h % stride or w % stride:
-            hint = f"{max(stride, w // stride * stride)}x{max(stride, h // stride * stride)}"
-            raise InputError(f"--size {w}x{h} is not a multiple of {stride} on both sides; try {hint}")
-        if h > limit or w > limit:
-            raise InputError(f"--size {w}x{h} is over this model's limit of {limit} pixels per side")
-        return size
 
     def check_context(self, plans: GuidancePlans, grid: tuple[int, int]) -> None:
         total = plans.full.length + grid[0] * grid[1] + 2
@@ -241,7 +233,7 @@ class SigmaPipeline:
                 f"{self.arch.max_context_tokens}; use fewer or smaller reference images"
             )
 
-    # -- step 4 ------------------------------------------------------------------------------------------------
+    # -- step 3 ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_references(
         self, plans: GuidancePlans, prepared: list[PreparedImage], generator: torch.Generator
@@ -258,7 +250,7 @@ class SigmaPipeline:
                 patches[block.part] = patchify(to_tensor(img.vit_image), self.arch.vit.patch_size)
         return BlockInputs(latents, patches)
 
-    # -- step 5 ------------------------------------------------------------------------------------------------
+    # -- step 4 ------------------------------------------------------------------------------------------------
     def prefill_contexts(
         self, plans: GuidancePlans, inputs: BlockInputs, query_tokens: int, group_mask: bool
     ) -> dict[str, Context]:
@@ -281,7 +273,7 @@ class SigmaPipeline:
         image = full if plans.image_dropped is plans.full else run(plans.image_dropped)
         return {"full": full, "text": text, "image": image}
 
-    # -- step 6 ------------------------------------------------------------------------------------------------
+    # -- step 5 ------------------------------------------------------------------------------------------------
     def initial_noise(
         self, grid: tuple[int, int], generator: torch.Generator, latents: torch.Tensor | None
     ) -> torch.Tensor:
@@ -338,7 +330,7 @@ class SigmaPipeline:
     def _callback(progress: ProgressFn | None):
         if progress is None:
             return None
-        return lambda step, total, _x: progress(step, total)
+        return lambda step, total, _x: progress(step, total + 1)  # N steps are N-1 updates, then the decode
 
     @staticmethod
     def _generator(cfg: GenerationConfig, generator: torch.Generator | None) -> tuple[int | None, torch.Generator]:
@@ -347,7 +339,7 @@ class SigmaPipeline:
         seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
         return seed, torch.Generator().manual_seed(seed)
 
-    # -- step 7 ------------------------------------------------------------------------------------------------
+    # -- step 6 ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, x: torch.Tensor, grid: tuple[int, int]) -> Image.Image:
         return to_pil(self.decode_raw(x, grid)[0])
@@ -357,11 +349,3 @@ class SigmaPipeline:
         """Latent tokens [N, P] -> decoder output [1, 3, H, W] (before clamping)."""
         z = unpatchify(x.float(), grid[0], grid[1], self.arch.latent_patch_size, self.arch.vae.z_channels)
         return self.vae.decode(z[None])
-
-
-def _load(x: ImageLike) -> Image.Image:
-    if isinstance(x, Image.Image):
-        return to_rgb(x)
-    if isinstance(x, str | Path):
-        return to_rgb(open_image(x))
-    raise InputError(f"Expected an image or a path, got {type(x).__name__}")

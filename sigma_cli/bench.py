@@ -18,16 +18,23 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+import typer
 from PIL import Image
+from rich.table import Table
 
 from sigma_studio.model.arch.autoencoder import AutoEncoder
 from sigma_studio.model.config import PRESETS, ArchConfig, GenerationConfig
 from sigma_studio.model.loader import build_model, materialize
 from sigma_studio.model.modes import QUANT_MODES, device_map_for, probe
 from sigma_studio.model.pipeline import SigmaPipeline
+from sigma_studio.model.request import build_request
 from sigma_studio.model.tokens import Tokenizer
+
+from . import render
+from .options import GpuMemOpt
 
 PROMPT_A = "A photorealistic red fox sitting in fresh snow at sunrise, soft light, shallow depth of field"
 TEXTS_B = ["Place <id>the man", "next to <subject>the dog", "in the style of <style>this painting", "at dusk."]
@@ -137,9 +144,14 @@ def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: bool
     marks: list[float] = []
     _sync(device)
     start = time.perf_counter()
-    result = pipe(
-        **kw, config=cfg, keep_contexts=True, progress=lambda i, n: (_sync(device), marks.append(time.perf_counter()))
-    )
+    request = build_request(**kw, arch=arch, config=cfg)
+
+    def mark(i: int, n: int) -> None:
+        if i < n:  # denoising steps only: the last call comes after decoding
+            _sync(device)
+            marks.append(time.perf_counter())
+
+    result = pipe._generate(request, progress=mark, keep_contexts=True)
     _sync(device)
     total = time.perf_counter() - start
     n_lat = (size // arch.pixels_per_token) ** 2
@@ -169,8 +181,9 @@ def equivalence(pipe: SigmaPipeline, size: int, steps: int) -> float:
     cfg = GenerationConfig(
         steps=steps, cfg_text_scale=4.0, cfg_img_scale=2.0, size=(size, size), seed=3, layout="released"
     )
-    fast = pipe(inputs=inputs, config=cfg).latents.float()
-    plain = pipe(inputs=inputs, config=cfg, batch_branches=False).latents.float()
+    request = build_request(inputs=inputs, arch=pipe.arch, config=cfg)
+    fast = pipe._generate(request).latents.float()
+    plain = pipe._generate(request, batch_branches=False).latents.float()
     return float((fast - plain).norm() / plain.norm())
 
 
@@ -205,3 +218,30 @@ def benchmark(
     }
     out.write_text(json.dumps(report, indent=1))
     return report
+
+
+def bench_command(
+    preset: Annotated[str, typer.Option(help="bagel-7b-mot (full scale) | tiny")] = "bagel-7b-mot",
+    modes: Annotated[str, typer.Option(help="comma-separated: bf16,nf4,int8,offload,cpu")] = "bf16,nf4,int8,offload",
+    device: Annotated[str, typer.Option(help="cuda | cpu")] = "cuda",
+    size: Annotated[int, typer.Option(help="output and reference side in pixels")] = 1024,
+    steps: Annotated[int, typer.Option(help="denoising steps")] = 50,
+    max_gpu_memory: GpuMemOpt = "8GiB",
+    out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
+) -> None:
+    """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs)."""
+    report = benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory)
+    table = Table(title=f"{report['preset']} on {report['device']} · {size}px · {steps} steps · "
+                        f"matmul {report['matmul_tflops']:.1f} TFLOP/s")  # fmt: skip
+    for col in ("mode", "case", "s / image", "s / step", "outside loop s", "peak GiB", "TFLOP", "of peak"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(r["mode"], r["case"], f"{r['seconds']:.2f}", f"{r['seconds_per_step']:.3f}",
+                      f"{r['outside_loop_seconds']:.2f}", f"{r['peak_gib']:.1f}", f"{r['tflop']:.1f}",
+                      f"{100 * r['fraction_of_peak']:.0f}%")  # fmt: skip
+    render.stdout.print(table)
+    for mode, err in report["equivalence_rel_error"].items():
+        render.stdout.print(f"{mode}: batched vs plain branches, relative error of the final latents {err:.2e}")
+    for mode, msg in report["errors"].items():
+        render.console.print(f"[yellow]{mode} did not run:[/] {msg}")
+    render.stdout.print(f"report: {out}")

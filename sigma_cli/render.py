@@ -43,6 +43,10 @@ def errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+
+
 def progress(transient: bool = True) -> Progress:
     return Progress(
         SpinnerColumn(),

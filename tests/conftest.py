@@ -64,3 +64,11 @@ def tiny_pipe():
     from sigma_studio.model import load_pipeline
 
     return load_pipeline("tiny", seed=0)
+
+
+def generate_keeping_contexts(pipe, prompt=None, images=None, *, inputs=None, config=None, **settings):
+    """Run the pipeline and keep its KV caches in the result (the pipeline's test-only path)."""
+    from sigma_studio.model import GenerationConfig, build_request
+
+    cfg = (config or GenerationConfig()).replace(**settings)
+    return pipe._generate(build_request(prompt, images, inputs=inputs, arch=pipe.arch, config=cfg), keep_contexts=True)

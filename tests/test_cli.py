@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sigma_studio.cli.main import app
+from sigma_studio.model import read_record
 from sigma_studio.model.config import tiny
 from sigma_studio.model.images import resize_size
 
@@ -48,8 +49,9 @@ def test_generate_named_and_positional(tmp_path, photos):
     assert str(out) in result.output and "seed 5" in result.output
     img = Image.open(out)
     assert img.size == (80, 64)  # img2 (positional) is the last reference: its VAE size
-    params = json.loads(img.info["sigma:params"])
-    assert params["images"]["img2"].endswith("ref1.png") and params["config"]["group_mask"] is True
+    record = read_record(out)
+    assert record.reference_files()["img2"].endswith("ref1.png") and record.config["group_mask"] is True
+    assert record.config["seed"] == 5 and record.config["size"] == [64, 80] and record.model == "tiny"
 
 
 def test_json_and_from_reproduce_the_image(tmp_path, photos):
@@ -57,7 +59,12 @@ def test_json_and_from_reproduce_the_image(tmp_path, photos):
     r = run("generate", "a <style>look <img1>", photos[0], "--out", str(first), "--json", *TINY)
     assert r.exit_code == 0
     data = json.loads(r.stdout)
-    assert data["output"] == str(first.resolve()) and data["model"] == "tiny" and isinstance(data["seed"], int)
+    assert data["output"] == str(first.resolve()) and data["model"] == "tiny"
+    assert isinstance(data["config"]["seed"], int) and data["config"]["seed"] == read_record(first).config["seed"]
+    assert data["sequence"] == [
+        {"text": "a <style>look"},
+        {"image": "img1", "role": "reference", "tokens": ["<style>"], "size": [70, 90]},
+    ]
     again = tmp_path / "again.png"
     r2 = run("generate", "--from", str(first), "--out", str(again), "--model", "tiny")
     assert r2.exit_code == 0, r2.output
@@ -98,11 +105,11 @@ def test_bad_size_syntax_is_a_usage_error():
 def test_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run("generate", "a cat", "--cache-dir", str(tmp_path), "--steps", "2")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "sigma download sigma" in lines[0] and "Traceback" not in result.output
     result = run("download", "bagel", "--cache-dir", str(tmp_path))
-    assert result.exit_code == 1 and "ByteDance-Seed/BAGEL-7B-MoT" in result.output
+    assert result.exit_code == 2 and "ByteDance-Seed/BAGEL-7B-MoT" in result.output
 
 
 def _parquet(path, rows):
@@ -165,8 +172,9 @@ def test_generate_with_layout_controls(tmp_path, photos):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (64, 48)
-    params = json.loads(Image.open(out).info["sigma:params"])
-    assert params["controls"]["canny"] == photos[1] and params["controls"]["boxes"] == ["0,0,0.5,1:dog"]
+    record = read_record(out)
+    assert record.controls["canny"] == photos[1] and record.controls["boxes"] == ["0,0,0.5,1:dog"]
+    assert [img["role"] for img in record.images] == ["reference", "canny", "boxes"]
     again = tmp_path / "again.png"
     assert run("generate", "--from", str(out), "--out", str(again), "--model", "tiny").exit_code == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))

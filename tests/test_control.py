@@ -7,14 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from sigma_studio.model import InputError
-from sigma_studio.model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
+from sigma_studio.model import ControlSpec, GenerationConfig, InputError, build_request
+from sigma_studio.model.control import Box, canny_edges, estimate_depth, render_boxes
 from sigma_studio.model.hub import WeightsUnavailableError
 from sigma_studio.model.images import patchify, to_tensor
 from sigma_studio.model.multisubject import (
     Box3D,
     Subject,
-    build_request,
     identity_dictionary,
     regions,
     routing_maps,
@@ -132,8 +131,6 @@ def test_canny_on_a_synthetic_square():
 def test_box_control_image_and_layout_reference():
     img = np.asarray(render_boxes([Box(0, 0, 16, 16, "cat"), Box(16, 16, 32, 32)], (32, 32)))
     assert tuple(img[8, 8]) != (0, 0, 0) and tuple(img[24, 24]) != tuple(img[8, 8]) and tuple(img[4, 28]) == (0, 0, 0)
-    assert with_layout_reference("a cat", "img2") == "a cat following <layout>this layout <img2>"
-    assert with_layout_reference("a cat <layout> <img2>", "img2") == "a cat <layout> <img2>"
 
 
 def test_depth_model_offline_is_one_clear_line(tmp_path, monkeypatch):
@@ -145,12 +142,19 @@ def test_depth_model_offline_is_one_clear_line(tmp_path, monkeypatch):
     assert "--depth-map" in msg and "sigma download depth" in msg and "\n" not in msg
 
 
-def test_blending_keeps_the_background_latent_exactly(tiny_pipe):
+def _png(tmp_path, name: str, img: Image.Image) -> str:
+    img.save(tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_blending_keeps_the_background_latent_exactly(tiny_pipe, tmp_path):
     h, w = 64, 80
     bg = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-    subjects = [Subject(solid("red"), box=Box(16, 16, 48, 48))]
-    req = build_request(subjects, "a red cube on a table", (h, w), background=bg)
-    res = tiny_pipe(req.prompt, req.images, size=req.size, insertion=req.insertion, steps=4, seed=1)
+    controls = ControlSpec(subjects=(f"{_png(tmp_path, 'red.png', solid('red'))}@box=16,16,48,48",),
+                           background=_png(tmp_path, "bg.png", bg))  # fmt: skip
+    req = build_request("a red cube on a table", arch=tiny_pipe.arch, controls=controls)
+    assert req.size == (h, w)  # the background's size
+    res = tiny_pipe(req.replace(config=req.config.replace(steps=4, seed=1)))
     x0 = patchify(tiny_pipe.vae.encode(to_tensor(bg)[None])[0], 2)
     keep = torch.from_numpy(req.insertion.keep).reshape(4, 16, 5, 16).permute(0, 2, 1, 3).reshape(20, -1).all(1)
     assert keep.sum() == 16 and (~keep).sum() == 4  # the 32x32 box covers 2x2 tokens
@@ -159,32 +163,49 @@ def test_blending_keeps_the_background_latent_exactly(tiny_pipe):
 
 
 @pytest.mark.parametrize("placement", ["box", "mask", "box3d", "mask_depth"])
-def test_subject_generation_end_to_end(tiny_pipe, placement):
-    size = (64, 64)
-    m = np.zeros(size, bool)
-    m[8:40, 8:40] = True
-    kw = {
-        "box": {"box": Box(8, 8, 40, 40)},
-        "mask": {"mask": m},
-        "box3d": {"box3d": Box3D((0, 0, 3), (1, 1, 1))},
-        "mask_depth": {"mask": m, "depth": np.full(size, 200, np.uint8)},
-    }[placement]
-    subjects = [Subject(solid("red"), **kw), Subject(solid("blue"), box=Box(30, 30, 60, 60))]
-    req = build_request(subjects, "a park", size, full_prompt=True)
-    assert req.prompt.startswith("<subject>these subjects <img1> <layout>") and "to compose: a park" in req.prompt
-    res = tiny_pipe(req.prompt, req.images, size=req.size, steps=3, seed=0)
+def test_subject_generation_end_to_end(tiny_pipe, tmp_path, placement):
+    m = np.zeros((64, 64), np.uint8)
+    m[8:40, 8:40] = 255
+    mask_file = _png(tmp_path, "m.png", Image.fromarray(m))
+    depth_file = _png(tmp_path, "d.png", Image.fromarray(np.full((64, 64), 200, np.uint8)))
+    spec = {"box": "box=8,8,40,40", "mask": f"mask={mask_file}", "box3d": "box3d=0,0,3,1,1,1",
+            "mask_depth": f"mask={mask_file},depth={depth_file}"}[placement]  # fmt: skip
+    red, blue = _png(tmp_path, "r.png", solid("red")), _png(tmp_path, "b.png", solid("blue"))
+    controls = ControlSpec(subjects=(f"{red}@{spec}", f"{blue}@box=30,30,60,60"), compose=True)
+    req = build_request("a park", arch=tiny_pipe.arch, config=GenerationConfig(size=(64, 64)), controls=controls)
+    assert req.model_text() == (
+        "<subject>these subjects <identities> <layout>arranged like <spatial> Place these subjects to compose: a park"
+    )
+    res = tiny_pipe(req, steps=3, seed=0)
     assert res.image.size == (64, 64) and torch.isfinite(res.latents).all()
 
 
+def test_subjects_keep_the_other_references(tiny_pipe, tmp_path):
+    """A reference used as a subject leaves the sequence with its tokens; the others stay where they were."""
+    cat, style = _png(tmp_path, "c.png", solid("red")), _png(tmp_path, "s.png", solid("blue"))
+    controls = ControlSpec(subjects=("img1@box=0,0,0.5,0.5",))
+    req = build_request("a <subject>cat <img1> in the <style>style of <img2>", {"img1": cat, "img2": style},
+                        arch=tiny_pipe.arch, config=GenerationConfig(size=(64, 64)), controls=controls)  # fmt: skip
+    assert req.model_text() == (
+        "<subject>these subjects <identities> <layout>arranged like <spatial> "
+        "Place these subjects in a cat in the <style>style of <img2>"
+    )
+    with pytest.raises(InputError, match="img3, which is not a given reference"):
+        build_request("a", {"img1": cat}, arch=tiny_pipe.arch, controls=ControlSpec(subjects=("img3@box=0,0,1,1",)))
+
+
 @pytest.mark.parametrize("kind", ["canny", "depth_map", "boxes"])
-def test_layout_control_end_to_end(tiny_pipe, kind):
-    src = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8))
-    control = {
-        "canny": lambda: canny_edges(src, blur=3),
-        "depth_map": lambda: src.convert("L").convert("RGB"),
-        "boxes": lambda: render_boxes([Box(0, 0, 48, 64, "dog")], (96, 64)),
-    }[kind]()
+def test_layout_control_end_to_end(tiny_pipe, tmp_path, kind):
+    src = _png(tmp_path, "src.png", Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), np.uint8)))
+    controls = {
+        "canny": ControlSpec(canny=src, canny_blur=3),
+        "depth_map": ControlSpec(depth_map=src),
+        "boxes": ControlSpec(boxes=("0,0,48,64:dog",)),
+    }[kind]
     ref = Image.new("RGB", (64, 64), "white")
-    prompt = with_layout_reference("a <subject>dog <img1> on grass", "img2")
-    res = tiny_pipe(prompt, [ref, control], steps=3, seed=0)
-    assert res.image.size == control.size  # the layout image is the last reference: its size is the output's
+    req = build_request("a <subject>dog <img1> on grass", [ref], arch=tiny_pipe.arch, controls=controls)
+    control = req.images[-1]
+    assert control.role == kind.split("_")[0] and req.parts[-1].attributes == ("<layout>",)
+    assert req.model_text() == f"a <subject>dog <img1> on grass following <layout>this layout <{control.name}>"
+    res = tiny_pipe(req, steps=3, seed=0)
+    assert res.image.size == control.image.size  # the layout image is placed last: its size is the output's

@@ -16,7 +16,14 @@ import torch
 from safetensors.torch import load_file
 
 from sigma_studio.model import GenerationConfig
-from tests.conftest import fixture_cases, fixture_dir, fixture_pipeline, requires_fixture, resize_spec
+from tests.conftest import (
+    fixture_cases,
+    fixture_dir,
+    fixture_pipeline,
+    generate_keeping_contexts,
+    requires_fixture,
+    resize_spec,
+)
 
 CASES = fixture_cases("interleave_inference")
 ATOL = RTOL = 1e-4
@@ -51,7 +58,7 @@ def _run(case_dir: Path):
         seed=case["seed"],
         layout="released",
     )
-    result = pipe(inputs=inputs, config=config, keep_contexts=True)
+    result = generate_keeping_contexts(pipe, inputs=inputs, config=config)
     return case, pipe, result
 
 

@@ -12,6 +12,7 @@ from sigma_studio.model.arch.qwen2_mot import Routing
 from sigma_studio.model.attention import PackedAttention
 from sigma_studio.model.engine import block_embeddings, query_velocity
 from sigma_studio.model.masks import plan_mask
+from tests.conftest import generate_keeping_contexts
 
 PROMPT = "Place <id>the man <img1> next to <subject>the dog <img2> in a park"
 
@@ -33,7 +34,7 @@ def test_generation_with_group_mask(tiny_pipe, refs, layout):
     res = tiny_pipe(PROMPT, refs, config=cfg, progress=lambda i, n: steps.append((i, n)))
     assert res.image.size == (80, 64) and res.image.mode == "RGB"  # the last reference's VAE size
     assert res.size == (64, 80) and res.seed == 5 and res.layout == layout
-    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # the steps asked for; the last after decoding
     again = tiny_pipe(PROMPT, refs, config=cfg)
     assert torch.equal(again.latents, res.latents)
     unmasked = tiny_pipe(PROMPT, refs, config=cfg.replace(group_mask=False))
@@ -55,7 +56,7 @@ def test_images_by_name(tiny_pipe, refs):
 @pytest.mark.parametrize("group_mask", [False, True])
 @pytest.mark.parametrize("layout", ["released", "trained"])
 def test_chunked_prefill_equals_one_packed_forward(tiny_pipe, refs, layout, group_mask):
-    res = tiny_pipe(PROMPT, refs, steps=2, seed=0, layout=layout, group_mask=group_mask, keep_contexts=True)
+    res = generate_keeping_contexts(tiny_pipe, PROMPT, refs, steps=2, seed=0, layout=layout, group_mask=group_mask)
     ctx = res.contexts["full"]
     model, ids = tiny_pipe.model, tiny_pipe.tokenizer.ids
     inputs = tiny_pipe.encode_references(
@@ -80,7 +81,7 @@ def test_chunked_prefill_equals_one_packed_forward(tiny_pipe, refs, layout, grou
 
 
 def test_batched_branches_equal_separate_forwards(tiny_pipe, refs):
-    res = tiny_pipe(PROMPT, refs, steps=2, seed=0, layout="trained", keep_contexts=True)
+    res = generate_keeping_contexts(tiny_pipe, PROMPT, refs, steps=2, seed=0, layout="trained")
     ctxs = [res.contexts[k] for k in ("full", "text", "image")]
     x = torch.randn(20, 16, generator=torch.Generator().manual_seed(1))
     t = torch.tensor(0.7)
@@ -92,7 +93,7 @@ def test_batched_branches_equal_separate_forwards(tiny_pipe, refs):
 
 
 def test_released_text_dropped_context_reuses_the_prefix(tiny_pipe, refs):
-    res = tiny_pipe(PROMPT, refs, steps=2, seed=0, layout="released", keep_contexts=True)
+    res = generate_keeping_contexts(tiny_pipe, PROMPT, refs, steps=2, seed=0, layout="released")
     full, text = res.contexts["full"], res.contexts["text"]
     assert text is not full and text.plan.is_prefix_of(full.plan)
     k_full, _ = full.cache.rows(1)
@@ -138,7 +139,7 @@ def test_bad_prompts(tiny_pipe, refs):
         tiny_pipe("a <img3>", refs, steps=2)
     with pytest.raises(InputError, match="either a prompt"):
         tiny_pipe("a", refs, inputs=["b"], steps=2)
-    with pytest.raises(InputError, match="Expected an image or a path"):
+    with pytest.raises(InputError, match="expected an image or a file path"):
         tiny_pipe("a <img1>", [42], steps=2)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
@@ -58,7 +61,7 @@ def test_box_assigned_to_an_empty_reference_is_a_clear_error(tiny_pipe, tmp_path
             (0.1, 0.1, 0.5, 0.5, "x", "img5"),
         ],
     )
-    with pytest.raises(Exception, match="pick a filled slot") as err:
+    with pytest.raises(Exception, match="subject 3 is img5, which is not a given reference") as err:
         h.generate(tiny_pipe, state(), bad, dict(SETTINGS), tmp_path)
     assert isinstance(h.friendly(err.value), gr.Error)
 
@@ -86,7 +89,7 @@ def test_send_to_references_fills_the_next_slot(tmp_path):
 def test_preview_html_lists_the_sequence():
     html = h.preview_html(state())
     assert html.index('data-name="img1"') < html.index('data-name="img2"')
-    assert 'data-tokens="&lt;subject&gt;"' in html
+    assert 'data-role="reference" data-tokens="&lt;subject&gt;"' in html
 
 
 def test_build_demo(tiny_pipe, tmp_path):
@@ -109,10 +112,43 @@ def test_box_references_follow_slot_moves():
     assert [r[5] for r in h.remap_box_refs(rows, {1: None, 2: 1, 3: 2})] == ["", "img2"]
 
 
-def test_every_reference_needs_a_box_once_boxes_place_subjects(tiny_pipe, tmp_path):
+def test_boxes_place_some_references_and_keep_the_others(tiny_pipe, tmp_path):
     one = layout("boxes", boxes=[(0.0, 0.3, 0.5, 1.0, "cat", "img1")])
-    with pytest.raises(Exception, match="img2 has no box"):
-        h.generate(tiny_pipe, state(), one, dict(SETTINGS), tmp_path)
+    request = h.request_of(state(), one, h.GenerationConfig(size=(64, 64)), tiny_pipe.arch)
+    assert [img.name for img in request.images] == ["img1", "img2", "identities", "spatial"]
+    assert "Place these subjects in this cat with <id>her <img2> in a meadow" in request.model_text()
+    half = layout("boxes", boxes=[(0.0, 0.3, 0.5, 1.0, "cat", "img1"), (0.5, 0.0, 1.0, 1.0, "x", "")])
+    with pytest.raises(Exception, match="has no reference"):
+        h.generate(tiny_pipe, state(), half, dict(SETTINGS), tmp_path)
+
+
+def test_preview_shows_the_controls_the_request_carries(tiny_pipe):
+    html = h.preview_html(state(), layout("canny", canny=str(IMAGES / "horse.png")), tiny_pipe.arch)
+    assert html.index('data-name="img1"') < html.index('data-name="img2"') < html.index('data-name="canny"')
+    assert 'data-role="canny" data-tokens="&lt;layout&gt;"' in html and "following &lt;layout&gt;this layout" in html
+    bad = h.preview_html(UIState("a <img1> b <img2>", (Slot(str(IMAGES / "cat.jpg")), Slot())), None, tiny_pipe.arch)
+    assert "sigma-preview error" in bad and "&lt;img2&gt;" in bad
+
+
+@pytest.mark.parametrize("kind", ["plain", "canny", "subjects"])
+def test_a_web_result_replays_bit_for_bit_with_sigma_generate_from(tiny_pipe, tmp_path, kind):
+    from typer.testing import CliRunner
+
+    from sigma_studio.cli.main import app
+
+    lay = {
+        "plain": layout(),
+        "canny": layout("canny", canny=str(IMAGES / "horse.png")),
+        "subjects": layout("boxes", boxes=[(0.0, 0.3, 0.5, 1.0, "cat", "img1"), (0.5, 0.0, 1.0, 1.0, "her", "img2")]),
+    }[kind]
+    settings = dict(SETTINGS, randomize=True)  # the seed actually used is what the record keeps
+    path, _, seed = h.generate(tiny_pipe, state(), lay, settings, tmp_path / "web")
+    again = tmp_path / "again.png"
+    result = CliRunner().invoke(app, ["generate", "--from", path, "--out", str(again), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["config"]["seed"] == seed and record["model"] == "tiny" and not record["warnings"]
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(again)))
 
 
 def test_cancel_stops_a_running_generation(tiny_pipe, tmp_path):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from sigma_studio.webui.state import (
     MAX_SLOTS,
     Slot,
     UIState,
     add_slot,
     move_slot,
-    preview,
     read_prompt,
     remove_slot,
     set_image,
@@ -77,26 +74,6 @@ def test_slot_limit():
     assert len(s.slots) == MAX_SLOTS and "At most" in add_slot(s).error
 
 
-def test_preview_follows_the_prompt_order_with_tokens():
-    s = set_tokens(set_tokens(two(), 1, ["<subject>"]), 0, ["<id>"])
-    items = preview(s, extra={"img3": "/tmp/canny.png"})
-    kinds = [(i.kind, i.name or i.text, i.tokens) for i in items]
-    assert kinds == [
-        ("text", "Place the man <id>", ()),
-        ("image", "img1", ("<id>",)),
-        ("text", "<subject>", ()),
-        ("image", "img2", ("<subject>",)),
-        ("image", "img3", ()),  # a control image the prompt does not place is appended
-    ]
-
-
-def test_preview_refuses_a_placeholder_for_an_empty_slot():
-    from sigma_studio.model.errors import PromptError
-
-    with pytest.raises(PromptError, match="<img2>"):
-        preview(UIState("a <img1> b <img2>", (Slot("/a"), Slot())))
-
-
 def test_tokens_written_inside_the_text_are_edited_in_place():
     s = read_prompt(two(), "A portrait of <id>this astronaut <img1> holding <subject>this cat <img2>")
     s2 = set_tokens(s, 0, ["<style>"])
@@ -112,9 +89,3 @@ def test_remove_takes_the_bound_tokens_along_and_keeps_newlines():
     r = remove_slot(s, 0)
     assert r.prompt == "A portrait of this astronaut\nholding <subject>this cat <img1>"
     assert read_prompt(r, r.prompt).slots == r.slots
-
-
-def test_strip_images_for_subject_placement():
-    from sigma_studio.webui.state import strip_images
-
-    assert strip_images("a <subject>cat <img1> and <id>her <img2> in a meadow", [1, 2]) == "a cat and her in a meadow"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from sigma_studio.model.config import RENORM_TYPES, GenerationConfig
+from sigma_studio.model.structure import ControlSpec
 from sigma_studio.model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
 from . import handlers as h
@@ -23,6 +25,7 @@ CSS = """
 .sigma-preview .seg-image img {height:48px; border-radius:4px}
 .sigma-preview.error {color:var(--error-text-color)}
 """
+G, C = GenerationConfig(), ControlSpec()  # every default shown on the page comes from these dataclasses
 TOKEN_INFO = "; ".join(f"{t} {d}" for t, d in list(ATTRIBUTE_HELP.items())[:5]) + "; …"
 
 
@@ -83,9 +86,9 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
                     with gr.Tab("Canny") as tab_canny:
                         canny_src = gr.Image(type="filepath", label="image", height=200)
                         with gr.Row():
-                            canny_low = gr.Slider(0, 500, 100, step=1, label="low threshold")
-                            canny_high = gr.Slider(1, 1000, 200, step=1, label="high threshold")
-                            canny_blur = gr.Slider(0, 9, 0, step=1, label="blur (odd, 0 = none)")
+                            canny_low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold")
+                            canny_high = gr.Slider(1, 1000, C.canny_high, step=1, label="high threshold")
+                            canny_blur = gr.Slider(0, 9, C.canny_blur, step=1, label="blur (odd, 0 = none)")
                         canny_prev = gr.Image(label="edge map", interactive=False, height=200)
                     with gr.Tab("Depth") as tab_depth:
                         with gr.Row():
@@ -118,16 +121,14 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
                         width = gr.Number(max_size, label="width", precision=0, minimum=16, maximum=max_size, step=16)
                         height = gr.Number(max_size, label="height", precision=0, minimum=16, maximum=max_size, step=16)
                     with gr.Row():
-                        steps = gr.Slider(2, 100, 50, step=1, label="steps", elem_id="steps")
-                        cfg_text = gr.Slider(1, 10, 4.0, step=0.1, label="text guidance")
-                        cfg_img = gr.Slider(1, 5, 2.0, step=0.1, label="image guidance")
+                        steps = gr.Slider(2, 100, G.steps, step=1, label="steps", elem_id="steps")
+                        cfg_text = gr.Slider(1, 10, G.cfg_text_scale, step=0.1, label="text guidance")
+                        cfg_img = gr.Slider(1, 5, G.cfg_img_scale, step=0.1, label="image guidance")
                     with gr.Row():
-                        cfg_low = gr.Slider(0, 1, 0.0, step=0.05, label="guidance from t >")
-                        cfg_high = gr.Slider(0, 1, 1.0, step=0.05, label="guidance to t <=")
-                        renorm = gr.Dropdown(
-                            ["text_channel", "global", "channel"], value="text_channel", label="renorm"
-                        )
-                        shift = gr.Slider(1, 6, 3.0, step=0.1, label="timestep shift")
+                        cfg_low = gr.Slider(0, 1, G.cfg_interval[0], step=0.05, label="guidance from t >")
+                        cfg_high = gr.Slider(0, 1, G.cfg_interval[1], step=0.05, label="guidance to t <=")
+                        renorm = gr.Dropdown(list(RENORM_TYPES), value=G.cfg_renorm_type, label="renorm")
+                        shift = gr.Slider(1, 6, G.timestep_shift, step=0.1, label="timestep shift")
                     with gr.Row():
                         seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed")
                         randomize = gr.Checkbox(False, label="randomize seed")
@@ -156,7 +157,7 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
             return [
                 st.prompt if write_prompt else gr.update(),  # never overwrite what the user is typing
                 f"⚠ {st.error}" if st.error else "",
-                h.preview_html(st),
+                h.preview_html(st, None, pipe.arch),  # then refresh_preview adds the layout controls
                 *[gr.update(visible=k < len(st.slots)) for k in range(MAX_SLOTS)],
                 *[gr.update(value=st.slots[k].image if k < len(st.slots) else None) for k in range(MAX_SLOTS)],
                 *[gr.update(value=list(st.slots[k].tokens) if k < len(st.slots) else []) for k in range(MAX_SLOTS)],
@@ -196,7 +197,14 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
 
         canvas.select(click_box, [corner, boxes, box_label, box_ref], [corner, boxes])
         clear_boxes.click(lambda: (None, []), None, [corner, boxes])
-        boxes.change(partial(_routing, max_size=max_size), [state, *layout_inputs], [routing])
+        boxes.change(partial(_routing, arch=pipe.arch), [state, *layout_inputs], [routing])
+
+        def refresh_preview(st, *values):
+            return h.preview_html(st, h.LayoutInputs(*values), pipe.arch)
+
+        for widget in layout_inputs:  # the preview shows the control images the request will carry
+            widget.change(refresh_preview, [state, *layout_inputs], [preview])
+        state.change(refresh_preview, [state, *layout_inputs], [preview])
 
         settings = [
             preset,
@@ -291,9 +299,9 @@ def _box_row(corner: tuple[int, int], point: tuple[int, int], side: int, label: 
     return [*frac, label or "", ref or ""]
 
 
-def _routing(st, *values, max_size: int):
+def _routing(st, *values, arch):
     layout = h.LayoutInputs(*values)
-    return h.routing_preview(replace(layout, kind="boxes"), st, None, max_size)
+    return h.routing_preview(replace(layout, kind="boxes"), st, None, arch)
 
 
 def _canny_preview(path, low, high, blur):

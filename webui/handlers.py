@@ -13,13 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sigma_studio.model import GenerationConfig, SigmaError
-from sigma_studio.model.control import Box, canny_edges, estimate_depth, render_boxes, with_layout_reference
+from sigma_studio.model import ControlSpec, GenerationConfig, SigmaError, build_request
+from sigma_studio.model.control import estimate_depth
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.images import open_image, save_png, to_rgb
-from sigma_studio.model.multisubject import Subject, build_request, regions, routing_maps
+from sigma_studio.model.images import open_image, to_rgb
 
-from .state import UIState, preview, strip_images
+from .state import UIState
 
 log = logging.getLogger(__name__)
 SIZE_PRESETS = {
@@ -92,86 +91,89 @@ def size_of(preset: str, width: int, height: int, max_size: int) -> tuple[int, i
     return int(h * scale) // 16 * 16, int(w * scale) // 16 * 16
 
 
-def layout_images(layout: LayoutInputs, state: UIState, size: tuple[int, int] | None, max_size: int):
-    """(extra control images by name, subject request or None) for the chosen layout input."""
-    h, w = size or (max_size, max_size)
-    next_name = f"img{len(state.slots) + 1}"
+def _box_text(row: list) -> str:
+    """A table row as the box spec the CLI takes: ``x0,y0,x1,y1[:label]`` in 0..1 fractions."""
+    coords = ",".join(repr(float(v)) for v in row[:4])
+    return f"{coords}:{row[4]}" if row[4] else coords
+
+
+def controls_of(layout: LayoutInputs) -> ControlSpec:
+    """The layout tab as a ControlSpec: the same structure controls the CLI's options give."""
     if layout.kind == "canny" and layout.canny_image:
-        src = to_rgb(open_image(layout.canny_image)).resize((w, h), Image.BICUBIC)
-        return {next_name: canny_edges(src, layout.canny_low, layout.canny_high, layout.canny_blur)}, None
-    if layout.kind == "depth" and (layout.depth_map or layout.depth_image):
-        if layout.depth_map:
-            depth = to_rgb(open_image(layout.depth_map))
-        else:
-            depth = estimate_depth(to_rgb(open_image(layout.depth_image)))
-        return {next_name: depth.resize((w, h), Image.BICUBIC)}, None
-    if layout.kind == "boxes" and layout.boxes:
-        boxes = [
-            Box(float(r[0]) * w, float(r[1]) * h, float(r[2]) * w, float(r[3]) * h, str(r[4] or ""))
-            for r in layout.boxes
-        ]
-        refs = [str(r[5] or "") for r in layout.boxes]
-        if any(refs):
-            return {}, _subjects(state, boxes, refs, (h, w))
-        return {next_name: render_boxes(boxes, (w, h))}, None
-    return {}, None
-
-
-def _subjects(state: UIState, boxes: list[Box], refs: list[str], size: tuple[int, int]) -> list[Subject]:
-    images = {name: s.image for name, s in zip(state.names(), state.slots, strict=True) if s.filled}
-    unplaced = sorted(set(images) - set(refs))
-    if unplaced:
-        raise InputError(
-            f"{', '.join(unplaced)} has no box: with boxes assigned to references, every reference is a subject "
-            "(give it a box, or remove it)"
+        return ControlSpec(
+            canny=layout.canny_image,
+            canny_low=int(layout.canny_low),
+            canny_high=int(layout.canny_high),
+            canny_blur=int(layout.canny_blur),
         )
-    subjects = []
-    for box, ref in zip(boxes, refs, strict=True):
-        if ref not in images:
-            raise InputError(
-                f"Box '{box.label or box.as_text()}' is assigned to {ref or 'no reference'}; pick a filled slot"
-            )
-        subjects.append(Subject(to_rgb(open_image(images[ref])), box=box, id=ref))
-    return subjects
+    if layout.kind == "depth" and (layout.depth_map or layout.depth_image):
+        return ControlSpec(depth_map=layout.depth_map) if layout.depth_map else ControlSpec(depth=layout.depth_image)
+    rows = box_rows(layout.boxes) if layout.kind == "boxes" else []
+    refs = [row[5] for row in rows]
+    if any(refs):  # boxes assigned to references place those references as SIGMA-GEN subjects
+        unassigned = [_box_text(row) for row, ref in zip(rows, refs, strict=True) if not ref]
+        if unassigned:
+            raise InputError(f"Box {unassigned[0]} has no reference: once boxes place references, give every box one")
+        return ControlSpec(subjects=tuple(f"{ref}@box={_box_text(row)}" for row, ref in zip(rows, refs, strict=True)))
+    return ControlSpec(boxes=tuple(_box_text(row) for row in rows))
 
 
-def routing_preview(layout: LayoutInputs, state: UIState, size, max_size: int) -> Image.Image | None:
+def references(state: UIState) -> dict[str, str]:
+    """The filled slots by name (img1, img3, ...)."""
+    return {name: s.image for name, s in zip(state.names(), state.slots, strict=True) if s.filled}
+
+
+def request_of(state: UIState, layout: LayoutInputs | None, config: GenerationConfig, arch, *, preview=False):
+    """THE request of the page's current values (the same builder as the CLI's)."""
+    controls = controls_of(layout) if layout is not None else None
+    return build_request(
+        state.prompt, references(state), arch=arch, config=config, controls=controls, estimate_depth=not preview
+    )
+
+
+def routing_preview(layout: LayoutInputs, state: UIState, size, arch) -> Image.Image | None:
     try:
-        extra, subjects = layout_images(layout, state, size, max_size)
+        request = request_of(state, layout, GenerationConfig(size=size), arch, preview=True)
     except SigmaError:
         return None
-    if subjects:
-        h, w = size or (max_size, max_size)
-        asc, _ = routing_maps(regions(subjects, (h, w)))
-        return Image.fromarray((asc.astype(np.float32) * 2.5).clip(0, 255).astype(np.uint8))
-    return next(iter(extra.values()), None)
+    controls = [img for img in request.images if img.role != "reference"]
+    spatial = next((img.image for img in controls if img.role == "spatial"), None)
+    if spatial is not None:  # the ascending routing map, brightened
+        asc = np.asarray(spatial)[..., 0].astype(np.float32)
+        return Image.fromarray((asc * 2.5).clip(0, 255).astype(np.uint8))
+    return controls[-1].image if controls else None
 
 
-def preview_html(state: UIState, extra: dict[str, str] | None = None) -> str:
-    """The interleaved sequence as HTML: text spans and thumbnails in order, each image with its tokens."""
+def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None) -> str:
+    """The sequence the model will receive (the request's parts, controls included) as HTML: text spans and
+    thumbnails in order, each image with its tokens."""
     import base64
     import html
     import io
 
+    from sigma_studio.model.config import tiny
+    from sigma_studio.model.prompt import TextPart
+
     try:
-        items = preview(state, extra)
+        request = request_of(state, layout, GenerationConfig(), arch or tiny(), preview=True)
     except SigmaError as exc:
         return f'<div class="sigma-preview error">{html.escape(str(exc))}</div>'
     parts = []
-    for item in items:
-        if item.kind == "text":
-            parts.append(f'<span class="seg-text">{html.escape(item.text)}</span>')
+    for part in request.parts:
+        if isinstance(part, TextPart):
+            parts.append(f'<span class="seg-text">{html.escape(part.text)}</span>')
             continue
-        thumb = to_rgb(open_image(item.image)) if isinstance(item.image, str) else item.image
-        thumb = thumb.copy()
+        img = request.images[part.index]
+        thumb = img.image.copy()
         thumb.thumbnail((72, 72))
         buf = io.BytesIO()
         thumb.save(buf, format="PNG")
         data = base64.b64encode(buf.getvalue()).decode()
-        tokens = " ".join(html.escape(t) for t in item.tokens) or "no token"
+        tokens = " ".join(html.escape(t) for t in part.attributes) or "no token"
         parts.append(
-            f'<span class="seg-image" data-name="{item.name}" data-tokens="{html.escape(" ".join(item.tokens))}">'
-            f'<img src="data:image/png;base64,{data}" alt="{item.name}"/><b>{item.name}</b> <i>{tokens}</i></span>'
+            f'<span class="seg-image" data-name="{img.name}" data-role="{img.role}" '
+            f'data-tokens="{html.escape(" ".join(part.attributes))}">'
+            f'<img src="data:image/png;base64,{data}" alt="{img.name}"/><b>{img.name}</b> <i>{tokens}</i></span>'
         )
     return '<div class="sigma-preview">' + " ".join(parts) + "</div>"
 
@@ -185,7 +187,6 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
     seed = settings["seed"]
     if settings["randomize"] or seed is None or seed < 0:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    size = size_of(settings["preset"], settings["width"], settings["height"], pipe.arch.max_image_size)
     config = GenerationConfig(
         steps=int(settings["steps"]),
         cfg_text_scale=float(settings["cfg_text"]),
@@ -193,22 +194,11 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
         cfg_interval=(float(settings["cfg_low"]), float(settings["cfg_high"])),
         cfg_renorm_type=settings["renorm"],
         timestep_shift=float(settings["shift"]),
-        size=size,
+        size=size_of(settings["preset"], settings["width"], settings["height"], pipe.arch.max_image_size),
         seed=int(seed),
         group_mask=bool(settings["group_mask"]),
     )
-    extra, subjects = layout_images(layout, state, size, pipe.arch.max_image_size)
-    images = {name: s.image for name, s in zip(state.names(), state.slots, strict=True) if s.filled}
-    prompt, insertion = state.prompt, None
-    if subjects:
-        hw = size or (pipe.arch.max_image_size, pipe.arch.max_image_size)
-        # the subjects reach the model through the identity sheet: their own placeholders leave the prompt
-        text = strip_images(prompt, [int(n[3:]) for n in state.names()]) or "a scene"
-        req = build_request(subjects, text, hw)
-        prompt, images, config = req.prompt, {"img1": req.images[0], "img2": req.images[1]}, config.replace(size=hw)
-    for name, control in extra.items():
-        images[name] = control
-        prompt = with_layout_reference(prompt, name)
+    request = request_of(state, layout, config, pipe.arch)
 
     def callback(i: int, n: int) -> None:
         if cancel is not None and cancel.is_set():
@@ -216,11 +206,9 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
         if progress is not None:
             progress((i, n), desc="Denoising")
 
-    result = pipe(prompt, images, config=config, progress=callback, insertion=insertion)
+    result = pipe(request, progress=callback)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png"  # never overwrites
-    meta = {"sigma:prompt": prompt, "sigma:seed": str(result.seed), "sigma:config": repr(result.config)}
-    save_png(result.image, path, meta)
+    path = result.save(outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png")  # never overwrites
     info = f"**seed** {result.seed} · **{result.seconds:.1f} s** · {result.size[1]}×{result.size[0]} · {pipe.mode}"
     if result.warnings:
         info += "\n\n" + "\n".join(f"⚠ {w}" for w in result.warnings)

@@ -42,16 +42,6 @@ class UIState:
         return [f"img{k + 1}" for k in range(len(self.slots))]
 
 
-def strip_images(prompt: str, numbers: list[int]) -> str:
-    """The prompt without the placeholders of these images and the attribute tokens bound to them."""
-    state = UIState(prompt, tuple(Slot() for _ in range(max(numbers, default=0))))
-    for n in numbers:
-        if _segment_before(state.prompt, n):
-            state = set_tokens(state, n - 1, [])
-        state = replace(state, prompt=_placeholder_re(n).sub("", state.prompt))
-    return re.sub(r"[ \t]{2,}", " ", state.prompt).strip()
-
-
 def _placeholder_re(n: int) -> re.Pattern:
     return re.compile(_TOKENS_BEFORE + r"(<\s*(?:img|image)[\s_]*" + str(n) + r"\s*>)", re.IGNORECASE)
 
@@ -155,31 +145,6 @@ def move_slot(state: UIState, k: int, delta: int) -> UIState:
     slots = list(state.slots)
     slots[k], slots[j] = slots[j], slots[k]
     return replace(state, prompt=_renumber(state.prompt, {k + 1: j + 1, j + 1: k + 1}), slots=tuple(slots), error="")
-
-
-@dataclass(frozen=True)
-class PreviewItem:
-    kind: str  # "text" | "image"
-    text: str = ""
-    image: str | None = None
-    name: str = ""
-    tokens: tuple[str, ...] = ()
-
-
-def preview(state: UIState, extra: dict[str, str] | None = None) -> list[PreviewItem]:
-    """The interleaved sequence the model will receive, in order (``extra``: name -> path of control images)."""
-    filled = {name: s.image for name, s in zip(state.names(), state.slots, strict=True) if s.filled}
-    images = filled | (extra or {})
-    names = list(images)
-    parsed = parse_prompt(state.prompt, len(names), names=[int(n[3:]) for n in names])
-    items = []
-    for part in parsed.parts:
-        if isinstance(part, ImagePart):
-            name = names[part.index]
-            items.append(PreviewItem("image", image=images[name], name=name, tokens=part.attributes))
-        else:
-            items.append(PreviewItem("text", text=part.text))
-    return items
 
 
 def unknown_tokens(prompt: str) -> list[str]:

@@ -1,0 +1,250 @@
+"""``sigma generate`` and ``sigma layout``: options -> one GenerationRequest (checked before loading) -> pipeline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sigma_studio.model import GenerationRecord, LoaderConfig, build_request, load_pipeline, read_record
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.files import check_output_file
+from sigma_studio.model.preflight import preflight_arch, same_geometry
+from sigma_studio.model.prompt import PLACEHOLDER_RE, image_number
+
+from . import render
+from .options import (
+    BackgroundOpt,
+    BoxOpt,
+    CacheOpt,
+    CannyBlurOpt,
+    CannyHighOpt,
+    CannyLowOpt,
+    CannyOpt,
+    CfgImg,
+    CfgInterval,
+    CfgText,
+    ComposeOpt,
+    DebugOpt,
+    DepthMapOpt,
+    DepthOpt,
+    FacesOpt,
+    GpuMemOpt,
+    GroupMask,
+    JsonOpt,
+    Layout,
+    MaskOpt,
+    ModelOpt,
+    ModeOpt,
+    OffloadOpt,
+    OverwriteOpt,
+    Renorm,
+    Seed,
+    Shift,
+    Size,
+    Steps,
+    SubjectOpt,
+    absolute,
+    control_spec,
+    generation_config,
+    loader_config,
+    parse_interval,
+    parse_size,
+)
+
+EXAMPLES = """
+[b]Examples[/]
+
+  sigma generate "Draw the <subject>shape <img1> in the <style>colour of <img2>." a.png b.png --model shapes
+
+  sigma generate "Place <id>the man <img1> next to <subject>the dog <img2>" -i img1=man.jpg -i img2=dog.png --seed 7
+
+  sigma generate "a city street at dusk" --canny photo.jpg --size 1024x768
+
+  sigma generate "a sunny park" --subject cat.png@box=0.1,0.5,0.5,0.9 --subject dog.png@box=0.5,0.4,0.9,0.9
+
+  sigma generate --from result.png --seed 8     [dim]# repeat a result (any front end's PNG), vary one setting[/]
+"""
+
+
+def assign_images(prompt: str, named: list[str], positional: list[str]) -> dict[str, str]:
+    """Map ``--image img1=FILE`` values and positional files (in prompt order) to placeholder names."""
+    images: dict[int, str] = {}
+    for item in named:
+        if "=" not in item:
+            raise InputError(f"--image '{item}' should be NAME=FILE, e.g. img1=man.jpg")
+        name, path = item.split("=", 1)
+        n = image_number(name)
+        if n in images:
+            raise InputError(f"--image img{n} is given twice")
+        images[n] = path
+    order = [int(m.group(1)) for m in PLACEHOLDER_RE.finditer(prompt)]
+    free = [n for n in dict.fromkeys(order) if n not in images]
+    for path in positional:
+        n = free.pop(0) if free else max([0, *images, *order]) + 1
+        images[n] = path
+    return {f"img{n}": images[n] for n in sorted(images)}
+
+
+def _replayed_images(record: GenerationRecord, given: dict[str, str], source: str) -> dict[str, str]:
+    """The record's reference files, overridden by the ones given again; a missing one is a clear error."""
+    images = {}
+    for name, file in record.reference_files().items():
+        if name in given:
+            continue
+        if not file or not Path(file).is_file():
+            where = f" ({file}) no longer exists" if file else " was given as pixels, not a file"
+            raise InputError(f"--from {source}: reference {name}{where}; pass it again with --image {name}=FILE")
+        images[name] = file
+    return images | given
+
+
+def _hash_warnings(record: GenerationRecord | None, request) -> list[str]:
+    if record is None:
+        return []
+    stored = record.reference_hashes()
+    return [
+        f"{img.name} is not the picture this result was made from (its pixels differ): the output will differ"
+        for img in request.images
+        if img.role == "reference" and stored.get(img.name) and stored[img.name] != img.sha256
+    ]
+
+
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="interleaved prompt, e.g. 'a man <id> <img1> ...'")] = None,
+    files: Annotated[list[str] | None, typer.Argument(help="reference images, in prompt order")] = None,
+    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="NAME=FILE, e.g. img1=man.jpg")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output PNG [default: outputs/<time>.png]")] = None,
+    size: Size = None,
+    steps: Steps = None,
+    cfg_text: CfgText = None,
+    cfg_img: CfgImg = None,
+    cfg_interval: CfgInterval = None,
+    renorm: Renorm = None,
+    shift: Shift = None,
+    seed: Seed = None,
+    layout: Layout = None,
+    group_mask: GroupMask = None,
+    canny: CannyOpt = None,
+    canny_low: CannyLowOpt = None,
+    canny_high: CannyHighOpt = None,
+    canny_blur: CannyBlurOpt = None,
+    depth: DepthOpt = None,
+    depth_map: DepthMapOpt = None,
+    box: BoxOpt = None,
+    mask: MaskOpt = None,
+    subject: SubjectOpt = None,
+    background: BackgroundOpt = None,
+    compose: ComposeOpt = False,
+    faces: FacesOpt = False,
+    from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG's record")] = None,
+    model: ModelOpt = None,
+    mode: ModeOpt = "auto",
+    max_gpu_memory: GpuMemOpt = None,
+    offload_dir: OffloadOpt = None,
+    cache_dir: CacheOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Generate one image from an interleaved prompt, reference images and optional structure controls.
+
+    Every input is checked before the model loads. The PNG carries the full record of the request.
+    """
+    render.setup_logging(debug)
+    with render.errors(debug):
+        record = read_record(from_png) if from_png else None
+        prompt = prompt if prompt is not None else (record.prompt if record else None)
+        if prompt is None:
+            raise InputError("give a PROMPT (or --from a previous result)")
+        images = assign_images(prompt, image or [], files or [])
+        if record:
+            images = _replayed_images(record, images, from_png)
+        config = generation_config(
+            record.generation_config() if record else None,
+            **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift),
+            **dict(cfg_interval=parse_interval(cfg_interval), cfg_renorm_type=renorm, size=parse_size(size)),
+            **dict(seed=seed, layout=layout, group_mask=group_mask),
+        )
+        given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
+        given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)
+        given = {k: v for k, v in given.items() if v not in (None, [])}
+        if given or compose or faces or not record:
+            controls = control_spec(**given, compose=compose, faces=faces)
+        else:
+            controls = record.control_spec()  # --from repeats the structure controls too
+        source = absolute(model or (record.model if record and record.model else "sigma"))
+        path = check_output_file(out or _default_out(), overwrite)
+        loader = loader_config(source, mode, max_gpu_memory, offload_dir, cache_dir)
+        arch = preflight_arch(loader)
+        build = dict(config=config, controls=controls, cache_dir=cache_dir)
+        request = build_request(prompt, images, arch=arch, **build)
+        warnings = [*request.warnings, *_hash_warnings(record, request)]
+        for w in warnings:
+            render.warn(w)
+        pipe = _load(loader, quiet=json_out)
+        if not same_geometry(arch, pipe.arch):  # a hub model that was not cached: check again with its real configs
+            request = build_request(prompt, images, arch=pipe.arch, **build)
+        with render.progress() as bar:
+            task = bar.add_task("Denoising", total=request.config.steps)
+            result = pipe(request, progress=lambda i, n: bar.update(task, completed=i))
+        result.save(path, overwrite=overwrite)
+    _report(result, path, json_out, warnings)
+
+
+def _default_out() -> Path:
+    return Path("outputs") / f"sigma-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}.png"
+
+
+def _load(cfg: LoaderConfig, quiet: bool):
+    with render.console.status(f"Loading {cfg.model} ({cfg.mode})…", spinner="dots"):
+        pipe = load_pipeline(cfg)
+    if not quiet:
+        render.console.print(f"[dim]model[/] {pipe.name} · [dim]mode[/] {pipe.mode} ({pipe.mode_reason})")
+        if pipe.name == "tiny":
+            render.console.print("[yellow]tiny model: random weights, the image is noise (use --model shapes)[/]")
+    return pipe
+
+
+def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
+    if json_out:
+        data = {"output": str(Path(path).resolve()), "seconds": round(result.seconds, 3), "warnings": warnings}
+        render.print_json(data | result.record.to_json())
+        return
+    h, w = result.size
+    render.stdout.print(
+        f"[green]✓[/] {path}  [dim]seed[/] {result.seed}  [dim]size[/] {w}x{h}  [dim]time[/] {result.seconds:.1f} s"
+    )
+
+
+def layout_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the control images")],
+    size: Size = None,
+    canny: CannyOpt = None,
+    canny_low: CannyLowOpt = None,
+    canny_high: CannyHighOpt = None,
+    canny_blur: CannyBlurOpt = None,
+    depth: DepthOpt = None,
+    depth_map: DepthMapOpt = None,
+    box: BoxOpt = None,
+    mask: MaskOpt = None,
+    subject: SubjectOpt = None,
+    background: BackgroundOpt = None,
+    model: Annotated[str, typer.Option(help="whose image sizes to use")] = "sigma",
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Build and save the control images only, to see exactly what the model will get."""
+    from .layout import save_layout
+
+    render.setup_logging(debug)
+    with render.errors(debug):
+        given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
+        given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)
+        controls = control_spec(**{k: v for k, v in given.items() if v not in (None, [])})
+        arch = preflight_arch(LoaderConfig(model=absolute(model)))
+        paths = save_layout(controls, arch, parse_size(size), out, overwrite)
+    for p in paths:
+        render.stdout.print(f"[green]✓[/] {p}")

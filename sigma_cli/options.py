@@ -1,0 +1,127 @@
+"""Command-line options shared by the commands. Every default and choice list is read from the model layer's
+dataclasses and tuples (GenerationConfig, ControlSpec, MODES, ...): nothing is declared a second time here.
+
+Sampler options default to ``None`` (= keep the dataclass's value, or the ``--from`` record's value); their help
+shows the dataclass default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sigma_studio.model.config import LAYOUTS, MODES, RENORM_TYPES, GenerationConfig, LoaderConfig
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.preflight import MODEL_CHOICES
+from sigma_studio.model.structure import ControlSpec
+
+G = GenerationConfig()
+C = ControlSpec()
+L = LoaderConfig()
+
+
+def default(value) -> str:
+    """`` [default: value]`` for a help text (escaped: the help is Rich markup)."""
+    return f" \\[default: {value}]"
+
+
+def flag(name: str, help: str):
+    """A boolean flag shown without a metavar."""
+    return typer.Option(name, help=help, metavar="")
+
+
+# -- loading -------------------------------------------------------------------------------------------------------
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help=f"{' | '.join(MODEL_CHOICES)} | HF repo id | directory")
+]
+ModeOpt = Annotated[str, typer.Option(help=" | ".join(MODES))]
+GpuMemOpt = Annotated[str | None, typer.Option(help="GPU budget for --mode offload, e.g. 10GiB")]
+OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
+CacheOpt = Annotated[str | None, typer.Option(help="Hugging Face cache folder (default: HF_HOME)")]
+DebugOpt = Annotated[bool, flag("--debug", "show tracebacks")]
+JsonOpt = Annotated[bool, flag("--json", "print the result record as JSON instead")]
+OverwriteOpt = Annotated[bool, flag("--overwrite", "replace an existing --out file")]
+
+# -- sampler (None: the dataclass default, or the --from record's value) ------------------------------------------
+Steps = Annotated[int | None, typer.Option(help="denoising steps" + default(G.steps))]
+CfgText = Annotated[float | None, typer.Option("--cfg-text", help="text guidance scale" + default(G.cfg_text_scale))]
+CfgImg = Annotated[float | None, typer.Option("--cfg-img", help="image guidance scale" + default(G.cfg_img_scale))]
+INTERVAL = ",".join(f"{v:g}" for v in G.cfg_interval)
+CfgInterval = Annotated[str | None, typer.Option(help="guidance interval LOW,HIGH of t" + default(INTERVAL))]
+Renorm = Annotated[str | None, typer.Option(help=" | ".join(RENORM_TYPES) + default(G.cfg_renorm_type))]
+Shift = Annotated[float | None, typer.Option(help="timestep shift" + default(G.timestep_shift))]
+Seed = Annotated[int | None, typer.Option(help="random seed" + default("random; the seed used is reported"))]
+Layout = Annotated[str | None, typer.Option(help=" | ".join(LAYOUTS) + default("the checkpoint's"))]
+GroupMask = Annotated[
+    bool | None,
+    typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask" + default("the checkpoint's")),
+]
+Size = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("the last reference's model size"))]
+
+# -- structure controls (SIGMA layout and SIGMA-GEN subjects) ------------------------------------------------------
+CannyOpt = Annotated[str | None, typer.Option(help="image whose Canny edges become a <layout> reference")]
+CannyLowOpt = Annotated[int, typer.Option(help="Canny low threshold")]
+CannyHighOpt = Annotated[int, typer.Option(help="Canny high threshold")]
+CannyBlurOpt = Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")]
+DepthOpt = Annotated[str | None, typer.Option(help="image whose estimated depth becomes a <layout> reference")]
+DepthMapOpt = Annotated[str | None, typer.Option(help="a ready depth map to use as the <layout> reference")]
+BoxOpt = Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[:label] (pixels or 0..1), repeatable")]
+MaskOpt = Annotated[list[str] | None, typer.Option("--mask", help="subject mask image, repeatable")]
+SubjectOpt = Annotated[
+    list[str] | None,
+    typer.Option("--subject", help="identity image or reference name, FILE[@box=..|@mask=..[,depth=..]|@box3d=..]"),
+]
+BackgroundOpt = Annotated[str | None, typer.Option(help="keep this background; subjects are inserted into it")]
+ComposeOpt = Annotated[bool, flag("--compose", "with --subject: the prompt describes the whole picture")]
+FacesOpt = Annotated[bool, flag("--faces", "with --subject: subjects are people (<id> instead of <subject>)")]
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``1024x768`` (width x height) or ``1024`` (square) -> (height, width)."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX×*]\s*(\d+))?\s*", value)
+    if not m:
+        raise InputError(f"--size '{value}' is not a size: write WIDTHxHEIGHT, e.g. 1024x768")
+    w = int(m.group(1))
+    return int(m.group(2) or w), w
+
+
+def parse_interval(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise InputError(f"--cfg-interval '{value}' is not LOW,HIGH (e.g. 0.4,1.0)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"--cfg-interval '{value}' must be two finite numbers in [0, 1]")
+    return lo, hi
+
+
+def generation_config(base: GenerationConfig | None, **options) -> GenerationConfig:
+    """A config from the given options only: unset options keep ``base``'s (or the dataclass's) values."""
+    values = {k: v for k, v in options.items() if v is not None}
+    return (base or GenerationConfig()).replace(**values)
+
+
+def control_spec(**options) -> ControlSpec:
+    """A ControlSpec from the CLI's control options (lists become tuples)."""
+    known = {f.name for f in dataclasses.fields(ControlSpec)}
+    return ControlSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k in known})
+
+
+def loader_config(model: str, mode: str, max_gpu_memory, offload_dir, cache_dir) -> LoaderConfig:
+    return LoaderConfig(
+        model=model, mode=mode, max_gpu_memory=max_gpu_memory, offload_dir=offload_dir, cache_dir=cache_dir
+    )
+
+
+def absolute(path: str) -> str:
+    """A path made absolute when it exists (a ``--model DIR`` stored in a record then works from anywhere)."""
+    return str(Path(path).resolve()) if Path(path).exists() else path

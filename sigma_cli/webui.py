@@ -1,0 +1,68 @@
+"""``sigma webui``: the Gradio UI from any folder (``app.py`` at the repository root runs the same for Spaces)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from sigma_studio.model.config import MODES
+
+from . import render
+from .options import DebugOpt, ModelOpt, flag
+
+
+def webui(
+    model: ModelOpt = None,
+    mode: Annotated[str | None, typer.Option(help=" | ".join(MODES) + " \\[default: SIGMA_MODE or auto]")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on \\[default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port \\[default: 7860]")] = None,
+    share: Annotated[bool, flag("--share", "create a public gradio.live link")] = False,
+    max_concurrency: Annotated[int, typer.Option(help="generations running at once")] = 1,
+    outputs: Annotated[str, typer.Option(help="where results are written (never overwritten)")] = "outputs/webui",
+    debug: DebugOpt = False,
+) -> None:
+    """Serve the web UI. Unset options read SIGMA_MODEL, SIGMA_MODE, GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
+
+    [b]Examples[/]
+
+      sigma webui --model shapes          [dim]# the shipped shapes-world model: runs on any CPU[/]
+
+      sigma webui --mode nf4 --port 8080  [dim]# SIGMA in 4 bits on a 24 GB GPU[/]
+    """
+    render.setup_logging(debug)
+    with render.errors(debug):
+        serve(
+            model or os.environ.get("SIGMA_MODEL", "sigma"),
+            mode or os.environ.get("SIGMA_MODE", "auto"),
+            host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+            port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            share=share,
+            max_concurrency=max_concurrency,
+            outputs=outputs,
+        )
+
+
+def serve(model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=1, outputs="outputs/webui"):
+    """Load the model once and serve the UI (blocks until stopped)."""
+    from sigma_studio.examples import ROOT as EXAMPLES
+    from sigma_studio.model import LoaderConfig, load_pipeline
+    from sigma_studio.model.errors import MissingDependencyError
+
+    try:
+        from sigma_studio.webui.blocks import CSS, build_demo
+    except ImportError as exc:
+        raise MissingDependencyError("gradio", "webui", f"The web UI ({exc.name} is missing)") from None
+    gpu_wrapper = None
+    if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: import spaces before CUDA starts; hold a GPU only to generate
+        import spaces
+
+        gpu_wrapper = spaces.GPU(duration=180)
+    with render.console.status(f"Loading {model} ({mode})…", spinner="dots"):
+        pipe = load_pipeline(LoaderConfig(model=model, mode=mode))
+    demo = build_demo(pipe, outputs=outputs, max_concurrency=max_concurrency, gpu_wrapper=gpu_wrapper)
+    demo.queue(max_size=32).launch(
+        server_name=host, server_port=port, share=share, css=CSS, max_file_size="20mb",
+        allowed_paths=[outputs, str(EXAMPLES)], show_error=False,
+    )  # fmt: skip
