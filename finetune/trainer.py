@@ -1,7 +1,7 @@
 """ONE training loop for LoRA and full finetuning, one process or many (torchrun + FSDP2).
 
 sigma finetune --dataset Xiaoyan667/SIGMA-dataset --out runs/sigma-ft --steps 30000
-torchrun --nproc-per-node 8 -m sigma_cli.main finetune --dataset ... --out runs/sigma-ft
+torchrun --nproc-per-node 8 -m sigma_studio.cli finetune --dataset ... --out runs/sigma-ft
 """
 
 from __future__ import annotations

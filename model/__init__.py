@@ -1,6 +1,6 @@
 """SIGMA Studio model package: the public API.
 
->>> from model import load_pipeline
+>>> from sigma_studio.model import load_pipeline
 >>> pipe = load_pipeline("tiny")
 >>> pipe("a cat <subject> <img1> on the moon", images=["cat.png"], steps=4, seed=7).image.save("out.png")
 """

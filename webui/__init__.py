@@ -1,1 +1,1 @@
-"""The Gradio web UI: ``build_demo(pipeline)`` returns the Blocks; ``python app.py`` serves it."""
+"""The Gradio web UI: ``build_demo(pipeline)`` returns the Blocks; ``sigma webui`` (or ``python app.py``) serves it."""
