@@ -9,6 +9,7 @@ from .config import ArchConfig, GenerationConfig, LLMConfig, LoaderConfig, Resiz
 from .errors import CheckpointError, InputError, MissingDependencyError, PromptError, SigmaError, UnsupportedModeError
 from .loader import load_pipeline, read_arch_config
 from .pipeline import GenerationResult, SigmaPipeline
+from .preflight import preflight_arch
 from .record import GenerationRecord, read_record
 from .request import GenerationRequest, build_request
 from .structure import ControlSpec
@@ -35,5 +36,6 @@ __all__ = [
     "read_record",
     "ViTConfig",
     "load_pipeline",
+    "preflight_arch",
     "read_arch_config",
 ]

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 FAILURES = "failures.jsonl"  # one {"row_id", "error"} line per row that failed in its latest attempt
 SUMMARY = "summary.json"
+REFERENCES = "references"  # each row's reference images, as the records name them
+SETTINGS = "settings.json"  # what the folder was made with: a rerun must use the same
 RECORDS = "records.jsonl"  # one line per output: its row id, file name and generation record (as --json prints)
 
 
@@ -72,9 +74,13 @@ def run_batch(
     counts the whole folder, with this run's figures under ``this_run``; both are rewritten atomically.
     """
     out = check_output_dir(out_dir)
+    settings = {"config": asdict(config), "model": pipe.source}
+    _check_settings(out, settings)
     rows = iter(rows)
     first = next(rows, None)  # reading the first row checks the source before anything is created
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / SETTINGS).is_file():
+        write_json(out / SETTINGS, settings)
     failures = read_failures(out / FAILURES)
     summary = BatchSummary()
     start = time.perf_counter()
@@ -106,6 +112,26 @@ def _tidy_records(out: Path) -> None:
         if (out / str(entry.get("output", ""))).is_file():
             latest[str(entry.get("row_id"))] = line
     atomic_write(out / RECORDS, lambda f: f.write("".join(v + "\n" for v in latest.values()).encode()))
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    """A folder holds the outputs of one set of settings: resuming it with others would mix them silently."""
+    path = out / SETTINGS
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise InputError(f"{path} is unreadable: remove it, or choose another --out") from None
+    now = json.loads(json.dumps(settings))  # tuples as lists, as stored
+    changed = [k for k in now["config"] if before.get("config", {}).get(k) != now["config"][k]]
+    if before.get("model") != now["model"]:
+        changed.insert(0, "model")
+    if changed:
+        raise InputError(
+            f"--out {out} was made with other settings ({', '.join(changed)} differ): resume it with the same "
+            "settings, or choose another --out"
+        )
 
 
 def read_failures(path: Path) -> dict[str, str]:
@@ -151,7 +177,9 @@ def _one(pipe, row, out: Path, config: GenerationConfig, summary: BatchSummary, 
         prompt = row_prompt(row, len(images))
         gt = images[-1]
         w, h = resize_size(gt.width, gt.height, pipe.arch.vae_transform)
-        request = build_request(prompt, images[:-1], arch=pipe.arch, config=config.replace(size=config.size or (h, w)))
+        # the references become files beside the outputs, so every output replays with `sigma generate --from`
+        refs = [save_png(img, out / REFERENCES / f"{row.row_id}.ref{k}.png") for k, img in enumerate(images[:-1], 1)]
+        request = build_request(prompt, refs, arch=pipe.arch, config=config.replace(size=config.size or (h, w)))
         result = pipe(request)
         record = replace(result.record, source={"row_id": row.row_id, "instruction": row.instruction})
         save_png(gt, out / f"{row.row_id}.gt.png")

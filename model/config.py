@@ -20,8 +20,8 @@ Mode = Literal["auto", "bf16", "nf4", "int8", "offload", "multi-gpu", "cpu"]
 MODES: tuple[str, ...] = get_args(Mode)
 Layout = Literal["released", "trained"]
 RenormType = Literal["global", "channel", "text_channel"]
-RENORM_TYPES: tuple[str, ...] = ("global", "channel", "text_channel")
-LAYOUTS: tuple[str, ...] = ("released", "trained")
+RENORM_TYPES: tuple[str, ...] = get_args(RenormType)
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1  # seeds are signed 64-bit integers everywhere they are stored (PNG metadata, JSON, numpy)
 

@@ -42,8 +42,15 @@ def _cv2():
     return cv2
 
 
+CANNY_LOW, CANNY_HIGH, CANNY_BLUR = 100, 200, 0  # the defaults of ControlSpec, the CLI and the web UI
+
+
 def canny_edges(
-    image: Image.Image, low: int = 100, high: int = 200, blur: int = 0, size: tuple[int, int] | None = None
+    image: Image.Image,
+    low: int = CANNY_LOW,
+    high: int = CANNY_HIGH,
+    blur: int = CANNY_BLUR,
+    size: tuple[int, int] | None = None,
 ) -> Image.Image:
     """White edges on black, as an RGB control image.
 

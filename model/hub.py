@@ -36,6 +36,7 @@ CONFIG_PATTERNS = (
     "generation_config.json",
 )
 WEIGHT_NAMES = ("ema.safetensors", "model.safetensors")
+MODEL_CHOICES: tuple[str, ...] = ("sigma", "bagel", "shapes", "tiny")  # the names --model knows besides repo ids
 ALIASES = {"sigma": "sigma", "bagel": BACKBONE_REPO, "bagel-7b-mot": BACKBONE_REPO}
 
 
@@ -172,7 +173,7 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
     if not is_repo_id(source):
         raise CheckpointError(
             f"--model {source}: no such directory, and not a Hugging Face repo id (owner/name) "
-            "or one of: sigma, bagel, shapes, tiny"
+            f"or one of: {', '.join(MODEL_CHOICES)}"
         )
     if source == BACKBONE_REPO:
         return ResolvedSource(

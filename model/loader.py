@@ -409,7 +409,8 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
     else:
         model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir, meta)
     vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, device, torch.float32)
-    pipe = SigmaPipeline(model, vae, tokenizer, name=src.name, device=device, mode=mode)
+    source = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # loads it again anywhere
+    pipe = SigmaPipeline(model, vae, tokenizer, name=src.name, device=device, mode=mode, source=source)
     pipe.mode_reason = reason
     return pipe
 

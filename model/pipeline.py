@@ -71,6 +71,7 @@ class GenerationResult:
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
+CALL_ARGUMENTS = ("prompt", "images", "inputs", "config", "controls", "generator", "latents", "progress")
 
 
 class SigmaPipeline:
@@ -131,12 +132,14 @@ class SigmaPipeline:
         """
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
-            close = difflib.get_close_matches(unknown[0], SETTINGS, n=1)
+            close = difflib.get_close_matches(unknown[0], (*SETTINGS, *CALL_ARGUMENTS), n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; settings are: {', '.join(SETTINGS)}"
-            raise InputError(f"Unknown setting '{unknown[0]}'{hint}")
+            raise InputError(f"Unknown argument '{unknown[0]}'{hint}")
         if isinstance(prompt, GenerationRequest):
             if images or inputs is not None or controls is not None or config is not None:
                 raise InputError("A GenerationRequest already holds its images, controls and settings")
+            if "size" in settings:  # the request's control images were rendered and checked at its size
+                raise InputError("size is fixed when a request is built: pass it to build_request")
             request = prompt.replace(config=prompt.config.replace(**settings)) if settings else prompt
         else:
             cfg = (config or GenerationConfig()).replace(**settings)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import ArchConfig, LoaderConfig, bagel_7b_mot, sigma_7b, tiny
-from .hub import HubOptions, WeightsUnavailableError, resolve
+from .hub import MODEL_CHOICES, HubOptions, WeightsUnavailableError, resolve
 
-MODEL_CHOICES: tuple[str, ...] = ("sigma", "bagel", "shapes", "tiny")  # the names --model knows besides repo ids
+__all__ = ["MODEL_CHOICES", "preflight_arch", "same_geometry"]
 
 
 def preflight_arch(cfg: LoaderConfig) -> ArchConfig:

@@ -115,6 +115,11 @@ def read_record(path: str | Path) -> GenerationRecord:
             return _from_legacy(json.loads(text[LEGACY_KEY]))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InputError(f"--from {path}: the stored settings are unreadable ({exc})") from None
+    if any(key.startswith("sigma:") for key in text):
+        raise InputError(
+            f"--from {path} was written by an older SIGMA Studio, before PNGs carried the full record: its settings "
+            "cannot be replayed; generate it again with this version"
+        )
     raise InputError(f"--from {path}: this PNG carries no SIGMA Studio record (it was not written by SIGMA Studio)")
 
 

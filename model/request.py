@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -38,7 +38,6 @@ from .structure import ControlSpec, layout_images, load_rgb, parse_subjects, sub
 from .tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
 ImageLike = Image.Image | str | Path
-ROLES = ("reference", "canny", "depth", "boxes", "identities", "spatial")
 LAYOUT_TEXT = "following <layout>this layout"
 
 
@@ -51,6 +50,7 @@ class RequestImage:
     role: str = "reference"
     file: str | None = None  # absolute path of the file it was read from
     sha256: str = ""  # of the decoded RGB pixels and their size: the same picture in any file format
+    model_size: tuple[int, int] | None = None  # (width, height) the model's autoencoder receives
 
     def describe(self) -> dict:
         return {"name": self.name, "role": self.role, "file": self.file, "sha256": self.sha256}
@@ -85,7 +85,7 @@ class GenerationRequest:
             else:
                 img = self.images[part.index]
                 out.append({"image": img.name, "role": img.role, "tokens": list(part.attributes)})
-                out[-1]["size"] = list(img.image.size)
+                out[-1]["size"] = list(img.model_size or img.image.size)
         return out
 
     def model_text(self) -> str:
@@ -149,18 +149,19 @@ def build_request(
     refs, parsed, text = _parse(prompt, images, inputs)
     warnings = list(parsed.warnings)
     parts, images_out = list(parsed.parts), list(refs)
+    insertion = None
     if controls.subjects:
         size = subject_size(controls, arch, config.size)
         parts, images_out, insertion = _with_subjects(parts, images_out, controls, size)
     else:
-        insertion = None
-        rendered = layout_images(controls, arch, config.size, estimate=estimate_depth, cache_dir=cache_dir)
-        for kind, control in rendered.items():
-            images_out.append(RequestImage(kind, control, kind, None, pixel_hash(control)))
-            parts += [TextPart(LAYOUT_TEXT), ImagePart(len(images_out) - 1, ("<layout>",))]
-        size = config.size or _default_size(parts, images_out, arch)
+        size = config.size or _default_size(parts, images_out, controls, arch)
+    rendered = layout_images(controls, arch, size, estimate=estimate_depth, cache_dir=cache_dir)
+    for kind, control in rendered.items():  # canny / depth (and boxes when they place no subjects), at the size
+        images_out.append(RequestImage(kind, control, kind, None, pixel_hash(control)))
+        parts += [TextPart(LAYOUT_TEXT), ImagePart(len(images_out) - 1, ("<layout>",))]
     parts = _merge_text(parts)
     _check(parts, size, arch)
+    images_out = [replace(img, model_size=resize_size(*img.image.size, arch.vae_transform)) for img in images_out]
     return GenerationRequest(
         text, tuple(parts), tuple(images_out), config.replace(size=size), controls, insertion, tuple(warnings)
     )
@@ -202,14 +203,19 @@ def prompt_text(parts: Sequence[Part], images: Sequence[RequestImage]) -> str:
     return " ".join(p.text if isinstance(p, TextPart) else f"<{images[p.index].name}>" for p in parts)
 
 
-def _default_size(parts, images: list[RequestImage], arch: ArchConfig) -> tuple[int, int]:
-    """The released rule: the last placed image's model size (a layout control is placed last), else the largest
-    square."""
+def _default_size(parts, images: list[RequestImage], controls: ControlSpec, arch: ArchConfig) -> tuple[int, int]:
+    """The output size when none is asked for: the model size of the picture a Canny or depth control comes from
+    (the layout is that picture's), else of the last placed reference (the released rule), else the largest
+    square. Control images are then rendered at this size, so a record's size alone reproduces them."""
+    source = controls.canny or controls.depth_map or controls.depth
     placed = [p for p in parts if isinstance(p, ImagePart)]
-    if placed:
+    if source:
+        w, h = resize_size(*load_rgb(source).size, arch.vae_transform)
+    elif placed:
         w, h = resize_size(*images[placed[-1].index].image.size, arch.vae_transform)
-        return h, w
-    return arch.max_image_size, arch.max_image_size
+    else:
+        return arch.max_image_size, arch.max_image_size
+    return h, w
 
 
 def _with_subjects(parts: list[Part], images: list[RequestImage], controls: ControlSpec, size: tuple[int, int]):

@@ -24,7 +24,16 @@ import numpy as np
 from PIL import Image
 
 from .config import ArchConfig
-from .control import DEFAULT_DEPTH_MODEL, Box, canny_edges, estimate_depth, render_boxes
+from .control import (
+    CANNY_BLUR,
+    CANNY_HIGH,
+    CANNY_LOW,
+    DEFAULT_DEPTH_MODEL,
+    Box,
+    canny_edges,
+    estimate_depth,
+    render_boxes,
+)
 from .errors import InputError
 from .images import open_image, resize, to_rgb
 from .multisubject import Box3D, Subject
@@ -38,9 +47,9 @@ class ControlSpec:
     """Every structure control of one request, as given (paths, numbers, box and subject specs)."""
 
     canny: str | None = None  # image whose Canny edges become a <layout> reference
-    canny_low: int = 100
-    canny_high: int = 200
-    canny_blur: int = 0  # Gaussian blur kernel before Canny (odd; 0 = none)
+    canny_low: int = CANNY_LOW
+    canny_high: int = CANNY_HIGH
+    canny_blur: int = CANNY_BLUR  # Gaussian blur kernel before Canny (odd; 0 = none)
     depth: str | None = None  # image whose estimated depth becomes a <layout> reference
     depth_map: str | None = None  # a ready depth map to use as the <layout> reference
     depth_model: str = DEFAULT_DEPTH_MODEL

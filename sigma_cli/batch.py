@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sigma_studio.model.hub import HubOptions
 
 from . import render
 from .options import (
+    MODE,
+    BatchLayout,
+    BatchSize,
     CacheOpt,
     CfgImg,
     CfgInterval,
@@ -18,13 +22,12 @@ from .options import (
     DebugOpt,
     GpuMemOpt,
     GroupMask,
-    Layout,
     ModelOpt,
     ModeOpt,
     OffloadOpt,
     Renorm,
+    RenormMin,
     Shift,
-    Size,
     Steps,
     absolute,
     generation_config,
@@ -35,21 +38,24 @@ from .options import (
 
 
 def batch(
-    source: Annotated[str, typer.Argument(help="parquet file, folder of parquet files, or HF dataset id")],
+    source: Annotated[
+        str, typer.Argument(help="parquet file, folder of parquet files, or HF dataset id", metavar="SOURCE")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (an existing one is resumed)")],
     limit: Annotated[int | None, typer.Option(help="stop after this many rows")] = None,
-    size: Size = None,
+    size: BatchSize = None,
     steps: Steps = None,
     cfg_text: CfgText = None,
     cfg_img: CfgImg = None,
     cfg_interval: CfgInterval = None,
     renorm: Renorm = None,
+    renorm_min: RenormMin = None,
     shift: Shift = None,
     seed: Annotated[int, typer.Option(help="seed of every row")] = 0,
-    layout: Layout = None,
+    layout: BatchLayout = None,
     group_mask: GroupMask = None,
     model: ModelOpt = None,
-    mode: ModeOpt = "auto",
+    mode: ModeOpt = MODE,
     max_gpu_memory: GpuMemOpt = None,
     offload_dir: OffloadOpt = None,
     cache_dir: CacheOpt = None,
@@ -69,7 +75,12 @@ def batch(
         config = generation_config(
             None,
             **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift, seed=seed),
-            **dict(cfg_interval=parse_interval(cfg_interval), cfg_renorm_type=renorm, size=parse_size(size)),
+            **dict(
+                cfg_interval=parse_interval(cfg_interval),
+                cfg_renorm_type=renorm,
+                cfg_renorm_min=renorm_min,
+                size=parse_size(size),
+            ),
             **dict(layout=layout or "trained", group_mask=group_mask),
         )
         check_output_dir(out)
@@ -82,7 +93,8 @@ def batch(
             summary = run_batch(pipe, iter_rows(files), out, config, limit=limit, on_row=lambda r, s: bar.advance(task))
     render.stdout.print(
         f"[green]✓[/] {summary.generated} generated, {summary.skipped_existing} already done, "
-        f"[{'red' if summary.failed else 'dim'}]{summary.failed} failed[/] in {summary.seconds:.1f} s → {out}"
+        f"[{'red' if summary.failed else 'dim'}]{summary.failed} failed[/] in {summary.seconds:.1f} s "
+        f"→ {escape(str(out))}"
     )
     if summary.failed:
-        render.console.print(f"[dim]failures are listed in {out / 'failures.jsonl'}[/]")
+        render.console.print(f"[dim]failures are listed in {escape(str(out / 'failures.jsonl'))}[/]")

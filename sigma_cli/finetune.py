@@ -13,6 +13,7 @@ from sigma_studio.finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfi
 from sigma_studio.model.files import check_output_dir
 
 from . import render
+from .options import DebugOpt
 
 # The CLI declares no default of its own: each option's default is its config field's, and choices come from
 # the config's tuples.
@@ -68,10 +69,12 @@ def finetune(
     gradient_checkpointing: CheckpointingOpt = _D["gradient_checkpointing"],
     wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = _D["wandb"],
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = _D["cache_dir"],
-    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2)."""
     from sigma_studio.finetune.trainer import Trainer
+    from sigma_studio.model.dataset import parquet_files
+    from sigma_studio.model.hub import HubOptions
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -85,6 +88,7 @@ def finetune(
             wandb=wandb, cache_dir=cache_dir,
         )  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
+        parquet_files(dataset, HubOptions(cache_dir=cache_dir))  # likewise a missing or unreachable dataset
         with Progress(
             TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=render.console,

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sigma_studio.model import GenerationRecord, LoaderConfig, build_request, load_pipeline, read_record
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_file
 from sigma_studio.model.preflight import preflight_arch, same_geometry
 from sigma_studio.model.prompt import PLACEHOLDER_RE, image_number
+from sigma_studio.model.structure import ControlSpec
 
 from . import render
 from .options import (
+    MODE,
     BackgroundOpt,
     BoxOpt,
     CacheOpt,
@@ -41,6 +45,7 @@ from .options import (
     OffloadOpt,
     OverwriteOpt,
     Renorm,
+    RenormMin,
     Seed,
     Shift,
     Size,
@@ -88,17 +93,41 @@ def assign_images(prompt: str, named: list[str], positional: list[str]) -> dict[
     return {f"img{n}": images[n] for n in sorted(images)}
 
 
-def _replayed_images(record: GenerationRecord, given: dict[str, str], source: str) -> dict[str, str]:
-    """The record's reference files, overridden by the ones given again; a missing one is a clear error."""
+def _replayed_images(record: GenerationRecord, given: dict[str, str], source: str, new_prompt: str | None):
+    """The record's reference files, overridden by the ones given again; a missing one is a clear error. With a new
+    prompt, only the recorded references it places are kept."""
+    placed = {f"img{m.group(1)}" for m in PLACEHOLDER_RE.finditer(new_prompt)} if new_prompt is not None else None
     images = {}
     for name, file in record.reference_files().items():
-        if name in given:
+        if name in given or (placed is not None and name not in placed):
             continue
         if not file or not Path(file).is_file():
             where = f" ({file}) no longer exists" if file else " was given as pixels, not a file"
             raise InputError(f"--from {source}: reference {name}{where}; pass it again with --image {name}=FILE")
         images[name] = file
     return images | given
+
+
+CONTROL_FILES = {"canny": "--canny", "depth": "--depth", "depth_map": "--depth-map", "background": "--background"}
+
+
+def _controls(record: GenerationRecord | None, given: dict, source: str | None) -> ControlSpec:
+    """The CLI's control options; with --from, the recorded controls with the given options changed."""
+    if given.keys() & {"canny_low", "canny_high", "canny_blur"} and not (
+        given.get("canny") or (record and record.controls.get("canny"))
+    ):
+        raise InputError("--canny-low, --canny-high and --canny-blur tune --canny: give --canny IMAGE too")
+    if record is None:
+        return control_spec(**given)
+    spec = record.control_spec()
+    spec = control_spec(**(dataclasses.asdict(spec) | given))
+    for key, option in CONTROL_FILES.items():  # a recorded file that moved: say which option brings it back
+        path = getattr(spec, key)
+        if path and key not in given and not Path(path).is_file():
+            raise InputError(
+                f"--from {source}: the recorded {option} file {path} no longer exists; pass {option} again"
+            )
+    return spec
 
 
 def _hash_warnings(record: GenerationRecord | None, request) -> list[str]:
@@ -113,16 +142,25 @@ def _hash_warnings(record: GenerationRecord | None, request) -> list[str]:
 
 
 def generate(
-    prompt: Annotated[str | None, typer.Argument(help="interleaved prompt, e.g. 'a man <id> <img1> ...'")] = None,
-    files: Annotated[list[str] | None, typer.Argument(help="reference images, in prompt order")] = None,
-    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="NAME=FILE, e.g. img1=man.jpg")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="output PNG [default: outputs/<time>.png]")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="interleaved prompt, e.g. 'a man <id> <img1> ...'", metavar="PROMPT")
+    ] = None,
+    files: Annotated[
+        list[str] | None, typer.Argument(help="reference images, in prompt order", metavar="FILES")
+    ] = None,
+    image: Annotated[
+        list[str] | None, typer.Option("--image", "-i", help="NAME=FILE, e.g. img1=man.jpg", metavar="NAME=FILE")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output PNG \\[default: outputs/sigma-<time>.png]")
+    ] = None,
     size: Size = None,
     steps: Steps = None,
     cfg_text: CfgText = None,
     cfg_img: CfgImg = None,
     cfg_interval: CfgInterval = None,
     renorm: Renorm = None,
+    renorm_min: RenormMin = None,
     shift: Shift = None,
     seed: Seed = None,
     layout: Layout = None,
@@ -141,7 +179,7 @@ def generate(
     faces: FacesOpt = False,
     from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG's record")] = None,
     model: ModelOpt = None,
-    mode: ModeOpt = "auto",
+    mode: ModeOpt = MODE,
     max_gpu_memory: GpuMemOpt = None,
     offload_dir: OffloadOpt = None,
     cache_dir: CacheOpt = None,
@@ -156,25 +194,31 @@ def generate(
     render.setup_logging(debug)
     with render.errors(debug):
         record = read_record(from_png) if from_png else None
+        if record and prompt is not None and Path(prompt).is_file():  # --from X.png FILE...: files, not a prompt
+            prompt, files = None, [prompt, *(files or [])]
+        new_prompt = prompt
         prompt = prompt if prompt is not None else (record.prompt if record else None)
         if prompt is None:
             raise InputError("give a PROMPT (or --from a previous result)")
         images = assign_images(prompt, image or [], files or [])
         if record:
-            images = _replayed_images(record, images, from_png)
+            images = _replayed_images(record, images, from_png, new_prompt)
         config = generation_config(
             record.generation_config() if record else None,
             **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift),
-            **dict(cfg_interval=parse_interval(cfg_interval), cfg_renorm_type=renorm, size=parse_size(size)),
+            **dict(
+                cfg_interval=parse_interval(cfg_interval),
+                cfg_renorm_type=renorm,
+                cfg_renorm_min=renorm_min,
+                size=parse_size(size),
+            ),
             **dict(seed=seed, layout=layout, group_mask=group_mask),
         )
         given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
         given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)
         given = {k: v for k, v in given.items() if v not in (None, [])}
-        if given or compose or faces or not record:
-            controls = control_spec(**given, compose=compose, faces=faces)
-        else:
-            controls = record.control_spec()  # --from repeats the structure controls too
+        given |= {k: True for k, v in (("compose", compose), ("faces", faces)) if v}
+        controls = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
         source = absolute(model or (record.model if record and record.model else "sigma"))
         path = check_output_file(out or _default_out(), overwrite)
         loader = loader_config(source, mode, max_gpu_memory, offload_dir, cache_dir)
@@ -215,7 +259,8 @@ def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
         return
     h, w = result.size
     render.stdout.print(
-        f"[green]✓[/] {path}  [dim]seed[/] {result.seed}  [dim]size[/] {w}x{h}  [dim]time[/] {result.seconds:.1f} s"
+        f"[green]✓[/] {escape(str(path))}  [dim]seed[/] {result.seed}  [dim]size[/] {w}x{h}  "
+        f"[dim]time[/] {result.seconds:.1f} s"
     )
 
 
@@ -247,4 +292,4 @@ def layout_cmd(
         arch = preflight_arch(LoaderConfig(model=absolute(model)))
         paths = save_layout(controls, arch, parse_size(size), out, overwrite)
     for p in paths:
-        render.stdout.print(f"[green]✓[/] {p}")
+        render.stdout.print(f"[green]✓[/] {escape(str(p))}")

@@ -78,8 +78,9 @@ def collect(cache: Path) -> Info:
             modes[mode] = str(exc)
     modes["cpu"] = cpu_mode_status(weight_bytes(meta, "cpu"), available)
     auto = choose_mode("auto", meta, dev, has_bnb)
-    if auto[0] == "cpu" and modes["cpu"] != "yes":
-        auto = ("cpu", f"{auto[1]}, but the 7B model {modes['cpu']}")
+    if auto[0] == "cpu" and modes["cpu"] != "yes":  # nothing runs the 7B model here: say so, do not offer cpu
+        modes = {m: s.replace("; use --mode cpu", "") for m, s in modes.items()}
+        auto = ("nothing", f"{auto[1]}, and the 7B model {modes['cpu']}; --model shapes or tiny run here")
     cached = []
     if cache.is_dir():
         for repo in sorted(cache.glob("models--*")):

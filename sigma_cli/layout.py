@@ -1,33 +1,34 @@
-"""``sigma layout``: the control images a request would carry, saved one PNG each."""
+"""``sigma layout``: the control images a request would carry, built by the request builder and saved one PNG each."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from sigma_studio.model.config import ArchConfig
+from sigma_studio.model.config import ArchConfig, GenerationConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_file
 from sigma_studio.model.images import save_png
-from sigma_studio.model.multisubject import identity_dictionary, regions, routing_maps, spatial_control
-from sigma_studio.model.structure import ControlSpec, layout_images, parse_subjects, subject_size
+from sigma_studio.model.prompt import InterleavedPrompt
+from sigma_studio.model.request import build_request
+from sigma_studio.model.structure import ControlSpec
 
 
 def control_images(controls: ControlSpec, arch: ArchConfig, size: tuple[int, int] | None) -> dict[str, Image.Image]:
-    """Every control image by name: the layout controls, and for subjects the identity sheet, the spatial control
-    and its three channels."""
-    images = layout_images(controls, arch, size)
-    if controls.subjects:
-        hw = subject_size(controls, arch, size)
-        subjects = parse_subjects(controls, hw)
-        reg = regions(subjects, hw)
-        asc, desc = routing_maps(reg)
-        images |= {"dictionary": identity_dictionary(subjects), "spatial": spatial_control(reg)}
-        images |= {"routing_ascending": Image.fromarray(asc), "routing_descending": Image.fromarray(desc)}
-        images["structure"] = Image.fromarray(reg.structure)
-    if not images:
+    """Every image the controls add to a request, by the name the request gives it (canny, depth, boxes, identities,
+    spatial), plus the spatial control's three channels and the kept-background mask, to look at one by one."""
+    if controls.empty:
         raise InputError("nothing to build: give --canny, --depth, --depth-map, --box or --subject")
+    request = build_request(InterleavedPrompt(()), arch=arch, config=GenerationConfig(size=size), controls=controls)
+    images = {img.name: img.image for img in request.images if img.role != "reference"}
+    if "spatial" in images:
+        channels = np.asarray(images["spatial"])
+        for k, name in enumerate(("routing_ascending", "routing_descending", "structure")):
+            images[name] = Image.fromarray(channels[..., k])
+    if request.insertion is not None:
+        images["background_kept"] = Image.fromarray(request.insertion.keep.astype(np.uint8) * 255)
     return images
 
 

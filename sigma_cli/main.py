@@ -85,12 +85,12 @@ def download(
             path = snapshot(
                 repo, DEPTH_PATTERNS, opts, "The depth model", f"sigma download depth --depth-model {repo}", ""
             )
-            render.stdout.print(f"[green]✓[/] {repo}: {path}")
+            render.stdout.print(f"[green]✓[/] {repo}: {escape(str(path))}")
             return
         src = resolve(model, opts)
-    render.stdout.print(f"[green]✓[/] {model}: configs in {src.config_dir}")
+    render.stdout.print(f"[green]✓[/] {model}: configs in {escape(str(src.config_dir))}")
     if src.weights:
-        render.stdout.print(f"  weights {src.weights}")
+        render.stdout.print(f"  weights {escape(str(src.weights))}")
 
 
 @app.command()

@@ -39,7 +39,8 @@ def flag(name: str, help: str):
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help=f"{' | '.join(MODEL_CHOICES)} | HF repo id | directory")
 ]
-ModeOpt = Annotated[str, typer.Option(help=" | ".join(MODES))]
+ModeOpt = Annotated[str, typer.Option(help=" | ".join(MODES), show_default=False)]
+MODE = L.mode  # the default --mode, from LoaderConfig
 GpuMemOpt = Annotated[str | None, typer.Option(help="GPU budget for --mode offload, e.g. 10GiB")]
 OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
 CacheOpt = Annotated[str | None, typer.Option(help="Hugging Face cache folder (default: HF_HOME)")]
@@ -55,26 +56,42 @@ INTERVAL = ",".join(f"{v:g}" for v in G.cfg_interval)
 CfgInterval = Annotated[str | None, typer.Option(help="guidance interval LOW,HIGH of t" + default(INTERVAL))]
 Renorm = Annotated[str | None, typer.Option(help=" | ".join(RENORM_TYPES) + default(G.cfg_renorm_type))]
 Shift = Annotated[float | None, typer.Option(help="timestep shift" + default(G.timestep_shift))]
+RenormMin = Annotated[
+    float | None, typer.Option("--renorm-min", help="lower bound of the guidance renorm" + default(G.cfg_renorm_min))
+]
 Seed = Annotated[int | None, typer.Option(help="random seed" + default("random; the seed used is reported"))]
 Layout = Annotated[str | None, typer.Option(help=" | ".join(LAYOUTS) + default("the checkpoint's"))]
 GroupMask = Annotated[
     bool | None,
-    typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask" + default("the checkpoint's")),
+    typer.Option(
+        "--group-mask/--no-group-mask", help="SIGMA group-scoped mask" + default("the checkpoint's"), metavar=""
+    ),
 ]
+OutFile = Annotated[Path | None, typer.Option("--out", "-o", help="output PNG" + default("outputs/sigma-<time>.png"))]
+BatchSize = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("each row's ground-truth model size"))]
+BatchLayout = Annotated[str | None, typer.Option(help=" | ".join(LAYOUTS) + default("trained: the rows' own layout"))]
 Size = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("the last reference's model size"))]
 
 # -- structure controls (SIGMA layout and SIGMA-GEN subjects) ------------------------------------------------------
 CannyOpt = Annotated[str | None, typer.Option(help="image whose Canny edges become a <layout> reference")]
-CannyLowOpt = Annotated[int, typer.Option(help="Canny low threshold")]
-CannyHighOpt = Annotated[int, typer.Option(help="Canny high threshold")]
-CannyBlurOpt = Annotated[int, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)")]
+CannyLowOpt = Annotated[int | None, typer.Option(help="Canny low threshold" + default(C.canny_low))]
+CannyHighOpt = Annotated[int | None, typer.Option(help="Canny high threshold" + default(C.canny_high))]
+CannyBlurOpt = Annotated[
+    int | None, typer.Option(help="Gaussian blur before Canny (odd; 0 = none)" + default(C.canny_blur))
+]
 DepthOpt = Annotated[str | None, typer.Option(help="image whose estimated depth becomes a <layout> reference")]
 DepthMapOpt = Annotated[str | None, typer.Option(help="a ready depth map to use as the <layout> reference")]
-BoxOpt = Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[:label] (pixels or 0..1), repeatable")]
-MaskOpt = Annotated[list[str] | None, typer.Option("--mask", help="subject mask image, repeatable")]
+BoxOpt = Annotated[
+    list[str] | None, typer.Option("--box", help="x0,y0,x1,y1\\[:label] (pixels or 0..1), repeatable", metavar="BOX")
+]
+MaskOpt = Annotated[list[str] | None, typer.Option("--mask", help="subject mask image, repeatable", metavar="FILE")]
 SubjectOpt = Annotated[
     list[str] | None,
-    typer.Option("--subject", help="identity image or reference name, FILE[@box=..|@mask=..[,depth=..]|@box3d=..]"),
+    typer.Option(
+        "--subject",
+        help="identity image or reference name: FILE\\[@box=..|@mask=..\\[,depth=..]|@box3d=..], repeatable",
+        metavar="SUBJECT",
+    ),
 ]
 BackgroundOpt = Annotated[str | None, typer.Option(help="keep this background; subjects are inserted into it")]
 ComposeOpt = Annotated[bool, flag("--compose", "with --subject: the prompt describes the whole picture")]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from sigma_studio.model import SigmaError
@@ -19,13 +19,20 @@ console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
 
 
+class _LineHandler(logging.Handler):
+    """Log records as the CLI's own lines: ``warning: ...`` / ``error: ...``, info dimmed (one style for all)."""
+
+    STYLES = {logging.WARNING: "[yellow]warning:[/] ", logging.ERROR: "[bold red]error:[/] "}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = max(k for k in (0, logging.WARNING, logging.ERROR) if record.levelno >= k)
+        prefix = self.STYLES.get(level, "[dim]")
+        suffix = "" if level else "[/]"
+        console.print(f"{prefix}{escape(record.getMessage())}{suffix}", soft_wrap=True)
+
+
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[_LineHandler()], force=True)
 
 
 @contextlib.contextmanager
@@ -36,7 +43,7 @@ def errors(debug: bool) -> Iterator[None]:
     except SigmaError as exc:
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -44,7 +51,7 @@ def errors(debug: bool) -> Iterator[None]:
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def progress(transient: bool = True) -> Progress:

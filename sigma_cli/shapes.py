@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from . import render
+from .options import DebugOpt
 
 app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-command training recipe, evaluation.")
 
@@ -32,7 +34,7 @@ def make(
     eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = _recipe_default("eval_rows"),
     seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = _recipe_default("seed"),
     attribute_tokens: Annotated[bool, typer.Option(help="write attribute tokens (off: a neutral word)")] = True,
-    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
     from sigma_studio.model.shapes.tasks import make_world
@@ -41,7 +43,7 @@ def make(
         if rows < 10 or eval_rows < 2:
             raise typer.BadParameter("--rows must be at least 10 and --eval-rows at least 2")
         counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens)
-    render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {out}  ({json.dumps(counts)})")
+    render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
 
 
 @app.command()
@@ -56,7 +58,7 @@ def train(
     base: Annotated[
         Path | None, typer.Option(help="reuse the base/ (autoencoder, tokenizer) of an earlier run")
     ] = None,
-    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, export."""
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
@@ -94,14 +96,14 @@ def train(
 @app.command(name="eval")
 def eval_cmd(
     model: Annotated[str, typer.Option("--model", "-m", help="shapes, or a model directory")] = "shapes",
-    data: Annotated[Path | None, typer.Option(help="folder of held-out parquet rows [default: generated]")] = None,
-    per_family: Annotated[int | None, typer.Option(help="rows per family [default: all]")] = None,
+    data: Annotated[Path | None, typer.Option(help="folder of held-out parquet rows \\[default: generated]")] = None,
+    per_family: Annotated[int | None, typer.Option(help="rows per family \\[default: all]")] = None,
     family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
-    steps: Annotated[int | None, typer.Option(help="denoising steps [default: the generation default]")] = None,
+    steps: Annotated[int | None, typer.Option(help="denoising steps \\[default: the generation default]")] = None,
     save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None,
     seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0,
-    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Generate the held-out rows and score them by pixels: accuracy and token-swap consistency per family."""
     import tempfile

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sigma_studio.model.config import MODES
+from sigma_studio.model.config import MODES, LoaderConfig
 
 from . import render
 from .options import DebugOpt, ModelOpt, flag
@@ -35,7 +35,7 @@ def webui(
     with render.errors(debug):
         serve(
             model or os.environ.get("SIGMA_MODEL", "sigma"),
-            mode or os.environ.get("SIGMA_MODE", "auto"),
+            mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode),
             host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             share=share,
@@ -49,11 +49,13 @@ def serve(model: str, mode: str, host: str, port: int, *, share=False, max_concu
     from sigma_studio.examples import ROOT as EXAMPLES
     from sigma_studio.model import LoaderConfig, load_pipeline
     from sigma_studio.model.errors import MissingDependencyError
+    from sigma_studio.model.files import check_output_dir
 
     try:
         from sigma_studio.webui.blocks import CSS, build_demo
     except ImportError as exc:
         raise MissingDependencyError("gradio", "webui", f"The web UI ({exc.name} is missing)") from None
+    check_output_dir(outputs, "--outputs")
     gpu_wrapper = None
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: import spaces before CUDA starts; hold a GPU only to generate
         import spaces

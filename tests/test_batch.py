@@ -132,17 +132,18 @@ def test_check_output_dir(tmp_path, monkeypatch):
 
 
 def test_batch_outputs_carry_the_record_and_replay_with_generate_from(tiny_pipe, tmp_path):
-    """Every output's record is in its PNG and in records.jsonl (once, across reruns); giving the reference again
-    reproduces the output bit for bit with ``sigma generate --from``."""
+    """Every output's record is in its PNG and in records.jsonl (once, across reruns); the references are saved
+    beside the outputs, so ``sigma generate --from`` reproduces an output bit for bit as it is."""
     from typer.testing import CliRunner
 
     from sigma_studio.cli.main import app
     from sigma_studio.model import read_record
 
-    ref = _png(40, 56, 3)
     data = tmp_path / "data"
     data.mkdir()
-    _parquet(data / "s.parquet", [("Make it <style>like <image_1> please <image_2>", [ref, _png(64, 48, 4)])])
+    _parquet(
+        data / "s.parquet", [("Make it <style>like <image_1> please <image_2>", [_png(40, 56, 3), _png(64, 48, 4)])]
+    )
     out = tmp_path / "out"
     _batch(tiny_pipe, data, out)
     _batch(tiny_pipe, data, out)  # a rerun skips the row and must not repeat its record
@@ -152,10 +153,16 @@ def test_batch_outputs_carry_the_record_and_replay_with_generate_from(tiny_pipe,
     png = out / entry["output"]
     record = read_record(png)
     assert record.source["instruction"].startswith("Make it") and record.prompt == "Make it <style>like <img1> please"
-    assert entry["sequence"] == list(record.sequence) and record.images[0]["file"] is None
-    (tmp_path / "ref.png").write_bytes(ref)
+    assert entry["sequence"] == list(record.sequence) and record.images[0]["file"].endswith(".ref1.png")
     again = tmp_path / "again.png"
-    args = ["generate", "--from", str(png), "--image", f"img1={tmp_path / 'ref.png'}", "--out", str(again)]
-    result = CliRunner().invoke(app, [*args, "--model", "tiny"])
+    result = CliRunner().invoke(app, ["generate", "--from", str(png), "--out", str(again)])
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(again)))
+
+
+def test_a_folder_resumes_only_with_its_own_settings(tiny_pipe, tmp_path):
+    data = _data(tmp_path / "data", [_png(40, 56, 3), _png(64, 48, 4)])
+    out = tmp_path / "out"
+    _batch(tiny_pipe, data, out)
+    with pytest.raises(InputError, match=r"made with other settings \(steps differ\)"):
+        run_batch(tiny_pipe, iter_rows(parquet_files(str(data))), out, CONFIG.replace(steps=3))

@@ -63,7 +63,7 @@ def test_json_and_from_reproduce_the_image(tmp_path, photos):
     assert isinstance(data["config"]["seed"], int) and data["config"]["seed"] == read_record(first).config["seed"]
     assert data["sequence"] == [
         {"text": "a <style>look"},
-        {"image": "img1", "role": "reference", "tokens": ["<style>"], "size": [70, 90]},
+        {"image": "img1", "role": "reference", "tokens": ["<style>"], "size": [64, 96]},  # the model size
     ]
     again = tmp_path / "again.png"
     r2 = run("generate", "--from", str(first), "--out", str(again), "--model", "tiny")
@@ -219,7 +219,7 @@ def test_layout_command_saves_every_control_image(tmp_path, photos):
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        f"{n}.png" for n in ("canny", "dictionary", "spatial", "routing_ascending", "routing_descending", "structure")
+        f"{n}.png" for n in ("canny", "identities", "spatial", "routing_ascending", "routing_descending", "structure")
     )
     asc = np.asarray(Image.open(out / "routing_ascending.png"))
     assert set(np.unique(asc)) <= {0, 10, 20} and (asc == 10).any() and (asc == 20).any()

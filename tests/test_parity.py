@@ -1,7 +1,7 @@
 """Numerical parity with the released inference code on every ``interleave_inference`` case of a fixture.
 
-The fixture directory comes from ``SIGMA_PARITY_FIXTURE`` (default ``tests/fixtures/bagel-tiny``, in the repository). Its
-``model/`` directory is loaded like a released checkpoint; the values the released code hard-codes in Python
+The fixture directory comes from ``SIGMA_PARITY_FIXTURE`` (default ``tests/fixtures/bagel-tiny``, in the repository).
+Its ``model/`` directory is loaded like a released checkpoint; the values the released code hard-codes in Python
 (VAE scale/shift, image transforms) come from its ``fixture_config.json``. Tolerances are the fixture README's.
 """
 

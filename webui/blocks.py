@@ -75,7 +75,7 @@ def build_demo(pipe, *, outputs: str | Path = "outputs/webui", max_concurrency: 
                 gr.Markdown("**Sequence the model receives**")
                 preview = gr.HTML(elem_id="preview")
                 layout_kind = gr.Radio(
-                    ["none", "canny", "depth", "boxes"], value="none", label="layout input (follows the tab)",
+                    list(h.LAYOUT_KINDS), value="none", label="layout input (follows the tab)",
                     elem_id="layout-kind",
                 )  # fmt: skip
                 with gr.Tabs():

@@ -29,6 +29,7 @@ SIZE_PRESETS = {
     "9:16": (576, 1024),
 }
 MAX_UPLOAD_MB = 20
+LAYOUT_KINDS = ("none", "canny", "depth", "boxes")  # the layout tab's choices
 
 
 def upload_problem(path: str) -> str | None:
@@ -186,7 +187,7 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
     """Run one generation; returns (saved PNG path, info markdown, seed). ``cancel``: an Event that stops it."""
     seed = settings["seed"]
     if settings["randomize"] or seed is None or seed < 0:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = None  # the pipeline draws it, and the result and its record say which
     config = GenerationConfig(
         steps=int(settings["steps"]),
         cfg_text_scale=float(settings["cfg_text"]),
@@ -195,7 +196,7 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
         cfg_renorm_type=settings["renorm"],
         timestep_shift=float(settings["shift"]),
         size=size_of(settings["preset"], settings["width"], settings["height"], pipe.arch.max_image_size),
-        seed=int(seed),
+        seed=None if seed is None else int(seed),
         group_mask=bool(settings["group_mask"]),
     )
     request = request_of(state, layout, config, pipe.arch)

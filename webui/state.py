@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from sigma_studio.model.errors import PromptError
-from sigma_studio.model.prompt import ANGLE_TOKEN_RE, PLACEHOLDER_RE, ImagePart, parse_prompt
+from sigma_studio.model.prompt import PLACEHOLDER_RE, ImagePart, parse_prompt
 from sigma_studio.model.tokens import ATTRIBUTE_TOKENS
 
 MAX_SLOTS = 6
@@ -145,7 +145,3 @@ def move_slot(state: UIState, k: int, delta: int) -> UIState:
     slots = list(state.slots)
     slots[k], slots[j] = slots[j], slots[k]
     return replace(state, prompt=_renumber(state.prompt, {k + 1: j + 1, j + 1: k + 1}), slots=tuple(slots), error="")
-
-
-def unknown_tokens(prompt: str) -> list[str]:
-    return [t for t in ANGLE_TOKEN_RE.findall(prompt) if t not in ATTRIBUTE_TOKENS and not PLACEHOLDER_RE.fullmatch(t)]
