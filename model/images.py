@@ -30,13 +30,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file, with specific errors for the usual ways this fails."""
+def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Open and fully decode an image file, with specific errors for the usual ways this fails; an image over
+    ``max_pixels`` is refused as a likely decompression bomb before it is decoded."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Image file not found: {path}")
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -45,7 +46,7 @@ def open_image(path: str | Path) -> Image.Image:
                 return img.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
-            f"{path} is too large to decode safely (over {MAX_INPUT_PIXELS // 2**20} megapixels); resize it first"
+            f"{path} is too large to decode safely (over {max_pixels // 2**20} megapixels); resize it first"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path} is not a readable image ({exc}); use PNG, JPEG or WebP") from None

@@ -152,7 +152,7 @@ def build_request(
     insertion = None
     if controls.subjects:
         size = subject_size(controls, arch, config.size)
-        parts, images_out, insertion = _with_subjects(parts, images_out, controls, size)
+        parts, images_out, insertion = _with_subjects(parts, images_out, controls, size, warnings)
     else:
         size = config.size or _default_size(parts, images_out, controls, arch)
     rendered = layout_images(controls, arch, size, estimate=estimate_depth, cache_dir=cache_dir)
@@ -218,7 +218,9 @@ def _default_size(parts, images: list[RequestImage], controls: ControlSpec, arch
     return h, w
 
 
-def _with_subjects(parts: list[Part], images: list[RequestImage], controls: ControlSpec, size: tuple[int, int]):
+def _with_subjects(
+    parts: list[Part], images: list[RequestImage], controls: ControlSpec, size: tuple[int, int], warnings: list[str]
+):
     """SIGMA-GEN: the identity sheet under <subject> (<id> for faces) and the spatial control under <layout>, then
     the user's parts after "Place these subjects in" (or "... to compose:"). References used as subjects leave
     the sequence, with the attribute tokens bound to them."""
@@ -226,6 +228,11 @@ def _with_subjects(parts: list[Part], images: list[RequestImage], controls: Cont
     subjects = parse_subjects(controls, size, by_name)
     reg = regions(subjects, size)
     used = {s.id for s in subjects if s.id in by_name}
+    for p in parts:  # say what changed in what the user wrote
+        name = images[p.index].name if isinstance(p, ImagePart) else None
+        if name in used:
+            tokens = f" and its {' '.join(p.attributes)} token" if p.attributes else ""
+            warnings.append(f"{name} is placed as a subject: it joins the identity sheet{tokens}, leaving the prompt")
     parts = _drop_images(parts, {k for k, img in enumerate(images) if img.name in used})
     sheet, spatial = identity_dictionary(subjects), spatial_control(reg)
     images = [*images, RequestImage("identities", sheet, "identities", None, pixel_hash(sheet))]

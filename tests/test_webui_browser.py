@@ -102,6 +102,10 @@ def pick(page, k: int, token: str) -> None:
     page.keyboard.press("Escape")
 
 
+SELECTED_TAB_IS = "[...document.querySelectorAll('#layout-tabs [role=tab]')].some(t => "  # noqa: E501
+SELECTED_TAB_IS += "t.getAttribute('aria-selected') === 'true' && t.innerText.includes('{}'))"
+
+
 def prompt_text(page) -> str:
     return page.locator("#prompt textarea").input_value()
 
@@ -153,10 +157,8 @@ def test_bad_upload_shows_a_message(page, tmp_path):
     page.locator("#add-slot").click()
     page.wait_for_selector("#slot-upload-2", state="visible", timeout=30_000)
     upload(page, 2, bad)
-    page.wait_for_function(
-        "document.querySelector('#prompt-error').innerText.includes('Upload refused')", timeout=30_000
-    )
-    assert "not a readable image" in page.locator("#prompt-error").inner_text()
+    page.wait_for_function("document.querySelector('#page-error').innerText.includes('Upload refused')", timeout=30_000)
+    assert "not a readable image" in page.locator("#page-error").inner_text()
     page.screenshot(path=str(ART / "4-bad-upload.png"), full_page=True)
     assert "<img3>" not in prompt_text(page)
 
@@ -164,7 +166,8 @@ def test_bad_upload_shows_a_message(page, tmp_path):
 def test_example_with_boxes_places_two_subjects(page, server):
     page.locator("#examples button").last.click()  # the last example: two subjects placed by boxes
     page.wait_for_function("document.querySelector('#prompt textarea').value.includes('meadow')", timeout=30_000)
-    page.wait_for_function("document.querySelector('#layout-kind input[value=boxes]').checked", timeout=30_000)
+    page.wait_for_function(SELECTED_TAB_IS.format("Boxes"), timeout=30_000)
+    assert page.locator("#canvas img").count() == 1  # the example's boxes are drawn on the canvas
     before = len(list(server[1].glob("sigma-*.png")))
     page.locator("#generate").click()
     deadline = time.time() + 120
@@ -198,3 +201,76 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
     (written,) = out.glob("sigma-*.png")
     reading = read(Image.open(written))
     assert reading.colour == "blue" and reading.shape is not None  # the colour always comes out (100 % in eval)
+
+
+def test_errors_show_their_text_and_clear_on_the_next_action(page):
+    box = page.locator("#prompt textarea")
+    box.fill("a cat <styel> <img5>")
+    box.press("End")
+    box.type(" x")
+    page.wait_for_function("document.querySelector('#preview').innerText.includes('<styel>')", timeout=30_000)
+    assert "Did you mean <style>" in page.locator("#preview").inner_text()
+    page.locator("#generate").click()
+    page.wait_for_function("document.querySelector('#page-error').innerText.includes('<styel>')", timeout=60_000)
+    text = page.locator("#page-error").inner_text()
+    assert "Unknown token <styel>" in text and "--" not in text
+    page.screenshot(path=str(ART / "7-error-text.png"), full_page=True)
+    box.fill("a cat")
+    box.press("End")
+    box.type(" ok")
+    page.locator("#generate").click()
+    page.wait_for_function("document.querySelector('#page-error').innerText.trim() === ''", timeout=60_000)
+
+
+def test_boxes_are_drawn_and_the_preview_shows_layout_controls(page):
+    page.get_by_role("tab", name="Boxes").click()
+    page.get_by_role("button", name="Clear boxes").click()
+    page.wait_for_function("document.querySelectorAll('#boxes tbody tr td').length <= 1", timeout=30_000)
+    canvas = page.locator("#canvas img")
+    canvas.wait_for(timeout=30_000)
+    before = canvas.get_attribute("src")
+    canvas.scroll_into_view_if_needed()
+    bbox = canvas.bounding_box()
+    canvas.click(position={"x": bbox["width"] * 0.2, "y": bbox["height"] * 0.2})
+    page.wait_for_function(f"document.querySelector('#canvas img').src !== {before!r}", timeout=30_000)
+    canvas.click(position={"x": bbox["width"] * 0.7, "y": bbox["height"] * 0.8})
+    page.wait_for_function("document.querySelectorAll('#boxes tbody tr').length >= 1", timeout=30_000)
+    page.wait_for_function("document.querySelector('#preview [data-role=boxes]') !== null", timeout=30_000)
+    page.screenshot(path=str(ART / "8-boxes-drawn.png"), full_page=True)
+    page.get_by_role("tab", name="No layout").click()
+    page.wait_for_function("document.querySelector('#preview [data-role=boxes]') === null", timeout=30_000)
+
+
+def test_cancel_of_a_queued_job_writes_nothing(server, browser):
+    url, out = server
+    busy, waiting = _open(browser, url), _open(browser, url)
+    for pg in (busy, waiting):
+        pg.locator("#prompt textarea").fill("a busy queue")
+        pg.locator("#prompt textarea").press("End")
+        pg.locator("#prompt textarea").type(" .")
+    busy.locator("#settings").get_by_text("Settings", exact=True).first.click()
+    busy.locator("#count input[type=number]").fill("4")
+    busy.locator("#count input[type=number]").press("Enter")
+    busy.locator("#steps input[type=number]").fill("100")
+    busy.locator("#steps input[type=number]").press("Enter")
+    before = set(out.glob("sigma-*.png"))
+    busy.locator("#generate").click()
+    busy.wait_for_selector("#stop", state="visible", timeout=30_000)
+    waiting.locator("#generate").click()
+    waiting.wait_for_selector("#stop", state="visible", timeout=30_000)
+    waiting.locator("#stop").click()  # still queued behind the busy job
+    waiting.wait_for_function("document.querySelector('#info').innerText.includes('Cancel')", timeout=30_000)
+    waiting.wait_for_selector("#generate", state="visible", timeout=30_000)
+    busy.wait_for_function("document.querySelector('#info').innerText.includes('seed')", timeout=180_000)
+    time.sleep(2)  # the cancelled job would have run right after the busy one
+    assert len(set(out.glob("sigma-*.png")) - before) == 4  # the busy job's four images, none of the cancelled one
+    waiting.screenshot(path=str(ART / "9-cancelled.png"), full_page=True)
+
+
+def test_phone_width_keeps_generate_reachable(server, browser):
+    pg = browser.new_page(viewport={"width": 390, "height": 844})
+    pg.goto(server[0])
+    pg.wait_for_selector("#prompt textarea", timeout=90_000)
+    box = pg.locator("#generate").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 844  # on the first screen, under the prompt
+    pg.screenshot(path=str(ART / "10-phone.png"), full_page=False)

@@ -17,7 +17,7 @@ from sigma_studio.webui.state import Slot, UIState, read_prompt  # noqa: E402
 
 SETTINGS = dict(
     preset="auto", width=128, height=128, steps=3, cfg_text=4.0, cfg_img=2.0, cfg_low=0.0, cfg_high=1.0,
-    renorm="text_channel", shift=3.0, seed=5, randomize=False, group_mask=True,
+    renorm="text_channel", shift=3.0, seed=5, count=1, group_mask=True,
 )  # fmt: skip
 
 
@@ -41,14 +41,15 @@ def layout(kind="none", boxes=(), canny=None) -> h.LayoutInputs:
     ids=["plain", "canny", "box-layout", "subjects"],
 )
 def test_generate_with_each_layout(tiny_pipe, tmp_path, lay):
-    path, info, seed = h.generate(tiny_pipe, state(), lay, dict(SETTINGS), tmp_path)
-    assert Path(path).is_file() and seed == 5 and "seed" in info
+    result = h.generate(tiny_pipe, state(), lay, dict(SETTINGS), tmp_path)
+    path, seed = result.paths[0], result.seeds[0]
+    assert Path(path).is_file() and seed == 5 and "seed" in result.info
     assert Path(path).parent == tmp_path and Path(path).name.startswith("sigma-")
 
 
 def test_outputs_are_never_overwritten(tiny_pipe, tmp_path):
-    a, _, _ = h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path)
-    b, _, _ = h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path)
+    a = h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path).paths[0]
+    b = h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path).paths[0]
     assert a != b and len(list(tmp_path.glob("*.png"))) == 2
 
 
@@ -141,21 +142,48 @@ def test_a_web_result_replays_bit_for_bit_with_sigma_generate_from(tiny_pipe, tm
         "canny": layout("canny", canny=str(IMAGES / "horse.png")),
         "subjects": layout("boxes", boxes=[(0.0, 0.3, 0.5, 1.0, "cat", "img1"), (0.5, 0.0, 1.0, 1.0, "her", "img2")]),
     }[kind]
-    settings = dict(SETTINGS, randomize=True)  # the seed actually used is what the record keeps
-    path, _, seed = h.generate(tiny_pipe, state(), lay, settings, tmp_path / "web")
+    settings = dict(SETTINGS, seed=-1)  # random: the seed actually used is what the record keeps
+    result = h.generate(tiny_pipe, state(), lay, settings, tmp_path / "web")
+    path, seed = result.paths[0], result.seeds[0]
     again = tmp_path / "again.png"
     result = CliRunner().invoke(app, ["generate", "--from", path, "--out", str(again), "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["config"]["seed"] == seed and record["model"] == "tiny" and not record["warnings"]
+    assert record["config"]["seed"] == seed and record["model"] == "tiny"
+    assert not [w for w in record["warnings"] if "pixels differ" in w]
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(again)))
 
 
-def test_cancel_stops_a_running_generation(tiny_pipe, tmp_path):
-    import threading
+def test_cancel_stops_a_running_generation_and_a_waiting_one(tiny_pipe, tmp_path):
+    from sigma_studio.webui.jobs import Cancelled, Jobs
 
-    flag = threading.Event()
-    flag.set()
-    with pytest.raises(h.Cancelled):
-        h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path, cancel=flag)
+    jobs = Jobs()
+    running = jobs.submit()
+    with pytest.raises(Cancelled):
+        h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path, jobs=jobs, token=running,
+                   progress=lambda *a: jobs.cancel(running))  # fmt: skip
+    waiting = jobs.submit()
+    jobs.cancel(waiting)  # cancelled while still in the queue: it never starts
+    with pytest.raises(Cancelled):
+        h.generate(tiny_pipe, state(), layout(), dict(SETTINGS), tmp_path, jobs=jobs, token=waiting)
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_several_images_per_run_take_consecutive_seeds(tiny_pipe, tmp_path):
+    result = h.generate(tiny_pipe, state(), layout(), dict(SETTINGS, count=3, steps=2), tmp_path)
+    assert result.seeds == [5, 6, 7] and len({Path(p).name for p in result.paths}) == 3
+    assert [r["config"]["seed"] for r in result.records] == [5, 6, 7]
+
+
+def test_large_uploads_are_downscaled_and_bombs_refused(tmp_path):
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (6000, 3000), "red").save(big)
+    path, message = h.prepare_upload(str(big), tmp_path / "uploads")
+    assert Image.open(path).size == (4096, 2048) and "downscaled from 6000×3000" in message
+    assert h.prepare_upload(str(IMAGES / "cat.jpg"), tmp_path / "uploads") == (str(IMAGES / "cat.jpg"), "")
+    bad = tmp_path / "x.svg"
+    bad.write_text("<svg/>")
+    path, message = h.prepare_upload(str(bad), tmp_path / "uploads")
+    assert path is None and message == "x.svg is not a readable image; use a PNG, JPEG or WebP picture"

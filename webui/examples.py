@@ -23,6 +23,19 @@ class Example:
     def paths(self) -> list[str]:
         return [str(self.folder / name) for name in self.images]
 
+    def thumbnail(self, height: int = 160):
+        """The example's pictures side by side (so two examples with the same first picture look different)."""
+        from PIL import Image
+
+        tiles = [Image.open(p).convert("RGB") for p in self.paths()]
+        tiles = [t.resize((max(1, t.width * height // t.height), height)) for t in tiles]
+        sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), height), (255, 255, 255))
+        x = 0
+        for t in tiles:
+            sheet.paste(t, (x, 0))
+            x += t.width + 4
+        return sheet
+
 
 EXAMPLES: tuple[Example, ...] = (
     Example(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 import uuid
@@ -18,6 +19,8 @@ from sigma_studio.model.control import estimate_depth
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, to_rgb
 
+from .display import browser_text, colour_routing
+from .jobs import Jobs
 from .state import UIState
 
 log = logging.getLogger(__name__)
@@ -32,15 +35,41 @@ MAX_UPLOAD_MB = 20
 LAYOUT_KINDS = ("none", "canny", "depth", "boxes")  # the layout tab's choices
 
 
+UPLOAD_MAX_PIXELS = 256 * 2**20  # beyond this an upload is refused as a likely decompression bomb
+UPLOAD_MAX_SIDE = 4096  # larger uploads are downscaled to this long side (the model resizes to 1024 anyway)
+
+
+def prepare_upload(path: str, folder: Path) -> tuple[str | None, str]:
+    """(the path to use, a message) for an uploaded reference: a large picture is downscaled into ``folder``
+    (the message says so); an unreadable, oversized or bomb-sized file gives (None, why)."""
+    name = Path(path).name
+    if Path(path).stat().st_size > MAX_UPLOAD_MB * 2**20:
+        return None, f"{name} is over {MAX_UPLOAD_MB} MB; upload a smaller file"
+    try:
+        img = open_image(path, max_pixels=UPLOAD_MAX_PIXELS)
+    except InputError as exc:  # the message names the server-side path: keep only what the user needs
+        if "too large" in str(exc):
+            return None, f"{name} has over {UPLOAD_MAX_PIXELS // 2**20} megapixels; resize it before uploading"
+        return None, f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
+    if max(img.size) <= UPLOAD_MAX_SIDE:
+        return path, ""
+    before = f"{img.width}×{img.height}"
+    img = to_rgb(img)
+    img.thumbnail((UPLOAD_MAX_SIDE, UPLOAD_MAX_SIDE), Image.LANCZOS)
+    folder.mkdir(parents=True, exist_ok=True)
+    smaller = folder / f"{Path(path).stem}-{uuid.uuid4().hex[:8]}.png"
+    img.save(smaller)
+    return str(smaller), f"{name} was downscaled from {before} to {img.width}×{img.height}"
+
+
 def upload_problem(path: str) -> str | None:
-    """Why an uploaded reference cannot be used (None when it is a decodable image of a sane size)."""
+    """Why an uploaded file cannot be used as it is (None when it is a readable image that needs no downscaling)."""
     if Path(path).stat().st_size > MAX_UPLOAD_MB * 2**20:
         return f"Upload refused: {Path(path).name} is over {MAX_UPLOAD_MB} MB; upload a smaller image"
     try:
         open_image(path)
-    except InputError as exc:  # the message names the server-side path: keep only what the user needs
-        why = "is too large to decode safely" if "too large" in str(exc) else "is not a readable image"
-        return f"Upload refused: {Path(path).name} {why}; use a PNG, JPEG or WebP picture"
+    except InputError:
+        return f"Upload refused: {Path(path).name} is not a readable image; use a PNG, JPEG or WebP picture"
     return None
 
 
@@ -139,9 +168,8 @@ def routing_preview(layout: LayoutInputs, state: UIState, size, arch) -> Image.I
         return None
     controls = [img for img in request.images if img.role != "reference"]
     spatial = next((img.image for img in controls if img.role == "spatial"), None)
-    if spatial is not None:  # the ascending routing map, brightened
-        asc = np.asarray(spatial)[..., 0].astype(np.float32)
-        return Image.fromarray((asc * 2.5).clip(0, 255).astype(np.uint8))
+    if spatial is not None:  # the ascending routing map, each subject in its box's colour
+        return colour_routing(np.asarray(spatial)[..., 0])
     return controls[-1].image if controls else None
 
 
@@ -155,10 +183,12 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None) 
     from sigma_studio.model.config import tiny
     from sigma_studio.model.prompt import TextPart
 
+    if not state.prompt.strip() and not references(state):
+        return '<div class="sigma-preview hint">Write a prompt and add references: the sequence appears here.</div>'
     try:
         request = request_of(state, layout, GenerationConfig(), arch or tiny(), preview=True)
     except SigmaError as exc:
-        return f'<div class="sigma-preview error">{html.escape(str(exc))}</div>'
+        return f'<div class="sigma-preview error">{html.escape(browser_text(str(exc)))}</div>'
     parts = []
     for part in request.parts:
         if isinstance(part, TextPart):
@@ -176,56 +206,93 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None) 
             f'data-tokens="{html.escape(" ".join(part.attributes))}">'
             f'<img src="data:image/png;base64,{data}" alt="{img.name}"/><b>{img.name}</b> <i>{tokens}</i></span>'
         )
-    return '<div class="sigma-preview">' + " ".join(parts) + "</div>"
+    notes = "".join(f"<div>⚠ {html.escape(browser_text(w))}</div>" for w in request.warnings)
+    notes = f'<div class="sigma-preview-notes">{notes}</div>' if notes else ""
+    return '<div class="sigma-preview">' + " ".join(parts) + "</div>" + notes
 
 
-class Cancelled(Exception):
-    """The user pressed Cancel while this generation was running."""
+@dataclass(frozen=True)
+class WebResult:
+    paths: list[str]  # one PNG (with its record) per image, in seed order
+    records: list[dict]
+    seeds: list[int]
+    info: str  # markdown for the page
 
 
-def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs: Path, progress=None, cancel=None):
-    """Run one generation; returns (saved PNG path, info markdown, seed). ``cancel``: an Event that stops it."""
-    seed = settings["seed"]
-    if settings["randomize"] or seed is None or seed < 0:
-        seed = None  # the pipeline draws it, and the result and its record say which
-    config = GenerationConfig(
+def settings_config(settings: dict, max_size: int) -> GenerationConfig:
+    """The page's settings as a GenerationConfig (seed -1 or empty: drawn by the pipeline, and reported)."""
+    seed = settings.get("seed")
+    return GenerationConfig(
         steps=int(settings["steps"]),
         cfg_text_scale=float(settings["cfg_text"]),
         cfg_img_scale=float(settings["cfg_img"]),
         cfg_interval=(float(settings["cfg_low"]), float(settings["cfg_high"])),
         cfg_renorm_type=settings["renorm"],
         timestep_shift=float(settings["shift"]),
-        size=size_of(settings["preset"], settings["width"], settings["height"], pipe.arch.max_image_size),
-        seed=None if seed is None else int(seed),
+        size=size_of(settings["preset"], settings["width"], settings["height"], max_size),
+        seed=None if seed is None or int(seed) < 0 else int(seed),
         group_mask=bool(settings["group_mask"]),
     )
-    request = request_of(state, layout, config, pipe.arch)
 
-    def callback(i: int, n: int) -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled
-        if progress is not None:
-            progress((i, n), desc="Denoising")
 
-    result = pipe(request, progress=callback)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = result.save(outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png")  # never overwrites
-    info = f"**seed** {result.seed} · **{result.seconds:.1f} s** · {result.size[1]}×{result.size[0]} · {pipe.mode}"
-    if result.warnings:
-        info += "\n\n" + "\n".join(f"⚠ {w}" for w in result.warnings)
-    return str(path), info, result.seed
+def run_request(pipe, request, outputs: Path, *, count=1, jobs: Jobs | None = None, token=None, progress=None):
+    """Generate ``count`` images of one request (seeds s, s+1, ...) in one queue slot; each PNG carries its record.
+
+    ``progress(done, total, seconds_left)`` counts steps over all images; a cancelled job raises ``Cancelled``.
+    """
+    jobs = jobs or Jobs()
+    steps, start = request.config.steps, time.perf_counter()
+    paths, records, seeds = [], [], []
+    with jobs.slot(token):
+        for k in range(count):
+            seed = request.config.seed if request.config.seed is None else request.config.seed + k
+            if k and seed is None:
+                seed = seeds[0] + k
+            job = request.replace(config=request.config.replace(seed=seed))
+
+            def step(i: int, n: int, k=k) -> None:
+                jobs.check(token)
+                if progress is not None:
+                    done, total = k * steps + i, count * steps
+                    left = (time.perf_counter() - start) / done * (total - done) if done else None
+                    progress(done, total, left)
+
+            result = pipe(job, progress=step)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            paths.append(str(result.save(outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png")))
+            records.append(result.record.to_json())
+            seeds.append(result.seed)
+    return paths, records, seeds, result
+
+
+def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs: Path, progress=None, *,
+             jobs: Jobs | None = None, token: str | None = None) -> WebResult:  # fmt: skip
+    """Run the page's request: ``settings["count"]`` images (default 1), one per seed."""
+    request = request_of(state, layout, settings_config(settings, pipe.arch.max_image_size), pipe.arch)
+    count = int(settings.get("count") or 1)
+    paths, records, seeds, last = run_request(
+        pipe, request, outputs, count=count, jobs=jobs, token=token, progress=progress
+    )
+    seed_text = ", ".join(str(s) for s in seeds)
+    info = f"**seed** {seed_text} · **{last.seconds:.1f} s** each · {last.size[1]}×{last.size[0]} · {pipe.mode}"
+    if last.warnings:
+        info += "\n\n" + "\n".join(f"⚠ {html.escape(w)}" for w in last.warnings)
+    return WebResult(paths, records, seeds, info)
+
+
+def message_of(exc: BaseException) -> str:
+    """A one-line message for the page (never a stack trace), in browser words."""
+    if isinstance(exc, SigmaError):
+        return browser_text(str(exc))
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "Out of GPU memory: choose a smaller size, fewer references, or start the server with --mode nf4"
+    log.exception("generation failed")
+    return f"Generation failed ({type(exc).__name__}); the server log has the details"
 
 
 def friendly(exc: BaseException) -> gr.Error:
-    """A message for the page (never a stack trace)."""
-    if isinstance(exc, SigmaError):
-        return gr.Error(str(exc))
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return gr.Error(
-            "Out of GPU memory: choose a smaller size, fewer references, or a lighter --mode (nf4, offload)"
-        )
-    log.exception("generation failed")
-    return gr.Error(f"Generation failed ({type(exc).__name__}); the server log has the details")
+    """The message as a Gradio error (for the API; the page shows messages in its error box)."""
+    return gr.Error(message_of(exc), print_exception=False)
 
 
 def send_to_references(state: UIState, path: str | None) -> UIState:
@@ -249,5 +316,5 @@ def depth_preview(image: str | None, depth_map: str | None) -> Image.Image | Non
         if image:
             return estimate_depth(to_rgb(open_image(image)))
     except SigmaError as exc:
-        raise gr.Error(str(exc)) from None
+        raise friendly(exc) from None
     return None

@@ -1,0 +1,241 @@
+"""The page's events. Everything but generation runs outside the queue (``queue=False``), so a click on the canvas
+or a token change is never stuck behind a running job; every page event is undocumented in the API, which keeps
+the API page to the named endpoints of webui/api.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from . import handlers as h
+from .display import CANVAS_SIDE, canvas_image, error_html
+from .jobs import Cancelled, Jobs, clean_old_files
+from .restore import example_values, history_entry, restore_values
+from .state import MAX_SLOTS, Slot, UIState, add_slot, move_slot, read_prompt, remove_slot, set_image, set_tokens
+
+UI = dict(api_visibility="undocumented", queue=False)  # lightweight page events
+
+
+def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
+    p.slot_outputs = [p.prompt, p.error, *p.slot_cols, *p.slot_imgs, *p.slot_tokens, p.box_ref]
+    p.layout_inputs = [p.layout_kind, p.canny_src, p.canny_low, p.canny_high, p.canny_blur, p.depth_src,
+                       p.depth_map, p.boxes]  # fmt: skip
+    render = partial(_render, p)
+    p.uploads = outputs / "uploads"  # downscaled uploads (cleaned with the results)
+
+    def refresh_preview(st, *values):
+        return h.preview_html(st or UIState(), h.LayoutInputs(*values), pipe.arch)
+
+    # after every change of the references or the layout, the preview shows the request the model would get
+    p.refresh = lambda event: event.then(refresh_preview, [p.state, *p.layout_inputs], [p.preview], **UI)
+    _wire_slots(p, render)
+    _wire_layout(p, pipe)
+    _wire_generate(p, pipe, outputs, jobs, gpu_wrapper, keep_hours)
+    _wire_history_and_examples(p, render)
+
+
+def _render(p, st: UIState, write_prompt: bool = True) -> list:
+    filled = sum(s.filled for s in st.slots)
+    return [
+        st.prompt if write_prompt else gr.update(),  # never overwrite what the user is typing
+        error_html(st.error),
+        *[gr.update(visible=k < len(st.slots)) for k in range(MAX_SLOTS)],
+        *[gr.update(value=st.slots[k].image if k < len(st.slots) else None) for k in range(MAX_SLOTS)],
+        *[gr.update(value=list(st.slots[k].tokens) if k < len(st.slots) else []) for k in range(MAX_SLOTS)],
+        gr.update(choices=["", *st.names()[: max(filled, len(st.slots))]]),
+    ]
+
+
+def _wire_slots(p, render) -> None:
+    def apply(fn):
+        def run_fn(st, *args):
+            new = fn(st or UIState(), *args)
+            return [new, *render(new)]
+
+        return run_fn
+
+    def on_prompt(st, text):
+        new = read_prompt(st or UIState(), text)
+        return [new, *render(new, write_prompt=False)]
+
+    outs = [p.state, *p.slot_outputs]
+    p.refresh(p.prompt.input(on_prompt, [p.state, p.prompt], outs, trigger_mode="always_last", **UI))
+    p.refresh(p.add.click(apply(add_slot), [p.state], outs, **UI))
+    for k in range(MAX_SLOTS):
+        p.refresh(p.slot_tokens[k].input(apply(partial(_tokens, k=k)), [p.state, p.slot_tokens[k]], outs, **UI))
+        upload = apply(partial(_upload, k=k, folder=p.uploads))
+        p.refresh(p.slot_uploads[k].upload(upload, [p.state, p.slot_uploads[k]], outs, **UI))
+        p.refresh(p.slot_imgs[k].upload(upload, [p.state, p.slot_imgs[k]], outs, **UI))
+        p.refresh(p.slot_imgs[k].clear(apply(partial(_clear, k=k)), [p.state], outs, **UI))
+        p.refresh(p.slot_rm[k].click(partial(_remove, k=k, render=render), [p.state, p.boxes], [*outs, p.boxes], **UI))
+        p.refresh(p.slot_up[k].click(partial(_move_up, k=k, render=render), [p.state, p.boxes], [*outs, p.boxes], **UI))
+    p.refresh(p.send.click(apply(h.send_to_references), [p.state, p.last_output], outs, **UI))
+    p.render_state = lambda st: [st, *render(st)]
+
+
+def _wire_layout(p, pipe) -> None:
+    side = CANVAS_SIDE  # boxes are fractions of the picture: the canvas size is only for drawing and clicking
+    for tab, kind in ((p.tab_none, "none"), (p.tab_canny, "canny"), (p.tab_depth, "depth"), (p.tab_boxes, "boxes")):
+        p.refresh(tab.select(partial(_constant, kind), None, [p.layout_kind], **UI))
+    for widget in (p.canny_src, p.canny_low, p.canny_high, p.canny_blur):
+        widget.change(_canny_preview, [p.canny_src, p.canny_low, p.canny_high, p.canny_blur],
+                      [p.canny_prev, p.error], **UI)  # fmt: skip
+    p.depth_btn.click(_depth_preview, [p.depth_src, p.depth_map], [p.depth_prev, p.error],
+                      api_visibility="undocumented")  # fmt: skip
+
+    def click_box(corner_xy, rows, label, ref, evt: gr.SelectData):
+        rows = h.box_rows(rows)
+        if corner_xy is None:
+            return tuple(evt.index), rows, canvas_image(rows, side, tuple(evt.index))
+        rows = [*rows, _box_row(tuple(corner_xy), tuple(evt.index), side, label, ref)]
+        return None, rows, canvas_image(rows, side)
+
+    p.canvas.select(click_box, [p.corner, p.boxes, p.box_label, p.box_ref], [p.corner, p.boxes, p.canvas],
+                    trigger_mode="multiple", **UI)  # fmt: skip
+    p.clear_boxes.click(lambda: (None, [], canvas_image([], side)), None, [p.corner, p.boxes, p.canvas], **UI)
+    p.boxes.change(lambda rows: canvas_image(h.box_rows(rows), side), [p.boxes], [p.canvas], **UI)
+    p.boxes.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs], [p.routing], **UI)
+
+    for trigger in p.layout_inputs[1:]:  # the preview shows the control images the request will carry
+        p.refresh(trigger.change(lambda: None, None, None, **UI))
+    p.preset.change(lambda preset: [gr.update(interactive=preset == "custom")] * 2, [p.preset],
+                    [p.width, p.height], **UI)  # fmt: skip
+
+
+def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
+    def start():
+        return jobs.submit(), gr.update(visible=False), gr.update(visible=True), ""
+
+    def generate(st, history, token, *values, progress=gr.Progress()):  # noqa: B008
+        layout = h.LayoutInputs(*values[: len(p.layout_inputs)])
+        settings = dict(zip(p.setting_names, values[len(p.layout_inputs) :], strict=True))
+        clean_old_files(outputs, keep_hours)
+        clean_old_files(p.uploads, keep_hours)
+
+        def report(done: int, total: int, left: float | None) -> None:
+            eta = f" · about {left:.0f} s left" if left is not None else ""
+            progress((done, total), desc=f"step {done}/{total}{eta}")
+
+        keep = gr.update()
+        try:
+            result = h.generate(pipe, st or UIState(), layout, settings, outputs, report, jobs=jobs, token=token)
+        except Cancelled:
+            return keep, "**Cancelled**: nothing was written", keep, history, keep, keep, ""
+        except Exception as exc:  # noqa: BLE001 - every failure is a message on the page
+            return keep, "", keep, history, keep, keep, error_html(h.message_of(exc))
+        finally:
+            jobs.discard(token)  # (a job refused before it reached the queue leaves no token behind)
+        entries = [history_entry(path, record) for path, record in zip(result.paths, result.records, strict=True)]
+        history = [*entries, *(history or [])][:40]
+        return result.paths, result.info, result.paths, history, result.seeds, result.paths[0], ""
+
+    def stop(token):
+        found = jobs.cancel(token)
+        return ("**Cancelling…**" if found else ""), gr.update(visible=True), gr.update(visible=False)
+
+    gen_fn = gpu_wrapper(generate) if gpu_wrapper is not None else generate
+    outs = [p.output, p.info, p.download, p.history, p.last_seeds, p.last_output, p.error]
+    p.run.click(start, None, [p.token, p.run, p.stop, p.error], **UI).then(
+        gen_fn, [p.state, p.history, p.token, *p.layout_inputs, *p.settings], outs,
+        concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[p.output],
+        api_name="page_generate", api_visibility="undocumented",
+    ).then(lambda: (gr.update(visible=True), gr.update(visible=False)), None, [p.run, p.stop], **UI)  # fmt: skip
+    p.stop.click(stop, [p.token], [p.info, p.run, p.stop], **UI)
+    p.reuse.click(lambda seeds: seeds[0] if seeds else gr.update(), [p.last_seeds], [p.seed], **UI)
+
+
+def _wire_history_and_examples(p, render) -> None:
+    from sigma_studio.model.config import GenerationConfig
+
+    side_outputs = [p.state, *p.slot_outputs, p.tabs, p.layout_kind, p.canny_src, p.boxes, *p.settings]
+
+    def show_history(history):
+        return [(e["image"], e["caption"]) for e in history or [] if Path(e["image"]).is_file()]
+
+    p.history.change(show_history, [p.history], [p.history_gallery], **UI)
+    p.clear_history.click(lambda: [], None, [p.history], **UI)
+
+    def restore(history, evt: gr.SelectData):
+        shown = [e for e in history or [] if Path(e["image"]).is_file()]
+        state, values = restore_values(shown[evt.index]["record"], GenerationConfig())
+        return [state, *render(state), *values]
+
+    p.refresh(p.history_gallery.select(restore, [p.history], side_outputs, **UI))
+
+    def load_example(evt: gr.SelectData):
+        state, values = example_values(p.examples[evt.index], GenerationConfig())
+        return [state, *render(state), *values]
+
+    p.refresh(p.examples_gallery.select(load_example, None, side_outputs, **UI))
+    p.on_load = lambda st, history: [*p.render_state(st or UIState()), show_history(history)]
+    p.load_outputs = [p.state, *p.slot_outputs, p.history_gallery]
+
+
+def _constant(value):
+    return value
+
+
+def _remove(st: UIState, rows, k: int, render):
+    new = remove_slot(st, k)
+    mapping = {k + 1: None} | {n: n - 1 for n in range(k + 2, len(st.slots) + 1)}
+    return [new, *render(new), h.remap_box_refs(rows, mapping)]
+
+
+def _move_up(st: UIState, rows, k: int, render):
+    new = move_slot(st, k, -1)
+    mapping = {k + 1: k, k: k + 1} if k > 0 else {}
+    return [new, *render(new), h.remap_box_refs(rows, mapping)]
+
+
+def _tokens(st: UIState, tokens, k: int) -> UIState:
+    return set_tokens(st, k, list(tokens or []))
+
+
+def _upload(st: UIState, path, k: int, folder: Path) -> UIState:
+    if not path:
+        return st
+    usable, message = h.prepare_upload(path, folder)
+    if usable is None:
+        return replace(st, error=f"Upload refused: {message}")
+    new = set_image(st, k, usable)
+    return replace(new, error=message and f"Note: {message}")
+
+
+def _clear(st: UIState, k: int) -> UIState:
+    slots = list(st.slots)
+    slots[k] = Slot(None, slots[k].tokens)
+    return replace(st, slots=tuple(slots), error="")
+
+
+def _box_row(corner: tuple[int, int], point: tuple[int, int], side: int, label: str, ref: str) -> list:
+    """Two clicked corners (canvas pixels) -> a table row in fractions of the image."""
+    (x0, y0), (x1, y1) = corner, point
+    frac = [round(v / side, 4) for v in (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))]
+    return [*frac, label or "", ref or ""]
+
+
+def _routing(st, *values, arch):
+    return h.routing_preview(replace(h.LayoutInputs(*values), kind="boxes"), st or UIState(), None, arch)
+
+
+def _canny_preview(path, low, high, blur):
+    from sigma_studio.model.control import canny_edges
+    from sigma_studio.model.images import open_image, to_rgb
+
+    if not path:
+        return None, ""
+    try:
+        return canny_edges(to_rgb(open_image(path)), int(low), int(high), int(blur)), ""
+    except Exception as exc:  # noqa: BLE001 - a message on the page, never Gradio's generic error
+        return None, error_html(h.message_of(exc))
+
+
+def _depth_preview(image, depth_map):
+    try:
+        return h.depth_preview(image, depth_map), ""
+    except gr.Error as exc:
+        return None, error_html(str(exc.message))

@@ -1,0 +1,86 @@
+"""One queue of generation work for the page, the Gradio API and the REST route, with cancel by token.
+
+Every generation holds a slot while it runs (at most ``concurrency`` at once, one by default: the GPU). A job is
+identified by a token handed out when it is submitted, so Cancel works on a job that is still waiting for a slot
+(it never starts and writes nothing) as well as on a running one (it stops at its next denoising step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class Cancelled(Exception):
+    """The job was cancelled, while waiting or while running."""
+
+
+class Jobs:
+    def __init__(self, concurrency: int = 1):
+        self.concurrency = max(1, concurrency)
+        self._slots = threading.Semaphore(self.concurrency)
+        self._lock = threading.Lock()
+        self._cancelled: set[str] = set()
+        self._live: set[str] = set()
+
+    def submit(self) -> str:
+        """A token for a new job (the page gets it the moment Generate is clicked, before the job is queued)."""
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._live.add(token)
+        return token
+
+    def cancel(self, token: str | None) -> bool:
+        """Cancel a waiting or running job; False when the token names no live job."""
+        with self._lock:
+            if not token or token not in self._live:
+                return False
+            self._cancelled.add(token)
+            return True
+
+    def discard(self, token: str | None) -> None:
+        """Forget a job that ended before it reached a slot (its inputs were refused)."""
+        with self._lock:
+            self._live.discard(token)
+            self._cancelled.discard(token)
+
+    def check(self, token: str | None) -> None:
+        """Raise :class:`Cancelled` if the job was cancelled (called at every denoising step)."""
+        if token and token in self._cancelled:
+            raise Cancelled
+
+    @contextlib.contextmanager
+    def slot(self, token: str | None) -> Iterator[None]:
+        """Wait for a free slot (checking for cancellation while waiting), hold it while the body runs."""
+        try:
+            while not self._slots.acquire(timeout=0.1):
+                self.check(token)
+            try:
+                self.check(token)
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._live.discard(token)
+                self._cancelled.discard(token)
+
+
+def clean_old_files(folder: str | Path, max_age_hours: float, pattern: str = "*.png") -> int:
+    """Delete files matching ``pattern`` in ``folder`` older than ``max_age_hours`` (0: keep everything)."""
+    if max_age_hours <= 0 or not Path(folder).is_dir():
+        return 0
+    cutoff = time.time() - max_age_hours * 3600
+    removed = 0
+    for path in Path(folder).glob(pattern):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # another process removed it first
+            continue
+    return removed

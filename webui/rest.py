@@ -1,0 +1,194 @@
+"""``POST /api/v1/generate``: the API's generate endpoint for plain HTTP callers, on the page's generation queue.
+
+JSON (images as base64 PNG/JPEG/WebP, data URLs accepted)::
+
+    curl -s http://127.0.0.1:7860/api/v1/generate -H 'content-type: application/json' \\
+        -d '{"prompt": "a cat <img1>", "images": ["'"$(base64 -w0 cat.jpg)"'"], "steps": 30}'
+
+or multipart (``images`` repeated, one file each; ``tokens`` and ``boxes`` as JSON text)::
+
+    curl -s http://127.0.0.1:7860/api/v1/generate -F prompt='a cat <img1>' -F images=@cat.jpg -F steps=30
+
+The fields are those of the Gradio endpoint ``/generate`` (:meth:`webui.api.SigmaApi.generate`), by name and with
+its defaults. The answer is ``{"images": [base64 PNG, ...], "records": [...]}``; an error is
+``{"error": "<one line>"}`` with status 422 (the request is malformed) or 400 (the inputs are refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import inspect
+import json
+import tempfile
+import typing
+from pathlib import Path
+from types import UnionType
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from sigma_studio.model.errors import SigmaError
+
+from . import handlers as h
+from .api import SigmaApi, one_line
+from .jobs import Cancelled, Jobs
+from .state import MAX_SLOTS
+
+REST_PATH = "/api/v1/generate"
+FILE_FIELDS = ("images", "layout_image")
+JSON_FIELDS = ("tokens", "boxes")  # lists: JSON text in a multipart form
+MAX_BODY_BYTES = (MAX_SLOTS + 1) * h.MAX_UPLOAD_MB * 2**20 * 4 // 3 + 2**20  # every upload at its limit, base64
+FIELDS = inspect.signature(SigmaApi.generate).parameters
+HINTS = typing.get_type_hints(SigmaApi.generate)
+
+
+class RestError(Exception):
+    """A request this route cannot read (status 422), or one refused for another reason."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def mount_rest(app, pipe, *, outputs: str | Path, jobs: Jobs) -> None:
+    """Serve ``POST /api/v1/generate`` on ``app`` (the Gradio server's FastAPI app), through ``jobs``: the queue
+    the page and the Gradio API use, so a REST call waits for their generations and they wait for it."""
+    api = SigmaApi(pipe, outputs=outputs, jobs=jobs)
+
+    async def generate(request: Request) -> JSONResponse:
+        with tempfile.TemporaryDirectory(prefix="sigma-rest-") as folder:
+            try:
+                inputs = await read_inputs(request, Path(folder))
+                paths, records = await api.run(inputs)
+            except RestError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            except Cancelled:
+                return JSONResponse({"error": "Cancelled"}, status_code=409)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes one line of text for the caller
+                status = 400 if isinstance(exc, SigmaError) else 500
+                return JSONResponse({"error": one_line(exc)}, status_code=status)
+        images = [base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in paths]
+        return JSONResponse({"images": images, "records": records})
+
+    app.add_api_route(REST_PATH, generate, methods=["POST"], summary="Generate images (JSON or multipart)")
+
+
+async def read_inputs(request: Request, folder: Path) -> dict:
+    """The request's fields, typed as the Gradio endpoint types them, over its defaults; uploads saved in
+    ``folder``."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise RestError(f"The request is over {MAX_BODY_BYTES // 2**20} MB", 413)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields = await form_fields(request)
+    else:
+        try:
+            fields = await request.json()
+        except ValueError:
+            raise RestError("The body is not JSON: send a JSON object, or a multipart form") from None
+        if not isinstance(fields, dict):
+            raise RestError("The body must be a JSON object with the fields by name")
+    unknown = sorted(set(fields) - set(FIELDS) - {"self"})
+    if unknown:
+        raise RestError(f"Unknown field {unknown[0]}; the fields are: {', '.join(n for n in FIELDS if n != 'self')}")
+    if "prompt" not in fields:
+        raise RestError("prompt is missing: write what to generate (it may be empty text with images)")
+    inputs = {n: p.default for n, p in FIELDS.items() if p.default is not inspect.Parameter.empty}
+    for name, value in fields.items():
+        inputs[name] = await saved(name, value, folder) if name in FILE_FIELDS else typed(name, value)
+    return inputs
+
+
+async def form_fields(request: Request) -> dict:
+    """A multipart (or url-encoded) form: ``images`` may repeat; any other field is given once."""
+    try:
+        form = await request.form()
+    except HTTPException as exc:  # starlette's reading of a malformed or oversized form
+        raise RestError(f"The form cannot be read: {exc.detail}") from None
+    fields: dict = {}
+    for name in dict.fromkeys(form.keys()):
+        values = form.getlist(name)
+        if name == "images":
+            fields[name] = values
+        elif len(values) > 1:
+            raise RestError(f"{name} is given {len(values)} times; only images may repeat")
+        elif name in JSON_FIELDS and isinstance(values[0], str):
+            try:
+                fields[name] = json.loads(values[0]) if values[0].strip() else None
+            except ValueError:
+                raise RestError(f'{name} must be JSON text in a form, e.g. tokens=[["<id>"]]') from None
+        else:
+            fields[name] = values[0]
+    return fields
+
+
+async def saved(name: str, value, folder: Path) -> list[str] | str | None:
+    """Uploads (files, or base64 text) written to ``folder``; the paths, named as the caller named them."""
+    if name == "images":
+        values = value if isinstance(value, list) else [value]
+        return [await save_one(v, folder / str(k), f"img{k}") for k, v in enumerate(values, start=1)]
+    return None if value in (None, "") else await save_one(value, folder / "layout", "layout_image")
+
+
+async def save_one(value, folder: Path, what: str) -> str:
+    folder.mkdir(parents=True)
+    if isinstance(value, UploadFile):
+        path = folder / (Path(value.filename or what).name or what)
+        path.write_bytes(await value.read())
+        return str(path)
+    if not isinstance(value, str):
+        raise RestError(f"{what} must be a file upload or a base64 string (got {type(value).__name__})")
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RestError(f"{what} is not valid base64: send the file's bytes base64-encoded") from None
+    path = folder / what
+    path.write_bytes(data)
+    return str(path)
+
+
+def typed(name: str, value):
+    """A field's value as the endpoint's type hint says (form fields arrive as text)."""
+    hint = HINTS[name]
+    options = typing.get_args(hint) if isinstance(hint, UnionType) or typing.get_origin(hint) is typing.Union else ()
+    optional = type(None) in options
+    kind = next((t for t in options if t is not type(None)), hint)
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise RestError(f"{name} may not be null")
+    if typing.get_origin(kind) is typing.Literal:
+        kind = str
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise RestError(f"{name} must be a list")
+        return value
+    return scalar(name, value, kind)
+
+
+def scalar(name: str, value, kind: type):
+    bad = RestError(f"{name} must be {'a whole number' if kind is int else 'a ' + kind.__name__} (got {value!r})")
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in words:
+            return words[value.strip().lower()]
+        raise bad
+    if isinstance(value, bool):
+        raise bad
+    try:  # text as the exact kind: a float would round a 19-digit seed
+        number = (int if kind is int else float)(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise bad from None
+    if not isinstance(number, int | float) or (kind is int and not float(number).is_integer()):
+        raise bad
+    return int(number) if kind is int else float(number)

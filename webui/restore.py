@@ -1,0 +1,96 @@
+"""Filling the page from a record (a history entry) or from an example: the same values, in the settings' order.
+
+The settings are returned in the order of the page's settings widgets: preset, width, height, steps, cfg_text,
+cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask; then come the layout widgets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from sigma_studio.model.config import GenerationConfig
+
+from .state import Slot, UIState, read_prompt, set_image
+
+
+def history_entry(path: str, record: dict) -> dict:
+    """What the browser keeps of one result: the PNG's path, a caption, and the record to restore from."""
+    seed = record.get("config", {}).get("seed")
+    prompt = record.get("prompt", "")
+    caption = f"seed {seed} · {prompt[:40]}{'…' if len(prompt) > 40 else ''}"
+    return {"image": path, "caption": caption, "record": record}
+
+
+def settings_values(config: dict, count: int = 1) -> list:
+    size = config.get("size")
+    preset, width, height = ("custom", size[1], size[0]) if size else ("auto", gr.update(), gr.update())
+    low, high = config["cfg_interval"]
+    group_mask = config.get("group_mask")
+    return [
+        preset, width, height, config["steps"], config["cfg_text_scale"], config["cfg_img_scale"], low, high,
+        config["cfg_renorm_type"], config["timestep_shift"], -1 if config.get("seed") is None else config["seed"],
+        count, gr.update() if group_mask is None else group_mask,
+    ]  # fmt: skip
+
+
+def _state(prompt: str, references: dict[str, str], slots: int = 1) -> UIState:
+    numbers = [int(name[3:]) for name in references]
+    state = UIState("", tuple(Slot() for _ in range(max([slots, *numbers]))))
+    for name, path in references.items():
+        state = set_image(state, int(name[3:]) - 1, path)
+    return read_prompt(state, prompt)
+
+
+def _layout_values(controls: dict) -> list:
+    """[tab, layout kind, canny image, box rows] for recorded controls (Canny and boxes; others open no tab)."""
+    if controls.get("canny"):
+        return [gr.update(selected="canny"), "canny", controls["canny"], []]
+    rows = [_row(b, "") for b in controls.get("boxes", [])]
+    rows += [_row(placement[4:], source) for source, _, placement in (s.partition("@") for s in controls.get(
+        "subjects", [])) if placement.startswith("box=")]  # fmt: skip
+    if rows:
+        return [gr.update(selected="boxes"), "boxes", None, rows]
+    return [gr.update(selected="none"), "none", None, []]
+
+
+def _row(spec: str, ref: str) -> list:
+    coords, _, label = spec.partition(":")
+    return [*(float(v) for v in coords.split(",")), label, ref]
+
+
+def restore_values(record: dict, defaults: GenerationConfig) -> tuple[UIState, list]:
+    """(state, [layout values..., settings values...]) from a result's record; references whose files are gone
+    leave their slot empty (the page says so under the prompt)."""
+    refs = {
+        img["name"]: img["file"]
+        for img in record.get("images", [])
+        if img.get("role") == "reference" and img.get("file")
+    }
+    present = {name: path for name, path in refs.items() if Path(path).is_file()}
+    state = _state(record.get("prompt", ""), present, max([1, *(int(n[3:]) for n in refs)]))
+    missing = sorted(set(refs) - set(present))
+    if missing:
+        state = UIState(state.prompt, state.slots, f"{', '.join(missing)} no longer exist: upload them again")
+    config = {**_config_dict(defaults), **record.get("config", {})}
+    return state, [*_layout_values(record.get("controls") or {}), *settings_values(config)]
+
+
+def example_values(example, defaults: GenerationConfig) -> tuple[UIState, list]:
+    """(state, values) that fill every field and setting from an example."""
+    state = _state(example.prompt, {f"img{k + 1}": p for k, p in enumerate(example.paths())})
+    if example.layout == "canny" and example.layout_image:
+        layout = [gr.update(selected="canny"), "canny", str(Path(example.paths()[0]).parent / example.layout_image), []]
+    elif example.boxes:
+        layout = [gr.update(selected="boxes"), "boxes", None, [list(b) for b in example.boxes]]
+    else:
+        layout = [gr.update(selected="none"), "none", None, []]
+    config = _config_dict(defaults) | {"size": None, "seed": 0} | dict(example.settings)
+    return state, [*layout, *settings_values(config)]
+
+
+def _config_dict(config: GenerationConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
