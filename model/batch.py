@@ -1,10 +1,14 @@
-"""Batch inference over SIGMA-format rows: resumable, a bad row is logged and counted, a summary at the end.
+"""Batch inference over SIGMA-format rows: resumable, shardable, a bad row is logged and counted, a summary.
 
 For each row the references are laid out by the training rules (placeholders in order, the target's mentions
-removed) and the output takes the ground-truth image's size (or the size asked for); the output is
-``<out>/<row_id>.png``, carrying the same record as ``sigma generate`` writes plus the row it came from, and the
-ground truth ``<out>/<row_id>.gt.png``; ``records.jsonl`` lists every output's record. Rows whose output exists are
+removed) and the output takes the ground-truth image's size (or the size asked for). The output is
+``<out>/<row_id>.png``, carrying the same record as ``sigma generate`` writes plus the row it came from, beside the
+ground truth ``<out>/<row_id>.gt.png`` and the references under ``references/``. Rows whose output exists are
 skipped, so an interrupted run continues.
+
+Several processes share one folder by :class:`Shard`: under ``torchrun`` each rank takes its share of the rows,
+``--shard I/N`` does the same for job arrays. Each shard writes its own ``failures*.jsonl`` and
+``records*.jsonl``; ``summary.json`` always counts the whole folder.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 from .config import GenerationConfig
 from .dataset import BadRow, SigmaRow
@@ -28,12 +35,9 @@ from .request import build_request
 
 log = logging.getLogger(__name__)
 
-
-FAILURES = "failures.jsonl"  # one {"row_id", "error"} line per row that failed in its latest attempt
 SUMMARY = "summary.json"
 REFERENCES = "references"  # each row's reference images, as the records name them
 SETTINGS = "settings.json"  # what the folder was made with: a rerun must use the same
-RECORDS = "records.jsonl"  # one line per output: its row id, file name and generation record (as --json prints)
 
 
 @dataclass
@@ -46,6 +50,38 @@ class BatchSummary:
     failed: int = 0
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which rows this process does: row ``r`` belongs to shard ``crc32(r.row_id) % count``. The rule holds across
+    reruns and row orders, so any shard resumes on its own and every row is done by exactly one shard."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InputError(f"--shard {self.index}/{self.count}: write I/N with 0 <= I < N, e.g. 0/4")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise InputError(f"--shard '{text}' is not I/N (this job's 0-based index, and the number of jobs)")
+        return cls(int(index), int(count))
+
+    @classmethod
+    def from_env(cls) -> Shard:
+        """The torchrun rank and world size (``RANK``, ``WORLD_SIZE``); one shard outside torchrun."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+    def owns(self, row_id: str) -> bool:
+        return self.count == 1 or zlib.crc32(row_id.encode()) % self.count == self.index
+
+    def file(self, stem: str) -> str:
+        """This shard's own ``.jsonl`` file in the shared folder: no two processes write one file."""
+        return f"{stem}{'' if self.count == 1 else f'.{self.index}of{self.count}'}.jsonl"
 
 
 def row_prompt(row: SigmaRow, n_images: int) -> InterleavedPrompt:
@@ -66,12 +102,13 @@ def run_batch(
     *,
     limit: int | None = None,
     on_row: Callable[[str, str], None] | None = None,
+    shard: Shard = Shard(),
 ) -> BatchSummary:
-    """Generate one image per row. ``on_row(row_id, status)`` reports generated / skipped / failed.
+    """Generate one image per row of this shard. ``on_row(row_id, status)`` reports generated / skipped / failed.
 
-    Nothing is created until the first row has been read, so a bad source or ``out_dir`` leaves no folder behind.
-    ``failures.jsonl`` keeps one entry per failing row (its latest error) across reruns, and ``summary.json``
-    counts the whole folder, with this run's figures under ``this_run``; both are rewritten atomically.
+    ``limit`` counts rows of the whole source, so it names the same rows however the work is sharded. Nothing is
+    created until the first row has been read: a bad source or ``out_dir`` leaves no folder behind. This shard's
+    failures and records keep one entry per row across reruns, rewritten atomically.
     """
     out = check_output_dir(out_dir)
     settings = {"config": asdict(config), "model": pipe.source}
@@ -81,37 +118,124 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SETTINGS).is_file():
         write_json(out / SETTINGS, settings)
-    failures = read_failures(out / FAILURES)
-    summary = BatchSummary()
+    run = _Run(pipe, out, config, shard, read_failures(out / shard.file("failures")))
     start = time.perf_counter()
     try:
-        with open(out / RECORDS, "a") as records:
-            for row in itertools.chain([first] if first is not None else [], rows):
-                if limit is not None and summary.rows >= limit:
+        with open(out / shard.file("records"), "a") as run.records:
+            for index, row in enumerate(itertools.chain([first] if first is not None else [], rows)):
+                if limit is not None and index >= limit:
                     break
-                summary.rows += 1
-                status = _one(pipe, row, out, config, summary, failures, records)
-                if on_row is not None:
-                    on_row(row.row_id, status)
+                if shard.owns(row.row_id):
+                    run.summary.rows += 1
+                    status = run.one(row)
+                    if on_row is not None:
+                        on_row(row.row_id, status)
     finally:
-        summary.seconds = time.perf_counter() - start
-        _write_failures(out / FAILURES, failures)
-        _tidy_records(out)
-        write_json(out / SUMMARY, _folder_summary(out, failures, summary))
+        run.summary.seconds = time.perf_counter() - start
+        run.write_failures()
+        _tidy_records(out / shard.file("records"), out)
+        write_summary(out, run.summary)
+    return run.summary
+
+
+@dataclass
+class _Run:
+    pipe: SigmaPipeline
+    out: Path
+    config: GenerationConfig
+    shard: Shard
+    failures: dict[str, str]
+    summary: BatchSummary = field(default_factory=BatchSummary)
+    records: IO[str] | None = None
+
+    def one(self, row: SigmaRow | BadRow) -> str:
+        target = self.out / f"{row.row_id}.png"
+        if isinstance(row, SigmaRow) and target.exists():
+            self.summary.skipped_existing += 1
+            self.forget(row.row_id)
+            return "skipped"
+        try:
+            self.generate(row, target)
+        except SigmaError as exc:
+            self.summary.failed += 1
+            self.summary.failures.append({"row_id": row.row_id, "error": str(exc)})
+            self.failures[row.row_id] = str(exc)
+            self.write_failures()
+            log.warning("row %s skipped: %s", row.row_id, exc)
+            return "failed"
+        self.summary.generated += 1
+        self.forget(row.row_id)
+        return "generated"
+
+    def generate(self, row: SigmaRow | BadRow, target: Path) -> None:
+        if isinstance(row, BadRow):
+            raise InputError(row.reason)
+        images = row.decode_images()
+        prompt = row_prompt(row, len(images))
+        gt = images[-1]
+        w, h = resize_size(gt.width, gt.height, self.pipe.arch.vae_transform)
+        # the references become files beside the outputs, so every output replays with `sigma generate --from`
+        out = self.out
+        refs = [save_png(img, out / REFERENCES / f"{row.row_id}.ref{k}.png") for k, img in enumerate(images[:-1], 1)]
+        config = self.config.replace(size=self.config.size or (h, w))
+        result = self.pipe(build_request(prompt, refs, arch=self.pipe.arch, config=config))
+        record = replace(result.record, source={"row_id": row.row_id, "instruction": row.instruction})
+        save_png(gt, out / f"{row.row_id}.gt.png")
+        save_png(result.image, target, record.png_info())
+        self.records.write(json.dumps({"row_id": row.row_id, "output": target.name, **record.to_json()}) + "\n")
+        self.records.flush()
+
+    def forget(self, row_id: str) -> None:
+        """A row that now has its output leaves the failure list."""
+        if self.failures.pop(row_id, None) is not None:
+            self.write_failures()
+
+    def write_failures(self) -> None:
+        lines = "".join(json.dumps({"row_id": r, "error": e}) + "\n" for r, e in self.failures.items())
+        atomic_write(self.out / self.shard.file("failures"), lambda f: f.write(lines.encode()))
+
+
+def write_summary(out: Path, run: BatchSummary | None = None) -> dict:
+    """``summary.json``: the totals of the whole folder (every shard, every run so far), plus one run's figures."""
+    failures: dict[str, str] = {}
+    for path in sorted(out.glob("failures*.jsonl")):
+        failures |= read_failures(path)
+    outputs = [p for p in out.glob("*.png") if not p.name.endswith(".gt.png")]
+    summary = {
+        "generated": len(outputs),
+        "failed": len(failures),
+        "failures": [{"row_id": row_id, "error": error} for row_id, error in failures.items()],
+    }
+    if run is not None:
+        summary["this_run"] = {k: v for k, v in asdict(run).items() if k != "failures"}
+    write_json(out / SUMMARY, summary)
     return summary
 
 
-def _tidy_records(out: Path) -> None:
+def read_records(out: str | Path) -> list[dict]:
+    """Every output's record in a batch folder (all shards), in row order."""
+    entries: dict[str, dict] = {}
+    for path in sorted(Path(out).glob("records*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            entries[str(entry.get("row_id"))] = entry
+    return [entries[k] for k in sorted(entries)]
+
+
+def _tidy_records(path: Path, out: Path) -> None:
     """One line per output that exists (the latest), rewritten atomically: reruns never repeat a row."""
     latest: dict[str, str] = {}
-    for line in (out / RECORDS).read_text().splitlines() if (out / RECORDS).is_file() else []:
+    for line in path.read_text().splitlines() if path.is_file() else []:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a crash
             continue
         if (out / str(entry.get("output", ""))).is_file():
             latest[str(entry.get("row_id"))] = line
-    atomic_write(out / RECORDS, lambda f: f.write("".join(v + "\n" for v in latest.values()).encode()))
+    atomic_write(path, lambda f: f.write("".join(v + "\n" for v in latest.values()).encode()))
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -135,7 +259,7 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 
 def read_failures(path: Path) -> dict[str, str]:
-    """Row id -> latest error of a ``failures.jsonl`` (empty when there is none; unreadable lines are skipped)."""
+    """Row id -> latest error of a ``failures*.jsonl`` (empty when there is none; unreadable lines are skipped)."""
     failures: dict[str, str] = {}
     if not path.is_file():
         return failures
@@ -146,59 +270,3 @@ def read_failures(path: Path) -> dict[str, str]:
         except (json.JSONDecodeError, KeyError, TypeError):
             log.warning("%s: skipping an unreadable line", path)
     return failures
-
-
-def _write_failures(path: Path, failures: dict[str, str]) -> None:
-    lines = "".join(json.dumps({"row_id": row_id, "error": error}) + "\n" for row_id, error in failures.items())
-    atomic_write(path, lambda f: f.write(lines.encode()))
-
-
-def _folder_summary(out: Path, failures: dict[str, str], run: BatchSummary) -> dict:
-    """Totals over the whole output folder (every run so far), plus this run's figures."""
-    outputs = [p for p in out.glob("*.png") if not p.name.endswith(".gt.png")]
-    return {
-        "generated": len(outputs),
-        "failed": len(failures),
-        "failures": [{"row_id": row_id, "error": error} for row_id, error in failures.items()],
-        "this_run": {k: v for k, v in asdict(run).items() if k != "failures"},
-    }
-
-
-def _one(pipe, row, out: Path, config: GenerationConfig, summary: BatchSummary, failures: dict[str, str], records):
-    target = out / f"{row.row_id}.png"
-    if isinstance(row, SigmaRow) and target.exists():
-        summary.skipped_existing += 1
-        _forget(failures, row.row_id, out)
-        return "skipped"
-    try:
-        if isinstance(row, BadRow):
-            raise InputError(row.reason)
-        images = row.decode_images()
-        prompt = row_prompt(row, len(images))
-        gt = images[-1]
-        w, h = resize_size(gt.width, gt.height, pipe.arch.vae_transform)
-        # the references become files beside the outputs, so every output replays with `sigma generate --from`
-        refs = [save_png(img, out / REFERENCES / f"{row.row_id}.ref{k}.png") for k, img in enumerate(images[:-1], 1)]
-        request = build_request(prompt, refs, arch=pipe.arch, config=config.replace(size=config.size or (h, w)))
-        result = pipe(request)
-        record = replace(result.record, source={"row_id": row.row_id, "instruction": row.instruction})
-        save_png(gt, out / f"{row.row_id}.gt.png")
-        save_png(result.image, target, record.png_info())
-        records.write(json.dumps({"row_id": row.row_id, "output": target.name, **record.to_json()}) + "\n")
-        records.flush()
-    except SigmaError as exc:
-        summary.failed += 1
-        summary.failures.append({"row_id": row.row_id, "error": str(exc)})
-        failures[row.row_id] = str(exc)
-        _write_failures(out / FAILURES, failures)
-        log.warning("row %s skipped: %s", row.row_id, exc)
-        return "failed"
-    summary.generated += 1
-    _forget(failures, row.row_id, out)
-    return "generated"
-
-
-def _forget(failures: dict[str, str], row_id: str, out: Path) -> None:
-    """A row that now has its output leaves the failure list."""
-    if failures.pop(row_id, None) is not None:
-        _write_failures(out / FAILURES, failures)

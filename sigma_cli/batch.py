@@ -59,14 +59,27 @@ def batch(
     max_gpu_memory: GpuMemOpt = None,
     offload_dir: OffloadOpt = None,
     cache_dir: CacheOpt = None,
+    shard: Annotated[
+        str | None, typer.Option(help="do only share I of N (0-based), e.g. 0/4 in a job array; torchrun shards itself")
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Generate an image for every row of SIGMA-format parquet data (the last image is the ground truth).
 
     Each output PNG carries the same record as `sigma generate` writes; `summary.json` counts the whole folder.
+    Under torchrun (one node or many) the ranks share the rows and the folder; --shard I/N does the same for jobs
+    started separately. Any shard resumes on its own.
+
+    [b]Examples[/]
+
+      sigma batch ./eval-parquet --out runs/eval --model shapes
+
+      torchrun --nproc-per-node 8 -m sigma_studio.cli batch Xiaoyan667/SIGMA-dataset --out runs/eval
+
+      sigma batch ./data --out runs/eval --shard $SLURM_ARRAY_TASK_ID/16
     """
     from sigma_studio.model import load_pipeline
-    from sigma_studio.model.batch import run_batch
+    from sigma_studio.model.batch import Shard, run_batch
     from sigma_studio.model.dataset import iter_rows, parquet_files
     from sigma_studio.model.files import check_output_dir
 
@@ -83,18 +96,53 @@ def batch(
             ),
             **dict(layout=layout or "trained", group_mask=group_mask),
         )
+        part = Shard.parse(shard) if shard else Shard.from_env()
         check_output_dir(out)
         files = parquet_files(source, HubOptions(cache_dir=cache_dir))  # a missing source stops here
         loader = loader_config(absolute(model or "sigma"), mode, max_gpu_memory, offload_dir, cache_dir)
+        loader = loader.replace(device=_rank_device(mode))
         with render.console.status(f"Loading {loader.model} ({loader.mode})…", spinner="dots"):
             pipe = load_pipeline(loader)
+        label = "Rows" if part.count == 1 else f"Rows of shard {part.index}/{part.count}"
         with render.progress(transient=False) as bar:
-            task = bar.add_task("Rows", total=limit)
-            summary = run_batch(pipe, iter_rows(files), out, config, limit=limit, on_row=lambda r, s: bar.advance(task))
+            task = bar.add_task(label, total=None)
+            summary = run_batch(
+                pipe, iter_rows(files), out, config, limit=limit, shard=part, on_row=lambda r, s: bar.advance(task)
+            )
+        _merge_when_ranks_are_done(out, shard is None and part.count > 1)
     render.stdout.print(
         f"[green]✓[/] {summary.generated} generated, {summary.skipped_existing} already done, "
         f"[{'red' if summary.failed else 'dim'}]{summary.failed} failed[/] in {summary.seconds:.1f} s "
         f"→ {escape(str(out))}"
     )
     if summary.failed:
-        render.console.print(f"[dim]failures are listed in {escape(str(out / 'failures.jsonl'))}[/]")
+        render.console.print(f"[dim]failures are listed in {escape(str(out))}/failures*.jsonl[/]")
+
+
+def _rank_device(mode: str) -> str | None:
+    """Under torchrun each rank generates on its own GPU (LOCAL_RANK); elsewhere the loader decides."""
+    import os
+
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or mode == "cpu" or not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(local) % torch.cuda.device_count()}"
+
+
+def _merge_when_ranks_are_done(out: Path, torchrun: bool) -> None:
+    """Under torchrun, rank 0 waits for every rank (gloo barrier), then writes the folder's summary."""
+    if not torchrun:
+        return
+    import torch.distributed as dist
+
+    from sigma_studio.model.batch import write_summary
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+    if dist.get_rank() == 0:
+        summary = write_summary(out)
+        render.console.print(f"[dim]all ranks done: {summary['generated']} outputs, {summary['failed']} failed[/]")
+    dist.destroy_process_group()
