@@ -8,9 +8,15 @@ from typing import Annotated
 import typer
 
 from sigma_studio.model.config import MODES, LoaderConfig
+from sigma_studio.model.errors import InputError
 
 from . import render
 from .options import DebugOpt, ModelOpt, flag
+
+GPUS_HELP = (
+    "all | 0,1,3: one pipeline per listed CUDA GPU, one generation on each at once \\[default: one pipeline]; "
+    "cpu:N loads N pipelines on the CPU (for testing)"
+)
 
 
 def webui(
@@ -19,7 +25,8 @@ def webui(
     host: Annotated[str | None, typer.Option(help="address to listen on \\[default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="port \\[default: 7860]")] = None,
     share: Annotated[bool, flag("--share", "create a public gradio.live link")] = False,
-    max_concurrency: Annotated[int, typer.Option(help="generations running at once")] = 1,
+    max_concurrency: Annotated[int, typer.Option(help="generations running at once (one pipeline)")] = 1,
+    gpus: Annotated[str | None, typer.Option(help=GPUS_HELP, show_default=False)] = None,
     outputs: Annotated[str, typer.Option(help="where results are written (never overwritten)")] = "outputs/webui",
     keep_hours: Annotated[
         float, typer.Option(help="delete results and uploads older than this (0 = keep everything)")
@@ -33,6 +40,8 @@ def webui(
       sigma webui --model shapes          [dim]# the shipped shapes-world model: runs on any CPU[/]
 
       sigma webui --mode nf4 --port 8080  [dim]# SIGMA in 4 bits on a 24 GB GPU[/]
+
+      sigma webui --gpus all              [dim]# one pipeline per GPU, one generation on each at once[/]
     """
     render.setup_logging(debug)
     with render.errors(debug):
@@ -45,16 +54,82 @@ def webui(
             max_concurrency=max_concurrency,
             outputs=outputs,
             keep_hours=keep_hours,
+            gpus=gpus,
         )
+
+
+def gpu_devices(gpus: str | None, mode: str, max_concurrency: int = 1) -> list[str | None]:
+    """The device of each pipeline to load for ``--gpus`` (``[None]``: one pipeline, where the loader puts it).
+
+    Checked before anything loads: every listed GPU must be visible, and the mode must hold a whole model on one
+    device (``offload`` and ``multi-gpu`` spread one model over devices; ``cpu`` runs on none).
+    """
+    if gpus is None or not gpus.strip():
+        return [None]
+    if os.environ.get("SPACES_ZERO_GPU"):  # (before torch.cuda is asked anything: spaces must start CUDA)
+        raise InputError("--gpus does not apply on ZeroGPU (it lends one GPU per generation); leave it out")
+    spec = gpus.strip().lower()
+    if spec.startswith("cpu:"):  # for tests: N pipelines on the CPU
+        count = spec.removeprefix("cpu:")
+        if not count.isdigit() or int(count) < 1:
+            raise InputError(f"--gpus {gpus}: cpu:N takes a number of CPU pipelines, e.g. cpu:2")
+        devices = ["cpu"] * int(count)
+    else:
+        devices = [f"cuda:{i}" for i in gpu_indices(gpus, spec)]
+        if mode in ("offload", "multi-gpu", "cpu"):
+            raise InputError(f"--gpus loads a whole model on each GPU; --mode {mode} does not: use auto, bf16, nf4 or "
+                             "int8")  # fmt: skip
+    if len(devices) > 1 and max_concurrency != 1:
+        raise InputError(f"--max-concurrency is for one pipeline; with --gpus {gpus} the server runs one generation "
+                         f"per pipeline ({len(devices)} at once)")  # fmt: skip
+    return devices
+
+
+def gpu_indices(gpus: str, spec: str) -> list[int]:
+    """The CUDA indices of ``all`` or ``0,1,3``, each visible and named once."""
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if spec == "all":
+        if not visible:
+            raise InputError("--gpus all needs a CUDA GPU and none is visible; leave --gpus out to serve on the CPU")
+        return list(range(visible))
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise InputError(f"--gpus {gpus} is not all or a list of GPU numbers such as 0,1,3")
+    indices = [int(part) for part in parts]
+    if len(set(indices)) < len(indices):
+        raise InputError(f"--gpus {gpus} names a GPU twice; each GPU holds one pipeline")
+    if not visible:
+        raise InputError(f"--gpus {gpus} needs CUDA GPUs and none is visible; leave --gpus out to serve on the CPU")
+    missing = [i for i in indices if i >= visible]
+    if missing:
+        raise InputError(f"--gpus {gpus}: there is no GPU {missing[0]} ({visible} visible: 0 to {visible - 1})")
+    return indices
+
+
+def load_pipelines(model: str, mode: str, devices: list[str | None]) -> list:
+    """One pipeline per device (the same model and mode on each), loaded one after another."""
+    from sigma_studio.model import LoaderConfig, load_pipeline
+
+    pipes = []
+    for k, device in enumerate(devices, start=1):
+        where = f" on {device} ({k}/{len(devices)})" if len(devices) > 1 or device else ""
+        with render.console.status(f"Loading {model} ({mode}){where}…", spinner="dots"):
+            pipes.append(load_pipeline(LoaderConfig(model=model, mode=mode, device=device)))
+        if k == 1 and device and device.startswith("cuda") and pipes[0].mode in ("offload", "multi-gpu"):
+            raise InputError(f"{model} does not fit one GPU (--mode auto chose {pipes[0].mode}), and --gpus loads a "
+                             "whole model on each: use --mode nf4, or leave --gpus out")  # fmt: skip
+    return pipes
 
 
 def serve(
     model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=1, outputs="outputs/webui",
-    keep_hours=24.0,
+    keep_hours=24.0, gpus: str | None = None,
 ):  # fmt: skip
-    """Load the model once and serve the UI, its API and ``POST /api/v1/generate`` (blocks until stopped)."""
+    """Load the model once (once per GPU of ``gpus``) and serve the UI, its API and ``POST /api/v1/generate``
+    (blocks until stopped)."""
     from sigma_studio.examples import ROOT as EXAMPLES
-    from sigma_studio.model import LoaderConfig, load_pipeline
     from sigma_studio.model.errors import MissingDependencyError
     from sigma_studio.model.files import check_output_dir
 
@@ -64,15 +139,17 @@ def serve(
         from sigma_studio.webui.rest import mount_rest
     except ImportError as exc:
         raise MissingDependencyError("gradio", "webui", f"The web UI ({exc.name} is missing)") from None
+    devices = gpu_devices(gpus, mode, max_concurrency)
     check_output_dir(outputs, "--outputs")
     gpu_wrapper = None
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: import spaces before CUDA starts; hold a GPU only to generate
         import spaces
 
         gpu_wrapper = spaces.GPU(duration=180)
-    with render.console.status(f"Loading {model} ({mode})…", spinner="dots"):
-        pipe = load_pipeline(LoaderConfig(model=model, mode=mode))
-    jobs = Jobs(max_concurrency)  # one queue for the page, the Gradio API and the REST route
+    pipes = load_pipelines(model, mode, devices)
+    pipe = pipes[0]  # the page's architecture and settings (every pooled pipeline shares them)
+    # one queue for the page, the Gradio API and the REST route; with --gpus, one slot per pipeline
+    jobs = Jobs(pipes=pipes) if len(pipes) > 1 else Jobs(max_concurrency)
     demo = build_demo(
         pipe, outputs=outputs, max_concurrency=max_concurrency, gpu_wrapper=gpu_wrapper, jobs=jobs,
         keep_hours=keep_hours,

@@ -10,7 +10,8 @@
 
 Both build the request with the page's builder (:func:`handlers.request_of`, the page's state after the same token
 changes) and generate through :func:`handlers.run_request` with the page's :class:`~webui.jobs.Jobs`, so the page,
-the Gradio API and the REST route share one queue. A caller that cancels a job (``job.cancel()``) cancels it in
+the Gradio API and the REST route share one queue (and, with ``sigma webui --gpus``, its pool of one pipeline per
+GPU: each job runs on a free one). A caller that cancels a job (``job.cancel()``) cancels it in
 that queue too: while it waits it never starts, while it runs it stops at its next denoising step.
 """
 
@@ -199,7 +200,8 @@ async def run_job(jobs: Jobs, fn, *args):
 
 
 class SigmaApi:
-    """The API's endpoints around one loaded pipeline; generation goes through ``jobs`` (the page's queue)."""
+    """The API's endpoints around a loaded pipeline (its architecture builds the requests); generation goes through
+    ``jobs`` (the page's queue), on the pipeline of the slot it gets when ``jobs`` pools several."""
 
     def __init__(self, pipe, *, outputs: str | Path, jobs: Jobs, gpu_wrapper=None):
         self.pipe, self.outputs, self.jobs = pipe, Path(outputs), jobs

@@ -60,6 +60,8 @@ def build_demo(
 
     ``gpu_wrapper`` wraps the generate functions (ZeroGPU); ``jobs`` is the generation queue, shared with the REST
     route when the server mounts one; results and uploads older than ``keep_hours`` are deleted (0: never).
+    A ``jobs`` that pools one pipeline per GPU sets the concurrency (``max_concurrency`` is then unused) and each
+    generation runs on a free pipeline of the pool; ``pipe`` (one of them) gives the page its architecture.
     """
     from .events import wire
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import time
@@ -235,15 +236,24 @@ def settings_config(settings: dict, max_size: int) -> GenerationConfig:
     )
 
 
+@contextlib.contextmanager
+def on_device(pipe):
+    """``pipe`` with its GPU as the thread's current CUDA device (kernels that read it run on that pipeline's GPU)."""
+    device = torch.device(getattr(pipe, "device", "cpu"))
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        yield pipe
+
+
 def run_request(pipe, request, outputs: Path, *, count=1, jobs: Jobs | None = None, token=None, progress=None):
     """Generate ``count`` images of one request (seeds s, s+1, ...) in one queue slot; each PNG carries its record.
 
+    The images are made by the pipeline the slot holds when ``jobs`` pools one per GPU, else by ``pipe``.
     ``progress(done, total, seconds_left)`` counts steps over all images; a cancelled job raises ``Cancelled``.
     """
     jobs = jobs or Jobs()
     steps, start = request.config.steps, time.perf_counter()
     paths, records, seeds = [], [], []
-    with jobs.slot(token):
+    with jobs.slot(token) as pooled, on_device(pooled if pooled is not None else pipe) as runner:
         for k in range(count):
             seed = request.config.seed if request.config.seed is None else request.config.seed + k
             if k and seed is None:
@@ -257,7 +267,7 @@ def run_request(pipe, request, outputs: Path, *, count=1, jobs: Jobs | None = No
                     left = (time.perf_counter() - start) / done * (total - done) if done else None
                     progress(done, total, left)
 
-            result = pipe(job, progress=step)
+            result = runner(job, progress=step)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             paths.append(str(result.save(outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png")))
             records.append(result.record.to_json())

@@ -1,17 +1,20 @@
 """One queue of generation work for the page, the Gradio API and the REST route, with cancel by token.
 
-Every generation holds a slot while it runs (at most ``concurrency`` at once, one by default: the GPU). A job is
-identified by a token handed out when it is submitted, so Cancel works on a job that is still waiting for a slot
-(it never starts and writes nothing) as well as on a running one (it stops at its next denoising step).
+Every generation holds a slot while it runs (at most ``concurrency`` at once, one by default: the GPU). A server
+with one pipeline per GPU (``sigma webui --gpus``) gives the queue that pool: there is one slot per pipeline, and a
+job runs on the pipeline its slot holds. A job is identified by a token handed out when it is submitted, so Cancel
+works on a job that is still waiting for a slot (it never starts and writes nothing) as well as on a running one
+(it stops at its next denoising step).
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -20,9 +23,16 @@ class Cancelled(Exception):
 
 
 class Jobs:
-    def __init__(self, concurrency: int = 1):
-        self.concurrency = max(1, concurrency)
-        self._slots = threading.Semaphore(self.concurrency)
+    """The generation queue: ``concurrency`` slots, or one slot per pipeline of ``pipes`` (then ``concurrency`` is
+    their number). Pooled pipelines share one architecture (the same model, each on its own device)."""
+
+    def __init__(self, concurrency: int = 1, pipes: Sequence | None = None):
+        self.pipes = tuple(pipes or ())
+        self.concurrency = len(self.pipes) or max(1, concurrency)
+        self._free: queue.Queue[int] = queue.Queue()  # free slot numbers, first freed first taken
+        for k in range(self.concurrency):
+            self._free.put(k)
+        self._runs = [0] * self.concurrency
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
         self._live: set[str] = set()
@@ -53,17 +63,30 @@ class Jobs:
         if token and token in self._cancelled:
             raise Cancelled
 
+    @property
+    def runs(self) -> list[int]:
+        """Jobs each slot (each pooled pipeline, in order) has started."""
+        with self._lock:
+            return list(self._runs)
+
     @contextlib.contextmanager
-    def slot(self, token: str | None) -> Iterator[None]:
-        """Wait for a free slot (checking for cancellation while waiting), hold it while the body runs."""
+    def slot(self, token: str | None) -> Iterator:
+        """Wait for a free slot (checking for cancellation while waiting), hold it while the body runs; the body
+        gets the slot's pipeline (None without a pool: the caller's one pipeline)."""
         try:
-            while not self._slots.acquire(timeout=0.1):
-                self.check(token)
+            while True:
+                try:
+                    k = self._free.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    self.check(token)
             try:
                 self.check(token)
-                yield
+                with self._lock:
+                    self._runs[k] += 1
+                yield self.pipes[k] if self.pipes else None
             finally:
-                self._slots.release()
+                self._free.put(k)
         finally:
             with self._lock:
                 self._live.discard(token)
