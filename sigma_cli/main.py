@@ -23,6 +23,8 @@ from sigma_studio.model.hub import HubOptions, cache_location, resolve
 from . import render
 from .batch import batch
 from .bench import bench_command
+from .evaluate import EXAMPLES as EVAL_EXAMPLES
+from .evaluate import evaluate_cmd
 from .finetune import finetune as finetune_command
 from .generate import EXAMPLES, generate, layout_cmd
 from .options import CacheOpt, DebugOpt
@@ -59,6 +61,7 @@ def root(
 app.command(epilog=EXAMPLES)(generate)
 app.command(name="layout")(layout_cmd)
 app.command()(batch)
+app.command(name="eval", epilog=EVAL_EXAMPLES)(evaluate_cmd)
 app.command()(webui)
 app.command()(finetune_command)
 app.add_typer(shapes_app, name="shapes")
