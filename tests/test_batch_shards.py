@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sigma_studio.cli.main import main
@@ -21,8 +22,15 @@ ARGS = ["--model", "tiny", "--steps", "2"]
 
 
 def sigma(*args) -> int:
-    with pytest.raises(SystemExit) as exit_:
-        main([str(a) for a in args])
+    """``sigma ARGS`` in this process, on one thread like each torchrun rank (float sums depend on the thread
+    count, so bit-identical outputs need the same one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
     return exit_.value.code
 
 

@@ -231,9 +231,10 @@ def test_boxes_are_drawn_and_the_preview_shows_layout_controls(page):
     before = canvas.get_attribute("src")
     canvas.scroll_into_view_if_needed()
     bbox = canvas.bounding_box()
-    canvas.click(position={"x": bbox["width"] * 0.2, "y": bbox["height"] * 0.2})
+    # near the centre: the picture is letterboxed inside the element, and a click on the margin is no click
+    canvas.click(position={"x": bbox["width"] * 0.42, "y": bbox["height"] * 0.4})
     page.wait_for_function(f"document.querySelector('#canvas img').src !== {before!r}", timeout=30_000)
-    canvas.click(position={"x": bbox["width"] * 0.7, "y": bbox["height"] * 0.8})
+    canvas.click(position={"x": bbox["width"] * 0.58, "y": bbox["height"] * 0.62})
     page.wait_for_function("document.querySelectorAll('#boxes tbody tr').length >= 1", timeout=30_000)
     page.wait_for_function("document.querySelector('#preview [data-role=boxes]') !== null", timeout=30_000)
     page.screenshot(path=str(ART / "8-boxes-drawn.png"), full_page=True)
