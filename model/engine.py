@@ -95,6 +95,24 @@ def block_embeddings(
     return hidden, is_gen
 
 
+PREFILL_SPAN_TOKENS = 4096
+
+
+def _spans(plan: ContextPlan, first: int, budget: int) -> list[list[int]]:
+    """Consecutive block indices from ``first``, grouped while their tokens fit ``budget`` (a longer block alone)."""
+    spans: list[list[int]] = []
+    size = 0
+    for i in range(first, len(plan.blocks)):
+        length = plan.blocks[i].length
+        if spans and size + length <= budget:
+            spans[-1].append(i)
+            size += length
+        else:
+            spans.append([i])
+            size = length
+    return spans
+
+
 @torch.no_grad()
 def prefill(
     model: Bagel,
@@ -106,8 +124,12 @@ def prefill(
     query_tokens: int,
     group_mask: bool = False,
     reuse: Context | None = None,
+    chunked: bool = False,
 ) -> Context:
-    """Fill a cache with the plan's blocks, one block per forward (chunked prefill, like the reference).
+    """Fill a cache with the plan's blocks, several blocks per forward (up to ``PREFILL_SPAN_TOKENS`` rows, their
+    rows of the plan's mask), or one block per forward with ``chunked`` (the released code's way). Both compute
+    the same function up to float rounding; fewer, larger forwards are faster, and the span cap bounds the
+    attention memory of long contexts.
 
     ``reuse``: a context whose plan starts with this plan's blocks; its first rows are copied once instead of
     recomputed (the released text-dropped context is such a prefix).
@@ -120,14 +142,15 @@ def prefill(
         first = len(plan.blocks)
         cache.copy_prefix_from(reuse.cache, plan.length)
     offsets = plan.offsets()
-    for i in range(first, len(plan.blocks)):
-        block, start = plan.blocks[i], offsets[i]
-        hidden, is_gen = block_embeddings(model, block, inputs, ids, device)
-        mask = block_rows_mask(table, start, start + block.length, group_mask=group_mask)
+    for span in _spans(plan, first, 1 if chunked else PREFILL_SPAN_TOKENS):
+        blocks, start = [plan.blocks[i] for i in span], offsets[span[0]]
+        stop = start + sum(b.length for b in blocks)
+        hidden, is_gen = zip(*(block_embeddings(model, b, inputs, ids, device) for b in blocks), strict=True)
+        mask = block_rows_mask(table, start, stop, group_mask=group_mask)
         mask = None if mask is None else mask.to(device)
-        positions = torch.tensor(block.positions(), device=device)
+        positions = torch.tensor([p for b in blocks for p in b.positions()], device=device)
         attend = PrefillAttention(cache, start, mask)
-        model.decode(hidden, Routing.from_mask(is_gen.to(device)), positions, attend)
+        model.decode(torch.cat(hidden), Routing.from_mask(torch.cat(is_gen).to(device)), positions, attend)
     cache.length = plan.length
     return Context(plan, cache)
 

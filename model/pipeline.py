@@ -91,6 +91,7 @@ class SigmaPipeline:
         self.model, self.vae, self.tokenizer, self.name, self.mode = model, vae, tokenizer, name, mode
         self.source = source or name  # what load_pipeline takes to load this model again (stored in records)
         self.mode_reason = ""
+        self.chunked_prefill = False  # True: one block per prefill forward, the released code's way (benchmarks)
         # the execution device: where inputs go; with a device map the weights may live elsewhere
         self._device = torch.device(device) if device is not None else model.vae2llm.weight.device
 
@@ -269,6 +270,7 @@ class SigmaPipeline:
                 query_tokens=query_tokens,
                 group_mask=group_mask,
                 reuse=reuse,
+                chunked=self.chunked_prefill,
             )
 
         full = run(plans.full)

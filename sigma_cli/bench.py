@@ -228,8 +228,20 @@ def bench_command(
     steps: Annotated[int, typer.Option(help="denoising steps")] = 50,
     max_gpu_memory: GpuMemOpt = "8GiB",
     out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
+    suite: Annotated[
+        str, typer.Option(help="modes: every loading mode | layouts: the trained layout's cost (CPU, mid model)")
+    ] = "modes",
 ) -> None:
-    """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs)."""
+    """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs).
+
+    [b]Examples[/]
+
+      sigma bench --preset tiny --device cpu --modes cpu --size 128 --steps 6
+
+      sigma bench --suite layouts --size 256 --steps 10     [dim]# the numbers in docs/PERF.md[/]
+    """
+    if suite == "layouts":
+        return _layouts(size, steps, out)
     report = benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory)
     table = Table(title=f"{report['preset']} on {report['device']} · {size}px · {steps} steps · "
                         f"matmul {report['matmul_tflops']:.1f} TFLOP/s")  # fmt: skip
@@ -244,4 +256,24 @@ def bench_command(
         render.stdout.print(f"{mode}: batched vs plain branches, relative error of the final latents {err:.2e}")
     for mode, msg in report["errors"].items():
         render.console.print(f"[yellow]{mode} did not run:[/] {msg}")
+    render.stdout.print(f"report: {out}")
+
+
+def _layouts(size: int, steps: int, out: Path) -> None:
+    import json
+
+    from .bench_layouts import layout_suite
+
+    report = layout_suite(size, steps)
+    out.write_text(json.dumps(report, indent=1))
+    table = Table(title=f"mid model ({report['params_m']:.0f} M parameters, no ViT) · 2 references · {size}px · "
+                        f"{steps} steps · {report['threads']} threads")  # fmt: skip
+    for col in ("layout", "prefill", "s / image", "prefill s", "s / step", "context tokens"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(r["layout"], r["prefill"], f"{r['seconds']:.2f}", f"{r['prefill_seconds']:.2f}",
+                      f"{r['step_seconds']:.3f}", ", ".join(map(str, r["context_tokens"])))  # fmt: skip
+    render.stdout.print(table)
+    for name, ratio in report["ratios"].items():
+        render.stdout.print(f"{name}: {ratio:.2f}x")
     render.stdout.print(f"report: {out}")

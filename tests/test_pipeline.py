@@ -147,3 +147,21 @@ def test_context_limit():
     small = load_pipeline("tiny", max_context_tokens=40)
     with pytest.raises(InputError, match="needs .* tokens .* holds 40"):
         small("a cat " * 10, steps=2, size=(64, 64))
+
+
+@pytest.mark.parametrize("layout", ["released", "trained"])
+def test_span_prefill_equals_the_chunked_reference(tiny_pipe, refs, layout):
+    """Several blocks per forward fill the same caches as one block per forward (the released code's way)."""
+    from sigma_studio.model.engine import prefill
+
+    res = generate_keeping_contexts(tiny_pipe, PROMPT, refs, steps=2, seed=0, layout=layout, group_mask=True)
+    inputs = tiny_pipe.encode_references(
+        res.plans, [tiny_pipe.prepare_image(r, layout) for r in refs], torch.Generator().manual_seed(0)
+    )
+    for name in ("full", "text", "image"):
+        span = res.contexts[name]
+        chunked = prefill(tiny_pipe.model, span.plan, inputs, tiny_pipe.tokenizer.ids, device=torch.device("cpu"),
+                          query_tokens=22, group_mask=True, chunked=True)  # fmt: skip
+        for layer in range(tiny_pipe.arch.llm.num_layers):
+            for a, b in zip(span.cache.rows(layer), chunked.cache.rows(layer), strict=True):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
