@@ -23,6 +23,9 @@ RenormType = Literal["global", "channel", "text_channel"]
 RENORM_TYPES: tuple[str, ...] = get_args(RenormType)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 MAX_STEPS = 1000
+# --speed presets: how often the guidance branches are evaluated (guidance_every). "fast" was chosen by
+# `sigma bench --suite speed` (docs/PERF.md): the fewest evaluations within 2 points of the exact path's accuracy.
+SPEEDS: dict[str, int] = {"exact": 1, "fast": 6}
 MAX_SEED = 2**63 - 1  # seeds are signed 64-bit integers everywhere they are stored (PNG metadata, JSON, numpy)
 
 
@@ -256,12 +259,15 @@ class GenerationConfig:
     seed: int | None = None
     layout: Layout | None = None
     group_mask: bool | None = None
+    guidance_every: int = 1  # evaluate the guidance branches every N steps, reuse their offset between (1 = exact)
 
     def __post_init__(self) -> None:
         if not _int(self.steps):
             raise InputError(f"--steps must be a whole number (got {self.steps!r})")
         if self.steps < 2:
             raise InputError(f"--steps must be at least 2 (got {self.steps}): N steps give N-1 Euler updates")
+        if not isinstance(self.guidance_every, int) or not 1 <= self.guidance_every <= MAX_STEPS:
+            raise InputError(f"--guidance-every must be a whole number from 1 (got {self.guidance_every!r})")
         if self.steps > MAX_STEPS:
             raise InputError(f"--steps must be at most {MAX_STEPS} (got {self.steps}); 50 is the released default")
         if self.seed is not None and not (_int(self.seed) and 0 <= self.seed <= MAX_SEED):

@@ -28,9 +28,11 @@ from .options import (
     Renorm,
     RenormMin,
     Shift,
+    SpeedOpt,
     Steps,
     absolute,
     generation_config,
+    guidance_every,
     loader_config,
     parse_interval,
     parse_size,
@@ -54,6 +56,7 @@ def batch(
     seed: Annotated[int, typer.Option(help="seed of every row")] = 0,
     layout: BatchLayout = None,
     group_mask: GroupMask = None,
+    speed: SpeedOpt = None,
     model: ModelOpt = None,
     mode: ModeOpt = MODE,
     max_gpu_memory: GpuMemOpt = None,
@@ -94,7 +97,7 @@ def batch(
                 cfg_renorm_min=renorm_min,
                 size=parse_size(size),
             ),
-            **dict(layout=layout or "trained", group_mask=group_mask),
+            **dict(layout=layout or "trained", group_mask=group_mask, guidance_every=guidance_every(speed)),
         )
         part = Shard.parse(shard) if shard else Shard.from_env()
         check_output_dir(out)

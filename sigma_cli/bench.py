@@ -229,7 +229,11 @@ def bench_command(
     max_gpu_memory: GpuMemOpt = "8GiB",
     out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
     suite: Annotated[
-        str, typer.Option(help="modes: every loading mode | layouts: the trained layout's cost (CPU, mid model)")
+        str,
+        typer.Option(
+            help="modes: every loading mode | layouts: the trained layout's cost | speed: fewer evaluations "
+            "against quality (both on the CPU) | device: the GPU check (--preset tiny: its toy run)"
+        ),
     ] = "modes",
 ) -> None:
     """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs).
@@ -239,9 +243,15 @@ def bench_command(
       sigma bench --preset tiny --device cpu --modes cpu --size 128 --steps 6
 
       sigma bench --suite layouts --size 256 --steps 10     [dim]# the numbers in docs/PERF.md[/]
+
+      sigma bench --suite device --out device/                [dim]# on a lent GPU: every check, ≤ 10 min[/]
     """
     if suite == "layouts":
         return _layouts(size, steps, out)
+    if suite == "speed":
+        return _speed(out)
+    if suite == "device":
+        return _device_suite(out, "toy" if preset == "tiny" else "full")
     report = benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory)
     table = Table(title=f"{report['preset']} on {report['device']} · {size}px · {steps} steps · "
                         f"matmul {report['matmul_tflops']:.1f} TFLOP/s")  # fmt: skip
@@ -277,3 +287,42 @@ def _layouts(size: int, steps: int, out: Path) -> None:
     for name, ratio in report["ratios"].items():
         render.stdout.print(f"{name}: {ratio:.2f}x")
     render.stdout.print(f"report: {out}")
+
+
+def _speed(out: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    from .bench_speed import speed_suite
+
+    rows = speed_suite()
+    out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    exact = rows[0]
+    table = Table(title="guidance every N steps · shapes model, held-out rows · mid model, SIGMA case, 256 px")
+    for col in ("N", "forwards / image", "fewer", "s / image", "faster", "accuracy", "Δ points", "PSNR vs exact",
+                "mid s", "mid faster"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in rows:
+        psnr = "exact" if r.psnr_vs_exact is None else f"{r.psnr_vs_exact:.1f} dB"
+        fewer = exact.forwards_per_image / r.forwards_per_image
+        table.add_row(str(r.every), f"{r.forwards_per_image:.1f}", f"{fewer:.2f}x",
+                      f"{r.seconds_per_image:.3f}", f"{exact.seconds_per_image / r.seconds_per_image:.2f}x",
+                      f"{r.accuracy:.1%}", f"{100 * (r.accuracy - exact.accuracy):+.1f}", psnr,
+                      f"{r.mid_seconds:.2f}", f"{exact.mid_seconds / r.mid_seconds:.2f}x")  # fmt: skip
+    render.stdout.print(table)
+    for r in rows:
+        render.stdout.print(f"N={r.every}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.families.items()))
+    render.stdout.print(f"report: {out}")
+
+
+def _device_suite(out: Path, scale: str) -> None:
+    from .bench_device import device_suite
+
+    report = device_suite(out if out.suffix == "" else out.with_suffix(""), scale)
+    table = Table(title=f"device check ({scale}) on {report['device']}")
+    for col in ("part", "status", "seconds"):
+        table.add_column(col)
+    for part, r in report["parts"].items():
+        table.add_row(part, r["status"], f"{r['seconds']:.1f}")
+    render.stdout.print(table)
+    render.stdout.print(json.dumps({k: v["result"] for k, v in report["parts"].items()}, indent=1, default=str)[:4000])

@@ -49,11 +49,13 @@ from .options import (
     Seed,
     Shift,
     Size,
+    SpeedOpt,
     Steps,
     SubjectOpt,
     absolute,
     control_spec,
     generation_config,
+    guidance_every,
     loader_config,
     parse_interval,
     parse_size,
@@ -165,6 +167,7 @@ def generate(
     seed: Seed = None,
     layout: Layout = None,
     group_mask: GroupMask = None,
+    speed: SpeedOpt = None,
     canny: CannyOpt = None,
     canny_low: CannyLowOpt = None,
     canny_high: CannyHighOpt = None,
@@ -212,7 +215,7 @@ def generate(
                 cfg_renorm_min=renorm_min,
                 size=parse_size(size),
             ),
-            **dict(seed=seed, layout=layout, group_mask=group_mask),
+            **dict(seed=seed, layout=layout, group_mask=group_mask, guidance_every=guidance_every(speed)),
         )
         given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
         given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)

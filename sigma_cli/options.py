@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from sigma_studio.model.config import LAYOUTS, MODES, RENORM_TYPES, GenerationConfig, LoaderConfig
+from sigma_studio.model.config import LAYOUTS, MODES, RENORM_TYPES, SPEEDS, GenerationConfig, LoaderConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.preflight import MODEL_CHOICES
 from sigma_studio.model.structure import ControlSpec
@@ -70,6 +70,13 @@ GroupMask = Annotated[
 OutFile = Annotated[Path | None, typer.Option("--out", "-o", help="output PNG" + default("outputs/sigma-<time>.png"))]
 BatchSize = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("each row's ground-truth model size"))]
 BatchLayout = Annotated[str | None, typer.Option(help=" | ".join(LAYOUTS) + default("trained: the rows' own layout"))]
+SpeedOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=" | ".join(SPEEDS) + ": fast evaluates the guidance branches every "
+        f"{SPEEDS['fast']} steps (docs/PERF.md)" + default("exact"),
+    ),
+]
 Size = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("the last reference's model size"))]
 
 # -- structure controls (SIGMA layout and SIGMA-GEN subjects) ------------------------------------------------------
@@ -119,6 +126,15 @@ def parse_interval(value: str | None) -> tuple[float, float] | None:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"--cfg-interval '{value}' must be two finite numbers in [0, 1]")
     return lo, hi
+
+
+def guidance_every(speed: str | None) -> int | None:
+    """``--speed`` as the config's ``guidance_every`` (None: not given)."""
+    if speed is None:
+        return None
+    if speed not in SPEEDS:
+        raise InputError(f"--speed {speed} is not one of {', '.join(SPEEDS)}")
+    return SPEEDS[speed]
 
 
 def generation_config(base: GenerationConfig | None, **options) -> GenerationConfig:

@@ -98,3 +98,15 @@ def test_api_names_the_nearest_argument(tiny_pipe):
         from sigma_studio.model import build_request
 
         tiny_pipe(build_request("a cat", arch=tiny_pipe.arch), size=(64, 64))
+
+
+def test_speed_fast_is_recorded_and_replayed(capsys, work):
+    code, _, err = sigma(capsys, "generate", "a <img1>", "a.png", *TINY, "--speed", "fast", "-o", "f.png")
+    assert code == 0, err
+    from sigma_studio.model.config import SPEEDS
+
+    assert read_record(work / "f.png").config["guidance_every"] == SPEEDS["fast"]
+    assert sigma(capsys, "generate", "--from", "f.png", "-o", "g.png")[0] == 0
+    assert np.array_equal(pixels(work / "f.png"), pixels(work / "g.png"))
+    code, _, err = sigma(capsys, "generate", "a cat", *TINY, "--speed", "warp")
+    assert code == 2 and "--speed warp is not one of exact, fast" in err

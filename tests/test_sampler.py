@@ -102,3 +102,23 @@ def test_guidance_gate_compares_in_float32():
     t = timesteps(12, 3.0)[9]
     assert t.item() == torch.tensor(0.4).item()
     assert step_scales(t, GenerationConfig(cfg_interval=(0.4, 1.0))).text == 1.0
+
+
+def test_guidance_reuse_evaluates_the_branches_every_n_steps_and_is_exact_for_constant_offsets():
+    from sigma_studio.model.sampler import denoise
+
+    calls = []
+    offsets = {"text": torch.full((4, 3), 0.3), "image": torch.full((4, 3), -0.2)}
+
+    def velocity(x, t, branches):
+        calls.append(branches)
+        full = x * t + 1.0  # any function of the state; the branches sit at constant offsets from it
+        return {"full": full} | {b: full + offsets[b] for b in branches if b != "full"}
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    exact = denoise(x.clone(), velocity, GenerationConfig(steps=8))
+    assert all(c == ("full", "text", "image") for c in calls)
+    calls.clear()
+    fast = denoise(x.clone(), velocity, GenerationConfig(steps=8, guidance_every=3))
+    assert [len(c) for c in calls] == [3, 1, 1, 3, 1, 1, 3]  # 13 branch evaluations instead of 21
+    torch.testing.assert_close(fast, exact)

@@ -226,6 +226,7 @@ class SigmaApi:
         size: str = "auto",
         group_mask: bool | None = None,
         count: int = 1,
+        speed: str = "exact",
         canny_low: int = C.canny_low,
         canny_high: int = C.canny_high,
         canny_blur: int = C.canny_blur,
@@ -250,6 +251,7 @@ class SigmaApi:
             size: auto (the last reference's size), WxH, or a preset such as 4:3
             group_mask: group-scoped attention mask; null uses the model's own setting
             count: images to make, one per seed (1 to 4)
+            speed: exact | fast (the guidance branches evaluated every few steps; docs/PERF.md)
             canny_low: Canny low threshold
             canny_high: Canny high threshold
             canny_blur: Gaussian blur before Canny (odd; 0 = none)
@@ -308,7 +310,7 @@ class SigmaApi:
 
     def settings(self, inputs: dict) -> dict:
         """The inputs as the page's settings (the names :func:`handlers.settings_config` reads)."""
-        names = ("steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm", "shift", "seed")
+        names = ("steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm", "shift", "seed", "speed")
         settings = {k: inputs[k] for k in names} | size_settings(inputs["size"])
         group_mask = inputs["group_mask"]
         settings["group_mask"] = self.pipe.arch.group_mask if group_mask is None else group_mask

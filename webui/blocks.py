@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from sigma_studio.model.config import RENORM_TYPES, GenerationConfig
+from sigma_studio.model.config import RENORM_TYPES, SPEEDS, GenerationConfig
 from sigma_studio.model.structure import ControlSpec
 from sigma_studio.model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
@@ -221,8 +221,10 @@ def _settings(p: SimpleNamespace, pipe) -> None:
                                 info="one per seed: seed, seed+1, ...")  # fmt: skip
             p.group_mask = gr.Checkbox(pipe.arch.group_mask, label="group-scoped attention mask",
                                        info="each reference's tokens read only their own image (SIGMA)")  # fmt: skip
+            p.speed = gr.Dropdown(list(SPEEDS), value="exact", label="speed", elem_id="speed",
+                                  info=f"fast: guidance evaluated every {SPEEDS['fast']} steps")  # fmt: skip
             gr.Textbox(pipe.mode, label="model mode (set at launch)", interactive=False)
     p.settings = [p.preset, p.width, p.height, p.steps, p.cfg_text, p.cfg_img, p.cfg_low, p.cfg_high, p.renorm,
-                  p.shift, p.seed, p.count, p.group_mask]  # fmt: skip
+                  p.shift, p.seed, p.count, p.group_mask, p.speed]  # fmt: skip
     p.setting_names = ["preset", "width", "height", "steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm",
-                       "shift", "seed", "count", "group_mask"]  # fmt: skip
+                       "shift", "seed", "count", "group_mask", "speed"]  # fmt: skip

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from sigma_studio.model import ControlSpec, GenerationConfig, SigmaError, build_request
+from sigma_studio.model.config import SPEEDS
 from sigma_studio.model.control import estimate_depth
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, to_rgb
@@ -233,7 +234,14 @@ def settings_config(settings: dict, max_size: int) -> GenerationConfig:
         size=size_of(settings["preset"], settings["width"], settings["height"], max_size),
         seed=None if seed is None or int(seed) < 0 else int(seed),
         group_mask=bool(settings["group_mask"]),
+        guidance_every=_speed(settings.get("speed") or "exact"),
     )
+
+
+def _speed(name: str) -> int:
+    if name not in SPEEDS:
+        raise InputError(f"speed {name!r} is not one of {', '.join(SPEEDS)}")
+    return SPEEDS[name]
 
 
 @contextlib.contextmanager

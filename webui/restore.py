@@ -1,7 +1,7 @@
 """Filling the page from a record (a history entry) or from an example: the same values, in the settings' order.
 
 The settings are returned in the order of the page's settings widgets: preset, width, height, steps, cfg_text,
-cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask; then come the layout widgets.
+cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask, speed; the layout widgets come first.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from sigma_studio.model.config import GenerationConfig
+from sigma_studio.model.config import SPEEDS, GenerationConfig
 
 from .state import Slot, UIState, read_prompt, set_image
 
@@ -32,6 +32,7 @@ def settings_values(config: dict, count: int = 1) -> list:
         preset, width, height, config["steps"], config["cfg_text_scale"], config["cfg_img_scale"], low, high,
         config["cfg_renorm_type"], config["timestep_shift"], -1 if config.get("seed") is None else config["seed"],
         count, gr.update() if group_mask is None else group_mask,
+        next((name for name, every in SPEEDS.items() if every == config.get("guidance_every", 1)), "exact"),
     ]  # fmt: skip
 
 
