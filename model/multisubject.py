@@ -12,8 +12,9 @@ Two control images carry the structure (SIGMA-GEN paper):
   order: tile i answers to intensity 10*i.
 
 Both enter the model as references: the dictionary under ``<subject>`` (or ``<id>`` for faces), the spatial
-control under ``<layout>``. With a background image, the background is kept exactly by blending: after every
-step the latent outside the subjects is replaced by the background latent noised to that step.
+control under ``<layout>``. With a background image, the background is kept: after every step the latent outside
+the subjects is replaced by the background latent noised to that step, and after decoding the background's own
+pixels are pasted back outside the subjects (feathered a few pixels into them), so they are exactly the original's.
 """
 
 from __future__ import annotations
@@ -180,7 +181,25 @@ def subject_union(reg: SubjectRegions) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Insertion:
-    """Keep ``background`` (resized to the output) wherever ``keep`` [H, W] is True, by latent blending."""
+    """Keep ``background`` (resized to the output) wherever ``keep`` [H, W] is True: by latent blending while
+    sampling, then by pasting the original pixels back, feathered over ``feather`` pixels into the subjects."""
 
     background: Image.Image
     keep: np.ndarray
+    feather: int = 8
+
+
+def composite(generated: Image.Image, insertion: Insertion) -> Image.Image:
+    """The background's own pixels wherever ``keep`` holds (exactly, not its autoencoder reconstruction), the
+    generated picture inside the subjects, and a linear ramp over the first ``feather`` pixels inside them so the
+    seam does not show."""
+    from .control import _cv2
+
+    w, h = generated.size
+    bg = insertion.background.convert("RGB")
+    bg = bg if bg.size == (w, h) else bg.resize((w, h), Image.BICUBIC)
+    region = (~insertion.keep).astype(np.uint8)
+    inside = _cv2().distanceTransform(region, _cv2().DIST_L2, 3)  # pixels from the nearest kept pixel
+    alpha = np.clip(1.0 - inside / max(1, insertion.feather), 0.0, 1.0)[..., None]  # 1 outside, 0 deep inside
+    out = alpha * np.asarray(bg, dtype=np.float32) + (1 - alpha) * np.asarray(generated, dtype=np.float32)
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))

@@ -25,7 +25,7 @@ from .config import ArchConfig, GenerationConfig
 from .engine import BlockInputs, Context, prefill, query_velocity
 from .errors import InputError
 from .images import patchify, resize, save_png, to_pil, to_tensor, unpatchify
-from .multisubject import Insertion
+from .multisubject import Insertion, composite
 from .prompt import InterleavedPrompt
 from .record import GenerationRecord, record_of
 from .request import GenerationRequest, ImageLike, build_request, check_size
@@ -186,6 +186,8 @@ class SigmaPipeline:
         x = denoise(x, self._velocity_fn(contexts, grid, batch_branches), cfg, self._callback(progress), blend)
         # 6. Decode.
         image = self.decode(x, grid)
+        if request.insertion is not None:  # the kept background is the original's pixels, not their reconstruction
+            image = composite(image, request.insertion)
         if progress is not None:
             progress(cfg.steps, cfg.steps)
         record = record_of(request, seed, model=self.source, mode=self.mode, layout=layout)

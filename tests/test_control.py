@@ -160,6 +160,10 @@ def test_blending_keeps_the_background_latent_exactly(tiny_pipe, tmp_path):
     assert keep.sum() == 16 and (~keep).sum() == 4  # the 32x32 box covers 2x2 tokens
     assert torch.equal(res.latents[keep], x0[keep])
     assert not torch.allclose(res.latents[~keep], x0[~keep])
+    # and the picture itself: the original pixels outside the subject, exactly; generated ones deep inside it
+    out, original, kept = np.asarray(res.image), np.asarray(bg), req.insertion.keep
+    assert np.array_equal(out[kept], original[kept])
+    assert not np.array_equal(out[24:40, 24:40], original[24:40, 24:40])
 
 
 @pytest.mark.parametrize("placement", ["box", "mask", "box3d", "mask_depth"])
