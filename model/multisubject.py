@@ -48,6 +48,23 @@ class Box3D:
         rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
         return local @ rot.T + np.array(self.center)
 
+    def depth_map(self, width: int, height: int) -> np.ndarray:
+        """z of the box's nearest surface along each pixel's ray (float [H, W]; inf where the ray misses it)."""
+        f = (width / 2) / math.tan(math.radians(self.fov) / 2)
+        u, v = np.meshgrid(np.arange(width) + 0.5 - width / 2, np.arange(height) + 0.5 - height / 2)
+        rays = np.stack([u / f, v / f, np.ones_like(u)], axis=-1)  # camera rays with z = 1: t along a ray is z
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+        origin = rot.T @ -np.array(self.center)  # the camera in the box's frame
+        direction = rays @ rot  # each ray in the box's frame (rot.T @ ray, row-wise)
+        half = np.array(self.size) / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1, t2 = (-half - origin) / direction, (half - origin) / direction
+        near = np.nanmax(np.minimum(t1, t2), axis=-1)
+        far = np.nanmin(np.maximum(t1, t2), axis=-1)
+        hit = (far >= near) & (far > 0)
+        return np.where(hit, np.maximum(near, 0.0), np.inf)
+
     def project(self, width: int, height: int) -> tuple[np.ndarray, float]:
         """(mask [H, W] of the projected box, its depth: the centre's z)."""
         pts = self.corners()
@@ -139,14 +156,20 @@ def regions(subjects: list[Subject], size: tuple[int, int]) -> SubjectRegions:
             precise.append(True)
             depths.append(None)
     structure = np.zeros((h, w), dtype=np.uint8)
-    zs = [z for z in depths if z is not None]
-    near = min(zs) if zs else 1.0
-    for s, m, z in zip(subjects, masks, depths, strict=True):  # far to near is not needed: regions are painted
-        if z is not None:  # 3-D boxes: disparity-like value, the nearest box brightest
-            structure[m] = np.maximum(structure[m], int(round(255 * near / z)))
+    zmaps = {k: _box_depth(s.box3d, masks[k], depths[k]) for k, s in enumerate(subjects) if s.box3d is not None}
+    near = min((float(z[masks[k]].min()) for k, z in zmaps.items()), default=1.0)
+    for k, (s, m) in enumerate(zip(subjects, masks, strict=True)):  # far to near is not needed: regions are painted
+        if k in zmaps:  # 3-D boxes: per-pixel disparity of the box's surface, the nearest point brightest
+            structure[m] = np.maximum(structure[m], np.rint(255 * near / zmaps[k][m]).astype(np.uint8))
         elif s.depth is not None:
             structure[m] = s.depth[m]
     return SubjectRegions(masks, precise, structure, depths)
+
+
+def _box_depth(box: Box3D, mask: np.ndarray, centre_z: float) -> np.ndarray:
+    """The box's surface depth per pixel; the projected outline's edge pixels a ray just misses take the centre's."""
+    z = box.depth_map(*mask.shape[::-1])
+    return np.where(np.isfinite(z), z, centre_z)
 
 
 def routing_maps(reg: SubjectRegions) -> tuple[np.ndarray, np.ndarray]:
