@@ -30,6 +30,7 @@ from .errors import InputError
 
 MAX_SUBJECTS = 10
 DEFAULT_TILE = 256
+MAX_ROWS = 5  # identity-sheet cells per column (see identity_dictionary)
 
 
 @dataclass(frozen=True)
@@ -190,11 +191,23 @@ def spatial_control(reg: SubjectRegions) -> Image.Image:
     return Image.fromarray(np.stack([asc, desc, reg.structure], axis=-1))
 
 
-def identity_dictionary(subjects: list[Subject], tile: int = DEFAULT_TILE) -> Image.Image:
-    """Subject images resized to ``tile`` x ``tile`` and stacked top to bottom in subject order."""
-    canvas = Image.new("RGB", (tile, tile * len(subjects)), (0, 0, 0))
+def identity_dictionary(subjects: list[Subject], tile: int = DEFAULT_TILE, max_rows: int = MAX_ROWS) -> Image.Image:
+    """The subjects' images in ``tile`` x ``tile`` cells, in subject order top to bottom (SIGMA-GEN's stack).
+
+    Each image keeps its aspect ratio (fitted into its cell, centred on black) instead of being stretched. Up to
+    ``max_rows`` subjects form one column, as in the paper; more fill further columns, top to bottom then left to
+    right, because the model shrinks a reference to a 1 024 px long edge: ten stacked cells would be ~100 px each,
+    five rows keep them above 200 px.
+    """
+    columns = math.ceil(len(subjects) / max_rows)
+    rows = math.ceil(len(subjects) / columns)
+    canvas = Image.new("RGB", (tile * columns, tile * rows), (0, 0, 0))
     for k, s in enumerate(subjects):
-        canvas.paste(s.image.convert("RGB").resize((tile, tile), Image.BICUBIC), (0, k * tile))
+        img = s.image.convert("RGB")
+        scale = tile / max(img.size)
+        fitted = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+        x, y = (k // rows) * tile, (k % rows) * tile
+        canvas.paste(fitted, (x + (tile - fitted.width) // 2, y + (tile - fitted.height) // 2))
     return canvas
 
 

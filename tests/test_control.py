@@ -94,6 +94,17 @@ def test_3d_box_depth_follows_its_surface():
     assert values.max() == 255 and values.min() < 200  # one end of the turned box is much nearer than the other
 
 
+def test_identity_dictionary_keeps_aspect_and_wraps_into_columns():
+    wide = Image.new("RGB", (40, 20), (255, 0, 0))
+    d = np.asarray(identity_dictionary([Subject(wide, box=Box(0, 0, 1, 1))], tile=8))
+    assert d.shape == (8, 8, 3) and (d[2:6] == (255, 0, 0)).all() and (d[:2] == 0).all()  # letterboxed, not stretched
+    many = [Subject(solid((10 * k, 0, 0)), box=Box(0, 0, 1, 1)) for k in range(1, 8)]
+    d = np.asarray(identity_dictionary(many, tile=4, max_rows=5))
+    assert d.shape == (16, 8, 3)  # 7 subjects: 2 columns of 4 rows, filled top to bottom then left to right
+    assert tuple(d[0, 0]) == (10, 0, 0) and tuple(d[12, 0]) == (40, 0, 0) and tuple(d[0, 4]) == (50, 0, 0)
+    assert (d[12:, 4:] == 0).all()  # the eighth cell is empty
+
+
 def test_identity_dictionary_stacks_tiles_in_subject_order():
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     d = np.asarray(identity_dictionary([Subject(solid(c), box=Box(0, 0, 1, 1)) for c in colours], tile=4))
