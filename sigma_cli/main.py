@@ -29,6 +29,7 @@ from .finetune import finetune as finetune_command
 from .generate import EXAMPLES, generate, layout_cmd
 from .options import CacheOpt, DebugOpt
 from .shapes import app as shapes_app
+from .sigmagen import app as sigmagen_app
 from .webui import webui
 
 app = typer.Typer(
@@ -65,6 +66,7 @@ app.command(name="eval", epilog=EVAL_EXAMPLES)(evaluate_cmd)
 app.command()(webui)
 app.command()(finetune_command)
 app.add_typer(shapes_app, name="shapes")
+app.add_typer(sigmagen_app, name="sigmagen")
 app.command(name="bench")(bench_command)
 
 
