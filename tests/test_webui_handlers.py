@@ -187,3 +187,17 @@ def test_large_uploads_are_downscaled_and_bombs_refused(tmp_path):
     bad.write_text("<svg/>")
     path, message = h.prepare_upload(str(bad), tmp_path / "uploads")
     assert path is None and message == "x.svg is not a readable image; use a PNG, JPEG or WebP picture"
+
+
+def test_subjects_inserted_into_a_background_keep_its_pixels(tiny_pipe, tmp_path):
+    from dataclasses import replace
+
+    bg = tmp_path / "bg.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(bg)
+    lay = replace(layout("boxes", boxes=[(0.0, 0.0, 0.5, 0.5, "cat", "img1"), (0.5, 0.5, 1.0, 1.0, "her", "img2")]),
+                  background=str(bg))  # fmt: skip
+    request = h.request_of(state(), lay, h.GenerationConfig(), tiny_pipe.arch)
+    assert request.controls.background == str(bg) and request.size == (64, 64)  # the background's size
+    result = h.generate(tiny_pipe, state(), lay, dict(SETTINGS), tmp_path)
+    out, kept = np.asarray(Image.open(result.paths[0])), request.insertion.keep
+    assert np.array_equal(out[kept], np.asarray(Image.open(bg))[kept])

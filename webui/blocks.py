@@ -186,6 +186,8 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
                 value=[], interactive=True, label="boxes (0..1 of the picture)", type="array", elem_id="boxes",
             )  # fmt: skip
             p.clear_boxes = gr.Button("Clear boxes", size="sm")
+            p.background = gr.Image(type="filepath", label="background to insert the subjects into (optional)",
+                                    height=160, elem_id="background")  # fmt: skip
             p.routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
                                  elem_id="routing")  # fmt: skip
 

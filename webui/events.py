@@ -23,7 +23,7 @@ UI = dict(api_visibility="undocumented", queue=False)  # lightweight page events
 def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
     p.slot_outputs = [p.prompt, p.error, *p.slot_cols, *p.slot_imgs, *p.slot_tokens, p.box_ref]
     p.layout_inputs = [p.layout_kind, p.canny_src, p.canny_low, p.canny_high, p.canny_blur, p.depth_src,
-                       p.depth_map, p.boxes]  # fmt: skip
+                       p.depth_map, p.boxes, p.background]  # fmt: skip
     render = partial(_render, p)
     p.uploads = outputs / "uploads"  # downscaled uploads (cleaned with the results)
 

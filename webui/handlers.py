@@ -85,6 +85,7 @@ class LayoutInputs:
     depth_image: str | None
     depth_map: str | None
     boxes: list[list]  # rows: x0, y0, x1, y1 (0..1), label, reference name
+    background: str | None = None  # with boxes that place subjects: keep this picture outside them
 
 
 def box_rows(value) -> list[list]:
@@ -146,7 +147,8 @@ def controls_of(layout: LayoutInputs) -> ControlSpec:
         unassigned = [_box_text(row) for row, ref in zip(rows, refs, strict=True) if not ref]
         if unassigned:
             raise InputError(f"Box {unassigned[0]} has no reference: once boxes place references, give every box one")
-        return ControlSpec(subjects=tuple(f"{ref}@box={_box_text(row)}" for row, ref in zip(rows, refs, strict=True)))
+        subjects = tuple(f"{ref}@box={_box_text(row)}" for row, ref in zip(rows, refs, strict=True))
+        return ControlSpec(subjects=subjects, background=layout.background or None)
     return ControlSpec(boxes=tuple(_box_text(row) for row in rows))
 
 
