@@ -137,9 +137,14 @@ def validate(subjects: list[Subject], size: tuple[int, int]) -> None:
                 raise InputError(f"{name}'s depth map is {s.depth.shape[1]}x{s.depth.shape[0]}, the output is {w}x{h}")
 
 
-def regions(subjects: list[Subject], size: tuple[int, int]) -> SubjectRegions:
-    """Each subject's region, whether it is precise, and the structure channel (depth inside the subjects)."""
+def regions(subjects: list[Subject], size: tuple[int, int], scene_depth: np.ndarray | None = None) -> SubjectRegions:
+    """Each subject's region, whether it is precise, and the structure channel: depth inside the subjects, or the
+    whole ``scene_depth`` map (uint8 [H, W], brighter = nearer) when one is given (SIGMA-GEN's full-scene depth
+    variant)."""
     validate(subjects, size)
+    if scene_depth is not None and scene_depth.shape != size:
+        raise InputError(f"the scene depth map is {scene_depth.shape[1]}x{scene_depth.shape[0]}, the output is "
+                         f"{size[1]}x{size[0]}")  # fmt: skip
     h, w = size
     masks, precise, depths = [], [], []
     for s in subjects:
@@ -164,6 +169,8 @@ def regions(subjects: list[Subject], size: tuple[int, int]) -> SubjectRegions:
             structure[m] = np.maximum(structure[m], np.rint(255 * near / zmaps[k][m]).astype(np.uint8))
         elif s.depth is not None:
             structure[m] = s.depth[m]
+    if scene_depth is not None:
+        structure = scene_depth.astype(np.uint8).copy()
     return SubjectRegions(masks, precise, structure, depths)
 
 

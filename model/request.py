@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from .config import ArchConfig, GenerationConfig
@@ -226,7 +227,11 @@ def _with_subjects(
     the sequence, with the attribute tokens bound to them."""
     by_name = {img.name: img.image for img in images}
     subjects = parse_subjects(controls, size, by_name)
-    reg = regions(subjects, size)
+    scene_depth = None
+    if controls.scene_depth:
+        depth = open_image(controls.scene_depth).convert("L")
+        scene_depth = np.asarray(depth if depth.size == size[::-1] else depth.resize(size[::-1], Image.BICUBIC))
+    reg = regions(subjects, size, scene_depth)
     used = {s.id for s in subjects if s.id in by_name}
     for p in parts:  # say what changed in what the user wrote
         name = images[p.index].name if isinstance(p, ImagePart) else None

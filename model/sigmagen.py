@@ -43,6 +43,7 @@ class SigmaGenOptions:
     crop_jitter: float = 0.1  # identity crops move and grow by up to this fraction of their box
     flip: float = 0.5  # identity crops are mirrored with this probability
     compose_share: float = 0.5  # share of rows whose prompt describes the whole picture
+    full_depth: float = 0.0  # share of rows whose structure is the whole scene's depth (the paper's Table 3 variant)
     tile: int = 256
     seed: int = 0
 
@@ -50,7 +51,7 @@ class SigmaGenOptions:
         unknown = sorted(set(self.precision) - set(PRECISIONS))
         if unknown or not self.precision:
             raise InputError(f"--precision {','.join(unknown) or '(none)'}: choose from {', '.join(PRECISIONS)}")
-        for name in ("channel_drop", "crop_jitter", "flip", "compose_share", "min_area"):
+        for name in ("channel_drop", "crop_jitter", "flip", "compose_share", "full_depth", "min_area"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"--{name.replace('_', '-')} must be in [0, 1] (got {getattr(self, name)})")
         if not 1 <= self.max_subjects <= MAX_SUBJECTS:
@@ -114,7 +115,8 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     for k, s in enumerate(subjects):  # ids must be unique: two instances of one class are subject 1 and 2
         subjects[k] = Subject(s.image, s.box, s.mask, s.box3d, s.depth, id=f"{k + 1}:{s.id}")
     size = (scene.image.height, scene.image.width)
-    control = np.asarray(spatial_control(regions(subjects, size))).copy()
+    whole = scene.depth if scene.depth is not None and rng.random() < opts.full_depth else None
+    control = np.asarray(spatial_control(regions(subjects, size, whole))).copy()
     for c in range(3):
         if rng.random() < opts.channel_drop:
             control[..., c] = 0

@@ -38,7 +38,7 @@ from .errors import InputError
 from .images import open_image, resize, to_rgb
 from .multisubject import Box3D, Subject
 
-PATH_FIELDS = ("canny", "depth", "depth_map", "background")
+PATH_FIELDS = ("canny", "depth", "depth_map", "background", "scene_depth")
 IMAGE_NAME = re.compile(r"img\d+")
 
 
@@ -57,6 +57,7 @@ class ControlSpec:
     masks: tuple[str, ...] = ()  # subject mask files
     subjects: tuple[str, ...] = ()  # SOURCE[@placement]; SOURCE is a file or a reference name (img2)
     background: str | None = None  # keep this picture outside the subjects
+    scene_depth: str | None = None  # with subjects: a whole-scene depth map as the structure channel
     compose: bool = False  # with subjects: the prompt describes the whole picture
     faces: bool = False  # with subjects: they are people (<id> instead of <subject>)
 
@@ -65,6 +66,8 @@ class ControlSpec:
             object.__setattr__(self, name, tuple(getattr(self, name) or ()))
         if self.background and not self.subjects:
             raise InputError("--background keeps a background outside the subjects: give at least one --subject")
+        if self.scene_depth and not self.subjects:
+            raise InputError("--scene-depth is the structure of a subject layout: give at least one --subject")
         if self.masks and not self.subjects:
             raise InputError("--mask places a subject: give one --subject per mask")
 

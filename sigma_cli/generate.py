@@ -46,6 +46,7 @@ from .options import (
     OverwriteOpt,
     Renorm,
     RenormMin,
+    SceneDepthOpt,
     Seed,
     Shift,
     Size,
@@ -110,7 +111,8 @@ def _replayed_images(record: GenerationRecord, given: dict[str, str], source: st
     return images | given
 
 
-CONTROL_FILES = {"canny": "--canny", "depth": "--depth", "depth_map": "--depth-map", "background": "--background"}
+CONTROL_FILES = {"canny": "--canny", "depth": "--depth", "depth_map": "--depth-map", "background": "--background",
+                 "scene_depth": "--scene-depth"}  # fmt: skip
 
 
 def _controls(record: GenerationRecord | None, given: dict, source: str | None) -> ControlSpec:
@@ -178,6 +180,7 @@ def generate(
     mask: MaskOpt = None,
     subject: SubjectOpt = None,
     background: BackgroundOpt = None,
+    scene_depth: SceneDepthOpt = None,
     compose: ComposeOpt = False,
     faces: FacesOpt = False,
     from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG's record")] = None,
@@ -219,6 +222,7 @@ def generate(
         )
         given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
         given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)
+        given |= dict(scene_depth=scene_depth)
         given = {k: v for k, v in given.items() if v not in (None, [])}
         given |= {k: True for k, v in (("compose", compose), ("faces", faces)) if v}
         controls = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given

@@ -100,6 +100,9 @@ SubjectOpt = Annotated[
         metavar="SUBJECT",
     ),
 ]
+SceneDepthOpt = Annotated[
+    str | None, typer.Option(help="with --subject: a whole-scene depth map as the structure (not only the subjects')")
+]
 BackgroundOpt = Annotated[str | None, typer.Option(help="keep this background; subjects are inserted into it")]
 ComposeOpt = Annotated[bool, flag("--compose", "with --subject: the prompt describes the whole picture")]
 FacesOpt = Annotated[bool, flag("--faces", "with --subject: subjects are people (<id> instead of <subject>)")]

@@ -36,6 +36,9 @@ def make(
     crop_jitter: Annotated[float, typer.Option(help="identity crops move/grow by up to this")] = D.crop_jitter,
     flip: Annotated[float, typer.Option(help="chance to mirror an identity crop")] = D.flip,
     compose_share: Annotated[float, typer.Option(help="share of 'to compose: <caption>' prompts")] = D.compose_share,
+    full_depth: Annotated[
+        float, typer.Option(help="share of rows whose structure is the whole scene's depth (needs depth maps)")
+    ] = D.full_depth,
     tile: Annotated[int, typer.Option(help="identity-sheet cell size in pixels")] = D.tile,
     seed: Annotated[int, typer.Option(help="seed of every random choice")] = D.seed,
     overwrite: OverwriteOpt = False,
@@ -58,7 +61,7 @@ def make(
     with render.errors(debug):
         options = SigmaGenOptions(
             max_subjects, min_area, tuple(p.strip() for p in precision.split(",") if p.strip()), channel_drop,
-            crop_jitter, flip, compose_share, tile, seed,
+            crop_jitter, flip, compose_share, full_depth, tile, seed,
         )  # fmt: skip
         if (coco is None) == (shapes is None):
             raise InputError("give either --coco FILE --images DIR, or --shapes N")

@@ -237,3 +237,17 @@ def test_layout_control_end_to_end(tiny_pipe, tmp_path, kind):
     assert req.model_text() == f"a <subject>dog <img1> on grass following <layout>this layout <{control.name}>"
     res = tiny_pipe(req, steps=3, seed=0)
     assert res.image.size == control.image.size  # the layout image is placed last: its size is the output's
+
+
+def test_full_scene_depth_replaces_the_subject_only_structure(tiny_pipe, tmp_path):
+    depth = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))  # a left-to-right ramp over the scene
+    reg = regions([Subject(solid("red"), box=Box(8, 8, 24, 24))], (64, 64), scene_depth=depth)
+    assert np.array_equal(reg.structure, depth)  # outside the subject too
+    Image.fromarray(depth).save(tmp_path / "scene.png")
+    controls = ControlSpec(subjects=(f"{_png(tmp_path, 'r.png', solid('red'))}@box=8,8,24,24",),
+                           scene_depth=str(tmp_path / "scene.png"))  # fmt: skip
+    req = build_request("a park", arch=tiny_pipe.arch, config=GenerationConfig(size=(64, 64)), controls=controls)
+    spatial = next(img.image for img in req.images if img.role == "spatial")
+    assert np.array_equal(np.asarray(spatial)[..., 2], depth)
+    with pytest.raises(InputError, match="--scene-depth is the structure of a subject layout"):
+        ControlSpec(scene_depth="x.png")

@@ -76,6 +76,8 @@ def test_shapes_scenes_and_their_options(tmp_path):
     assert "to compose: a grey picture of" in row.instruction and row.meta["form"] == "compose"
     spatial = np.asarray(row.images[1])
     assert spatial[..., 0].max() >= 10 and spatial[..., 2].max() > 0  # routing and depth present
+    whole = scene_row(scenes[0], SigmaGenOptions(tile=16, channel_drop=0.0, full_depth=1.0), random.Random(0))
+    assert np.array_equal(np.asarray(whole.images[1])[..., 2], scenes[0].depth)  # the whole scene's depth
     dropped = scene_row(scenes[0], SigmaGenOptions(tile=16, channel_drop=1.0), random.Random(0))
     assert np.asarray(dropped.images[1]).max() == 0
 
