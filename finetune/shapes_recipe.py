@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
+from sigma_studio.model.arch_config import read_arch_config
 from sigma_studio.model.config import ArchConfig, shapes
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import write_json
-from sigma_studio.model.loader import fresh_model, read_arch_config, write_model_dir
+from sigma_studio.model.loader import fresh_model, write_model_dir
 from sigma_studio.model.shapes.tasks import make_world
 from sigma_studio.model.shapes.vocab import build_tokenizer
 from sigma_studio.model.tokens import Tokenizer

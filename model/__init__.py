@@ -5,9 +5,10 @@
 >>> pipe("a cat <subject> <img1> on the moon", images=["cat.png"], steps=4, seed=7).image.save("out.png")
 """
 
+from .arch_config import read_arch_config
 from .config import ArchConfig, GenerationConfig, LLMConfig, LoaderConfig, ResizeSpec, VAEConfig, ViTConfig
 from .errors import CheckpointError, InputError, MissingDependencyError, PromptError, SigmaError, UnsupportedModeError
-from .loader import load_pipeline, read_arch_config
+from .loader import load_pipeline
 from .pipeline import GenerationResult, SigmaPipeline
 from .preflight import preflight_arch
 from .record import GenerationRecord, read_record

@@ -2,7 +2,7 @@
 
 Every default is defined once, here. ``__post_init__`` validates and names the user-facing setting in its
 error message. The architecture of a checkpoint directory is read from its JSON configs and tensor shapes by
-:func:`model.loader.read_arch_config`; the presets below describe the released models and the toy model.
+:func:`model.arch_config.read_arch_config`; the presets below describe the released models and the toy model.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ __all__ = ["MODEL_CHOICES", "preflight_arch", "same_geometry"]
 
 def preflight_arch(cfg: LoaderConfig) -> ArchConfig:
     """The :class:`ArchConfig` that ``load_pipeline(cfg)`` will build, without loading or downloading weights."""
-    from .loader import read_arch_config
+    from .arch_config import read_arch_config
 
     if cfg.model == "tiny" and not Path(cfg.model).exists():
         arch = tiny()
