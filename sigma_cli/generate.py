@@ -56,6 +56,7 @@ from .options import (
     absolute,
     control_spec,
     generation_config,
+    given_controls,
     guidance_every,
     loader_config,
     parse_interval,
@@ -220,11 +221,11 @@ def generate(
             ),
             **dict(seed=seed, layout=layout, group_mask=group_mask, guidance_every=guidance_every(speed)),
         )
-        given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
-        given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)
-        given |= dict(scene_depth=scene_depth)
-        given = {k: v for k, v in given.items() if v not in (None, [])}
-        given |= {k: True for k, v in (("compose", compose), ("faces", faces)) if v}
+        given = given_controls(
+            canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth,
+            depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background,
+            scene_depth=scene_depth, compose=compose, faces=faces,
+        )  # fmt: skip
         controls = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
         source = absolute(model or (record.model if record and record.model else "sigma"))
         path = check_output_file(out or _default_out(), overwrite)
@@ -293,9 +294,10 @@ def layout_cmd(
 
     render.setup_logging(debug)
     with render.errors(debug):
-        given = dict(canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth)
-        given |= dict(depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background)
-        controls = control_spec(**{k: v for k, v in given.items() if v not in (None, [])})
+        controls = control_spec(**given_controls(
+            canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth,
+            depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background,
+        ))  # fmt: skip
         arch = preflight_arch(LoaderConfig(model=absolute(model)))
         paths = save_layout(controls, arch, parse_size(size), out, overwrite)
     for p in paths:

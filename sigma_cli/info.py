@@ -38,14 +38,21 @@ def _version(name: str) -> str:
         return "—"
 
 
-def cpu_memory() -> tuple[int, int]:
-    """(available, total) bytes of CPU memory: /proc/meminfo on Linux, sysconf elsewhere; (0, 0) when unknown."""
+def _meminfo() -> tuple[int, int] | None:
+    """(available, total) bytes from /proc/meminfo, or None where it is missing or unreadable."""
     try:
         lines = Path("/proc/meminfo").read_text().splitlines()
         kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines if ":" in line)}
         return kib["MemAvailable"] * 1024, kib["MemTotal"] * 1024
     except (OSError, KeyError, ValueError, IndexError):
-        pass
+        return None
+
+
+def cpu_memory() -> tuple[int, int]:
+    """(available, total) bytes of CPU memory: /proc/meminfo on Linux, sysconf elsewhere; (0, 0) when unknown."""
+    linux = _meminfo()
+    if linux is not None:
+        return linux
     try:
         page, total = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

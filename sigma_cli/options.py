@@ -146,6 +146,11 @@ def generation_config(base: GenerationConfig | None, **options) -> GenerationCon
     return (base or GenerationConfig()).replace(**values)
 
 
+def given_controls(**options) -> dict:
+    """The control options the user actually gave (unset values and empty lists dropped, False flags too)."""
+    return {k: v for k, v in options.items() if not (v is None or v is False or v == [])}  # (0 is a value)
+
+
 def control_spec(**options) -> ControlSpec:
     """A ControlSpec from the CLI's control options (lists become tuples)."""
     known = {f.name for f in dataclasses.fields(ControlSpec)}

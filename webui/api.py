@@ -187,8 +187,8 @@ async def run_job(jobs: Jobs, fn, *args):
             result, error = None, exc
         try:
             loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the server stopped meanwhile
-            pass
+        except RuntimeError:  # the server stopped meanwhile: nobody awaits the result any more
+            return
 
     threading.Thread(target=target, name="sigma-api-job", daemon=True).start()
     try:
