@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -222,7 +223,7 @@ class LoaderConfig:
     token: str | None = None  # Hugging Face token (default HF_TOKEN)
     revision: str | None = None
     local_files_only: bool = False
-    max_gpu_memory: str | None = None  # offload budget on GPU 0, e.g. "10GiB"
+    max_gpu_memory: str | None = None  # the whole GPU budget of --mode offload on GPU 0, e.g. "10GiB"
     max_cpu_memory: str | None = None  # offload budget in CPU memory; layers beyond it go to disk
     offload_dir: str | None = None  # where disk-offloaded layers live
     visual_und: bool | None = None  # build the ViT (default: when the weights have it)
@@ -234,9 +235,16 @@ class LoaderConfig:
             raise InputError(f"--mode {self.mode} is not one of {', '.join(MODES)}")
         if self.init not in INITS:
             raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
+        if self.max_gpu_memory is not None and not _SIZE.fullmatch(str(self.max_gpu_memory).strip()):
+            raise InputError(
+                f"--max-gpu-memory {self.max_gpu_memory!r} is not a size: write a number and a unit, e.g. 10GiB or 8GB"
+            )
 
     def replace(self, **changes) -> LoaderConfig:
         return dataclasses.replace(self, **changes)
+
+
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)  # what accelerate parses
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,12 @@ class CaseResult:
     context_tokens: list[int]
 
 
-def random_reader(model, seed: int = 0, std: float = 0.02):
-    """read(key) -> a random tensor of that parameter's shape (norm weights 1, the sin-cos tables computed)."""
+def random_reader(model, seed: int = 0, std: float = 0.02, device: torch.device | None = None):
+    """read(key) -> a random tensor of that parameter's shape (norm weights 1, the sin-cos tables computed).
+
+    On a GPU the numbers are drawn there (a 7B model's 14 B values take seconds, not the minutes of a CPU); the
+    values differ from the CPU's but are as repeatable."""
+    device = device or torch.device("cpu")
     from sigma_studio.model.arch.layers import sincos_table_2d
 
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -62,11 +66,11 @@ def random_reader(model, seed: int = 0, std: float = 0.02):
     def read(key: str) -> torch.Tensor:
         shape = shapes[key]
         if key.endswith("pos_embed"):
-            return sincos_table_2d(int(shape[0] ** 0.5), shape[1])
+            return sincos_table_2d(int(shape[0] ** 0.5), shape[1]).to(device)
         if "norm" in key and key.endswith("weight"):
-            return torch.ones(shape)
-        g = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{key}".encode()))  # same weights every run
-        return torch.randn(shape, generator=g) * std
+            return torch.ones(shape, device=device)
+        g = torch.Generator(device).manual_seed(zlib.crc32(f"{seed}/{key}".encode()))  # same weights every run
+        return torch.randn(shape, generator=g, device=device) * std
 
     return read, list(shapes)
 
@@ -74,8 +78,10 @@ def random_reader(model, seed: int = 0, std: float = 0.02):
 def build_pipeline(arch: ArchConfig, mode: str, device: torch.device, max_gpu_memory: str | None) -> SigmaPipeline:
     dtype = torch.float32 if device.type == "cpu" and mode not in QUANT_MODES else torch.bfloat16
     meta = build_model(arch, "meta", dtype)
-    read, keys = random_reader(meta)
-    cast = lambda k: read(k).to(dtype)  # noqa: E731
+    read, keys = random_reader(meta, device=device if device.type == "cuda" else None)
+    # quantising and offloading take their tensors from the CPU, as from a checkpoint file
+    home = device if mode not in QUANT_MODES + ("offload", "multi-gpu") else torch.device("cpu")
+    cast = lambda k: read(k).to(dtype).to(home)  # noqa: E731
     if mode in ("offload", "multi-gpu"):
         device_map = device_map_for(meta, mode, probe(), max_gpu_memory, dtype)
         model = materialize(meta, cast, keys, device, dtype, "dispatch", device_map, "/tmp/sigma-bench-offload")
@@ -122,7 +128,9 @@ def step_flops(arch: ArchConfig, n_latents: int, context_lengths: list[int]) -> 
     return total
 
 
-def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: bool) -> CaseResult:
+def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: int, every: int = 1) -> CaseResult:
+    """One timed generation of case ``a`` or ``b``, after ``warmup`` untimed steps (0: none); ``every`` > 1
+    evaluates the guidance branches every that many steps (``--speed fast``)."""
     device = pipe.device
     arch = pipe.arch
     if case == "a":
@@ -137,8 +145,9 @@ def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: bool
             steps=steps, cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0),
             cfg_renorm_type="text_channel", size=(size, size), seed=0, layout="released",
         )  # fmt: skip
+    cfg = cfg.replace(guidance_every=every)
     if warmup:
-        pipe(**kw, config=cfg.replace(steps=3))
+        pipe(**kw, config=cfg.replace(steps=warmup))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     marks: list[float] = []
@@ -168,10 +177,21 @@ def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: bool
 
 
 def _active_steps(cfg: GenerationConfig) -> list[bool]:
+    """Per denoising step, whether the guidance branches run (sampler.GuidanceReuse's schedule)."""
     from sigma_studio.model.sampler import step_scales, timesteps
 
-    t = timesteps(cfg.steps, cfg.timestep_shift)[:-1]
-    return [step_scales(x, cfg).text > 1 for x in t]
+    out, age, have = [], 0, False
+    for x in timesteps(cfg.steps, cfg.timestep_shift)[:-1]:
+        if step_scales(x, cfg).text <= 1:  # only the full branch: nothing kept for later steps
+            out.append(False)
+            have, age = False, 1
+        elif cfg.guidance_every > 1 and have and age < cfg.guidance_every:
+            out.append(False)
+            age += 1
+        else:
+            out.append(True)
+            have, age = True, 1
+    return out
 
 
 def equivalence(pipe: SigmaPipeline, size: int, steps: int) -> float:
@@ -197,7 +217,7 @@ def benchmark(
         try:
             pipe = build_pipeline(arch, mode, dev, max_gpu_memory)
             for case in ("a", "b"):
-                results.append(run_case(pipe, case, size, steps, warmup=True))
+                results.append(run_case(pipe, case, size, steps, warmup=3))
             equiv[mode] = equivalence(pipe, size, min(steps, 4))
         except Exception as exc:  # noqa: BLE001 - a mode that cannot run here is reported, not fatal
             errors[mode] = f"{type(exc).__name__}: {exc}"

@@ -41,7 +41,10 @@ ModelOpt = Annotated[
 ]
 ModeOpt = Annotated[str, typer.Option(help=" | ".join(MODES), show_default=False)]
 MODE = L.mode  # the default --mode, from LoaderConfig
-GpuMemOpt = Annotated[str | None, typer.Option(help="GPU budget for --mode offload, e.g. 10GiB")]
+GpuMemOpt = Annotated[
+    str | None,
+    typer.Option(help="the whole GPU budget of --mode offload, e.g. 10GiB: the weights get what 6 GiB leave"),
+]
 OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
 CacheOpt = Annotated[str | None, typer.Option(help="Hugging Face cache folder (default: HF_HOME)")]
 DebugOpt = Annotated[bool, flag("--debug", "show tracebacks")]

@@ -101,3 +101,29 @@ def test_explicit_modes_are_checked():
         choose_mode("multi-gpu", sigma_7b(), _info(40), True)
     with pytest.raises(UnsupportedModeError, match="not one of"):
         choose_mode("fp8", sigma_7b(), _info(40), True)
+
+
+def test_offload_budget_is_the_whole_gpu_budget(caplog):
+    """--max-gpu-memory bounds the whole GPU use: the weights get what the activation reserve leaves."""
+    from sigma_studio.model.config import PRESETS
+    from sigma_studio.model.loader import build_model
+    from sigma_studio.model.modes import ACTIVATION_RESERVE, device_map_for, weights_budget
+
+    assert weights_budget(10 * GiB) == 10 * GiB - ACTIVATION_RESERVE
+    assert weights_budget(ACTIVATION_RESERVE) == 0
+    assert "no room for weights" in caplog.text
+    meta = build_model(PRESETS["tiny"](), "meta", torch.bfloat16)
+    info = _info(80)
+    roomy = device_map_for(meta, "offload", info, f"{(ACTIVATION_RESERVE + GiB) // 2**20}MiB", torch.bfloat16, "8GiB")
+    assert set(roomy.values()) - {"cpu"} == {0}  # the tiny weights fit in the 1 GiB left for them
+    tight = device_map_for(meta, "offload", info, "5GiB", torch.bfloat16, "8GiB")
+    assert set(tight.values()) == {"cpu"}  # nothing left for weights: every layer streams
+
+
+def test_gpu_budget_must_be_a_size():
+    from sigma_studio.model.config import LoaderConfig
+    from sigma_studio.model.errors import InputError
+
+    assert LoaderConfig(max_gpu_memory="10GiB").max_gpu_memory == "10GiB"
+    with pytest.raises(InputError, match="not a size.*10GiB"):
+        LoaderConfig(max_gpu_memory="ten gigs")

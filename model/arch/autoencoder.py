@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import VAEConfig
+
+# The mid-block attention has one head as wide as the channels (512): flash and cuDNN attention take no such head,
+# so its backends are pinned here and a caller that forces one for the language model (the device benchmark's
+# cuDNN run) does not leave the autoencoder without a kernel.
+_VAE_ATTENTION = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -42,7 +48,8 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         hn = self.norm(x)
         q, k, v = (p(hn).reshape(b, 1, c, h * w).transpose(2, 3) for p in (self.q, self.k, self.v))  # [b,1,hw,c]
-        o = F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(b, c, h, w)
+        with sdpa_kernel(_VAE_ATTENTION):
+            o = F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(b, c, h, w)
         return x + self.proj_out(o)
 
 
