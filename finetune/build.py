@@ -22,10 +22,15 @@ VIT_MODULES = ("vit_model", "connector", "vit_pos_embed")
 GLUE = ("vae2llm.", "llm2vae.", "time_embedder.", "attribute_embed.")
 
 
-def load(cfg: TrainConfig, resume: Path | None, lora_on_gpu: bool) -> SigmaPipeline:
+def load(cfg: TrainConfig, resume: Path | None, lora_on_gpu: bool, sharded: bool = False) -> SigmaPipeline:
     """The starting pipeline: ``--model`` (its weights, or a fresh seeded initialisation with ``--init random``),
-    or the checkpoint ``resume`` of a full finetune (which holds every weight). Its network has no ViT."""
+    or the checkpoint ``resume`` of a full finetune (which holds every weight). Its network has no ViT.
+
+    ``sharded`` (several ranks, a full finetune from a weights file): the network stays on the meta device with
+    its checked weights file attached, and each rank reads its own rows after sharding
+    (:func:`distributed.fill_shards`)."""
     full_resume = resume is not None and cfg.lora is None
+    deferred = sharded and cfg.sharded_load and cfg.lora is None and (cfg.init == "weights" or full_resume)
     # init= only when asked: the loader option is recent, and resuming a full run loads the checkpoint's weights
     fresh = {"init": "random", "seed": cfg.seed} if cfg.init == "random" and not full_resume else {}
     pipe = load_pipeline(
@@ -36,6 +41,7 @@ def load(cfg: TrainConfig, resume: Path | None, lora_on_gpu: bool) -> SigmaPipel
         dtype=torch.bfloat16 if lora_on_gpu else torch.float32,
         visual_und=False,
         cache_dir=cfg.cache_dir,
+        **({"device": "meta"} if deferred else {}),
         **fresh,
     )
     drop_vit(pipe.model)

@@ -99,6 +99,9 @@ class TrainConfig:
     seed: int = 4396
     resume: bool = False
     gradient_checkpointing: bool = True
+    # several ranks (FSDP): each reads only its rows of the weights file after sharding; False: every rank loads
+    # the whole float32 model first (about 57 GB per rank at 7B)
+    sharded_load: bool = True
     bf16: bool = True  # autocast on CUDA (float32 master weights); the CPU always runs float32
     tensorboard: bool = True
     wandb: bool = False

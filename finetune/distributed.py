@@ -69,6 +69,38 @@ def shard(model: nn.Module, d: Dist, bf16: bool) -> nn.Module:
     return model
 
 
+def fill_shards(model: nn.Module, deferred, device: torch.device) -> None:
+    """Give a sharded meta-device model real storage on ``device`` and read each rank's rows of every parameter
+    from the checked weights file (``model.loader.DeferredWeights``): no rank ever holds the whole model.
+
+    Parameters the file lacks are the ones added after loading, SIGMA's attribute vectors, which start at zero
+    exactly as ``enable_attribute_projection`` makes them on a loaded model."""
+    model.to_empty(device=device)
+    added = {n for n, _ in model.named_parameters()} - deferred.keys
+    if any(not n.startswith("attribute_embed.") for n in added):
+        raise RuntimeError(f"the sharded load has no values for {sorted(added)[:3]}: load with --full-load")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            local = local_tensor(param)
+            if name in added:
+                local.zero_()
+            elif hasattr(param, "device_mesh"):
+                start, stop = shard_rows(param.shape[0], param.device_mesh.size(), param.device_mesh.get_local_rank())
+                if local.shape[0] != stop - start:
+                    raise RuntimeError(f"{name}: this rank holds {local.shape[0]} rows, expected {stop - start}")
+                if stop > start:
+                    local.copy_(deferred.reader.rows(name, start, stop))
+            else:
+                local.copy_(deferred.reader(name))
+
+
+def shard_rows(rows: int, world: int, rank: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` FSDP2 gives ``rank``: dim 0 split as ``torch.chunk`` splits it."""
+    per = -(-rows // world)
+    start = min(rank * per, rows)
+    return start, min(start + per, rows)
+
+
 def local_shard(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """This rank's shard of a full tensor when ``like`` is a DTensor (FSDP2: rows split across ranks, in
     ``like``'s dtype), else the tensor itself on ``like``'s device."""

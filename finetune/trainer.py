@@ -72,7 +72,8 @@ class Trainer:
         resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")
-        pipe = build.load(cfg, resume, lora_on_gpu=cfg.lora is not None and d.device.type == "cuda")
+        pipe = build.load(cfg, resume, lora_on_gpu=cfg.lora is not None and d.device.type == "cuda", sharded=d.enabled)
+        deferred = getattr(pipe.model, "deferred_weights", None)
         self.tokenizer, self.vae = pipe.tokenizer, pipe.vae.to(d.device)
         model, masks = build.prepare(pipe.model, cfg, self.tokenizer.ids.attributes)
         self.row_ids = self.tokenizer.ids.attributes if lora.EMBED in masks else ()
@@ -83,6 +84,9 @@ class Trainer:
         model.train()
         if d.enabled:  # FSDP2 moves only this rank's shards to the GPU
             self.model = distributed.shard(model, d, cfg.bf16 and d.device.type == "cuda")
+            if deferred is not None:  # each rank reads its own rows: no rank holds the whole model
+                distributed.fill_shards(self.model, deferred, d.device)
+                del self.model.deferred_weights  # unmaps the file: its pages no longer count to this process
         else:
             self.model = model.to(d.device)
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}

@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import json
 import logging
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -82,7 +84,7 @@ class _TensorReader:
         self.path, self.dtype = path, dtype
         try:
             self._file = safe_open(str(path), framework="pt", device="cpu")
-        except (OSError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
             raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
 
     def __call__(self, key: str) -> torch.Tensor:
@@ -91,6 +93,39 @@ class _TensorReader:
         except (OSError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{self.path}: tensor {key} could not be read ({exc})") from None
         return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
+
+    def rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of a tensor, read with plain file reads of only those bytes (a rank's shard of a
+        sharded model). Unlike the memory map, nothing of the file stays mapped into the process afterwards."""
+        if not hasattr(self, "_header"):
+            with open(self.path, "rb") as fh:
+                size = struct.unpack("<Q", fh.read(8))[0]
+                self._header, self._base = json.loads(fh.read(size)), 8 + size
+        info = self._header.get(key)
+        if info is None or info["dtype"] not in _DTYPES:
+            raise CheckpointError(f"{self.path}: tensor {key} is missing or of a type the sharded load cannot read")
+        shape, (begin, end) = info["shape"], info["data_offsets"]
+        row = (end - begin) // max(1, shape[0])
+        with open(self.path, "rb") as fh:
+            fh.seek(self._base + begin + start * row)
+            data = bytearray(fh.read((stop - start) * row))
+        if len(data) != (stop - start) * row:
+            raise CheckpointError(f"{self.path} is truncated: rows {start}:{stop} of {key} are not all there")
+        t = torch.frombuffer(data, dtype=_DTYPES[info["dtype"]]).reshape(stop - start, *shape[1:])
+        return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
+
+
+_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64}
+
+
+@dataclass(frozen=True)
+class DeferredWeights:
+    """A weights file checked strictly against the network but not read yet: ``device="meta"`` loads return the
+    network on the meta device with this attached as ``model.deferred_weights``, and the distributed trainer reads
+    each rank's rows after sharding (no rank ever holds the whole model)."""
+
+    reader: _TensorReader
+    keys: frozenset[str]
 
 
 def _read_state(
@@ -134,6 +169,9 @@ def load_bagel(
     check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, found, str(weights))
     if len(found) < len(tensor_shapes(weights)):
         log.info("ignoring the ViT/connector tensors of %s (the model is built without the ViT)", weights.name)
+    if device.type == "meta":
+        model.deferred_weights = DeferredWeights(_TensorReader(weights, dtype), frozenset(found))
+        return model
     return materialize(model, _TensorReader(weights, dtype), list(found), device, dtype, mode, device_map, offload_dir)
 
 
@@ -207,7 +245,8 @@ def load_pipeline(source: str | Path | LoaderConfig = "sigma", **kwargs) -> Sigm
         model = fresh_model(arch, cfg.seed, device, dtype)
     else:
         model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir, meta)
-    vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, device, torch.float32)
+    # a deferred (meta) load still reads the small autoencoder
+    vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, "cpu" if device.type == "meta" else device)
     source = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # loads it again anywhere
     pipe = SigmaPipeline(model, vae, tokenizer, name=src.name, device=device, mode=mode, source=source)
     pipe.mode_reason = reason

@@ -252,7 +252,8 @@ def bench_command(
         str,
         typer.Option(
             help="modes: every loading mode | layouts: the trained layout's cost | speed: fewer evaluations "
-            "against quality (both on the CPU) | device: the GPU check (--preset tiny: its toy run)"
+            "against quality | train-memory: peak memory per rank of a 2-process finetune, full against sharded "
+            "load (these three on the CPU) | device: the GPU check (--preset tiny: its toy run)"
         ),
     ] = "modes",
 ) -> None:
@@ -270,6 +271,8 @@ def bench_command(
         return _layouts(size, steps, out)
     if suite == "speed":
         return _speed(out)
+    if suite == "train-memory":
+        return _train_memory(out)
     if suite == "device":
         return _device_suite(out, "toy" if preset == "tiny" else "full")
     report = benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory)
@@ -332,6 +335,25 @@ def _speed(out: Path) -> None:
     render.stdout.print(table)
     for r in rows:
         render.stdout.print(f"N={r.every}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.families.items()))
+    render.stdout.print(f"report: {out}")
+
+
+def _train_memory(out: Path) -> None:
+    from .bench_train_memory import train_memory_suite
+
+    report = train_memory_suite()
+    out.write_text(json.dumps(report, indent=1))
+    table = Table(title=f"finetune, {report['ranks']} CPU ranks, one step · {report['params_m']:.0f} M parameters "
+                        f"({report['float32_gib']:.2f} GiB in float32)")  # fmt: skip
+    for col in ("load", "after setup", "after one step", "after the save"):
+        table.add_column(col + (" (GiB per rank)" if col != "load" else ""), justify="right")
+    for load, r in report["loads"].items():
+        if "error" in r:
+            table.add_row(load, r["error"], "", "")
+            continue
+        peaks = r["peak_gib_per_rank"]
+        table.add_row(load, *(", ".join(f"{p[stage]:.2f}" for p in peaks) for stage in ("setup", "step", "save")))
+    render.stdout.print(table)
     render.stdout.print(f"report: {out}")
 
 

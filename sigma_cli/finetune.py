@@ -67,6 +67,13 @@ def finetune(
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = _D["resume"],
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = _D["seed"],
     gradient_checkpointing: CheckpointingOpt = _D["gradient_checkpointing"],
+    sharded_load: Annotated[
+        bool,
+        typer.Option(
+            "--sharded-load/--full-load",
+            help="torchrun: each rank reads only its shard of the weights (--full-load: the whole model first)",
+        ),
+    ] = _D["sharded_load"],
     wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = _D["wandb"],
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = _D["cache_dir"],
     debug: DebugOpt = False,
@@ -85,7 +92,7 @@ def finetune(
             group_mask=group_mask, attribute_projection=attribute_projection, text_loss=text_loss, ema=ema,
             held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,
             sample_every=sample_every, resume=resume, seed=seed, gradient_checkpointing=gradient_checkpointing,
-            wandb=wandb, cache_dir=cache_dir,
+            sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
         )  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         parquet_files(dataset, HubOptions(cache_dir=cache_dir))  # likewise a missing or unreachable dataset

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -390,18 +391,22 @@ def test_cli_options_take_their_defaults_from_the_configs():
     assert bad.exit_code == 2 and "--init scratch is not one of weights, random" in bad.output
 
 
-def test_two_process_torchrun_on_cpu(workspace):
-    out = workspace / "ddp"
+def _torchrun(workspace, out, *extra: str) -> Path:
+    """Two CPU ranks (gloo) for two steps; returns the checkpoint folder."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "sigma_studio.cli", "finetune",
         "--dataset", str(workspace / "data"), "--model", str(workspace / "tiny"), "--out", str(out),
-        "--steps", "2", "--max-tokens", "300", "--save-every", "2", "--held-out", "0", "--warmup", "1",
-        "--train", "gen",
+        "--steps", "2", "--max-tokens", "300", "--save-every", "2", "--held-out", "0", "--warmup", "1", *extra,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = out / (out / "latest").read_text()
+    return out / (out / "latest").read_text()
+
+
+def test_two_process_torchrun_on_cpu(workspace):
+    out = workspace / "ddp"
+    ckpt = _torchrun(workspace, out, "--train", "gen")
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 2 and len(state["positions"]) == 2
     assert load_pipeline(out).arch.llm.hidden_size == 64
@@ -411,6 +416,16 @@ def test_two_process_torchrun_on_cpu(workspace):
     trained = load_file(str(ckpt / "model.safetensors"))[EMBED]
     others = [i for i in range(base.shape[0]) if i not in ids]
     assert torch.equal(trained[others], base[others]) and not torch.equal(trained[ids], base[ids])
+
+
+def test_sharded_load_trains_exactly_like_the_full_load(workspace):
+    """Each rank reading only its rows of the weights file (the default under torchrun) starts from the same
+    values as every rank loading the whole model: two steps later the weights are bit-identical."""
+    sharded = _torchrun(workspace, workspace / "sharded", "--attribute-projection")
+    full = _torchrun(workspace, workspace / "full", "--attribute-projection", "--full-load")
+    sharded, full = (load_file(str(c / "model.safetensors")) for c in (sharded, full))
+    assert sharded.keys() == full.keys() and "attribute_embed.weight" in sharded
+    assert all(torch.equal(sharded[k], full[k]) for k in full)
 
 
 def test_sample_images_are_written_every_n_steps(workspace):

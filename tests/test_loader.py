@@ -96,3 +96,24 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, tiny_pipe, mon
     assert sorted(p.name for p in target.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     load_pipeline(target)
+
+
+def test_row_reads_of_a_weights_file(tmp_path):
+    """The sharded load reads a rank's rows with plain file reads: the same values as the whole tensor's rows,
+    cast on the way, and a truncated file is a CheckpointError."""
+    from safetensors.torch import save_file
+
+    from sigma_studio.model.errors import CheckpointError
+    from sigma_studio.model.loader import _TensorReader
+
+    tensors = {"a": torch.randn(7, 3, 2), "b": torch.randn(5).to(torch.bfloat16)}
+    save_file(tensors, tmp_path / "w.safetensors")
+    read = _TensorReader(tmp_path / "w.safetensors", None)
+    assert torch.equal(read.rows("a", 2, 5), tensors["a"][2:5]) and torch.equal(read.rows("b", 1, 4), tensors["b"][1:4])
+    assert _TensorReader(tmp_path / "w.safetensors", torch.float32).rows("b", 0, 5).dtype == torch.float32
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:-8])
+        _TensorReader(tmp_path / "cut.safetensors", None)
+    (tmp_path / "w.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:-8])  # cut after opening
+    with pytest.raises(CheckpointError, match="truncated"):
+        read.rows("b", 0, 5)
