@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,11 +26,11 @@ from PIL import Image
 from .control import Box, _cv2
 from .errors import InputError
 from .images import open_image, to_rgb
-from .multisubject import MAX_SUBJECTS, Subject, identity_dictionary, regions, spatial_control
+from .multisubject import MAX_SUBJECTS, Box3D, Subject, identity_dictionary, regions, spatial_control
 from .shapes.tasks import Example
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("box", "mask", "mask_depth")
+PRECISIONS = ("box", "box3d", "mask", "mask_depth")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class SigmaGenOptions:
 class Instance:
     name: str
     mask: np.ndarray  # bool [H, W], the visible pixels
+    box3d: Box3D | None = None  # its 3-D box in camera coordinates, when the data has one
 
 
 @dataclass
@@ -95,11 +97,14 @@ def _crop(scene: Scene, inst: Instance, opts: SigmaGenOptions, rng: random.Rando
 
 
 def _subject(scene: Scene, inst: Instance, opts: SigmaGenOptions, rng: random.Random) -> Subject:
-    kinds = [k for k in opts.precision if k != "mask_depth" or scene.depth is not None]
+    supported = {"mask_depth": scene.depth is not None, "box3d": inst.box3d is not None}
+    kinds = [k for k in opts.precision if supported.get(k, True)]
     kind = rng.choice(kinds or ["box"])
     crop = _crop(scene, inst, opts, rng)
     if kind == "box":
         return Subject(crop, box=Box(*_bbox(inst.mask)), id=inst.name)
+    if kind == "box3d":
+        return Subject(crop, box3d=inst.box3d, id=inst.name)
     return Subject(crop, mask=inst.mask, depth=scene.depth if kind == "mask_depth" else None, id=inst.name)
 
 
@@ -114,6 +119,10 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     subjects = [_subject(scene, inst, opts, rng) for inst in kept]
     for k, s in enumerate(subjects):  # ids must be unique: two instances of one class are subject 1 and 2
         subjects[k] = Subject(s.image, s.box, s.mask, s.box3d, s.depth, id=f"{k + 1}:{s.id}")
+    meta_precisions = [
+        "box" if s.box is not None else "box3d" if s.box3d is not None else "mask_depth" if s.depth is not None
+        else "mask" for s in subjects
+    ]  # fmt: skip
     size = (scene.image.height, scene.image.width)
     whole = scene.depth if scene.depth is not None and rng.random() < opts.full_depth else None
     control = np.asarray(spatial_control(regions(subjects, size, whole))).copy()
@@ -125,7 +134,8 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     compose = rng.random() < opts.compose_share
     text = f"Place these subjects to compose: {caption}" if compose else f"Place these subjects in {caption}"
     instruction = f"<subject>these subjects <image_1> <layout>arranged like <image_2> {text}"
-    meta = {"scene": scene.scene_id, "subjects": [i.name for i in kept], "form": "compose" if compose else "place"}
+    meta = {"scene": scene.scene_id, "subjects": [i.name for i in kept], "form": "compose" if compose else "place",
+            "precision": meta_precisions}  # fmt: skip
     sheet = identity_dictionary(subjects, opts.tile)
     return Example("sigmagen", instruction, [sheet, Image.fromarray(control), scene.image], meta | scene.extra)
 
@@ -171,9 +181,23 @@ def _polygons(segmentation, h: int, w: int) -> np.ndarray | None:
     return coco_mask.decode(segmentation).astype(bool)
 
 
+def _box3d(value: dict | None) -> Box3D | None:
+    """An annotation's optional ``bbox3d``: {"center": [x, y, z], "size": [w, h, d], "yaw": radians, "fov": degrees}
+    in camera coordinates (x right, y down, z forward); a malformed one is ignored with a warning."""
+    if value is None:
+        return None
+    try:
+        return Box3D(tuple(map(float, value["center"])), tuple(map(float, value["size"])),
+                     float(value.get("yaw", 0.0)), float(value.get("fov", 60.0)))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("a bbox3d is not {center: [x, y, z], size: [w, h, d], yaw, fov} (%s): ignored", exc)
+        return None
+
+
 def coco_scenes(annotations: str | Path, images: str | Path, depth: str | Path | None = None):
     """Scenes from a COCO-style instance file: ``images`` (id, file_name), ``annotations`` (image_id, category_id,
-    segmentation as polygons or RLE), ``categories`` (id, name), and optional ``captions`` (image_id, caption).
+    segmentation as polygons or RLE, and optionally ``bbox3d``: see :func:`_box3d`), ``categories`` (id, name), and
+    optional ``captions`` (image_id, caption).
     A depth map, when given, is ``DEPTH/<file stem>.png`` (brighter = nearer)."""
     try:
         data = json.loads(Path(annotations).read_text())
@@ -196,11 +220,21 @@ def coco_scenes(annotations: str | Path, images: str | Path, depth: str | Path |
         for a in by_image.get(info["id"], []):
             mask = _polygons(a.get("segmentation", []), h, w)
             if mask is not None and mask.any():
-                instances.append(Instance(names.get(a.get("category_id"), "thing"), mask))
+                instances.append(Instance(names.get(a.get("category_id"), "thing"), mask, _box3d(a.get("bbox3d"))))
         depth_map = None
         if depth is not None and (Path(depth) / f"{Path(info['file_name']).stem}.png").is_file():
             depth_map = np.asarray(open_image(Path(depth) / f"{Path(info['file_name']).stem}.png").convert("L"))
         yield Scene(str(info["id"]), image, instances, depth_map, captions.get(info["id"], ""))
+
+
+def _flat_box3d(box: tuple[float, float, float, float], layer: int, layers: int, canvas: int) -> Box3D:
+    """A shapes-world thing as a thin 3-D box whose projection is its 2-D box: later things (drawn on top) nearer."""
+    fov = 60.0
+    f = (canvas / 2) / math.tan(math.radians(fov) / 2)
+    z = 4.0 - 2.0 * (layer + 1) / layers  # nearer for later layers: z in [2, 4)
+    x, y, w, h = box
+    cx, cy = (x + w / 2 - canvas / 2) * z / f, (y + h / 2 - canvas / 2) * z / f
+    return Box3D((cx, cy, z), (w * z / f, h * z / f, 0.02), 0.0, fov)
 
 
 def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5)):
@@ -221,6 +255,8 @@ def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5))
             depth[m] = int(255 * (k + 1) / len(things))
         visible = [m & ~np.logical_or.reduce(masks[k + 1 :] or [np.zeros_like(m)]) for k, m in enumerate(masks)]
         names = [f"{t.colour} {t.shape}" for t in things]
-        instances = [Instance(name, m) for name, m in zip(names, visible, strict=True) if m.any()]
+        boxes = [_flat_box3d(t.box, k, len(things), CANVAS) for k, t in enumerate(things)]
+        instances = [Instance(name, m, b) for name, m, b in zip(names, visible, boxes, strict=True) if m.any()]
         caption = "a grey picture of " + ", ".join(f"a {name}" for name in names)
-        yield Scene(f"shapes-{n:06d}", render(things), instances, depth, caption, {"things": names})
+        layers = [{"shape": t.shape, "colour": t.colour, "box": [round(v, 2) for v in t.box]} for t in things]
+        yield Scene(f"shapes-{n:06d}", render(things), instances, depth, caption, {"things": names, "layers": layers})

@@ -421,8 +421,8 @@ def test_two_process_torchrun_on_cpu(workspace):
 def test_sharded_load_trains_exactly_like_the_full_load(workspace):
     """Each rank reading only its rows of the weights file (the default under torchrun) starts from the same
     values as every rank loading the whole model: two steps later the weights are bit-identical."""
-    sharded = _torchrun(workspace, workspace / "sharded", "--attribute-projection")
-    full = _torchrun(workspace, workspace / "full", "--attribute-projection", "--full-load")
+    sharded = _torchrun(workspace, workspace / "ddp-sharded", "--attribute-projection")
+    full = _torchrun(workspace, workspace / "ddp-full-load", "--attribute-projection", "--full-load")
     sharded, full = (load_file(str(c / "model.safetensors")) for c in (sharded, full))
     assert sharded.keys() == full.keys() and "attribute_embed.weight" in sharded
     assert all(torch.equal(sharded[k], full[k]) for k in full)

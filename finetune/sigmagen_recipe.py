@@ -1,0 +1,160 @@
+"""SIGMA-GEN's three-stage curriculum as one resumable command, chaining three ``sigma finetune`` runs.
+
+    sigma sigmagen train --out runs/sigmagen-shapes                 # the shapes world, from the shipped model
+    sigma sigmagen train --data-dir my-rows/ --model sigma --out runs/sg   # your own rows, one folder per stage
+
+Each stage trains from the previous stage's exported weights on its own rows:
+
+1. ``boxes``: 2-3 subjects placed by 2-D boxes only, no channel drop (where each subject goes);
+2. ``structure``: 2-4 subjects by 2-D box, 3-D box, mask or mask + depth (how precisely);
+3. ``full``: 2-5 subjects, every precision, the paper's channel drop and full-scene depth share (everything).
+
+A stage whose ``model/`` exists is skipped, a stage with a checkpoint resumes, so rerunning the command after an
+interruption continues where it stopped. The stage schedule is our reading of the paper's coarse-to-fine
+curriculum (fewer subjects and coarser structure first); each stage's options are in ``recipe.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.files import write_json
+
+from .config import TrainConfig
+from .shapes_recipe import export
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    subjects: tuple[int, int]  # fewest and most subjects per scene (shapes world)
+    precision: tuple[str, ...]
+    channel_drop: float
+    full_depth: float
+    rows: int  # shapes-world training rows
+    steps: int
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("boxes", (2, 3), ("box",), 0.0, 0.0, 3000, 1500),
+    Stage("structure", (2, 4), ("box", "box3d", "mask", "mask_depth"), 0.05, 0.0, 4000, 1500),
+    Stage("full", (2, 5), ("box", "box3d", "mask", "mask_depth"), 0.1, 0.1, 6000, 2000),
+)
+
+
+@dataclass(frozen=True)
+class SigmaGenRecipe:
+    out: str = "runs/sigmagen-shapes"
+    model: str = "shapes"  # the first stage's starting weights
+    data_dir: str | None = None  # rows of your own: DATA_DIR/<stage name>/ (parquet); None: the shapes world
+    stages: tuple[Stage, ...] = STAGES
+    eval_rows: int = 25  # held-out shapes-world scenes per subject count (2, 3, 4, 5)
+    max_tokens: int = 768
+    lr: float = 5e-4
+    min_lr: float = 1e-5
+    warmup: int = 100
+    ema: float = 0.995
+    seed: int = 0
+    save_every: int = 250
+
+    def train_config(self, k: int, start: Path) -> TrainConfig:
+        stage, run = self.stages[k], Path(self.out) / self.stages[k].name
+        return TrainConfig(
+            out=str(run / "train"), dataset=str(self.stage_data(k)), model=str(start), init="weights",
+            steps=stage.steps, max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr,
+            min_lr=self.min_lr, warmup=self.warmup, trainable="all", group_mask=True, attribute_projection=True,
+            ema=self.ema, drop_text=0.05, drop_vae=0.05, drop_vit=0.0, held_out=0.0, save_every=self.save_every,
+            keep=2, seed=self.seed + k, resume=(run / "train" / "latest").is_file(), gradient_checkpointing=False,
+            tensorboard=False,
+        )  # fmt: skip
+
+    def stage_data(self, k: int) -> Path:
+        name = self.stages[k].name
+        return Path(self.data_dir) / name if self.data_dir else Path(self.out) / name / "data"
+
+
+Report = Callable[[str, str], None]
+SHEET_TILE = 64  # identity-sheet cells of the shapes world: its pictures are 64 px, the model sees 64 px at most
+
+
+def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
+    """Run (or continue) every stage; returns the last stage's exported model directory. ``on_step(k, log)``
+    follows the training steps of stage ``k``."""
+    from .shapes_recipe import _step
+    from .trainer import Trainer
+
+    out = Path(recipe.out)
+    _check_same(recipe)
+    write_json(out / "recipe.json", _as_json(recipe))
+    start, timings = Path(recipe.model), {}
+    if recipe.data_dir is None:
+        make_eval(out / "eval", recipe.eval_rows, recipe.seed)
+    for k, stage in enumerate(recipe.stages):
+        run_dir = out / stage.name
+        t0 = time.perf_counter()
+        if (run_dir / "model" / "ema.safetensors").is_file():
+            report(stage.name, f"done earlier: {run_dir / 'model'}")
+            start = run_dir / "model"
+            continue
+        if recipe.data_dir is None:
+            make_stage_data(run_dir / "data", stage, recipe.seed + 100 * (k + 1))
+        elif not recipe.stage_data(k).exists():
+            raise InputError(f"--data-dir has no {stage.name}/ folder of rows for stage {k + 1}")
+        report(stage.name, f"stage {k + 1}/{len(recipe.stages)}: {stage.steps} steps from {start}")
+        if not (run_dir / "train" / "latest").is_file() or _step(run_dir / "train") < stage.steps:
+            Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
+        start = export(run_dir / "train", run_dir / "model")
+        timings[stage.name] = time.perf_counter() - t0
+        report(stage.name, f"{start} written")
+    write_json(out / "timings.json", timings)
+    return start
+
+
+def make_stage_data(folder: Path, stage: Stage, seed: int) -> None:
+    """The stage's shapes-world rows (``train.parquet``), unless written earlier."""
+    from sigma_studio.model.shapes.tasks import write_parquet
+    from sigma_studio.model.sigmagen import SigmaGenOptions, rows, shapes_scenes
+
+    if (folder / "train.parquet").is_file():
+        return
+    opts = SigmaGenOptions(precision=stage.precision, channel_drop=stage.channel_drop, full_depth=stage.full_depth,
+                           tile=SHEET_TILE, seed=seed)  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    write_parquet(folder / "train.parquet", rows(shapes_scenes(stage.rows, seed, stage.subjects), opts, {}))
+
+
+def make_eval(folder: Path, per_count: int, seed: int) -> None:
+    """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision."""
+    from sigma_studio.model.shapes.tasks import write_parquet
+    from sigma_studio.model.sigmagen import SigmaGenOptions, rows, shapes_scenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(2, 6):
+        if not (folder / f"{n}.parquet").is_file():
+            opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n)
+            scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n))
+            write_parquet(folder / f"{n}.parquet", rows(scenes, opts, {}))
+
+
+def _as_json(recipe: SigmaGenRecipe) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+
+
+def _check_same(recipe: SigmaGenRecipe) -> None:
+    """Refuse to continue a run folder made with other settings (its rows and checkpoints were made with them)."""
+    path = Path(recipe.out) / "recipe.json"
+    if not path.is_file():
+        return
+    before, now = json.loads(path.read_text()), _as_json(recipe)
+    changed = sorted(k for k in now if k in before and before[k] != now[k])
+    if changed:
+        raise InputError(
+            f"{recipe.out} holds a run made with other settings ({', '.join(changed)}); "
+            "pass the same options to resume it, or another --out"
+        )
