@@ -114,10 +114,17 @@ def load_rgb(path: str) -> Image.Image:
 
 
 def _gray(path: str, size: tuple[int, int], what: str) -> np.ndarray:
-    """A mask or depth image as uint8 [H, W]; it must already have the output size (width, height)."""
+    """A mask or depth image as uint8 [H, W] at the output size (width, height): one of another size but the same
+    shape (aspect within 1 %) is resized, nearest-neighbour, so a mask drawn at any resolution fits; another
+    shape is an error, since stretching would move the subject."""
     img = open_image(path).convert("L")
     if img.size != size:
-        raise InputError(f"{what} {path} is {img.width}x{img.height}; the output is {size[0]}x{size[1]}")
+        if abs(img.width / img.height - size[0] / size[1]) > 0.01 * size[0] / size[1]:
+            raise InputError(
+                f"{what} {path} is {img.width}x{img.height}, another shape than the {size[0]}x{size[1]} output: "
+                "draw it at the output's aspect ratio"
+            )
+        img = img.resize(size, Image.NEAREST)
     return np.asarray(img)
 
 

@@ -38,8 +38,12 @@ def coco(tmp_path):
         "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "tent"}, {"id": 3, "name": "pole"}],
         "annotations": [
             {"image_id": 0, "category_id": 1, "segmentation": square},
-            {"image_id": 0, "category_id": 2, "segmentation": triangle,
-             "bbox3d": {"center": [0.5, 0.0, 3.0], "size": [0.8, 0.8, 0.5], "yaw": 0.3}},
+            {
+                "image_id": 0,
+                "category_id": 2,
+                "segmentation": triangle,
+                "bbox3d": {"center": [0.5, 0.0, 3.0], "size": [0.8, 0.8, 0.5], "yaw": 0.3},
+            },
             {"image_id": 1, "category_id": 3, "segmentation": rle},
             {"image_id": 2, "category_id": 1, "segmentation": [[1, 1, 2, 1, 2, 2]]},  # too small: the scene is skipped
         ],

@@ -13,6 +13,7 @@ gr = pytest.importorskip("gradio")
 
 from sigma_studio.examples import IMAGES  # noqa: E402
 from sigma_studio.webui import handlers as h  # noqa: E402
+from sigma_studio.webui import placements as pl  # noqa: E402
 from sigma_studio.webui.state import Slot, UIState, read_prompt  # noqa: E402
 
 SETTINGS = dict(
@@ -104,13 +105,13 @@ def test_box_rows_accept_dataframes_and_skip_incomplete_rows():
     import pandas as pd
 
     df = pd.DataFrame([[0.1, 0.2, 0.5, 0.9, "cat", "img1"], [0.2, None, 0.3, 0.4, "x", None]])
-    assert h.box_rows(df) == [[0.1, 0.2, 0.5, 0.9, "cat", "img1"]]
-    assert h.box_rows(None) == []
+    assert pl.box_rows(df) == [[0.1, 0.2, 0.5, 0.9, "cat", "img1"]]
+    assert pl.box_rows(None) == []
 
 
 def test_box_references_follow_slot_moves():
     rows = [[0, 0, 1, 1, "a", "img1"], [0, 0, 1, 1, "b", "img3"]]
-    assert [r[5] for r in h.remap_box_refs(rows, {1: None, 2: 1, 3: 2})] == ["", "img2"]
+    assert [r[5] for r in pl.remap_box_refs(rows, {1: None, 2: 1, 3: 2})] == ["", "img2"]
 
 
 def test_boxes_place_some_references_and_keep_the_others(tiny_pipe, tmp_path):
@@ -121,6 +122,50 @@ def test_boxes_place_some_references_and_keep_the_others(tiny_pipe, tmp_path):
     half = layout("boxes", boxes=[(0.0, 0.3, 0.5, 1.0, "cat", "img1"), (0.5, 0.0, 1.0, 1.0, "x", "")])
     with pytest.raises(Exception, match="has no reference"):
         h.generate(tiny_pipe, state(), half, dict(SETTINGS), tmp_path)
+
+
+def test_three_d_boxes_and_masks_place_subjects_like_the_cli(tiny_pipe, tmp_path):
+    """A 3-D box row and a mask row become the same ControlSpec subjects the CLI's --subject takes; the slot
+    renumbering follows every table; a placement without a reference is a clear error."""
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.pad(np.full((20, 30), 255, np.uint8), ((30, 14), (4, 30)))).save(mask)
+    solid = [[-0.3, 0.0, 3.0, 0.8, 1.0, 0.6, 20.0, "cat", "img1"]]
+    lay = h.LayoutInputs("boxes", None, 100, 200, 0, None, None, [], None, solid, [[str(mask), "her", "img2"]])
+    controls = h.controls_of(lay)
+    assert controls.subjects == ("img1@box3d=-0.3,0.0,3.0,0.8,1.0,0.6,20.0", f"img2@mask={mask}")
+    request = h.request_of(state(), lay, h.GenerationConfig(size=(64, 64)), tiny_pipe.arch)
+    assert [img.name for img in request.images][-2:] == ["identities", "spatial"]
+    assert "<img1>" not in request.model_text() and "<img2>" not in request.model_text()  # both placed as subjects
+    spatial = np.asarray(request.images[-1].image)
+    assert {10, 20} <= set(np.unique(spatial[..., 0])) and spatial[..., 2].max() > 0  # two routed, 3-D depth
+    moved = pl.remap_placements(([], lay.boxes3d, lay.masks), {1: 2, 2: 1})
+    assert moved[1][0][-1] == "img2" and moved[2][0][-1] == "img1"
+    with pytest.raises(Exception, match="Mask her has no reference"):
+        h.controls_of(h.LayoutInputs("boxes", None, 0, 0, 0, None, None, [], None, [], [[str(mask), "her", ""]]))
+
+
+def test_the_mask_editor_gives_a_mask_and_the_canvas_draws_every_placement(tmp_path):
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.webui.display import canvas_image, wireframe
+
+    layer = np.zeros((32, 32, 4), np.uint8)
+    layer[4:12, 6:20] = (255, 255, 255, 255)
+    mask = np.asarray(pl.editor_mask({"background": None, "layers": [layer], "composite": None}))
+    assert mask[8, 10] == 255 and mask[20, 20] == 0
+    upload = np.zeros((32, 32, 3), np.uint8)
+    upload[20:30, 20:30] = 255
+    both = np.asarray(pl.editor_mask({"background": upload, "layers": [layer]}))
+    assert both[8, 10] == both[25, 25] == 255
+    with pytest.raises(InputError, match="The mask is empty"):
+        pl.editor_mask({"background": None, "layers": [np.zeros((8, 8, 4), np.uint8)]})
+    corners = wireframe([0.0, 0.0, 3.0, 1.0, 1.0, 1.0, 0.0], 512)
+    assert corners.shape == (8, 2) and abs(corners[:, 0].mean() - 256) < 1  # a centred box projects centred
+    assert wireframe([0.0, 0.0, 0.2, 1.0, 1.0, 1.0, 0.0], 512) is None  # behind the camera: not drawn
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    plain = np.asarray(canvas_image([], 128))
+    drawn = np.asarray(canvas_image([], 128, None, [[0.0, 0.0, 3.0, 1.0, 1.0, 1.0, 30.0, "", ""]],
+                                    [[str(tmp_path / "m.png"), "", ""]]))  # fmt: skip
+    assert (drawn != plain).any(axis=-1).sum() > 200
 
 
 def test_preview_shows_the_controls_the_request_carries(tiny_pipe):

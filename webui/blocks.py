@@ -185,11 +185,36 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
                 datatype=["number", "number", "number", "number", "str", "str"],
                 value=[], interactive=True, label="boxes (0..1 of the picture)", type="array", elem_id="boxes",
             )  # fmt: skip
+            gr.Markdown(
+                "**3-D boxes and masks** place references as subjects too (each takes the label and reference above). "
+                "A 3-D box is in camera metres (x right, y down, z forward; a 60° camera) and turned by yaw degrees; "
+                "the canvas draws its wireframe. A mask is drawn in the editor or uploaded."
+            )
+            p.boxes3d = gr.Dataframe(
+                headers=["cx", "cy", "cz", "w", "h", "d", "yaw°", "label", "reference"],
+                datatype=["number"] * 7 + ["str", "str"], value=[], interactive=True, label="3-D boxes",
+                type="array", elem_id="boxes3d",
+            )  # fmt: skip
+            p.add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
+            p.mask_draw = gr.ImageEditor(value=_black_canvas(), type="numpy", canvas_size=(256, 256), height=300,
+                                         label="mask: draw the subject's area in white (or upload a mask)",
+                                         elem_id="mask-draw",
+                                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
+            p.add_mask = gr.Button("+ mask subject", size="sm", elem_id="add-mask")
+            p.masks = gr.Dataframe(headers=["mask file", "label", "reference"], datatype=["str"] * 3, value=[],
+                                   interactive=True, label="masks", type="array", elem_id="masks")  # fmt: skip
             p.clear_boxes = gr.Button("Clear boxes", size="sm")
             p.background = gr.Image(type="filepath", label="background to insert the subjects into (optional)",
                                     height=160, elem_id="background")  # fmt: skip
             p.routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
                                  elem_id="routing")  # fmt: skip
+
+
+def _black_canvas() -> dict:
+    """The mask editor's starting value: a black 256 px picture to draw the subject on in white."""
+    import numpy as np
+
+    return {"background": np.zeros((256, 256, 3), dtype=np.uint8), "layers": [], "composite": None}
 
 
 def _settings(p: SimpleNamespace, pipe) -> None:

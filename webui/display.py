@@ -6,6 +6,7 @@ Pure functions of their inputs (no Gradio), unit-tested on their own.
 from __future__ import annotations
 
 import html
+import math
 import re
 
 import numpy as np
@@ -53,25 +54,80 @@ def error_html(message: str | None) -> str:
     return f'<div class="sigma-error" role="alert">⚠ {html.escape(browser_text(message))}</div>'
 
 
-def canvas_image(rows: list[list], side: int, corner: tuple[float, float] | None = None) -> Image.Image:
-    """The box canvas: every box outlined in its colour with its label and reference, and the first corner of the
-    box being drawn marked with a cross. ``rows`` are [x0, y0, x1, y1 (0..1), label, reference]."""
+def canvas_image(
+    rows: list[list],
+    side: int,
+    corner: tuple[float, float] | None = None,
+    boxes3d: list[list] = (),
+    masks: list[list] = (),
+) -> Image.Image:
+    """The placement canvas: every 2-D box outlined in its colour with its label and reference, every 3-D box as
+    its projected wireframe (the 60° camera of ``Box3D``), every mask tinted in its colour, and the first corner
+    of the box being drawn marked with a cross. ``rows`` are [x0, y0, x1, y1 (0..1), label, reference];
+    ``boxes3d`` [cx, cy, cz, w, h, d, yaw°, label, reference]; ``masks`` [file, label, reference]. Colours follow
+    the subject order of the request: 2-D boxes, then 3-D boxes, then masks."""
     canvas = Image.new("RGB", (side, side), (235, 235, 235))
+    mask_colours = [PALETTE[(len(rows) + len(boxes3d) + k) % len(PALETTE)] for k in range(len(masks))]
+    for row, colour in zip(masks, mask_colours, strict=True):
+        _tint(canvas, row[0], colour)
     draw = ImageDraw.Draw(canvas)
+    width = max(2, side // 128)
     for i, row in enumerate(rows):
         x0, y0, x1, y1 = (float(v) * side for v in row[:4])
         colour = PALETTE[i % len(PALETTE)]
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=max(2, side // 128))
-        caption = " · ".join(str(v) for v in row[4:6] if v)
-        if caption:
-            draw.rectangle([x0, y0, x0 + 6 * len(caption) + 6, y0 + 12], fill=colour)
-            draw.text((x0 + 3, y0 + 1), caption, fill=(0, 0, 0))
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=width)
+        _caption(draw, (x0, y0), row[4:6], colour)
+    for k, row in enumerate(boxes3d):
+        colour = PALETTE[(len(rows) + k) % len(PALETTE)]
+        points = wireframe(row[:7], side)
+        if points is None:  # behind the camera: nothing to draw
+            continue
+        for a, b in _EDGES:
+            draw.line([tuple(points[a]), tuple(points[b])], fill=colour, width=width)
+        _caption(draw, tuple(points.min(axis=0)), row[7:9], colour)
+    for k, (row, colour) in enumerate(zip(masks, mask_colours, strict=True)):
+        _caption(draw, (4, 4 + 14 * k), [row[1] or "mask", row[2]], colour)
     if corner is not None:
         cx, cy = corner
         r = max(4, side // 40)
         draw.line([cx - r, cy, cx + r, cy], fill=(20, 20, 20), width=2)
         draw.line([cx, cy - r, cx, cy + r], fill=(20, 20, 20), width=2)
     return canvas
+
+
+_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]  # the cube's 12 edges
+
+
+def wireframe(values: list[float], side: int) -> np.ndarray | None:
+    """The 8 corners of a 3-D box [cx, cy, cz, w, h, d, yaw°] projected on a square canvas of ``side`` pixels
+    ([8, 2], corner k = (±w, ±h, ±d) with bits 4, 2, 1), or None when a corner is behind the camera."""
+    from sigma_studio.model.multisubject import Box3D
+
+    box = Box3D(tuple(values[:3]), tuple(values[3:6]), math.radians(values[6]))
+    pts = box.corners()
+    if (pts[:, 2] <= 0.05).any():
+        return None
+    f = (side / 2) / math.tan(math.radians(box.fov) / 2)
+    return np.stack([pts[:, 0] * f / pts[:, 2] + side / 2, pts[:, 1] * f / pts[:, 2] + side / 2], axis=1)
+
+
+def _caption(draw: ImageDraw.ImageDraw, at: tuple[float, float], parts, colour) -> None:
+    caption = " · ".join(str(v) for v in parts if v)
+    if caption:
+        x0, y0 = at
+        draw.rectangle([x0, y0, x0 + 6 * len(caption) + 6, y0 + 12], fill=colour)
+        draw.text((x0 + 3, y0 + 1), caption, fill=(0, 0, 0))
+
+
+def _tint(canvas: Image.Image, path: str, colour) -> None:
+    """Paint a mask file's white pixels in ``colour``, half transparent; an unreadable file paints nothing."""
+    try:
+        m = np.asarray(Image.open(path).convert("L").resize(canvas.size, Image.NEAREST)) > 127
+    except (OSError, ValueError):
+        return
+    px = np.asarray(canvas).copy()
+    px[m] = (px[m] * 0.4 + np.array(colour) * 0.6).astype(np.uint8)
+    canvas.paste(Image.fromarray(px))
 
 
 def colour_routing(intensity: np.ndarray) -> Image.Image:

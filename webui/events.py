@@ -4,6 +4,7 @@ the API page to the named endpoints of webui/api.py."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -11,7 +12,11 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.images import save_png
+
 from . import handlers as h
+from . import placements as pl
 from .display import CANVAS_SIDE, canvas_image, error_html
 from .jobs import Cancelled, Jobs, clean_old_files
 from .restore import example_values, history_entry, restore_values
@@ -23,7 +28,7 @@ UI = dict(api_visibility="undocumented", queue=False)  # lightweight page events
 def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
     p.slot_outputs = [p.prompt, p.error, *p.slot_cols, *p.slot_imgs, *p.slot_tokens, p.box_ref]
     p.layout_inputs = [p.layout_kind, p.canny_src, p.canny_low, p.canny_high, p.canny_blur, p.depth_src,
-                       p.depth_map, p.boxes, p.background]  # fmt: skip
+                       p.depth_map, p.boxes, p.background, p.boxes3d, p.masks]  # fmt: skip
     render = partial(_render, p)
     p.uploads = outputs / "uploads"  # downscaled uploads (cleaned with the results)
 
@@ -71,8 +76,9 @@ def _wire_slots(p, render) -> None:
         p.refresh(p.slot_uploads[k].upload(upload, [p.state, p.slot_uploads[k]], outs, **UI))
         p.refresh(p.slot_imgs[k].upload(upload, [p.state, p.slot_imgs[k]], outs, **UI))
         p.refresh(p.slot_imgs[k].clear(apply(partial(_clear, k=k)), [p.state], outs, **UI))
-        p.refresh(p.slot_rm[k].click(partial(_remove, k=k, render=render), [p.state, p.boxes], [*outs, p.boxes], **UI))
-        p.refresh(p.slot_up[k].click(partial(_move_up, k=k, render=render), [p.state, p.boxes], [*outs, p.boxes], **UI))
+        tables = [p.boxes, p.boxes3d, p.masks]
+        p.refresh(p.slot_rm[k].click(partial(_remove, k=k, render=render), [p.state, *tables], [*outs, *tables], **UI))
+        p.refresh(p.slot_up[k].click(partial(_move_up, k=k, render=render), [p.state, *tables], [*outs, *tables], **UI))
     p.refresh(p.send.click(apply(h.send_to_references), [p.state, p.last_output], outs, **UI))
     p.render_state = lambda st: [st, *render(st)]
 
@@ -87,18 +93,28 @@ def _wire_layout(p, pipe) -> None:
     p.depth_btn.click(_depth_preview, [p.depth_src, p.depth_map], [p.depth_prev, p.error],
                       api_visibility="undocumented")  # fmt: skip
 
-    def click_box(corner_xy, rows, label, ref, evt: gr.SelectData):
-        rows = h.box_rows(rows)
-        if corner_xy is None:
-            return tuple(evt.index), rows, canvas_image(rows, side, tuple(evt.index))
-        rows = [*rows, _box_row(tuple(corner_xy), tuple(evt.index), side, label, ref)]
-        return None, rows, canvas_image(rows, side)
+    def draw(rows, solid, masks, corner=None):
+        return canvas_image(pl.box_rows(rows), side, corner, pl.box3d_rows(solid), pl.mask_rows(masks))
 
-    p.canvas.select(click_box, [p.corner, p.boxes, p.box_label, p.box_ref], [p.corner, p.boxes, p.canvas],
+    def click_box(corner_xy, rows, solid, masks, label, ref, evt: gr.SelectData):
+        rows = pl.box_rows(rows)
+        if corner_xy is None:
+            return tuple(evt.index), rows, draw(rows, solid, masks, tuple(evt.index))
+        rows = [*rows, _box_row(tuple(corner_xy), tuple(evt.index), side, label, ref)]
+        return None, rows, draw(rows, solid, masks)
+
+    placements = [p.boxes, p.boxes3d, p.masks]
+    p.canvas.select(click_box, [p.corner, *placements, p.box_label, p.box_ref], [p.corner, p.boxes, p.canvas],
                     trigger_mode="multiple", **UI)  # fmt: skip
-    p.clear_boxes.click(lambda: (None, [], canvas_image([], side)), None, [p.corner, p.boxes, p.canvas], **UI)
-    p.boxes.change(lambda rows: canvas_image(h.box_rows(rows), side), [p.boxes], [p.canvas], **UI)
-    p.boxes.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs], [p.routing], **UI)
+    p.clear_boxes.click(lambda: (None, [], [], [], canvas_image([], side)), None, [p.corner, *placements, p.canvas],
+                        **UI)  # fmt: skip
+    p.add_box3d.click(lambda solid, label, ref: [*pl.box3d_rows(solid), [*pl.BOX3D_DEFAULT, label or "", ref or ""]],
+                      [p.boxes3d, p.box_label, p.box_ref], [p.boxes3d], **UI)  # fmt: skip
+    p.add_mask.click(partial(_add_mask, folder=p.uploads), [p.mask_draw, p.masks, p.box_label, p.box_ref],
+                     [p.masks, p.error], **UI)  # fmt: skip
+    for table in placements:
+        table.change(draw, placements, [p.canvas], **UI)
+        table.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs], [p.routing], **UI)
 
     for trigger in p.layout_inputs[1:]:  # the preview shows the control images the request will carry
         p.refresh(trigger.change(lambda: None, None, None, **UI))
@@ -179,16 +195,16 @@ def _constant(value):
     return value
 
 
-def _remove(st: UIState, rows, k: int, render):
+def _remove(st: UIState, *tables, k: int, render):
     new = remove_slot(st, k)
     mapping = {k + 1: None} | {n: n - 1 for n in range(k + 2, len(st.slots) + 1)}
-    return [new, *render(new), h.remap_box_refs(rows, mapping)]
+    return [new, *render(new), *pl.remap_placements(tables, mapping)]
 
 
-def _move_up(st: UIState, rows, k: int, render):
+def _move_up(st: UIState, *tables, k: int, render):
     new = move_slot(st, k, -1)
     mapping = {k + 1: k, k: k + 1} if k > 0 else {}
-    return [new, *render(new), h.remap_box_refs(rows, mapping)]
+    return [new, *render(new), *pl.remap_placements(tables, mapping)]
 
 
 def _tokens(st: UIState, tokens, k: int) -> UIState:
@@ -216,6 +232,16 @@ def _box_row(corner: tuple[int, int], point: tuple[int, int], side: int, label: 
     (x0, y0), (x1, y1) = corner, point
     frac = [round(v / side, 4) for v in (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))]
     return [*frac, label or "", ref or ""]
+
+
+def _add_mask(editor, masks, label: str, ref: str, folder: Path):
+    """The drawn (or uploaded) mask saved as a PNG under ``folder`` and added to the masks table."""
+    try:
+        mask = pl.editor_mask(editor)
+    except InputError as exc:
+        return pl.mask_rows(masks), error_html(str(exc))
+    path = save_png(mask, Path(folder) / f"mask-{uuid.uuid4().hex[:12]}.png")
+    return [*pl.mask_rows(masks), [str(path), label or "", ref or ""]], ""
 
 
 def _routing(st, *values, arch):

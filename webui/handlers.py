@@ -23,6 +23,11 @@ from sigma_studio.model.images import open_image, to_rgb
 
 from .display import browser_text, colour_routing
 from .jobs import Jobs
+from .placements import (
+    box3d_rows,
+    box_rows,
+    mask_rows,
+)
 from .state import UIState
 
 log = logging.getLogger(__name__)
@@ -86,33 +91,8 @@ class LayoutInputs:
     depth_map: str | None
     boxes: list[list]  # rows: x0, y0, x1, y1 (0..1), label, reference name
     background: str | None = None  # with boxes that place subjects: keep this picture outside them
-
-
-def box_rows(value) -> list[list]:
-    """The boxes table as plain rows [x0, y0, x1, y1, label, reference] (a DataFrame, an array or None)."""
-    if value is None:
-        return []
-    rows = value.values.tolist() if hasattr(value, "values") else list(value)
-    out = []
-    for row in rows:
-        row = list(row) + [""] * (6 - len(row))
-        if any(v is None or v == "" or (isinstance(v, float) and v != v) for v in row[:4]):
-            continue  # an incomplete row being edited
-        label, ref = ("" if v is None or (isinstance(v, float) and v != v) else str(v) for v in row[4:6])
-        out.append([float(v) for v in row[:4]] + [label, ref])
-    return out
-
-
-def remap_box_refs(rows, mapping: dict[int, int | None]) -> list[list]:
-    """Follow slot renumbering (remove / move) in the boxes' reference column; None drops the reference."""
-    out = []
-    for row in box_rows(rows):
-        ref = row[5]
-        if ref.startswith("img") and ref[3:].isdigit() and int(ref[3:]) in mapping:
-            new = mapping[int(ref[3:])]
-            row[5] = f"img{new}" if new else ""
-        out.append(row)
-    return out
+    boxes3d: list[list] | None = None  # rows: cx, cy, cz, w, h, d (camera metres), yaw (degrees), label, reference
+    masks: list[list] | None = None  # rows: mask file, label, reference
 
 
 def size_of(preset: str, width: int, height: int, max_size: int) -> tuple[int, int] | None:
@@ -122,6 +102,11 @@ def size_of(preset: str, width: int, height: int, max_size: int) -> tuple[int, i
     w, h = SIZE_PRESETS.get(preset, (int(width), int(height)))
     scale = min(1.0, max_size / max(w, h))
     return int(h * scale) // 16 * 16, int(w * scale) // 16 * 16
+
+
+def _box3d_text(row: list) -> str:
+    """A 3-D box row as the CLI's ``cx,cy,cz,w,h,d,yaw`` (metres, degrees)."""
+    return ",".join(repr(float(v)) for v in row[:7])
 
 
 def _box_text(row: list) -> str:
@@ -141,14 +126,18 @@ def controls_of(layout: LayoutInputs) -> ControlSpec:
         )
     if layout.kind == "depth" and (layout.depth_map or layout.depth_image):
         return ControlSpec(depth_map=layout.depth_map) if layout.depth_map else ControlSpec(depth=layout.depth_image)
-    rows = box_rows(layout.boxes) if layout.kind == "boxes" else []
-    refs = [row[5] for row in rows]
-    if any(refs):  # boxes assigned to references place those references as SIGMA-GEN subjects
-        unassigned = [_box_text(row) for row, ref in zip(rows, refs, strict=True) if not ref]
-        if unassigned:
-            raise InputError(f"Box {unassigned[0]} has no reference: once boxes place references, give every box one")
-        subjects = tuple(f"{ref}@box={_box_text(row)}" for row, ref in zip(rows, refs, strict=True))
-        return ControlSpec(subjects=subjects, background=layout.background or None)
+    on = layout.kind == "boxes"
+    rows = box_rows(layout.boxes) if on else []
+    solid, masks = (box3d_rows(layout.boxes3d), mask_rows(layout.masks)) if on else ([], [])
+    if any(row[5] for row in rows) or solid or masks:  # placed references: SIGMA-GEN subjects
+        placed = [("Box", _box_text(r), r[5]) for r in rows] + [("3-D box", _box3d_text(r), r[8]) for r in solid]
+        placed += [("Mask", r[1] or Path(r[0]).name, r[2]) for r in masks]
+        for what, row, ref in placed:
+            if not ref:
+                raise InputError(f"{what} {row} has no reference: once subjects are placed, give each its reference")
+        subjects = [f"{r[5]}@box={_box_text(r)}" for r in rows] + [f"{r[8]}@box3d={_box3d_text(r)}" for r in solid]
+        subjects += [f"{r[2]}@mask={r[0]}" for r in masks]
+        return ControlSpec(subjects=tuple(subjects), background=layout.background or None)
     return ControlSpec(boxes=tuple(_box_text(row) for row in rows))
 
 

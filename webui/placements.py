@@ -1,0 +1,90 @@
+"""The placement tables of the layout tab (2-D boxes, 3-D boxes, masks) as plain rows, and the mask editor's
+value as a mask picture. Pure functions of their inputs, unit-tested on their own."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from sigma_studio.model.errors import InputError
+
+
+def box_rows(value) -> list[list]:
+    """The boxes table as plain rows [x0, y0, x1, y1, label, reference] (a DataFrame, an array or None)."""
+    if value is None:
+        return []
+    rows = value.values.tolist() if hasattr(value, "values") else list(value)
+    out = []
+    for row in rows:
+        row = list(row) + [""] * (6 - len(row))
+        if any(v is None or v == "" or (isinstance(v, float) and v != v) for v in row[:4]):
+            continue  # an incomplete row being edited
+        label, ref = ("" if v is None or (isinstance(v, float) and v != v) else str(v) for v in row[4:6])
+        out.append([float(v) for v in row[:4]] + [label, ref])
+    return out
+
+
+BOX3D_DEFAULT = [0.0, 0.0, 3.0, 0.8, 0.8, 0.8, 20.0]  # a box ahead of the camera, turned a little
+
+
+def _rows(value, numbers: int, width: int) -> list[list]:
+    """A table's plain rows: ``numbers`` numeric columns then text columns, ``width`` in all; rows still being
+    edited (a number missing) are left out."""
+    if value is None:
+        return []
+    out = []
+    for row in value.values.tolist() if hasattr(value, "values") else list(value):
+        row = list(row) + [""] * (width - len(row))
+        blank = [v is None or v == "" or (isinstance(v, float) and v != v) for v in row]
+        if any(blank[:numbers]):
+            continue
+        texts = ["" if b else str(v) for v, b in zip(row[numbers:width], blank[numbers:width], strict=True)]
+        out.append([float(v) for v in row[:numbers]] + texts)
+    return out
+
+
+def box3d_rows(value) -> list[list]:
+    """The 3-D boxes table as rows [cx, cy, cz, w, h, d, yaw°, label, reference]."""
+    return _rows(value, 7, 9)
+
+
+def mask_rows(value) -> list[list]:
+    """The masks table as rows [mask file, label, reference]."""
+    return [row for row in _rows(value, 0, 3) if row[0]]
+
+
+def editor_mask(value) -> Image.Image:
+    """A subject mask (L, 0/255) from the mask editor: what was drawn (any opaque stroke), or an uploaded mask
+    picture (its light pixels), or both."""
+    value = value or {}
+    layers = [np.asarray(x) for x in (value.get("layers") or []) if x is not None]
+    background = value.get("background")
+    mask = None
+    for layer in layers:
+        drawn = layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[2] == 4 else np.asarray(layer).max(-1) > 127
+        mask = drawn if mask is None else mask | drawn
+    if background is not None:
+        light = np.asarray(Image.fromarray(np.asarray(background).astype(np.uint8)).convert("L")) > 127
+        mask = light if mask is None else mask | light
+    if mask is None or not mask.any():
+        raise InputError("The mask is empty: draw the subject's area in the mask editor (or upload a mask) first")
+    return Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+def remap_box_refs(rows, mapping: dict[int, int | None], parse=box_rows) -> list[list]:
+    """Follow slot renumbering (remove / move) in a placement table's reference column (its last: the boxes',
+    the 3-D boxes' with ``parse=box3d_rows``, the masks' with ``mask_rows``); None drops the reference."""
+    out = []
+    for row in parse(rows):
+        ref = row[-1]
+        if ref.startswith("img") and ref[3:].isdigit() and int(ref[3:]) in mapping:
+            new = mapping[int(ref[3:])]
+            row[-1] = f"img{new}" if new else ""
+        out.append(row)
+    return out
+
+
+def remap_placements(tables: tuple, mapping: dict[int, int | None]) -> list[list[list]]:
+    """The boxes, 3-D boxes and masks tables after a slot renumbering."""
+    parsers = (box_rows, box3d_rows, mask_rows)
+    return [remap_box_refs(t, mapping, parse) for t, parse in zip(tables, parsers, strict=True)]
