@@ -179,6 +179,21 @@ def eval_files(eval_dir: str | Path) -> list[Path]:
     return files
 
 
+def generate_row(pipe, row_id: str, rec: dict, config):
+    """One held-out row generated as ``sigma batch`` lays it out (:func:`model.batch.row_prompt`): every picture
+    but the last (the target) is a reference. None, logged, when its pictures cannot be decoded."""
+    from ..batch import row_prompt
+    from ..dataset import SigmaRow
+
+    row = SigmaRow(row_id, rec["instruction_list"][0][0], tuple(rec["image_list"]))
+    try:
+        images = row.decode_images()
+    except InputError as exc:
+        log.warning("skipping %s: %s", row_id, exc)
+        return None
+    return pipe(row_prompt(row, len(images)), images[:-1], config=config)
+
+
 def evaluate_pipeline(
     pipe,
     eval_dir: str | Path,
@@ -199,9 +214,7 @@ def evaluate_pipeline(
     """
     import pyarrow.parquet as pq
 
-    from ..batch import row_prompt
     from ..config import GenerationConfig
-    from ..dataset import SigmaRow
     from ..images import save_png
 
     config = config or GenerationConfig()
@@ -213,17 +226,13 @@ def evaluate_pipeline(
             if (families and family not in families) or (limit is not None and k >= limit):
                 continue
             seen[family] += 1
-            row = SigmaRow(f"{family}-{k:06d}", rec["instruction_list"][0][0], tuple(rec["image_list"]))
-            try:
-                images = row.decode_images()
-            except InputError as exc:
-                log.warning("skipping %s: %s", row.row_id, exc)
+            result = generate_row(pipe, f"{family}-{k:06d}", rec, config.replace(seed=seed + k))
+            if result is None:
                 continue
-            result = pipe(row_prompt(row, len(images)), images[:-1], config=config.replace(seed=seed + k))
             meta = load_meta(rec["meta"])
             if save_dir is not None:
                 save_png(result.image, Path(save_dir) / family / f"{k:04d}.png")
-            record = {"family": family, "row": k, "instruction": row.instruction, "meta": meta,
+            record = {"family": family, "row": k, "instruction": rec["instruction_list"][0][0], "meta": meta,
                       "verdict": score(result.image, meta, family), "seconds": result.seconds}  # fmt: skip
             records.append(record)
             if on_row is not None:

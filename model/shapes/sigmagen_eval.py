@@ -17,7 +17,6 @@ thing's colour.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from PIL import Image
 from ..errors import InputError
 from .world import CANVAS, COLOURS, GREY, SHAPES, mask
 
-log = logging.getLogger(__name__)
 NAMES = (*COLOURS, "grey")
 PALETTE = np.array([*COLOURS.values(), GREY], dtype=np.float32)
 MIN_VISIBLE = (0.25, 30)  # share of the thing's area, and pixels
@@ -121,11 +119,9 @@ def evaluate_sigmagen(
     control, with the row's own instruction, and score it. Row ``k`` of a file uses seed ``seed + k``."""
     import pyarrow.parquet as pq
 
-    from ..batch import row_prompt
     from ..config import GenerationConfig
-    from ..dataset import SigmaRow
     from ..images import save_png
-    from .evaluate import load_meta
+    from .evaluate import generate_row, load_meta
 
     config = config or GenerationConfig()
     files = sorted(Path(eval_dir).glob("*.parquet")) if Path(eval_dir).is_dir() else []
@@ -135,13 +131,9 @@ def evaluate_sigmagen(
     for path in files:
         table = pq.read_table(path, columns=["instruction_list", "image_list", "meta"]).to_pylist()
         for k, rec in enumerate(table[:per_count]):
-            row = SigmaRow(f"{path.stem}-{k:04d}", rec["instruction_list"][0][0], tuple(rec["image_list"]))
-            try:
-                images = row.decode_images()
-            except InputError as exc:
-                log.warning("skipping %s: %s", row.row_id, exc)
+            result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
+            if result is None:
                 continue
-            result = pipe(row_prompt(row, len(images)), images[:-1], config=config.replace(seed=seed + k))
             meta = load_meta(rec["meta"])
             if save_dir is not None:
                 save_png(result.image, Path(save_dir) / path.stem / f"{k:04d}.png")
