@@ -8,22 +8,6 @@ from PIL import Image
 
 from sigma_studio.model.errors import InputError
 
-
-def box_rows(value) -> list[list]:
-    """The boxes table as plain rows [x0, y0, x1, y1, label, reference] (a DataFrame, an array or None)."""
-    if value is None:
-        return []
-    rows = value.values.tolist() if hasattr(value, "values") else list(value)
-    out = []
-    for row in rows:
-        row = list(row) + [""] * (6 - len(row))
-        if any(v is None or v == "" or (isinstance(v, float) and v != v) for v in row[:4]):
-            continue  # an incomplete row being edited
-        label, ref = ("" if v is None or (isinstance(v, float) and v != v) else str(v) for v in row[4:6])
-        out.append([float(v) for v in row[:4]] + [label, ref])
-    return out
-
-
 BOX3D_DEFAULT = [0.0, 0.0, 3.0, 0.8, 0.8, 0.8, 20.0]  # a box ahead of the camera, turned a little
 
 
@@ -41,6 +25,11 @@ def _rows(value, numbers: int, width: int) -> list[list]:
         texts = ["" if b else str(v) for v, b in zip(row[numbers:width], blank[numbers:width], strict=True)]
         out.append([float(v) for v in row[:numbers]] + texts)
     return out
+
+
+def box_rows(value) -> list[list]:
+    """The boxes table as plain rows [x0, y0, x1, y1, label, reference] (a DataFrame, an array or None)."""
+    return _rows(value, 4, 6)
 
 
 def box3d_rows(value) -> list[list]:
