@@ -243,17 +243,24 @@ def test_boxes_are_drawn_and_the_preview_shows_layout_controls(page):
 
 
 def test_cancel_of_a_queued_job_writes_nothing(server, browser):
+    from playwright.sync_api import expect
+
+    from sigma_studio.model.record import read_record
+
     url, out = server
     busy, waiting = _open(browser, url), _open(browser, url)
-    for pg in (busy, waiting):
-        pg.locator("#prompt textarea").fill("a busy queue")
+    for pg, prompt in ((busy, "a busy queue"), (waiting, "a waiting job")):
+        pg.locator("#prompt textarea").fill(prompt)
         pg.locator("#prompt textarea").press("End")
         pg.locator("#prompt textarea").type(" .")
+        expect(pg.locator("#prompt textarea")).to_have_value(f"{prompt} .")
     busy.locator("#settings").get_by_text("Settings", exact=True).first.click()
-    busy.locator("#count input[type=number]").fill("4")
-    busy.locator("#count input[type=number]").press("Enter")
-    busy.locator("#steps input[type=number]").fill("100")
-    busy.locator("#steps input[type=number]").press("Enter")
+    for name, value in (("count", "4"), ("steps", "100")):
+        field = busy.locator(f"#{name} input[type=number]")
+        field.fill(value)
+        field.press("Enter")
+        field.blur()
+        expect(field).to_have_value(value)
     before = set(out.glob("sigma-*.png"))
     busy.locator("#generate").click()
     busy.wait_for_selector("#stop", state="visible", timeout=30_000)
@@ -269,7 +276,11 @@ def test_cancel_of_a_queued_job_writes_nothing(server, browser):
         pytest.fail(f"no 'Cancel' in the page's info: {waiting.locator('#info').inner_text()!r}")
     waiting.wait_for_selector("#generate", state="visible", timeout=30_000)
     time.sleep(2)  # the cancelled job would have run right after the busy one
-    assert len(set(out.glob("sigma-*.png")) - before) == 4  # the busy job's four images, none of the cancelled one
+    written = sorted(set(out.glob("sigma-*.png")) - before)
+    prompts = [read_record(path).prompt for path in written]
+    if prompts != ["a busy queue ."] * 4:  # the busy job's four images, none of the cancelled one
+        busy.screenshot(path=str(ART / "9-busy-failed.png"), full_page=True)
+        pytest.fail(f"new files' prompts {prompts}; the busy page said {busy.locator('#info').inner_text()!r}")
     waiting.screenshot(path=str(ART / "9-cancelled.png"), full_page=True)
 
 

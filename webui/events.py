@@ -187,8 +187,10 @@ def _wire_history_and_examples(p, render) -> None:
         return [state, *render(state), *values]
 
     p.refresh(p.examples_gallery.select(load_example, None, side_outputs, **UI))
-    p.on_load = lambda st, history: [*p.render_state(st or UIState()), show_history(history)]
-    p.load_outputs = [p.state, *p.slot_outputs, p.history_gallery]
+    # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
+    # slow server it can arrive after the user (or a test) has started typing, and must not undo that
+    p.on_load = lambda st, history: [*render(st or UIState())[1:], show_history(history)]
+    p.load_outputs = [*p.slot_outputs[1:], p.history_gallery]
 
 
 def _constant(value):
