@@ -155,14 +155,15 @@ def world_arch(vae_cfg, tokenizer: Tokenizer) -> ArchConfig:
     return arch.replace(vae=vae_cfg)
 
 
-def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16) -> Path:
-    """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory."""
+def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16, **arch_changes) -> Path:
+    """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory;
+    ``arch_changes`` are stored in its architecture (a SIGMA-GEN model's ``routing_step``)."""
     from safetensors.torch import load_file
 
     from .checkpoint import latest_checkpoint
 
     latest = latest_checkpoint(run_dir)
-    arch = read_arch_config(latest)
+    arch = read_arch_config(latest).replace(**arch_changes)
     tokenizer = Tokenizer.from_dir(latest)
     ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}
     ae = {k: v.to(dtype) for k, v in load_file(str(latest / "ae.safetensors")).items()}

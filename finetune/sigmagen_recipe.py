@@ -9,6 +9,11 @@ Each stage trains from the previous stage's exported weights on its own rows:
 2. ``structure``: 2-4 subjects by 2-D box, 3-D box, mask or mask + depth (how precisely);
 3. ``full``: 2-5 subjects, every precision, the paper's channel drop and full-scene depth share (everything).
 
+The routing maps of the shapes world are drawn at 50 levels a subject (subjects 1..5 at 50..250), not the paper's
+10: the toy autoencoder's 8-channel latents blur levels 10 apart (10 and 20 differ by 0.5 in a latent whose spread
+is 1.1), and a model trained at step 10 could not tell its subjects' regions apart (docs/SIGMAGEN.md). Every
+exported model stores its step (``ArchConfig.routing_step``), so requests for it draw their controls the same way.
+
 A stage whose ``model/`` exists is skipped, a stage with a checkpoint resumes, so rerunning the command after an
 interruption continues where it stopped. The stage schedule is our reading of the paper's coarse-to-fine
 curriculum (fewer subjects and coarser structure first); each stage's options are in ``recipe.json``.
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sigma_studio.model.config import ROUTING_STEP
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import write_json
 
@@ -62,6 +68,14 @@ class SigmaGenRecipe:
     ema: float = 0.995
     seed: int = 0
     save_every: int = 250
+    routing_step: int | None = None  # None: SHAPES_ROUTING_STEP for the shapes world, else the rows' own (or 10)
+
+    @property
+    def step(self) -> int:
+        """The routing step the rows are drawn with and the exported models store."""
+        if self.routing_step is not None:
+            return self.routing_step
+        return SHAPES_ROUTING_STEP if self.data_dir is None else ROUTING_STEP
 
     def train_config(self, k: int, start: Path) -> TrainConfig:
         stage, run = self.stages[k], Path(self.out) / self.stages[k].name
@@ -81,6 +95,7 @@ class SigmaGenRecipe:
 
 Report = Callable[[str, str], None]
 SHEET_TILE = 64  # identity-sheet cells of the shapes world: its pictures are 64 px, the model sees 64 px at most
+SHAPES_ROUTING_STEP = 50  # routing levels a subject in the shapes world (at most 5 subjects: 50..250)
 
 
 def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
@@ -94,7 +109,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     write_json(out / "recipe.json", _as_json(recipe))
     start, timings = Path(recipe.model), {}
     if recipe.data_dir is None:
-        make_eval(out / "eval", recipe.eval_rows, recipe.seed)
+        make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step)
     for k, stage in enumerate(recipe.stages):
         run_dir = out / stage.name
         t0 = time.perf_counter()
@@ -103,20 +118,22 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             start = run_dir / "model"
             continue
         if recipe.data_dir is None:
-            make_stage_data(run_dir / "data", stage, recipe.seed + 100 * (k + 1))
+            make_stage_data(run_dir / "data", stage, recipe.seed + 100 * (k + 1), recipe.step)
         elif not recipe.stage_data(k).exists():
             raise InputError(f"--data-dir has no {stage.name}/ folder of rows for stage {k + 1}")
+        else:
+            _check_rows_step(recipe.stage_data(k), recipe.step)
         report(stage.name, f"stage {k + 1}/{len(recipe.stages)}: {stage.steps} steps from {start}")
         if not (run_dir / "train" / "latest").is_file() or _step(run_dir / "train") < stage.steps:
             Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
-        start = export(run_dir / "train", run_dir / "model")
+        start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step)
         timings[stage.name] = time.perf_counter() - t0
         report(stage.name, f"{start} written")
     write_json(out / "timings.json", timings)
     return start
 
 
-def make_stage_data(folder: Path, stage: Stage, seed: int) -> None:
+def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) -> None:
     """The stage's shapes-world rows (``train.parquet``), unless written earlier."""
     from sigma_studio.model.shapes.tasks import write_parquet
     from sigma_studio.model.sigmagen import SigmaGenOptions, rows, shapes_scenes
@@ -124,12 +141,12 @@ def make_stage_data(folder: Path, stage: Stage, seed: int) -> None:
     if (folder / "train.parquet").is_file():
         return
     opts = SigmaGenOptions(precision=stage.precision, channel_drop=stage.channel_drop, full_depth=stage.full_depth,
-                           tile=SHEET_TILE, seed=seed)  # fmt: skip
+                           tile=SHEET_TILE, seed=seed, routing_step=routing_step)  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     write_parquet(folder / "train.parquet", rows(shapes_scenes(stage.rows, seed, stage.subjects), opts, {}))
 
 
-def make_eval(folder: Path, per_count: int, seed: int) -> None:
+def make_eval(folder: Path, per_count: int, seed: int, routing_step: int) -> None:
     """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision."""
     from sigma_studio.model.shapes.tasks import write_parquet
     from sigma_studio.model.sigmagen import SigmaGenOptions, rows, shapes_scenes
@@ -137,9 +154,22 @@ def make_eval(folder: Path, per_count: int, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(2, 6):
         if not (folder / f"{n}.parquet").is_file():
-            opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n)
+            opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n, routing_step=routing_step)
             scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n))
             write_parquet(folder / f"{n}.parquet", rows(scenes, opts, {}))
+
+
+def _check_rows_step(folder: Path, step: int) -> None:
+    """Rows drawn at another routing step than the model will store would teach it controls it never gets."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(folder.glob("*.parquet"))[:1]:
+        if "meta" not in pq.read_schema(path).names:
+            return
+        meta = pq.read_table(path, columns=["meta"]).slice(0, 1).column("meta").to_pylist()
+        found = json.loads(meta[0]).get("routing_step") if meta and meta[0] else None
+        if found is not None and found != step:
+            raise InputError(f"{path} was made with --routing-step {found}; train with --routing-step {found}")
 
 
 def _as_json(recipe: SigmaGenRecipe) -> dict:

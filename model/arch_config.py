@@ -207,7 +207,9 @@ def _shape(shapes: dict[str, tuple[int, ...]], key: str, path: Path) -> tuple[in
 def _saved_arch(path: Path) -> dict:
     """The ArchConfig fields that our own ``sigma_config.json`` stores (see :func:`arch_to_json`); {} without one."""
     saved = _read_json(path).get("arch", {}) if path.is_file() else {}
-    fields = {k: saved[k] for k in ("group_mask", "train_timestep_shift", "default_layout") if k in saved}
+    fields = {
+        k: saved[k] for k in ("group_mask", "train_timestep_shift", "default_layout", "routing_step") if k in saved
+    }
     try:
         for key in ("vae_transform", "vit_transform", "vit_slot_transform"):
             if key in saved:
@@ -229,6 +231,7 @@ def arch_to_json(arch: ArchConfig) -> dict:
         "group_mask": arch.group_mask,
         "train_timestep_shift": arch.train_timestep_shift,
         "default_layout": arch.default_layout,
+        "routing_step": arch.routing_step,
         "vae_transform": d["vae_transform"],
         "vit_transform": d["vit_transform"],
         "vit_slot_transform": d["vit_slot_transform"],

@@ -113,6 +113,9 @@ class ResizeSpec:
     max_pixels: int = 14 * 14 * 9 * 1024
 
 
+ROUTING_STEP = 10  # SIGMA-GEN's routing-map levels per subject (the paper's)
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     """Everything that fixes tensor shapes and the numerics of one model.
@@ -140,6 +143,9 @@ class ArchConfig:
     group_mask: bool = False
     attribute_projection: bool = False
     default_layout: Layout = "released"
+    # SIGMA-GEN routing maps: subject i (1-based) has intensity routing_step * i. The paper's 10 allows 10 subjects
+    # (25 would too); a model trained with another step stores it, so its controls are drawn the way it learnt them.
+    routing_step: int = ROUTING_STEP
 
     @property
     def patch_latent_dim(self) -> int:

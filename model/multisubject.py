@@ -4,12 +4,13 @@ Two control images carry the structure (SIGMA-GEN paper):
 
 * the **spatial control** image stacks three channels at the output resolution: the routing map composited in
   ascending subject order, the routing map composited in descending order, and the structure (depth restricted
-  to the subjects, zeros elsewhere). Subject i (1-based) has intensity 10*i, the background 0. Coarse placements
+  to the subjects, zeros elsewhere). Subject i (1-based) has intensity step*i, the background 0: the paper's step
+  is 10; a model trained with another stores it as ``ArchConfig.routing_step``. Coarse placements
   (2-D and 3-D boxes) that overlap hide each other in one order and not in the other, so each subject stays
   visible in one of the two maps; precise masks already say who is in front, so they are painted last, in the
   same order in both maps, and with precise masks only the two maps are equal.
 * the **identity dictionary** stacks the subject images, each resized to one fixed tile, vertically in subject
-  order: tile i answers to intensity 10*i.
+  order: tile i answers to intensity step*i.
 
 Both enter the model as references: the dictionary under ``<subject>`` (or ``<id>`` for faces), the spatial
 control under ``<layout>``. With a background image, the background is kept: after every step the latent outside
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from .config import ROUTING_STEP
 from .control import Box
 from .errors import InputError
 
@@ -180,21 +182,31 @@ def _box_depth(box: Box3D, mask: np.ndarray, centre_z: float) -> np.ndarray:
     return np.where(np.isfinite(z), z, centre_z)
 
 
-def routing_maps(reg: SubjectRegions) -> tuple[np.ndarray, np.ndarray]:
-    """(ascending, descending) uint8 routing maps: subject i -> 10*i where visible, background 0."""
+def routing_maps(reg: SubjectRegions, step: int = ROUTING_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """(ascending, descending) uint8 routing maps: subject i -> step*i where visible, background 0."""
+    check_routing(len(reg.regions), step)
     h, w = reg.structure.shape
     order = list(range(len(reg.regions)))
     maps = []
     for sequence in (order, order[::-1]):
         m = np.zeros((h, w), dtype=np.uint8)
         for i in [i for i in sequence if not reg.precise[i]] + [i for i in order if reg.precise[i]]:
-            m[reg.regions[i]] = 10 * (i + 1)
+            m[reg.regions[i]] = step * (i + 1)
         maps.append(m)
     return maps[0], maps[1]
 
 
-def spatial_control(reg: SubjectRegions) -> Image.Image:
-    asc, desc = routing_maps(reg)
+def check_routing(count: int, step: int) -> None:
+    """Subject ``count`` must fit the routing maps' 255 levels at ``step`` levels a subject."""
+    if not 1 <= step <= 255:
+        raise InputError(f"the routing step must be 1..255 (got {step})")
+    if count * step > 255:
+        raise InputError(f"{count} subjects given; this model's routing maps (step {step}) hold at most "
+                         f"{255 // step}: place fewer subjects")  # fmt: skip
+
+
+def spatial_control(reg: SubjectRegions, step: int = ROUTING_STEP) -> Image.Image:
+    asc, desc = routing_maps(reg, step)
     return Image.fromarray(np.stack([asc, desc, reg.structure], axis=-1))
 
 

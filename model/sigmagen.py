@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .config import ROUTING_STEP
 from .control import Box, _cv2
 from .errors import InputError
 from .images import open_image, to_rgb
@@ -47,6 +48,7 @@ class SigmaGenOptions:
     full_depth: float = 0.0  # share of rows whose structure is the whole scene's depth (the paper's Table 3 variant)
     tile: int = 256
     seed: int = 0
+    routing_step: int = ROUTING_STEP  # routing-map levels per subject; the trained model stores the same value
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.precision) - set(PRECISIONS))
@@ -55,6 +57,8 @@ class SigmaGenOptions:
         for name in ("channel_drop", "crop_jitter", "flip", "compose_share", "full_depth", "min_area"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"--{name.replace('_', '-')} must be in [0, 1] (got {getattr(self, name)})")
+        if not 1 <= self.routing_step <= 255:
+            raise InputError(f"--routing-step must be 1..255 (got {self.routing_step})")
         if not 1 <= self.max_subjects <= MAX_SUBJECTS:
             raise InputError(f"--max-subjects must be 1..{MAX_SUBJECTS} (got {self.max_subjects})")
 
@@ -113,7 +117,7 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     placeholder form (the target, the last image, is not named)."""
     area = scene.image.width * scene.image.height
     kept = sorted((i for i in scene.instances if i.mask.sum() >= opts.min_area * area), key=lambda i: -i.mask.sum())
-    kept = kept[: opts.max_subjects]
+    kept = kept[: min(opts.max_subjects, 255 // opts.routing_step)]  # as many as the routing maps can tell apart
     if not kept:
         raise InputError(f"no instance covers {opts.min_area:.1%} of the picture")
     subjects = [_subject(scene, inst, opts, rng) for inst in kept]
@@ -125,7 +129,7 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     ]  # fmt: skip
     size = (scene.image.height, scene.image.width)
     whole = scene.depth if scene.depth is not None and rng.random() < opts.full_depth else None
-    control = np.asarray(spatial_control(regions(subjects, size, whole))).copy()
+    control = np.asarray(spatial_control(regions(subjects, size, whole), opts.routing_step)).copy()
     for c in range(3):
         if rng.random() < opts.channel_drop:
             control[..., c] = 0
@@ -135,7 +139,7 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     text = f"Place these subjects to compose: {caption}" if compose else f"Place these subjects in {caption}"
     instruction = f"<subject>these subjects <image_1> <layout>arranged like <image_2> {text}"
     meta = {"scene": scene.scene_id, "subjects": [i.name for i in kept], "form": "compose" if compose else "place",
-            "precision": meta_precisions}  # fmt: skip
+            "precision": meta_precisions, "routing_step": opts.routing_step}  # fmt: skip
     sheet = identity_dictionary(subjects, opts.tile)
     return Example("sigmagen", instruction, [sheet, Image.fromarray(control), scene.image], meta | scene.extra)
 

@@ -41,6 +41,10 @@ def make(
     ] = D.full_depth,
     tile: Annotated[int, typer.Option(help="identity-sheet cell size in pixels")] = D.tile,
     seed: Annotated[int, typer.Option(help="seed of every random choice")] = D.seed,
+    routing_step: Annotated[
+        int,
+        typer.Option(help="routing-map levels per subject (the paper's 10; the model trained on the rows keeps it)"),
+    ] = D.routing_step,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -61,7 +65,7 @@ def make(
     with render.errors(debug):
         options = SigmaGenOptions(
             max_subjects, min_area, tuple(p.strip() for p in precision.split(",") if p.strip()), channel_drop,
-            crop_jitter, flip, compose_share, full_depth, tile, seed,
+            crop_jitter, flip, compose_share, full_depth, tile, seed, routing_step,
         )  # fmt: skip
         if (coco is None) == (shapes is None):
             raise InputError("give either --coco FILE --images DIR, or --shapes N")
@@ -96,6 +100,13 @@ def train(
         str | None, typer.Option(help="steps of the three stages, e.g. 1500,1500,2000 (default: the recipe's)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the data and every draw")] = 0,
+    routing_step: Annotated[
+        int | None,
+        typer.Option(
+            help="routing-map levels per subject, stored in the model (default: 50 for the shapes world, "
+            "10 for --data-dir rows)"
+        ),
+    ] = None,  # fmt: skip
     debug: DebugOpt = False,
 ) -> None:
     """SIGMA-GEN's three-stage curriculum (boxes → structure → full) as three chained finetune runs.
@@ -118,7 +129,7 @@ def train(
                 raise InputError(f"--steps takes {len(STAGES)} positive counts separated by commas (got {steps!r})")
             stages = tuple(dataclasses.replace(s, steps=n) for s, n in zip(STAGES, counts, strict=True))
         recipe = SigmaGenRecipe(out=str(out), model=model, data_dir=str(data_dir) if data_dir else None,
-                                stages=stages, seed=seed)  # fmt: skip
+                                stages=stages, seed=seed, routing_step=routing_step)  # fmt: skip
         with render.progress(transient=False) as bar:
             task = bar.add_task("sigmagen", total=sum(s.steps for s in stages))
 

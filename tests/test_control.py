@@ -55,6 +55,16 @@ def test_precise_masks_give_equal_maps_and_stay_on_top_of_boxes():
     assert (asc == 10).all() and (desc == 10).all()  # the precise mask says subject 1 is in front
 
 
+def test_routing_step_spreads_the_levels_and_bounds_the_subject_count():
+    subjects = [Subject(solid("red"), mask=mask(0, 3, 0, 4)), Subject(solid("blue"), mask=mask(3, 6, 4, 8))]
+    asc, _ = routing_maps(regions(subjects, (H, W)), step=50)
+    assert set(np.unique(asc)) == {0, 50, 100}
+    six = [Subject(solid("red"), box=Box(k, 0, k + 1, 1)) for k in range(6)]
+    with pytest.raises(InputError, match="6 subjects given; this model's routing maps \\(step 50\\) hold at most 5"):
+        spatial_control(regions(six, (H, W)), step=50)
+    assert np.asarray(spatial_control(regions(six, (H, W)), step=42))[..., 0].max() == 252
+
+
 def test_structure_channel_holds_depth_inside_subjects_only():
     depth = np.full((H, W), 77, np.uint8)
     subjects = [
@@ -206,6 +216,12 @@ def test_subject_generation_end_to_end(tiny_pipe, tmp_path, placement):
     )
     res = tiny_pipe(req, steps=3, seed=0)
     assert res.image.size == (64, 64) and torch.isfinite(res.latents).all()
+    spatial = next(img.image for img in req.images if img.role == "spatial")
+    assert set(np.unique(np.asarray(spatial)[..., 0])) <= {0, 10, 20}  # the paper's step: the model stores none
+    arch50 = tiny_pipe.arch.replace(routing_step=50)  # a model trained at step 50 gets its controls drawn so
+    req50 = build_request("a park", arch=arch50, config=GenerationConfig(size=(64, 64)), controls=controls)
+    spatial = next(img.image for img in req50.images if img.role == "spatial")
+    assert set(np.unique(np.asarray(spatial)[..., 0])) == {0, 50, 100}
 
 
 def test_subjects_keep_the_other_references(tiny_pipe, tmp_path):

@@ -85,6 +85,10 @@ def test_shapes_scenes_and_their_options(tmp_path):
     assert np.array_equal(np.asarray(whole.images[1])[..., 2], scenes[0].depth)  # the whole scene's depth
     dropped = scene_row(scenes[0], SigmaGenOptions(tile=16, channel_drop=1.0), random.Random(0))
     assert np.asarray(dropped.images[1]).max() == 0
+    many = next(s for s in shapes_scenes(20, seed=1, subjects=(5, 5)) if len(s.instances) == 5)
+    row = scene_row(many, SigmaGenOptions(tile=16, channel_drop=0.0, routing_step=100), random.Random(0))
+    assert row.meta["routing_step"] == 100 and len(row.meta["subjects"]) == 2  # 100 and 200: two fit in 255
+    assert set(np.unique(np.asarray(row.images[1])[..., 0])) <= {0, 100, 200}
 
 
 def test_bad_options_and_inputs_are_one_line(capsys, tmp_path):
@@ -149,8 +153,41 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
         f"stage 3/3: 2 steps from {tmp_path / 'sg' / 'structure' / 'model'}",
     ]
     assert sorted(p.name for p in (tmp_path / "sg" / "eval").iterdir()) == [f"{n}.parquet" for n in range(2, 6)]
+    from sigma_studio.model.arch_config import read_arch_config
+
+    assert read_arch_config(model).routing_step == 50  # the shapes world's step, stored with every exported model
     again = []
     run(recipe, lambda stage, msg: again.append(msg))
     assert all(m.startswith("done earlier") for m in again)
     code, text = sigma(capsys, "sigmagen", "train", "--out", tmp_path / "sg", "--steps", "2,2")
     assert code == 2 and "--steps takes 3 positive counts" in text
+
+
+def test_rows_of_another_routing_step_are_refused_before_training(tmp_path):
+    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe, run
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.model.shapes.tasks import write_parquet
+    from sigma_studio.model.sigmagen import rows
+
+    (tmp_path / "rows" / "boxes").mkdir(parents=True)
+    write_parquet(tmp_path / "rows" / "boxes" / "train.parquet",
+                  rows(shapes_scenes(2, seed=0), SigmaGenOptions(tile=16, routing_step=25), {}))  # fmt: skip
+    recipe = SigmaGenRecipe(out=str(tmp_path / "sg"), data_dir=str(tmp_path / "rows"))
+    assert recipe.step == 10  # rows of your own: the paper's step unless told
+    with pytest.raises(InputError, match="made with --routing-step 25; train with --routing-step 25"):
+        run(recipe)
+    assert not (tmp_path / "sg" / "boxes" / "train").exists()
+
+
+def test_the_evaluation_refuses_rows_of_another_routing_step(tmp_path):
+    from types import SimpleNamespace
+
+    from sigma_studio.finetune.sigmagen_recipe import make_eval
+    from sigma_studio.model.config import ArchConfig
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen
+
+    make_eval(tmp_path, per_count=1, seed=0, routing_step=50)
+    paper_step = SimpleNamespace(arch=ArchConfig(routing_step=10))  # refused before anything is generated
+    with pytest.raises(InputError, match="drawn at routing step 50, the model reads step 10"):
+        evaluate_sigmagen(paper_step, tmp_path)

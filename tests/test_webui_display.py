@@ -36,6 +36,8 @@ def test_routing_map_in_box_colours():
     intensity = np.array([[0, 10], [20, 20]], dtype=np.uint8)
     out = np.asarray(colour_routing(intensity))
     assert tuple(out[0, 1]) == PALETTE[0] and tuple(out[1, 0]) == PALETTE[1] and tuple(out[0, 0]) == (30, 30, 30)
+    out = np.asarray(colour_routing(intensity * 5, step=50))  # a model trained with another routing step
+    assert tuple(out[0, 1]) == PALETTE[0] and tuple(out[1, 0]) == PALETTE[1]
 
 
 def test_history_restores_prompt_references_and_settings(tmp_path):

@@ -12,6 +12,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
+from sigma_studio.model.config import ROUTING_STEP
 from sigma_studio.model.control import PALETTE
 
 # CLI wording -> what the page calls the same thing
@@ -130,9 +131,9 @@ def _tint(canvas: Image.Image, path: str, colour) -> None:
     canvas.paste(Image.fromarray(px))
 
 
-def colour_routing(intensity: np.ndarray) -> Image.Image:
-    """A routing map (subject i = intensity 10*i, background 0) in the box colours: subject i in box i's colour."""
+def colour_routing(intensity: np.ndarray, step: int = ROUTING_STEP) -> Image.Image:
+    """A routing map (subject i = intensity step*i, background 0) in the box colours: subject i in box i's colour."""
     out = np.full((*intensity.shape, 3), 30, dtype=np.uint8)
-    for i in range(1, len(PALETTE) + 1):
-        out[intensity == 10 * i] = PALETTE[i - 1]
+    for i in range(1, min(len(PALETTE), 255 // step) + 1):
+        out[intensity == step * i] = PALETTE[i - 1]
     return Image.fromarray(out)

@@ -162,7 +162,7 @@ def routing_preview(layout: LayoutInputs, state: UIState, size, arch) -> Image.I
     controls = [img for img in request.images if img.role != "reference"]
     spatial = next((img.image for img in controls if img.role == "spatial"), None)
     if spatial is not None:  # the ascending routing map, each subject in its box's colour
-        return colour_routing(np.asarray(spatial)[..., 0])
+        return colour_routing(np.asarray(spatial)[..., 0], arch.routing_step)
     return controls[-1].image if controls else None
 
 

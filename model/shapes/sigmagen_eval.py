@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..config import ROUTING_STEP
 from ..errors import InputError
 from .world import CANVAS, COLOURS, GREY, SHAPES, mask
 
@@ -112,6 +113,14 @@ def summarise(records: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _check_step(path: Path, meta: dict, model_step: int) -> None:
+    """A row's controls must be drawn at the routing step the model learnt (rows before the option: 10)."""
+    step = meta.get("routing_step", ROUTING_STEP)
+    if step != model_step:
+        raise InputError(f"{path} was drawn at routing step {step}, the model reads step {model_step}: evaluate it on "
+                         "the eval/ rows of its own `sigma sigmagen train` run")  # fmt: skip
+
+
 def evaluate_sigmagen(
     pipe, eval_dir: str | Path, *, per_count: int | None = None, config=None, seed: int = 0, save_dir=None, on_row=None
 ) -> tuple[dict[str, dict], list[dict]]:
@@ -131,10 +140,11 @@ def evaluate_sigmagen(
     for path in files:
         table = pq.read_table(path, columns=["instruction_list", "image_list", "meta"]).to_pylist()
         for k, rec in enumerate(table[:per_count]):
+            meta = load_meta(rec["meta"])
+            _check_step(path, meta, pipe.arch.routing_step)
             result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
             if result is None:
                 continue
-            meta = load_meta(rec["meta"])
             if save_dir is not None:
                 save_png(result.image, Path(save_dir) / path.stem / f"{k:04d}.png")
             record = {"file": path.stem, "row": k, "meta": meta, "verdict": score_scene(result.image, meta["layers"]),
