@@ -5,6 +5,10 @@ short loop: L1 + MSE reconstruction with a small KL term on the posterior, AdamW
 comes from generators seeded by (seed, step), and the state is saved atomically every ``save_every`` steps, so a
 run resumes exactly. At the end the latent scale and shift are measured, so the latents the MoT model sees have
 about zero mean and unit variance.
+
+``decoder_only`` finetunes the decoder of an existing autoencoder (``start``) and leaves its encoder, scale and
+shift alone: the latent space a trained MoT model predicts in stays exactly the same, only its pictures are drawn
+better (the SIGMA-GEN curriculum uses it for multi-object scenes, see ``finetune/sigmagen_recipe.py``).
 """
 
 from __future__ import annotations
@@ -43,15 +47,18 @@ class AEConfig:
     max_images: int = 6000
     save_every: int = 250
     seed: int = 0
+    targets_only: bool = False  # only each row's last image (its target: what the model draws)
+    decoder_only: bool = False  # finetune the decoder of ``start``; the encoder and the latent scaling stay
 
 
-def load_images(source: str, limit: int) -> torch.Tensor:
-    """Up to ``limit`` distinct images of the rows under ``source`` as one tensor [n, 3, H, W] in [-1, 1]."""
+def load_images(source: str, limit: int, targets_only: bool = False) -> torch.Tensor:
+    """Up to ``limit`` distinct images of the rows under ``source`` (every image, or each row's target) as one
+    tensor [n, 3, H, W] in [-1, 1]."""
     out, seen = [], set()
     for row in iter_rows(parquet_files(source)):
         if not isinstance(row, SigmaRow):
             continue
-        for data in row.images:
+        for data in row.images[-1:] if targets_only else row.images:
             if data in seen:
                 continue
             seen.add(data)
@@ -66,19 +73,33 @@ def _save_state(path: Path, state: dict) -> None:
 
 
 def train_autoencoder(
-    cfg: AEConfig, vae_cfg: VAEConfig, on_step: Callable[[int, float], None] | None = None
+    cfg: AEConfig,
+    vae_cfg: VAEConfig,
+    on_step: Callable[[int, float], None] | None = None,
+    start: AutoEncoder | None = None,
 ) -> AutoEncoder:
-    """Train (or resume) the autoencoder; returns it with ``scale_factor`` / ``shift_factor`` measured."""
+    """Train (or resume) the autoencoder; returns it with ``scale_factor`` / ``shift_factor`` measured. With
+    ``cfg.decoder_only``, finetune ``start``'s decoder instead (its scale and shift are kept)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(cfg.data, cfg.max_images)
+    images = load_images(cfg.data, cfg.max_images, cfg.targets_only)
     log.info("autoencoder: %d images of %s", len(images), tuple(images.shape[1:]))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        vae = AutoEncoder(dataclasses.replace(vae_cfg, scale_factor=1.0, shift_factor=0.0))
-    with torch.no_grad():  # start with a near-deterministic posterior: unit-variance noise would drown the signal
-        vae.encoder.conv_out.bias[vae_cfg.z_channels :].fill_(cfg.initial_logvar)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if cfg.decoder_only:
+        if start is None:
+            raise ValueError("decoder_only finetunes an existing autoencoder: pass start")
+        vae = start.float()
+        vae.encoder.requires_grad_(False).eval()
+        trained = list(vae.decoder.parameters())
+        for p in trained:
+            p.requires_grad_(True)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            vae = AutoEncoder(dataclasses.replace(vae_cfg, scale_factor=1.0, shift_factor=0.0))
+        with torch.no_grad():  # start with a near-deterministic posterior: unit-variance noise would drown the signal
+            vae.encoder.conv_out.bias[vae_cfg.z_channels :].fill_(cfg.initial_logvar)
+        trained = list(vae.parameters())
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
     state_path = out / "ae-state.pt"
     if state_path.is_file():
@@ -91,7 +112,8 @@ def train_autoencoder(
     while step < cfg.steps:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         x = images[torch.randint(0, len(images), (cfg.batch,), generator=g)]
-        moments = vae.encoder(x)
+        with torch.set_grad_enabled(not cfg.decoder_only):
+            moments = vae.encoder(x)
         mean, logvar = moments.chunk(2, dim=1)
         logvar = logvar.clamp(-30, 20)
         z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
@@ -102,7 +124,7 @@ def train_autoencoder(
             group["lr"] = lr_at(step, cfg)  # the finetune schedule: warm-up, then cosine to min_lr
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         step += 1
         if on_step is not None:
@@ -110,7 +132,7 @@ def train_autoencoder(
         if step % cfg.save_every == 0 or step == cfg.steps:
             _save_state(state_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step})
     vae.eval().requires_grad_(False)
-    return calibrate(vae, images[:1024])
+    return vae if cfg.decoder_only else calibrate(vae, images[:1024])
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sigma_studio.cli.main import main
@@ -143,10 +144,19 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
     from sigma_studio.finetune.sigmagen_recipe import STAGES, SigmaGenRecipe, run
 
     stages = tuple(dataclasses.replace(s, rows=6, steps=2) for s in STAGES)
-    recipe = SigmaGenRecipe(out=str(tmp_path / "sg"), stages=stages, eval_rows=2, max_tokens=400, save_every=1)
+    recipe = SigmaGenRecipe(out=str(tmp_path / "sg"), stages=stages, eval_rows=2, max_tokens=400, save_every=1,
+                            decoder_steps=2)  # fmt: skip
     seen = []
     model = run(recipe, lambda stage, msg: seen.append((stage, msg)))
-    assert model == tmp_path / "sg" / "full" / "model" and (model / "ema.safetensors").is_file()
+    assert model == tmp_path / "sg" / "decoder" / "model" and (model / "ema.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    full, tuned = (load_file(str(d / "ae.safetensors")) for d in (tmp_path / "sg" / "full" / "model", model))
+    assert all(torch.equal(full[k], tuned[k]) for k in full if k.startswith("encoder."))  # the latent space stays
+    assert any(not torch.equal(full[k], tuned[k]) for k in full if k.startswith("decoder."))
+    mot, mot_full = (load_file(str(d / "ema.safetensors")) for d in (model, tmp_path / "sg" / "full" / "model"))
+    assert mot.keys() == mot_full.keys() and all(torch.equal(mot[k], mot_full[k]) for k in mot)  # the MoT stays
+    assert any(m.startswith("held-out PSNR") for _, m in seen)
     assert [m for _, m in seen if m.startswith("stage")] == [
         "stage 1/3: 2 steps from shapes",
         f"stage 2/3: 2 steps from {tmp_path / 'sg' / 'boxes' / 'model'}",

@@ -168,6 +168,20 @@ def test_the_mask_editor_gives_a_mask_and_the_canvas_draws_every_placement(tmp_p
     assert (drawn != plain).any(axis=-1).sum() > 200
 
 
+def test_the_mask_editor_follows_the_output_shape_until_something_is_drawn():
+    fresh = pl.black_canvas()
+    wide = pl.editor_for_output(fresh, (576, 1024))  # a 16:9 output: a 256 x 144 canvas
+    assert np.asarray(wide["background"]).shape == (144, 256, 3) and wide["layers"] == []
+    assert pl.editor_for_output(wide, (576, 1024)) is None  # already that shape
+    assert np.asarray(pl.editor_for_output(wide, None)["background"]).shape == (256, 256, 3)  # auto: square
+    stroke = np.zeros((144, 256, 4), np.uint8)
+    stroke[10:20, 10:20] = 255
+    assert pl.editor_for_output({**wide, "layers": [stroke]}, None) is None  # a drawn mask is never thrown away
+    upload = np.zeros((100, 300, 3), np.uint8)
+    upload[40:60, 100:200] = 255
+    assert pl.editor_for_output({"background": upload, "layers": []}, (64, 64)) is None  # an uploaded mask stays
+
+
 def test_preview_shows_the_controls_the_request_carries(tiny_pipe):
     html = h.preview_html(state(), layout("canny", canny=str(IMAGES / "horse.png")), tiny_pipe.arch)
     assert html.index('data-name="img1"') < html.index('data-name="img2"') < html.index('data-name="canny"')

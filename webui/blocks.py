@@ -16,6 +16,7 @@ from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
 from .examples import SHAPES_EXAMPLES, examples_for
 from .jobs import Jobs, clean_old_files
+from .placements import EDITOR_SIDE, black_canvas
 from .state import MAX_SLOTS, UIState
 
 G, C = GenerationConfig(), ControlSpec()  # every default shown on the page comes from these dataclasses
@@ -196,7 +197,7 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
                 type="array", elem_id="boxes3d",
             )  # fmt: skip
             p.add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
-            p.mask_draw = gr.ImageEditor(value=_black_canvas(), type="numpy", canvas_size=(256, 256), height=300,
+            p.mask_draw = gr.ImageEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
                                          label="mask: draw the subject's area in white (or upload a mask)",
                                          elem_id="mask-draw",
                                          brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
@@ -208,13 +209,6 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
                                     height=160, elem_id="background")  # fmt: skip
             p.routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
                                  elem_id="routing")  # fmt: skip
-
-
-def _black_canvas() -> dict:
-    """The mask editor's starting value: a black 256 px picture to draw the subject on in white."""
-    import numpy as np
-
-    return {"background": np.zeros((256, 256, 3), dtype=np.uint8), "layers": [], "composite": None}
 
 
 def _settings(p: SimpleNamespace, pipe) -> None:

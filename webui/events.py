@@ -116,6 +116,9 @@ def _wire_layout(p, pipe) -> None:
         table.change(draw, placements, [p.canvas], **UI)
         table.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs], [p.routing], **UI)
 
+    fit = partial(_fit_mask_editor, arch=pipe.arch)  # the mask is drawn at the output's aspect
+    for trigger in (p.preset, p.width, p.height, p.background):
+        trigger.change(fit, [p.mask_draw, p.preset, p.width, p.height, p.background], [p.mask_draw], **UI)
     for trigger in p.layout_inputs[1:]:  # the preview shows the control images the request will carry
         p.refresh(trigger.change(lambda: None, None, None, **UI))
     p.preset.change(lambda preset: [gr.update(interactive=preset == "custom")] * 2, [p.preset],
@@ -244,6 +247,18 @@ def _add_mask(editor, masks, label: str, ref: str, folder: Path):
         return pl.mask_rows(masks), error_html(str(exc))
     path = save_png(mask, Path(folder) / f"mask-{uuid.uuid4().hex[:12]}.png")
     return [*pl.mask_rows(masks), [str(path), label or "", ref or ""]], ""
+
+
+def _fit_mask_editor(editor, preset, width, height, background, arch):
+    from sigma_studio.model.structure import ControlSpec, subject_size
+
+    try:
+        size = h.size_of(preset, width, height, arch.max_image_size)
+        size = subject_size(ControlSpec(background=background), arch, size) if background else size
+    except (InputError, OSError, TypeError, ValueError):  # a half-typed size or an unreadable picture: wait
+        return gr.update()
+    new = pl.editor_for_output(editor, size)
+    return gr.update() if new is None else new
 
 
 def _routing(st, *values, arch):

@@ -60,6 +60,31 @@ def editor_mask(value) -> Image.Image:
     return Image.fromarray(mask.astype(np.uint8) * 255)
 
 
+EDITOR_SIDE = 256  # the mask editor's long edge in pixels (a drawn mask is resized to the output, aspect kept)
+
+
+def black_canvas(width: int = EDITOR_SIDE, height: int = EDITOR_SIDE) -> dict:
+    """A mask editor value: a black picture of that size to draw the subject on in white, nothing drawn yet."""
+    return {"background": np.zeros((height, width, 3), dtype=np.uint8), "layers": [], "composite": None}
+
+
+def editor_for_output(value, size_hw: tuple[int, int] | None) -> dict | None:
+    """A fresh black canvas with the output's aspect (long edge ``EDITOR_SIDE``) when the editor's picture has
+    another one and nothing is drawn on it yet; None leaves the editor alone (strokes are never thrown away, and
+    an uploaded mask says its own shape). ``size_hw`` None: the output is square."""
+    value = value or {}
+    if any(np.asarray(layer)[..., -1].any() for layer in value.get("layers") or [] if layer is not None):
+        return None
+    background = value.get("background")
+    h, w = size_hw or (1, 1)
+    if background is not None:
+        bh, bw = np.asarray(background).shape[:2]
+        if np.asarray(background).any() or abs(bw / bh - w / h) <= 0.01 * w / h:
+            return None  # an uploaded mask, or already the right shape
+    scale = EDITOR_SIDE / max(w, h)
+    return black_canvas(max(1, round(w * scale)), max(1, round(h * scale)))
+
+
 def remap_box_refs(rows, mapping: dict[int, int | None], parse=box_rows) -> list[list]:
     """Follow slot renumbering (remove / move) in a placement table's reference column (its last: the boxes',
     the 3-D boxes' with ``parse=box3d_rows``, the masks' with ``mask_rows``); None drops the reference."""
