@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
 from sigma_studio.model.sigmagen import PRECISIONS, SigmaGenOptions
 
 from . import render
@@ -16,6 +17,7 @@ from .options import DebugOpt, OverwriteOpt
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="SIGMA-GEN: training data from annotations.")
 D = SigmaGenOptions()
+R = SigmaGenRecipe()
 
 
 @app.command()
@@ -107,6 +109,9 @@ def train(
             "10 for --data-dir rows)"
         ),
     ] = None,  # fmt: skip
+    decoder_steps: Annotated[
+        int, typer.Option(help="shapes world: steps of the decoder finetuning after the stages (0: none)")
+    ] = R.decoder_steps,
     debug: DebugOpt = False,
 ) -> None:
     """SIGMA-GEN's three-stage curriculum (boxes → structure → full) as three chained finetune runs.
@@ -129,7 +134,8 @@ def train(
                 raise InputError(f"--steps takes {len(STAGES)} positive counts separated by commas (got {steps!r})")
             stages = tuple(dataclasses.replace(s, steps=n) for s, n in zip(STAGES, counts, strict=True))
         recipe = SigmaGenRecipe(out=str(out), model=model, data_dir=str(data_dir) if data_dir else None,
-                                stages=stages, seed=seed, routing_step=routing_step)  # fmt: skip
+                                stages=stages, seed=seed, routing_step=routing_step,
+                                decoder_steps=decoder_steps)  # fmt: skip
         with render.progress(transient=False) as bar:
             task = bar.add_task("sigmagen", total=sum(s.steps for s in stages))
 
