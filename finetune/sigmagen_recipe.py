@@ -115,7 +115,9 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     out = Path(recipe.out)
     _check_same(recipe)
     write_json(out / "recipe.json", _as_json(recipe))
-    start, timings = Path(recipe.model), {}
+    timings_path = out / "timings.json"  # seconds per step; a resumed run keeps the earlier steps' figures
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    start = Path(recipe.model)
     if recipe.data_dir is None:
         make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step)
     for k, stage in enumerate(recipe.stages):
@@ -138,10 +140,11 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
         timings[stage.name] = time.perf_counter() - t0
         report(stage.name, f"{start} written")
     if recipe.data_dir is None and recipe.decoder_steps > 0:
-        t0 = time.perf_counter()
+        done, t0 = (out / "decoder" / "model" / "ae.safetensors").is_file(), time.perf_counter()
         start = finetune_decoder(recipe, start, report)
-        timings["decoder"] = time.perf_counter() - t0
-    write_json(out / "timings.json", timings)
+        if not done:
+            timings["decoder"] = time.perf_counter() - t0
+    write_json(timings_path, timings)
     return start
 
 
@@ -167,6 +170,7 @@ def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) ->
     held_out = load_images(str(Path(recipe.out) / "eval"), 400, targets_only=True)
     before = reconstruction_psnr(vae, held_out)
     report("decoder", f"{recipe.decoder_steps} steps of the decoder (held-out PSNR {before:.1f} dB before)")
+
     def on_step(step: int, loss: float) -> None:
         if step % 50 == 0 or step == cfg.steps:
             report("decoder", f"step {step}/{cfg.steps} loss {loss:.4f}")
