@@ -163,6 +163,10 @@ def eval_cmd(
     save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None,
     seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0,
+    reconstruct: Annotated[
+        bool,
+        typer.Option(help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)"),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Generate held-out shapes-world scenes from their identity sheet and spatial control and score them by
@@ -180,8 +184,10 @@ def eval_cmd(
         with render.progress() as bar:
             task = bar.add_task("scenes", total=None)
             summary, records = evaluate_sigmagen(pipe, data, per_count=per_count, config=config, seed=seed,
-                                                 save_dir=save, on_row=lambda r: bar.advance(task))  # fmt: skip
-    table = Table(title=f"SIGMA-GEN, shapes world, held-out scenes ({escape(model)})")
+                                                 save_dir=save, on_row=lambda r: bar.advance(task),
+                                                 reconstruct=reconstruct)  # fmt: skip
+    what = "true pictures through the autoencoder" if reconstruct else "held-out scenes"
+    table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
     for col in ("subjects", "scenes", "scored", "right", "colour", "shape", "all right", "overlaps", "ordering"):
         table.add_column(col, justify="right", no_wrap=True)
     pct = lambda x: "—" if x != x else f"{x:.0%}"  # noqa: E731 - nan: nothing to score

@@ -17,8 +17,10 @@ thing's colour.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -121,11 +123,25 @@ def _check_step(path: Path, meta: dict, model_step: int) -> None:
                          "the eval/ rows of its own `sigma sigmagen train` run")  # fmt: skip
 
 
+def reconstruction(pipe, img: Image.Image) -> Image.Image:
+    """``img`` encoded (posterior mean) and decoded by the model's autoencoder."""
+    import torch
+
+    from ..images import to_pil, to_tensor
+
+    with torch.no_grad():
+        return to_pil(pipe.vae.decode(pipe.vae.encode(to_tensor(img.convert("RGB"))[None]))[0])
+
+
 def evaluate_sigmagen(
-    pipe, eval_dir: str | Path, *, per_count: int | None = None, config=None, seed: int = 0, save_dir=None, on_row=None
-) -> tuple[dict[str, dict], list[dict]]:
+    pipe, eval_dir: str | Path, *, per_count: int | None = None, config=None, seed: int = 0, save_dir=None, on_row=None,
+    reconstruct: bool = False,
+) -> tuple[dict[str, dict], list[dict]]:  # fmt: skip
     """Generate every held-out scene of ``eval_dir`` (``N.parquet`` files) from its identity sheet and spatial
-    control, with the row's own instruction, and score it. Row ``k`` of a file uses seed ``seed + k``."""
+    control, with the row's own instruction, and score it. Row ``k`` of a file uses seed ``seed + k``.
+
+    ``reconstruct`` scores each scene's true picture after the model's autoencoder instead (encode, decode): the
+    ceiling the autoencoder puts on these figures, whatever the generator does."""
     import pyarrow.parquet as pq
 
     from ..config import GenerationConfig
@@ -142,7 +158,11 @@ def evaluate_sigmagen(
         for k, rec in enumerate(table[:per_count]):
             meta = load_meta(rec["meta"])
             _check_step(path, meta, pipe.arch.routing_step)
-            result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
+            if reconstruct:
+                truth = Image.open(io.BytesIO(rec["image_list"][-1]))
+                result = SimpleNamespace(image=reconstruction(pipe, truth), seconds=0.0)
+            else:
+                result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
             if result is None:
                 continue
             if save_dir is not None:
