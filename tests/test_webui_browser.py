@@ -51,14 +51,17 @@ def _serve(model: str, out: Path):
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 180
+    while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
         except OSError:
             if proc.poll() is not None:
                 pytest.fail((out / "server.log").read_text()[-3000:])
+            if time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"app.py did not listen on port {port} within 180 s: {(out / 'server.log').read_text()}")
             time.sleep(0.5)
     yield url, out
     proc.terminate()
@@ -309,7 +312,8 @@ def _subject_page(browser, server):
 
 def _generate_a_few_steps(pg, out: Path) -> None:
     before = len(list(out.glob("sigma-*.png")))
-    pg.locator("#settings").get_by_text("Settings", exact=True).first.click()
+    if not pg.locator("#steps input[type=number]").is_visible():
+        pg.locator("#settings").get_by_text("Settings", exact=True).first.click()
     pg.locator("#steps input[type=number]").fill("3")
     pg.locator("#steps input[type=number]").press("Enter")
     pg.locator("#generate").click()
@@ -337,8 +341,11 @@ def test_a_three_d_box_places_a_subject_and_draws_its_wireframe(server, browser)
     pg.close()
 
 
-def test_a_drawn_mask_places_a_subject(server, browser):
-    pg = _subject_page(browser, server)
+def _draw_and_add_mask(pg, out: Path):
+    """A white stroke across the mask editor, added as a mask subject; returns the saved mask as a bool array."""
+    import numpy as np
+    from PIL import Image
+
     editor = pg.locator("#mask-draw")
     editor.scroll_into_view_if_needed()
     editor.locator("button[aria-label='Brush']").first.click()
@@ -347,17 +354,40 @@ def test_a_drawn_mask_places_a_subject(server, browser):
     pg.mouse.move(x, y)
     pg.mouse.down()
     for k in range(12):  # a thick white stroke across the middle of the black picture
-        pg.mouse.move(x + 8 * k, y + 6 * k, steps=3)
+        pg.mouse.move(x + 8 * k, y + 4 * k, steps=3)
     pg.mouse.up()
     pg.locator("#add-mask").click()
     pg.wait_for_function("document.querySelector('#masks').innerText.includes('mask-')", timeout=30_000)
     pg.wait_for_function(SPATIAL_IN_PREVIEW, timeout=30_000)
-    pg.screenshot(path=str(ART / "11-mask.png"), full_page=True)
-    masks = sorted((server[1] / "uploads").glob("mask-*.png"), key=lambda p: p.stat().st_mtime)
-    import numpy as np
-    from PIL import Image
+    masks = sorted((out / "uploads").glob("mask-*.png"), key=lambda p: p.stat().st_mtime)
+    return np.asarray(Image.open(masks[-1]).convert("L")) > 127
 
-    drawn = np.asarray(Image.open(masks[-1]).convert("L")) > 127
+
+def test_a_drawn_mask_places_a_subject(server, browser):
+    pg = _subject_page(browser, server)
+    drawn = _draw_and_add_mask(pg, server[1])
+    pg.screenshot(path=str(ART / "11-mask.png"), full_page=True)
     assert 0 < drawn.sum() < drawn.size // 2  # the stroke, not the page
+    _generate_a_few_steps(pg, server[1])
+    pg.close()
+
+
+def test_the_mask_editor_takes_the_shape_of_a_wide_output(server, browser):
+    """With a 16:9 size chosen first, the mask is drawn at the output's shape, so it places the subject (a square
+    mask would be refused as another shape than the output)."""
+    from sigma_studio.webui.handlers import size_of
+
+    pg = _subject_page(browser, server)
+    pg.locator("#settings").get_by_text("Settings", exact=True).first.click()
+    pg.locator("#preset input").click()
+    pg.get_by_role("option", name="16:9", exact=True).click()
+    pg.wait_for_function("document.querySelector('#preset input').value === '16:9'", timeout=30_000)
+    max_side = int(pg.locator("#settings input[type=number]").first.input_value() or 0)
+    h, w = size_of("16:9", 0, 0, max_side)
+    side = round(256 * h / w)  # the editor's picture: 256 px on the long edge, the output's shape
+    pg.wait_for_function(f"document.querySelector('#mask-draw').innerText.includes('256x{side}')", timeout=30_000)
+    drawn = _draw_and_add_mask(pg, server[1])
+    assert drawn.any() and abs(drawn.shape[1] / drawn.shape[0] - w / h) < 0.02, drawn.shape
+    pg.screenshot(path=str(ART / "12-mask-wide.png"), full_page=True)
     _generate_a_few_steps(pg, server[1])
     pg.close()

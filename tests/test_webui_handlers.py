@@ -170,6 +170,8 @@ def test_the_mask_editor_gives_a_mask_and_the_canvas_draws_every_placement(tmp_p
 
 def test_the_mask_editor_follows_the_output_shape_until_something_is_drawn():
     fresh = pl.black_canvas()
+    opaque = {"background": np.dstack([np.zeros((256, 256, 3), np.uint8), np.full((256, 256), 255, np.uint8)])}
+    assert pl.editor_for_output(opaque, (64, 128)) is not None  # the browser sends the canvas back with its alpha
     wide = pl.editor_for_output(fresh, (576, 1024))  # a 16:9 output: a 256 x 144 canvas
     assert np.asarray(wide["background"]).shape == (144, 256, 3) and wide["layers"] == []
     assert pl.editor_for_output(wide, (576, 1024)) is None  # already that shape

@@ -16,7 +16,7 @@ from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
 from .examples import SHAPES_EXAMPLES, examples_for
 from .jobs import Jobs, clean_old_files
-from .placements import EDITOR_SIDE, black_canvas
+from .placements import EDITOR_LABEL, EDITOR_SIDE, black_canvas
 from .state import MAX_SLOTS, UIState
 
 G, C = GenerationConfig(), ControlSpec()  # every default shown on the page comes from these dataclasses
@@ -198,7 +198,7 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
             )  # fmt: skip
             p.add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
             p.mask_draw = gr.ImageEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
-                                         label="mask: draw the subject's area in white (or upload a mask)",
+                                         label=EDITOR_LABEL,
                                          elem_id="mask-draw",
                                          brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
             p.add_mask = gr.Button("+ mask subject", size="sm", elem_id="add-mask")
@@ -216,7 +216,7 @@ def _settings(p: SimpleNamespace, pipe) -> None:
     with gr.Accordion("Settings", open=False, elem_id="settings"):
         with gr.Row():
             p.preset = gr.Dropdown(["auto", *h.SIZE_PRESETS, "custom"], value="auto", label="size",
-                                   info="auto: the last reference's size")  # fmt: skip
+                                   info="auto: the last reference's size", elem_id="preset")  # fmt: skip
             p.width = gr.Number(side, label="width", precision=0, minimum=16, maximum=side, step=16, interactive=False)
             p.height = gr.Number(side, label="height", precision=0, minimum=16, maximum=side, step=16,
                                  interactive=False)  # fmt: skip

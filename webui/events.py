@@ -33,10 +33,13 @@ def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, ke
     p.uploads = outputs / "uploads"  # downscaled uploads (cleaned with the results)
 
     def refresh_preview(st, *values):
-        return h.preview_html(st or UIState(), h.LayoutInputs(*values), pipe.arch)
+        layout, size = h.LayoutInputs(*values[:-3]), _output_size(*values[-3:], arch=pipe.arch)
+        return h.preview_html(st or UIState(), layout, pipe.arch, size)
 
-    # after every change of the references or the layout, the preview shows the request the model would get
-    p.refresh = lambda event: event.then(refresh_preview, [p.state, *p.layout_inputs], [p.preview], **UI)
+    # after every change of the references, the layout or the size, the preview shows the request the model would get
+    p.size_inputs = [p.preset, p.width, p.height]
+    p.refresh = lambda event: event.then(refresh_preview, [p.state, *p.layout_inputs, *p.size_inputs], [p.preview],
+                                         **UI)  # fmt: skip
     _wire_slots(p, render)
     _wire_layout(p, pipe)
     _wire_generate(p, pipe, outputs, jobs, gpu_wrapper, keep_hours)
@@ -114,12 +117,13 @@ def _wire_layout(p, pipe) -> None:
                      [p.masks, p.error], **UI)  # fmt: skip
     for table in placements:
         table.change(draw, placements, [p.canvas], **UI)
-        table.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs], [p.routing], **UI)
+        table.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs, *p.size_inputs], [p.routing],
+                     **UI)  # fmt: skip
 
     fit = partial(_fit_mask_editor, arch=pipe.arch)  # the mask is drawn at the output's aspect
     for trigger in (p.preset, p.width, p.height, p.background):
         trigger.change(fit, [p.mask_draw, p.preset, p.width, p.height, p.background], [p.mask_draw], **UI)
-    for trigger in p.layout_inputs[1:]:  # the preview shows the control images the request will carry
+    for trigger in [*p.layout_inputs[1:], *p.size_inputs]:  # the preview shows the controls the request carries
         p.refresh(trigger.change(lambda: None, None, None, **UI))
     p.preset.change(lambda preset: [gr.update(interactive=preset == "custom")] * 2, [p.preset],
                     [p.width, p.height], **UI)  # fmt: skip
@@ -253,16 +257,28 @@ def _fit_mask_editor(editor, preset, width, height, background, arch):
     from sigma_studio.model.structure import ControlSpec, subject_size
 
     try:
-        size = h.size_of(preset, width, height, arch.max_image_size)
+        size = _output_size(preset, width, height, arch)
         size = subject_size(ControlSpec(background=background), arch, size) if background else size
     except (InputError, OSError, TypeError, ValueError):  # a half-typed size or an unreadable picture: wait
         return gr.update()
     new = pl.editor_for_output(editor, size)
-    return gr.update() if new is None else new
+    if new is None:
+        return gr.update()
+    height, width = new["background"].shape[:2]
+    return gr.update(value=new, label=f"{pl.EDITOR_LABEL} · {width}x{height}, the output's shape")
+
+
+def _output_size(preset, width, height, arch) -> tuple[int, int] | None:
+    """The settings' output size (None: automatic, or a size still being typed)."""
+    try:
+        return h.size_of(preset, width, height, arch.max_image_size)
+    except (TypeError, ValueError):
+        return None
 
 
 def _routing(st, *values, arch):
-    return h.routing_preview(replace(h.LayoutInputs(*values), kind="boxes"), st or UIState(), None, arch)
+    layout, size = replace(h.LayoutInputs(*values[:-3]), kind="boxes"), _output_size(*values[-3:], arch=arch)
+    return h.routing_preview(layout, st or UIState(), size, arch)
 
 
 def _canny_preview(path, low, high, blur):

@@ -166,9 +166,9 @@ def routing_preview(layout: LayoutInputs, state: UIState, size, arch) -> Image.I
     return controls[-1].image if controls else None
 
 
-def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None) -> str:
+def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, size=None) -> str:
     """The sequence the model will receive (the request's parts, controls included) as HTML: text spans and
-    thumbnails in order, each image with its tokens."""
+    thumbnails in order, each image with its tokens. ``size`` (height, width): the settings' output size."""
     import base64
     import html
     import io
@@ -179,7 +179,7 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None) 
     if not state.prompt.strip() and not references(state):
         return '<div class="sigma-preview hint">Write a prompt and add references: the sequence appears here.</div>'
     try:
-        request = request_of(state, layout, GenerationConfig(), arch or tiny(), preview=True)
+        request = request_of(state, layout, GenerationConfig(size=size), arch or tiny(), preview=True)
     except SigmaError as exc:
         return f'<div class="sigma-preview error">{html.escape(browser_text(str(exc)))}</div>'
     parts = []

@@ -61,6 +61,7 @@ def editor_mask(value) -> Image.Image:
 
 
 EDITOR_SIDE = 256  # the mask editor's long edge in pixels (a drawn mask is resized to the output, aspect kept)
+EDITOR_LABEL = "mask: draw the subject's area in white (or upload a mask)"
 
 
 def black_canvas(width: int = EDITOR_SIDE, height: int = EDITOR_SIDE) -> dict:
@@ -78,8 +79,10 @@ def editor_for_output(value, size_hw: tuple[int, int] | None) -> dict | None:
     background = value.get("background")
     h, w = size_hw or (1, 1)
     if background is not None:
-        bh, bw = np.asarray(background).shape[:2]
-        if np.asarray(background).any() or abs(bw / bh - w / h) <= 0.01 * w / h:
+        picture = np.asarray(background)
+        bh, bw = picture.shape[:2]
+        lit = picture[..., :3].any() if picture.ndim == 3 else picture.any()  # (an opaque alpha channel is not lit)
+        if lit or abs(bw / bh - w / h) <= 0.01 * w / h:
             return None  # an uploaded mask, or already the right shape
     scale = EDITOR_SIDE / max(w, h)
     return black_canvas(max(1, round(w * scale)), max(1, round(h * scale)))
