@@ -225,13 +225,24 @@ def test_errors_show_their_text_and_clear_on_the_next_action(page):
     page.wait_for_function("document.querySelector('#page-error').innerText.trim() === ''", timeout=60_000)
 
 
+def _settled_src(page, img, quiet: float = 1.5, limit: float = 30.0) -> str:
+    """The picture's src once it has not changed for ``quiet`` seconds (a pending redraw would race a click)."""
+    src, since, deadline = img.get_attribute("src"), time.time(), time.time() + limit
+    while time.time() - since < quiet and time.time() < deadline:
+        page.wait_for_timeout(250)
+        now = img.get_attribute("src")
+        if now != src:
+            src, since = now, time.time()
+    return src
+
+
 def test_boxes_are_drawn_and_the_preview_shows_layout_controls(page):
     page.get_by_role("tab", name="Boxes").click()
     page.get_by_role("button", name="Clear boxes").click()
     page.wait_for_function("document.querySelectorAll('#boxes tbody tr td').length <= 1", timeout=30_000)
     canvas = page.locator("#canvas img")
     canvas.wait_for(timeout=30_000)
-    before = canvas.get_attribute("src")
+    before = _settled_src(page, canvas)  # after the cleared canvas has come back, or its redraw looks like a click
     canvas.scroll_into_view_if_needed()
     bbox = canvas.bounding_box()
     # near the centre: the picture is letterboxed inside the element, and a click on the margin is no click
@@ -258,12 +269,9 @@ def test_cancel_of_a_queued_job_writes_nothing(server, browser):
         pg.locator("#prompt textarea").type(" .")
         expect(pg.locator("#prompt textarea")).to_have_value(f"{prompt} .")
     busy.locator("#settings").get_by_text("Settings", exact=True).first.click()
-    for name, value in (("count", "4"), ("steps", "100")):
-        field = busy.locator(f"#{name} input[type=number]")
-        field.fill(value)
-        field.press("Enter")
-        field.blur()
-        expect(field).to_have_value(value)
+    for name, value in (("count", "4"), ("steps", "100")):  # both the slider's maximum: End on its range input
+        busy.locator(f"#{name} input[type=range]").press("End")  # (typed values could be reset by a late redraw)
+        expect(busy.locator(f"#{name} input[type=number]")).to_have_value(value)
     before = set(out.glob("sigma-*.png"))
     busy.locator("#generate").click()
     busy.wait_for_selector("#stop", state="visible", timeout=30_000)
