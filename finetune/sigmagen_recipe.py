@@ -74,7 +74,7 @@ class SigmaGenRecipe:
     ema: float = 0.995
     seed: int = 0
     save_every: int = 250
-    routing_step: int | None = None  # None: SHAPES_ROUTING_STEP for the shapes world, else the rows' own (or 10)
+    routing_step: int | None = None  # None: SHAPES_ROUTING_STEP for the shapes world, else the paper's 10
     decoder_steps: int = 2000  # the shapes world's decoder finetuning (0: none)
     decoder_lr: float = 3e-4
 
@@ -217,11 +217,13 @@ def _check_rows_step(folder: Path, step: int) -> None:
     """Rows drawn at another routing step than the model will store would teach it controls it never gets."""
     import pyarrow.parquet as pq
 
+    from sigma_studio.model.shapes.sigmagen_eval import routing_step_of
+
     for path in sorted(folder.glob("*.parquet"))[:1]:
         if "meta" not in pq.read_schema(path).names:
             return
         meta = pq.read_table(path, columns=["meta"]).slice(0, 1).column("meta").to_pylist()
-        found = json.loads(meta[0]).get("routing_step") if meta and meta[0] else None
+        found = routing_step_of(json.loads(meta[0])) if meta and meta[0] else None
         if found is not None and found != step:
             raise InputError(f"{path} was made with --routing-step {found}; train with --routing-step {found}")
 

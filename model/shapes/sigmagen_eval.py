@@ -115,9 +115,14 @@ def summarise(records: list[dict]) -> dict[str, dict]:
     return out
 
 
+def routing_step_of(meta: dict) -> int:
+    """The routing step a row's controls were drawn at (rows made before the option: the paper's 10)."""
+    return int(meta.get("routing_step", ROUTING_STEP))
+
+
 def _check_step(path: Path, meta: dict, model_step: int) -> None:
-    """A row's controls must be drawn at the routing step the model learnt (rows before the option: 10)."""
-    step = meta.get("routing_step", ROUTING_STEP)
+    """A row's controls must be drawn at the routing step the model learnt."""
+    step = routing_step_of(meta)
     if step != model_step:
         raise InputError(f"{path} was drawn at routing step {step}, the model reads step {model_step}: evaluate it on "
                          "the eval/ rows of its own `sigma sigmagen train` run")  # fmt: skip
