@@ -3,8 +3,9 @@
 For each row the references are laid out by the training rules (placeholders in order, the target's mentions
 removed) and the output takes the ground-truth image's size (or the size asked for). The output is
 ``<out>/<row_id>.png``, carrying the same record as ``sigma generate`` writes plus the row it came from, beside the
-ground truth ``<out>/<row_id>.gt.png`` and the references under ``references/``. Rows whose output exists are
-skipped, so an interrupted run continues.
+ground truth ``<out>/<row_id>.gt.png`` and the references under ``references/``. Rows whose output exists, decodes
+in full and carries the row's own record are skipped, so an interrupted run continues; a truncated, foreign or
+resized output is generated again. A row whose instruction places an image it does not have fails.
 
 Several processes share one folder by :class:`Shard`: under ``torchrun`` each rank takes its share of the rows,
 ``--shard I/N`` does the same for job arrays. Each shard writes its own ``failures*.jsonl`` and
@@ -24,13 +25,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from PIL import Image
+
 from .config import GenerationConfig
 from .dataset import BadRow, SigmaRow
 from .errors import InputError, SigmaError
 from .files import atomic_write, check_output_dir, write_json
-from .images import resize_size, save_png
+from .images import MAX_INPUT_PIXELS, resize_size, save_png, to_rgb
 from .pipeline import SigmaPipeline
-from .prompt import ImagePart, InterleavedPrompt, parse_training_instruction
+from .prompt import PLACEHOLDER_RE, ImagePart, InterleavedPrompt, TextPart, parse_training_instruction
+from .record import RECORD_KEY, GenerationRecord
 from .request import build_request
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ class BatchSummary:
     generated: int = 0
     skipped_existing: int = 0
     failed: int = 0
+    redone: int = 0  # outputs found broken (truncated, another row's, resized) and generated again (or failed)
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
 
@@ -94,6 +99,79 @@ def row_prompt(row: SigmaRow, n_images: int) -> InterleavedPrompt:
     return InterleavedPrompt(parts)
 
 
+def check_placeholders(row: SigmaRow, n_images: int) -> None:
+    """Refuse a row whose instruction places an image it does not have: generating it without that image would
+    answer another question than the row asks. SIGMA data writes ``<image_N>``, N from 1 to the number of images."""
+    parsed = parse_training_instruction(row.instruction, n_images)
+    if parsed.skipped_placeholders:
+        k = parsed.skipped_placeholders[0]
+        raise InputError(
+            f"the instruction places image {k}, but the row has {n_images} image(s) (the last is the target): "
+            f"use <image_N> with N from 1 to {n_images}, or add the missing image to image_list"
+        )
+    texts = (p.text for p in parsed.parts if isinstance(p, TextPart))
+    stray = [m.group(0) for text in texts for m in PLACEHOLDER_RE.finditer(text)]
+    if stray:
+        raise InputError(
+            f"the instruction's {stray[0]} is not a placeholder of SIGMA data, so no image would take its place: "
+            f"write <image_N> with N from 1 to {n_images}"
+        )
+
+
+def check_limit(limit: int | None) -> None:
+    """``--limit`` counts rows of the source: 1 or more, or None for every row."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit} is out of range: give 1 or more rows, or leave it out to do every row")
+
+
+def read_png(path: Path) -> tuple[Image.Image, dict]:
+    """A PNG checked in full (chunk checksums, then a complete decode): (RGB image, its text chunks); raises
+    InputError naming the file when it is missing, cut off or not an image."""
+    if not path.is_file():
+        raise InputError(f"{path.name} is missing")
+    try:
+        with Image.open(path) as img:
+            img.verify()  # chunk checksums, up to the end marker
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_INPUT_PIXELS:
+                raise InputError(f"{path.name} is {img.width}x{img.height}, too large to decode safely")
+            img.load()  # a full decode: a cut-off image fails here
+            return to_rgb(img), dict(img.info)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many error types for a broken file
+        raise InputError(f"{path.name} is not a complete PNG ({type(exc).__name__}: {exc})") from None
+
+
+def output_problem(
+    path: Path, row_id: str, instruction: str | None = None, entry: dict | None = None
+) -> tuple[Image.Image | None, str | None]:
+    """(the output in RGB, None) when ``path`` is a complete PNG carrying the record of row ``row_id`` at the size
+    that record names (and of ``instruction``, and the same prompt and references as the ``records.jsonl``
+    ``entry``, when given); else (the image or None, what is wrong in one line)."""
+    name = path.name
+    try:
+        image, info = read_png(path)
+    except InputError as exc:
+        return None, str(exc)
+    try:
+        record = GenerationRecord.from_json(json.loads(info[RECORD_KEY]))
+    except (KeyError, ValueError, TypeError):
+        return image, f"{name} carries no readable SIGMA Studio record"
+    source = record.source or {}
+    if source.get("row_id") != row_id:
+        return image, f"{name} carries the record of row {source.get('row_id')!r}, not of row {row_id!r}"
+    if instruction is not None and source.get("instruction") != instruction:
+        return image, f"{name} carries another instruction than row {row_id!r} has now"
+    refs = lambda images: [(i.get("name"), i.get("sha256")) for i in images or ()]  # noqa: E731
+    if entry is not None and (record.prompt, refs(record.images)) != (entry.get("prompt"), refs(entry.get("images"))):
+        return image, f"{name} carries another prompt or other references than its line in records.jsonl"
+    h, w = (list(record.config.get("size") or []) + [None, None])[:2]
+    if (w, h) != image.size:
+        return image, f"{name} is {image.width}x{image.height}, but its record says it was generated at {w}x{h}"
+    return image, None
+
+
 def run_batch(
     pipe: SigmaPipeline,
     rows: Iterable[SigmaRow | BadRow],
@@ -110,6 +188,7 @@ def run_batch(
     created until the first row has been read: a bad source or ``out_dir`` leaves no folder behind. This shard's
     failures and records keep one entry per row across reruns, rewritten atomically.
     """
+    check_limit(limit)
     out = check_output_dir(out_dir)
     settings = {"config": asdict(config), "model": pipe.source}
     _check_settings(out, settings)
@@ -151,9 +230,14 @@ class _Run:
     def one(self, row: SigmaRow | BadRow) -> str:
         target = self.out / f"{row.row_id}.png"
         if isinstance(row, SigmaRow) and target.exists():
-            self.summary.skipped_existing += 1
-            self.forget(row.row_id)
-            return "skipped"
+            problem = self.problem(row, target)
+            if problem is None:
+                self.summary.skipped_existing += 1
+                self.forget(row.row_id)
+                return "skipped"
+            log.warning("row %s: %s; generating it again", row.row_id, problem)
+            self.summary.redone += 1
+            target.unlink()
         try:
             self.generate(row, target)
         except SigmaError as exc:
@@ -161,16 +245,27 @@ class _Run:
             self.summary.failures.append({"row_id": row.row_id, "error": str(exc)})
             self.failures[row.row_id] = str(exc)
             self.write_failures()
-            log.warning("row %s skipped: %s", row.row_id, exc)
+            log.warning("row %s failed: %s", row.row_id, exc)
             return "failed"
         self.summary.generated += 1
         self.forget(row.row_id)
         return "generated"
 
+    def problem(self, row: SigmaRow, target: Path) -> str | None:
+        """Why an existing output cannot count as done (None: it can): see :func:`output_problem`."""
+        _, problem = output_problem(target, row.row_id, row.instruction)
+        if problem is None:
+            try:
+                read_png(self.out / f"{row.row_id}.gt.png")
+            except InputError as exc:
+                problem = f"its ground truth {exc}"
+        return problem
+
     def generate(self, row: SigmaRow | BadRow, target: Path) -> None:
         if isinstance(row, BadRow):
             raise InputError(row.reason)
         images = row.decode_images()
+        check_placeholders(row, len(images))
         prompt = row_prompt(row, len(images))
         gt = images[-1]
         w, h = resize_size(gt.width, gt.height, self.pipe.arch.vae_transform)

@@ -38,13 +38,16 @@ from .options import (
     parse_size,
 )
 
+EXIT_ALL_FAILED = 3  # every row this run tried failed: nothing usable was made
+EXIT_SOME_FAILED = 4  # some rows failed (listed in failures*.jsonl); the others are done
+
 
 def batch(
     source: Annotated[
         str, typer.Argument(help="parquet file, folder of parquet files, or HF dataset id", metavar="SOURCE")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (an existing one is resumed)")],
-    limit: Annotated[int | None, typer.Option(help="stop after this many rows")] = None,
+    limit: Annotated[int | None, typer.Option(help="stop after this many rows (1 or more)")] = None,
     size: BatchSize = None,
     steps: Steps = None,
     cfg_text: CfgText = None,
@@ -71,7 +74,12 @@ def batch(
 
     Each output PNG carries the same record as `sigma generate` writes; `summary.json` counts the whole folder.
     Under torchrun (one node or many) the ranks share the rows and the folder; --shard I/N does the same for jobs
-    started separately. Any shard resumes on its own.
+    started separately. Any shard resumes on its own; an output that is truncated, resized or another row's is
+    generated again.
+
+    Exit codes: 0 every row done, 2 bad input (nothing generated), 3 every row failed, 4 some rows failed (the
+    failures are listed in failures*.jsonl). A row fails when its data cannot be read or its instruction places an
+    image the row does not have.
 
     [b]Examples[/]
 
@@ -82,12 +90,13 @@ def batch(
       sigma batch ./data --out runs/eval --shard $SLURM_ARRAY_TASK_ID/16
     """
     from sigma_studio.model import load_pipeline
-    from sigma_studio.model.batch import Shard, run_batch
+    from sigma_studio.model.batch import Shard, check_limit, run_batch
     from sigma_studio.model.dataset import iter_rows, parquet_files
     from sigma_studio.model.files import check_output_dir
 
     render.setup_logging(debug)
     with render.errors(debug):
+        check_limit(limit)
         config = generation_config(
             None,
             **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift, seed=seed),
@@ -113,13 +122,32 @@ def batch(
                 pipe, iter_rows(files), out, config, limit=limit, shard=part, on_row=lambda r, s: bar.advance(task)
             )
         _merge_when_ranks_are_done(out, shard is None and part.count > 1)
+    code = _print_summary(summary, out)
+    if code:
+        raise typer.Exit(code)
+
+
+def _print_summary(summary, out: Path) -> int:
+    """The final line: what this run did, and which exit code it ends with (returned)."""
+    code = exit_code(summary)
+    mark = {0: "[green]✓[/]", EXIT_SOME_FAILED: "[yellow]![/]"}.get(code, "[red]✗[/]")
+    redone = f", {summary.redone} broken outputs redone" if summary.redone else ""
+    verdict = {EXIT_ALL_FAILED: ": every row failed", EXIT_SOME_FAILED: ": some rows failed"}.get(code, "")
     render.stdout.print(
-        f"[green]✓[/] {summary.generated} generated, {summary.skipped_existing} already done, "
+        f"{mark} {summary.generated} generated, {summary.skipped_existing} already done{redone}, "
         f"[{'red' if summary.failed else 'dim'}]{summary.failed} failed[/] in {summary.seconds:.1f} s "
-        f"→ {escape(str(out))}"
+        f"→ {escape(str(out))}{verdict}" + (f" (exit {code})" if code else "")
     )
     if summary.failed:
         render.console.print(f"[dim]failures are listed in {escape(str(out))}/failures*.jsonl[/]")
+    return code
+
+
+def exit_code(summary) -> int:
+    """0 when no row failed, EXIT_ALL_FAILED when every row tried failed, EXIT_SOME_FAILED otherwise."""
+    if not summary.failed:
+        return 0
+    return EXIT_ALL_FAILED if summary.failed == summary.rows else EXIT_SOME_FAILED
 
 
 def _rank_device(mode: str) -> str | None:

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import render
+from .batch import EXIT_ALL_FAILED, EXIT_SOME_FAILED
 from .options import CacheOpt, DebugOpt, ModelOpt
 
 EXAMPLES = """
@@ -43,42 +44,108 @@ def evaluate_cmd(
     """Score generated images: per row, per task family and overall; write metrics.json and metrics.csv.
 
     Metrics that need a hub model say in one line what to download when it is missing; the others still run.
+    Each output must decode and carry its own row's record (row, prompt, references) at the size it records; a row
+    whose output does not is not scored, and is named in a warning and in metrics.json (unscored). An output whose
+    size differs from its ground truth's is resized (bicubic) to the truth's size before the two are compared, as
+    stated after the table (metrics.json: resized_to_truth).
+
+    Exit codes: 0 every row scored, 2 bad input or nothing that can be scored, 4 some rows not scored (or, with
+    --benchmark, some rows failed to generate); the others are scored and written.
     """
     from sigma_studio.model.errors import InputError
-    from sigma_studio.model.evaluation.metrics import available_metrics, build_metrics
+    from sigma_studio.model.evaluation.metrics import build_metrics
     from sigma_studio.model.evaluation.runner import compare as compare_runs
     from sigma_studio.model.evaluation.runner import evaluate, read_report, write_report
 
     render.setup_logging(debug)
+    partial = False
     with render.errors(debug):
-        names = [n.strip() for n in metrics.split(",") if n.strip()] if metrics else available_metrics()
-        unknown = sorted(set(names) - set(available_metrics()))
-        if unknown:
-            raise InputError(f"--metrics {unknown[0]} is unknown; choose from {', '.join(available_metrics())}")
+        if limit is not None and not benchmark:
+            raise InputError(f"--limit {limit} applies only with --benchmark (it limits the rows generated)")
+        names = _metric_names(metrics)
         if benchmark:
-            _run_benchmark(benchmark, results, model, limit, cache_dir)
+            partial = _run_benchmark(benchmark, results, model, limit, cache_dir)
         ready, messages = build_metrics(names, cache_dir=cache_dir, device=device)
         for line in messages:
             render.warn(line)
         if not ready:
             raise InputError("none of the chosen metrics can run here (see the lines above)")
         report = evaluate(results, ready, messages)
+        _warn_rows(report, ready)
         json_path, csv_path = write_report(report, results)
         other = None
         if compare is not None:
             other = read_report(compare) if (compare / "metrics.json").is_file() else evaluate(compare, ready)
+            _warn_rows(other, ready)
             comparison = compare_runs(report, other)
     _family_table(report)
-    render.stdout.print(f"[green]✓[/] {escape(str(json_path))}  {escape(str(csv_path))}")
+    _resize_note(report, ready)
+    partial = partial or bool(report.unscored)
+    missing = f"{len(report.unscored)} rows not scored" if report.unscored else "some rows failed to generate"
+    mark = f"[yellow]![/] {missing} (exit {EXIT_SOME_FAILED}):" if partial else "[green]✓[/]"
+    render.stdout.print(f"{mark} {escape(str(json_path))}  {escape(str(csv_path))}")
     if other is not None:
         _comparison_table(comparison, report.folder, other.folder)
+    if partial:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _run_benchmark(source: str, out: Path, model: str | None, limit: int | None, cache_dir: str | None) -> None:
-    """The paper's protocol: every row generated with the released sampler settings, then scored."""
+def _metric_names(metrics: str | None) -> list[str]:
+    """The --metrics list (every metric when not given); an unknown name is an InputError naming the choices."""
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.model.evaluation.metrics import available_metrics
+
+    names = [n.strip() for n in metrics.split(",") if n.strip()] if metrics else available_metrics()
+    unknown = sorted(set(names) - set(available_metrics()))
+    if unknown:
+        raise InputError(f"--metrics {unknown[0]} is unknown; choose from {', '.join(available_metrics())}")
+    return names
+
+
+def _run_benchmark(source: str, out: Path, model: str | None, limit: int | None, cache_dir: str | None) -> bool:
+    """The paper's protocol: every row generated with the released sampler settings, then scored. True when some
+    rows failed to generate (the others are scored)."""
     from .batch import batch
 
-    batch(source=source, out=out, limit=limit, model=model, cache_dir=cache_dir)
+    try:
+        batch(source=source, out=out, limit=limit, model=model, cache_dir=cache_dir)
+    except typer.Exit as exc:
+        if exc.exit_code not in (EXIT_ALL_FAILED, EXIT_SOME_FAILED):
+            raise
+        render.warn(f"some benchmark rows failed to generate (see {out}/failures*.jsonl); scoring the others")
+        return True
+    return False
+
+
+SHOWN = 5  # rows named in one warning; metrics.json lists them all
+
+
+def _warn_rows(report, metrics) -> None:
+    """One warning per row that is not scored (the first few), and one for rows without a ground truth."""
+    for row_id, reason in list(report.unscored.items())[:SHOWN]:
+        render.warn(f"{row_id} is not scored: {reason}")
+    if len(report.unscored) > SHOWN:
+        render.warn(f"{len(report.unscored) - SHOWN} more rows are not scored (metrics.json lists them: unscored)")
+    needing = [m.name for m in metrics if m.needs == "target"]
+    if report.no_truth and needing:
+        first = ", ".join(report.no_truth[:SHOWN]) + (", ..." if len(report.no_truth) > SHOWN else "")
+        render.warn(
+            f"{len(report.no_truth)} rows have no ground truth (<row>.gt.png): {', '.join(needing)} are blank for "
+            f"them ({first})"
+        )
+
+
+def _resize_note(report, metrics) -> None:
+    """Say which outputs are compared with their ground truth at another size, and how."""
+    needing = [m.name for m in metrics if m.needs == "target"]
+    if not report.resized or not needing:
+        return
+    row_id, sizes = next(iter(report.resized.items()))
+    render.stdout.print(
+        f"[dim]resized: {len(report.resized)} outputs differ in size from their ground truth (e.g. {row_id}: "
+        f"{sizes}); {', '.join(needing)} compare them resized (bicubic) to the truth's size "
+        "(metrics.json: resized_to_truth)[/]"
+    )
 
 
 def _fmt(value: float | None) -> str:

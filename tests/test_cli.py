@@ -145,7 +145,7 @@ def test_batch_resumes_and_counts_a_corrupt_row(tmp_path):
     )
     out = tmp_path / "out"
     first = run("batch", str(data), "--out", str(out), *TINY)
-    assert first.exit_code == 0, first.output
+    assert first.exit_code == 4, first.output  # some rows failed (EXIT_SOME_FAILED)
     assert "2 generated" in first.output and "1 failed" in first.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["generated"] == 2 and summary["failed"] == 1
@@ -155,7 +155,7 @@ def test_batch_resumes_and_counts_a_corrupt_row(tmp_path):
     assert Image.open(out / "shard0-000000.png").size == resize_size(72, 64, tiny().vae_transform)  # the truth's
     assert (out / "shard0-000000.gt.png").exists()
     second = run("batch", str(data), "--out", str(out), *TINY)
-    assert "0 generated, 2 already done" in second.output
+    assert second.exit_code == 4 and "0 generated, 2 already done" in second.output
 
 
 def test_info():

@@ -3,6 +3,12 @@
 A batch folder holds each output with its record (prompt, references, sequence), the ground truth and the
 references (``records*.jsonl``, ``<row>.png``, ``<row>.gt.png``, ``references/``). The task family of a row is its
 parquet shard's name (``compose-000012`` -> ``compose``), as SIGMA's data and benchmark are split by task.
+
+Every output is checked against the row it is scored for before it is scored: it must decode in full and carry
+that row's record (row id, prompt, references) at the size the record names. A row that fails the check is not
+scored; it is listed, with the reason, in ``unscored``. An output whose size differs from its ground truth's is
+resized (bicubic) to the truth's size before the two are compared, and listed in ``resized_to_truth``. A folder
+where nothing can be scored is an error.
 """
 
 from __future__ import annotations
@@ -17,10 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..batch import read_records
+from ..batch import output_problem, read_png, read_records
 from ..errors import InputError
 from ..files import atomic_write, write_json
-from ..images import open_image, to_rgb
 from .metrics import EvalRow, Metric
 
 BOOTSTRAP_SAMPLES = 2000
@@ -31,38 +36,66 @@ def family_of(row_id: str) -> str:
 
 
 def _image(path: Path) -> Image.Image | None:
-    return to_rgb(open_image(path)) if path.is_file() else None
+    """A reference, layout or ground-truth image (None when the file is absent); a broken one is an InputError."""
+    return read_png(path)[0] if path.is_file() else None
 
 
-def load_rows(folder: str | Path) -> list[EvalRow]:
-    """Every generated row of a batch folder, with its ground truth, references and layout image."""
+@dataclass
+class LoadedRows:
+    """The rows of a batch folder that can be scored, and why the others cannot."""
+
+    rows: list[EvalRow] = field(default_factory=list)
+    unscored: dict[str, str] = field(default_factory=dict)  # row_id -> why it is not scored
+    resized: dict[str, str] = field(default_factory=dict)  # row_id -> "WxH -> WxH": output resized to its truth
+
+    @property
+    def no_truth(self) -> list[str]:
+        return [r.row_id for r in self.rows if r.target is None]
+
+
+def load_rows(folder: str | Path) -> LoadedRows:
+    """Every generated row of a batch folder whose output is its own, with its ground truth, references and layout
+    image; the others are listed with the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder: give the --out folder of a `sigma batch` run")
     entries = read_records(folder)
     if not entries:
         raise InputError(f"{folder} holds no records*.jsonl: run `sigma batch ... --out {folder}` first")
-    rows = []
+    loaded = LoadedRows()
     for entry in entries:
-        output = _image(folder / entry["output"])
-        if output is None:
-            continue  # an output deleted since: the record alone cannot be scored
-        files = {img["name"]: img.get("file") for img in entry.get("images", [])}
-        refs = tuple(img for img in (_image(Path(f)) for n, f in files.items() if f) if img is not None)
-        layout_names = [s["image"] for s in entry.get("sequence", []) if "<layout>" in s.get("tokens", [])]
-        layout_file = files.get(layout_names[-1]) if layout_names else None
-        rows.append(
-            EvalRow(
-                row_id=entry["row_id"],
-                family=family_of(entry["row_id"]),
-                output=output,
-                target=_image(folder / f"{entry['row_id']}.gt.png"),
-                prompt=entry.get("prompt", ""),
-                references=refs,
-                layout=_image(Path(layout_file)) if layout_file else None,
-            )
-        )
-    return rows
+        row_id = str(entry["row_id"])
+        try:
+            row = _row(folder, row_id, entry)
+        except InputError as exc:
+            loaded.unscored[row_id] = str(exc)
+            continue
+        loaded.rows.append(row)
+        if row.target is not None and row.target.size != row.output.size:
+            (ow, oh), (tw, th) = row.output.size, row.target.size
+            loaded.resized[row_id] = f"{ow}x{oh} -> {tw}x{th}"
+    return loaded
+
+
+def _row(folder: Path, row_id: str, entry: dict) -> EvalRow:
+    """One row to score; InputError when its output is not the row's own (see :func:`model.batch.output_problem`)
+    or one of its images is broken."""
+    output, problem = output_problem(folder / str(entry.get("output", "")), row_id, entry=entry)
+    if problem is not None:
+        raise InputError(problem)
+    files = {img["name"]: img.get("file") for img in entry.get("images", [])}
+    refs = tuple(img for img in (_image(Path(f)) for f in files.values() if f) if img is not None)
+    layout_names = [s["image"] for s in entry.get("sequence", []) if "<layout>" in s.get("tokens", [])]
+    layout_file = files.get(layout_names[-1]) if layout_names else None
+    return EvalRow(
+        row_id=row_id,
+        family=family_of(row_id),
+        output=output,
+        target=_image(folder / f"{row_id}.gt.png"),
+        prompt=entry.get("prompt", ""),
+        references=refs,
+        layout=_image(Path(layout_file)) if layout_file else None,
+    )
 
 
 @dataclass
@@ -74,6 +107,9 @@ class Report:
     rows: dict[str, dict[str, float | None]] = field(default_factory=dict)  # row_id -> metric -> value
     families: dict[str, str] = field(default_factory=dict)  # row_id -> family
     skipped: list[str] = field(default_factory=list)  # one line per metric that could not be set up
+    unscored: dict[str, str] = field(default_factory=dict)  # row_id -> why it was not scored
+    resized: dict[str, str] = field(default_factory=dict)  # row_id -> "WxH -> WxH": output resized to its truth
+    no_truth: list[str] = field(default_factory=list)  # rows scored without a ground truth (<row>.gt.png absent)
 
     def mean(self, metric: str, family: str | None = None) -> float | None:
         values = [
@@ -95,19 +131,52 @@ class Report:
             "families": {f: {n: self.mean(n, f) for n in names} for f in self.family_names()},
             "rows": self.rows,
             "skipped": self.skipped,
+            "unscored": self.unscored,
+            "resized_to_truth": self.resized,
+            "no_ground_truth": self.no_truth,
         }
 
 
 def evaluate(folder: str | Path, metrics: list[Metric], skipped: list[str] | None = None) -> Report:
-    rows = load_rows(folder)
+    """Score every row of a batch folder; InputError when no metric gives a value for any row."""
+    loaded = load_rows(folder)
+    rows = loaded.rows
     report = Report(str(Path(folder).resolve()), [_describe(m) for m in metrics], skipped=list(skipped or []))
+    report.unscored, report.resized, report.no_truth = loaded.unscored, loaded.resized, loaded.no_truth
     report.families = {r.row_id: r.family for r in rows}
     report.rows = {r.row_id: {} for r in rows}
     for metric in metrics:
         for row, value in zip(rows, metric.compute(rows), strict=True):
             ok = value is not None and math.isfinite(float(value))
             report.rows[row.row_id][metric.name] = float(value) if ok else None
+    if not any(v is not None for values in report.rows.values() for v in values.values()):
+        raise InputError(f"nothing in {folder} can be scored: {_why_nothing(rows, loaded.unscored, metrics)}")
     return report
+
+
+NEEDS = {  # what a metric's ``needs`` asks of a row, as a test and in words
+    "target": (lambda r: r.target is not None, "a ground truth (<row>.gt.png)"),
+    "layout": (lambda r: r.layout is not None, "a layout control"),
+    "target or references": (lambda r: r.target is not None or bool(r.references), "a ground truth or references"),
+}
+
+
+def _why_nothing(rows: list[EvalRow], unscored: dict[str, str], metrics: list[Metric]) -> str:
+    """Why no value came out, in one line, with the fix."""
+    if not rows:
+        row_id, reason = next(iter(unscored.items()))
+        return (
+            f"none of its {len(unscored)} outputs can be scored (first: {row_id}: {reason}); run `sigma batch` on "
+            "the same source into this folder again: it generates them anew"
+        )
+    wants: dict[str, list[str]] = {}  # what is lacking -> the metrics that need it
+    for m in metrics:
+        have, what = NEEDS.get(m.needs, (None, ""))
+        if have is not None and not any(have(r) for r in rows):
+            wants.setdefault(what, []).append(m.name)
+    needs = "; ".join(f"{', '.join(names)} need {what}" for what, names in wants.items())
+    lacking = f"{needs}, and none of its {len(rows)} rows has one" if wants else "no metric gave a value"
+    return f"{lacking}: run `sigma batch` into this folder again to restore what is missing, or choose other --metrics"
 
 
 def _describe(m: Metric) -> dict:
@@ -164,4 +233,7 @@ def read_report(folder: str | Path) -> Report:
     families = {}
     for row_id in data["rows"]:
         families[row_id] = family_of(row_id)
-    return Report(data["folder"], data["metrics"], data["rows"], families, data.get("skipped", []))
+    report = Report(data["folder"], data["metrics"], data["rows"], families, data.get("skipped", []))
+    report.unscored, report.resized = data.get("unscored", {}), data.get("resized_to_truth", {})
+    report.no_truth = data.get("no_ground_truth", [])
+    return report
