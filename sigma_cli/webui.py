@@ -9,10 +9,12 @@ import typer
 
 from sigma_studio.model.config import MODES, LoaderConfig
 from sigma_studio.model.errors import InputError
+from sigma_studio.webui.limits import WebLimits
 
 from . import render
 from .options import DebugOpt, ModelOpt, flag
 
+L = WebLimits()  # the server's limits: each flag's default (docs/SECURITY.md)
 GPUS_HELP = (
     "all | 0,1,3: one pipeline per listed CUDA GPU, one generation on each at once \\[default: one pipeline]; "
     "cpu:N loads N pipelines on the CPU (for testing)"
@@ -31,6 +33,12 @@ def webui(
     keep_hours: Annotated[
         float, typer.Option(help="delete results and uploads older than this (0 = keep everything)")
     ] = 24.0,
+    max_prompt_chars: Annotated[int, typer.Option(help="characters of one prompt")] = L.max_prompt_chars,
+    max_request_mb: Annotated[int, typer.Option(help="one REST request's body, in MB")] = L.max_request_mb,
+    max_event_kb: Annotated[int, typer.Option(help="one page or Gradio API event's body, in KB")] = L.max_event_kb,
+    max_upload_mb: Annotated[int, typer.Option(help="one uploaded file, in MB")] = L.max_upload_mb,
+    max_megapixels: Annotated[int, typer.Option(help="one uploaded picture (read before decoding)")] = L.max_megapixels,
+    max_json_depth: Annotated[int, typer.Option(help="nesting of a JSON body")] = L.max_json_depth,
     debug: DebugOpt = False,
 ) -> None:
     """Serve the web UI. Unset options read SIGMA_MODEL, SIGMA_MODE, GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
@@ -45,6 +53,9 @@ def webui(
     """
     render.setup_logging(debug)
     with render.errors(debug):
+        limits = WebLimits(
+            max_prompt_chars, max_request_mb, max_event_kb, max_upload_mb, max_megapixels, max_json_depth
+        )
         serve(
             model or os.environ.get("SIGMA_MODEL", "sigma"),
             mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode),
@@ -55,6 +66,7 @@ def webui(
             outputs=outputs,
             keep_hours=keep_hours,
             gpus=gpus,
+            limits=limits,
         )
 
 
@@ -125,7 +137,7 @@ def load_pipelines(model: str, mode: str, devices: list[str | None]) -> list:
 
 def serve(
     model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=1, outputs="outputs/webui",
-    keep_hours=24.0, gpus: str | None = None,
+    keep_hours=24.0, gpus: str | None = None, limits: WebLimits | None = None,
 ):  # fmt: skip
     """Load the model once (once per GPU of ``gpus``) and serve the UI, its API and ``POST /api/v1/generate``
     (blocks until stopped)."""
@@ -136,7 +148,7 @@ def serve(
     try:
         from sigma_studio.webui.blocks import CSS, build_demo
         from sigma_studio.webui.jobs import Jobs
-        from sigma_studio.webui.rest import mount_rest
+        from sigma_studio.webui.server import launch
     except ImportError as exc:
         raise MissingDependencyError("gradio", "webui", f"The web UI ({exc.name} is missing)") from None
     devices = gpu_devices(gpus, mode, max_concurrency)
@@ -150,14 +162,11 @@ def serve(
     pipe = pipes[0]  # the page's architecture and settings (every pooled pipeline shares them)
     # one queue for the page, the Gradio API and the REST route; with --gpus, one slot per pipeline
     jobs = Jobs(pipes=pipes) if len(pipes) > 1 else Jobs(max_concurrency)
+    limits = limits or WebLimits()
     demo = build_demo(
         pipe, outputs=outputs, max_concurrency=max_concurrency, gpu_wrapper=gpu_wrapper, jobs=jobs,
-        keep_hours=keep_hours,
+        keep_hours=keep_hours, limits=limits,
     )  # fmt: skip
-    demo.queue(max_size=32).launch(
-        server_name=host, server_port=port, share=share, css=CSS, max_file_size="20mb",
-        allowed_paths=[outputs, str(EXAMPLES)], show_error=False, prevent_thread_lock=True,
-    )  # fmt: skip
-    # demo.app exists once launched; routes added now are served at once, on the local and the --share URL alike
-    mount_rest(demo.app, pipe, outputs=outputs, jobs=jobs)
+    launch(demo, pipe, outputs=outputs, jobs=jobs, limits=limits, host=host, port=port, share=share,
+           allowed_paths=[EXAMPLES], css=CSS)  # fmt: skip
     demo.block_thread()

@@ -45,14 +45,14 @@ def server(tmp_path_factory, tiny_pipe):
     """(url, outputs folder, the shared Jobs) of a running server: the page, its API and the REST route."""
     from sigma_studio.webui.blocks import build_demo
     from sigma_studio.webui.jobs import Jobs
-    from sigma_studio.webui.rest import mount_rest
+    from sigma_studio.webui.limits import WebLimits
+    from sigma_studio.webui.server import launch
 
     out = tmp_path_factory.mktemp("webui-api")
-    jobs = Jobs(1)
-    demo = build_demo(tiny_pipe, outputs=out, jobs=jobs)
+    jobs, limits = Jobs(1), WebLimits()
+    demo = build_demo(tiny_pipe, outputs=out, jobs=jobs, limits=limits)
     port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, allowed_paths=[str(out)], quiet=True)
-    mount_rest(demo.app, tiny_pipe, outputs=out, jobs=jobs)  # after launch, as `sigma webui` does
+    launch(demo, tiny_pipe, outputs=out, jobs=jobs, limits=limits, port=port, quiet=True)  # as `sigma webui` does
     yield f"http://127.0.0.1:{port}/", out, jobs
     demo.close()
 

@@ -12,6 +12,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 
 from sigma_studio.examples import IMAGES  # noqa: E402
+from sigma_studio.model.errors import InputError  # noqa: E402
 from sigma_studio.webui import handlers as h  # noqa: E402
 from sigma_studio.webui import placements as pl  # noqa: E402
 from sigma_studio.webui.state import Slot, UIState, read_prompt  # noqa: E402
@@ -80,7 +81,12 @@ def test_size_presets_respect_the_model_limit():
     assert h.size_of("auto", 0, 0, 1024) is None
     assert h.size_of("4:3", 0, 0, 1024) == (768, 1024)
     assert h.size_of("16:9", 0, 0, 128) == (64, 128)
-    assert h.size_of("custom", 100, 70, 1024) == (64, 96)
+    # a custom size is the CLI's --size: taken as it is (the pipeline refuses one it cannot make), never rescaled
+    assert h.size_of("custom", 100, 70, 1024) == (70, 100)
+    with pytest.raises(InputError, match="at least 1 pixel"):
+        h.size_of("custom", 0, 0, 1024)
+    with pytest.raises(InputError, match="width must be a whole number"):
+        h.size_of("custom", 64.5, 64, 1024)
 
 
 def test_send_to_references_fills_the_next_slot(tmp_path):

@@ -37,12 +37,13 @@ from sigma_studio.model.tokens import ATTRIBUTE_TOKENS
 
 from . import handlers as h
 from .jobs import Cancelled, Jobs
+from .limits import WebLimits
 from .state import MAX_SLOTS, Slot, UIState, set_tokens
 
 log = logging.getLogger(__name__)
 G, C = GenerationConfig(), ControlSpec()  # every default of the API comes from these dataclasses
 MAX_COUNT = 4  # images per call, one per seed (the page's "number of images")
-SIZE_RE = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
+SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[x×]\s*(\d{1,6})\s*$")
 ENDPOINTS = ("generate", "preview")
 
 
@@ -68,12 +69,12 @@ def with_uploads(inputs: dict) -> dict:
     return inputs | {"images": paths, "layout_image": uploaded(inputs.get("layout_image"), "layout_image")}
 
 
-def checked_file(path: str | None, what: str) -> str | None:
+def checked_file(path: str | None, what: str, limits: WebLimits) -> str | None:
     """The path of an upload to use, as the page takes uploads: a very large picture is downscaled into a copy
     beside it; an unreadable or oversized file is refused with the page's message."""
     if path is None:
         return None
-    usable, message = h.prepare_upload(path, Path(path).parent)
+    usable, message = h.prepare_upload(path, Path(path).parent, limits)
     if usable is None:
         raise InputError(f"{what}: Upload refused: {message}")
     return usable
@@ -152,7 +153,8 @@ def size_settings(size: str) -> dict:
         return {"preset": size, "width": 0, "height": 0}
     m = SIZE_RE.match(size)
     if not m:
-        raise InputError(f"size '{size}' is not auto, WxH (e.g. 768x512) or one of {', '.join(h.SIZE_PRESETS)}")
+        shown = size if len(size) <= 40 else size[:37] + "…"
+        raise InputError(f"size '{shown}' is not auto, WxH (e.g. 768x512) or one of {', '.join(h.SIZE_PRESETS)}")
     return {"preset": "custom", "width": int(m.group(1)), "height": int(m.group(2))}
 
 
@@ -203,8 +205,8 @@ class SigmaApi:
     """The API's endpoints around a loaded pipeline (its architecture builds the requests); generation goes through
     ``jobs`` (the page's queue), on the pipeline of the slot it gets when ``jobs`` pools several."""
 
-    def __init__(self, pipe, *, outputs: str | Path, jobs: Jobs, gpu_wrapper=None):
-        self.pipe, self.outputs, self.jobs = pipe, Path(outputs), jobs
+    def __init__(self, pipe, *, outputs: str | Path, jobs: Jobs, gpu_wrapper=None, limits: WebLimits | None = None):
+        self.pipe, self.outputs, self.jobs, self.limits = pipe, Path(outputs), jobs, limits or WebLimits()
         self._generate_images = gpu_wrapper(self._run) if gpu_wrapper is not None else self._run
 
     async def generate(
@@ -295,12 +297,21 @@ class SigmaApi:
     def request(self, inputs: dict, *, preview: bool = False):
         """(the page's request for these inputs, count). Checks everything; reads the uploads (server paths),
         writes nothing but a downscaled copy of a very large upload."""
-        paths = [checked_file(f, f"img{k}") for k, f in enumerate(inputs.get("images") or [], start=1)]
-        if len(paths) > MAX_SLOTS:
-            raise InputError(f"{len(paths)} images were given; the page takes at most {MAX_SLOTS} references")
+        prompt = inputs["prompt"]
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be text (got {type(prompt).__name__})")
+        if len(prompt) > self.limits.max_prompt_chars:
+            raise InputError(
+                f"The prompt is {len(prompt)} characters; at most {self.limits.max_prompt_chars} are accepted"
+            )
+        if len(inputs.get("images") or []) > MAX_SLOTS:
+            raise InputError(
+                f"{len(inputs['images'])} images were given; the page takes at most {MAX_SLOTS} references"
+            )
+        paths = [checked_file(f, f"img{k}", self.limits) for k, f in enumerate(inputs.get("images") or [], start=1)]
         state = state_of(inputs["prompt"], paths, checked_tokens(inputs.get("tokens"), len(paths)))
         canny = tuple(int(inputs.get(k, getattr(C, k))) for k in ("canny_low", "canny_high", "canny_blur"))
-        image = checked_file(inputs.get("layout_image"), "layout_image")
+        image = checked_file(inputs.get("layout_image"), "layout_image", self.limits)
         layout = layout_of(inputs.get("layout") or "none", image, inputs.get("boxes"), canny)
         count = inputs.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int | float) or count not in range(1, MAX_COUNT + 1):
@@ -325,19 +336,26 @@ class SigmaApi:
         return await run_job(self.jobs, self._generate_images, request, count)
 
     def _run(self, token: str, request, count: int) -> tuple[list[str], list[dict]]:
-        paths, records, _seeds, _last = h.run_request(
-            self.pipe, request, self.outputs, count=count, jobs=self.jobs, token=token
-        )
+        try:
+            paths, records, _seeds, _last = h.run_request(
+                self.pipe, request, self.outputs, count=count, jobs=self.jobs, token=token
+            )
+        except Cancelled as exc:  # the caller gets none of them: a cancelled call writes nothing
+            for path, _record in exc.kept:
+                Path(path).unlink(missing_ok=True)
+            raise
         return paths, records
 
 
-def register_api(pipe, *, outputs: str | Path, jobs: Jobs, gpu_wrapper=None) -> SigmaApi:
+def register_api(
+    pipe, *, outputs: str | Path, jobs: Jobs, gpu_wrapper=None, limits: WebLimits | None = None
+) -> SigmaApi:
     """Add the named endpoints ``/generate`` and ``/preview``; call inside the page's ``gr.Blocks`` context.
 
     ``/generate`` joins the page's "gpu" concurrency group, with the queue's limit, and holds a ``jobs`` slot while
     it generates, like the page and the REST route.
     """
-    api = SigmaApi(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper)
+    api = SigmaApi(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)
     gr.api(api.generate, api_name="generate", concurrency_id="gpu", concurrency_limit=jobs.concurrency)
     gr.api(api.preview, api_name="preview", concurrency_limit=None)
     return api

@@ -16,6 +16,7 @@ from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
 from .examples import SHAPES_EXAMPLES, examples_for
 from .jobs import Jobs, clean_old_files
+from .limits import WebLimits
 from .placements import EDITOR_LABEL, EDITOR_SIDE, black_canvas
 from .state import MAX_SLOTS, UIState
 
@@ -56,6 +57,7 @@ def build_demo(
     gpu_wrapper=None,
     jobs: Jobs | None = None,
     keep_hours: float = 24.0,
+    limits: WebLimits | None = None,
 ) -> gr.Blocks:
     """The SIGMA Studio web UI around a loaded pipeline.
 
@@ -66,18 +68,18 @@ def build_demo(
     """
     from .events import wire
 
-    jobs = jobs or Jobs(max_concurrency)
+    jobs, limits = jobs or Jobs(max_concurrency), limits or WebLimits()
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
     clean_old_files(outputs, keep_hours)
     cache = (3600, int(keep_hours * 3600)) if keep_hours > 0 else None
     with gr.Blocks(title="SIGMA Studio", delete_cache=cache) as demo:
         page = _layout(pipe, examples_for(pipe.arch))
-        wire(page, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, keep_hours=keep_hours)
+        wire(page, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, keep_hours=keep_hours, limits=limits)
         page.refresh(
             demo.load(page.on_load, [page.state, page.history], page.load_outputs, api_visibility="undocumented")
         )
-        register_api(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper)  # the named API endpoints
+        register_api(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)  # the named API
     return demo
 
 
@@ -131,7 +133,7 @@ def _slots(p: SimpleNamespace) -> None:
         for k in range(MAX_SLOTS):
             with gr.Column(visible=k == 0, min_width=160, elem_id=f"slot-{k}") as col:
                 img = gr.Image(  # a drop target; the upload button below does the same
-                    label=f"img{k + 1}", type="filepath", sources=["upload"], height=150,
+                    label=f"img{k + 1}", type="filepath", image_mode=None, sources=["upload"], height=150,
                     elem_id=f"slot-image-{k}",
                 )  # fmt: skip
                 upl = gr.UploadButton(f"Upload img{k + 1}", file_types=["image"], size="sm", elem_id=f"slot-upload-{k}")
@@ -157,7 +159,9 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
         with gr.Tab("No layout", id="none") as p.tab_none:
             gr.Markdown("Pick a tab to add a Canny edge map, a depth map or boxes.")
         with gr.Tab("Canny", id="canny") as p.tab_canny:
-            p.canny_src = gr.Image(type="filepath", label="image whose edges to follow", height=200, elem_id="canny")
+            p.canny_src = gr.Image(
+                type="filepath", image_mode=None, label="image whose edges to follow", height=200, elem_id="canny"
+            )
             with gr.Row():
                 p.canny_low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold",
                                         info="edges weaker than this are dropped")  # fmt: skip
@@ -168,8 +172,10 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
             p.canny_prev = gr.Image(label="edge map", interactive=False, height=200, elem_id="canny-preview")
         with gr.Tab("Depth", id="depth") as p.tab_depth:
             with gr.Row():
-                p.depth_src = gr.Image(type="filepath", label="image (its depth is estimated)", height=200)
-                p.depth_map = gr.Image(type="filepath", label="or a ready depth map", height=200)
+                p.depth_src = gr.Image(
+                    type="filepath", image_mode=None, label="image (its depth is estimated)", height=200
+                )
+                p.depth_map = gr.Image(type="filepath", image_mode=None, label="or a ready depth map", height=200)
             p.depth_btn = gr.Button("Estimate / show depth", size="sm")
             p.depth_prev = gr.Image(label="depth", interactive=False, height=200)
         with gr.Tab("Boxes", id="boxes") as p.tab_boxes:
@@ -205,7 +211,8 @@ def _layout_tabs(p: SimpleNamespace, side: int) -> None:
             p.masks = gr.Dataframe(headers=["mask file", "label", "reference"], datatype=["str"] * 3, value=[],
                                    interactive=True, label="masks", type="array", elem_id="masks")  # fmt: skip
             p.clear_boxes = gr.Button("Clear boxes", size="sm")
-            p.background = gr.Image(type="filepath", label="background to insert the subjects into (optional)",
+            p.background = gr.Image(type="filepath", image_mode=None,
+                                    label="background to insert the subjects into (optional)",
                                     height=160, elem_id="background")  # fmt: skip
             p.routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
                                  elem_id="routing")  # fmt: skip

@@ -18,23 +18,29 @@ from sigma_studio.model.images import save_png
 from . import handlers as h
 from . import placements as pl
 from .display import CANVAS_SIDE, canvas_image, error_html
+from .guard import stored_mask, stored_output, within_any
 from .jobs import Cancelled, Jobs, clean_old_files
-from .restore import example_values, history_entry, restore_values
+from .restore import caption_of, example_values, history_entry, restore_values
 from .state import MAX_SLOTS, Slot, UIState, add_slot, move_slot, read_prompt, remove_slot, set_image, set_tokens
 
 UI = dict(api_visibility="undocumented", queue=False)  # lightweight page events
+HISTORY_SIZE = 40  # results the browser keeps
 
 
-def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
+def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float, limits) -> None:
     p.slot_outputs = [p.prompt, p.error, *p.slot_cols, *p.slot_imgs, *p.slot_tokens, p.box_ref]
     p.layout_inputs = [p.layout_kind, p.canny_src, p.canny_low, p.canny_high, p.canny_blur, p.depth_src,
                        p.depth_map, p.boxes, p.background, p.boxes3d, p.masks]  # fmt: skip
     render = partial(_render, p)
-    p.uploads = outputs / "uploads"  # downscaled uploads (cleaned with the results)
+    p.limits = limits
+    p.outputs, p.uploads = outputs, outputs / "uploads"  # downscaled uploads and drawn masks (cleaned with results)
 
     def refresh_preview(st, *values):
-        layout, size = h.LayoutInputs(*values[:-3]), _output_size(*values[-3:], arch=pipe.arch)
-        return h.preview_html(st or UIState(), layout, pipe.arch, size)
+        try:
+            layout = _layout(values[:-3], p.uploads)
+        except InputError as exc:
+            return error_html(str(exc))
+        return h.preview_html(st or UIState(), layout, pipe.arch, _output_size(*values[-3:], arch=pipe.arch))
 
     # after every change of the references, the layout or the size, the preview shows the request the model would get
     p.size_inputs = [p.preset, p.width, p.height]
@@ -67,7 +73,14 @@ def _wire_slots(p, render) -> None:
         return run_fn
 
     def on_prompt(st, text):
-        new = read_prompt(st or UIState(), text)
+        st = st or UIState()
+        if not isinstance(text, str) or len(text) > p.limits.max_prompt_chars:  # never parsed
+            size = len(text) if isinstance(text, str) else 0
+            new = replace(
+                st, error=f"The prompt is {size} characters; at most {p.limits.max_prompt_chars} are accepted"
+            )
+            return [new, *render(new, write_prompt=False)]
+        new = read_prompt(st, text)
         return [new, *render(new, write_prompt=False)]
 
     outs = [p.state, *p.slot_outputs]
@@ -75,7 +88,7 @@ def _wire_slots(p, render) -> None:
     p.refresh(p.add.click(apply(add_slot), [p.state], outs, **UI))
     for k in range(MAX_SLOTS):
         p.refresh(p.slot_tokens[k].input(apply(partial(_tokens, k=k)), [p.state, p.slot_tokens[k]], outs, **UI))
-        upload = apply(partial(_upload, k=k, folder=p.uploads))
+        upload = apply(partial(_upload, k=k, folder=p.uploads, limits=p.limits))
         p.refresh(p.slot_uploads[k].upload(upload, [p.state, p.slot_uploads[k]], outs, **UI))
         p.refresh(p.slot_imgs[k].upload(upload, [p.state, p.slot_imgs[k]], outs, **UI))
         p.refresh(p.slot_imgs[k].clear(apply(partial(_clear, k=k)), [p.state], outs, **UI))
@@ -97,7 +110,8 @@ def _wire_layout(p, pipe) -> None:
                       api_visibility="undocumented")  # fmt: skip
 
     def draw(rows, solid, masks, corner=None):
-        return canvas_image(pl.box_rows(rows), side, corner, pl.box3d_rows(solid), pl.mask_rows(masks))
+        masks = [[str(path), *row[1:]] for row in pl.mask_rows(masks) if (path := stored_mask(row[0], p.uploads))]
+        return canvas_image(pl.box_rows(rows), side, corner, pl.box3d_rows(solid), masks)
 
     def click_box(corner_xy, rows, solid, masks, label, ref, evt: gr.SelectData):
         rows = pl.box_rows(rows)
@@ -117,8 +131,8 @@ def _wire_layout(p, pipe) -> None:
                      [p.masks, p.error], **UI)  # fmt: skip
     for table in placements:
         table.change(draw, placements, [p.canvas], **UI)
-        table.change(partial(_routing, arch=pipe.arch), [p.state, *p.layout_inputs, *p.size_inputs], [p.routing],
-                     **UI)  # fmt: skip
+        table.change(partial(_routing, arch=pipe.arch, uploads=p.uploads),
+                     [p.state, *p.layout_inputs, *p.size_inputs], [p.routing], **UI)  # fmt: skip
 
     fit = partial(_fit_mask_editor, arch=pipe.arch)  # the mask is drawn at the output's aspect
     for trigger in (p.preset, p.width, p.height, p.background):
@@ -134,7 +148,6 @@ def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: 
         return jobs.submit(), gr.update(visible=False), gr.update(visible=True), ""
 
     def generate(st, history, token, *values, progress=gr.Progress()):  # noqa: B008
-        layout = h.LayoutInputs(*values[: len(p.layout_inputs)])
         settings = dict(zip(p.setting_names, values[len(p.layout_inputs) :], strict=True))
         clean_old_files(outputs, keep_hours)
         clean_old_files(p.uploads, keep_hours)
@@ -145,15 +158,22 @@ def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: 
 
         keep = gr.update()
         try:
+            layout = _layout(values[: len(p.layout_inputs)], p.uploads)
             result = h.generate(pipe, st or UIState(), layout, settings, outputs, report, jobs=jobs, token=token)
-        except Cancelled:
-            return keep, "**Cancelled**: nothing was written", keep, history, keep, keep, ""
+        except Cancelled as exc:
+            if not exc.kept:
+                return keep, "**Cancelled**: nothing was written", keep, history, keep, keep, ""
+            paths = [path for path, _ in exc.kept]  # the finished images stay: shown, listed and in the history
+            history = [*[history_entry(*kept) for kept in exc.kept], *_history_list(history)][:HISTORY_SIZE]
+            info = f"**Cancelled** after {len(paths)} of {int(settings.get('count') or 1)} images: the finished "
+            info += f"{'one is' if len(paths) == 1 else 'ones are'} kept ({', '.join(Path(q).name for q in paths)})"
+            return paths, info, paths, history, keep, paths[0], ""
         except Exception as exc:  # noqa: BLE001 - every failure is a message on the page
             return keep, "", keep, history, keep, keep, error_html(h.message_of(exc))
         finally:
             jobs.discard(token)  # (a job refused before it reached the queue leaves no token behind)
         entries = [history_entry(path, record) for path, record in zip(result.paths, result.records, strict=True)]
-        history = [*entries, *(history or [])][:40]
+        history = [*entries, *_history_list(history)][:HISTORY_SIZE]
         return result.paths, result.info, result.paths, history, result.seeds, result.paths[0], ""
 
     def stop(token):
@@ -172,19 +192,41 @@ def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: 
 
 
 def _wire_history_and_examples(p, render) -> None:
+    from gradio.utils import get_upload_folder
+
+    from sigma_studio.examples import ROOT as EXAMPLES
     from sigma_studio.model.config import GenerationConfig
+    from sigma_studio.model.errors import SigmaError
+    from sigma_studio.model.record import read_record
 
     side_outputs = [p.state, *p.slot_outputs, p.tabs, p.layout_kind, p.canny_src, p.boxes, *p.settings]
+    # the history is kept by the browser, so it is untrusted: an entry names one of this server's output PNGs by its
+    # file name, and everything restored from it is read from that PNG (webui/guard.py)
+    shown_files = partial(_history_files, outputs=p.outputs)
 
     def show_history(history):
-        return [(e["image"], e["caption"]) for e in history or [] if Path(e["image"]).is_file()]
+        gallery = []
+        for path in shown_files(history):
+            try:
+                gallery.append((str(path), caption_of(read_record(path).to_json())))
+            except SigmaError:  # a PNG of this folder without a readable record: no entry
+                continue
+        return gallery
 
     p.history.change(show_history, [p.history], [p.history_gallery], **UI)
     p.clear_history.click(lambda: [], None, [p.history], **UI)
+    folders = (get_upload_folder(), p.outputs, EXAMPLES)  # where a restored reference may come from
 
     def restore(history, evt: gr.SelectData):
-        shown = [e for e in history or [] if Path(e["image"]).is_file()]
-        state, values = restore_values(shown[evt.index]["record"], GenerationConfig())
+        shown = shown_files(history)
+        if not isinstance(evt.index, int) or not 0 <= evt.index < len(shown):
+            return [gr.update()] * (len(side_outputs))
+        try:
+            record = read_record(shown[evt.index]).to_json()
+        except SigmaError as exc:
+            st = replace(UIState(), error=f"This result cannot be restored: {h.message_of(exc)}")
+            return [st, *render(st), *[gr.update()] * (len(side_outputs) - 1 - len(p.slot_outputs))]
+        state, values = restore_values(record, GenerationConfig(), partial(within_any, folders=folders))
         return [state, *render(state), *values]
 
     p.refresh(p.history_gallery.select(restore, [p.history], side_outputs, **UI))
@@ -198,6 +240,17 @@ def _wire_history_and_examples(p, render) -> None:
     # slow server it can arrive after the user (or a test) has started typing, and must not undo that
     p.on_load = lambda st, history: [*render(st or UIState())[1:], show_history(history)]
     p.load_outputs = [*p.slot_outputs[1:], p.history_gallery]
+
+
+def _history_list(history) -> list[dict]:
+    """The browser's history entries that have the shape of one (it is the browser's: anything may come)."""
+    return [e for e in (history if isinstance(history, list) else [])[:HISTORY_SIZE] if isinstance(e, dict)]
+
+
+def _history_files(history, outputs: Path) -> list[Path]:
+    """The output PNGs the browser's history names, in its order (at most 40; anything else in it is ignored)."""
+    names = [e.get("image") for e in _history_list(history)]
+    return [path for name in names if (path := stored_output(name, outputs)) is not None]
 
 
 def _constant(value):
@@ -220,10 +273,10 @@ def _tokens(st: UIState, tokens, k: int) -> UIState:
     return set_tokens(st, k, list(tokens or []))
 
 
-def _upload(st: UIState, path, k: int, folder: Path) -> UIState:
+def _upload(st: UIState, path, k: int, folder: Path, limits) -> UIState:
     if not path:
         return st
-    usable, message = h.prepare_upload(path, folder)
+    usable, message = h.prepare_upload(path, folder, limits)
     if usable is None:
         return replace(st, error=f"Upload refused: {message}")
     new = set_image(st, k, usable)
@@ -250,7 +303,7 @@ def _add_mask(editor, masks, label: str, ref: str, folder: Path):
     except InputError as exc:
         return pl.mask_rows(masks), error_html(str(exc))
     path = save_png(mask, Path(folder) / f"mask-{uuid.uuid4().hex[:12]}.png")
-    return [*pl.mask_rows(masks), [str(path), label or "", ref or ""]], ""
+    return [*pl.mask_rows(masks), [path.name, label or "", ref or ""]], ""
 
 
 def _fit_mask_editor(editor, preset, width, height, background, arch):
@@ -276,9 +329,26 @@ def _output_size(preset, width, height, arch) -> tuple[int, int] | None:
         return None
 
 
-def _routing(st, *values, arch):
-    layout, size = replace(h.LayoutInputs(*values[:-3]), kind="boxes"), _output_size(*values[-3:], arch=arch)
-    return h.routing_preview(layout, st or UIState(), size, arch)
+def _routing(st, *values, arch, uploads: Path):
+    try:
+        layout = replace(_layout(values[:-3], uploads), kind="boxes")
+    except InputError:
+        return None
+    return h.routing_preview(layout, st or UIState(), _output_size(*values[-3:], arch=arch), arch)
+
+
+def _layout(values, uploads: Path) -> h.LayoutInputs:
+    """The layout tab's values, with each row of the masks table (the name of a mask the page drew: the browser
+    never holds a server path) turned into that file of ``uploads``; a name of anything else is refused."""
+    layout = h.LayoutInputs(*values)
+    masks = []
+    for row in pl.mask_rows(layout.masks):
+        path = stored_mask(row[0], uploads)
+        if path is None:
+            name = str(row[0])[:60]
+            raise InputError(f"The mask {name!r} is not one drawn on this page: add masks with '+ mask subject'")
+        masks.append([str(path), *row[1:]])
+    return replace(layout, masks=masks)
 
 
 def _canny_preview(path, low, high, blur):

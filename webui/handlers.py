@@ -7,6 +7,7 @@ import html
 import logging
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, to_rgb
 
 from .display import browser_text, colour_routing
-from .jobs import Jobs
+from .jobs import Cancelled, Jobs
+from .limits import WebLimits
 from .placements import (
     box3d_rows,
     box_rows,
@@ -38,46 +40,62 @@ SIZE_PRESETS = {
     "16:9": (1024, 576),
     "9:16": (576, 1024),
 }
-MAX_UPLOAD_MB = 20
 LAYOUT_KINDS = ("none", "canny", "depth", "boxes")  # the layout tab's choices
-
-
-UPLOAD_MAX_PIXELS = 256 * 2**20  # beyond this an upload is refused as a likely decompression bomb
 UPLOAD_MAX_SIDE = 4096  # larger uploads are downscaled to this long side (the model resizes to 1024 anyway)
 
 
-def prepare_upload(path: str, folder: Path) -> tuple[str | None, str]:
+def prepare_upload(path: str, folder: Path, limits: WebLimits | None = None) -> tuple[str | None, str]:
     """(the path to use, a message) for an uploaded reference: a large picture is downscaled into ``folder``
-    (the message says so); an unreadable, oversized or bomb-sized file gives (None, why)."""
-    name = Path(path).name
-    if Path(path).stat().st_size > MAX_UPLOAD_MB * 2**20:
-        return None, f"{name} is over {MAX_UPLOAD_MB} MB; upload a smaller file"
-    try:
-        img = open_image(path, max_pixels=UPLOAD_MAX_PIXELS)
-    except InputError as exc:  # the message names the server-side path: keep only what the user needs
-        if "too large" in str(exc):
-            return None, f"{name} has over {UPLOAD_MAX_PIXELS // 2**20} megapixels; resize it before uploading"
-        return None, f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
+    (the message says so); an unreadable or oversized file gives (None, why). The number of pixels is read from
+    the file's header and checked before anything is decoded."""
+    problem = _problem(path, limits or WebLimits())
+    if problem:
+        return None, problem
+    img = open_image(path, max_pixels=(limits or WebLimits()).max_pixels)
     if max(img.size) <= UPLOAD_MAX_SIDE:
         return path, ""
     before = f"{img.width}×{img.height}"
     img = to_rgb(img)
     img.thumbnail((UPLOAD_MAX_SIDE, UPLOAD_MAX_SIDE), Image.LANCZOS)
     folder.mkdir(parents=True, exist_ok=True)
-    smaller = folder / f"{Path(path).stem}-{uuid.uuid4().hex[:8]}.png"
+    smaller = folder / f"{Path(path).stem[:64]}-{uuid.uuid4().hex[:8]}.png"
     img.save(smaller)
-    return str(smaller), f"{name} was downscaled from {before} to {img.width}×{img.height}"
+    return str(smaller), f"{name_of(path)} was downscaled from {before} to {img.width}×{img.height}"
 
 
-def upload_problem(path: str) -> str | None:
-    """Why an uploaded file cannot be used as it is (None when it is a readable image that needs no downscaling)."""
-    if Path(path).stat().st_size > MAX_UPLOAD_MB * 2**20:
-        return f"Upload refused: {Path(path).name} is over {MAX_UPLOAD_MB} MB; upload a smaller image"
+def upload_problem(path: str, limits: WebLimits | None = None) -> str | None:
+    """Why an uploaded file cannot be used (None when it can): over the size limit, over the pixel limit (read
+    from its header, before decoding), or not a readable picture. The message names the file, never its path."""
+    problem = _problem(path, limits or WebLimits())
+    return problem and f"Upload refused: {problem}"
+
+
+def _problem(path: str, limits: WebLimits) -> str | None:
+    name = name_of(path)
     try:
-        open_image(path)
+        if Path(path).stat().st_size > limits.max_upload_mb * 2**20:
+            return f"{name} is over {limits.max_upload_mb} MB; upload a smaller file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:  # reads the header only
+                width, height = img.size
+    except Image.DecompressionBombError:
+        width = height = limits.max_pixels  # far over any limit: PIL refused even to read on
+    except (OSError, SyntaxError, ValueError):
+        return f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
+    if width * height > limits.max_pixels:
+        return f"{name} has over {limits.max_megapixels} megapixels; resize it before uploading"
+    try:
+        open_image(path, max_pixels=limits.max_pixels)
     except InputError:
-        return f"Upload refused: {Path(path).name} is not a readable image; use a PNG, JPEG or WebP picture"
+        return f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
     return None
+
+
+def name_of(path: str) -> str:
+    """A file's name as a message shows it (bounded: a name is the caller's text)."""
+    name = Path(path).name
+    return name if len(name) <= 60 else name[:57] + "…"
 
 
 @dataclass(frozen=True)
@@ -96,12 +114,31 @@ class LayoutInputs:
 
 
 def size_of(preset: str, width: int, height: int, max_size: int) -> tuple[int, int] | None:
-    """(height, width) from the settings; 'auto' lets the pipeline use the last reference's size."""
+    """(height, width) from the settings; 'auto' lets the pipeline use the last reference's size. A preset is
+    scaled to the model's largest size; a custom size is taken as it is, and checked like the CLI's ``--size``."""
     if preset == "auto":
         return None
-    w, h = SIZE_PRESETS.get(preset, (int(width), int(height)))
-    scale = min(1.0, max_size / max(w, h))
-    return int(h * scale) // 16 * 16, int(w * scale) // 16 * 16
+    if preset in SIZE_PRESETS:
+        w, h = SIZE_PRESETS[preset]
+        scale = min(1.0, max_size / max(w, h))
+        return int(h * scale) // 16 * 16, int(w * scale) // 16 * 16
+    w, h = whole(width, "width"), whole(height, "height")
+    if w < 1 or h < 1:
+        raise InputError(f"size {w}x{h}: the width and height must be at least 1 pixel")
+    return h, w
+
+
+def whole(value, name: str) -> int:
+    """A setting that must be a whole number (a fraction is refused, never truncated)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InputError(f"{name} must be a whole number (got {value!r})")
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number (got {str(value)[:40]!r})") from None
+    if not number.is_integer():
+        raise InputError(f"{name} must be a whole number (got {str(value)[:40]})")
+    return int(number)
 
 
 def _box3d_text(row: list) -> str:
@@ -213,17 +250,21 @@ class WebResult:
 
 
 def settings_config(settings: dict, max_size: int) -> GenerationConfig:
-    """The page's settings as a GenerationConfig (seed -1 or empty: drawn by the pipeline, and reported)."""
+    """The page's settings as a GenerationConfig (seed -1 or empty: drawn by the pipeline, and reported). The rules
+    are the CLI's: a custom size is used as it is, and a seed is -1 or a whole number from 0."""
     seed = settings.get("seed")
+    seed = None if seed is None or seed == "" else whole(seed, "seed")
+    if seed is not None and seed < -1:
+        raise InputError(f"seed {seed} is not a seed: use -1 for a new random seed, or a whole number from 0")
     return GenerationConfig(
-        steps=int(settings["steps"]),
+        steps=whole(settings["steps"], "steps"),
         cfg_text_scale=float(settings["cfg_text"]),
         cfg_img_scale=float(settings["cfg_img"]),
         cfg_interval=(float(settings["cfg_low"]), float(settings["cfg_high"])),
         cfg_renorm_type=settings["renorm"],
         timestep_shift=float(settings["shift"]),
         size=size_of(settings["preset"], settings["width"], settings["height"], max_size),
-        seed=None if seed is None or int(seed) < 0 else int(seed),
+        seed=None if seed is None or seed == -1 else seed,
         group_mask=bool(settings["group_mask"]),
         guidance_every=_speed(settings.get("speed") or "exact"),
     )
@@ -250,27 +291,29 @@ def run_request(pipe, request, outputs: Path, *, count=1, jobs: Jobs | None = No
     ``progress(done, total, seconds_left)`` counts steps over all images; a cancelled job raises ``Cancelled``.
     """
     jobs = jobs or Jobs()
-    steps, start = request.config.steps, time.perf_counter()
-    paths, records, seeds = [], [], []
-    with jobs.slot(token) as pooled, on_device(pooled if pooled is not None else pipe) as runner:
-        for k in range(count):
-            seed = request.config.seed if request.config.seed is None else request.config.seed + k
-            if k and seed is None:
-                seed = seeds[0] + k
-            job = request.replace(config=request.config.replace(seed=seed))
+    made: list[tuple[str, dict, int]] = []  # (PNG, record, seed) of each image, as it is written
+    start = time.perf_counter()
 
-            def step(i: int, n: int, k=k) -> None:
-                jobs.check(token)
-                if progress is not None:
-                    done, total = k * steps + i, count * steps
-                    left = (time.perf_counter() - start) / done * (total - done) if done else None
-                    progress(done, total, left)
+    def step(k: int, i: int) -> None:
+        jobs.check(token)
+        if progress is not None:
+            done, total = k * request.config.steps + i, count * request.config.steps
+            progress(done, total, (time.perf_counter() - start) / done * (total - done) if done else None)
 
-            result = runner(job, progress=step)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            paths.append(str(result.save(outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png")))
-            records.append(result.record.to_json())
-            seeds.append(result.seed)
+    try:
+        with jobs.slot(token) as pooled, on_device(pooled if pooled is not None else pipe) as runner:
+            for k in range(count):
+                seed = request.config.seed if request.config.seed is None else request.config.seed + k
+                seed = made[0][2] + k if k and seed is None else seed
+                job = request.replace(config=request.config.replace(seed=seed))
+                result = runner(job, progress=lambda i, n, k=k: step(k, i))
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                path = result.save(outputs / f"sigma-{stamp}-{result.seed}-{uuid.uuid4().hex[:8]}.png")
+                made.append((str(path), result.record.to_json(), result.seed))
+    except Cancelled as exc:
+        exc.kept = [(path, record) for path, record, _ in made]  # the images finished before the cancel
+        raise
+    paths, records, seeds = (list(column) for column in zip(*made, strict=True))
     return paths, records, seeds, result
 
 
@@ -295,7 +338,8 @@ def message_of(exc: BaseException) -> str:
         return browser_text(str(exc))
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return "Out of GPU memory: choose a smaller size, fewer references, or start the server with --mode nf4"
-    log.exception("generation failed")
+    # the log line names the failure itself (the CLI's log handler prints one line, without the traceback)
+    log.error("generation failed: %s: %s", type(exc).__name__, str(exc)[:500], exc_info=exc)
     return f"Generation failed ({type(exc).__name__}); the server log has the details"
 
 

@@ -19,7 +19,12 @@ from pathlib import Path
 
 
 class Cancelled(Exception):
-    """The job was cancelled, while waiting or while running."""
+    """The job was cancelled, while waiting or while running; ``kept`` lists the (PNG, record) pairs it had
+    finished by then (a job of several images), for the caller to show or to remove."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.kept: list[tuple[str, dict]] = []
 
 
 class Jobs:
@@ -62,6 +67,12 @@ class Jobs:
         """Raise :class:`Cancelled` if the job was cancelled (called at every denoising step)."""
         if token and token in self._cancelled:
             raise Cancelled
+
+    @property
+    def live(self) -> int:
+        """Jobs submitted and not yet ended (waiting or running)."""
+        with self._lock:
+            return len(self._live)
 
     @property
     def runs(self) -> list[int]:

@@ -16,12 +16,16 @@ its defaults. The answer is ``{"images": [base64 PNG, ...], "records": [...]}``;
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import inspect
 import json
-import tempfile
+import os
+import re
+import shutil
 import typing
+import uuid
 from pathlib import Path
 from types import UnionType
 
@@ -32,15 +36,13 @@ from starlette.responses import JSONResponse
 
 from sigma_studio.model.errors import SigmaError
 
-from . import handlers as h
 from .api import SigmaApi, one_line
 from .jobs import Cancelled, Jobs
-from .state import MAX_SLOTS
+from .limits import REST_PATH, WebLimits
 
-REST_PATH = "/api/v1/generate"
 FILE_FIELDS = ("images", "layout_image")
 JSON_FIELDS = ("tokens", "boxes")  # lists: JSON text in a multipart form
-MAX_BODY_BYTES = (MAX_SLOTS + 1) * h.MAX_UPLOAD_MB * 2**20 * 4 // 3 + 2**20  # every upload at its limit, base64
+INCOMING = ".incoming"  # under the outputs folder: one folder per REST request while it runs
 FIELDS = inspect.signature(SigmaApi.generate).parameters
 HINTS = typing.get_type_hints(SigmaApi.generate)
 
@@ -53,53 +55,124 @@ class RestError(Exception):
         self.status = status
 
 
-def mount_rest(app, pipe, *, outputs: str | Path, jobs: Jobs) -> None:
+def mount_rest(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits | None = None) -> None:
     """Serve ``POST /api/v1/generate`` on ``app`` (the Gradio server's FastAPI app), through ``jobs``: the queue
-    the page and the Gradio API use, so a REST call waits for their generations and they wait for it."""
-    api = SigmaApi(pipe, outputs=outputs, jobs=jobs)
+    the page and the Gradio API use, so a REST call waits for their generations and they wait for it. A caller that
+    disconnects cancels its job (waiting, it never starts; running, it stops at its next step and writes nothing)."""
+    limits = limits or WebLimits()
+    api = SigmaApi(pipe, outputs=outputs, jobs=jobs, limits=limits)
+    incoming = Path(outputs) / INCOMING
+    clean_incoming(incoming)
 
     async def generate(request: Request) -> JSONResponse:
-        with tempfile.TemporaryDirectory(prefix="sigma-rest-") as folder:
-            try:
-                inputs = await read_inputs(request, Path(folder))
-                paths, records = await api.run(inputs)
-            except RestError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
-            except Cancelled:
-                return JSONResponse({"error": "Cancelled"}, status_code=409)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes one line of text for the caller
-                status = 400 if isinstance(exc, SigmaError) else 500
-                return JSONResponse({"error": one_line(exc)}, status_code=status)
+        folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        try:
+            inputs = await read_inputs(request, folder, limits)
+            paths, records = await until_disconnected(request, api.run(inputs))
+        except RestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except Cancelled:
+            return JSONResponse({"error": "Cancelled"}, status_code=409)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one line of text for the caller
+            status = 400 if isinstance(exc, SigmaError) else 500
+            return JSONResponse({"error": one_line(exc)}, status_code=status)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         images = [base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in paths]
         return JSONResponse({"images": images, "records": records})
 
     app.add_api_route(REST_PATH, generate, methods=["POST"], summary="Generate images (JSON or multipart)")
 
 
-async def read_inputs(request: Request, folder: Path) -> dict:
+async def until_disconnected(request: Request, work):
+    """``await work``, cancelling it (and so its job in the queue) when the caller disconnects first."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Cancelled):
+                pass
+            raise Cancelled
+
+
+def clean_incoming(incoming: Path) -> int:
+    """Remove the upload folders of REST requests whose server process is gone (one killed mid-request)."""
+    removed = 0
+    for folder in incoming.glob("rest-*") if incoming.is_dir() else []:
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+async def read_inputs(request: Request, folder: Path, limits: WebLimits | None = None) -> dict:
     """The request's fields, typed as the Gradio endpoint types them, over its defaults; uploads saved in
-    ``folder``."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        raise RestError(f"The request is over {MAX_BODY_BYTES // 2**20} MB", 413)
+    ``folder``. The body is held to ``limits`` (by the server's middleware too, which also stops a chunked one)."""
+    limits = limits or WebLimits()
+    limit = limits.body_limit(REST_PATH)
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise RestError(f"The request is over {limits.max_request_mb} MB", 413)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields = await form_fields(request)
     else:
-        try:
-            fields = await request.json()
-        except ValueError:
-            raise RestError("The body is not JSON: send a JSON object, or a multipart form") from None
-        if not isinstance(fields, dict):
-            raise RestError("The body must be a JSON object with the fields by name")
+        fields = json_fields(await request.body(), limits.max_json_depth)
     unknown = sorted(set(fields) - set(FIELDS) - {"self"})
     if unknown:
-        raise RestError(f"Unknown field {unknown[0]}; the fields are: {', '.join(n for n in FIELDS if n != 'self')}")
+        raise RestError(
+            f"Unknown field {unknown[0][:60]}; the fields are: {', '.join(n for n in FIELDS if n != 'self')}"
+        )
     if "prompt" not in fields:
         raise RestError("prompt is missing: write what to generate (it may be empty text with images)")
+    problem = limits.prompt_problem(fields["prompt"]) if isinstance(fields["prompt"], str) else None
+    if problem:  # (a prompt that is not text is refused by its type below)
+        raise RestError(problem, 413)
     inputs = {n: p.default for n, p in FIELDS.items() if p.default is not inspect.Parameter.empty}
     for name, value in fields.items():
         inputs[name] = await saved(name, value, folder) if name in FILE_FIELDS else typed(name, value)
     return inputs
+
+
+def json_fields(body: bytes, max_depth: int) -> dict:
+    """The JSON object of a body: nesting beyond ``max_depth`` is refused (and never recursed into)."""
+    try:
+        fields = json.loads(body)
+    except RecursionError:
+        raise RestError(f"The JSON body nests deeper than {max_depth} levels", 400) from None
+    except ValueError:
+        raise RestError("The body is not JSON: send a JSON object, or a multipart form") from None
+    if not isinstance(fields, dict):
+        raise RestError("The body must be a JSON object with the fields by name")
+    if depth_of(fields) > max_depth:
+        raise RestError(f"The JSON body nests deeper than {max_depth} levels", 400)
+    return fields
+
+
+def depth_of(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 async def form_fields(request: Request) -> dict:
@@ -135,8 +208,10 @@ async def saved(name: str, value, folder: Path) -> list[str] | str | None:
 
 async def save_one(value, folder: Path, what: str) -> str:
     folder.mkdir(parents=True)
-    if isinstance(value, UploadFile):
-        path = folder / (Path(value.filename or what).name or what)
+    if isinstance(value, UploadFile):  # the caller's file name is kept (messages name it) only when it is plain
+        name = Path(value.filename or "").name
+        plain = re.fullmatch(r"[\w\- ][\w.\- ]{0,99}", name) and not name.startswith(".")
+        path = folder / (name if plain else what)
         path.write_bytes(await value.read())
         return str(path)
     if not isinstance(value, str):

@@ -16,11 +16,15 @@ from .state import Slot, UIState, read_prompt, set_image
 
 
 def history_entry(path: str, record: dict) -> dict:
-    """What the browser keeps of one result: the PNG's path, a caption, and the record to restore from."""
-    seed = record.get("config", {}).get("seed")
-    prompt = record.get("prompt", "")
-    caption = f"seed {seed} · {prompt[:40]}{'…' if len(prompt) > 40 else ''}"
-    return {"image": path, "caption": caption, "record": record}
+    """What the browser keeps of one result: the PNG's file *name* (never a server path: the server finds the file
+    again in its outputs folder, webui/guard.py) and a caption. The record is read back from the PNG itself."""
+    return {"image": Path(path).name, "caption": caption_of(record)}
+
+
+def caption_of(record: dict) -> str:
+    seed = (record.get("config") or {}).get("seed")
+    prompt = str(record.get("prompt", ""))
+    return f"seed {seed} · {prompt[:40]}{'…' if len(prompt) > 40 else ''}"
 
 
 def settings_values(config: dict, count: int = 1) -> list:
@@ -61,15 +65,17 @@ def _row(spec: str, ref: str) -> list:
     return [*(float(v) for v in coords.split(",")), label, ref]
 
 
-def restore_values(record: dict, defaults: GenerationConfig) -> tuple[UIState, list]:
+def restore_values(record: dict, defaults: GenerationConfig, usable=None) -> tuple[UIState, list]:
     """(state, [layout values..., settings values...]) from a result's record; references whose files are gone
-    leave their slot empty (the page says so under the prompt)."""
+    leave their slot empty (the page says so under the prompt). ``usable(path)`` gives the file to use for a
+    recorded reference, or None (the server passes its rule: only files inside its own folders)."""
+    usable = usable or (lambda path: path if Path(path).is_file() else None)
     refs = {
         img["name"]: img["file"]
         for img in record.get("images", [])
         if img.get("role") == "reference" and img.get("file")
     }
-    present = {name: path for name, path in refs.items() if Path(path).is_file()}
+    present = {name: str(found) for name, path in refs.items() if (found := usable(path)) is not None}
     state = _state(record.get("prompt", ""), present, max([1, *(int(n[3:]) for n in refs)]))
     missing = sorted(set(refs) - set(present))
     if missing:

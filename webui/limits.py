@@ -1,0 +1,175 @@
+"""The web server's limits (docs/SECURITY.md), and the ASGI middleware that holds every request body to them.
+
+Each limit is declared once, in :class:`WebLimits`, with the ``sigma webui`` flag that sets it. Bodies are counted as
+they arrive, so a chunked body (no Content-Length) is stopped at the limit like any other; a body refused here is
+answered ``413`` (too large) or ``400`` (nested too deeply) with ``{"error": "<one line>"}`` and never reaches Gradio
+or the REST route.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+
+from sigma_studio.model.errors import InputError
+
+REST_PATH = "/api/v1/generate"
+UPLOAD_PATH = "/gradio_api/upload"
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """What one request to the web server may hold. The flag of each field is ``--`` + its name with dashes."""
+
+    max_prompt_chars: int = 20_000  # characters of a prompt, checked before it is parsed
+    max_request_mb: int = 200  # one REST request: every upload at its limit, base64 included
+    max_event_kb: int = 512  # one page or Gradio API event (JSON; files travel as uploads, not in events)
+    max_upload_mb: int = 20  # one uploaded file (a reference, a layout picture, a mask)
+    max_megapixels: int = 50  # one uploaded picture, read from its header before it is decoded
+    max_json_depth: int = 32  # nesting of a JSON body
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"--{f.name.replace('_', '-')} must be a whole number from 1 (got {value!r})")
+
+    def prompt_problem(self, prompt) -> str | None:
+        """Why a prompt is refused before it is parsed (None: it is taken)."""
+        if not isinstance(prompt, str):
+            return f"The prompt must be text (got {type(prompt).__name__})"
+        if len(prompt) > self.max_prompt_chars:
+            return f"The prompt is {len(prompt)} characters; at most {self.max_prompt_chars} are accepted"
+        return None
+
+    @property
+    def max_pixels(self) -> int:
+        return self.max_megapixels * 1_000_000
+
+    def body_limit(self, path: str) -> int:
+        """The largest body, in bytes, a POST to ``path`` may send."""
+        if path.rstrip("/") in (REST_PATH, UPLOAD_PATH):
+            return self.max_request_mb * 2**20
+        return self.max_event_kb * 2**10
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+_JSON_MARKS = re.compile(rb'["\\\[\]{}]')
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply a JSON text nests its arrays and objects (brackets inside strings do not count). Linear in the
+    body, and it never builds the value, so a hostile nesting costs no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    escaped_at = -2
+    for mark in _JSON_MARKS.finditer(body):
+        char, start = mark.group(), mark.start()
+        if in_string:
+            if escaped and start == escaped_at + 1:
+                escaped = False
+                continue
+            escaped = False
+            if char == b"\\":
+                escaped, escaped_at = True, start
+            elif char == b'"':
+                in_string = False
+            continue
+        if char == b'"':
+            in_string, escaped = True, False
+        elif char in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+class BodyLimit:
+    """ASGI middleware: every POST body is held to :meth:`WebLimits.body_limit` of its path while it is read, and a
+    JSON body to ``max_json_depth``. Install it with ``launch(app_kwargs={"middleware": [...]})``."""
+
+    def __init__(self, app, limits: WebLimits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        limit = self.limits.body_limit(scope.get("path", ""))
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if declared and (not declared.isdigit() or int(declared) > limit):
+            return await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}")
+        if limit <= self.limits.max_event_kb * 2**10:  # an event: small, read whole and its JSON checked here
+            return await self._buffered(scope, receive, send, limit)
+        return await self._streamed(scope, receive, send, limit)  # uploads and REST (which checks its own JSON)
+
+    async def _buffered(self, scope, receive, send, limit: int):
+        """Read the whole (bounded) body, check its nesting, then hand it on."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if json_depth(body) > self.limits.max_json_depth:  # (a body that is not JSON has no brackets that count)
+            return await refuse(send, 400, f"The JSON body nests deeper than {self.limits.max_json_depth} levels")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _streamed(self, scope, receive, send, limit: int):
+        """Count a large (multipart) body as the app reads it; past the limit the app's answer is replaced."""
+        size, over, started = 0, False, False
+
+        async def counted():
+            nonlocal size, over
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    over = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if over:
+                return  # the app's own answer to a cut body; ours is sent below
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except BodyTooLarge:
+            pass
+        if over and not started:
+            await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}")
+
+
+async def refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def size_text(n: int) -> str:
+    return f"{n // 2**20} MB" if n >= 2**20 else f"{n // 2**10} KB"

@@ -1,0 +1,36 @@
+"""Starting the web server: the page, its named API and the REST route, held to the server's limits.
+
+``sigma webui`` (and so ``app.py``) and the tests start a server through :func:`launch`, so what is tested over HTTP is
+what is served: the same middleware, the same upload limits, the same allowed folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from starlette.middleware import Middleware
+
+from .jobs import Jobs
+from .limits import BodyLimit, WebLimits
+from .rest import mount_rest
+
+
+def launch(
+    demo, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits, host: str = "127.0.0.1", port: int = 7860,
+    share: bool = False, allowed_paths=(), css: str | None = None, quiet: bool = False, max_queue: int = 32,
+):  # fmt: skip
+    """Launch ``demo`` (from :func:`webui.blocks.build_demo`, built with the same ``jobs`` and ``limits``) without
+    blocking, then mount ``POST /api/v1/generate`` on it; returns ``demo``."""
+    # PIL's own decompression-bomb guard, for the pictures Gradio decodes itself (the mask editor's layers): the
+    # server's pixel limit, over which PIL refuses a picture from its header (this process serves, and does nothing
+    # else that opens pictures without its own limit)
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels // 2
+    demo.queue(max_size=max_queue).launch(
+        server_name=host, server_port=port, share=share, css=css, max_file_size=f"{limits.max_upload_mb}mb",
+        allowed_paths=[str(outputs), *map(str, allowed_paths)], show_error=False, prevent_thread_lock=True,
+        quiet=quiet, app_kwargs={"middleware": [Middleware(BodyLimit, limits=limits)]},
+    )  # fmt: skip
+    # demo.app exists once launched; routes added now are served at once, on the local and the --share URL alike
+    mount_rest(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits)
+    return demo
