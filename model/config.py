@@ -40,8 +40,13 @@ def _positive_int(value) -> bool:
 
 def _check_finite(option: str, value) -> None:
     """A real, finite number: nan and inf pass every range check below and turn the image black."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InputError(f"{option} must be a finite number (got {value!r})")
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
+        shown = f"{value!r}"[:40]
+        raise InputError(f"{option} must be a finite number (got {shown})")
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,20 @@ class LoaderConfig:
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)  # what accelerate parses
 
 
+# Limits of the generation settings, each declared once (GenerationConfig checks them; the CLI's help and the web UI
+# can read them). Beyond them a generation does not fail loudly, it silently returns a black or noise picture.
+MAX_GUIDANCE = 100.0  # --cfg-text / --cfg-img: released defaults 4 / 2, the web UI offers up to 10; a scale multiplies
+# a velocity difference every step, and past ~100 the state leaves the decoder's range (1e308 overflows to inf/NaN)
+SHIFT_RANGE = (0.01, 100.0)  # --shift: t = s*u / (1 + (s-1)*u); released 3, the trained layout 1. Inside this range
+# the schedule is a finite decreasing grid from 1 to 0; far outside it float32 rounds it to one jump (or 0/0 = NaN)
+
+
+def _check_range(option: str, value, low: float, high: float, default: float, what: str = "") -> None:
+    _check_finite(option, value)
+    if not low <= value <= high:
+        raise InputError(f"{option} must be {what}from {low:g} to {high:g} (got {value:g}); the default is {default:g}")
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """Sampler and prompt-layout settings of one generation.
@@ -262,17 +281,17 @@ class GenerationConfig:
     checkpoint's own settings.
     """
 
-    steps: int = 50
-    cfg_text_scale: float = 4.0
-    cfg_img_scale: float = 2.0
-    cfg_interval: tuple[float, float] = (0.0, 1.0)
-    cfg_renorm_type: RenormType = "text_channel"
-    cfg_renorm_min: float = 0.0
-    timestep_shift: float = 3.0
-    size: tuple[int, int] | None = None
-    seed: int | None = None
-    layout: Layout | None = None
-    group_mask: bool | None = None
+    steps: int = 50  # --steps: 2..MAX_STEPS (N steps are N-1 Euler updates)
+    cfg_text_scale: float = 4.0  # --cfg-text: 0..MAX_GUIDANCE (<= 1 turns text guidance off)
+    cfg_img_scale: float = 2.0  # --cfg-img: 0..MAX_GUIDANCE (<= 1 turns image guidance off)
+    cfg_interval: tuple[float, float] = (0.0, 1.0)  # --cfg-interval: 0 <= low <= high <= 1, times t with guidance
+    cfg_renorm_type: RenormType = "text_channel"  # --renorm: one of RENORM_TYPES
+    cfg_renorm_min: float = 0.0  # --renorm-min: 0..1, the smallest factor the guidance renorm may scale by
+    timestep_shift: float = 3.0  # --shift: SHIFT_RANGE
+    size: tuple[int, int] | None = None  # --size: positive; the model's stride and limit are checked per model
+    seed: int | None = None  # --seed: 0..MAX_SEED
+    layout: Layout | None = None  # --layout: one of LAYOUTS
+    group_mask: bool | None = None  # --group-mask/--no-group-mask
     guidance_every: int = 1  # evaluate the guidance branches every N steps, reuse their offset between (1 = exact)
 
     def __post_init__(self) -> None:
@@ -286,6 +305,8 @@ class GenerationConfig:
             raise InputError(f"--steps must be at most {MAX_STEPS} (got {self.steps}); 50 is the released default")
         if self.seed is not None and not (_int(self.seed) and 0 <= self.seed <= MAX_SEED):
             raise InputError(f"--seed must be a whole number from 0 to 2**63 - 1 (got {self.seed!r})")
+        if not isinstance(self.cfg_interval, tuple | list) or len(self.cfg_interval) != 2:
+            raise InputError(f"--cfg-interval takes two numbers, low and high (got {self.cfg_interval!r})")
         for option, value in (
             ("--cfg-text", self.cfg_text_scale),
             ("--cfg-img", self.cfg_img_scale),
@@ -294,8 +315,6 @@ class GenerationConfig:
             *(("--cfg-interval", v) for v in self.cfg_interval),
         ):
             _check_finite(option, value)
-        if len(self.cfg_interval) != 2:
-            raise InputError(f"--cfg-interval takes two numbers, low and high (got {self.cfg_interval!r})")
         if self.cfg_renorm_type not in RENORM_TYPES:
             raise InputError(
                 f"--renorm '{self.cfg_renorm_type}' is not supported; choose one of {', '.join(RENORM_TYPES)}"
@@ -303,16 +322,20 @@ class GenerationConfig:
         lo, hi = self.cfg_interval
         if not 0.0 <= lo <= hi <= 1.0:
             raise InputError(f"--cfg-interval must satisfy 0 <= low <= high <= 1 (got {lo}, {hi})")
-        if not 0.0 <= self.cfg_renorm_min <= 1.0:
-            raise InputError(f"--renorm-min must be in [0, 1] (got {self.cfg_renorm_min})")
-        if self.timestep_shift <= 0:
-            raise InputError(f"--shift must be positive (got {self.timestep_shift})")
-        if self.cfg_text_scale < 0 or self.cfg_img_scale < 0:
-            raise InputError("--cfg-text and --cfg-img must be non-negative")
+        default = GenerationConfig.__dataclass_fields__
+        for option, name, (low, high), what in (
+            ("--renorm-min", "cfg_renorm_min", (0.0, 1.0), ""),
+            ("--shift", "timestep_shift", SHIFT_RANGE, "positive, "),
+            ("--cfg-text", "cfg_text_scale", (0.0, MAX_GUIDANCE), ""),
+            ("--cfg-img", "cfg_img_scale", (0.0, MAX_GUIDANCE), ""),
+        ):
+            _check_range(option, getattr(self, name), low, high, default[name].default, what)
         if self.layout is not None and self.layout not in LAYOUTS:
             raise InputError(f"--layout '{self.layout}' is not one of {', '.join(LAYOUTS)}")
+        if self.group_mask is not None and not isinstance(self.group_mask, bool):
+            raise InputError(f"--group-mask is on or off (true or false), not {self.group_mask!r}")
         if self.size is not None:
-            if len(self.size) != 2 or not all(_int(side) for side in self.size):
+            if not isinstance(self.size, tuple | list) or len(self.size) != 2 or not all(_int(s) for s in self.size):
                 raise InputError(f"--size must be two whole numbers, (height, width) (got {self.size!r})")
             h, w = self.size
             if h <= 0 or w <= 0:

@@ -7,6 +7,8 @@ A control image enters the interleaved sequence as a ``<layout>`` reference, lik
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,28 @@ def _cv2():
 
 
 CANNY_LOW, CANNY_HIGH, CANNY_BLUR = 100, 200, 0  # the defaults of ControlSpec, the CLI and the web UI
+# Limits, checked by ControlSpec before any work. Thresholds: OpenCV compares them with the L1 Sobel gradient of an
+# 8-bit picture, which reaches 8 * 255 = 2040; above ~1000 hardly an edge survives, so 0..1000 covers every useful
+# setting. Blur: an odd Gaussian kernel side (0 or 1 = none); 31 px already washes out every edge of a 1024 px
+# picture, and a kernel of 100001 px takes minutes per picture.
+CANNY_MAX_THRESHOLD = 1000
+CANNY_MAX_BLUR = 31
+
+
+def check_canny(low, high, blur) -> None:
+    """Refuse Canny settings that cannot work, naming the option; whole numbers only (a record may hold floats)."""
+    for option, value, top in (("--canny-low", low, CANNY_MAX_THRESHOLD), ("--canny-high", high, CANNY_MAX_THRESHOLD),
+                               ("--canny-blur", blur, CANNY_MAX_BLUR)):  # fmt: skip
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not whole or not 0 <= value <= top:
+            raise InputError(f"{option} must be a whole number from 0 to {top} (got {str(value)[:40]})")
+    if not low < high:
+        raise InputError(
+            f"Canny thresholds must satisfy low < high: --canny-low {low} is not below --canny-high {high} "
+            f"(the defaults are {CANNY_LOW} and {CANNY_HIGH})"
+        )
+    if blur % 2 == 0 and blur:
+        raise InputError(f"--canny-blur must be odd, from 1 to {CANNY_MAX_BLUR}, or 0 for none (got {blur})")
 
 
 def canny_edges(
@@ -56,14 +80,11 @@ def canny_edges(
 
     Args:
         image: the source picture.
-        low, high: hysteresis thresholds of the Canny detector (0..255, low < high).
-        blur: Gaussian blur kernel size before detection (0 = none; odd, e.g. 3 or 5).
+        low, high: hysteresis thresholds of the Canny detector (0..CANNY_MAX_THRESHOLD, low < high).
+        blur: Gaussian blur kernel size before detection (0 = none; odd up to CANNY_MAX_BLUR, e.g. 3 or 5).
         size: (width, height) to resize the source to first.
     """
-    if not 0 <= low < high <= 1000:
-        raise InputError(f"Canny thresholds must satisfy 0 <= low < high <= 1000 (got {low}, {high})")
-    if blur and blur % 2 == 0:
-        raise InputError(f"--canny-blur must be odd (got {blur})")
+    check_canny(low, high, blur)
     cv2 = _cv2()
     gray = np.asarray(image.convert("L").resize(size, Image.BICUBIC) if size else image.convert("L"))
     if blur:
@@ -124,13 +145,18 @@ class Box:
     label: str = ""
 
     def check(self, width: int, height: int, what: str = "box") -> None:
+        values = (self.x0, self.y0, self.x1, self.y1)
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+            raise InputError(f"{what} {self.as_text()} must be four finite numbers: x0,y0,x1,y1 (pixels or 0..1)")
         if self.x1 <= self.x0 or self.y1 <= self.y0:
             raise InputError(f"{what} {self.as_text()} has zero area: write x0,y0,x1,y1 with x1 > x0 and y1 > y0")
         if self.x0 < 0 or self.y0 < 0 or self.x1 > width or self.y1 > height:
             raise InputError(f"{what} {self.as_text()} is outside the {width}x{height} image")
 
     def as_text(self) -> str:
-        return f"{self.x0:g},{self.y0:g},{self.x1:g},{self.y1:g}"
+        return ",".join(
+            f"{v:g}" if isinstance(v, numbers.Real) else repr(v)[:20] for v in (self.x0, self.y0, self.x1, self.y1)
+        )
 
     @staticmethod
     def parse(text: str, width: int, height: int) -> Box:
@@ -142,7 +168,11 @@ class Box:
             values = []
         if len(values) != 4:
             raise InputError(
-                f"'{text}' is not a box: write x0,y0,x1,y1 (pixels or 0..1 fractions), e.g. 0.1,0.2,0.5,0.9"
+                f"'{text[:80]}' is not a box: write x0,y0,x1,y1 (pixels or 0..1 fractions), e.g. 0.1,0.2,0.5,0.9"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise InputError(
+                f"box '{text[:80]}' holds a value that is not a finite number: write x0,y0,x1,y1 in pixels or 0..1"
             )
         if all(0 <= v <= 1 for v in values):
             values = [values[0] * width, values[1] * height, values[2] * width, values[3] * height]

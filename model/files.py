@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,18 +14,76 @@ from typing import IO
 
 from .errors import InputError
 
+MAX_NAME_BYTES = 255  # the longest file name (one path component) Linux, macOS and Windows file systems take
+MAX_PATH_BYTES = 4095  # the longest path Linux takes (PATH_MAX, less its terminating zero)
+_KINDS = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a named pipe",
+          stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}  # fmt: skip
+
+
+def _not_regular(path: Path) -> str | None:
+    """What stands at ``path`` when it is not a regular file (a link is followed): "a named pipe", ...; None when
+    nothing is there (a dangling link included) or a regular file is."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a file in the way is reported by the caller)
+        return None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be checked ({exc.strerror}); choose another path") from None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
+
+
+def check_name_length(path: str | Path, option: str = "") -> None:
+    """Refuse a path with a name (one component) over ``MAX_NAME_BYTES`` or a whole path over ``MAX_PATH_BYTES``:
+    the OS would refuse it at the first look (ENAMETOOLONG)."""
+    path = Path(path)
+    label = f"{option} {str(path)[:60]}..." if len(str(path)) > 80 else f"{option} {path}".strip()
+    long = [part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES]
+    if long:
+        size = len(os.fsencode(long[0]))
+        raise InputError(
+            f"{label}: the name '{long[0][:40]}...' is {size} bytes; a file name holds at most {MAX_NAME_BYTES}: "
+            "choose a shorter name"
+        )
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise InputError(f"{label}: the path is over {MAX_PATH_BYTES} bytes; choose a shorter one")
+
+
+def check_replaceable(path: str | Path, option: str = "") -> None:
+    """Refuse an output path whose name is too long, or where something other than a regular file stands (a
+    device such as /dev/null, a pipe, a socket, a folder, or a link to one): an output only replaces a file."""
+    check_name_length(path, option)
+    path = Path(path)
+    label = f"{option} {path}" if option else str(path)
+    kind = _not_regular(path)
+    if kind:
+        raise InputError(f"{label} is {kind}, not a regular file: an output only replaces a file; choose another name")
+
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(f)`` on a temporary binary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(f)`` on a temporary binary file beside ``path``, then rename it to ``path``.
+
+    Every output of every front end is written here, so this is where an output is refused from replacing
+    anything but a regular file; an OS error (name too long, disk full, permission) becomes one InputError.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_replaceable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temporary name stays short whatever the target's length (it adds ~14 bytes to the name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{path} cannot be written ({exc.strerror}); choose another place") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        check_replaceable(path)  # again just before the rename: something may have appeared there meanwhile
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(f"{path} cannot be written ({exc.strerror or exc}); choose another place") from None
         raise
     return path
 
@@ -62,11 +121,16 @@ def write_json(path: str | Path, data) -> Path:
 
 
 def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
-    """``path`` if a file can be written there: refused (one line, before any work) when it is a folder, when a
-    file stands where a folder should be, when the folder is read-only, or when it exists and not ``overwrite``."""
+    """``path`` if a file can be written there: refused (one line, before any work) when it names a folder (one
+    that exists, or a path ending in a separator), when something other than a regular file stands there (a
+    device, a pipe, a link to one), when its name is too long, when a file stands where a folder should be, when
+    the folder is read-only, or when it exists and not ``overwrite``."""
+    text = os.fspath(path)
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"--out {path} is a folder: give a file name, e.g. {path / 'result.png'}")
+    check_name_length(path, "--out")
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise InputError(f"--out {text} is a folder: give a file name, e.g. {path / 'result.png'}")
+    check_replaceable(path, "--out")
     if path.exists() and not overwrite:
         raise InputError(f"--out {path} exists: pass --overwrite to replace it, or choose another name")
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))

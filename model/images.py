@@ -6,6 +6,7 @@ the max-pixel step, Pillow bicubic), because a one-stride difference changes eve
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
     """Open and fully decode an image file, with specific errors for the usual ways this fails; an image over
     ``max_pixels`` is refused as a likely decompression bomb before it is decoded."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):  # (os.path: False, not an OSError, for a name too long)
         raise InputError(f"Image file not found: {path}")
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels

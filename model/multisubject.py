@@ -21,6 +21,7 @@ pixels are pasted back outside the subjects (feathered a few pixels into them), 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,8 @@ from .control import Box
 from .errors import InputError
 
 MAX_SUBJECTS = 10
+MAX_EXTENT = 1000.0  # metres: the largest |coordinate| and size of a 3-D box (beyond, the projection overflows)
+FOV_RANGE = (1.0, 179.0)  # degrees: a pinhole camera's horizontal field of view must stay inside (0, 180)
 DEFAULT_TILE = 256
 MAX_ROWS = 5  # identity-sheet cells per column (see identity_dictionary)
 
@@ -43,6 +46,20 @@ class Box3D:
     size: tuple[float, float, float]  # width (x), height (y), depth (z)
     yaw: float = 0.0  # radians
     fov: float = 60.0  # horizontal field of view of the pinhole camera, degrees
+
+    def check(self, what: str = "3-D box") -> None:
+        """Finite numbers, a positive size and every value within ``MAX_EXTENT`` (and the field of view within
+        ``FOV_RANGE``): NaN or huge values would project to nothing, or to an overflowing hull."""
+        values = (*self.center, *self.size, self.yaw, self.fov)
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+            raise InputError(f"{what} holds a value that is not a finite number: write cx,cy,cz,w,h,d[,yaw_degrees]")
+        if not all(abs(v) <= MAX_EXTENT for v in (*self.center, *self.size)):
+            raise InputError(f"{what}: centre and size must be within {MAX_EXTENT:g} metres (got {self.center}, "
+                             f"{self.size})")  # fmt: skip
+        if min(self.size) <= 0:
+            raise InputError(f"{what}: width, height and depth must be positive (got {self.size})")
+        if not FOV_RANGE[0] <= self.fov <= FOV_RANGE[1]:
+            raise InputError(f"{what}: the field of view must be {FOV_RANGE[0]:g} to {FOV_RANGE[1]:g} degrees")
 
     def corners(self) -> np.ndarray:
         w, h, d = (s / 2 for s in self.size)
@@ -128,6 +145,8 @@ def validate(subjects: list[Subject], size: tuple[int, int]) -> None:
             raise InputError(f"{name} needs exactly one placement: a box, a mask or a 3-D box")
         if s.box is not None:
             s.box.check(w, h, f"{name}'s box")
+        if s.box3d is not None:
+            s.box3d.check(f"{name}'s 3-D box")
         if s.mask is not None and s.mask.shape != (h, w):
             raise InputError(f"{name}'s mask is {s.mask.shape[1]}x{s.mask.shape[0]}, the output is {w}x{h}")
         if s.mask is not None and not s.mask.any():

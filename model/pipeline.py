@@ -23,7 +23,7 @@ from .arch.autoencoder import AutoEncoder
 from .arch.bagel import Bagel
 from .config import ArchConfig, GenerationConfig
 from .engine import BlockInputs, Context, prefill, query_velocity
-from .errors import InputError
+from .errors import InputError, SigmaError
 from .images import patchify, resize, save_png, to_pil, to_tensor, unpatchify
 from .multisubject import Insertion, composite
 from .prompt import InterleavedPrompt
@@ -68,6 +68,15 @@ class GenerationResult:
         from .files import check_output_file
 
         return save_png(self.image, check_output_file(path, overwrite), self.record.png_info() if self.record else None)
+
+
+def check_finite(x: torch.Tensor, stage: str) -> None:
+    """Refuse a latent or picture holding NaN or inf: saved, it would be a black (or garbage) PNG with exit 0."""
+    if not bool(torch.isfinite(x).all()):
+        raise SigmaError(
+            f"the {stage} produced non-finite values (NaN/inf), so no image was made: try lower guidance "
+            "(--cfg-text, --cfg-img), a --shift nearer the default 3, or another --seed"
+        )
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
@@ -184,7 +193,8 @@ class SigmaPipeline:
         if request.insertion is not None:
             x, blend = self.background_blend(request.insertion, x, size, grid, generator)
         x = denoise(x, self._velocity_fn(contexts, grid, batch_branches), cfg, self._callback(progress), blend)
-        # 6. Decode.
+        check_finite(x, "sampler")
+        # 6. Decode (a non-finite picture is an error, never a black PNG).
         image = self.decode(x, grid)
         if request.insertion is not None:  # the kept background is the original's pixels, not their reconstruction
             image = composite(image, request.insertion)
@@ -288,6 +298,8 @@ class SigmaPipeline:
         if latents is not None:
             if tuple(latents.shape) != shape:
                 raise InputError(f"latents must have shape {shape} for this output size, got {tuple(latents.shape)}")
+            if not torch.isfinite(latents).all():
+                raise InputError("latents must be finite numbers: the initial noise holds NaN or inf")
             return latents.float().to(self.device)
         return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
 
@@ -349,7 +361,9 @@ class SigmaPipeline:
     # -- step 6 ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, x: torch.Tensor, grid: tuple[int, int]) -> Image.Image:
-        return to_pil(self.decode_raw(x, grid)[0])
+        decoded = self.decode_raw(x, grid)
+        check_finite(decoded, "decoder")
+        return to_pil(decoded[0])
 
     @torch.no_grad()
     def decode_raw(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

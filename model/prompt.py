@@ -33,6 +33,13 @@ TRAINING_PLACEHOLDER_RE = re.compile(r"<image(?:[_\s]+)(\d+)>")
 ANGLE_TOKEN_RE = re.compile(r"<[^<>\s]{1,40}>")
 IMAGE_NAME_RE = re.compile(r"^(?:img|image)?[\s_]*(\d+)$", re.IGNORECASE)
 DEFAULT_MAX_IMAGES = 16
+# Bounds on a user prompt, checked before anything that grows with its length (front ends import them: the web
+# server refuses a longer request body field with the same numbers). 20 000 characters is ~5 000 tokens, a seventh
+# of the released model's context; 64 tags (attribute tokens + image placeholders) is 16 placements (the most the
+# context holds, DEFAULT_MAX_IMAGES) with 4 attribute tokens each.
+MAX_PROMPT_CHARS = 20_000
+MAX_PROMPT_TAGS = 64
+QUOTE_CHARS = 80  # the longest piece of a prompt a warning or an error quotes
 
 
 @dataclass(frozen=True)
@@ -91,16 +98,46 @@ def check_tokens(text: str) -> None:
         )
 
 
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` in quotes for a message, cut to ``limit`` characters with an ellipsis (never a whole long prompt)."""
+    text = " ".join(text.split())
+    return f"'{text}'" if len(text) <= limit else f"'{text[: limit - 1]}…'"
+
+
+def check_prompt_size(prompt: str) -> None:
+    """Refuse a prompt over ``MAX_PROMPT_CHARS`` characters or ``MAX_PROMPT_TAGS`` tags, before any parsing."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted: shorten it"
+        )
+    tags = len(PLACEHOLDER_RE.findall(prompt)) + len(attribute_tokens_in(prompt))
+    if tags > MAX_PROMPT_TAGS:
+        raise PromptError(
+            f"the prompt holds {tags} attribute tokens and image placeholders; at most {MAX_PROMPT_TAGS} are "
+            "accepted: keep one token per image and attribute"
+        )
+
+
 def _bind(parts: list[Part], warnings: list[str]) -> tuple[Part, ...]:
-    """Attach each text piece's attribute tokens to the image placed right after it."""
+    """Attach each text piece's attribute tokens to the image placed right after it. Tokens that bind to no image
+    give one warning in all, quoting the first such piece of text (shortened)."""
     out: list[Part] = []
+    unbound: list[tuple[str, str]] = []  # (token, the text it is in)
     for i, part in enumerate(parts):
         if isinstance(part, ImagePart) and i > 0 and isinstance(parts[i - 1], TextPart):
             part = ImagePart(part.index, attribute_tokens_in(parts[i - 1].text), part.placeholder)
         elif isinstance(part, TextPart) and not (i + 1 < len(parts) and isinstance(parts[i + 1], ImagePart)):
-            for tok in attribute_tokens_in(part.text):
-                warnings.append(f"{tok} in '{part.text}' is not followed by an image; it is kept as plain text")
+            unbound += [(tok, part.text) for tok in attribute_tokens_in(part.text)]
         out.append(part)
+    if len(unbound) == 1:
+        tok, text = unbound[0]
+        warnings.append(f"{tok} in {quote(text)} is not followed by an image; it is kept as plain text")
+    elif unbound:
+        kinds = " ".join(dict.fromkeys(tok for tok, _ in unbound))
+        warnings.append(
+            f"{len(unbound)} attribute tokens ({kinds}) are not followed by an image, so they bind to no image and "
+            f"are kept as plain text (the first in {quote(unbound[0][1])})"
+        )
     return tuple(out)
 
 
@@ -115,6 +152,7 @@ def parse_prompt(
         names: the placeholder number of each given image (default 1..num_images).
         max_images: most image placements the context may hold.
     """
+    check_prompt_size(prompt)
     check_tokens(prompt)
     numbers = list(names) if names is not None else list(range(1, num_images + 1))
     if len(set(numbers)) != len(numbers):
@@ -140,7 +178,7 @@ def parse_prompt(
     tail = prompt[pos:].strip()
     if tail:
         parts.append(TextPart(tail))
-    for i in range(num_images):
+    for i in range(num_images):  # one short warning per given image (they are few: at most DEFAULT_MAX_IMAGES)
         if i not in placed:
             warnings.append(f"img{numbers[i]} is not placed in the prompt; it is added after the text")
             parts.append(ImagePart(i))
@@ -154,6 +192,7 @@ def parse_prompt(
 
 def prompt_from_inputs(inputs: Sequence[object]) -> InterleavedPrompt:
     """An explicit interleaved list (strings verbatim, anything else an image, numbered in order)."""
+    check_prompt_size(" ".join(item for item in inputs if isinstance(item, str)))
     parts: list[Part] = []
     n_images = 0
     for item in inputs:

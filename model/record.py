@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,13 @@ class GenerationRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> GenerationRecord:
+    def from_json(cls, data: dict, source: str = "the record") -> GenerationRecord:
+        """A record from its JSON; a malformed one (a field of the wrong type) is an InputError naming ``source``."""
+        if not isinstance(data, dict):
+            raise InputError(f"{source} is malformed: it must be an object (got {_kind(data)})")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        _check_fields(values, source)
         for key in ("images", "sequence"):
             values[key] = tuple(values.get(key, ()))
         return cls(**values)
@@ -84,6 +89,36 @@ class GenerationRecord:
         return {img["name"]: img.get("sha256", "") for img in self.images if img.get("role") == "reference"}
 
 
+# The JSON type of every record field, and of every item of the list fields (read_record checks them all).
+_FIELD_TYPES = {"prompt": (str, "a text"), "config": (dict, "an object"), "images": (list, "a list"),
+                "controls": (dict, "an object"), "model": (str, "a text"), "mode": (str, "a text"),
+                "layout": (str, "a text"), "sequence": (list, "a list"), "version": (str, "a text"),
+                "format": (int, "a whole number"), "source": (dict, "an object")}  # fmt: skip
+_IMAGE_KEYS = {"name": str, "role": str, "file": (str, type(None)), "sha256": str}
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a text", type(None): "null", bool: "true/false"}.get(
+        type(value), f"the number {value!r:.20}" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+def _check_fields(values: dict, source: str) -> None:
+    if "prompt" not in values or "config" not in values:
+        raise InputError(f"{source} is malformed: it has no {'prompt' if 'prompt' not in values else 'config'}")
+    for key, value in values.items():
+        kind, name = _FIELD_TYPES[key]
+        allowed = (list, tuple) if kind is list else kind  # to_json() keeps the list fields as tuples
+        if not isinstance(value, allowed) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{source} is malformed: {key} must be {name} (got {_kind(value)})")
+    for k, img in enumerate(values.get("images", ()), start=1):
+        bad = not isinstance(img, dict) or any(not isinstance(img.get(key, ""), t) for key, t in _IMAGE_KEYS.items())
+        if bad or "name" not in img:
+            raise InputError(f"{source} is malformed: image {k} must be an object with a name text (got {img!r:.60})")
+    if not all(isinstance(item, dict) for item in values.get("sequence", ())):
+        raise InputError(f"{source} is malformed: sequence must be a list of objects")
+
+
 def record_of(request, result_seed: int, *, model: str, mode: str, layout: str, source: dict | None = None):
     """The record of a request as it was generated."""
     config = dataclasses.asdict(request.config.replace(seed=result_seed))
@@ -105,14 +140,17 @@ def read_record(path: str | Path) -> GenerationRecord:
     """The record stored in a PNG written by SIGMA Studio (any front end, or format 1 of ``sigma generate``)."""
     from .images import open_image
 
-    if not Path(path).is_file():
+    if not os.path.isfile(path):
         raise InputError(f"--from {path}: file not found")
     text = open_image(path).info
+    source = f"{path}'s record"
     try:
         if RECORD_KEY in text:
-            return GenerationRecord.from_json(json.loads(text[RECORD_KEY]))
+            return _checked(GenerationRecord.from_json(json.loads(text[RECORD_KEY]), source), source)
         if LEGACY_KEY in text:
-            return _from_legacy(json.loads(text[LEGACY_KEY]))
+            return _checked(_from_legacy(json.loads(text[LEGACY_KEY])), source)
+    except InputError as exc:
+        raise InputError(f"{exc}; it cannot be replayed: give the prompt and settings again, without --from") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InputError(f"--from {path}: the stored settings are unreadable ({exc})") from None
     if any(key.startswith("sigma:") for key in text):
@@ -121,6 +159,19 @@ def read_record(path: str | Path) -> GenerationRecord:
             "cannot be replayed; generate it again with this version"
         )
     raise InputError(f"--from {path}: this PNG carries no SIGMA Studio record (it was not written by SIGMA Studio)")
+
+
+def _checked(record: GenerationRecord, source: str) -> GenerationRecord:
+    """The record, once its fields have their types and its settings and controls build (a replay rebuilds them)."""
+    _check_fields({f.name: getattr(record, f.name) for f in dataclasses.fields(record)}, source)
+    try:
+        record.generation_config()
+        record.control_spec()
+    except InputError as exc:
+        raise InputError(f"{source} is malformed: {exc}") from None
+    except TypeError as exc:  # an unexpected keyword or a value of the wrong shape
+        raise InputError(f"{source} is malformed: {exc}") from None
+    return record
 
 
 def _from_legacy(params: dict) -> GenerationRecord:

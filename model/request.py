@@ -234,11 +234,12 @@ def _with_subjects(
         scene_depth = np.asarray(depth if depth.size == size[::-1] else depth.resize(size[::-1], Image.BICUBIC))
     reg = regions(subjects, size, scene_depth)
     used = {s.id for s in subjects if s.id in by_name}
-    for p in parts:  # say what changed in what the user wrote
-        name = images[p.index].name if isinstance(p, ImagePart) else None
-        if name in used:
-            tokens = f" and its {' '.join(p.attributes)} token" if p.attributes else ""
-            warnings.append(f"{name} is placed as a subject: it joins the identity sheet{tokens}, leaving the prompt")
+    moved = [p for p in parts if isinstance(p, ImagePart) and images[p.index].name in used]
+    if moved:  # say what changed in what the user wrote, in one warning
+        names = ", ".join(dict.fromkeys(images[p.index].name for p in moved))
+        tokens = " ".join(dict.fromkeys(t for p in moved for t in p.attributes))
+        tokens = f" with the tokens bound to them ({tokens})" if tokens else ""
+        warnings.append(f"{names}: placed as subjects, so they join the identity sheet{tokens} and leave the prompt")
     parts = _drop_images(parts, {k for k, img in enumerate(images) if img.name in used})
     sheet, spatial = identity_dictionary(subjects), spatial_control(reg, routing_step)
     images = [*images, RequestImage("identities", sheet, "identities", None, pixel_hash(sheet))]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .control import (
     DEFAULT_DEPTH_MODEL,
     Box,
     canny_edges,
+    check_canny,
     estimate_depth,
     render_boxes,
 )
@@ -62,8 +64,27 @@ class ControlSpec:
     faces: bool = False  # with subjects: they are people (<id> instead of <subject>)
 
     def __post_init__(self) -> None:
-        for name in ("boxes", "masks", "subjects"):  # lists from JSON or the CLI become tuples
-            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+        for name, option in (("boxes", "--box"), ("masks", "--mask"), ("subjects", "--subject")):
+            value = getattr(self, name) or ()  # lists from JSON or the CLI become tuples
+            if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+                raise InputError(f"{option} values must be a list of texts (got {value!r:.60})")
+            object.__setattr__(self, name, tuple(value))
+        for name in (*PATH_FIELDS, "depth_model"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise InputError(f"--{name.replace('_', '-')} must be a file path (got {getattr(self, name)!r:.60})")
+        for name in ("compose", "faces"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"--{name} is a flag, on or off (got {getattr(self, name)!r:.60})")
+        check_canny(self.canny_low, self.canny_high, self.canny_blur)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Options that only mean something together with another are refused alone (never silently ignored)."""
+        if self.depth and self.depth_map:
+            raise InputError("--depth estimates a depth map and --depth-map gives one: give only one of them")
+        for flag, on in (("--compose", self.compose), ("--faces", self.faces)):
+            if on and not self.subjects:
+                raise InputError(f"{flag} changes how subjects are placed: give at least one --subject, or drop {flag}")
         if self.background and not self.subjects:
             raise InputError("--background keeps a background outside the subjects: give at least one --subject")
         if self.scene_depth and not self.subjects:
@@ -106,7 +127,7 @@ class ControlSpec:
 
 
 def _absolute(value: str) -> str:
-    return str(Path(value).resolve()) if Path(value).exists() else value
+    return str(Path(value).resolve()) if os.path.exists(value) else value
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from sigma_studio.model import GenerationRecord, LoaderConfig, build_request, lo
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_file
 from sigma_studio.model.preflight import preflight_arch, same_geometry
-from sigma_studio.model.prompt import PLACEHOLDER_RE, image_number
+from sigma_studio.model.prompt import PLACEHOLDER_RE, check_prompt_size, image_number
 from sigma_studio.model.structure import ControlSpec
 
 from . import render
@@ -105,7 +106,7 @@ def _replayed_images(record: GenerationRecord, given: dict[str, str], source: st
     for name, file in record.reference_files().items():
         if name in given or (placed is not None and name not in placed):
             continue
-        if not file or not Path(file).is_file():
+        if not file or not os.path.isfile(file):
             where = f" ({file}) no longer exists" if file else " was given as pixels, not a file"
             raise InputError(f"--from {source}: reference {name}{where}; pass it again with --image {name}=FILE")
         images[name] = file
@@ -128,7 +129,7 @@ def _controls(record: GenerationRecord | None, given: dict, source: str | None) 
     spec = control_spec(**(dataclasses.asdict(spec) | given))
     for key, option in CONTROL_FILES.items():  # a recorded file that moved: say which option brings it back
         path = getattr(spec, key)
-        if path and key not in given and not Path(path).is_file():
+        if path and key not in given and not os.path.isfile(path):
             raise InputError(
                 f"--from {source}: the recorded {option} file {path} no longer exists; pass {option} again"
             )
@@ -139,10 +140,16 @@ def _hash_warnings(record: GenerationRecord | None, request) -> list[str]:
     if record is None:
         return []
     stored = record.reference_hashes()
-    return [
-        f"{img.name} is not the picture this result was made from (its pixels differ): the output will differ"
+    changed = [
+        img.name
         for img in request.images
         if img.role == "reference" and stored.get(img.name) and stored[img.name] != img.sha256
+    ]
+    if not changed:
+        return []
+    return [
+        f"{', '.join(changed)}: not the picture(s) this result was made from (the pixels differ), so the output will "
+        "differ"
     ]
 
 
@@ -156,8 +163,8 @@ def generate(
     image: Annotated[
         list[str] | None, typer.Option("--image", "-i", help="NAME=FILE, e.g. img1=man.jpg", metavar="NAME=FILE")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="output PNG \\[default: outputs/sigma-<time>.png]")
+    out: Annotated[  # a string: a Path would drop the trailing separator of a folder ("dir/")
+        str | None, typer.Option("--out", "-o", help="output PNG \\[default: outputs/sigma-<time>.png]")
     ] = None,
     size: Size = None,
     steps: Steps = None,
@@ -200,13 +207,18 @@ def generate(
     """
     render.setup_logging(debug)
     with render.errors(debug):
+        if prompt is not None:
+            check_prompt_size(prompt)  # first: everything below grows with the prompt's length
+        if overwrite and out is None:
+            raise InputError("--overwrite replaces an existing --out file: give --out FILE (the default name is new)")
         record = read_record(from_png) if from_png else None
-        if record and prompt is not None and Path(prompt).is_file():  # --from X.png FILE...: files, not a prompt
+        if record and prompt is not None and os.path.isfile(prompt):  # --from X.png FILE...: files, not a prompt
             prompt, files = None, [prompt, *(files or [])]
         new_prompt = prompt
         prompt = prompt if prompt is not None else (record.prompt if record else None)
         if prompt is None:
             raise InputError("give a PROMPT (or --from a previous result)")
+        check_prompt_size(prompt)
         images = assign_images(prompt, image or [], files or [])
         if record:
             images = _replayed_images(record, images, from_png, new_prompt)

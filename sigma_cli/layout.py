@@ -9,7 +9,7 @@ from PIL import Image
 
 from sigma_studio.model.config import ArchConfig, GenerationConfig
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.files import check_output_file
+from sigma_studio.model.files import check_name_length, check_output_file
 from sigma_studio.model.images import save_png
 from sigma_studio.model.prompt import InterleavedPrompt
 from sigma_studio.model.request import build_request
@@ -35,6 +35,7 @@ def control_images(controls: ControlSpec, arch: ArchConfig, size: tuple[int, int
 def save_layout(
     controls: ControlSpec, arch: ArchConfig, size: tuple[int, int] | None, out: Path, overwrite: bool
 ) -> list[Path]:
+    check_name_length(out, "--out")  # before any look at it: the OS refuses a name over 255 bytes
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: give a folder for the control images")
     images = control_images(controls, arch, size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -70,7 +71,7 @@ GroupMask = Annotated[
         "--group-mask/--no-group-mask", help="SIGMA group-scoped mask" + default("the checkpoint's"), metavar=""
     ),
 ]
-OutFile = Annotated[Path | None, typer.Option("--out", "-o", help="output PNG" + default("outputs/sigma-<time>.png"))]
+OutFile = Annotated[str | None, typer.Option("--out", "-o", help="output PNG" + default("outputs/sigma-<time>.png"))]
 BatchSize = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("each row's ground-truth model size"))]
 BatchLayout = Annotated[str | None, typer.Option(help=" | ".join(LAYOUTS) + default("trained: the rows' own layout"))]
 SpeedOpt = Annotated[
@@ -161,6 +162,12 @@ def control_spec(**options) -> ControlSpec:
 
 
 def loader_config(model: str, mode: str, max_gpu_memory, offload_dir, cache_dir) -> LoaderConfig:
+    """The loading options as a LoaderConfig; an offload option with a --mode that never offloads is refused (it
+    would be silently ignored)."""
+    if max_gpu_memory is not None and mode not in ("auto", "offload"):
+        raise InputError(f"--max-gpu-memory is the budget of --mode offload (or auto); --mode {mode} ignores it")
+    if offload_dir is not None and mode not in ("auto", "offload", "multi-gpu"):
+        raise InputError(f"--offload-dir holds layers offloaded to disk; --mode {mode} never offloads: drop it")
     return LoaderConfig(
         model=model, mode=mode, max_gpu_memory=max_gpu_memory, offload_dir=offload_dir, cache_dir=cache_dir
     )
@@ -168,4 +175,4 @@ def loader_config(model: str, mode: str, max_gpu_memory, offload_dir, cache_dir)
 
 def absolute(path: str) -> str:
     """A path made absolute when it exists (a ``--model DIR`` stored in a record then works from anywhere)."""
-    return str(Path(path).resolve()) if Path(path).exists() else path
+    return str(Path(path).resolve()) if os.path.exists(path) else path  # (os.path: False, not OSError, for odd names)
