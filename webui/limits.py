@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, fields
 
 from sigma_studio.model.errors import InputError
+from sigma_studio.model.prompt import MAX_PROMPT_CHARS
 
 REST_PATH = "/api/v1/generate"
 UPLOAD_PATH = "/gradio_api/upload"
@@ -22,7 +23,9 @@ UPLOAD_PATH = "/gradio_api/upload"
 class WebLimits:
     """What one request to the web server may hold. The flag of each field is ``--`` + its name with dashes."""
 
-    max_prompt_chars: int = 20_000  # characters of a prompt, checked before it is parsed
+    max_prompt_chars: int = (
+        MAX_PROMPT_CHARS  # characters of a prompt, checked before it is parsed (at most the model's)
+    )
     max_request_mb: int = 200  # one REST request: every upload at its limit, base64 included
     max_event_kb: int = 512  # one page or Gradio API event (JSON; files travel as uploads, not in events)
     max_upload_mb: int = 20  # one uploaded file (a reference, a layout picture, a mask)
@@ -34,6 +37,8 @@ class WebLimits:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"--{f.name.replace('_', '-')} must be a whole number from 1 (got {value!r})")
+        if self.max_prompt_chars > MAX_PROMPT_CHARS:
+            raise InputError(f"--max-prompt-chars may be at most the model's own limit, {MAX_PROMPT_CHARS}")
 
     def prompt_problem(self, prompt) -> str | None:
         """Why a prompt is refused before it is parsed (None: it is taken)."""
