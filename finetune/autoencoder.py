@@ -28,6 +28,7 @@ from sigma_studio.model.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.files import atomic_write
 from sigma_studio.model.images import to_tensor
 
+from .config import check_int, check_number
 from .trainer import lr_at
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,14 @@ class AEConfig:
     seed: int = 0
     targets_only: bool = False  # only each row's last image (its target: what the model draws)
     decoder_only: bool = False  # finetune the decoder of ``start``; the encoder and the latent scaling stay
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "max_images"):
+            check_int(f"autoencoder {name}", getattr(self, name), 1)
+        for name in ("warmup", "save_every", "seed"):
+            check_int(f"autoencoder {name}", getattr(self, name), 0)
+        check_number("autoencoder lr", self.lr, 0.0, strict=True)
+        check_number("autoencoder min_lr", self.min_lr, 0.0)
 
 
 def load_images(source: str, limit: int, targets_only: bool = False) -> torch.Tensor:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sigma_studio.model.config import INITS, MAX_SEED, MAX_STEPS  # defined once, with Loader/GenerationConfig
 from sigma_studio.model.errors import InputError
 
+MAX_LR = 0.1  # --lr above this only diverges with AdamW (the recipes use 2e-5 to 1e-3)
 TRAINABLE = ("all", "gen")  # --train choices (LoRA ignores it)
 ALL_LINEAR = "all-linear"
 
@@ -19,7 +20,7 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _check_int(option: str, value, low: int, high: int | None = None) -> None:
+def check_int(option: str, value, low: int, high: int | None = None) -> None:
     """A whole number in [low, high]; the error names ``option``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise InputError(f"{option} must be a whole number of at least {low} (got {value!r})")
@@ -27,7 +28,7 @@ def _check_int(option: str, value, low: int, high: int | None = None) -> None:
         raise InputError(f"{option} must be at most {high} (got {value!r})")
 
 
-def _check_number(option: str, value, low: float = 0.0, *, strict: bool = False, below: float | None = None) -> None:
+def check_number(option: str, value, low: float = 0.0, *, strict: bool = False, below: float | None = None) -> None:
     """A finite number >= low (> low with ``strict``) and < ``below``; the error names ``option``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise InputError(f"{option} must be a finite number (got {value!r})")
@@ -49,9 +50,9 @@ class LoRAConfig:
     targets: str = ALL_LINEAR
 
     def __post_init__(self) -> None:
-        _check_int("--lora-rank", self.rank, 1)
-        _check_number("--lora-alpha", self.alpha, 0.0, strict=True)
-        _check_number("--lora-dropout", self.dropout, 0.0, below=1.0)
+        check_int("--lora-rank", self.rank, 1)
+        check_number("--lora-alpha", self.alpha, 0.0, strict=True)
+        check_number("--lora-dropout", self.dropout, 0.0, below=1.0)
         if self.targets != ALL_LINEAR:
             try:
                 re.compile(self.targets)
@@ -113,6 +114,11 @@ class TrainConfig:
         if self.init not in INITS:
             raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
         self._check_numbers()
+        if self.lr > MAX_LR:
+            raise InputError(
+                f"--lr {self.lr:g} is above {MAX_LR:g}, where training only diverges: pass at most {MAX_LR:g} "
+                "(the release uses 2e-5 for the full model; small models and LoRA take up to about 1e-3)"
+            )
         if self.min_lr > self.lr:
             raise InputError(f"--min-lr {self.min_lr} is above --lr {self.lr}: the schedule decays from --lr to it")
         if self.max_tokens_per_sample > self.max_tokens:
@@ -121,23 +127,23 @@ class TrainConfig:
     def _check_numbers(self) -> None:
         """Every numeric option in range, before anything is loaded (``--lr -1`` would train backwards)."""
         for name in ("steps", "max_tokens", "max_tokens_per_sample", "log_every", "keep", "sample_prompts"):
-            _check_int(_option(name), getattr(self, name), 1)
+            check_int(_option(name), getattr(self, name), 1)
         for name in ("warmup", "save_every", "sample_every"):
-            _check_int(_option(name), getattr(self, name), 0)
-        _check_int("--seed", self.seed, 0, MAX_SEED)
-        _check_int("--sample-steps", self.sample_steps, 2, MAX_STEPS)
+            check_int(_option(name), getattr(self, name), 0)
+        check_int("--seed", self.seed, 0, MAX_SEED)
+        check_int("--sample-steps", self.sample_steps, 2, MAX_STEPS)
         for name in ("lr", "eps", "grad_clip", "timestep_shift"):
-            _check_number(_option(name), getattr(self, name), 0.0, strict=True)
+            check_number(_option(name), getattr(self, name), 0.0, strict=True)
         for name in ("min_lr", "weight_decay", "ce_weight"):
-            _check_number(_option(name), getattr(self, name), 0.0)
+            check_number(_option(name), getattr(self, name), 0.0)
         for name in ("held_out", "drop_text", "drop_vae", "drop_vit", "ema"):
-            _check_number(_option(name), getattr(self, name), 0.0, below=1.0)
+            check_number(_option(name), getattr(self, name), 0.0, below=1.0)
         if len(self.betas) != 2:
             raise InputError(f"--betas takes two numbers (got {self.betas!r})")
         for beta in self.betas:
-            _check_number("--betas", beta, 0.0, below=1.0)
+            check_number("--betas", beta, 0.0, below=1.0)
         for family, weight in self.family_weights.items():
-            _check_number(f"--family-weight {family}", weight, 0.0)
+            check_number(f"--family-weight {family}", weight, 0.0)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

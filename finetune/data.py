@@ -51,6 +51,23 @@ def family_of(row_id: str) -> str:
     return stem.rstrip("0123456789_-") or stem
 
 
+def check_family_weights(weights: dict[str, float], files: list[tuple[object, str]]) -> None:
+    """Refuse a ``--family-weight`` whose family no file of the dataset holds (it would silently weigh nothing).
+
+    Args:
+        weights: family -> weight, from ``--family-weight FAMILY=WEIGHT``.
+        files: the dataset's (file, row-id prefix) pairs (:func:`model.dataset.parquet_files`); a row's family is
+            its file's prefix without the trailing number, as :func:`family_of` reads it from the row id.
+    """
+    known = sorted({family_of(f"{prefix}-000000") for _, prefix in files})
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise InputError(
+            f"--family-weight {', '.join(unknown)}: no such task family in this dataset; its families are "
+            f"{', '.join(known)}"
+        )
+
+
 def is_held_out(row_id: str, fraction: float) -> bool:
     """Deterministic split by a hash of the row id: about ``fraction`` of every family is held out."""
     h = int.from_bytes(hashlib.blake2b(row_id.encode(), digest_size=8).digest(), "big")

@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 
 from sigma_studio.model.arch_config import read_arch_config
-from sigma_studio.model.config import ArchConfig, shapes
+from sigma_studio.model.config import MAX_SEED, ArchConfig, shapes
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.files import write_json
+from sigma_studio.model.files import check_output_dir, write_json
 from sigma_studio.model.loader import fresh_model, write_model_dir
 from sigma_studio.model.shapes.tasks import make_world
 from sigma_studio.model.shapes.vocab import build_tokenizer
 from sigma_studio.model.tokens import Tokenizer
 
 from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
-from .config import TrainConfig
+from .config import TrainConfig, check_int
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ class ShapesRecipe:
     save_every: int = 500
     base: str | None = None  # reuse this base directory (autoencoder and tokenizer) instead of training one
 
+    def __post_init__(self) -> None:
+        """Every option checked before anything is written (``--steps 0`` used to write the world's data first)."""
+        check_int("--rows", self.rows, 10)
+        check_int("--eval-rows", self.eval_rows, 2)
+        check_int("--ae-steps", self.ae_steps, 1)
+        check_int("--seed", self.seed, 0, MAX_SEED)
+        self.train_config()  # the finetune's own checks (--steps, the learning rates, ...)
+
     @property
     def base_dir(self) -> Path:
         return Path(self.base) if self.base else Path(self.out) / "base"
@@ -82,6 +90,7 @@ Report = Callable[[str, str], None]
 def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
     """Run (or continue) every stage; returns the exported model directory."""
     out = Path(recipe.out)
+    check_output_dir(out)
     check_same_recipe(recipe)
     write_json(out / "recipe.json", dataclasses.asdict(recipe))
     timings = {}

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from sigma_studio.model.config import ROUTING_STEP
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.files import write_json
+from sigma_studio.model.files import check_output_dir, write_json
 
 from .config import TrainConfig
 from .shapes_recipe import export
@@ -109,10 +109,15 @@ SHAPES_ROUTING_STEP = 50  # routing levels a subject in the shapes world (at mos
 def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
     """Run (or continue) every stage; returns the last stage's exported model directory. ``on_step(k, log)``
     follows the training steps of stage ``k``."""
+    from sigma_studio.model.sigmagen import SigmaGenOptions
+
     from .shapes_recipe import _step
     from .trainer import Trainer
 
     out = Path(recipe.out)
+    check_output_dir(out)
+    if recipe.data_dir is None:  # the shapes world's scenes must fit the routing maps, before anything is written
+        SigmaGenOptions(routing_step=recipe.step, max_subjects=max(s.subjects[1] for s in recipe.stages))
     _check_same(recipe)
     write_json(out / "recipe.json", _as_json(recipe))
     timings_path = out / "timings.json"  # seconds per step; a resumed run keeps the earlier steps' figures
@@ -195,7 +200,8 @@ def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) ->
     if (folder / "train.parquet").is_file():
         return
     opts = SigmaGenOptions(precision=stage.precision, channel_drop=stage.channel_drop, full_depth=stage.full_depth,
-                           tile=SHEET_TILE, seed=seed, routing_step=routing_step)  # fmt: skip
+                           tile=SHEET_TILE, seed=seed, routing_step=routing_step,
+                           max_subjects=stage.subjects[1])  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     write_parquet(folder / "train.parquet", rows(shapes_scenes(stage.rows, seed, stage.subjects), opts, {}))
 
@@ -208,7 +214,8 @@ def make_eval(folder: Path, per_count: int, seed: int, routing_step: int) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(2, 6):
         if not (folder / f"{n}.parquet").is_file():
-            opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n, routing_step=routing_step)
+            opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n, routing_step=routing_step,
+                                   max_subjects=n)  # fmt: skip
             scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n))
             write_parquet(folder / f"{n}.parquet", rows(scenes, opts, {}))
 

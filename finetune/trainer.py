@@ -6,7 +6,6 @@ torchrun --nproc-per-node 8 -m sigma_studio.cli finetune --dataset ... --out run
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -25,14 +24,12 @@ from sigma_studio.model.loader import write_model_dir
 from sigma_studio.model.packed import packed_forward, reduce_losses
 from sigma_studio.model.pipeline import SigmaPipeline
 
-from . import build, distributed, lora
+from . import build, distributed, lora, monitor
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import DataStats, DropConfig, build_sample, family_of, is_held_out
+from .data import DataStats, DropConfig, build_sample, check_family_weights, family_of, is_held_out
 from .packing import batches, pack
 from .seeds import seeded
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +66,7 @@ class Trainer:
     def setup(self) -> None:
         cfg, d = self.cfg, self.dist
         check_output_dir(self.run_dir)
+        check_family_weights(cfg.family_weights, parquet_files(cfg.dataset, HubOptions(cache_dir=cfg.cache_dir)))
         resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")
@@ -102,7 +100,7 @@ class Trainer:
         self.ema = {n: p.detach().clone().float() for n, p in self.params.items()} if cfg.ema else {}
         if resume is not None:
             self._load_training_state(resume)
-        self.writer = self._writer()
+        self.writer = monitor.MetricsWriter(cfg, self.run_dir, d.main)  # opens at the first scalar, not here
 
     # -- data ----------------------------------------------------------------------------------------------------
     def rows(
@@ -198,20 +196,24 @@ class Trainer:
         loss.backward()
         build.mask_gradients(self.params, self.masks)
         grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, e in self.ema.items():
-                e.lerp_(self.params[name].detach().float(), 1 - cfg.ema)
         mean = lambda x: distributed.all_sum(float(x), d) / d.world_size  # noqa: E731
-        return {
+        metrics = {
             "loss": mean(loss.detach()),
             "mse": mean(losses["mse"].detach()),
             "ce": mean(losses["ce"].detach()) if "ce" in losses else 0.0,
             "lr": lr_at(self.step, cfg),
-            "grad_norm": float(getattr(grad_norm, "full_tensor", lambda: grad_norm)()),
+            "grad_norm": float(distributed.full_tensor(grad_norm)),
             "tokens": distributed.all_sum(float(batch.sequence_length), d),
         }
+        # a NaN/inf step stops the run before it touches the weights, the EMA or a checkpoint
+        monitor.check_step(self.step + 1, metrics["loss"], metrics["grad_norm"], cfg.lr)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        monitor.check_weights(self.params, self.step + 1, cfg.lr, d)
+        with torch.no_grad():
+            for name, e in self.ema.items():
+                e.lerp_(self.params[name].detach().float(), 1 - cfg.ema)
+        return metrics
 
     @torch.no_grad()
     def evaluate(self, samples: list, draws: int = 4) -> float:
@@ -242,7 +244,15 @@ class Trainer:
         prompts = self._sample_prompts() if cfg.sample_every else []
         stream = self.batches()
         start = time.perf_counter()
-        tokens = 0.0
+        try:
+            self._loop(stream, prompts, start)
+        finally:
+            self.writer.close()
+        distributed.shutdown(self.dist)
+        return self.run_dir
+
+    def _loop(self, stream, prompts: list[SigmaRow], start: float) -> None:
+        cfg, tokens = self.cfg, 0.0
         while self.step < cfg.steps:
             try:
                 samples, (resume_pos, stats) = next(stream)
@@ -260,36 +270,14 @@ class Trainer:
                 self.save()
             if prompts and self.step % cfg.sample_every == 0:
                 self.sample_images(prompts)
-        if self.writer is not None:
-            self.writer.close()
-        distributed.shutdown(self.dist)
-        return self.run_dir
 
     def _log(self, metrics: dict[str, float], tokens_per_s: float) -> None:
-        if self.writer is not None and self.step % self.cfg.log_every == 0:
-            for key in ("loss", "mse", "ce", "lr", "grad_norm"):
-                self.writer.add_scalar(f"train/{key}", metrics[key], self.step)
-            self.writer.add_scalar("train/tokens_per_s", tokens_per_s, self.step)
+        if self.step % self.cfg.log_every == 0:
+            scalars = {f"train/{key}": metrics[key] for key in ("loss", "mse", "ce", "lr", "grad_norm")}
+            self.writer.add_scalars({**scalars, "train/tokens_per_s": tokens_per_s}, self.step)
         if self.on_step is not None and self.dist.main:
             self.on_step(StepLog(self.step, self.cfg.steps, metrics["loss"], metrics["mse"], metrics["ce"],
                                  metrics["lr"], metrics["grad_norm"], tokens_per_s, self.stats))  # fmt: skip
-
-    def _writer(self):
-        if not self.dist.main or not (self.cfg.tensorboard or self.cfg.wandb):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.info("tensorboard is not installed: metrics go to the progress bar only")
-            return None
-        if self.cfg.wandb:
-            try:
-                import wandb
-
-                wandb.init(project="sigma-studio", config=self.cfg.to_json(), sync_tensorboard=True)
-            except ImportError:
-                log.warning("--wandb was asked for but wandb is not installed")
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -320,6 +308,7 @@ class Trainer:
             state = {"step": self.step, "positions": positions, "optimizer": meta, "config": cfg.to_json(),
                      "data": vars(self.stats), "group_mask": cfg.group_mask,
                      "attribute_projection": cfg.attribute_projection, "lora": cfg.lora is not None}  # fmt: skip
+            monitor.check_state(files, self.step, cfg.lr)  # never save NaN/inf
             extra = {ckpt.STATE: state}
             if cfg.lora is not None:
                 extra[lora.ADAPTER_CONFIG] = lora.adapter_config(cfg.lora, cfg.model)

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from .shapes.tasks import Example
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("box", "box3d", "mask", "mask_depth")
+MIN_TILE, MAX_TILE = 8, 1024  # identity-sheet cell sizes (the model shrinks a reference to a 1024 px long edge)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,16 @@ class SigmaGenOptions:
             raise InputError(f"--routing-step must be 1..255 (got {self.routing_step})")
         if not 1 <= self.max_subjects <= MAX_SUBJECTS:
             raise InputError(f"--max-subjects must be 1..{MAX_SUBJECTS} (got {self.max_subjects})")
+        if self.max_subjects * self.routing_step > 255:  # subject k is drawn at level k * step, at most 255
+            raise InputError(
+                f"--routing-step {self.routing_step} cannot tell {self.max_subjects} subjects apart (--max-subjects; "
+                f"the routing maps hold 255 levels, so step {self.routing_step} fits {255 // self.routing_step}): "
+                f"the largest step that fits {self.max_subjects} subjects is {255 // self.max_subjects}; lower "
+                "--routing-step or --max-subjects"
+            )
+        if not MIN_TILE <= self.tile <= MAX_TILE:
+            raise InputError(f"--tile must be {MIN_TILE}..{MAX_TILE} pixels (got {self.tile}): the model sees each "
+                             f"reference at {MAX_TILE} px at most; the default is 256")  # fmt: skip
 
 
 @dataclass
@@ -117,7 +129,7 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
     placeholder form (the target, the last image, is not named)."""
     area = scene.image.width * scene.image.height
     kept = sorted((i for i in scene.instances if i.mask.sum() >= opts.min_area * area), key=lambda i: -i.mask.sum())
-    kept = kept[: min(opts.max_subjects, 255 // opts.routing_step)]  # as many as the routing maps can tell apart
+    kept = kept[: opts.max_subjects]  # the options guarantee the routing maps can tell them apart
     if not kept:
         raise InputError(f"no instance covers {opts.min_area:.1%} of the picture")
     subjects = [_subject(scene, inst, opts, rng) for inst in kept]
@@ -162,27 +174,69 @@ def rows(scenes: Iterator[Scene | tuple[str, str]], opts: SigmaGenOptions, stats
         yield row
 
 
-def _polygons(segmentation, h: int, w: int) -> np.ndarray | None:
-    """A COCO polygon list or uncompressed RLE as a bool mask (None for compressed RLE without pycocotools)."""
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _polygon_mask(polygons: list, h: int, w: int) -> np.ndarray:
+    """COCO polygons ([[x0, y0, x1, y1, ...], ...]) as a bool [h, w] mask; InputError (a short reason) if malformed."""
+    if not polygons:
+        raise InputError("empty polygon list")
     mask = np.zeros((h, w), dtype=np.uint8)
-    if isinstance(segmentation, list):
-        for poly in segmentation:
-            pts = np.asarray(poly, dtype=np.float32).reshape(-1, 2).round().astype(np.int32)
-            _cv2().fillPoly(mask, [pts], 1)
-        return mask.astype(bool)
-    counts = segmentation.get("counts")
-    if isinstance(counts, list):  # uncompressed RLE, column-major
-        flat = np.zeros(h * w, dtype=np.uint8)
-        pos, value = 0, 0
-        for run in counts:
-            flat[pos : pos + run] = value
-            pos, value = pos + run, 1 - value
-        return flat.reshape(w, h).T.astype(bool)
+    limit = 4 * max(h, w)  # far outside the picture: clipped, so the int32 cast cannot wrap around into it
+    for poly in polygons:
+        if not isinstance(poly, list) or not all(map(_is_number, poly)):
+            raise InputError("a polygon is not a list of numbers")
+        if len(poly) % 2:
+            raise InputError("a polygon has an odd number of coordinates")
+        if len(poly) < 6:
+            raise InputError("a polygon has fewer than 3 points")
+        pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)  # [points, (x, y)]
+        if not np.isfinite(pts).all():
+            raise InputError("a polygon has a NaN or infinite coordinate")
+        _cv2().fillPoly(mask, [pts.clip(-limit, limit).round().astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def _rle_mask(rle: dict, h: int, w: int) -> np.ndarray:
+    """COCO RLE (uncompressed counts, or compressed with pycocotools) as a bool [h, w] mask; InputError if malformed."""
+    size = rle.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        raise InputError("RLE size is not [height, width]")
+    if size != [h, w]:
+        raise InputError("RLE size is not the picture's [height, width]")
+    counts = rle.get("counts")
+    if isinstance(counts, list):  # uncompressed RLE, column-major, starting with a run of 0s
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise InputError("RLE counts are not whole numbers >= 0")
+        if sum(counts) != h * w:
+            raise InputError("RLE counts do not add up to the picture's pixels")
+        flat = np.repeat(np.arange(len(counts)) % 2, counts).astype(bool)  # [w * h], column-major
+        return flat.reshape(w, h).T
+    if not isinstance(counts, (str, bytes)):
+        raise InputError("RLE counts are neither a list nor a string")
     try:
         from pycocotools import mask as coco_mask
     except ImportError:
-        return None
-    return coco_mask.decode(segmentation).astype(bool)
+        raise InputError("compressed RLE needs pycocotools (pip install pycocotools)") from None
+    try:
+        return coco_mask.decode({"size": size, "counts": counts}).astype(bool)
+    except Exception:  # noqa: BLE001 - pycocotools raises bare errors for garbage counts
+        raise InputError("compressed RLE counts are unreadable") from None
+
+
+def _mask(annotation: dict, h: int, w: int) -> np.ndarray:
+    """An annotation's segmentation as a bool [h, w] mask covering some pixel; InputError (a short reason) if not."""
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, list):
+        mask = _polygon_mask(segmentation, h, w)
+    elif isinstance(segmentation, dict):
+        mask = _rle_mask(segmentation, h, w)
+    else:
+        raise InputError("no segmentation (polygons or RLE)")
+    if not mask.any():
+        raise InputError("the segmentation covers no pixel of the picture")
+    return mask
 
 
 def _box3d(value: dict | None) -> Box3D | None:
@@ -191,44 +245,104 @@ def _box3d(value: dict | None) -> Box3D | None:
     if value is None:
         return None
     try:
-        return Box3D(tuple(map(float, value["center"])), tuple(map(float, value["size"])),
-                     float(value.get("yaw", 0.0)), float(value.get("fov", 60.0)))  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
+        box = Box3D(tuple(map(float, value["center"])), tuple(map(float, value["size"])),
+                    float(value.get("yaw", 0.0)), float(value.get("fov", 60.0)))  # fmt: skip
+        if len(box.center) != 3 or len(box.size) != 3:
+            raise ValueError("center and size take three numbers each")
+        box.check("bbox3d")  # finite, positive size, sane extent and field of view
+        return box
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         log.warning("a bbox3d is not {center: [x, y, z], size: [w, h, d], yaw, fov} (%s): ignored", exc)
         return None
 
 
-def coco_scenes(annotations: str | Path, images: str | Path, depth: str | Path | None = None):
+def _load_coco(annotations: str | Path) -> dict:
+    """The annotation file's JSON, refused (one line) when it is unreadable or not a COCO instance file at all."""
+    try:
+        data = json.loads(Path(annotations).read_text())
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or bad JSON
+        raise InputError(
+            f"--coco {annotations} is not a readable JSON file ({exc}); pass a COCO instance file"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"--coco {annotations} is not a COCO instance file: it needs an 'images' list (with "
+                         "'annotations' and 'categories' lists); pass a COCO-style JSON file")  # fmt: skip
+    for key in ("annotations", "categories", "captions"):
+        if not isinstance(data.get(key, []), list):
+            raise InputError(f"--coco {annotations}: '{key}' is not a list; pass a COCO-style JSON file")
+    return data
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def coco_scenes(annotations: str | Path, images: str | Path, depth: str | Path | None = None, skipped=None):
     """Scenes from a COCO-style instance file: ``images`` (id, file_name), ``annotations`` (image_id, category_id,
     segmentation as polygons or RLE, and optionally ``bbox3d``: see :func:`_box3d`), ``categories`` (id, name), and
     optional ``captions`` (image_id, caption).
-    A depth map, when given, is ``DEPTH/<file stem>.png`` (brighter = nearer)."""
-    try:
-        data = json.loads(Path(annotations).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{annotations} is not a readable COCO annotation file ({exc})") from None
-    names = {c["id"]: c["name"] for c in data.get("categories", [])}
+    A depth map, when given, is ``DEPTH/<file stem>.png`` (brighter = nearer).
+
+    The file is read and checked here (a file that is not COCO at all raises InputError); the scenes come lazily.
+    A malformed annotation or category is skipped and counted in ``skipped`` (a Counter: reason -> count); a
+    picture that cannot be used comes as (scene id, reason)."""
+    data = _load_coco(annotations)
+    skipped = skipped if skipped is not None else Counter()
+    names = {}
+    for c in data.get("categories", []):
+        if isinstance(c, dict) and _is_id(c.get("id")) and isinstance(c.get("name"), str):
+            names[c["id"]] = c["name"]
+        else:
+            skipped["a category without id and name"] += 1
+    image_ids = {i.get("id") for i in data["images"] if isinstance(i, dict) and _is_id(i.get("id"))}
     by_image: dict = {}
     for a in data.get("annotations", []):
-        by_image.setdefault(a["image_id"], []).append(a)
-    captions = {c["image_id"]: c["caption"] for c in data.get("captions", [])}
-    for info in data.get("images", []):
-        path = Path(images) / info["file_name"]
+        image_id = a.get("image_id") if isinstance(a, dict) else None
+        if not _is_id(image_id) or image_id not in image_ids:
+            skipped["an annotation whose image_id names no image"] += 1
+            continue
+        by_image.setdefault(image_id, []).append(a)
+    captions = {c["image_id"]: c["caption"] for c in data.get("captions", [])
+                if isinstance(c, dict) and _is_id(c.get("image_id")) and isinstance(c.get("caption"), str)}  # fmt: skip
+    return _coco_iter(data["images"], by_image, names, captions, Path(images), depth, skipped)
+
+
+def _coco_iter(infos: list, by_image: dict, names: dict, captions: dict, images: Path, depth, skipped: Counter):
+    for info in infos:
+        if not (isinstance(info, dict) and _is_id(info.get("id")) and isinstance(info.get("file_name"), str)):
+            yield (
+                str(info.get("id", "?") if isinstance(info, dict) else "?"),
+                "an image entry without id and file_name",
+            )
+            continue
         try:
-            image = to_rgb(open_image(path))
+            image = to_rgb(open_image(images / info["file_name"]))
+            depth_map = _depth_map(depth, info["file_name"], image.size)
         except InputError as exc:
-            yield (str(info.get("id")), str(exc))
+            yield (str(info["id"]), str(exc))
             continue
         h, w = image.height, image.width
         instances = []
         for a in by_image.get(info["id"], []):
-            mask = _polygons(a.get("segmentation", []), h, w)
-            if mask is not None and mask.any():
-                instances.append(Instance(names.get(a.get("category_id"), "thing"), mask, _box3d(a.get("bbox3d"))))
-        depth_map = None
-        if depth is not None and (Path(depth) / f"{Path(info['file_name']).stem}.png").is_file():
-            depth_map = np.asarray(open_image(Path(depth) / f"{Path(info['file_name']).stem}.png").convert("L"))
+            try:
+                mask = _mask(a, h, w)
+            except InputError as exc:
+                skipped[str(exc)] += 1
+                continue
+            cid = a.get("category_id")
+            name = names.get(cid, "thing") if _is_id(cid) else "thing"
+            instances.append(Instance(name, mask, _box3d(a.get("bbox3d"))))
         yield Scene(str(info["id"]), image, instances, depth_map, captions.get(info["id"], ""))
+
+
+def _depth_map(depth: str | Path | None, file_name: str, size: tuple[int, int]) -> np.ndarray | None:
+    """``DEPTH/<stem>.png`` as uint8 [H, W] (None without one); InputError when it does not fit the picture."""
+    if depth is None or not (Path(depth) / f"{Path(file_name).stem}.png").is_file():
+        return None
+    img = open_image(Path(depth) / f"{Path(file_name).stem}.png")
+    if img.size != size:
+        raise InputError(f"its depth map is {img.width}x{img.height}, the picture {size[0]}x{size[1]}")
+    return np.asarray(img.convert("L"))
 
 
 def _flat_box3d(box: tuple[float, float, float, float], layer: int, layers: int, canvas: int) -> Box3D:

@@ -79,6 +79,7 @@ def finetune(
     debug: DebugOpt = False,
 ) -> None:
     """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2)."""
+    from sigma_studio.finetune.data import check_family_weights
     from sigma_studio.finetune.trainer import Trainer
     from sigma_studio.model.dataset import parquet_files
     from sigma_studio.model.hub import HubOptions
@@ -95,7 +96,8 @@ def finetune(
             sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
         )  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
-        parquet_files(dataset, HubOptions(cache_dir=cache_dir))  # likewise a missing or unreachable dataset
+        # likewise a missing or unreachable dataset, or a --family-weight of a family it does not hold
+        check_family_weights(cfg.family_weights, parquet_files(dataset, HubOptions(cache_dir=cache_dir)))
         with Progress(
             TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=render.console,

@@ -21,6 +21,26 @@ from .options import DebugOpt
 app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-command training recipe, evaluation.")
 
 
+def check_outputs(json_out: Path | None, save: Path | None = None) -> None:
+    """Refuse a ``--json`` file or ``--save`` folder that cannot be written, before any model loads (one line)."""
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.model.files import check_output_dir, writable
+
+    if save is not None:
+        check_output_dir(save, "--save")
+    if json_out is None:
+        return
+    if json_out.is_dir():
+        raise InputError(f"--json {json_out} is a folder: give a file name, e.g. {json_out / 'eval.json'}")
+    if json_out.exists() and not json_out.is_file():
+        raise InputError(f"--json {json_out} is not a regular file; give a file name")
+    parent = next(p for p in (json_out.parent, *json_out.parent.parents) if p.exists() or p == p.parent)
+    if not parent.is_dir():
+        raise InputError(f"--json {json_out}: {parent} is a file, so nothing can be written under it; choose another")
+    if not writable(parent):
+        raise InputError(f"--json {json_out}: {parent} is not writable; choose another place")
+
+
 def _recipe_default(name: str):
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 
@@ -37,11 +57,13 @@ def make(
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
+    from sigma_studio.model.files import check_output_dir
     from sigma_studio.model.shapes.tasks import make_world
 
     with render.errors(debug):
         if rows < 10 or eval_rows < 2:
             raise typer.BadParameter("--rows must be at least 10 and --eval-rows at least 2")
+        check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens)
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
 
@@ -64,10 +86,10 @@ def train(
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
 
     render.setup_logging(debug)
-    if rows < 10:
-        raise typer.BadParameter("must be at least 10", param_hint="--rows")
-    recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, group_mask=group_mask,
-                          attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None)  # fmt: skip
+    with render.errors(debug):  # every option checked (and nothing written) before the progress bar
+        recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, group_mask=group_mask,
+                              attribute_tokens=attribute_tokens, seed=seed,
+                              base=str(base) if base else None)  # fmt: skip
     with render.errors(debug), render.progress(transient=False) as bar:
         task = bar.add_task("shapes", total=recipe.steps)
 
@@ -112,7 +134,7 @@ def eval_cmd(
 
     from sigma_studio.model import GenerationConfig, load_pipeline
     from sigma_studio.model.files import write_json
-    from sigma_studio.model.shapes.evaluate import evaluate_pipeline
+    from sigma_studio.model.shapes.evaluate import eval_files, evaluate_pipeline
     from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
     render.setup_logging(debug)
@@ -121,6 +143,9 @@ def eval_cmd(
         raise typer.BadParameter(f"{', '.join(unknown)}: the families are {', '.join(FAMILIES)}", param_hint="--family")
     with render.errors(debug):
         config = GenerationConfig() if steps is None else GenerationConfig(steps=steps)
+        check_outputs(json_out, save)
+        if data is not None:
+            eval_files(data)  # a bad --data is one line, before the model loads
         pipe = load_pipeline(model, mode="cpu")
         with tempfile.TemporaryDirectory() as tmp:
             if data is None:
@@ -145,4 +170,5 @@ def eval_cmd(
     )
     render.stdout.print(table)
     if json_out is not None:
-        write_json(json_out, {"model": model, "summary": summary, "rows": records})
+        with render.errors(debug):
+            write_json(json_out, {"model": model, "summary": summary, "rows": records})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -71,18 +72,32 @@ def make(
         )  # fmt: skip
         if (coco is None) == (shapes is None):
             raise InputError("give either --coco FILE --images DIR, or --shapes N")
-        if coco is not None and images is None:
-            raise InputError("--coco needs --images DIR (the folder its file names are relative to)")
+        if coco is not None and (images is None or not images.is_dir()):
+            raise InputError(f"--coco needs --images DIR, the folder its file names are relative to (got {images})")
+        if shapes is not None and shapes < 1:
+            raise InputError(f"--shapes must be at least 1 scene (got {shapes})")
         path = check_output_file(out, overwrite)
-        scenes = coco_scenes(coco, images, depth) if coco is not None else shapes_scenes(shapes, seed)
+        annotations: Counter = Counter()  # skipped annotations, by reason
+        scenes = coco_scenes(coco, images, depth, annotations) if coco is not None else shapes_scenes(shapes, seed)
         stats: dict = {}
         count = write_parquet(path, rows(scenes, options, stats))
         if not count:
             path.unlink(missing_ok=True)
-            raise InputError("no usable scene: every picture was unreadable or had no instance large enough")
+            raise InputError(f"no usable scene: every picture was unreadable or had no instance large enough"
+                             f"{_skipped_line(annotations, '; ')}")  # fmt: skip
     skipped = stats.get("skipped", 0)
     render.stdout.print(f"[green]✓[/] {count} rows → {escape(str(path))}  [dim]({skipped} scenes skipped)[/]")
+    if annotations:
+        render.warn(_skipped_line(annotations))
     render.stdout.print(f"[dim]options: {escape(str(dataclasses.asdict(options)))}[/]")
+
+
+def _skipped_line(reasons: Counter, lead: str = "") -> str:
+    """ "skipped N annotations: 2 × reason, 1 × other" ("" when nothing was skipped)."""
+    if not reasons:
+        return ""
+    detail = ", ".join(f"{n} × {why}" for why, n in reasons.most_common())
+    return f"{lead}skipped {sum(reasons.values())} annotations: {detail}"
 
 
 @app.command()
@@ -175,17 +190,21 @@ def eval_cmd(
 
     from sigma_studio.model import GenerationConfig, load_pipeline
     from sigma_studio.model.files import write_json
-    from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen
+    from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, read_scenes
+
+    from .shapes import check_outputs
 
     render.setup_logging(debug)
     with render.errors(debug):
         config = GenerationConfig() if steps is None else GenerationConfig(steps=steps)
+        check_outputs(json_out, save)
+        scenes = read_scenes(data, per_count)  # a bad --data is one line, before the model loads
         pipe = load_pipeline(model, mode="cpu")
         with render.progress() as bar:
             task = bar.add_task("scenes", total=None)
             summary, records = evaluate_sigmagen(pipe, data, per_count=per_count, config=config, seed=seed,
                                                  save_dir=save, on_row=lambda r: bar.advance(task),
-                                                 reconstruct=reconstruct)  # fmt: skip
+                                                 reconstruct=reconstruct, scenes=scenes)  # fmt: skip
     what = "true pictures through the autoencoder" if reconstruct else "held-out scenes"
     table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
     for col in ("subjects", "scenes", "scored", "right", "colour", "shape", "all right", "overlaps", "ordering"):
@@ -200,4 +219,5 @@ def eval_cmd(
     )
     render.stdout.print(table)
     if json_out is not None:
-        write_json(json_out, {"model": model, "summary": summary, "rows": records})
+        with render.errors(debug):
+            write_json(json_out, {"model": model, "summary": summary, "rows": records})

@@ -87,9 +87,9 @@ def test_shapes_scenes_and_their_options(tmp_path):
     dropped = scene_row(scenes[0], SigmaGenOptions(tile=16, channel_drop=1.0), random.Random(0))
     assert np.asarray(dropped.images[1]).max() == 0
     many = next(s for s in shapes_scenes(20, seed=1, subjects=(5, 5)) if len(s.instances) == 5)
-    row = scene_row(many, SigmaGenOptions(tile=16, channel_drop=0.0, routing_step=100), random.Random(0))
-    assert row.meta["routing_step"] == 100 and len(row.meta["subjects"]) == 2  # 100 and 200: two fit in 255
-    assert set(np.unique(np.asarray(row.images[1])[..., 0])) <= {0, 100, 200}
+    row = scene_row(many, SigmaGenOptions(tile=16, channel_drop=0.0, routing_step=51, max_subjects=5), random.Random(0))
+    assert row.meta["routing_step"] == 51 and len(row.meta["subjects"]) == 5  # 51..255: all five fit in 255
+    assert set(np.unique(np.asarray(row.images[1])[..., 0])) <= {0, 51, 102, 153, 204, 255}
 
 
 def test_bad_options_and_inputs_are_one_line(capsys, tmp_path):

@@ -170,7 +170,12 @@ def eval_files(eval_dir: str | Path) -> list[Path]:
     if not files:
         raise InputError(f"{eval_dir} holds no parquet files; write the world with `sigma shapes make --out DIR`")
     for f in files:
-        missing = [c for c in EVAL_COLUMNS if c not in pq.read_schema(f).names]
+        try:
+            names = pq.read_schema(f).names
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many error types for a broken or foreign file
+            raise InputError(f"{f} is not a readable parquet file ({str(exc).splitlines()[0]}); pass the eval/ "
+                             "folder `sigma shapes make` writes") from None  # fmt: skip
+        missing = [c for c in EVAL_COLUMNS if c not in names]
         if missing:
             raise InputError(
                 f"{f} has no {', '.join(missing)} column: the shapes evaluation reads rows written by "

@@ -18,6 +18,7 @@ thing's colour.
 from __future__ import annotations
 
 import io
+import logging
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ from ..config import ROUTING_STEP
 from ..errors import InputError
 from .world import CANVAS, COLOURS, GREY, SHAPES, mask
 
+log = logging.getLogger(__name__)
 NAMES = (*COLOURS, "grey")
 PALETTE = np.array([*COLOURS.values(), GREY], dtype=np.float32)
 MIN_VISIBLE = (0.25, 30)  # share of the thing's area, and pixels
@@ -138,43 +140,88 @@ def reconstruction(pipe, img: Image.Image) -> Image.Image:
         return to_pil(pipe.vae.decode(pipe.vae.encode(to_tensor(img.convert("RGB"))[None]))[0])
 
 
+def _layers_ok(layers) -> bool:
+    """Whether a row's meta ``layers`` lists things the scorer can draw: known shape and colour, a finite box."""
+    return isinstance(layers, list) and all(
+        isinstance(t, dict) and t.get("shape") in SHAPES and t.get("colour") in COLOURS
+        and isinstance(t.get("box"), list) and len(t["box"]) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in t["box"])
+        for t in layers
+    )  # fmt: skip
+
+
+def read_scenes(eval_dir: str | Path, per_count: int | None = None) -> list[tuple[Path, int, dict, dict]]:
+    """The held-out scenes of ``eval_dir`` (``N.parquet`` files) as (file, row, record, meta), read and checked
+    before any model runs: a file that is not such parquet is refused with one line naming it; a row without its
+    pictures or its things' layers is skipped and logged. Raises InputError when no usable scene is left."""
+    import pyarrow.parquet as pq
+
+    from .evaluate import load_meta
+
+    files = sorted(Path(eval_dir).glob("*.parquet")) if Path(eval_dir).is_dir() else []
+    if not files:
+        raise InputError(f"--data {eval_dir} holds no N.parquet files; `sigma sigmagen train` writes them under eval/")
+    scenes, skipped = [], 0
+    for path in files:
+        try:
+            table = pq.read_table(path, columns=["instruction_list", "image_list", "meta"]).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many error types for a broken or foreign file
+            raise InputError(f"--data: {path} is not a SIGMA-GEN eval file ({str(exc).splitlines()[0]}); pass the "
+                             "eval/ folder `sigma sigmagen train` writes") from None  # fmt: skip
+        for k, rec in enumerate(table[:per_count]):
+            try:
+                meta = load_meta(rec["meta"])
+                if not (isinstance(meta, dict) and rec["image_list"] and _layers_ok(meta.get("layers"))):
+                    raise ValueError("no pictures, or no valid 'layers' (shape, colour, box) in its meta")
+            except (TypeError, ValueError) as exc:
+                log.warning("%s row %d skipped: %s", path, k, exc)
+                skipped += 1
+                continue
+            scenes.append((path, k, rec, meta))
+    if not scenes:
+        raise InputError(
+            f"--data {eval_dir}: none of its {skipped} rows is a usable scene (each needs its pictures and its "
+            "things' layers in meta); pass the eval/ folder of `sigma sigmagen train`"
+        )
+    return scenes
+
+
 def evaluate_sigmagen(
     pipe, eval_dir: str | Path, *, per_count: int | None = None, config=None, seed: int = 0, save_dir=None, on_row=None,
-    reconstruct: bool = False,
+    reconstruct: bool = False, scenes: list | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:  # fmt: skip
     """Generate every held-out scene of ``eval_dir`` (``N.parquet`` files) from its identity sheet and spatial
     control, with the row's own instruction, and score it. Row ``k`` of a file uses seed ``seed + k``.
 
-    ``reconstruct`` scores each scene's true picture after the model's autoencoder instead (encode, decode): the
-    ceiling the autoencoder puts on these figures, whatever the generator does."""
-    import pyarrow.parquet as pq
-
+    ``scenes``: what :func:`read_scenes` returned for ``eval_dir`` (read here when None). ``reconstruct`` scores
+    each scene's true picture after the model's autoencoder instead (encode, decode): the ceiling the autoencoder
+    puts on these figures, whatever the generator does."""
     from ..config import GenerationConfig
     from ..images import save_png
-    from .evaluate import generate_row, load_meta
+    from .evaluate import generate_row
 
     config = config or GenerationConfig()
-    files = sorted(Path(eval_dir).glob("*.parquet")) if Path(eval_dir).is_dir() else []
-    if not files:
-        raise InputError(f"{eval_dir} holds no N.parquet files; `sigma sigmagen train` writes them under eval/")
+    scenes = read_scenes(eval_dir, per_count) if scenes is None else scenes
+    for path, _, _, meta in scenes:  # every row before the first picture is generated
+        _check_step(path, meta, pipe.arch.routing_step)
     records = []
-    for path in files:
-        table = pq.read_table(path, columns=["instruction_list", "image_list", "meta"]).to_pylist()
-        for k, rec in enumerate(table[:per_count]):
-            meta = load_meta(rec["meta"])
-            _check_step(path, meta, pipe.arch.routing_step)
-            if reconstruct:
+    for path, k, rec, meta in scenes:
+        if reconstruct:
+            try:
                 truth = Image.open(io.BytesIO(rec["image_list"][-1]))
-                result = SimpleNamespace(image=reconstruction(pipe, truth), seconds=0.0)
-            else:
-                result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
-            if result is None:
+            except OSError as exc:  # an undecodable target: skipped and logged, as generate_row does for references
+                log.warning("%s row %d skipped: its target picture is unreadable (%s)", path, k, exc)
                 continue
-            if save_dir is not None:
-                save_png(result.image, Path(save_dir) / path.stem / f"{k:04d}.png")
-            record = {"file": path.stem, "row": k, "meta": meta, "verdict": score_scene(result.image, meta["layers"]),
-                      "seconds": result.seconds}  # fmt: skip
-            records.append(record)
-            if on_row is not None:
-                on_row(record)
+            result = SimpleNamespace(image=reconstruction(pipe, truth), seconds=0.0)
+        else:
+            result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
+        if result is None:
+            continue
+        if save_dir is not None:
+            save_png(result.image, Path(save_dir) / path.stem / f"{k:04d}.png")
+        record = {"file": path.stem, "row": k, "meta": meta, "verdict": score_scene(result.image, meta["layers"]),
+                  "seconds": result.seconds}  # fmt: skip
+        records.append(record)
+        if on_row is not None:
+            on_row(record)
     return summarise(records), records

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..files import atomic_write, write_json
+from ..errors import InputError
+from ..files import atomic_write, check_output_dir, write_json
 from ..tokens import ATTRIBUTE_TOKENS
 from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, box_picture, centred, render
 
@@ -244,7 +245,7 @@ def make_world(
 
     ``attribute_tokens=False`` writes the same rows with a neutral word in place of each attribute token.
     """
-    out = Path(out)
+    out = check_output_dir(out)
     counts = {}
 
     def rows_of(family: str, split: str, n: int) -> Iterator[Example]:
@@ -253,11 +254,17 @@ def make_world(
                 ex.instruction = neutral(ex.instruction)
             yield ex
 
-    for family in FAMILIES:
-        n_train = max(2, round(rows * MIX[family]))
-        for split, n in (("train", n_train), ("eval", eval_rows)):
-            counts[f"{split}/{family}"] = write_parquet(out / split / f"{family}.parquet", rows_of(family, split, n))
-    info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
-            "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-    write_json(out / "world.json", info)  # written last: it marks the data as complete
+    try:
+        for family in FAMILIES:
+            n_train = max(2, round(rows * MIX[family]))
+            for split, n in (("train", n_train), ("eval", eval_rows)):
+                path = out / split / f"{family}.parquet"
+                counts[f"{split}/{family}"] = write_parquet(path, rows_of(family, split, n))
+        info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
+                "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
+        write_json(out / "world.json", info)  # written last: it marks the data as complete
+    except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
+        raise InputError(
+            f"--out {out}: the world cannot be written ({exc.strerror or exc}); choose another place"
+        ) from None
     return counts
