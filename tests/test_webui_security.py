@@ -120,7 +120,8 @@ def test_history_entries_cannot_name_server_files(server, secrets):
     link = out / "sigma-20260101-000000-1-deadbeef.png"  # an output's name, but a link out of the folder
     link.symlink_to(secrets["picture"])
     hostile = [
-        [{"image": str(secrets["picture"])}],  # the probe's request
+        [{"image": str(secrets["picture"]), "caption": "c"}],  # the probe's request (e9cdb00 served the file)
+        [{"image": str(secrets["picture"])}],
         [{"image": str(secrets["text"]), "caption": "x"}],
         [{"image": f"{out}/../{secrets['picture'].parent.name}/secret.png"}],
         [{"image": link.name}],
