@@ -39,6 +39,15 @@ def webui(
     max_upload_mb: Annotated[int, typer.Option(help="one uploaded file, in MB")] = L.max_upload_mb,
     max_megapixels: Annotated[int, typer.Option(help="one uploaded picture (read before decoding)")] = L.max_megapixels,
     max_json_depth: Annotated[int, typer.Option(help="nesting of a JSON body")] = L.max_json_depth,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="require Authorization: Bearer KEY on the REST and OpenAI routes (the page stays open)",
+            envvar="SIGMA_API_KEY",
+            show_envvar=True,
+            show_default=False,
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Serve the web UI. Unset options read SIGMA_MODEL, SIGMA_MODE, GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
@@ -67,6 +76,7 @@ def webui(
             keep_hours=keep_hours,
             gpus=gpus,
             limits=limits,
+            api_key=api_key or None,
         )
 
 
@@ -137,7 +147,7 @@ def load_pipelines(model: str, mode: str, devices: list[str | None]) -> list:
 
 def serve(
     model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=1, outputs="outputs/webui",
-    keep_hours=24.0, gpus: str | None = None, limits: WebLimits | None = None,
+    keep_hours=24.0, gpus: str | None = None, limits: WebLimits | None = None, api_key: str | None = None,
 ):  # fmt: skip
     """Load the model once (once per GPU of ``gpus``) and serve the UI, its API and ``POST /api/v1/generate``
     (blocks until stopped)."""
@@ -168,5 +178,5 @@ def serve(
         keep_hours=keep_hours, limits=limits,
     )  # fmt: skip
     launch(demo, pipe, outputs=outputs, jobs=jobs, limits=limits, host=host, port=port, share=share,
-           allowed_paths=[EXAMPLES], css=CSS)  # fmt: skip
+           allowed_paths=[EXAMPLES], css=CSS, api_key=api_key)  # fmt: skip
     demo.block_thread()

@@ -17,6 +17,7 @@ from sigma_studio.model.prompt import MAX_PROMPT_CHARS
 
 REST_PATH = "/api/v1/generate"
 UPLOAD_PATH = "/gradio_api/upload"
+OPENAI_IMAGES = "/v1/images/"  # the OpenAI-compatible routes (webui/openai_api.py)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class WebLimits:
 
     def body_limit(self, path: str) -> int:
         """The largest body, in bytes, a POST to ``path`` may send."""
-        if path.rstrip("/") in (REST_PATH, UPLOAD_PATH):
+        if path.rstrip("/") in (REST_PATH, UPLOAD_PATH) or path.startswith(OPENAI_IMAGES):
             return self.max_request_mb * 2**20
         return self.max_event_kb * 2**10
 

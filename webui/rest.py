@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import inspect
 import json
 import os
@@ -55,7 +56,20 @@ class RestError(Exception):
         self.status = status
 
 
-def mount_rest(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits | None = None) -> None:
+def key_refusal(request: Request, api_key: str | None) -> str | None:
+    """Why a request lacks the server's key (None: it has it, or the server has none). The key travels as
+    ``Authorization: Bearer <key>``, on the REST and OpenAI routes; the page stays open."""
+    if api_key is None:
+        return None
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        return "Incorrect or missing API key: send the header Authorization: Bearer <key>"
+    return None
+
+
+def mount_rest(
+    app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits | None = None, api_key: str | None = None
+) -> None:
     """Serve ``POST /api/v1/generate`` on ``app`` (the Gradio server's FastAPI app), through ``jobs``: the queue
     the page and the Gradio API use, so a REST call waits for their generations and they wait for it. A caller that
     disconnects cancels its job (waiting, it never starts; running, it stops at its next step and writes nothing)."""
@@ -66,6 +80,9 @@ def mount_rest(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits 
 
     async def generate(request: Request) -> JSONResponse:
         folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        refusal = key_refusal(request, api_key)
+        if refusal:
+            return JSONResponse({"error": refusal}, status_code=401)
         try:
             inputs = await read_inputs(request, folder, limits)
             paths, records = await until_disconnected(request, api.run(inputs))

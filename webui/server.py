@@ -13,15 +13,18 @@ from starlette.middleware import Middleware
 
 from .jobs import Jobs
 from .limits import BodyLimit, WebLimits
+from .openai_api import mount_openai
 from .rest import mount_rest
 
 
 def launch(
     demo, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits, host: str = "127.0.0.1", port: int = 7860,
     share: bool = False, allowed_paths=(), css: str | None = None, quiet: bool = False, max_queue: int = 32,
+    api_key: str | None = None,
 ):  # fmt: skip
     """Launch ``demo`` (from :func:`webui.blocks.build_demo`, built with the same ``jobs`` and ``limits``) without
-    blocking, then mount ``POST /api/v1/generate`` on it; returns ``demo``."""
+    blocking, then mount ``POST /api/v1/generate`` and the OpenAI-compatible routes on it; returns ``demo``.
+    ``api_key`` (when given) is required by those routes as ``Authorization: Bearer``; the page stays open."""
     # PIL's own decompression-bomb guard, for the pictures Gradio decodes itself (the mask editor's layers): the
     # server's pixel limit, over which PIL refuses a picture from its header (this process serves, and does nothing
     # else that opens pictures without its own limit)
@@ -32,5 +35,6 @@ def launch(
         quiet=quiet, app_kwargs={"middleware": [Middleware(BodyLimit, limits=limits)]},
     )  # fmt: skip
     # demo.app exists once launched; routes added now are served at once, on the local and the --share URL alike
-    mount_rest(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits)
+    mount_rest(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
+    mount_openai(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
     return demo

@@ -1,0 +1,215 @@
+"""OpenAI-compatible image routes on the web server, for the clients integrators already use::
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:7860/v1", api_key="-")
+    result = client.images.edit(model="shapes", image=[open("a.png", "rb"), open("b.png", "rb")],
+                                prompt="Draw the <subject>shape <img1> in the <style>colour of <img2>.")
+
+- ``POST /v1/images/generations``: text only (JSON).
+- ``POST /v1/images/edits``: the SIGMA call (multipart): the references are the ``image`` parts (``image[]`` as the
+  official client sends a list), img1 first; the prompt places them with ``<imgN>`` and attribute tokens.
+- ``GET /v1/models``: the one model this server runs.
+- ``GET /v1/images/files/{name}``: an output of this server, for ``response_format="url"`` (nothing else is served).
+
+OpenAI's fields are ``prompt``, ``n`` (1 to 4), ``size`` (``WxH`` or ``auto``), ``response_format`` (``b64_json`` or
+``url``), ``model`` and ``user`` (unused); ``seed`` is ours. The other settings travel in ``extra_body`` under the
+names of the web API (:meth:`webui.api.SigmaApi.generate`: ``steps``, ``cfg_text``, ``speed``, ``layout``, ``boxes``,
+...; in a multipart edit, ``tokens`` and ``boxes`` are JSON text). Each image of the answer carries its ``record``.
+Generation runs on the page's queue (one GPU pool, one cancel: a client that disconnects cancels its job). Errors
+use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a full queue is a 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+
+from sigma_studio.model.errors import SigmaError
+
+from .api import SigmaApi, one_line
+from .guard import stored_output
+from .jobs import Cancelled, Jobs
+from .limits import WebLimits
+from .rest import (
+    FIELDS,
+    INCOMING,
+    JSON_FIELDS,
+    RestError,
+    json_fields,
+    key_refusal,
+    saved,
+    typed,
+    until_disconnected,
+)
+
+PREFIX = "/v1"
+OPENAI_FIELDS = ("prompt", "n", "size", "response_format", "seed", "model", "user")
+# the web API's settings, by their names there (the rest map onto OpenAI's names above)
+SIGMA_FIELDS = tuple(n for n in FIELDS if n not in ("self", "prompt", "images", "count", "seed", "size"))
+RESPONSE_FORMATS = ("b64_json", "url")
+RETRY_AFTER_S = 10
+
+
+class OpenAIError(Exception):
+    """A refusal in OpenAI's error shape."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+
+    def response(self, headers: dict | None = None) -> JSONResponse:
+        error = {"message": str(self), "type": self.kind, "param": self.param, "code": None}
+        return JSONResponse({"error": error}, status_code=self.status, headers=headers)
+
+
+def check_key(request: Request, api_key: str | None) -> None:
+    """Refuse a request without ``Authorization: Bearer <api_key>`` (when the server has a key)."""
+    refusal = key_refusal(request, api_key)
+    if refusal:
+        raise OpenAIError(refusal, 401, kind="authentication_error")
+
+
+def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits, api_key: str | None = None,
+                 max_waiting: int = 32) -> None:  # fmt: skip
+    """Serve the OpenAI-compatible routes on ``app`` through ``jobs`` (the page's queue); at most ``max_waiting``
+    jobs wait beyond the running ones before a call is answered 429."""
+    api, model_id = SigmaApi(pipe, outputs=outputs, jobs=jobs, limits=limits), pipe.name
+    incoming = Path(outputs) / INCOMING
+
+    async def images(request: Request, edit: bool) -> JSONResponse:
+        folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        try:
+            check_key(request, api_key)
+            fields = await (form_fields(request) if edit else body_fields(request, limits))
+            inputs, response_format = await inputs_of(fields, folder, model_id, edit)
+            if jobs.live >= jobs.concurrency + max_waiting:
+                raise OpenAIError("The server is busy: retry later", 429, kind="rate_limit_error")
+            paths, records = await until_disconnected(request, api.run(inputs))
+        except OpenAIError as exc:
+            return exc.response({"Retry-After": str(RETRY_AFTER_S)} if exc.status == 429 else None)
+        except RestError as exc:
+            return OpenAIError(str(exc), exc.status).response()
+        except Cancelled:
+            return OpenAIError("Cancelled", 409).response()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the caller
+            return OpenAIError(one_line(exc), 400 if isinstance(exc, SigmaError) else 500).response()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return JSONResponse(answer(request, paths, records, response_format))
+
+    async def generations(request: Request) -> JSONResponse:
+        return await images(request, edit=False)
+
+    async def edits(request: Request) -> JSONResponse:
+        return await images(request, edit=True)
+
+    async def models(request: Request) -> JSONResponse:
+        try:
+            check_key(request, api_key)
+        except OpenAIError as exc:
+            return exc.response()
+        entry = {"id": model_id, "object": "model", "created": 0, "owned_by": "sigma-studio"}
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def image_file(name: str):
+        path = stored_output(name, outputs)
+        if path is None:
+            return OpenAIError(f"No image {name[:80]} on this server", 404, kind="not_found_error").response()
+        return FileResponse(path, media_type="image/png")
+
+    app.add_api_route(f"{PREFIX}/images/generations", generations, methods=["POST"], summary="OpenAI: generate")
+    app.add_api_route(f"{PREFIX}/images/edits", edits, methods=["POST"], summary="OpenAI: generate from references")
+    app.add_api_route(f"{PREFIX}/models", models, methods=["GET"], summary="OpenAI: the served model")
+    app.add_api_route(f"{PREFIX}/images/files/{{name}}", image_file, methods=["GET"], summary="An output PNG")
+
+
+async def body_fields(request: Request, limits: WebLimits) -> dict:
+    """A generations request: one JSON object."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise OpenAIError("images/generations takes a JSON body (content-type: application/json)")
+    return json_fields(await request.body(), limits.max_json_depth)
+
+
+async def form_fields(request: Request) -> dict:
+    """An edits request: a multipart form; the ``image`` (or ``image[]``) parts in order, the rest once each."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+        raise OpenAIError("images/edits takes a multipart form with one 'image' part per reference")
+    try:
+        form = await request.form()
+    except HTTPException as exc:
+        raise OpenAIError(f"The form cannot be read: {exc.detail}") from None
+    fields: dict = {"images": [v for k, v in form.multi_items() if k in ("image", "image[]")]}
+    for name in dict.fromkeys(k for k in form.keys() if k not in ("image", "image[]")):
+        values = form.getlist(name)
+        if len(values) > 1:
+            raise OpenAIError(f"{name[:60]} is given {len(values)} times; only image may repeat", param=name[:60])
+        value = values[0]
+        if name in JSON_FIELDS and isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else None
+            except ValueError:
+                raise OpenAIError(f'{name} must be JSON text in a form, e.g. [["<id>"]]', param=name) from None
+        fields[name] = value
+    return fields
+
+
+async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool) -> tuple[dict, str]:
+    """(the web API's inputs, the response format) of an OpenAI request's fields."""
+    unknown = sorted(set(fields) - {"images"} - set(OPENAI_FIELDS) - set(SIGMA_FIELDS))
+    if unknown:
+        hint = " (in a multipart edit, give lists as JSON text)" if "[" in unknown[0] else ""
+        raise OpenAIError(f"Unknown field {unknown[0][:60]}{hint}; OpenAI's fields here are "
+                          f"{', '.join(OPENAI_FIELDS)}, and extra_body takes {', '.join(SIGMA_FIELDS)}",
+                          param=unknown[0][:60])  # fmt: skip
+    if not isinstance(fields.get("prompt"), str):
+        raise OpenAIError("prompt is missing: write what to generate", param="prompt")
+    model = fields.get("model")
+    if model not in (None, "", model_id):
+        raise OpenAIError(f"model {str(model)[:60]!r} is not served here; this server runs {model_id!r}", 404,
+                          param="model", kind="not_found_error")  # fmt: skip
+    response_format = fields.get("response_format") or "b64_json"
+    if response_format not in RESPONSE_FORMATS:
+        raise OpenAIError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
+    images = fields.get("images") or []
+    if edit and not images:
+        raise OpenAIError("images/edits needs at least one image part; use images/generations for text alone",
+                          param="image")  # fmt: skip
+    named = {"prompt": fields["prompt"], "count": fields.get("n", 1), "seed": fields.get("seed", -1)}
+    named["size"] = fields.get("size") or "auto"
+    inputs = {n: p.default for n, p in FIELDS.items() if n != "self" and p.default is not p.empty}
+    for name, value in named.items():
+        inputs[name] = value if name == "prompt" else typed(name, value)
+    for name in SIGMA_FIELDS:
+        if name in fields:
+            value = fields[name]
+            inputs[name] = await saved(name, value, folder) if name == "layout_image" else typed(name, value)
+    if images:
+        if not all(isinstance(v, UploadFile) for v in images):
+            raise OpenAIError("each image must be a file part of the form", param="image")
+        inputs["images"] = await saved("images", images, folder)
+    return inputs, response_format
+
+
+def answer(request: Request, paths: list[str], records: list[dict], response_format: str) -> dict:
+    """OpenAI's ImagesResponse, each image with its record."""
+    data = []
+    for path, record in zip(paths, records, strict=True):
+        item = {"revised_prompt": None, "record": record}
+        if response_format == "url":
+            item["url"] = str(request.base_url).rstrip("/") + f"{PREFIX}/images/files/{Path(path).name}"
+        else:
+            item["b64_json"] = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        data.append(item)
+    height, width = (records[0]["config"].get("size") or [0, 0]) if records else (0, 0)
+    return {"created": int(time.time()), "data": data, "output_format": "png", "size": f"{width}x{height}"}
