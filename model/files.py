@@ -120,24 +120,27 @@ def write_json(path: str | Path, data) -> Path:
     return atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
-def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
-    """``path`` if a file can be written there: refused (one line, before any work) when it names a folder (one
-    that exists, or a path ending in a separator), when something other than a regular file stands there (a
-    device, a pipe, a link to one), when its name is too long, when a file stands where a folder should be, when
-    the folder is read-only, or when it exists and not ``overwrite``."""
+def check_output_file(
+    path: str | Path, overwrite: bool = False, option: str = "--out", example: str = "result.png"
+) -> Path:
+    """``path`` if a file can be written there: refused (one line naming ``option``, before any work) when it names
+    a folder (one that exists, or a path ending in a separator; the message suggests ``example`` in it), when
+    something other than a regular file stands there (a device, a pipe, a link to one), when its name is too long,
+    when a file stands where a folder should be, when the folder is read-only, or when it exists and not
+    ``overwrite``."""
     text = os.fspath(path)
     path = Path(path)
-    check_name_length(path, "--out")
+    check_name_length(path, option)
     if text.endswith(("/", os.sep)) or path.is_dir():
-        raise InputError(f"--out {text} is a folder: give a file name, e.g. {path / 'result.png'}")
-    check_replaceable(path, "--out")
+        raise InputError(f"{option} {text} is a folder: give a file name, e.g. {path / example}")
+    check_replaceable(path, option)
     if path.exists() and not overwrite:
-        raise InputError(f"--out {path} exists: pass --overwrite to replace it, or choose another name")
+        raise InputError(f"{option} {path} exists: pass --overwrite to replace it, or choose another name")
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
     if not parent.is_dir():
-        raise InputError(f"--out {path}: {parent} is a file, so nothing can be written under it")
+        raise InputError(f"{option} {path}: {parent} is a file, so nothing can be written under it")
     if not writable(parent):
-        raise InputError(f"--out {path}: {parent} is not writable; choose another place")
+        raise InputError(f"{option} {path}: {parent} is not writable; choose another place")
     return path
 
 

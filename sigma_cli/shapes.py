@@ -23,22 +23,12 @@ app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-co
 
 def check_outputs(json_out: Path | None, save: Path | None = None) -> None:
     """Refuse a ``--json`` file or ``--save`` folder that cannot be written, before any model loads (one line)."""
-    from sigma_studio.model.errors import InputError
-    from sigma_studio.model.files import check_output_dir, writable
+    from sigma_studio.model.files import check_output_dir, check_output_file
 
     if save is not None:
         check_output_dir(save, "--save")
-    if json_out is None:
-        return
-    if json_out.is_dir():
-        raise InputError(f"--json {json_out} is a folder: give a file name, e.g. {json_out / 'eval.json'}")
-    if json_out.exists() and not json_out.is_file():
-        raise InputError(f"--json {json_out} is not a regular file; give a file name")
-    parent = next(p for p in (json_out.parent, *json_out.parent.parents) if p.exists() or p == p.parent)
-    if not parent.is_dir():
-        raise InputError(f"--json {json_out}: {parent} is a file, so nothing can be written under it; choose another")
-    if not writable(parent):
-        raise InputError(f"--json {json_out}: {parent} is not writable; choose another place")
+    if json_out is not None:  # a summary is rewritten on each run: an existing file is replaced
+        check_output_file(json_out, overwrite=True, option="--json", example="eval.json")
 
 
 def _recipe_default(name: str):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,28 @@ def generate_keeping_contexts(pipe, prompt=None, images=None, *, inputs=None, co
 
     cfg = (config or GenerationConfig()).replace(**settings)
     return pipe._generate(build_request(prompt, images, inputs=inputs, arch=pipe.arch, config=cfg), keep_contexts=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(pipe, out: Path, *, limits=None, **launch_kwargs):
+    """A web server on ``pipe`` (the page, its API, the REST and OpenAI routes) started by webui.server.launch, as
+    ``sigma webui`` starts one, writing to ``out``: yields (url, jobs, demo) and closes the server after."""
+    from sigma_studio.webui.blocks import build_demo
+    from sigma_studio.webui.jobs import Jobs
+    from sigma_studio.webui.limits import WebLimits
+    from sigma_studio.webui.server import launch
+
+    jobs, limits = Jobs(1), limits or WebLimits()
+    demo = build_demo(pipe, outputs=out, jobs=jobs, limits=limits)
+    port = free_port()
+    launch(demo, pipe, outputs=out, jobs=jobs, limits=limits, port=port, quiet=True, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}", jobs, demo
+    finally:
+        demo.close()

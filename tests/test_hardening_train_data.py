@@ -132,7 +132,7 @@ class FakeSummaryWriter:
         self.scalars.append((key, step))
 
     def close(self):
-        pass
+        """Nothing to flush: the stand-in only keeps what it was given."""
 
 
 def test_refused_finetune_leaves_nothing_on_disk(ws, capsys, monkeypatch):

@@ -11,7 +11,6 @@ import base64
 import inspect
 import io
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -29,32 +28,18 @@ from PIL import Image  # noqa: E402
 
 from sigma_studio.examples import IMAGES  # noqa: E402
 from sigma_studio.model.record import read_record  # noqa: E402
+from tests.conftest import live_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(steps=2, size="64x64")  # the tiny model at its smallest: every call here takes a fraction of a second
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_pipe):
     """(url, outputs folder, the shared Jobs) of a running server: the page, its API and the REST route."""
-    from sigma_studio.webui.blocks import build_demo
-    from sigma_studio.webui.jobs import Jobs
-    from sigma_studio.webui.limits import WebLimits
-    from sigma_studio.webui.server import launch
-
     out = tmp_path_factory.mktemp("webui-api")
-    jobs, limits = Jobs(1), WebLimits()
-    demo = build_demo(tiny_pipe, outputs=out, jobs=jobs, limits=limits)
-    port = free_port()
-    launch(demo, tiny_pipe, outputs=out, jobs=jobs, limits=limits, port=port, quiet=True)  # as `sigma webui` does
-    yield f"http://127.0.0.1:{port}/", out, jobs
-    demo.close()
+    with live_server(tiny_pipe, out) as (url, jobs, _demo):  # as `sigma webui` starts one
+        yield url + "/", out, jobs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,18 +21,14 @@ openai = pytest.importorskip("openai")
 import httpx  # noqa: E402  (a gradio dependency)
 from PIL import Image  # noqa: E402
 
+from tests.conftest import live_server  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "examples" / "shapes"
 KEY = "sk-sigma-test"
 MAX_QUEUE = 24  # jobs that may wait beyond the running one (20 concurrent clients fit)
 FAST = {"steps": 4}  # extra_body: the shapes model at few steps (a fraction of a second a picture)
 COMPOSE = "Draw the <subject>shape <img1> in the <style>colour of <img2>."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +41,9 @@ def shapes_pipe():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, shapes_pipe):
     """(base URL, outputs, jobs) of `sigma webui --model shapes --api-key KEY`, started as that command starts it."""
-    from sigma_studio.webui.blocks import build_demo
-    from sigma_studio.webui.jobs import Jobs
-    from sigma_studio.webui.limits import WebLimits
-    from sigma_studio.webui.server import launch
-
     out = tmp_path_factory.mktemp("webui-openai")
-    jobs, limits = Jobs(1), WebLimits()
-    demo = build_demo(shapes_pipe, outputs=out, jobs=jobs, limits=limits)
-    port = free_port()
-    launch(
-        demo,
-        shapes_pipe,
-        outputs=out,
-        jobs=jobs,
-        limits=limits,
-        port=port,
-        quiet=True,
-        api_key=KEY,
-        max_queue=MAX_QUEUE,
-    )
-    yield f"http://127.0.0.1:{port}", out, jobs
-    demo.close()
+    with live_server(shapes_pipe, out, api_key=KEY, max_queue=MAX_QUEUE) as (url, jobs, _demo):
+        yield url, out, jobs
 
 
 @pytest.fixture(scope="module")

@@ -25,15 +25,11 @@ pytest.importorskip("gradio")
 import httpx  # noqa: E402  (a gradio dependency)
 from PIL import Image  # noqa: E402
 
+from tests.conftest import live_server  # noqa: E402
+
 SECRET = "sigma-secret-7f3a9c"  # in every planted file: no response may ever carry it
 FAST = dict(steps=2, size="64x64")
 SMALL = dict(max_request_mb=4, max_event_kb=64, max_megapixels=4, max_json_depth=16, max_prompt_chars=2000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +55,14 @@ def _info(text: str):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_pipe):
     """(url, outputs, jobs, demo) of a server with small limits, started by webui.server.launch."""
-    from sigma_studio.webui.blocks import build_demo
-    from sigma_studio.webui.jobs import Jobs
     from sigma_studio.webui.limits import WebLimits
-    from sigma_studio.webui.server import launch
 
     out = tmp_path_factory.mktemp("webui-security")
     stale = out / ".incoming" / f"rest-{_dead_pid()}-0123456789ab"  # left by a server killed mid-request
     stale.mkdir(parents=True)
     (stale / "img1").write_bytes(b"upload")
-    jobs, limits = Jobs(1), WebLimits(**SMALL)
-    demo = build_demo(tiny_pipe, outputs=out, jobs=jobs, limits=limits)
-    port = free_port()
-    launch(demo, tiny_pipe, outputs=out, jobs=jobs, limits=limits, port=port, quiet=True)
-    yield f"http://127.0.0.1:{port}", out, jobs, demo
-    demo.close()
+    with live_server(tiny_pipe, out, limits=WebLimits(**SMALL)) as (url, jobs, demo):
+        yield url, out, jobs, demo
 
 
 def _dead_pid() -> int:

@@ -48,10 +48,9 @@ def prepare_upload(path: str, folder: Path, limits: WebLimits | None = None) -> 
     """(the path to use, a message) for an uploaded reference: a large picture is downscaled into ``folder``
     (the message says so); an unreadable or oversized file gives (None, why). The number of pixels is read from
     the file's header and checked before anything is decoded."""
-    problem = _problem(path, limits or WebLimits())
-    if problem:
+    img, problem = _opened(path, limits or WebLimits())
+    if img is None:
         return None, problem
-    img = open_image(path, max_pixels=(limits or WebLimits()).max_pixels)
     if max(img.size) <= UPLOAD_MAX_SIDE:
         return path, ""
     before = f"{img.width}×{img.height}"
@@ -66,15 +65,18 @@ def prepare_upload(path: str, folder: Path, limits: WebLimits | None = None) -> 
 def upload_problem(path: str, limits: WebLimits | None = None) -> str | None:
     """Why an uploaded file cannot be used (None when it can): over the size limit, over the pixel limit (read
     from its header, before decoding), or not a readable picture. The message names the file, never its path."""
-    problem = _problem(path, limits or WebLimits())
-    return problem and f"Upload refused: {problem}"
+    img, problem = _opened(path, limits or WebLimits())
+    return None if img is not None else f"Upload refused: {problem}"
 
 
-def _problem(path: str, limits: WebLimits) -> str | None:
+def _opened(path: str, limits: WebLimits) -> tuple[Image.Image | None, str]:
+    """(the decoded picture, "") of an upload within ``limits``, or (None, why not): the file's size and its
+    header's pixel count are checked first, so a picture over the limit is never decoded."""
     name = name_of(path)
+    unreadable = f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
     try:
         if Path(path).stat().st_size > limits.max_upload_mb * 2**20:
-            return f"{name} is over {limits.max_upload_mb} MB; upload a smaller file"
+            return None, f"{name} is over {limits.max_upload_mb} MB; upload a smaller file"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # reads the header only
@@ -82,14 +84,13 @@ def _problem(path: str, limits: WebLimits) -> str | None:
     except Image.DecompressionBombError:
         width = height = limits.max_pixels  # far over any limit: PIL refused even to read on
     except (OSError, SyntaxError, ValueError):
-        return f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
+        return None, unreadable
     if width * height > limits.max_pixels:
-        return f"{name} has over {limits.max_megapixels} megapixels; resize it before uploading"
+        return None, f"{name} has over {limits.max_megapixels} megapixels; resize it before uploading"
     try:
-        open_image(path, max_pixels=limits.max_pixels)
+        return open_image(path, max_pixels=limits.max_pixels), ""
     except InputError:
-        return f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
-    return None
+        return None, unreadable
 
 
 def name_of(path: str) -> str:

@@ -22,7 +22,6 @@ use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a full 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import time
@@ -30,7 +29,6 @@ import uuid
 from pathlib import Path
 
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
@@ -43,8 +41,8 @@ from .limits import WebLimits
 from .rest import (
     FIELDS,
     INCOMING,
-    JSON_FIELDS,
     RestError,
+    form_fields,
     json_fields,
     key_refusal,
     saved,
@@ -91,15 +89,15 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
         folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             check_key(request, api_key)
-            fields = await (form_fields(request) if edit else body_fields(request, limits))
+            fields = await (edit_fields(request) if edit else body_fields(request, limits))
             inputs, response_format = await inputs_of(fields, folder, model_id, edit)
             if jobs.live >= jobs.concurrency + max_waiting:
                 raise OpenAIError("The server is busy: retry later", 429, kind="rate_limit_error")
             paths, records = await until_disconnected(request, api.run(inputs))
         except OpenAIError as exc:
             return exc.response({"Retry-After": str(RETRY_AFTER_S)} if exc.status == 429 else None)
-        except RestError as exc:
-            return OpenAIError(str(exc), exc.status).response()
+        except RestError as exc:  # (the shared readers' refusals: 400, or 413 for a prompt over its limit)
+            return OpenAIError(str(exc), 413 if exc.status == 413 else 400).response()
         except Cancelled:
             return OpenAIError("Cancelled", 409).response()
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the caller
@@ -141,27 +139,11 @@ async def body_fields(request: Request, limits: WebLimits) -> dict:
     return json_fields(await request.body(), limits.max_json_depth)
 
 
-async def form_fields(request: Request) -> dict:
-    """An edits request: a multipart form; the ``image`` (or ``image[]``) parts in order, the rest once each."""
+async def edit_fields(request: Request) -> dict:
+    """An edits request: a multipart form (the REST route's reader), its ``image`` / ``image[]`` parts in order."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
         raise OpenAIError("images/edits takes a multipart form with one 'image' part per reference")
-    try:
-        form = await request.form()
-    except HTTPException as exc:
-        raise OpenAIError(f"The form cannot be read: {exc.detail}") from None
-    fields: dict = {"images": [v for k, v in form.multi_items() if k in ("image", "image[]")]}
-    for name in dict.fromkeys(k for k in form.keys() if k not in ("image", "image[]")):
-        values = form.getlist(name)
-        if len(values) > 1:
-            raise OpenAIError(f"{name[:60]} is given {len(values)} times; only image may repeat", param=name[:60])
-        value = values[0]
-        if name in JSON_FIELDS and isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else None
-            except ValueError:
-                raise OpenAIError(f'{name} must be JSON text in a form, e.g. [["<id>"]]', param=name) from None
-        fields[name] = value
-    return fields
+    return await form_fields(request, files=("image", "image[]"))
 
 
 async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool) -> tuple[dict, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import inspect
 import json
@@ -110,10 +111,8 @@ async def until_disconnected(request: Request, work):
             return task.result()
         if await request.is_disconnected():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Cancelled):  # its end, whichever came first
                 await task
-            except (asyncio.CancelledError, Cancelled):
-                pass
             raise Cancelled
 
 
@@ -140,11 +139,8 @@ def _alive(pid: int) -> bool:
 
 async def read_inputs(request: Request, folder: Path, limits: WebLimits | None = None) -> dict:
     """The request's fields, typed as the Gradio endpoint types them, over its defaults; uploads saved in
-    ``folder``. The body is held to ``limits`` (by the server's middleware too, which also stops a chunked one)."""
+    ``folder``. The body's size is held to ``limits`` by the server's middleware (webui/limits.py), chunked or not."""
     limits = limits or WebLimits()
-    limit = limits.body_limit(REST_PATH)
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise RestError(f"The request is over {limits.max_request_mb} MB", 413)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields = await form_fields(request)
@@ -192,20 +188,19 @@ def depth_of(value) -> int:
     return deepest
 
 
-async def form_fields(request: Request) -> dict:
-    """A multipart (or url-encoded) form: ``images`` may repeat; any other field is given once."""
+async def form_fields(request: Request, files: tuple[str, ...] = ("images",)) -> dict:
+    """A multipart (or url-encoded) form: the parts named in ``files`` may repeat and are gathered, in order, as
+    ``images``; any other field is given once (``tokens`` and ``boxes`` as JSON text)."""
     try:
         form = await request.form()
     except HTTPException as exc:  # starlette's reading of a malformed or oversized form
         raise RestError(f"The form cannot be read: {exc.detail}") from None
-    fields: dict = {}
-    for name in dict.fromkeys(form.keys()):
+    fields: dict = {"images": [v for k, v in form.multi_items() if k in files]} if any(k in files for k in form) else {}
+    for name in dict.fromkeys(k for k in form.keys() if k not in files):
         values = form.getlist(name)
-        if name == "images":
-            fields[name] = values
-        elif len(values) > 1:
-            raise RestError(f"{name} is given {len(values)} times; only images may repeat")
-        elif name in JSON_FIELDS and isinstance(values[0], str):
+        if len(values) > 1:
+            raise RestError(f"{name[:60]} is given {len(values)} times; only {files[0]} may repeat")
+        if name in JSON_FIELDS and isinstance(values[0], str):
             try:
                 fields[name] = json.loads(values[0]) if values[0].strip() else None
             except ValueError:
