@@ -14,7 +14,7 @@ import sys
 
 from sigma_studio.examples import SHAPES
 from sigma_studio.model import GenerationConfig, LoaderConfig, SigmaError, build_request, load_pipeline
-from sigma_studio.model.preflight import preflight_arch
+from sigma_studio.model.weights.preflight import preflight_arch
 
 SHAPES_PROMPT = "Draw the <subject>shape <img1> in the <style>colour of <img2>."
 SHAPES_IMAGES = [str(SHAPES / "yellow-triangle.png"), str(SHAPES / "blue-circle.png")]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from sigma_studio.model.arch.autoencoder import AutoEncoder
 from sigma_studio.model.config import VAEConfig
-from sigma_studio.model.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.files import atomic_write
 from sigma_studio.model.images import to_tensor
 
@@ -81,6 +81,19 @@ def _save_state(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def _loss(vae: AutoEncoder, x: torch.Tensor, g: torch.Generator, cfg: AEConfig) -> torch.Tensor:
+    """L1 + MSE reconstruction of ``x`` through a posterior sample, plus the KL term (the encoder frozen with
+    ``decoder_only``)."""
+    with torch.set_grad_enabled(not cfg.decoder_only):
+        moments = vae.encoder(x)
+    mean, logvar = moments.chunk(2, dim=1)
+    logvar = logvar.clamp(-30, 20)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+    rec = vae.decoder(z)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
+    return F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * kl
+
+
 def train_autoencoder(
     cfg: AEConfig,
     vae_cfg: VAEConfig,
@@ -121,14 +134,7 @@ def train_autoencoder(
     while step < cfg.steps:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         x = images[torch.randint(0, len(images), (cfg.batch,), generator=g)]
-        with torch.set_grad_enabled(not cfg.decoder_only):
-            moments = vae.encoder(x)
-        mean, logvar = moments.chunk(2, dim=1)
-        logvar = logvar.clamp(-30, 20)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
-        rec = vae.decoder(z)
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * kl
+        loss = _loss(vae, x, g, cfg)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)  # the finetune schedule: warm-up, then cosine to min_lr
         opt.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sigma_studio.model import load_pipeline
-from sigma_studio.model.pipeline import SigmaPipeline
+from sigma_studio.model.run.pipeline import SigmaPipeline
 
 from .config import TrainConfig
 from .distributed import local_tensor

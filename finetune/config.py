@@ -150,3 +150,27 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class WorldRecipe:
+    """What the recipes that train a world's model here share (``sigma shapes train``, ``sigma sigmagen train``):
+    the run folder, the seed and the MoT's optimiser schedule. A recipe subclasses it and may change a default."""
+
+    out: str = "runs/world"
+    seed: int = 0
+    max_tokens: int = 768  # tokens packed per step (small packs spend less on the packed sequence's dense attention)
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 200
+    ema: float = 0.995
+    save_every: int = 500
+
+    def schedule(self, **fields) -> TrainConfig:
+        """A TrainConfig with this schedule: the whole model trained with SIGMA's attribute projection, no
+        held-out split, two checkpoints kept, no activation checkpointing or TensorBoard; ``fields`` add the rest."""
+        return TrainConfig(
+            max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr, min_lr=self.min_lr,
+            warmup=self.warmup, ema=self.ema, save_every=self.save_every, trainable="all", attribute_projection=True,
+            held_out=0.0, keep=2, gradient_checkpointing=False, tensorboard=False, **fields,
+        )  # fmt: skip

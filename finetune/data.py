@@ -1,4 +1,4 @@
-"""SIGMA rows -> typed training samples laid out by the training rules (:func:`model.sequence.trained_blocks`).
+"""SIGMA rows -> typed training samples laid out by the training rules (:func:`model.run.sequence.trained_blocks`).
 
 Every random decision (condition dropout, the target's timestep) comes from a ``torch.Generator`` the caller
 passes, so a sample is a pure function of (row, config, generator state).
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from sigma_studio.model.config import ArchConfig
-from sigma_studio.model.dataset import BadRow, SigmaRow
+from sigma_studio.model.data.dataset import BadRow, SigmaRow
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import patchify, resize, to_tensor
-from sigma_studio.model.prompt import ImagePart, TextPart, parse_training_instruction
-from sigma_studio.model.sequence import ContextPlan, ImageGeometry, trained_blocks
-from sigma_studio.model.tokens import Tokenizer
+from sigma_studio.model.request.prompt import ImagePart, TextPart, parse_training_instruction
+from sigma_studio.model.request.tokens import Tokenizer
+from sigma_studio.model.run.sequence import ContextPlan, ImageGeometry, trained_blocks
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def check_family_weights(weights: dict[str, float], files: list[tuple[object, st
 
     Args:
         weights: family -> weight, from ``--family-weight FAMILY=WEIGHT``.
-        files: the dataset's (file, row-id prefix) pairs (:func:`model.dataset.parquet_files`); a row's family is
+        files: the dataset's (file, row-id prefix) pairs (:func:`model.data.dataset.parquet_files`); a row's family is
             its file's prefix without the trailing number, as :func:`family_of` reads it from the row id.
     """
     known = sorted({family_of(f"{prefix}-000000") for _, prefix in files})

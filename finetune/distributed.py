@@ -71,7 +71,7 @@ def shard(model: nn.Module, d: Dist, bf16: bool) -> nn.Module:
 
 def fill_shards(model: nn.Module, deferred, device: torch.device) -> None:
     """Give a sharded meta-device model real storage on ``device`` and read each rank's rows of every parameter
-    from the checked weights file (``model.loader.DeferredWeights``): no rank ever holds the whole model.
+    from the checked weights file (``model.weights.loader.DeferredWeights``): no rank ever holds the whole model.
 
     Parameters the file lacks are the ones added after loading, SIGMA's attribute vectors, which start at zero
     exactly as ``enable_attribute_projection`` makes them on a loaded model."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
@@ -15,9 +16,9 @@ import torch.nn.functional as F
 
 from sigma_studio.model.config import ArchConfig
 from sigma_studio.model.images import grid_position_ids
-from sigma_studio.model.masks import TokenTable, allowed, token_table
-from sigma_studio.model.packed import PackedBatch
-from sigma_studio.model.tokens import TokenIds
+from sigma_studio.model.request.tokens import TokenIds
+from sigma_studio.model.run.masks import TokenTable, allowed, token_table
+from sigma_studio.model.run.packed import PackedBatch
 
 from .data import TrainSample
 
@@ -42,12 +43,60 @@ def batches(items: Iterable[tuple[K, TrainSample]], max_tokens: int) -> Iterator
         yield current, None
 
 
+@dataclass
+class _Columns:
+    """The per-token (and per-image) lists :func:`pack` fills, sample after sample."""
+
+    text_ids: list = field(default_factory=list)
+    text_idx: list = field(default_factory=list)
+    positions: list = field(default_factory=list)
+    vae_idx: list = field(default_factory=list)
+    latent_pos: list = field(default_factory=list)
+    timesteps: list = field(default_factory=list)
+    shapes: list = field(default_factory=list)
+    images: list = field(default_factory=list)
+    vit_idx: list = field(default_factory=list)
+    vit_pos: list = field(default_factory=list)
+    vit_tokens: list = field(default_factory=list)
+    vit_lens: list = field(default_factory=list)
+    mse_idx: list = field(default_factory=list)
+    ce_idx: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    ce_w: list = field(default_factory=list)
+
+    def text(self, block, at: int, text_loss: bool) -> None:
+        n = block.length
+        self.text_ids += block.token_ids
+        self.text_idx += range(at, at + n)
+        if text_loss:
+            self.ce_idx += range(at, at + n - 1)
+            self.labels += block.token_ids[1:]
+            self.ce_w += [1 / math.sqrt(n - 1)] * (n - 1)
+
+    def image(self, block, at: int, sample: TrainSample, ids: TokenIds, arch: ArchConfig, vit_grid: int) -> None:
+        self.text_ids += [ids.start_of_image, ids.end_of_image]
+        self.text_idx += [at, at + block.length - 1]
+        inner = list(range(at + 1, at + block.length - 1))
+        h, w = block.grid
+        if block.kind in ("vae", "noise"):
+            self.vae_idx += inner
+            self.latent_pos += grid_position_ids(h, w, arch.max_latent_size).tolist()
+            raw = sample.raw_timestep if block.kind == "noise" else float("-inf")
+            self.timesteps += [raw] * len(inner)
+            self.shapes.append((h, w))
+            self.images.append(sample.vae_images[block.part])
+            if block.kind == "noise":
+                self.mse_idx += inner
+        else:
+            self.vit_idx += inner
+            self.vit_pos += grid_position_ids(h, w, vit_grid).tolist()
+            self.vit_tokens.append(sample.vit_patches[block.part])
+            self.vit_lens.append(len(inner))
+
+
 def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask: bool = False) -> PackedBatch:
     """Lay the samples end to end and build every index tensor of :class:`PackedBatch`."""
-    text_ids, text_idx, positions = [], [], []
-    vae_idx, latent_pos, timesteps, shapes, images = [], [], [], [], []
-    vit_idx, vit_pos, vit_tokens, vit_lens = [], [], [], []
-    mse_idx, ce_idx, labels, ce_w = [], [], [], []
+    c = _Columns()
     blocks = []
     tables: list[TokenTable] = []
     offset = block_offset = 0
@@ -57,57 +106,33 @@ def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask
         block_offset += len(sample.plan.blocks)
         blocks += sample.plan.blocks
         for block, start in zip(sample.plan.blocks, sample.plan.offsets(), strict=True):
-            at = offset + start
-            positions += block.positions()
+            c.positions += block.positions()
             if block.kind == "text":
-                n = block.length
-                text_ids += block.token_ids
-                text_idx += range(at, at + n)
-                if sample.text_loss:
-                    ce_idx += range(at, at + n - 1)
-                    labels += block.token_ids[1:]
-                    ce_w += [1 / math.sqrt(n - 1)] * (n - 1)
-                continue
-            text_ids += [ids.start_of_image, ids.end_of_image]
-            text_idx += [at, at + block.length - 1]
-            inner = list(range(at + 1, at + block.length - 1))
-            h, w = block.grid
-            if block.kind in ("vae", "noise"):
-                vae_idx += inner
-                latent_pos += grid_position_ids(h, w, arch.max_latent_size).tolist()
-                raw = sample.raw_timestep if block.kind == "noise" else float("-inf")
-                timesteps += [raw] * len(inner)
-                shapes.append((h, w))
-                images.append(sample.vae_images[block.part])
-                if block.kind == "noise":
-                    mse_idx += inner
+                c.text(block, offset + start, sample.text_loss)
             else:
-                vit_idx += inner
-                vit_pos += grid_position_ids(h, w, vit_grid).tolist()
-                vit_tokens.append(sample.vit_patches[block.part])
-                vit_lens.append(len(inner))
+                c.image(block, offset + start, sample, ids, arch, vit_grid)
         offset += sample.plan.length
     table = TokenTable.concat(tables)
     long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     return PackedBatch(
         sequence_length=offset,
-        packed_text_ids=long(text_ids),
-        packed_text_indexes=long(text_idx),
-        packed_position_ids=long(positions),
-        packed_vae_token_indexes=long(vae_idx),
-        packed_latent_position_ids=long(latent_pos),
-        packed_timesteps=torch.tensor(timesteps, dtype=torch.float32),
-        patchified_vae_latent_shapes=shapes,
-        padded_images=pad_images(images),
-        mse_loss_indexes=long(mse_idx),
+        packed_text_ids=long(c.text_ids),
+        packed_text_indexes=long(c.text_idx),
+        packed_position_ids=long(c.positions),
+        packed_vae_token_indexes=long(c.vae_idx),
+        packed_latent_position_ids=long(c.latent_pos),
+        packed_timesteps=torch.tensor(c.timesteps, dtype=torch.float32),
+        patchified_vae_latent_shapes=c.shapes,
+        padded_images=pad_images(c.images),
+        mse_loss_indexes=long(c.mse_idx),
         attention_mask=allowed(table, table, group_mask=group_mask),
-        packed_vit_tokens=torch.cat(vit_tokens) if vit_tokens else None,
-        packed_vit_token_indexes=long(vit_idx),
-        packed_vit_position_ids=long(vit_pos),
-        vit_token_seqlens=vit_lens,
-        ce_loss_indexes=long(ce_idx),
-        packed_label_ids=long(labels),
-        ce_loss_weights=torch.tensor(ce_w, dtype=torch.float32),
+        packed_vit_tokens=torch.cat(c.vit_tokens) if c.vit_tokens else None,
+        packed_vit_token_indexes=long(c.vit_idx),
+        packed_vit_position_ids=long(c.vit_pos),
+        vit_token_seqlens=c.vit_lens,
+        ce_loss_indexes=long(c.ce_idx),
+        packed_label_ids=long(c.labels),
+        ce_loss_weights=torch.tensor(c.ce_w, dtype=torch.float32),
         blocks=tuple(blocks),
         num_samples=len(samples),
     )

@@ -24,40 +24,33 @@ from pathlib import Path
 
 import torch
 
-from sigma_studio.model.arch_config import read_arch_config
 from sigma_studio.model.config import MAX_SEED, ArchConfig, shapes
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
-from sigma_studio.model.loader import fresh_model, write_model_dir
+from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.shapes.tasks import make_world
 from sigma_studio.model.shapes.vocab import build_tokenizer
-from sigma_studio.model.tokens import Tokenizer
+from sigma_studio.model.weights.arch_config import read_arch_config
+from sigma_studio.model.weights.loader import fresh_model, write_model_dir
 
 from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
-from .config import TrainConfig, check_int
+from .config import TrainConfig, WorldRecipe, check_int
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ShapesRecipe:
+class ShapesRecipe(WorldRecipe):
     out: str = "runs/shapes"
     rows: int = 20_000  # training rows (split over the families by model.shapes.tasks.MIX)
     eval_rows: int = 40  # held-out rows per family
-    seed: int = 0
     ae_steps: int = 2400
     steps: int = 8000  # optimizer steps of the MoT model
-    max_tokens: int = 768  # tokens packed per step (about 9 samples; smaller packs spend less on masked attention)
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup: int = 200
-    ema: float = 0.995
     drop_text: float = 0.1
     drop_vae: float = 0.1
     drop_vit: float = 0.3
     group_mask: bool = True
     attribute_tokens: bool = True  # False: the ablation's neutral word instead of each attribute token
-    save_every: int = 500
     base: str | None = None  # reuse this base directory (autoencoder and tokenizer) instead of training one
 
     def __post_init__(self) -> None:
@@ -74,13 +67,10 @@ class ShapesRecipe:
 
     def train_config(self) -> TrainConfig:
         out = Path(self.out)
-        return TrainConfig(
+        return self.schedule(
             out=str(out / "train"), dataset=str(out / "data" / "train"), model=str(self.base_dir), init="random",
-            steps=self.steps, max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr,
-            min_lr=self.min_lr, warmup=self.warmup, trainable="all", group_mask=self.group_mask,
-            attribute_projection=True, ema=self.ema, drop_text=self.drop_text, drop_vae=self.drop_vae,
-            drop_vit=self.drop_vit, held_out=0.0, save_every=self.save_every, keep=2, seed=self.seed,
-            resume=(out / "train" / "latest").is_file(), gradient_checkpointing=False, tensorboard=False,
+            steps=self.steps, group_mask=self.group_mask, drop_text=self.drop_text, drop_vae=self.drop_vae,
+            drop_vit=self.drop_vit, seed=self.seed, resume=(out / "train" / "latest").is_file(),
         )  # fmt: skip
 
 

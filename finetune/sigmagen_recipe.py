@@ -38,7 +38,7 @@ from sigma_studio.model.config import ROUTING_STEP
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
 
-from .config import TrainConfig
+from .config import TrainConfig, WorldRecipe
 from .shapes_recipe import export
 
 
@@ -61,18 +61,14 @@ STAGES: tuple[Stage, ...] = (
 
 
 @dataclass(frozen=True)
-class SigmaGenRecipe:
+class SigmaGenRecipe(WorldRecipe):
     out: str = "runs/sigmagen-shapes"
     model: str = "shapes"  # the first stage's starting weights
     data_dir: str | None = None  # rows of your own: DATA_DIR/<stage name>/ (parquet); None: the shapes world
     stages: tuple[Stage, ...] = STAGES
     eval_rows: int = 25  # held-out shapes-world scenes per subject count (2, 3, 4, 5)
-    max_tokens: int = 768
-    lr: float = 5e-4
-    min_lr: float = 1e-5
+    lr: float = 5e-4  # finetuning a trained model: half the shapes model's rate, a shorter warm-up
     warmup: int = 100
-    ema: float = 0.995
-    seed: int = 0
     save_every: int = 250
     routing_step: int | None = None  # None: SHAPES_ROUTING_STEP for the shapes world, else the paper's 10
     decoder_steps: int = 2000  # the shapes world's decoder finetuning (0: none)
@@ -87,13 +83,10 @@ class SigmaGenRecipe:
 
     def train_config(self, k: int, start: Path) -> TrainConfig:
         stage, run = self.stages[k], Path(self.out) / self.stages[k].name
-        return TrainConfig(
+        return self.schedule(
             out=str(run / "train"), dataset=str(self.stage_data(k)), model=str(start), init="weights",
-            steps=stage.steps, max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr,
-            min_lr=self.min_lr, warmup=self.warmup, trainable="all", group_mask=True, attribute_projection=True,
-            ema=self.ema, drop_text=0.05, drop_vae=0.05, drop_vit=0.0, held_out=0.0, save_every=self.save_every,
-            keep=2, seed=self.seed + k, resume=(run / "train" / "latest").is_file(), gradient_checkpointing=False,
-            tensorboard=False,
+            steps=stage.steps, group_mask=True, drop_text=0.05, drop_vae=0.05, drop_vit=0.0, seed=self.seed + k,
+            resume=(run / "train" / "latest").is_file(),
         )  # fmt: skip
 
     def stage_data(self, k: int) -> Path:
@@ -109,7 +102,7 @@ SHAPES_ROUTING_STEP = 50  # routing levels a subject in the shapes world (at mos
 def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
     """Run (or continue) every stage; returns the last stage's exported model directory. ``on_step(k, log)``
     follows the training steps of stage ``k``."""
-    from sigma_studio.model.sigmagen import SigmaGenOptions
+    from sigma_studio.model.data.sigmagen import SigmaGenOptions
 
     from .shapes_recipe import _step
     from .trainer import Trainer
@@ -157,9 +150,9 @@ def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) ->
     """``decoder/model``: ``model_dir`` with its autoencoder's decoder finetuned on the last stage's pictures."""
     import torch
 
-    from sigma_studio.model.arch_config import read_arch_config
-    from sigma_studio.model.loader import load_autoencoder, write_model_dir
-    from sigma_studio.model.tokens import Tokenizer
+    from sigma_studio.model.request.tokens import Tokenizer
+    from sigma_studio.model.weights.arch_config import read_arch_config
+    from sigma_studio.model.weights.loader import load_autoencoder, write_model_dir
 
     from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
 
@@ -194,8 +187,9 @@ def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) ->
 
 def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) -> None:
     """The stage's shapes-world rows (``train.parquet``), unless written earlier."""
-    from sigma_studio.model.shapes.tasks import write_parquet
-    from sigma_studio.model.sigmagen import SigmaGenOptions, rows, shapes_scenes
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.data.sigmagen import SigmaGenOptions, rows
+    from sigma_studio.model.shapes.scenes import shapes_scenes
 
     if (folder / "train.parquet").is_file():
         return
@@ -208,8 +202,9 @@ def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) ->
 
 def make_eval(folder: Path, per_count: int, seed: int, routing_step: int) -> None:
     """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision."""
-    from sigma_studio.model.shapes.tasks import write_parquet
-    from sigma_studio.model.sigmagen import SigmaGenOptions, rows, shapes_scenes
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.data.sigmagen import SigmaGenOptions, rows
+    from sigma_studio.model.shapes.scenes import shapes_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(2, 6):

@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sigma_studio.model.dataset import BadRow, SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.data.dataset import BadRow, SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
 from sigma_studio.model.hub import HubOptions
 from sigma_studio.model.images import save_png
-from sigma_studio.model.loader import write_model_dir
-from sigma_studio.model.packed import packed_forward, reduce_losses
-from sigma_studio.model.pipeline import SigmaPipeline
+from sigma_studio.model.run.packed import packed_forward, reduce_losses
+from sigma_studio.model.run.pipeline import SigmaPipeline
+from sigma_studio.model.weights.loader import write_model_dir
 
 from . import build, distributed, lora, monitor
 from . import checkpoint as ckpt
@@ -365,7 +365,7 @@ class Trainer:
 
     @torch.no_grad()
     def sample_images(self, rows: list[SigmaRow]) -> None:
-        from sigma_studio.model.batch import row_prompt
+        from sigma_studio.model.data.batch import row_prompt
 
         was_training = self.model.training
         self.model.eval()

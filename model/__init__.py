@@ -5,15 +5,15 @@
 >>> pipe("a cat <subject> <img1> on the moon", images=["cat.png"], steps=4, seed=7).image.save("out.png")
 """
 
-from .arch_config import read_arch_config
 from .config import ArchConfig, GenerationConfig, LLMConfig, LoaderConfig, ResizeSpec, VAEConfig, ViTConfig
 from .errors import CheckpointError, InputError, MissingDependencyError, PromptError, SigmaError, UnsupportedModeError
-from .loader import load_pipeline
-from .pipeline import GenerationResult, SigmaPipeline
-from .preflight import preflight_arch
-from .record import GenerationRecord, read_record
-from .request import GenerationRequest, build_request
-from .structure import ControlSpec
+from .request.build import GenerationRequest, build_request
+from .request.record import GenerationRecord, read_record
+from .request.structure import ControlSpec
+from .run.pipeline import GenerationResult, SigmaPipeline
+from .weights.arch_config import read_arch_config
+from .weights.loader import load_pipeline
+from .weights.preflight import preflight_arch
 
 __all__ = [
     "ArchConfig",

@@ -2,7 +2,7 @@
 
 Every default is defined once, here. ``__post_init__`` validates and names the user-facing setting in its
 error message. The architecture of a checkpoint directory is read from its JSON configs and tensor shapes by
-:func:`model.arch_config.read_arch_config`; the presets below describe the released models and the toy model.
+:func:`model.weights.arch_config.read_arch_config`; the presets below describe the released models and the toy model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 
 from .errors import InputError
 
-# Loading modes (described in model/modes.py); defined here, the leaf module, so that LoaderConfig can check them.
+# Loading modes (described in model/weights/modes.py); defined here, the leaf module, so LoaderConfig can check them.
 Mode = Literal["auto", "bf16", "nf4", "int8", "offload", "multi-gpu", "cpu"]
 MODES: tuple[str, ...] = get_args(Mode)
 Layout = Literal["released", "trained"]
@@ -27,6 +27,18 @@ MAX_STEPS = 1000
 # --speed presets: how often the guidance branches are evaluated (guidance_every). "fast" was chosen by
 # `sigma bench --suite speed` (docs/PERF.md): the fewest evaluations within 2 points of the exact path's accuracy.
 SPEEDS: dict[str, int] = {"exact": 1, "fast": 6}
+DEFAULT_SPEED = "exact"
+DEFAULT_MODEL = "sigma"  # what --model, load_pipeline() and the web UI load when nothing is named
+
+
+def speed_every(speed: str, option: str = "speed") -> int:
+    """A ``speed`` preset (``--speed``, the web API's ``speed``, ``pipe(..., speed="fast")``) as
+    :attr:`GenerationConfig.guidance_every`; an unknown one is an InputError naming ``option``."""
+    if speed not in SPEEDS:
+        raise InputError(f"{option} {speed} is not one of {', '.join(SPEEDS)}")
+    return SPEEDS[speed]
+
+
 MAX_SEED = 2**63 - 1  # seeds are signed 64-bit integers everywhere they are stored (PNG metadata, JSON, numpy)
 
 
@@ -225,7 +237,7 @@ INITS: tuple[str, ...] = ("weights", "random")
 class LoaderConfig:
     """How to load a model; the CLI's and the web UI's loading options map onto these fields one to one."""
 
-    model: str = "sigma"  # sigma | bagel | tiny | a Hugging Face repo id | a local directory
+    model: str = DEFAULT_MODEL  # sigma | bagel | shapes | tiny | a Hugging Face repo id | a local directory
     mode: str = "auto"  # auto | bf16 | nf4 | int8 | offload | multi-gpu | cpu
     device: str | None = None  # execution device (default cuda:0 for GPU modes, cpu otherwise)
     dtype: Any = None  # torch dtype of the network (default bf16 on GPU, float32 on CPU)
@@ -342,4 +354,10 @@ class GenerationConfig:
                 raise InputError(f"--size must be positive (got {w}x{h})")
 
     def replace(self, **changes) -> GenerationConfig:
+        """A copy with ``changes``; ``speed="fast"`` is accepted for ``guidance_every`` (see :data:`SPEEDS`)."""
+        if "speed" in changes:
+            speed = changes.pop("speed")
+            if "guidance_every" in changes:
+                raise InputError("give speed or guidance_every, not both: speed is a name for a guidance_every")
+            changes["guidance_every"] = speed_every(speed)
         return dataclasses.replace(self, **changes)

@@ -66,7 +66,7 @@ def is_repo_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not Path(source).exists() and not source.startswith((".", "/", "~"))
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
@@ -103,7 +103,7 @@ def snapshot(
             cache_dir=opts.cache_dir,
             token=opts.token,
             revision=opts.revision,
-            local_files_only=opts.local_files_only or _offline(),
+            local_files_only=opts.local_files_only or offline(),
         )
     except GatedRepoError:  # a subclass of RepositoryNotFoundError: it must come first
         raise WeightsUnavailableError(

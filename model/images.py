@@ -15,10 +15,19 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from .config import ResizeSpec
-from .errors import InputError
+from .errors import InputError, MissingDependencyError
 from .files import atomic_write
 
 MAX_INPUT_PIXELS = 64 * 1024 * 1024  # larger inputs are refused as likely decompression bombs
+
+
+def opencv(feature: str = "image processing"):
+    """The ``cv2`` module, or one MissingDependencyError line naming the package and the feature that needs it."""
+    try:
+        import cv2
+    except ImportError:
+        raise MissingDependencyError("opencv-python-headless", None, feature) from None
+    return cv2
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

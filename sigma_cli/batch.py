@@ -11,60 +11,26 @@ from rich.markup import escape
 from sigma_studio.model.hub import HubOptions
 
 from . import render
-from .options import (
-    MODE,
-    BatchLayout,
-    BatchSize,
-    CacheOpt,
-    CfgImg,
-    CfgInterval,
-    CfgText,
-    DebugOpt,
-    GpuMemOpt,
-    GroupMask,
-    ModelOpt,
-    ModeOpt,
-    OffloadOpt,
-    Renorm,
-    RenormMin,
-    Shift,
-    SpeedOpt,
-    Steps,
-    absolute,
-    generation_config,
-    guidance_every,
-    loader_config,
-    parse_interval,
-    parse_size,
-)
+from .groups import grouped
+from .options import BatchLayout, BatchSize, DebugOpt, LoadOptions, SamplerOptions
 
 EXIT_ALL_FAILED = 3  # every row this run tried failed: nothing usable was made
 EXIT_SOME_FAILED = 4  # some rows failed (listed in failures*.jsonl); the others are done
 
 
+@grouped
 def batch(
     source: Annotated[
         str, typer.Argument(help="parquet file, folder of parquet files, or HF dataset id", metavar="SOURCE")
     ],
+    *,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (an existing one is resumed)")],
     limit: Annotated[int | None, typer.Option(help="stop after this many rows (1 or more)")] = None,
     size: BatchSize = None,
-    steps: Steps = None,
-    cfg_text: CfgText = None,
-    cfg_img: CfgImg = None,
-    cfg_interval: CfgInterval = None,
-    renorm: Renorm = None,
-    renorm_min: RenormMin = None,
-    shift: Shift = None,
     seed: Annotated[int, typer.Option(help="seed of every row")] = 0,
     layout: BatchLayout = None,
-    group_mask: GroupMask = None,
-    speed: SpeedOpt = None,
-    model: ModelOpt = None,
-    mode: ModeOpt = MODE,
-    max_gpu_memory: GpuMemOpt = None,
-    offload_dir: OffloadOpt = None,
-    cache_dir: CacheOpt = None,
+    sampler: SamplerOptions,
+    load: LoadOptions,
     shard: Annotated[
         str | None, typer.Option(help="do only share I of N (0-based), e.g. 0/4 in a job array; torchrun shards itself")
     ] = None,
@@ -89,32 +55,18 @@ def batch(
 
       sigma batch ./data --out runs/eval --shard $SLURM_ARRAY_TASK_ID/16
     """
-    from sigma_studio.model import load_pipeline
-    from sigma_studio.model.batch import Shard, check_limit, run_batch
-    from sigma_studio.model.dataset import iter_rows, parquet_files
+    from sigma_studio.model.data.batch import Shard, check_limit, run_batch
+    from sigma_studio.model.data.dataset import iter_rows, parquet_files
     from sigma_studio.model.files import check_output_dir
 
     render.setup_logging(debug)
     with render.errors(debug):
         check_limit(limit)
-        config = generation_config(
-            None,
-            **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift, seed=seed),
-            **dict(
-                cfg_interval=parse_interval(cfg_interval),
-                cfg_renorm_type=renorm,
-                cfg_renorm_min=renorm_min,
-                size=parse_size(size),
-            ),
-            **dict(layout=layout or "trained", group_mask=group_mask, guidance_every=guidance_every(speed)),
-        )
+        config = sampler.config(size=size, seed=seed, layout=layout or "trained")
         part = Shard.parse(shard) if shard else Shard.from_env()
         check_output_dir(out)
-        files = parquet_files(source, HubOptions(cache_dir=cache_dir))  # a missing source stops here
-        loader = loader_config(absolute(model or "sigma"), mode, max_gpu_memory, offload_dir, cache_dir)
-        loader = loader.replace(device=_rank_device(mode))
-        with render.console.status(f"Loading {loader.model} ({loader.mode})…", spinner="dots"):
-            pipe = load_pipeline(loader)
+        files = parquet_files(source, HubOptions(cache_dir=load.cache_dir))  # a missing source stops here
+        pipe = _load(load.loader_config())
         label = "Rows" if part.count == 1 else f"Rows of shard {part.index}/{part.count}"
         with render.progress(transient=False) as bar:
             task = bar.add_task(label, total=None)
@@ -125,6 +77,15 @@ def batch(
     code = _print_summary(summary, out)
     if code:
         raise typer.Exit(code)
+
+
+def _load(loader):
+    """The pipeline, on this rank's own GPU under torchrun."""
+    from sigma_studio.model import load_pipeline
+
+    loader = loader.replace(device=_rank_device(loader.mode))
+    with render.console.status(f"Loading {loader.model} ({loader.mode})…", spinner="dots"):
+        return load_pipeline(loader)
 
 
 def _print_summary(summary, out: Path) -> int:
@@ -168,7 +129,7 @@ def _merge_when_ranks_are_done(out: Path, torchrun: bool) -> None:
         return
     import torch.distributed as dist
 
-    from sigma_studio.model.batch import write_summary
+    from sigma_studio.model.data.batch import write_summary
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")

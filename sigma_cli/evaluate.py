@@ -78,12 +78,17 @@ def evaluate_cmd(
             other = read_report(compare) if (compare / "metrics.json").is_file() else evaluate(compare, ready)
             _warn_rows(other, ready)
             comparison = compare_runs(report, other)
+    _finish(report, ready, (json_path, csv_path), other, comparison if other is not None else None, partial)
+
+
+def _finish(report, ready, paths, other, comparison, partial: bool) -> None:
+    """The tables, the files written, and the exit code (EXIT_SOME_FAILED when rows were not scored or made)."""
     _family_table(report)
     _resize_note(report, ready)
     partial = partial or bool(report.unscored)
     missing = f"{len(report.unscored)} rows not scored" if report.unscored else "some rows failed to generate"
     mark = f"[yellow]![/] {missing} (exit {EXIT_SOME_FAILED}):" if partial else "[green]✓[/]"
-    render.stdout.print(f"{mark} {escape(str(json_path))}  {escape(str(csv_path))}")
+    render.stdout.print(f"{mark} {escape(str(paths[0]))}  {escape(str(paths[1]))}")
     if other is not None:
         _comparison_table(comparison, report.folder, other.folder)
     if partial:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from sigma_studio.finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfi
 from sigma_studio.model.files import check_output_dir
 
 from . import render
+from .groups import grouped
 from .options import DebugOpt
 
 # The CLI declares no default of its own: each option's default is its config field's, and choices come from
@@ -41,21 +43,43 @@ def _family_weights(values: list[str]) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """How long and how fast: the optimiser schedule."""
+
+    steps: Annotated[int, typer.Option(help="optimizer steps (and the cosine's length)")] = _D["steps"]
+    max_tokens: Annotated[int, typer.Option(help="tokens packed per step and GPU")] = _D["max_tokens"]
+    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to --min-lr)")] = _D["lr"]
+    min_lr: Annotated[float, typer.Option(help="final learning rate")] = _D["min_lr"]
+    warmup: Annotated[int, typer.Option(help="linear warm-up steps")] = _D["warmup"]
+
+    def fields(self) -> dict:
+        return dataclasses.asdict(self) | {"max_tokens_per_sample": self.max_tokens}
+
+
+@dataclass(frozen=True)
+class LoRAOptions:
+    """LoRA adapters instead of the weights."""
+
+    lora: Annotated[bool, typer.Option(help="train LoRA adapters instead of the weights")] = False
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = _LORA.rank
+    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha")] = _LORA.alpha
+    lora_targets: Annotated[str, typer.Option(help=f"{ALL_LINEAR} | a regex of module names")] = _LORA.targets
+
+    def config(self) -> LoRAConfig | None:
+        return LoRAConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=self.lora_targets) if self.lora else None
+
+
+@grouped
 def finetune(
+    *,
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory (checkpoints, samples, logs)")],
     dataset: Annotated[str, typer.Option(help="HF dataset id, parquet file or folder")] = _D["dataset"],
     model: Annotated[str, typer.Option("--model", "-m", help="starting weights")] = _D["model"],
     init: InitOpt = _D["init"],
-    steps: Annotated[int, typer.Option(help="optimizer steps (and the cosine's length)")] = _D["steps"],
-    max_tokens: Annotated[int, typer.Option(help="tokens packed per step and GPU")] = _D["max_tokens"],
-    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to --min-lr)")] = _D["lr"],
-    min_lr: Annotated[float, typer.Option(help="final learning rate")] = _D["min_lr"],
-    warmup: Annotated[int, typer.Option(help="linear warm-up steps")] = _D["warmup"],
+    schedule: ScheduleOptions,
     train: TrainOpt = _D["trainable"],
-    lora: Annotated[bool, typer.Option(help="train LoRA adapters instead of the weights")] = False,
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = _LORA.rank,
-    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha")] = _LORA.alpha,
-    lora_targets: Annotated[str, typer.Option(help=f"{ALL_LINEAR} | a regex of module names")] = _LORA.targets,
+    lora: LoRAOptions,
     group_mask: GroupMaskOpt = _D["group_mask"],
     attribute_projection: AttributeOpt = _D["attribute_projection"],
     text_loss: Annotated[bool, typer.Option(help="add cross-entropy on the instruction text")] = _D["text_loss"],
@@ -80,39 +104,43 @@ def finetune(
 ) -> None:
     """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2)."""
     from sigma_studio.finetune.data import check_family_weights
-    from sigma_studio.finetune.trainer import Trainer
-    from sigma_studio.model.dataset import parquet_files
+    from sigma_studio.model.data.dataset import parquet_files
     from sigma_studio.model.hub import HubOptions
 
     render.setup_logging(debug)
     with render.errors(debug):
-        lora_cfg = LoRAConfig(rank=lora_rank, alpha=lora_alpha, targets=lora_targets) if lora else None
         cfg = TrainConfig(
-            out=str(out), dataset=dataset, model=model, init=init, steps=steps, max_tokens=max_tokens,
-            max_tokens_per_sample=max_tokens, lr=lr, min_lr=min_lr, warmup=warmup, trainable=train, lora=lora_cfg,
-            group_mask=group_mask, attribute_projection=attribute_projection, text_loss=text_loss, ema=ema,
-            held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,
+            out=str(out), dataset=dataset, model=model, init=init, **schedule.fields(), trainable=train,
+            lora=lora.config(), group_mask=group_mask, attribute_projection=attribute_projection, text_loss=text_loss,
+            ema=ema, held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,
             sample_every=sample_every, resume=resume, seed=seed, gradient_checkpointing=gradient_checkpointing,
             sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
         )  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         # likewise a missing or unreachable dataset, or a --family-weight of a family it does not hold
         check_family_weights(cfg.family_weights, parquet_files(dataset, HubOptions(cache_dir=cache_dir)))
-        with Progress(
-            TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=render.console,
-        ) as bar:  # fmt: skip
-            task = bar.add_task("train", total=steps, info="")
-
-            def on_step(s) -> None:
-                info = f"loss {s.loss:.4f} · lr {s.lr:.2e} · {s.tokens_per_s:,.0f} tok/s · skipped rows {s.stats.bad}"
-                bar.update(task, completed=s.step, info=info)
-
-            trainer = Trainer(cfg, on_step)
-            run_dir = trainer.run()
+        trainer, run_dir = _train(cfg)
     if trainer.dist.main:
         stats = trainer.stats
         render.stdout.print(
             f"[green]✓[/] {run_dir}  (load it with --model {run_dir})  rows {stats.rows}, used {stats.used}, "
             f"skipped {stats.bad} bad and {stats.too_long} too long"
         )
+
+
+def _train(cfg: TrainConfig):
+    """Run the Trainer under a Rich progress bar (loss, lr, tokens/s, skipped rows, ETA)."""
+    from sigma_studio.finetune.trainer import Trainer
+
+    with Progress(
+        TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=render.console,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("train", total=cfg.steps, info="")
+
+        def on_step(s) -> None:
+            info = f"loss {s.loss:.4f} · lr {s.lr:.2e} · {s.tokens_per_s:,.0f} tok/s · skipped rows {s.stats.bad}"
+            bar.update(task, completed=s.step, info=info)
+
+        trainer = Trainer(cfg, on_step)
+        return trainer, trainer.run()

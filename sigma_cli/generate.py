@@ -12,55 +12,30 @@ import typer
 from rich.markup import escape
 
 from sigma_studio.model import GenerationRecord, LoaderConfig, build_request, load_pipeline, read_record
+from sigma_studio.model.config import DEFAULT_MODEL
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_file
-from sigma_studio.model.preflight import preflight_arch, same_geometry
-from sigma_studio.model.prompt import PLACEHOLDER_RE, check_prompt_size, image_number
-from sigma_studio.model.structure import ControlSpec
+from sigma_studio.model.request.prompt import PLACEHOLDER_RE, check_prompt_size, image_number
+from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.model.weights.preflight import preflight_arch, same_geometry
 
 from . import render
+from .groups import grouped
 from .options import (
-    MODE,
-    BackgroundOpt,
-    BoxOpt,
-    CacheOpt,
-    CannyBlurOpt,
-    CannyHighOpt,
-    CannyLowOpt,
-    CannyOpt,
-    CfgImg,
-    CfgInterval,
-    CfgText,
     ComposeOpt,
+    ControlOptions,
     DebugOpt,
-    DepthMapOpt,
-    DepthOpt,
     FacesOpt,
-    GpuMemOpt,
-    GroupMask,
     JsonOpt,
     Layout,
-    MaskOpt,
-    ModelOpt,
-    ModeOpt,
-    OffloadOpt,
+    LoadOptions,
+    OutFile,
     OverwriteOpt,
-    Renorm,
-    RenormMin,
-    SceneDepthOpt,
+    SamplerOptions,
     Seed,
-    Shift,
     Size,
-    SpeedOpt,
-    Steps,
-    SubjectOpt,
     absolute,
     control_spec,
-    generation_config,
-    given_controls,
-    guidance_every,
-    loader_config,
-    parse_interval,
     parse_size,
 )
 
@@ -153,6 +128,7 @@ def _hash_warnings(record: GenerationRecord | None, request) -> list[str]:
     ]
 
 
+@grouped
 def generate(
     prompt: Annotated[
         str | None, typer.Argument(help="interleaved prompt, e.g. 'a man <id> <img1> ...'", metavar="PROMPT")
@@ -160,43 +136,20 @@ def generate(
     files: Annotated[
         list[str] | None, typer.Argument(help="reference images, in prompt order", metavar="FILES")
     ] = None,
+    *,
     image: Annotated[
         list[str] | None, typer.Option("--image", "-i", help="NAME=FILE, e.g. img1=man.jpg", metavar="NAME=FILE")
     ] = None,
-    out: Annotated[  # a string: a Path would drop the trailing separator of a folder ("dir/")
-        str | None, typer.Option("--out", "-o", help="output PNG \\[default: outputs/sigma-<time>.png]")
-    ] = None,
+    out: OutFile = None,  # a string: a Path would drop the trailing separator of a folder ("dir/")
     size: Size = None,
-    steps: Steps = None,
-    cfg_text: CfgText = None,
-    cfg_img: CfgImg = None,
-    cfg_interval: CfgInterval = None,
-    renorm: Renorm = None,
-    renorm_min: RenormMin = None,
-    shift: Shift = None,
     seed: Seed = None,
     layout: Layout = None,
-    group_mask: GroupMask = None,
-    speed: SpeedOpt = None,
-    canny: CannyOpt = None,
-    canny_low: CannyLowOpt = None,
-    canny_high: CannyHighOpt = None,
-    canny_blur: CannyBlurOpt = None,
-    depth: DepthOpt = None,
-    depth_map: DepthMapOpt = None,
-    box: BoxOpt = None,
-    mask: MaskOpt = None,
-    subject: SubjectOpt = None,
-    background: BackgroundOpt = None,
-    scene_depth: SceneDepthOpt = None,
+    sampler: SamplerOptions,
+    controls: ControlOptions,
     compose: ComposeOpt = False,
     faces: FacesOpt = False,
     from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG's record")] = None,
-    model: ModelOpt = None,
-    mode: ModeOpt = MODE,
-    max_gpu_memory: GpuMemOpt = None,
-    offload_dir: OffloadOpt = None,
-    cache_dir: CacheOpt = None,
+    load: LoadOptions,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -212,38 +165,14 @@ def generate(
         if overwrite and out is None:
             raise InputError("--overwrite replaces an existing --out file: give --out FILE (the default name is new)")
         record = read_record(from_png) if from_png else None
-        if record and prompt is not None and os.path.isfile(prompt):  # --from X.png FILE...: files, not a prompt
-            prompt, files = None, [prompt, *(files or [])]
-        new_prompt = prompt
-        prompt = prompt if prompt is not None else (record.prompt if record else None)
-        if prompt is None:
-            raise InputError("give a PROMPT (or --from a previous result)")
-        check_prompt_size(prompt)
-        images = assign_images(prompt, image or [], files or [])
-        if record:
-            images = _replayed_images(record, images, from_png, new_prompt)
-        config = generation_config(
-            record.generation_config() if record else None,
-            **dict(steps=steps, cfg_text_scale=cfg_text, cfg_img_scale=cfg_img, timestep_shift=shift),
-            **dict(
-                cfg_interval=parse_interval(cfg_interval),
-                cfg_renorm_type=renorm,
-                cfg_renorm_min=renorm_min,
-                size=parse_size(size),
-            ),
-            **dict(seed=seed, layout=layout, group_mask=group_mask, guidance_every=guidance_every(speed)),
-        )
-        given = given_controls(
-            canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth,
-            depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background,
-            scene_depth=scene_depth, compose=compose, faces=faces,
-        )  # fmt: skip
-        controls = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
-        source = absolute(model or (record.model if record and record.model else "sigma"))
+        prompt, images = _prompt_and_images(prompt, files, image, record, from_png)
+        config = sampler.config(record.generation_config() if record else None, size=size, seed=seed, layout=layout)
+        given = controls.given(compose=compose, faces=faces)
+        spec = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
         path = check_output_file(out or _default_out(), overwrite)
-        loader = loader_config(source, mode, max_gpu_memory, offload_dir, cache_dir)
+        loader = load.loader_config(record.model if record else None)
         arch = preflight_arch(loader)
-        build = dict(config=config, controls=controls, cache_dir=cache_dir)
+        build = dict(config=config, controls=spec, cache_dir=load.cache_dir)
         request = build_request(prompt, images, arch=arch, **build)
         warnings = [*request.warnings, *_hash_warnings(record, request)]
         for w in warnings:
@@ -256,6 +185,19 @@ def generate(
             result = pipe(request, progress=lambda i, n: bar.update(task, completed=i))
         result.save(path, overwrite=overwrite)
     _report(result, path, json_out, warnings)
+
+
+def _prompt_and_images(prompt, files, named, record: GenerationRecord | None, source: str | None):
+    """The prompt (given, or the record's) and its images by placeholder name (given, then the record's)."""
+    if record and prompt is not None and os.path.isfile(prompt):  # --from X.png FILE...: files, not a prompt
+        prompt, files = None, [prompt, *(files or [])]
+    new_prompt = prompt
+    prompt = prompt if prompt is not None else (record.prompt if record else None)
+    if prompt is None:
+        raise InputError("give a PROMPT (or --from a previous result)")
+    check_prompt_size(prompt)
+    images = assign_images(prompt, named or [], files or [])
+    return prompt, _replayed_images(record, images, source, new_prompt) if record else images
 
 
 def _default_out() -> Path:
@@ -284,20 +226,13 @@ def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
     )
 
 
+@grouped
 def layout_cmd(
+    *,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the control images")],
     size: Size = None,
-    canny: CannyOpt = None,
-    canny_low: CannyLowOpt = None,
-    canny_high: CannyHighOpt = None,
-    canny_blur: CannyBlurOpt = None,
-    depth: DepthOpt = None,
-    depth_map: DepthMapOpt = None,
-    box: BoxOpt = None,
-    mask: MaskOpt = None,
-    subject: SubjectOpt = None,
-    background: BackgroundOpt = None,
-    model: Annotated[str, typer.Option(help="whose image sizes to use")] = "sigma",
+    controls: ControlOptions,
+    model: Annotated[str, typer.Option(help="whose image sizes to use")] = DEFAULT_MODEL,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -306,11 +241,7 @@ def layout_cmd(
 
     render.setup_logging(debug)
     with render.errors(debug):
-        controls = control_spec(**given_controls(
-            canny=canny, canny_low=canny_low, canny_high=canny_high, canny_blur=canny_blur, depth=depth,
-            depth_map=depth_map, boxes=box, masks=mask, subjects=subject, background=background,
-        ))  # fmt: skip
         arch = preflight_arch(LoaderConfig(model=absolute(model)))
-        paths = save_layout(controls, arch, parse_size(size), out, overwrite)
+        paths = save_layout(control_spec(**controls.given()), arch, parse_size(size), out, overwrite)
     for p in paths:
         render.stdout.print(f"[green]✓[/] {escape(str(p))}")

@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.table import Table
 
 from sigma_studio.model.config import MODES, sigma_7b
-from sigma_studio.model.loader import build_model
-from sigma_studio.model.modes import GiB, bitsandbytes_available, choose_mode, probe, weight_bytes
+from sigma_studio.model.weights.loader import build_model
+from sigma_studio.model.weights.modes import GiB, bitsandbytes_available, choose_mode, probe, weight_bytes
 
 from . import render
 

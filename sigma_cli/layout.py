@@ -11,9 +11,9 @@ from sigma_studio.model.config import ArchConfig, GenerationConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_name_length, check_output_file
 from sigma_studio.model.images import save_png
-from sigma_studio.model.prompt import InterleavedPrompt
-from sigma_studio.model.request import build_request
-from sigma_studio.model.structure import ControlSpec
+from sigma_studio.model.request.build import build_request
+from sigma_studio.model.request.prompt import InterleavedPrompt
+from sigma_studio.model.request.structure import ControlSpec
 
 
 def control_images(controls: ControlSpec, arch: ArchConfig, size: tuple[int, int] | None) -> dict[str, Image.Image]:

@@ -18,11 +18,12 @@ import typer
 from rich.markup import escape
 from typer.exceptions import TyperException
 
+from sigma_studio.model.config import DEFAULT_MODEL
 from sigma_studio.model.hub import HubOptions, cache_location, resolve
 
 from . import render
 from .batch import batch
-from .bench import bench_command
+from .bench_cmd import bench_command
 from .evaluate import EXAMPLES as EVAL_EXAMPLES
 from .evaluate import evaluate_cmd
 from .finetune import finetune as finetune_command
@@ -44,7 +45,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from sigma_studio.model.record import package_version
+        from sigma_studio.model.request.record import package_version
 
         render.stdout.print(f"sigma-studio {package_version()}")
         raise typer.Exit()
@@ -72,15 +73,15 @@ app.command(name="bench")(bench_command)
 
 @app.command()
 def download(
-    model: Annotated[str, typer.Argument(help="sigma | bagel | depth | HF repo id")] = "sigma",
+    model: Annotated[str, typer.Argument(help="sigma | bagel | depth | HF repo id")] = DEFAULT_MODEL,
     depth_model: Annotated[str | None, typer.Option(help="with 'depth': which depth-estimation model")] = None,
     cache_dir: CacheOpt = None,
     token: Annotated[str | None, typer.Option(help="Hugging Face token (default: HF_TOKEN)")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Fetch weights ahead of time (only the files the model needs; partial downloads resume)."""
-    from sigma_studio.model.control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS
     from sigma_studio.model.hub import snapshot
+    from sigma_studio.model.request.control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -103,7 +104,7 @@ def tokens() -> None:
     """The 15 attribute tokens and what each takes from the image placed after it."""
     from rich.table import Table
 
-    from sigma_studio.model.request import token_table
+    from sigma_studio.model.request.build import token_table
 
     table = Table(title="Attribute tokens: write one before an image, e.g. <style>this painting <img3>")
     table.add_column("token", style="bold")

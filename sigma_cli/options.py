@@ -11,15 +11,25 @@ import dataclasses
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sigma_studio.model.config import LAYOUTS, MODES, RENORM_TYPES, SPEEDS, GenerationConfig, LoaderConfig
+from sigma_studio.model.config import (
+    DEFAULT_MODEL,
+    LAYOUTS,
+    MODES,
+    RENORM_TYPES,
+    SPEEDS,
+    GenerationConfig,
+    LoaderConfig,
+    speed_every,
+)
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.preflight import MODEL_CHOICES
-from sigma_studio.model.structure import ControlSpec
+from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.model.weights.preflight import MODEL_CHOICES
 
 G = GenerationConfig()
 C = ControlSpec()
@@ -135,44 +145,88 @@ def parse_interval(value: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def guidance_every(speed: str | None) -> int | None:
-    """``--speed`` as the config's ``guidance_every`` (None: not given)."""
-    if speed is None:
-        return None
-    if speed not in SPEEDS:
-        raise InputError(f"--speed {speed} is not one of {', '.join(SPEEDS)}")
-    return SPEEDS[speed]
+def absolute(path: str) -> str:
+    """A path made absolute when it exists (a ``--model DIR`` stored in a record then works from anywhere)."""
+    return str(Path(path).resolve()) if os.path.exists(path) else path  # (os.path: False, not OSError, for odd names)
 
 
-def generation_config(base: GenerationConfig | None, **options) -> GenerationConfig:
-    """A config from the given options only: unset options keep ``base``'s (or the dataclass's) values."""
-    values = {k: v for k, v in options.items() if v is not None}
-    return (base or GenerationConfig()).replace(**values)
+# -- option groups: each declared once, expanded into every command that takes it (see groups.py) ---------------
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The sampler options every generating command shares (``size``, ``seed`` and ``layout`` differ per command:
+    a batch has per-row sizes and one seed for every row)."""
+
+    steps: Steps = None
+    cfg_text: CfgText = None
+    cfg_img: CfgImg = None
+    cfg_interval: CfgInterval = None
+    renorm: Renorm = None
+    renorm_min: RenormMin = None
+    shift: Shift = None
+    group_mask: GroupMask = None
+    speed: SpeedOpt = None
+
+    def config(self, base: GenerationConfig | None = None, **more) -> GenerationConfig:
+        """``base`` (or the dataclass's defaults) with the options given here and in ``more`` (None: not given)."""
+        values = dict(
+            steps=self.steps, cfg_text_scale=self.cfg_text, cfg_img_scale=self.cfg_img, timestep_shift=self.shift,
+            cfg_interval=parse_interval(self.cfg_interval), cfg_renorm_type=self.renorm,
+            cfg_renorm_min=self.renorm_min, group_mask=self.group_mask, **more,
+            guidance_every=speed_every(self.speed, "--speed") if self.speed is not None else None,
+        )  # fmt: skip
+        if "size" in values:
+            values["size"] = parse_size(values["size"])
+        return (base or GenerationConfig()).replace(**{k: v for k, v in values.items() if v is not None})
 
 
-def given_controls(**options) -> dict:
-    """The control options the user actually gave (unset values and empty lists dropped, False flags too)."""
-    return {k: v for k, v in options.items() if not (v is None or v is False or v == [])}  # (0 is a value)
+@dataclass(frozen=True)
+class ControlOptions:
+    """The structure controls: SIGMA's layout references (Canny, depth, boxes) and SIGMA-GEN's subjects."""
+
+    canny: CannyOpt = None
+    canny_low: CannyLowOpt = None
+    canny_high: CannyHighOpt = None
+    canny_blur: CannyBlurOpt = None
+    depth: DepthOpt = None
+    depth_map: DepthMapOpt = None
+    box: BoxOpt = None
+    mask: MaskOpt = None
+    subject: SubjectOpt = None
+    background: BackgroundOpt = None
+    scene_depth: SceneDepthOpt = None
+
+    def given(self, **more) -> dict:
+        """The options the user actually gave, by ControlSpec field (unset values, empty lists and False dropped;
+        0 is a value)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values |= {"boxes": values.pop("box"), "masks": values.pop("mask"), "subjects": values.pop("subject")}
+        return {k: v for k, v in (values | more).items() if not (v is None or v is False or v == [])}
 
 
 def control_spec(**options) -> ControlSpec:
-    """A ControlSpec from the CLI's control options (lists become tuples)."""
+    """A ControlSpec from control options by field name (lists become tuples)."""
     known = {f.name for f in dataclasses.fields(ControlSpec)}
     return ControlSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k in known})
 
 
-def loader_config(model: str, mode: str, max_gpu_memory, offload_dir, cache_dir) -> LoaderConfig:
-    """The loading options as a LoaderConfig; an offload option with a --mode that never offloads is refused (it
-    would be silently ignored)."""
-    if max_gpu_memory is not None and mode not in ("auto", "offload"):
-        raise InputError(f"--max-gpu-memory is the budget of --mode offload (or auto); --mode {mode} ignores it")
-    if offload_dir is not None and mode not in ("auto", "offload", "multi-gpu"):
-        raise InputError(f"--offload-dir holds layers offloaded to disk; --mode {mode} never offloads: drop it")
-    return LoaderConfig(
-        model=model, mode=mode, max_gpu_memory=max_gpu_memory, offload_dir=offload_dir, cache_dir=cache_dir
-    )
+@dataclass(frozen=True)
+class LoadOptions:
+    """Where the model comes from and how it is loaded."""
 
+    model: ModelOpt = None
+    mode: ModeOpt = MODE
+    max_gpu_memory: GpuMemOpt = None
+    offload_dir: OffloadOpt = None
+    cache_dir: CacheOpt = None
 
-def absolute(path: str) -> str:
-    """A path made absolute when it exists (a ``--model DIR`` stored in a record then works from anywhere)."""
-    return str(Path(path).resolve()) if os.path.exists(path) else path  # (os.path: False, not OSError, for odd names)
+    def loader_config(self, fallback: str | None = None) -> LoaderConfig:
+        """The options as a LoaderConfig (``--model``, else ``fallback``, else the default model); an offload option
+        with a --mode that never offloads is refused (it would be silently ignored)."""
+        mode = self.mode
+        if self.max_gpu_memory is not None and mode not in ("auto", "offload"):
+            raise InputError(f"--max-gpu-memory is the budget of --mode offload (or auto); --mode {mode} ignores it")
+        if self.offload_dir is not None and mode not in ("auto", "offload", "multi-gpu"):
+            raise InputError(f"--offload-dir holds layers offloaded to disk; --mode {mode} never offloads: drop it")
+        model = absolute(self.model or fallback or DEFAULT_MODEL)
+        return LoaderConfig(model=model, mode=mode, max_gpu_memory=self.max_gpu_memory, offload_dir=self.offload_dir,
+                            cache_dir=self.cache_dir)  # fmt: skip

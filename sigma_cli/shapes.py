@@ -7,15 +7,19 @@ sigma shapes eval --model shapes                        # per-family table on th
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from sigma_studio.finetune.shapes_recipe import ShapesRecipe
+from sigma_studio.model.config import GenerationConfig
+
 from . import render
+from .groups import grouped
 from .options import DebugOpt
 
 app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-command training recipe, evaluation.")
@@ -31,19 +35,42 @@ def check_outputs(json_out: Path | None, save: Path | None = None) -> None:
         check_output_file(json_out, overwrite=True, option="--json", example="eval.json")
 
 
-def _recipe_default(name: str):
-    from sigma_studio.finetune.shapes_recipe import ShapesRecipe
+R = ShapesRecipe()  # every default below is the recipe's
 
-    return {f.name: f.default for f in dataclasses.fields(ShapesRecipe)}[name]
+
+@dataclass(frozen=True)
+class WorldEvalOptions:
+    """What both world evaluations take (``sigma shapes eval``, ``sigma sigmagen eval``), and how they end."""
+
+    steps: Annotated[int | None, typer.Option(help="denoising steps \\[default: the generation default]")] = None
+    save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None
+    seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0
+
+    def config(self) -> GenerationConfig:
+        """The sampler settings, once the output places are known to be writable (before any model loads)."""
+        check_outputs(self.json_out, self.save)
+        return GenerationConfig() if self.steps is None else GenerationConfig(steps=self.steps)
+
+    def show(self, table, model: str, summary: dict, records: list, debug: bool) -> None:
+        """Print the table; with --json, write the summary and every row."""
+        from sigma_studio.model.files import write_json
+
+        render.stdout.print(table)
+        if self.json_out is not None:
+            with render.errors(debug):
+                write_json(self.json_out, {"model": model, "summary": summary, "rows": records})
 
 
 @app.command()
 def make(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train/ and eval/ parquet files")],
-    rows: Annotated[int, typer.Option(help="training rows, split over the families")] = _recipe_default("rows"),
-    eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = _recipe_default("eval_rows"),
-    seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = _recipe_default("seed"),
-    attribute_tokens: Annotated[bool, typer.Option(help="write attribute tokens (off: a neutral word)")] = True,
+    rows: Annotated[int, typer.Option(help="training rows, split over the families")] = R.rows,
+    eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = R.eval_rows,
+    seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = R.seed,
+    attribute_tokens: Annotated[
+        bool, typer.Option(help="write attribute tokens (off: a neutral word)")
+    ] = R.attribute_tokens,
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
@@ -60,13 +87,17 @@ def make(
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun to resume)")] = Path("runs/shapes"),
-    steps: Annotated[int, typer.Option(help="optimizer steps of the MoT model")] = _recipe_default("steps"),
-    ae_steps: Annotated[int, typer.Option(help="autoencoder steps")] = _recipe_default("ae_steps"),
-    rows: Annotated[int, typer.Option(help="training rows")] = _recipe_default("rows"),
-    group_mask: Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")] = True,
-    attribute_tokens: Annotated[bool, typer.Option(help="attribute tokens in the data (off: ablation)")] = True,
-    seed: Annotated[int, typer.Option(help="seed of the data, the initialisation and every draw")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun to resume)")] = Path(R.out),
+    steps: Annotated[int, typer.Option(help="optimizer steps of the MoT model")] = R.steps,
+    ae_steps: Annotated[int, typer.Option(help="autoencoder steps")] = R.ae_steps,
+    rows: Annotated[int, typer.Option(help="training rows")] = R.rows,
+    group_mask: Annotated[
+        bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")
+    ] = R.group_mask,
+    attribute_tokens: Annotated[
+        bool, typer.Option(help="attribute tokens in the data (off: ablation)")
+    ] = R.attribute_tokens,
+    seed: Annotated[int, typer.Option(help="seed of the data, the initialisation and every draw")] = R.seed,
     base: Annotated[
         Path | None, typer.Option(help="reuse the base/ (autoencoder, tokenizer) of an earlier run")
     ] = None,
@@ -106,15 +137,14 @@ def train(
 
 
 @app.command(name="eval")
+@grouped
 def eval_cmd(
+    *,
     model: Annotated[str, typer.Option("--model", "-m", help="shapes, or a model directory")] = "shapes",
     data: Annotated[Path | None, typer.Option(help="folder of held-out parquet rows \\[default: generated]")] = None,
     per_family: Annotated[int | None, typer.Option(help="rows per family \\[default: all]")] = None,
     family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
-    steps: Annotated[int | None, typer.Option(help="denoising steps \\[default: the generation default]")] = None,
-    save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None,
-    seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0,
+    run: WorldEvalOptions,
     debug: DebugOpt = False,
 ) -> None:
     """Generate the held-out rows and score them by pixels: accuracy and token-swap consistency per family."""
@@ -122,8 +152,7 @@ def eval_cmd(
 
     from rich.table import Table
 
-    from sigma_studio.model import GenerationConfig, load_pipeline
-    from sigma_studio.model.files import write_json
+    from sigma_studio.model import load_pipeline
     from sigma_studio.model.shapes.evaluate import eval_files, evaluate_pipeline
     from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
@@ -132,8 +161,7 @@ def eval_cmd(
     if unknown:
         raise typer.BadParameter(f"{', '.join(unknown)}: the families are {', '.join(FAMILIES)}", param_hint="--family")
     with render.errors(debug):
-        config = GenerationConfig() if steps is None else GenerationConfig(steps=steps)
-        check_outputs(json_out, save)
+        config = run.config()
         if data is not None:
             eval_files(data)  # a bad --data is one line, before the model loads
         pipe = load_pipeline(model, mode="cpu")
@@ -144,8 +172,8 @@ def eval_cmd(
             with render.progress() as bar:
                 task = bar.add_task("rows", total=None)
                 summary, records = evaluate_pipeline(pipe, str(data), per_family=per_family,
-                                                     families=tuple(family or ()), config=config, save_dir=save,
-                                                     on_row=lambda r: bar.advance(task))  # fmt: skip
+                                                     families=tuple(family or ()), config=config, seed=run.seed,
+                                                     save_dir=run.save, on_row=lambda r: bar.advance(task))  # fmt: skip
     table = Table(title=f"shapes world, held-out pairs ({model})")
     for col in ("family", "n", "ok", "shape", "colour", "in box", "fits", "swap", "s/img"):
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
@@ -158,7 +186,4 @@ def eval_cmd(
         "ok: the family's criterion · fits: IoU >= 0.5 with the target box · swap: compose pairs (tokens swapped) "
         "with both rows ok, of all pairs"
     )
-    render.stdout.print(table)
-    if json_out is not None:
-        with render.errors(debug):
-            write_json(json_out, {"model": model, "summary": summary, "rows": records})
+    run.show(table, model, summary, records, debug)

@@ -11,10 +11,12 @@ import typer
 from rich.markup import escape
 
 from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
-from sigma_studio.model.sigmagen import PRECISIONS, SigmaGenOptions
+from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions
 
 from . import render
+from .groups import grouped
 from .options import DebugOpt, OverwriteOpt
+from .shapes import WorldEvalOptions
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="SIGMA-GEN: training data from annotations.")
 D = SigmaGenOptions()
@@ -61,8 +63,6 @@ def make(
     """
     from sigma_studio.model.errors import InputError
     from sigma_studio.model.files import check_output_file
-    from sigma_studio.model.shapes.tasks import write_parquet
-    from sigma_studio.model.sigmagen import coco_scenes, rows, shapes_scenes
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -77,19 +77,30 @@ def make(
         if shapes is not None and shapes < 1:
             raise InputError(f"--shapes must be at least 1 scene (got {shapes})")
         path = check_output_file(out, overwrite)
-        annotations: Counter = Counter()  # skipped annotations, by reason
-        scenes = coco_scenes(coco, images, depth, annotations) if coco is not None else shapes_scenes(shapes, seed)
-        stats: dict = {}
-        count = write_parquet(path, rows(scenes, options, stats))
-        if not count:
-            path.unlink(missing_ok=True)
-            raise InputError(f"no usable scene: every picture was unreadable or had no instance large enough"
-                             f"{_skipped_line(annotations, '; ')}")  # fmt: skip
-    skipped = stats.get("skipped", 0)
+        count, skipped, annotations = _write_rows(path, options, coco, images, depth, shapes)
     render.stdout.print(f"[green]✓[/] {count} rows → {escape(str(path))}  [dim]({skipped} scenes skipped)[/]")
     if annotations:
         render.warn(_skipped_line(annotations))
     render.stdout.print(f"[dim]options: {escape(str(dataclasses.asdict(options)))}[/]")
+
+
+def _write_rows(path: Path, options: SigmaGenOptions, coco, images, depth, shapes) -> tuple[int, int, Counter]:
+    """Convert the scenes (COCO, or ``shapes`` shapes-world scenes) into ``path``; returns (rows written, scenes
+    skipped, skipped annotations by reason). Writing nothing usable is an InputError and leaves no file."""
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.data.sigmagen import coco_scenes, rows
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.model.shapes.scenes import shapes_scenes
+
+    annotations: Counter = Counter()  # skipped annotations, by reason
+    scenes = coco_scenes(coco, images, depth, annotations) if coco is not None else shapes_scenes(shapes, options.seed)
+    stats: dict = {}
+    count = write_parquet(path, rows(scenes, options, stats))
+    if not count:
+        path.unlink(missing_ok=True)
+        raise InputError(f"no usable scene: every picture was unreadable or had no instance large enough"
+                         f"{_skipped_line(annotations, '; ')}")  # fmt: skip
+    return count, stats.get("skipped", 0), annotations
 
 
 def _skipped_line(reasons: Counter, lead: str = "") -> str:
@@ -102,10 +113,8 @@ def _skipped_line(reasons: Counter, lead: str = "") -> str:
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun the command to resume)")] = Path(
-        "runs/sigmagen-shapes"
-    ),
-    model: Annotated[str, typer.Option(help="the first stage's starting weights (any --model)")] = "shapes",
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun the command to resume)")] = Path(R.out),
+    model: Annotated[str, typer.Option(help="the first stage's starting weights (any --model)")] = R.model,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -116,7 +125,7 @@ def train(
     steps: Annotated[
         str | None, typer.Option(help="steps of the three stages, e.g. 1500,1500,2000 (default: the recipe's)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the data and every draw")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the data and every draw")] = R.seed,
     routing_step: Annotated[
         int | None,
         typer.Option(
@@ -137,7 +146,7 @@ def train(
 
       sigma sigmagen train --model sigma --data-dir rows/ --out runs/sigmagen --steps 3000,3000,6000
     """
-    from sigma_studio.finetune.sigmagen_recipe import STAGES, SigmaGenRecipe, run
+    from sigma_studio.finetune.sigmagen_recipe import STAGES, SigmaGenRecipe
     from sigma_studio.model.errors import InputError
 
     render.setup_logging(debug)
@@ -151,33 +160,40 @@ def train(
         recipe = SigmaGenRecipe(out=str(out), model=model, data_dir=str(data_dir) if data_dir else None,
                                 stages=stages, seed=seed, routing_step=routing_step,
                                 decoder_steps=decoder_steps)  # fmt: skip
-        with render.progress(transient=False) as bar:
-            task = bar.add_task("sigmagen", total=sum(s.steps for s in stages))
-
-            def report(stage: str, message: str) -> None:
-                bar.update(task, description=f"{stage}: {message}")
-                if not render.console.is_terminal:
-                    render.console.print(f"{stage}: {message}")
-
-            def on_step(k: int, s) -> None:
-                line = f"{stages[k].name}: step {s.step} loss {s.loss:.4f} · lr {s.lr:.1e}"
-                bar.update(task, completed=sum(x.steps for x in stages[:k]) + s.step, description=line)
-                if not render.console.is_terminal and s.step % 50 == 0:
-                    render.console.print(line)
-
-            exported = run(recipe, report, on_step)
+        exported = _run(recipe)
     render.stdout.print(f"[green]✓[/] {escape(str(exported))}  (load it with --model {escape(str(exported))})")
 
 
+def _run(recipe):
+    """Run the recipe under a Rich progress bar over every stage's steps (plain lines in a log file)."""
+    from sigma_studio.finetune.sigmagen_recipe import run
+
+    stages = recipe.stages
+    with render.progress(transient=False) as bar:
+        task = bar.add_task("sigmagen", total=sum(s.steps for s in stages))
+
+        def report(stage: str, message: str) -> None:
+            bar.update(task, description=f"{stage}: {message}")
+            if not render.console.is_terminal:
+                render.console.print(f"{stage}: {message}")
+
+        def on_step(k: int, s) -> None:
+            line = f"{stages[k].name}: step {s.step} loss {s.loss:.4f} · lr {s.lr:.1e}"
+            bar.update(task, completed=sum(x.steps for x in stages[:k]) + s.step, description=line)
+            if not render.console.is_terminal and s.step % 50 == 0:
+                render.console.print(line)
+
+        return run(recipe, report, on_step)
+
+
 @app.command(name="eval")
+@grouped
 def eval_cmd(
+    *,
     model: Annotated[str, typer.Option("--model", "-m", help="a SIGMA-GEN model directory (or shapes)")],
     data: Annotated[Path, typer.Option(help="held-out scenes: the eval/ folder `sigma sigmagen train` writes")],
     per_count: Annotated[int | None, typer.Option(help="scenes per subject count \\[default: all]")] = None,
-    steps: Annotated[int | None, typer.Option(help="denoising steps \\[default: the generation default]")] = None,
-    save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None,
-    seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0,
+    run: WorldEvalOptions,
     reconstruct: Annotated[
         bool,
         typer.Option(help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)"),
@@ -188,22 +204,18 @@ def eval_cmd(
     pixels: each subject's shape and colour in its region, and the nearer subject shown where two overlap."""
     from rich.table import Table
 
-    from sigma_studio.model import GenerationConfig, load_pipeline
-    from sigma_studio.model.files import write_json
+    from sigma_studio.model import load_pipeline
     from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, read_scenes
-
-    from .shapes import check_outputs
 
     render.setup_logging(debug)
     with render.errors(debug):
-        config = GenerationConfig() if steps is None else GenerationConfig(steps=steps)
-        check_outputs(json_out, save)
+        config = run.config()
         scenes = read_scenes(data, per_count)  # a bad --data is one line, before the model loads
         pipe = load_pipeline(model, mode="cpu")
         with render.progress() as bar:
             task = bar.add_task("scenes", total=None)
-            summary, records = evaluate_sigmagen(pipe, data, per_count=per_count, config=config, seed=seed,
-                                                 save_dir=save, on_row=lambda r: bar.advance(task),
+            summary, records = evaluate_sigmagen(pipe, data, per_count=per_count, config=config, seed=run.seed,
+                                                 save_dir=run.save, on_row=lambda r: bar.advance(task),
                                                  reconstruct=reconstruct, scenes=scenes)  # fmt: skip
     what = "true pictures through the autoencoder" if reconstruct else "held-out scenes"
     table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
@@ -217,7 +229,4 @@ def eval_cmd(
         "right: shape and colour both right in its region · all right: scenes with every scored subject right · "
         "ordering: overlaps that show the nearer subject"
     )
-    render.stdout.print(table)
-    if json_out is not None:
-        with render.errors(debug):
-            write_json(json_out, {"model": model, "summary": summary, "rows": records})
+    run.show(table, model, summary, records, debug)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sigma_studio.model.config import MODES, LoaderConfig
+from sigma_studio.model.config import DEFAULT_MODEL, MODES, LoaderConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.webui.limits import WebLimits
 
@@ -66,7 +66,7 @@ def webui(
             max_prompt_chars, max_request_mb, max_event_kb, max_upload_mb, max_megapixels, max_json_depth
         )
         serve(
-            model or os.environ.get("SIGMA_MODEL", "sigma"),
+            model or os.environ.get("SIGMA_MODEL", DEFAULT_MODEL),
             mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode),
             host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from sigma_studio.model import CheckpointError, GenerationConfig, InputError, SigmaError, load_pipeline
 from sigma_studio.model.errors import MissingDependencyError, UnsupportedModeError
 from sigma_studio.model.hub import WeightsUnavailableError
-from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.weights.loader import save_pipeline
 
 GiB = 1024**3
 
@@ -167,7 +167,7 @@ def test_arch_and_loader_keywords_still_work(saved):
 
 
 def test_load_builds_the_meta_model_once(saved, monkeypatch):
-    from sigma_studio.model import loader
+    from sigma_studio.model.weights import loader
 
     calls = []
     real = loader.build_model
@@ -194,7 +194,8 @@ def _imports(module) -> set[str]:
 
 
 def test_no_import_cycle_between_config_modes_and_loader():
-    from sigma_studio.model import config, modes
+    from sigma_studio.model import config
+    from sigma_studio.model.weights import modes
 
     assert not {".modes", ".loader"} & _imports(config)
     assert ".loader" not in _imports(modes)
@@ -277,7 +278,7 @@ def test_unusable_finetune_out_is_one_line_and_creates_nothing(tmp_path, no_mode
 
 # -- datasets offline ----------------------------------------------------------------------------------------------
 def test_uncached_dataset_offline_is_one_line(tmp_path, monkeypatch):
-    from sigma_studio.model.dataset import parquet_files
+    from sigma_studio.model.data.dataset import parquet_files
     from sigma_studio.model.hub import HubOptions
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -303,7 +304,7 @@ def test_uncached_dataset_offline_in_finetune_is_one_line(tmp_path, monkeypatch)
 @pytest.mark.parametrize(("available", "possible"), [(16 * GiB, False), (200 * GiB, True)])
 def test_info_judges_cpu_mode_by_memory(monkeypatch, tmp_path, available, possible):
     from sigma_studio.cli import info
-    from sigma_studio.model.modes import DeviceInfo
+    from sigma_studio.model.weights.modes import DeviceInfo
 
     monkeypatch.setattr(info, "cpu_memory", lambda: (available, 256 * GiB))
     monkeypatch.setattr(info, "probe", lambda: DeviceInfo())  # no GPU: auto would choose cpu

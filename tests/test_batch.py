@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from sigma_studio.model import GenerationConfig, InputError
-from sigma_studio.model.batch import run_batch
-from sigma_studio.model.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.data.batch import run_batch
+from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.files import check_output_dir
 
 pa = pytest.importorskip("pyarrow")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from sigma_studio.cli.main import main
-from sigma_studio.model.batch import Shard, read_records
+from sigma_studio.model.data.batch import Shard, read_records
 from tests.test_batch import _parquet, _png
 
 ROWS = [(f"Make it <style>like <image_1> number {k}", [_png(40, 56, k), _png(64, 48, 10 + k)]) for k in range(6)]

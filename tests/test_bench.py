@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sigma_studio.cli.bench import benchmark, step_flops
+from sigma_studio.cli.bench.flops import step_flops
+from sigma_studio.cli.bench.modes import benchmark
 from sigma_studio.model.config import bagel_7b_mot
 
 

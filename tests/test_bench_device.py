@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sigma_studio.cli.bench_device import PARTS, device_suite
+from sigma_studio.cli.bench.device import PARTS, device_suite
 
 
 @pytest.mark.slow

@@ -42,8 +42,7 @@ def test_tiny_in_bfloat16_matches_float32(layout):
 
 
 def test_mid_model_in_bfloat16_matches_float32():
-    from sigma_studio.cli.bench import build_pipeline
-    from sigma_studio.cli.bench_layouts import mid
+    from sigma_studio.cli.bench.weights import build_pipeline, mid
 
     fp32 = build_pipeline(mid(), "cpu", torch.device("cpu"), None)
     bf16 = copy.copy(fp32)

@@ -226,7 +226,7 @@ def test_layout_command_saves_every_control_image(tmp_path, photos):
 
 
 def test_row_ids_stay_unique_across_folders(tmp_path):
-    from sigma_studio.model.dataset import iter_rows, parquet_files
+    from sigma_studio.model.data.dataset import iter_rows, parquet_files
 
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

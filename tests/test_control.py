@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from sigma_studio.model import ControlSpec, GenerationConfig, InputError, build_request
-from sigma_studio.model.control import Box, canny_edges, estimate_depth, render_boxes
 from sigma_studio.model.hub import WeightsUnavailableError
 from sigma_studio.model.images import patchify, to_tensor
-from sigma_studio.model.multisubject import (
+from sigma_studio.model.request.control import Box, canny_edges, estimate_depth, render_boxes
+from sigma_studio.model.request.multisubject import (
     Box3D,
     Subject,
     identity_dictionary,

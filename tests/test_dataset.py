@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sigma_studio.model.dataset import BadRow, SigmaRow, iter_rows
+from sigma_studio.model.data.dataset import BadRow, SigmaRow, iter_rows
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

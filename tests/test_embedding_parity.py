@@ -1,7 +1,7 @@
 """Training and inference build the same input embeddings for the same blocks (SIGMA eq. 4 included).
 
 One row is laid out by the training rules, packed, and embedded by the packed training forward; each of its
-reference blocks is embedded again by the inference prefill's :func:`model.engine.block_embeddings`. With the
+reference blocks is embedded again by the inference prefill's :func:`model.run.engine.block_embeddings`. With the
 attribute projection on (and non-zero attribute vectors), every row must agree, the zero-input ViT slots too.
 """
 
@@ -15,9 +15,9 @@ from PIL import Image
 from sigma_studio.finetune.data import DropConfig, build_sample
 from sigma_studio.finetune.packing import pack
 from sigma_studio.model import load_pipeline
-from sigma_studio.model.dataset import SigmaRow
-from sigma_studio.model.engine import BlockInputs, attribute_rows, block_embeddings
-from sigma_studio.model.packed import pack_latents, packed_forward
+from sigma_studio.model.data.dataset import SigmaRow
+from sigma_studio.model.run.engine import BlockInputs, attribute_rows, block_embeddings
+from sigma_studio.model.run.packed import pack_latents, packed_forward
 
 
 def _png(color: tuple[int, int, int]) -> bytes:
@@ -67,7 +67,7 @@ def test_training_and_inference_embed_every_row_alike():
 
 
 def test_attribute_rows_skip_text_markers_and_target():
-    from sigma_studio.model.sequence import Block
+    from sigma_studio.model.run.sequence import Block
 
     pipe = load_pipeline("tiny", seed=0, attribute_projection=True)
     with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sigma_studio.model import load_pipeline
-from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.weights.loader import save_pipeline
 
 pytestmark = [
     pytest.mark.gpu,

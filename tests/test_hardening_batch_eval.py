@@ -15,8 +15,8 @@ from PIL import Image, PngImagePlugin
 from sigma_studio.cli.batch import EXIT_ALL_FAILED, EXIT_SOME_FAILED
 from sigma_studio.cli.main import main
 from sigma_studio.model import InputError
-from sigma_studio.model.batch import run_batch
-from sigma_studio.model.dataset import iter_rows, parquet_files
+from sigma_studio.model.data.batch import run_batch
+from sigma_studio.model.data.dataset import iter_rows, parquet_files
 from tests.test_batch import CONFIG, _failures, _parquet, _png
 
 GOOD = [(f"Make it <style>like <image_1> number {k}", [_png(40, 56, k), _png(64, 48, 10 + k)]) for k in range(3)]

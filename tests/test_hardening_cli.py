@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from sigma_studio.cli.main import app
 from sigma_studio.model import GenerationConfig, InputError, SigmaError
 from sigma_studio.model.files import atomic_write
-from sigma_studio.model.prompt import MAX_PROMPT_CHARS, MAX_PROMPT_TAGS, parse_prompt
-from sigma_studio.model.record import RECORD_KEY
-from sigma_studio.model.structure import ControlSpec
+from sigma_studio.model.request.prompt import MAX_PROMPT_CHARS, MAX_PROMPT_TAGS, parse_prompt
+from sigma_studio.model.request.record import RECORD_KEY
+from sigma_studio.model.request.structure import ControlSpec
 
 SHAPES = ["--model", "shapes", "--steps", "2", "--seed", "1"]
 
@@ -99,14 +99,14 @@ def test_config_bounds_name_the_flag():
 
 
 def test_non_finite_samples_are_an_error_not_a_black_png(work, monkeypatch):
-    from sigma_studio.model import pipeline
+    from sigma_studio.model.run import pipeline
 
     monkeypatch.setattr(pipeline, "denoise", lambda x, *a, **k: torch.full_like(x, float("nan")))
     assert_refused(["generate", "a red circle", "--out", "o.png", *SHAPES], "non-finite values (NaN/inf)", work)
 
 
 def test_a_non_finite_decoded_picture_is_an_error(work, monkeypatch):
-    from sigma_studio.model.pipeline import SigmaPipeline
+    from sigma_studio.model.run.pipeline import SigmaPipeline
 
     monkeypatch.setattr(SigmaPipeline, "decode_raw", lambda self, x, grid: torch.full((1, 3, 64, 64), float("inf")))
     assert_refused(["generate", "a red circle", "--out", "o.png", *SHAPES], "the decoder produced non-finite", work)
@@ -228,7 +228,7 @@ def test_parse_prompt_collapses_and_shortens_warnings():
 
 
 def test_the_pipeline_error_is_a_sigma_error():
-    from sigma_studio.model.pipeline import check_finite
+    from sigma_studio.model.run.pipeline import check_finite
 
     check_finite(torch.zeros(3), "sampler")
     with pytest.raises(SigmaError, match="the sampler produced non-finite values"):

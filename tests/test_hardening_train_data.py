@@ -21,7 +21,7 @@ from sigma_studio.finetune.config import TrainConfig
 from sigma_studio.finetune.monitor import TrainingDiverged, check_state
 from sigma_studio.finetune.trainer import Trainer
 from sigma_studio.model import InputError
-from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.weights.loader import save_pipeline
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -200,7 +200,7 @@ BAD_ANNOTATIONS = {
 def test_malformed_coco_annotations_are_skipped_and_counted(capsys, tmp_path):
     from collections import Counter
 
-    from sigma_studio.model.sigmagen import coco_scenes
+    from sigma_studio.model.data.sigmagen import coco_scenes
 
     (tmp_path / "pictures").mkdir()
     Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(tmp_path / "pictures" / "p.png")

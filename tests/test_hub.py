@@ -10,7 +10,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 from sigma_studio.model import CheckpointError, load_pipeline
 from sigma_studio.model.hub import BACKBONE_REPO, SIGMA_REPOS, HubOptions, WeightsUnavailableError, resolve
-from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.weights.loader import save_pipeline
 
 
 @pytest.fixture(scope="module")

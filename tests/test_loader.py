@@ -9,7 +9,7 @@ import torch
 
 from sigma_studio.model import CheckpointError, load_pipeline, read_arch_config
 from sigma_studio.model.hub import WeightsUnavailableError
-from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.weights.loader import save_pipeline
 from tests.conftest import fixture_dir, requires_fixture
 
 
@@ -104,7 +104,7 @@ def test_row_reads_of_a_weights_file(tmp_path):
     from safetensors.torch import save_file
 
     from sigma_studio.model.errors import CheckpointError
-    from sigma_studio.model.loader import _TensorReader
+    from sigma_studio.model.weights.loader import _TensorReader
 
     tensors = {"a": torch.randn(7, 3, 2), "b": torch.randn(5).to(torch.bfloat16)}
     save_file(tensors, tmp_path / "w.safetensors")

@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sigma_studio.model.masks import TokenTable, allowed, block_rows_mask, plan_mask, to_additive, token_table
-from sigma_studio.model.prompt import ImagePart, TextPart
-from sigma_studio.model.sequence import ContextPlan, ImageGeometry, released_plans, trained_blocks
-from sigma_studio.model.tokens import ATTRIBUTE_TOKENS, TokenIds
+from sigma_studio.model.request.prompt import ImagePart, TextPart
+from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS, TokenIds
+from sigma_studio.model.run.masks import TokenTable, allowed, block_rows_mask, plan_mask, to_additive, token_table
+from sigma_studio.model.run.sequence import ContextPlan, ImageGeometry, released_plans, trained_blocks
 
 IDS = TokenIds(bos=1, eos=2, start_of_image=3, end_of_image=4, attributes=tuple(range(100, 115)))
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sigma_studio.model.control import Box, canny_edges, depth_to_image, render_boxes
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.evaluation import METRICS, EvalRow, available_metrics, build_metrics
 from sigma_studio.model.evaluation.base import text_prompt, unit_tensor
 from sigma_studio.model.evaluation.pixel import PSNR_CAP, edge_f1_value, is_edge_map
+from sigma_studio.model.request.control import Box, canny_edges, depth_to_image, render_boxes
 from sigma_studio.model.shapes.world import GREY, Thing, centred, render
 
 WORDS = "a red green blue circle square star draw the shape in colour of good bad photo .".split()

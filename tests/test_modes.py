@@ -9,8 +9,8 @@ import torch
 from sigma_studio.model import UnsupportedModeError, load_pipeline
 from sigma_studio.model.config import bagel_7b_mot, sigma_7b
 from sigma_studio.model.errors import MissingDependencyError
-from sigma_studio.model.loader import save_pipeline
-from sigma_studio.model.modes import GPU, DeviceInfo, GiB, choose_mode, weight_bytes
+from sigma_studio.model.weights.loader import save_pipeline
+from sigma_studio.model.weights.modes import GPU, DeviceInfo, GiB, choose_mode, weight_bytes
 
 PROMPT = "a <subject>red cube <img1> on grass"
 
@@ -106,8 +106,8 @@ def test_explicit_modes_are_checked():
 def test_offload_budget_is_the_whole_gpu_budget(caplog):
     """--max-gpu-memory bounds the whole GPU use: the weights get what the activation reserve leaves."""
     from sigma_studio.model.config import PRESETS
-    from sigma_studio.model.loader import build_model
-    from sigma_studio.model.modes import ACTIVATION_RESERVE, device_map_for, weights_budget
+    from sigma_studio.model.weights.loader import build_model
+    from sigma_studio.model.weights.modes import ACTIVATION_RESERVE, device_map_for, weights_budget
 
     assert weights_budget(10 * GiB) == 10 * GiB - ACTIVATION_RESERVE
     assert weights_budget(ACTIVATION_RESERVE) == 0

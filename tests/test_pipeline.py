@@ -9,9 +9,9 @@ from PIL import Image
 
 from sigma_studio.model import GenerationConfig, InputError, PromptError, load_pipeline
 from sigma_studio.model.arch.qwen2_mot import Routing
-from sigma_studio.model.attention import PackedAttention
-from sigma_studio.model.engine import block_embeddings, query_velocity
-from sigma_studio.model.masks import plan_mask
+from sigma_studio.model.run.attention import PackedAttention
+from sigma_studio.model.run.engine import block_embeddings, query_velocity
+from sigma_studio.model.run.masks import plan_mask
 from tests.conftest import generate_keeping_contexts
 
 PROMPT = "Place <id>the man <img1> next to <subject>the dog <img2> in a park"
@@ -152,7 +152,7 @@ def test_context_limit():
 @pytest.mark.parametrize("layout", ["released", "trained"])
 def test_span_prefill_equals_the_chunked_reference(tiny_pipe, refs, layout):
     """Several blocks per forward fill the same caches as one block per forward (the released code's way)."""
-    from sigma_studio.model.engine import prefill
+    from sigma_studio.model.run.engine import prefill
 
     res = generate_keeping_contexts(tiny_pipe, PROMPT, refs, steps=2, seed=0, layout=layout, group_mask=True)
     inputs = tiny_pipe.encode_references(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sigma_studio.model.errors import PromptError
-from sigma_studio.model.prompt import (
+from sigma_studio.model.request.prompt import (
     ImagePart,
     TextPart,
     image_number,

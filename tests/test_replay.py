@@ -8,7 +8,7 @@ from PIL import Image, PngImagePlugin
 
 from sigma_studio.cli.main import main
 from sigma_studio.model import InputError, load_pipeline, read_record
-from sigma_studio.model.loader import save_pipeline
+from sigma_studio.model.weights.loader import save_pipeline
 
 TINY = ["--model", "tiny", "--steps", "3"]
 

@@ -7,7 +7,7 @@ import torch
 
 from sigma_studio.model.config import GenerationConfig
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.sampler import StepScales, combine, denoise, step_scales, timesteps
+from sigma_studio.model.run.sampler import StepScales, combine, denoise, step_scales, timesteps
 
 
 def test_schedule_reference_values():
@@ -105,7 +105,7 @@ def test_guidance_gate_compares_in_float32():
 
 
 def test_guidance_reuse_evaluates_the_branches_every_n_steps_and_is_exact_for_constant_offsets():
-    from sigma_studio.model.sampler import denoise
+    from sigma_studio.model.run.sampler import denoise
 
     calls = []
     offsets = {"text": torch.full((4, 3), 0.3), "image": torch.full((4, 3), -0.2)}

@@ -13,9 +13,10 @@ from pathlib import Path
 from sigma_studio.finetune.config import TrainConfig
 from sigma_studio.finetune.trainer import Trainer
 from sigma_studio.model import GenerationConfig, load_pipeline
+from sigma_studio.model.data.dataset import write_parquet
 from sigma_studio.model.hub import shipped_shapes_model
 from sigma_studio.model.shapes.evaluate import evaluate_pipeline
-from sigma_studio.model.shapes.tasks import examples, write_parquet
+from sigma_studio.model.shapes.tasks import examples
 
 STEPS = 150
 CHANCE = 1 / 8  # a guessed colour is right one time in eight, a guessed (shape, colour) one in 48

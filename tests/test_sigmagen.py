@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from sigma_studio.cli.main import main
-from sigma_studio.model.dataset import iter_rows, parquet_files
-from sigma_studio.model.sigmagen import Instance, Scene, SigmaGenOptions, scene_row, shapes_scenes
+from sigma_studio.model.data.dataset import iter_rows, parquet_files
+from sigma_studio.model.data.sigmagen import Instance, Scene, SigmaGenOptions, scene_row
+from sigma_studio.model.shapes.scenes import shapes_scenes
 
 
 def sigma(capsys, *args) -> tuple[int, str]:
@@ -107,7 +108,7 @@ def test_bad_options_and_inputs_are_one_line(capsys, tmp_path):
 def test_three_d_boxes_from_coco_and_the_shapes_world(coco):
     """A COCO annotation's bbox3d and every shapes-world thing can be placed by its 3-D box: a routing region
     where the box projects, with per-pixel depth."""
-    from sigma_studio.model.sigmagen import coco_scenes
+    from sigma_studio.model.data.sigmagen import coco_scenes
 
     scene = next(s for s in coco_scenes(coco / "instances.json", coco / "pictures") if not isinstance(s, tuple))
     assert [i.box3d is not None for i in scene.instances] == [False, True]
@@ -163,7 +164,7 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
         f"stage 3/3: 2 steps from {tmp_path / 'sg' / 'structure' / 'model'}",
     ]
     assert sorted(p.name for p in (tmp_path / "sg" / "eval").iterdir()) == [f"{n}.parquet" for n in range(2, 6)]
-    from sigma_studio.model.arch_config import read_arch_config
+    from sigma_studio.model.weights.arch_config import read_arch_config
 
     assert read_arch_config(model).routing_step == 50  # the shapes world's step, stored with every exported model
     again = []
@@ -175,9 +176,9 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
 
 def test_rows_of_another_routing_step_are_refused_before_training(tmp_path):
     from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe, run
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.data.sigmagen import rows
     from sigma_studio.model.errors import InputError
-    from sigma_studio.model.shapes.tasks import write_parquet
-    from sigma_studio.model.sigmagen import rows
 
     (tmp_path / "rows" / "boxes").mkdir(parents=True)
     write_parquet(tmp_path / "rows" / "boxes" / "train.parquet",

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from sigma_studio.finetune.data import DropConfig, build_sample
 from sigma_studio.finetune.packing import pack
-from sigma_studio.model.dataset import SigmaRow, iter_rows
-from sigma_studio.model.packed import PackedBatch, packed_forward, reduce_losses
+from sigma_studio.model.data.dataset import SigmaRow, iter_rows
+from sigma_studio.model.run.packed import PackedBatch, packed_forward, reduce_losses
 from tests.conftest import fixture_cases, fixture_pipeline, resize_spec
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}

@@ -1,6 +1,6 @@
 """The ``trained`` layout against the fixture's ``sigma_train_layout`` case (the released SIGMA packer's output).
 
-Our pure pieces (training-instruction parser, resize rule, :func:`model.sequence.trained_blocks`, the mask
+Our pure pieces (training-instruction parser, resize rule, :func:`model.run.sequence.trained_blocks`, the mask
 builder) must reproduce the recorded layout exactly: split lengths, attention modes, token ids, RoPE positions,
 latent grids, the ViT slot sizes, and the dense attention mask.
 """
@@ -17,10 +17,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from sigma_studio.model.images import grid_position_ids, resize_size, to_rgb
-from sigma_studio.model.masks import plan_mask
-from sigma_studio.model.prompt import parse_training_instruction
-from sigma_studio.model.sequence import ImageGeometry, trained_blocks
-from sigma_studio.model.tokens import Tokenizer
+from sigma_studio.model.request.prompt import parse_training_instruction
+from sigma_studio.model.request.tokens import Tokenizer
+from sigma_studio.model.run.masks import plan_mask
+from sigma_studio.model.run.sequence import ImageGeometry, trained_blocks
 from tests.conftest import fixture_cases, fixture_dir, resize_spec
 
 pq = pytest.importorskip("pyarrow.parquet")

@@ -27,7 +27,7 @@ from gradio_client.utils import Status  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from sigma_studio.examples import IMAGES  # noqa: E402
-from sigma_studio.model.record import read_record  # noqa: E402
+from sigma_studio.model.request.record import read_record  # noqa: E402
 from tests.conftest import live_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

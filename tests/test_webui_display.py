@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("gradio")
 
 from sigma_studio.model import GenerationConfig  # noqa: E402
-from sigma_studio.model.control import PALETTE  # noqa: E402
+from sigma_studio.model.request.control import PALETTE  # noqa: E402
 from sigma_studio.webui.display import browser_text, canvas_image, colour_routing, error_html  # noqa: E402
 from sigma_studio.webui.examples import SHAPES_EXAMPLES  # noqa: E402
 from sigma_studio.webui.restore import example_values, history_entry, restore_values  # noqa: E402

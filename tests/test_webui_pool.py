@@ -26,7 +26,7 @@ from sigma_studio.cli.main import main  # noqa: E402
 from sigma_studio.cli.webui import gpu_devices  # noqa: E402
 from sigma_studio.examples import IMAGES  # noqa: E402
 from sigma_studio.model.errors import InputError  # noqa: E402
-from sigma_studio.model.record import read_record  # noqa: E402
+from sigma_studio.model.request.record import read_record  # noqa: E402
 from sigma_studio.webui import handlers as h  # noqa: E402
 from sigma_studio.webui import jobs as jobs_module  # noqa: E402
 from sigma_studio.webui.jobs import Cancelled, Jobs  # noqa: E402

@@ -20,20 +20,23 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import difflib
+import inspect
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from sigma_studio.model import GenerationConfig
-from sigma_studio.model.config import RenormType
+from sigma_studio.model.config import DEFAULT_SPEED, RenormType
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.structure import ControlSpec
-from sigma_studio.model.tokens import ATTRIBUTE_TOKENS
+from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS
 
 from . import handlers as h
 from .jobs import Cancelled, Jobs
@@ -45,6 +48,72 @@ G, C = GenerationConfig(), ControlSpec()  # every default of the API comes from 
 MAX_COUNT = 4  # images per call, one per seed (the page's "number of images")
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[x×]\s*(\d{1,6})\s*$")
 ENDPOINTS = ("generate", "preview")
+
+
+@dataclass(frozen=True)
+class ApiParam:
+    """One parameter of the API's endpoints, and so a field of the REST and OpenAI routes: its name, its type hint
+    (``gr.api`` documents and checks the value by it; the REST route converts form text by it) and its default
+    (none: the caller must give it)."""
+
+    name: str
+    hint: Any
+    default: Any = inspect.Parameter.empty
+
+    def parameter(self) -> inspect.Parameter:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        return inspect.Parameter(self.name, kind, default=self.default, annotation=self.hint)
+
+
+# the API's parameters, declared once: /preview takes the request's prompt, references and layout, /generate those
+# and the settings; a default is the dataclasses' own (GenerationConfig, ControlSpec) where they have the setting
+PREVIEW_PARAMS: tuple[ApiParam, ...] = (
+    ApiParam("prompt", str),
+    ApiParam("images", list[FileData] | None, None),
+    ApiParam("tokens", list[list[str]] | None, None),
+    ApiParam("layout", str, "none"),
+    ApiParam("layout_image", FileData | None, None),
+    ApiParam("boxes", list[list] | None, None),
+)
+GENERATE_PARAMS: tuple[ApiParam, ...] = (
+    *PREVIEW_PARAMS,
+    ApiParam("steps", int, G.steps),
+    ApiParam("cfg_text", float, G.cfg_text_scale),
+    ApiParam("cfg_img", float, G.cfg_img_scale),
+    ApiParam("cfg_low", float, G.cfg_interval[0]),
+    ApiParam("cfg_high", float, G.cfg_interval[1]),
+    ApiParam("renorm", RenormType, G.cfg_renorm_type),
+    ApiParam("shift", float, G.timestep_shift),
+    ApiParam("seed", int, -1),  # -1: drawn (the pipeline's seed None)
+    ApiParam("size", str, "auto"),
+    ApiParam("group_mask", bool | None, None),  # None: the model's own setting
+    ApiParam("count", int, 1),
+    ApiParam("speed", str, DEFAULT_SPEED),
+    ApiParam("canny_low", int, C.canny_low),
+    ApiParam("canny_high", int, C.canny_high),
+    ApiParam("canny_blur", int, C.canny_blur),
+)
+
+
+def takes(params: tuple[ApiParam, ...]):
+    """Declare that the decorated endpoint ``fn(self, *args, **kwargs)`` takes ``params``: they become its
+    signature and type hints (what ``gr.api`` documents and calls it with, and what the REST route reads), while
+    its return annotation stays its own. The endpoint reads its call with :func:`arguments`."""
+
+    def declare(fn):
+        own = inspect.signature(fn)
+        fn.__signature__ = own.replace(parameters=[own.parameters["self"], *(p.parameter() for p in params)])
+        fn.__annotations__ = {p.name: p.hint for p in params} | {"return": fn.__annotations__["return"]}
+        return fn
+
+    return declare
+
+
+def arguments(params: tuple[ApiParam, ...], args: tuple, kwargs: dict) -> dict:
+    """A call's arguments by name, over the defaults of ``params`` (a call Python would refuse is a TypeError)."""
+    bound = inspect.Signature([p.parameter() for p in params]).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def uploaded(value: FileData | dict | None, what: str) -> str | None:
@@ -209,30 +278,8 @@ class SigmaApi:
         self.pipe, self.outputs, self.jobs, self.limits = pipe, Path(outputs), jobs, limits or WebLimits()
         self._generate_images = gpu_wrapper(self._run) if gpu_wrapper is not None else self._run
 
-    async def generate(
-        self,
-        prompt: str,
-        images: list[FileData] | None = None,
-        tokens: list[list[str]] | None = None,
-        layout: str = "none",
-        layout_image: FileData | None = None,
-        boxes: list[list] | None = None,
-        steps: int = G.steps,
-        cfg_text: float = G.cfg_text_scale,
-        cfg_img: float = G.cfg_img_scale,
-        cfg_low: float = G.cfg_interval[0],
-        cfg_high: float = G.cfg_interval[1],
-        renorm: RenormType = G.cfg_renorm_type,
-        shift: float = G.timestep_shift,
-        seed: int = -1,
-        size: str = "auto",
-        group_mask: bool | None = None,
-        count: int = 1,
-        speed: str = "exact",
-        canny_low: int = C.canny_low,
-        canny_high: int = C.canny_high,
-        canny_blur: int = C.canny_blur,
-    ) -> tuple[list[FileData], list[dict]]:
+    @takes(GENERATE_PARAMS)
+    async def generate(self, *args, **kwargs) -> tuple[list[FileData], list[dict]]:
         """Generate `count` images (seeds seed, seed+1, ...) from a SIGMA prompt and its reference images.
 
         Args:
@@ -260,22 +307,15 @@ class SigmaApi:
         Returns:
             the PNG files (each carries its record) and the records (settings, seed and the sequence the model got)
         """
-        inputs = {k: v for k, v in locals().items() if k != "self"}
+        inputs = arguments(GENERATE_PARAMS, args, kwargs)
         try:
             paths, records = await self.run(with_uploads(inputs))
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line of text for the caller
             raise gr.Error(one_line(exc), print_exception=False) from None
         return [FileData(path=p, orig_name=Path(p).name, mime_type="image/png") for p in paths], records
 
-    def preview(
-        self,
-        prompt: str,
-        images: list[FileData] | None = None,
-        tokens: list[list[str]] | None = None,
-        layout: str = "none",
-        layout_image: FileData | None = None,
-        boxes: list[list] | None = None,
-    ) -> list[dict]:
+    @takes(PREVIEW_PARAMS)
+    def preview(self, *args, **kwargs) -> list[dict]:
         """The sequence the model would receive (text pieces, and images with their role and tokens); no generation.
 
         Args:
@@ -288,7 +328,7 @@ class SigmaApi:
         Returns:
             one entry per part: {"text": ...} or {"image", "role", "tokens", "size"}
         """
-        inputs = {k: v for k, v in locals().items() if k != "self"}
+        inputs = arguments(PREVIEW_PARAMS, args, kwargs)
         try:
             return self.request(with_uploads(inputs), preview=True)[0].sequence()
         except Exception as exc:  # noqa: BLE001

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 
-from sigma_studio.model.config import RENORM_TYPES, SPEEDS, GenerationConfig
-from sigma_studio.model.structure import ControlSpec
-from sigma_studio.model.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
+from sigma_studio.model.config import DEFAULT_SPEED, RENORM_TYPES, SPEEDS, GenerationConfig
+from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.model.request.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
 from . import handlers as h
 from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
-from .examples import SHAPES_EXAMPLES, examples_for
+from .examples import SHAPES_EXAMPLES, Example, examples_for
 from .jobs import Jobs, clean_old_files
 from .limits import WebLimits
+from .page import (
+    BoxesTab,
+    CannyTab,
+    DepthTab,
+    HistoryPanel,
+    LayoutTabs,
+    Page,
+    PromptPanel,
+    ReferenceSlots,
+    ResultPanel,
+    Settings,
+)
 from .placements import EDITOR_LABEL, EDITOR_SIDE, black_canvas
 from .state import MAX_SLOTS, UIState
 
@@ -75,184 +86,206 @@ def build_demo(
     cache = (3600, int(keep_hours * 3600)) if keep_hours > 0 else None
     with gr.Blocks(title="SIGMA Studio", delete_cache=cache) as demo:
         page = _layout(pipe, examples_for(pipe.arch))
-        wire(page, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, keep_hours=keep_hours, limits=limits)
-        page.refresh(
-            demo.load(page.on_load, [page.state, page.history], page.load_outputs, api_visibility="undocumented")
-        )
+        wire(page, demo, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, keep_hours=keep_hours,
+             limits=limits)  # fmt: skip
         register_api(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)  # the named API
     return demo
 
 
-def _layout(pipe, gallery_examples) -> SimpleNamespace:
-    p = SimpleNamespace(examples=gallery_examples)
-    p.state, p.token, p.layout_kind, p.corner = gr.State(UIState()), gr.State(None), gr.State("none"), gr.State(None)
-    p.last_seeds, p.last_output = gr.State([]), gr.State(None)
-    p.history = gr.BrowserState([], storage_key="sigma-studio-history")
+def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
+    """The page, top to bottom (its states first: they are not drawn)."""
+    state, token, layout_kind, corner = gr.State(UIState()), gr.State(None), gr.State("none"), gr.State(None)
+    last_seeds, last_output = gr.State([]), gr.State(None)
+    history = gr.BrowserState([], storage_key="sigma-studio-history")
     note = " · random toy weights: images are noise" if pipe.name == "tiny" else ""
     if gallery_examples is SHAPES_EXAMPLES:
         note = " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples below)"
     gr.Markdown(f"## SIGMA Studio\nmodel **{pipe.name}** · mode **{pipe.mode}**{note}")
     with gr.Row():
         with gr.Column(scale=3):
-            p.prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder="Place <id>the man <img1> ...")
+            text = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder="Place <id>the man <img1> ...")
             with gr.Row(elem_id="run-row"):
-                p.run = gr.Button("Generate", variant="primary", elem_id="generate")
-                p.stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop")
-            p.error = gr.HTML(elem_id="page-error")
-            _slots(p)
+                run = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop")
+            error = gr.HTML(elem_id="page-error")
+            slots = _slots()
             gr.Markdown("**Sequence the model receives**")
-            p.preview = gr.HTML(elem_id="preview")
+            preview = gr.HTML(elem_id="preview")
             with gr.Accordion("How to write a SIGMA prompt", open=False, elem_id="how-to"):
                 gr.Markdown(HOW_TO)
-            _layout_tabs(p, pipe.arch.max_image_size)
-            _settings(p, pipe)
+            layout = _layout_tabs()
+            settings = _settings(pipe)
         with gr.Column(scale=2):
-            p.output = gr.Gallery(label="Result", columns=2, height=420, elem_id="output", format="png")
-            p.info = gr.Markdown(elem_id="info")
-            p.download = gr.File(label="PNGs with their records", file_count="multiple", elem_id="download")
-            with gr.Row():
-                p.reuse = gr.Button("Reuse seed", size="sm", elem_id="reuse-seed")
-                p.send = gr.Button("Send to references", size="sm", elem_id="send")
-            p.history_gallery = gr.Gallery(
-                label="History (this browser): click one to restore its settings", columns=4, height=200,
-                object_fit="contain", allow_preview=False, elem_id="history",
-            )  # fmt: skip
-            p.clear_history = gr.Button("Clear history", size="sm", elem_id="clear-history")
+            result, history_panel = _results()
     gr.Markdown("### Examples")
-    p.examples_gallery = gr.Gallery(
+    examples_gallery = gr.Gallery(
         value=[(ex.thumbnail(), ex.title) for ex in gallery_examples], columns=min(5, len(gallery_examples)),
         height=220, object_fit="contain", allow_preview=False, label="click one to fill every field and setting",
         elem_id="examples",
     )  # fmt: skip
-    return p
+    return Page(
+        state=state, token=token, layout_kind=layout_kind, corner=corner, last_seeds=last_seeds,
+        last_output=last_output, history=history, prompt=PromptPanel(text, run, stop, error, preview), slots=slots,
+        layout=layout, settings=settings, result=result, history_panel=history_panel, examples=gallery_examples,
+        examples_gallery=examples_gallery,
+    )  # fmt: skip
 
 
-def _slots(p: SimpleNamespace) -> None:
-    p.slot_cols, p.slot_imgs, p.slot_uploads, p.slot_tokens, p.slot_up, p.slot_rm = [], [], [], [], [], []
+def _results() -> tuple[ResultPanel, HistoryPanel]:
+    """The right-hand column: the result, then the history."""
+    gallery = gr.Gallery(label="Result", columns=2, height=420, elem_id="output", format="png")
+    info = gr.Markdown(elem_id="info")
+    download = gr.File(label="PNGs with their records", file_count="multiple", elem_id="download")
     with gr.Row():
-        for k in range(MAX_SLOTS):
-            with gr.Column(visible=k == 0, min_width=160, elem_id=f"slot-{k}") as col:
-                img = gr.Image(  # a drop target; the upload button below does the same
-                    label=f"img{k + 1}", type="filepath", image_mode=None, sources=["upload"], height=150,
-                    elem_id=f"slot-image-{k}",
-                )  # fmt: skip
-                upl = gr.UploadButton(f"Upload img{k + 1}", file_types=["image"], size="sm", elem_id=f"slot-upload-{k}")
-                tok = gr.Dropdown(
-                    TOKEN_CHOICES, multiselect=True, label=f"what to take from img{k + 1}",
-                    elem_id=f"slot-tokens-{k}",
-                )  # fmt: skip
-                with gr.Row():
-                    up = gr.Button("↑ move up", size="sm", elem_id=f"slot-up-{k}")
-                    rm = gr.Button("✕ remove", size="sm", elem_id=f"slot-remove-{k}")
-            for group, item in zip(
-                (p.slot_cols, p.slot_imgs, p.slot_uploads, p.slot_tokens, p.slot_up, p.slot_rm),
-                (col, img, upl, tok, up, rm),
-                strict=True,
-            ):
-                group.append(item)
-    p.add = gr.Button("+ reference image", size="sm", elem_id="add-slot")
+        reuse = gr.Button("Reuse seed", size="sm", elem_id="reuse-seed")
+        send = gr.Button("Send to references", size="sm", elem_id="send")
+    history = gr.Gallery(
+        label="History (this browser): click one to restore its settings", columns=4, height=200,
+        object_fit="contain", allow_preview=False, elem_id="history",
+    )  # fmt: skip
+    clear = gr.Button("Clear history", size="sm", elem_id="clear-history")
+    return ResultPanel(gallery, info, download, reuse, send), HistoryPanel(history, clear)
 
 
-def _layout_tabs(p: SimpleNamespace, side: int) -> None:
+def _slots() -> ReferenceSlots:
+    """The reference slots in a row, and the button that shows one more."""
+    with gr.Row():
+        made = [_slot(k) for k in range(MAX_SLOTS)]
+    add = gr.Button("+ reference image", size="sm", elem_id="add-slot")
+    columns, images, uploads, tokens, move_up, remove = (tuple(group) for group in zip(*made, strict=True))
+    return ReferenceSlots(columns, images, uploads, tokens, move_up, remove, add)
+
+
+def _slot(k: int) -> tuple[gr.Column, gr.Image, gr.UploadButton, gr.Dropdown, gr.Button, gr.Button]:
+    """Slot k's column (visible from the start only for img1) and its parts, in the order of ReferenceSlots."""
+    with gr.Column(visible=k == 0, min_width=160, elem_id=f"slot-{k}") as column:
+        image = gr.Image(  # a drop target; the upload button below does the same
+            label=f"img{k + 1}", type="filepath", image_mode=None, sources=["upload"], height=150,
+            elem_id=f"slot-image-{k}",
+        )  # fmt: skip
+        upload = gr.UploadButton(f"Upload img{k + 1}", file_types=["image"], size="sm", elem_id=f"slot-upload-{k}")
+        tokens = gr.Dropdown(
+            TOKEN_CHOICES, multiselect=True, label=f"what to take from img{k + 1}", elem_id=f"slot-tokens-{k}",
+        )  # fmt: skip
+        with gr.Row():
+            move_up = gr.Button("↑ move up", size="sm", elem_id=f"slot-up-{k}")
+            remove = gr.Button("✕ remove", size="sm", elem_id=f"slot-remove-{k}")
+    return column, image, upload, tokens, move_up, remove
+
+
+def _layout_tabs() -> LayoutTabs:
+    """The layout tabs, "No layout" open."""
     gr.Markdown("**Layout** (optional): the open tab adds its control image as a `<layout>` reference")
-    with gr.Tabs(selected="none", elem_id="layout-tabs") as p.tabs:
-        with gr.Tab("No layout", id="none") as p.tab_none:
+    with gr.Tabs(selected="none", elem_id="layout-tabs") as tabs:
+        with gr.Tab("No layout", id="none") as none:
             gr.Markdown("Pick a tab to add a Canny edge map, a depth map or boxes.")
-        with gr.Tab("Canny", id="canny") as p.tab_canny:
-            p.canny_src = gr.Image(
-                type="filepath", image_mode=None, label="image whose edges to follow", height=200, elem_id="canny"
-            )
-            with gr.Row():
-                p.canny_low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold",
-                                        info="edges weaker than this are dropped")  # fmt: skip
-                p.canny_high = gr.Slider(1, 1000, C.canny_high, step=1, label="high threshold",
-                                         info="edges stronger than this are always kept")  # fmt: skip
-                p.canny_blur = gr.Slider(0, 9, C.canny_blur, step=1, label="blur",
-                                         info="odd kernel size, 0 = none: fewer, smoother edges")  # fmt: skip
-            p.canny_prev = gr.Image(label="edge map", interactive=False, height=200, elem_id="canny-preview")
-        with gr.Tab("Depth", id="depth") as p.tab_depth:
-            with gr.Row():
-                p.depth_src = gr.Image(
-                    type="filepath", image_mode=None, label="image (its depth is estimated)", height=200
-                )
-                p.depth_map = gr.Image(type="filepath", image_mode=None, label="or a ready depth map", height=200)
-            p.depth_btn = gr.Button("Estimate / show depth", size="sm")
-            p.depth_prev = gr.Image(label="depth", interactive=False, height=200)
-        with gr.Tab("Boxes", id="boxes") as p.tab_boxes:
-            gr.Markdown("Click two corners on the canvas to add a box. Give it a reference to place that image there "
-                        "as a subject (SIGMA-GEN); boxes without references are drawn as a layout.")  # fmt: skip
-            p.canvas = gr.Image(value=canvas_image([], CANVAS_SIDE), label="canvas", interactive=False, height=300,
-                                elem_id="canvas")  # fmt: skip
-            with gr.Row():
-                p.box_label = gr.Textbox(label="label of the next box", value="", elem_id="box-label")
-                p.box_ref = gr.Dropdown(["", *[f"img{k + 1}" for k in range(MAX_SLOTS)]], value="",
-                                        label="reference of the next box", elem_id="box-ref")  # fmt: skip
-            p.boxes = gr.Dataframe(
-                headers=["x0", "y0", "x1", "y1", "label", "reference"],
-                datatype=["number", "number", "number", "number", "str", "str"],
-                value=[], interactive=True, label="boxes (0..1 of the picture)", type="array", elem_id="boxes",
-            )  # fmt: skip
-            gr.Markdown(
-                "**3-D boxes and masks** place references as subjects too (each takes the label and reference above). "
-                "A 3-D box is in camera metres (x right, y down, z forward; a 60° camera) and turned by yaw degrees; "
-                "the canvas draws its wireframe. A mask is drawn in the editor or uploaded."
-            )
-            p.boxes3d = gr.Dataframe(
-                headers=["cx", "cy", "cz", "w", "h", "d", "yaw°", "label", "reference"],
-                datatype=["number"] * 7 + ["str", "str"], value=[], interactive=True, label="3-D boxes",
-                type="array", elem_id="boxes3d",
-            )  # fmt: skip
-            p.add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
-            p.mask_draw = gr.ImageEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
-                                         label=EDITOR_LABEL,
-                                         elem_id="mask-draw",
-                                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
-            p.add_mask = gr.Button("+ mask subject", size="sm", elem_id="add-mask")
-            p.masks = gr.Dataframe(headers=["mask file", "label", "reference"], datatype=["str"] * 3, value=[],
-                                   interactive=True, label="masks", type="array", elem_id="masks")  # fmt: skip
-            p.clear_boxes = gr.Button("Clear boxes", size="sm")
-            p.background = gr.Image(type="filepath", image_mode=None,
-                                    label="background to insert the subjects into (optional)",
-                                    height=160, elem_id="background")  # fmt: skip
-            p.routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
-                                 elem_id="routing")  # fmt: skip
+        canny = _canny_tab()
+        depth = _depth_tab()
+        boxes = _boxes_tab()
+    return LayoutTabs(tabs, none, canny, depth, boxes)
 
 
-def _settings(p: SimpleNamespace, pipe) -> None:
+def _canny_tab() -> CannyTab:
+    with gr.Tab("Canny", id="canny") as tab:
+        image = gr.Image(
+            type="filepath", image_mode=None, label="image whose edges to follow", height=200, elem_id="canny"
+        )
+        with gr.Row():
+            low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold",
+                            info="edges weaker than this are dropped")  # fmt: skip
+            high = gr.Slider(1, 1000, C.canny_high, step=1, label="high threshold",
+                             info="edges stronger than this are always kept")  # fmt: skip
+            blur = gr.Slider(0, 9, C.canny_blur, step=1, label="blur",
+                             info="odd kernel size, 0 = none: fewer, smoother edges")  # fmt: skip
+        preview = gr.Image(label="edge map", interactive=False, height=200, elem_id="canny-preview")
+    return CannyTab(tab, image, low, high, blur, preview)
+
+
+def _depth_tab() -> DepthTab:
+    with gr.Tab("Depth", id="depth") as tab:
+        with gr.Row():
+            image = gr.Image(type="filepath", image_mode=None, label="image (its depth is estimated)", height=200)
+            depth_map = gr.Image(type="filepath", image_mode=None, label="or a ready depth map", height=200)
+        show = gr.Button("Estimate / show depth", size="sm")
+        preview = gr.Image(label="depth", interactive=False, height=200)
+    return DepthTab(tab, image, depth_map, show, preview)
+
+
+def _boxes_tab() -> BoxesTab:
+    with gr.Tab("Boxes", id="boxes") as tab:
+        gr.Markdown("Click two corners on the canvas to add a box. Give it a reference to place that image there "
+                    "as a subject (SIGMA-GEN); boxes without references are drawn as a layout.")  # fmt: skip
+        canvas = gr.Image(value=canvas_image([], CANVAS_SIDE), label="canvas", interactive=False, height=300,
+                          elem_id="canvas")  # fmt: skip
+        with gr.Row():
+            label = gr.Textbox(label="label of the next box", value="", elem_id="box-label")
+            ref = gr.Dropdown(["", *[f"img{k + 1}" for k in range(MAX_SLOTS)]], value="",
+                              label="reference of the next box", elem_id="box-ref")  # fmt: skip
+        boxes = gr.Dataframe(
+            headers=["x0", "y0", "x1", "y1", "label", "reference"],
+            datatype=["number", "number", "number", "number", "str", "str"],
+            value=[], interactive=True, label="boxes (0..1 of the picture)", type="array", elem_id="boxes",
+        )  # fmt: skip
+        gr.Markdown(
+            "**3-D boxes and masks** place references as subjects too (each takes the label and reference above). "
+            "A 3-D box is in camera metres (x right, y down, z forward; a 60° camera) and turned by yaw degrees; "
+            "the canvas draws its wireframe. A mask is drawn in the editor or uploaded."
+        )
+        boxes3d = gr.Dataframe(
+            headers=["cx", "cy", "cz", "w", "h", "d", "yaw°", "label", "reference"],
+            datatype=["number"] * 7 + ["str", "str"], value=[], interactive=True, label="3-D boxes",
+            type="array", elem_id="boxes3d",
+        )  # fmt: skip
+        add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
+        mask_draw = gr.ImageEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
+                                   label=EDITOR_LABEL, elem_id="mask-draw",
+                                   brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
+        add_mask = gr.Button("+ mask subject", size="sm", elem_id="add-mask")
+        masks = gr.Dataframe(headers=["mask file", "label", "reference"], datatype=["str"] * 3, value=[],
+                             interactive=True, label="masks", type="array", elem_id="masks")  # fmt: skip
+        clear = gr.Button("Clear boxes", size="sm")
+        background = gr.Image(type="filepath", image_mode=None,
+                              label="background to insert the subjects into (optional)",
+                              height=160, elem_id="background")  # fmt: skip
+        routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
+                           elem_id="routing")  # fmt: skip
+    return BoxesTab(tab, canvas, label, ref, boxes, boxes3d, add_box3d, mask_draw, add_mask, masks, clear, background,
+                    routing)  # fmt: skip
+
+
+def _settings(pipe) -> Settings:
     side = pipe.arch.max_image_size
     with gr.Accordion("Settings", open=False, elem_id="settings"):
         with gr.Row():
-            p.preset = gr.Dropdown(["auto", *h.SIZE_PRESETS, "custom"], value="auto", label="size",
-                                   info="auto: the last reference's size", elem_id="preset")  # fmt: skip
-            p.width = gr.Number(side, label="width", precision=0, minimum=16, maximum=side, step=16, interactive=False)
-            p.height = gr.Number(side, label="height", precision=0, minimum=16, maximum=side, step=16,
-                                 interactive=False)  # fmt: skip
+            preset = gr.Dropdown(["auto", *h.SIZE_PRESETS, "custom"], value="auto", label="size",
+                                 info="auto: the last reference's size", elem_id="preset")  # fmt: skip
+            width = gr.Number(side, label="width", precision=0, minimum=16, maximum=side, step=16, interactive=False)
+            height = gr.Number(side, label="height", precision=0, minimum=16, maximum=side, step=16,
+                               interactive=False)  # fmt: skip
         with gr.Row():
-            p.steps = gr.Slider(2, 100, G.steps, step=1, label="steps", elem_id="steps",
-                                info="more steps: finer detail, slower")  # fmt: skip
-            p.cfg_text = gr.Slider(1, 10, G.cfg_text_scale, step=0.1, label="text guidance",
-                                   info="how strongly to follow the prompt")  # fmt: skip
-            p.cfg_img = gr.Slider(1, 5, G.cfg_img_scale, step=0.1, label="image guidance",
-                                  info="how strongly to follow the references")  # fmt: skip
+            steps = gr.Slider(2, 100, G.steps, step=1, label="steps", elem_id="steps",
+                              info="more steps: finer detail, slower")  # fmt: skip
+            cfg_text = gr.Slider(1, 10, G.cfg_text_scale, step=0.1, label="text guidance",
+                                 info="how strongly to follow the prompt")  # fmt: skip
+            cfg_img = gr.Slider(1, 5, G.cfg_img_scale, step=0.1, label="image guidance",
+                                info="how strongly to follow the references")  # fmt: skip
         with gr.Row():
-            p.cfg_low = gr.Slider(0, 1, G.cfg_interval[0], step=0.05, label="guidance from t >",
-                                  info="guidance applies only while the noise level t is in (from, to]")  # fmt: skip
-            p.cfg_high = gr.Slider(0, 1, G.cfg_interval[1], step=0.05, label="guidance to t <=")
-            p.renorm = gr.Dropdown(list(RENORM_TYPES), value=G.cfg_renorm_type, label="renorm",
-                                   info="keeps guided updates from overshooting")  # fmt: skip
-            p.shift = gr.Slider(1, 6, G.timestep_shift, step=0.1, label="timestep shift",
-                                info="higher: more steps at high noise (layout), lower: more on detail")  # fmt: skip
+            cfg_low = gr.Slider(0, 1, G.cfg_interval[0], step=0.05, label="guidance from t >",
+                                info="guidance applies only while the noise level t is in (from, to]")  # fmt: skip
+            cfg_high = gr.Slider(0, 1, G.cfg_interval[1], step=0.05, label="guidance to t <=")
+            renorm = gr.Dropdown(list(RENORM_TYPES), value=G.cfg_renorm_type, label="renorm",
+                                 info="keeps guided updates from overshooting")  # fmt: skip
+            shift = gr.Slider(1, 6, G.timestep_shift, step=0.1, label="timestep shift",
+                              info="higher: more steps at high noise (layout), lower: more on detail")  # fmt: skip
         with gr.Row():
-            p.seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed",
-                               info="the seed used is shown with the result; Reuse seed puts it here")  # fmt: skip
-            p.count = gr.Slider(1, 4, 1, step=1, label="images per run", elem_id="count",
-                                info="one per seed: seed, seed+1, ...")  # fmt: skip
-            p.group_mask = gr.Checkbox(pipe.arch.group_mask, label="group-scoped attention mask",
-                                       info="each reference's tokens read only their own image (SIGMA)")  # fmt: skip
-            p.speed = gr.Dropdown(list(SPEEDS), value="exact", label="speed", elem_id="speed",
-                                  info=f"fast: guidance evaluated every {SPEEDS['fast']} steps")  # fmt: skip
+            seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed",
+                             info="the seed used is shown with the result; Reuse seed puts it here")  # fmt: skip
+            count = gr.Slider(1, 4, 1, step=1, label="images per run", elem_id="count",
+                              info="one per seed: seed, seed+1, ...")  # fmt: skip
+            group_mask = gr.Checkbox(pipe.arch.group_mask, label="group-scoped attention mask",
+                                     info="each reference's tokens read only their own image (SIGMA)")  # fmt: skip
+            speed = gr.Dropdown(list(SPEEDS), value=DEFAULT_SPEED, label="speed", elem_id="speed",
+                                info=f"fast: guidance evaluated every {SPEEDS['fast']} steps")  # fmt: skip
             gr.Textbox(pipe.mode, label="model mode (set at launch)", interactive=False)
-    p.settings = [p.preset, p.width, p.height, p.steps, p.cfg_text, p.cfg_img, p.cfg_low, p.cfg_high, p.renorm,
-                  p.shift, p.seed, p.count, p.group_mask, p.speed]  # fmt: skip
-    p.setting_names = ["preset", "width", "height", "steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm",
-                       "shift", "seed", "count", "group_mask", "speed"]  # fmt: skip
+    return Settings(preset, width, height, steps, cfg_text, cfg_img, cfg_low, cfg_high, renorm, shift, seed, count,
+                    group_mask, speed)  # fmt: skip

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sigma_studio.model.config import ROUTING_STEP
-from sigma_studio.model.control import PALETTE
+from sigma_studio.model.request.control import PALETTE
 
 # CLI wording -> what the page calls the same thing
 _OPTION_WORDS = {
@@ -102,7 +102,7 @@ _EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count(
 def wireframe(values: list[float], side: int) -> np.ndarray | None:
     """The 8 corners of a 3-D box [cx, cy, cz, w, h, d, yaw°] projected on a square canvas of ``side`` pixels
     ([8, 2], corner k = (±w, ±h, ±d) with bits 4, 2, 1), or None when a corner is behind the camera."""
-    from sigma_studio.model.multisubject import Box3D
+    from sigma_studio.model.request.multisubject import Box3D
 
     box = Box3D(tuple(values[:3]), tuple(values[3:6]), math.radians(values[6]))
     pts = box.corners()

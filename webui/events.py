@@ -5,12 +5,14 @@ the API page to the named endpoints of webui/api.py."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import gradio as gr
+from gradio.events import Dependency
 
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import save_png
@@ -18,41 +20,56 @@ from sigma_studio.model.images import save_png
 from . import handlers as h
 from . import placements as pl
 from .display import CANVAS_SIDE, canvas_image, error_html
-from .guard import stored_mask, stored_output, within_any
+from .guard import stored_mask, within_any
 from .jobs import Cancelled, Jobs, clean_old_files
-from .restore import caption_of, example_values, history_entry, restore_values
+from .limits import WebLimits
+from .page import BoxesTab, Page
+from .restore import caption_of, example_values, history_entry, history_files, history_with, restore_values
 from .state import MAX_SLOTS, Slot, UIState, add_slot, move_slot, read_prompt, remove_slot, set_image, set_tokens
 
+if TYPE_CHECKING:
+    from sigma_studio.model.run.pipeline import SigmaPipeline
+
 UI = dict(api_visibility="undocumented", queue=False)  # lightweight page events
-HISTORY_SIZE = 40  # results the browser keeps
 
 
-def wire(p: SimpleNamespace, pipe, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float, limits) -> None:
-    p.slot_outputs = [p.prompt, p.error, *p.slot_cols, *p.slot_imgs, *p.slot_tokens, p.box_ref]
-    p.layout_inputs = [p.layout_kind, p.canny_src, p.canny_low, p.canny_high, p.canny_blur, p.depth_src,
-                       p.depth_map, p.boxes, p.background, p.boxes3d, p.masks]  # fmt: skip
-    render = partial(_render, p)
-    p.limits = limits
-    p.outputs, p.uploads = outputs, outputs / "uploads"  # downscaled uploads and drawn masks (cleaned with results)
+@dataclass(frozen=True)
+class Wiring:
+    """What the page's events share besides their components: the pipeline, the folders files go to, the server's
+    limits, and ``refresh``, which follows an event with a new preview of the request."""
 
-    def refresh_preview(st, *values):
+    pipe: SigmaPipeline  # with a pool of pipelines (one per GPU): one of them
+    outputs: Path
+    uploads: Path  # downscaled uploads and drawn masks (cleaned with the results)
+    limits: WebLimits
+    refresh: Callable[[Dependency], Dependency]
+
+
+def wire(page: Page, demo: gr.Blocks, pipe: SigmaPipeline, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float,
+         limits: WebLimits) -> None:  # fmt: skip
+    """Wire every event of ``page``, and ``demo``'s load event; call inside ``demo``'s context. After every change
+    of the references, the layout or the size, the preview shows the request the model would get (``refresh``)."""
+    uploads = outputs / "uploads"
+
+    def refresh_preview(st, *values):  # the values of page.preview_inputs
         try:
-            layout = _layout(values[:-3], p.uploads)
+            layout = _layout(values[:-3], uploads)
         except InputError as exc:
             return error_html(str(exc))
         return h.preview_html(st or UIState(), layout, pipe.arch, _output_size(*values[-3:], arch=pipe.arch))
 
-    # after every change of the references, the layout or the size, the preview shows the request the model would get
-    p.size_inputs = [p.preset, p.width, p.height]
-    p.refresh = lambda event: event.then(refresh_preview, [p.state, *p.layout_inputs, *p.size_inputs], [p.preview],
-                                         **UI)  # fmt: skip
-    _wire_slots(p, render)
-    _wire_layout(p, pipe)
-    _wire_generate(p, pipe, outputs, jobs, gpu_wrapper, keep_hours)
-    _wire_history_and_examples(p, render)
+    def refresh(event: Dependency) -> Dependency:
+        return event.then(refresh_preview, page.preview_inputs, [page.prompt.preview], **UI)
+
+    ctx = Wiring(pipe, outputs, uploads, limits, refresh)
+    _wire_slots(page, ctx)
+    _wire_layout(page, ctx)
+    _wire_generate(page, ctx, jobs, gpu_wrapper, keep_hours)
+    _wire_history_and_examples(page, demo, ctx)
 
 
-def _render(p, st: UIState, write_prompt: bool = True) -> list:
+def _render(st: UIState, write_prompt: bool = True) -> list:
+    """The values of ``Page.slot_outputs`` that show ``st``."""
     filled = sum(s.filled for s in st.slots)
     return [
         st.prompt if write_prompt else gr.update(),  # never overwrite what the user is typing
@@ -64,53 +81,70 @@ def _render(p, st: UIState, write_prompt: bool = True) -> list:
     ]
 
 
-def _wire_slots(p, render) -> None:
-    def apply(fn):
-        def run_fn(st, *args):
-            new = fn(st or UIState(), *args)
-            return [new, *render(new)]
+def _apply(fn):
+    """An event function that applies ``fn(state, *args)`` to the state and shows the new one."""
 
-        return run_fn
+    def run_fn(st, *args):
+        new = fn(st or UIState(), *args)
+        return [new, *_render(new)]
+
+    return run_fn
+
+
+def _wire_slots(page: Page, ctx: Wiring) -> None:
+    slots, tables, max_chars = page.slots, page.layout.boxes.tables, ctx.limits.max_prompt_chars
 
     def on_prompt(st, text):
         st = st or UIState()
-        if not isinstance(text, str) or len(text) > p.limits.max_prompt_chars:  # never parsed
+        if not isinstance(text, str) or len(text) > max_chars:  # never parsed
             size = len(text) if isinstance(text, str) else 0
-            new = replace(
-                st, error=f"The prompt is {size} characters; at most {p.limits.max_prompt_chars} are accepted"
-            )
-            return [new, *render(new, write_prompt=False)]
+            new = replace(st, error=f"The prompt is {size} characters; at most {max_chars} are accepted")
+            return [new, *_render(new, write_prompt=False)]
         new = read_prompt(st, text)
-        return [new, *render(new, write_prompt=False)]
+        return [new, *_render(new, write_prompt=False)]
 
-    outs = [p.state, *p.slot_outputs]
-    p.refresh(p.prompt.input(on_prompt, [p.state, p.prompt], outs, trigger_mode="always_last", **UI))
-    p.refresh(p.add.click(apply(add_slot), [p.state], outs, **UI))
+    outs = [page.state, *page.slot_outputs]
+    prompt = page.prompt.text
+    ctx.refresh(prompt.input(on_prompt, [page.state, prompt], outs, trigger_mode="always_last", **UI))
+    ctx.refresh(slots.add.click(_apply(add_slot), [page.state], outs, **UI))
     for k in range(MAX_SLOTS):
-        p.refresh(p.slot_tokens[k].input(apply(partial(_tokens, k=k)), [p.state, p.slot_tokens[k]], outs, **UI))
-        upload = apply(partial(_upload, k=k, folder=p.uploads, limits=p.limits))
-        p.refresh(p.slot_uploads[k].upload(upload, [p.state, p.slot_uploads[k]], outs, **UI))
-        p.refresh(p.slot_imgs[k].upload(upload, [p.state, p.slot_imgs[k]], outs, **UI))
-        p.refresh(p.slot_imgs[k].clear(apply(partial(_clear, k=k)), [p.state], outs, **UI))
-        tables = [p.boxes, p.boxes3d, p.masks]
-        p.refresh(p.slot_rm[k].click(partial(_remove, k=k, render=render), [p.state, *tables], [*outs, *tables], **UI))
-        p.refresh(p.slot_up[k].click(partial(_move_up, k=k, render=render), [p.state, *tables], [*outs, *tables], **UI))
-    p.refresh(p.send.click(apply(h.send_to_references), [p.state, p.last_output], outs, **UI))
-    p.render_state = lambda st: [st, *render(st)]
+        ctx.refresh(slots.tokens[k].input(_apply(partial(_tokens, k=k)), [page.state, slots.tokens[k]], outs, **UI))
+        upload = _apply(partial(_upload, k=k, folder=ctx.uploads, limits=ctx.limits))
+        ctx.refresh(slots.uploads[k].upload(upload, [page.state, slots.uploads[k]], outs, **UI))
+        ctx.refresh(slots.images[k].upload(upload, [page.state, slots.images[k]], outs, **UI))
+        ctx.refresh(slots.images[k].clear(_apply(partial(_clear, k=k)), [page.state], outs, **UI))
+        renumbered = [*outs, *tables]  # removing or moving a reference renumbers the placements that name it
+        ctx.refresh(slots.remove[k].click(partial(_remove, k=k), [page.state, *tables], renumbered, **UI))
+        ctx.refresh(slots.move_up[k].click(partial(_move_up, k=k), [page.state, *tables], renumbered, **UI))
+    ctx.refresh(page.result.send.click(_apply(h.send_to_references), [page.state, page.last_output], outs, **UI))
 
 
-def _wire_layout(p, pipe) -> None:
+def _wire_layout(page: Page, ctx: Wiring) -> None:
+    layout, settings, error = page.layout, page.settings, page.prompt.error
+    for tab, kind in layout.kinds:
+        ctx.refresh(tab.select(partial(_constant, kind), None, [page.layout_kind], **UI))
+    canny, depth, boxes = layout.canny, layout.depth, layout.boxes
+    for widget in canny.values:
+        widget.change(_canny_preview, canny.values, [canny.preview, error], **UI)
+    depth.show.click(_depth_preview, [depth.image, depth.map], [depth.preview, error], api_visibility="undocumented")
+    _wire_boxes(boxes, ctx, corner=page.corner, error=error, routing_inputs=page.preview_inputs)
+    fit = partial(_fit_mask_editor, arch=ctx.pipe.arch)  # the mask is drawn at the output's aspect
+    for trigger in (*settings.size, boxes.background):
+        trigger.change(fit, [boxes.mask_draw, *settings.size, boxes.background], [boxes.mask_draw], **UI)
+    for trigger in [*layout.controls, *settings.size]:  # the preview shows the controls the request carries
+        ctx.refresh(trigger.change(lambda: None, None, None, **UI))
+    settings.preset.change(lambda preset: [gr.update(interactive=preset == "custom")] * 2, [settings.preset],
+                           [settings.width, settings.height], **UI)  # fmt: skip
+
+
+def _wire_boxes(boxes: BoxesTab, ctx: Wiring, *, corner: gr.State, error: gr.HTML, routing_inputs: list) -> None:
+    """The boxes tab: clicks on the canvas add boxes, the buttons add 3-D boxes and masks, and every change of the
+    tables redraws the canvas and the routing map (drawn from ``routing_inputs``: the page's ``preview_inputs``)."""
     side = CANVAS_SIDE  # boxes are fractions of the picture: the canvas size is only for drawing and clicking
-    for tab, kind in ((p.tab_none, "none"), (p.tab_canny, "canny"), (p.tab_depth, "depth"), (p.tab_boxes, "boxes")):
-        p.refresh(tab.select(partial(_constant, kind), None, [p.layout_kind], **UI))
-    for widget in (p.canny_src, p.canny_low, p.canny_high, p.canny_blur):
-        widget.change(_canny_preview, [p.canny_src, p.canny_low, p.canny_high, p.canny_blur],
-                      [p.canny_prev, p.error], **UI)  # fmt: skip
-    p.depth_btn.click(_depth_preview, [p.depth_src, p.depth_map], [p.depth_prev, p.error],
-                      api_visibility="undocumented")  # fmt: skip
+    placements, uploads = boxes.tables, ctx.uploads
 
     def draw(rows, solid, masks, corner=None):
-        masks = [[str(path), *row[1:]] for row in pl.mask_rows(masks) if (path := stored_mask(row[0], p.uploads))]
+        masks = [[str(path), *row[1:]] for row in pl.mask_rows(masks) if (path := stored_mask(row[0], uploads))]
         return canvas_image(pl.box_rows(rows), side, corner, pl.box3d_rows(solid), masks)
 
     def click_box(corner_xy, rows, solid, masks, label, ref, evt: gr.SelectData):
@@ -120,37 +154,33 @@ def _wire_layout(p, pipe) -> None:
         rows = [*rows, _box_row(tuple(corner_xy), tuple(evt.index), side, label, ref)]
         return None, rows, draw(rows, solid, masks)
 
-    placements = [p.boxes, p.boxes3d, p.masks]
-    p.canvas.select(click_box, [p.corner, *placements, p.box_label, p.box_ref], [p.corner, p.boxes, p.canvas],
-                    trigger_mode="multiple", **UI)  # fmt: skip
-    p.clear_boxes.click(lambda: (None, [], [], [], canvas_image([], side)), None, [p.corner, *placements, p.canvas],
-                        **UI)  # fmt: skip
-    p.add_box3d.click(lambda solid, label, ref: [*pl.box3d_rows(solid), [*pl.BOX3D_DEFAULT, label or "", ref or ""]],
-                      [p.boxes3d, p.box_label, p.box_ref], [p.boxes3d], **UI)  # fmt: skip
-    p.add_mask.click(partial(_add_mask, folder=p.uploads), [p.mask_draw, p.masks, p.box_label, p.box_ref],
-                     [p.masks, p.error], **UI)  # fmt: skip
+    boxes.canvas.select(click_box, [corner, *placements, boxes.label, boxes.ref], [corner, boxes.boxes, boxes.canvas],
+                        trigger_mode="multiple", **UI)  # fmt: skip
+    boxes.clear.click(lambda: (None, [], [], [], canvas_image([], side)), None, [corner, *placements, boxes.canvas],
+                      **UI)  # fmt: skip
+    boxes.add_box3d.click(
+        lambda solid, label, ref: [*pl.box3d_rows(solid), [*pl.BOX3D_DEFAULT, label or "", ref or ""]],
+        [boxes.boxes3d, boxes.label, boxes.ref], [boxes.boxes3d], **UI,
+    )  # fmt: skip
+    boxes.add_mask.click(partial(_add_mask, folder=uploads), [boxes.mask_draw, boxes.masks, boxes.label, boxes.ref],
+                         [boxes.masks, error], **UI)  # fmt: skip
+    routing = partial(_routing, arch=ctx.pipe.arch, uploads=uploads)
     for table in placements:
-        table.change(draw, placements, [p.canvas], **UI)
-        table.change(partial(_routing, arch=pipe.arch, uploads=p.uploads),
-                     [p.state, *p.layout_inputs, *p.size_inputs], [p.routing], **UI)  # fmt: skip
-
-    fit = partial(_fit_mask_editor, arch=pipe.arch)  # the mask is drawn at the output's aspect
-    for trigger in (p.preset, p.width, p.height, p.background):
-        trigger.change(fit, [p.mask_draw, p.preset, p.width, p.height, p.background], [p.mask_draw], **UI)
-    for trigger in [*p.layout_inputs[1:], *p.size_inputs]:  # the preview shows the controls the request carries
-        p.refresh(trigger.change(lambda: None, None, None, **UI))
-    p.preset.change(lambda preset: [gr.update(interactive=preset == "custom")] * 2, [p.preset],
-                    [p.width, p.height], **UI)  # fmt: skip
+        table.change(draw, placements, [boxes.canvas], **UI)
+        table.change(routing, routing_inputs, [boxes.routing], **UI)
 
 
-def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
+def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
+    prompt, result, names, n_layout = page.prompt, page.result, page.settings.names, len(page.layout_inputs)
+    pipe, outputs, uploads = ctx.pipe, ctx.outputs, ctx.uploads
+
     def start():
         return jobs.submit(), gr.update(visible=False), gr.update(visible=True), ""
 
     def generate(st, history, token, *values, progress=gr.Progress()):  # noqa: B008
-        settings = dict(zip(p.setting_names, values[len(p.layout_inputs) :], strict=True))
+        settings = dict(zip(names, values[n_layout:], strict=True))
         clean_old_files(outputs, keep_hours)
-        clean_old_files(p.uploads, keep_hours)
+        clean_old_files(uploads, keep_hours)
 
         def report(done: int, total: int, left: float | None) -> None:
             eta = f" · about {left:.0f} s left" if left is not None else ""
@@ -158,13 +188,13 @@ def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: 
 
         keep = gr.update()
         try:
-            layout = _layout(values[: len(p.layout_inputs)], p.uploads)
+            layout = _layout(values[:n_layout], uploads)
             result = h.generate(pipe, st or UIState(), layout, settings, outputs, report, jobs=jobs, token=token)
         except Cancelled as exc:
             if not exc.kept:
                 return keep, "**Cancelled**: nothing was written", keep, history, keep, keep, ""
             paths = [path for path, _ in exc.kept]  # the finished images stay: shown, listed and in the history
-            history = [*[history_entry(*kept) for kept in exc.kept], *_history_list(history)][:HISTORY_SIZE]
+            history = history_with([history_entry(*kept) for kept in exc.kept], history)
             info = f"**Cancelled** after {len(paths)} of {int(settings.get('count') or 1)} images: the finished "
             info += f"{'one is' if len(paths) == 1 else 'ones are'} kept ({', '.join(Path(q).name for q in paths)})"
             return paths, info, paths, history, keep, paths[0], ""
@@ -173,7 +203,7 @@ def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: 
         finally:
             jobs.discard(token)  # (a job refused before it reached the queue leaves no token behind)
         entries = [history_entry(path, record) for path, record in zip(result.paths, result.records, strict=True)]
-        history = [*entries, *_history_list(history)][:HISTORY_SIZE]
+        history = history_with(entries, history)
         return result.paths, result.info, result.paths, history, result.seeds, result.paths[0], ""
 
     def stop(token):
@@ -181,41 +211,44 @@ def _wire_generate(p, pipe, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: 
         return ("**Cancelling…**" if found else ""), gr.update(visible=True), gr.update(visible=False)
 
     gen_fn = gpu_wrapper(generate) if gpu_wrapper is not None else generate
-    outs = [p.output, p.info, p.download, p.history, p.last_seeds, p.last_output, p.error]
-    p.run.click(start, None, [p.token, p.run, p.stop, p.error], **UI).then(
-        gen_fn, [p.state, p.history, p.token, *p.layout_inputs, *p.settings], outs,
-        concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[p.output],
+    outs = [result.gallery, result.info, result.download, page.history, page.last_seeds, page.last_output, prompt.error]
+    prompt.run.click(start, None, [page.token, prompt.run, prompt.stop, prompt.error], **UI).then(
+        gen_fn, [page.state, page.history, page.token, *page.layout_inputs, *page.settings.components], outs,
+        concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[result.gallery],
         api_name="page_generate", api_visibility="undocumented",
-    ).then(lambda: (gr.update(visible=True), gr.update(visible=False)), None, [p.run, p.stop], **UI)  # fmt: skip
-    p.stop.click(stop, [p.token], [p.info, p.run, p.stop], **UI)
-    p.reuse.click(lambda seeds: seeds[0] if seeds else gr.update(), [p.last_seeds], [p.seed], **UI)
+    ).then(lambda: (gr.update(visible=True), gr.update(visible=False)), None, [prompt.run, prompt.stop],
+           **UI)  # fmt: skip
+    prompt.stop.click(stop, [page.token], [result.info, prompt.run, prompt.stop], **UI)
+    result.reuse.click(lambda seeds: seeds[0] if seeds else gr.update(), [page.last_seeds], [page.settings.seed], **UI)
 
 
-def _wire_history_and_examples(p, render) -> None:
+def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None:
     from gradio.utils import get_upload_folder
 
     from sigma_studio.examples import ROOT as EXAMPLES
     from sigma_studio.model.config import GenerationConfig
     from sigma_studio.model.errors import SigmaError
-    from sigma_studio.model.record import read_record
+    from sigma_studio.model.request.record import read_record
 
-    side_outputs = [p.state, *p.slot_outputs, p.tabs, p.layout_kind, p.canny_src, p.boxes, *p.settings]
+    layout, gallery = page.layout, page.history_panel.gallery
+    side_outputs = [page.state, *page.slot_outputs, layout.tabs, page.layout_kind, layout.canny.image,
+                    layout.boxes.boxes, *page.settings.components]  # fmt: skip
     # the history is kept by the browser, so it is untrusted: an entry names one of this server's output PNGs by its
     # file name, and everything restored from it is read from that PNG (webui/guard.py)
-    shown_files = partial(_history_files, outputs=p.outputs)
+    shown_files = partial(history_files, outputs=ctx.outputs)
 
     def show_history(history):
-        gallery = []
+        shown = []
         for path in shown_files(history):
             try:
-                gallery.append((str(path), caption_of(read_record(path).to_json())))
+                shown.append((str(path), caption_of(read_record(path).to_json())))
             except SigmaError:  # a PNG of this folder without a readable record: no entry
                 continue
-        return gallery
+        return shown
 
-    p.history.change(show_history, [p.history], [p.history_gallery], **UI)
-    p.clear_history.click(lambda: [], None, [p.history], **UI)
-    folders = (get_upload_folder(), p.outputs, EXAMPLES)  # where a restored reference may come from
+    page.history.change(show_history, [page.history], [gallery], **UI)
+    page.history_panel.clear.click(lambda: [], None, [page.history], **UI)
+    folders = (get_upload_folder(), ctx.outputs, EXAMPLES)  # where a restored reference may come from
 
     def restore(history, evt: gr.SelectData):
         shown = shown_files(history)
@@ -225,48 +258,39 @@ def _wire_history_and_examples(p, render) -> None:
             record = read_record(shown[evt.index]).to_json()
         except SigmaError as exc:
             st = replace(UIState(), error=f"This result cannot be restored: {h.message_of(exc)}")
-            return [st, *render(st), *[gr.update()] * (len(side_outputs) - 1 - len(p.slot_outputs))]
+            return [st, *_render(st), *[gr.update()] * (len(side_outputs) - 1 - len(page.slot_outputs))]
         state, values = restore_values(record, GenerationConfig(), partial(within_any, folders=folders))
-        return [state, *render(state), *values]
+        return [state, *_render(state), *values]
 
-    p.refresh(p.history_gallery.select(restore, [p.history], side_outputs, **UI))
+    ctx.refresh(gallery.select(restore, [page.history], side_outputs, **UI))
 
     def load_example(evt: gr.SelectData):
-        state, values = example_values(p.examples[evt.index], GenerationConfig())
-        return [state, *render(state), *values]
+        state, values = example_values(page.examples[evt.index], GenerationConfig())
+        return [state, *_render(state), *values]
 
-    p.refresh(p.examples_gallery.select(load_example, None, side_outputs, **UI))
+    ctx.refresh(page.examples_gallery.select(load_example, None, side_outputs, **UI))
+
     # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
     # slow server it can arrive after the user (or a test) has started typing, and must not undo that
-    p.on_load = lambda st, history: [*render(st or UIState())[1:], show_history(history)]
-    p.load_outputs = [*p.slot_outputs[1:], p.history_gallery]
-
-
-def _history_list(history) -> list[dict]:
-    """The browser's history entries that have the shape of one (it is the browser's: anything may come)."""
-    return [e for e in (history if isinstance(history, list) else [])[:HISTORY_SIZE] if isinstance(e, dict)]
-
-
-def _history_files(history, outputs: Path) -> list[Path]:
-    """The output PNGs the browser's history names, in its order (at most 40; anything else in it is ignored)."""
-    names = [e.get("image") for e in _history_list(history)]
-    return [path for name in names if (path := stored_output(name, outputs)) is not None]
+    on_load = lambda st, history: [*_render(st or UIState())[1:], show_history(history)]
+    ctx.refresh(demo.load(on_load, [page.state, page.history], [*page.slot_outputs[1:], gallery],
+                          api_visibility="undocumented"))  # fmt: skip
 
 
 def _constant(value):
     return value
 
 
-def _remove(st: UIState, *tables, k: int, render):
+def _remove(st: UIState, *tables, k: int):
     new = remove_slot(st, k)
     mapping = {k + 1: None} | {n: n - 1 for n in range(k + 2, len(st.slots) + 1)}
-    return [new, *render(new), *pl.remap_placements(tables, mapping)]
+    return [new, *_render(new), *pl.remap_placements(tables, mapping)]
 
 
-def _move_up(st: UIState, *tables, k: int, render):
+def _move_up(st: UIState, *tables, k: int):
     new = move_slot(st, k, -1)
     mapping = {k + 1: k, k: k + 1} if k > 0 else {}
-    return [new, *render(new), *pl.remap_placements(tables, mapping)]
+    return [new, *_render(new), *pl.remap_placements(tables, mapping)]
 
 
 def _tokens(st: UIState, tokens, k: int) -> UIState:
@@ -307,7 +331,7 @@ def _add_mask(editor, masks, label: str, ref: str, folder: Path):
 
 
 def _fit_mask_editor(editor, preset, width, height, background, arch):
-    from sigma_studio.model.structure import ControlSpec, subject_size
+    from sigma_studio.model.request.structure import ControlSpec, subject_size
 
     try:
         size = _output_size(preset, width, height, arch)
@@ -352,8 +376,8 @@ def _layout(values, uploads: Path) -> h.LayoutInputs:
 
 
 def _canny_preview(path, low, high, blur):
-    from sigma_studio.model.control import canny_edges
     from sigma_studio.model.images import open_image, to_rgb
+    from sigma_studio.model.request.control import canny_edges
 
     if not path:
         return None, ""

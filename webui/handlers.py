@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from sigma_studio.model import ControlSpec, GenerationConfig, SigmaError, build_request
-from sigma_studio.model.config import SPEEDS
-from sigma_studio.model.control import estimate_depth
+from sigma_studio.model.config import DEFAULT_SPEED, speed_every
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, to_rgb
+from sigma_studio.model.request.control import estimate_depth
 
 from .display import browser_text, colour_routing
 from .jobs import Cancelled, Jobs
@@ -212,7 +212,7 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, 
     import io
 
     from sigma_studio.model.config import tiny
-    from sigma_studio.model.prompt import TextPart
+    from sigma_studio.model.request.prompt import TextPart
 
     if not state.prompt.strip() and not references(state):
         return '<div class="sigma-preview hint">Write a prompt and add references: the sequence appears here.</div>'
@@ -267,14 +267,8 @@ def settings_config(settings: dict, max_size: int) -> GenerationConfig:
         size=size_of(settings["preset"], settings["width"], settings["height"], max_size),
         seed=None if seed is None or seed == -1 else seed,
         group_mask=bool(settings["group_mask"]),
-        guidance_every=_speed(settings.get("speed") or "exact"),
+        guidance_every=speed_every(settings.get("speed") or DEFAULT_SPEED),
     )
-
-
-def _speed(name: str) -> int:
-    if name not in SPEEDS:
-        raise InputError(f"speed {name!r} is not one of {', '.join(SPEEDS)}")
-    return SPEEDS[name]
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, fields
 
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.prompt import MAX_PROMPT_CHARS
+from sigma_studio.model.request.prompt import MAX_PROMPT_CHARS
 
 REST_PATH = "/api/v1/generate"
 UPLOAD_PATH = "/gradio_api/upload"

@@ -1,7 +1,8 @@
 """Filling the page from a record (a history entry) or from an example: the same values, in the settings' order.
 
-The settings are returned in the order of the page's settings widgets: preset, width, height, steps, cfg_text,
-cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask, speed; the layout widgets come first.
+The settings are returned in the order of the page's settings widgets (the fields of webui/page.py's ``Settings``):
+preset, width, height, steps, cfg_text, cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask, speed;
+the layout widgets come first. The browser's history (file names and captions, newest first) is kept here too.
 """
 
 from __future__ import annotations
@@ -10,15 +11,34 @@ from pathlib import Path
 
 import gradio as gr
 
-from sigma_studio.model.config import SPEEDS, GenerationConfig
+from sigma_studio.model.config import DEFAULT_SPEED, SPEEDS, GenerationConfig
 
+from .guard import stored_output
 from .state import Slot, UIState, read_prompt, set_image
+
+HISTORY_SIZE = 40  # results the browser keeps
 
 
 def history_entry(path: str, record: dict) -> dict:
     """What the browser keeps of one result: the PNG's file *name* (never a server path: the server finds the file
     again in its outputs folder, webui/guard.py) and a caption. The record is read back from the PNG itself."""
     return {"image": Path(path).name, "caption": caption_of(record)}
+
+
+def _history_list(history) -> list[dict]:
+    """The browser's history entries that have the shape of one (it is the browser's: anything may come)."""
+    return [e for e in (history if isinstance(history, list) else [])[:HISTORY_SIZE] if isinstance(e, dict)]
+
+
+def history_with(entries: list[dict], history) -> list[dict]:
+    """The browser's history with ``entries`` (the newest results) first, cut to its size."""
+    return [*entries, *_history_list(history)][:HISTORY_SIZE]
+
+
+def history_files(history, outputs: Path) -> list[Path]:
+    """The output PNGs the browser's history names, in its order (at most 40; anything else in it is ignored)."""
+    names = [e.get("image") for e in _history_list(history)]
+    return [path for name in names if (path := stored_output(name, outputs)) is not None]
 
 
 def caption_of(record: dict) -> str:
@@ -36,7 +56,7 @@ def settings_values(config: dict, count: int = 1) -> list:
         preset, width, height, config["steps"], config["cfg_text_scale"], config["cfg_img_scale"], low, high,
         config["cfg_renorm_type"], config["timestep_shift"], -1 if config.get("seed") is None else config["seed"],
         count, gr.update() if group_mask is None else group_mask,
-        next((name for name, every in SPEEDS.items() if every == config.get("guidance_every", 1)), "exact"),
+        next((name for name, every in SPEEDS.items() if every == config.get("guidance_every", 1)), DEFAULT_SPEED),
     ]  # fmt: skip
 
 

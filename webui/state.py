@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field, replace
 
 from sigma_studio.model.errors import PromptError
-from sigma_studio.model.prompt import PLACEHOLDER_RE, ImagePart, parse_prompt
-from sigma_studio.model.tokens import ATTRIBUTE_TOKENS
+from sigma_studio.model.request.prompt import PLACEHOLDER_RE, ImagePart, parse_prompt
+from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS
 
 MAX_SLOTS = 6
 _TOKENS_BEFORE = r"((?:<(?:" + "|".join(t[1:-1] for t in ATTRIBUTE_TOKENS) + r")>\s*)*)"

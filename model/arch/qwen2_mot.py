@@ -5,7 +5,7 @@ states belong to which expert. When the rows of each expert are contiguous (the 
 tokens first) each expert runs one dense matmul per projection with no gather or scatter.
 
 Attention is delegated to an ``attend(layer_idx, q, k, v)`` callable so that one module serves the KV-cache
-prefill, the cached denoising query and the packed training forward (see :mod:`model.attention`).
+prefill, the cached denoising query and the packed training forward (see :mod:`model.run.attention`).
 """
 
 from __future__ import annotations

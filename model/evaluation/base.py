@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..prompt import PLACEHOLDER_RE
-from ..tokens import ATTRIBUTE_TOKENS
+from ..request.prompt import PLACEHOLDER_RE
+from ..request.tokens import ATTRIBUTE_TOKENS
 
 ModelLoader = Callable[[str, str], tuple[Any, Any]]  # (kind, model_id) -> (model, processor or None)
 Values = list[float | None]

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import MissingDependencyError, SigmaError
-from ..hub import HubOptions, WeightsUnavailableError, _offline, snapshot
+from ..hub import HubOptions, WeightsUnavailableError, offline, snapshot
 from .base import ModelLoader
 
 # kind -> (transformers model class, processor class, what it is called in messages)
@@ -103,8 +103,8 @@ def _transformers(kind: str, model_id: str, cache_dir: str | None, device: str):
 
 
 def _depth(model_id: str, cache_dir: str | None, device: str):
-    """:func:`model.control.estimate_depth` (the ``--depth`` estimator), after checking that its model is here."""
-    from ..control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS, estimate_depth
+    """:func:`model.request.control.estimate_depth` (the ``--depth`` estimator), once its model is known to be here."""
+    from ..request.control import DEFAULT_DEPTH_MODEL, DEPTH_PATTERNS, estimate_depth
 
     command = "sigma download depth" + ("" if model_id == DEFAULT_DEPTH_MODEL else f" --depth-model {model_id}")
     command += f" --cache-dir {cache_dir}" if cache_dir else ""
@@ -145,7 +145,7 @@ def _dreamsim(model_id: str, cache_dir: str | None, device: str):
         f"cache_dir='{where}', device='cpu')\"` where there is network access, {LEAVE_OUT}"
     )
     marker = where / ("ensemble_lora" if model_id == "ensemble" else f"{model_id}_single_lora")
-    if _offline() and not marker.is_dir():
+    if offline() and not marker.is_dir():
         raise WeightsUnavailableError(f"DreamSim ({model_id}): not in {where}, and the network is off: {fetch}")
     where.mkdir(parents=True, exist_ok=True)
     try:

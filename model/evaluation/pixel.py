@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..control import CANNY_HIGH, CANNY_LOW, DEFAULT_DEPTH_MODEL, _cv2, canny_edges
 from ..errors import MissingDependencyError
+from ..images import opencv
+from ..request.control import CANNY_HIGH, CANNY_LOW, DEFAULT_DEPTH_MODEL, canny_edges
 from ..shapes import evaluate as shapes_eval
 from ..shapes.world import COLOURS, GREY
 from .base import EvalRow, Metric, ModelLoader, Values, fit, unit_tensor
@@ -136,7 +137,7 @@ def ssim(**_) -> Metric:
 
 def is_edge_map(layout: Image.Image) -> bool:
     """A white-on-black picture of thin lines (a canny control), as opposed to depth or filled boxes."""
-    cv2 = _cv2()
+    cv2 = opencv("the pixel metrics")
     rgb = np.asarray(layout.convert("RGB"), dtype=np.int16)
     if np.abs(rgb - rgb[..., :1]).max() > 16:  # coloured (boxes)
         return False
@@ -160,7 +161,7 @@ def edge_f1_value(output: Image.Image, layout: Image.Image, tolerance: int = EDG
 
     Both empty: 1.0; one empty: 0.0. The output is resized to the layout's size first.
     """
-    cv2 = _cv2()
+    cv2 = opencv("the pixel metrics")
     ref = layout_edges(layout)
     out = np.asarray(canny_edges(fit(output, layout.size), CANNY_LOW, CANNY_HIGH).convert("L")) > 127
     if not ref.any() or not out.any():

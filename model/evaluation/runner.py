@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..batch import output_problem, read_png, read_records
+from ..data.batch import output_problem, read_png, read_records
 from ..errors import InputError
 from ..files import atomic_write, write_json
 from .metrics import EvalRow, Metric
@@ -78,7 +78,7 @@ def load_rows(folder: str | Path) -> LoadedRows:
 
 
 def _row(folder: Path, row_id: str, entry: dict) -> EvalRow:
-    """One row to score; InputError when its output is not the row's own (see :func:`model.batch.output_problem`)
+    """One row to score; InputError when its output is not the row's own (see :func:`model.data.batch.output_problem`)
     or one of its images is broken."""
     output, problem = output_problem(folder / str(entry.get("output", "")), row_id, entry=entry)
     if problem is not None:

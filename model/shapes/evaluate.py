@@ -185,10 +185,10 @@ def eval_files(eval_dir: str | Path) -> list[Path]:
 
 
 def generate_row(pipe, row_id: str, rec: dict, config):
-    """One held-out row generated as ``sigma batch`` lays it out (:func:`model.batch.row_prompt`): every picture
+    """One held-out row generated as ``sigma batch`` lays it out (:func:`model.data.batch.row_prompt`): every picture
     but the last (the target) is a reference. None, logged, when its pictures cannot be decoded."""
-    from ..batch import row_prompt
-    from ..dataset import SigmaRow
+    from ..data.batch import row_prompt
+    from ..data.dataset import SigmaRow
 
     row = SigmaRow(row_id, rec["instruction_list"][0][0], tuple(rec["image_list"]))
     try:
@@ -212,7 +212,7 @@ def evaluate_pipeline(
 ) -> tuple[dict[str, dict], list[dict]]:
     """Generate every held-out row of ``eval_dir`` with ``pipe`` and score it by pixels.
 
-    Each row's references are laid out as ``sigma batch`` lays them (:func:`model.batch.row_prompt`); row ``k``
+    Each row's references are laid out as ``sigma batch`` lays them (:func:`model.data.batch.row_prompt`); row ``k``
     of a family is generated with seed ``seed + k``. Returns (per-family summary, per-row records). Compose swap
     pairs are kept together when ``per_family`` cuts a family short (it is rounded up to an even number). A row
     whose pictures cannot be decoded is skipped and logged.

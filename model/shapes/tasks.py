@@ -17,19 +17,16 @@ so the evaluation measures composition, not memory. Rows are a pure function of 
 
 from __future__ import annotations
 
-import io
-import itertools
-import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from ..data.dataset import Example, write_parquet
 from ..errors import InputError
-from ..files import atomic_write, check_output_dir, write_json
-from ..tokens import ATTRIBUTE_TOKENS
+from ..files import check_output_dir, write_json
+from ..request.tokens import ATTRIBUTE_TOKENS
 from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, box_picture, centred, render
 
 COLOUR_NAMES = tuple(COLOURS)
@@ -42,14 +39,6 @@ FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text"
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 SIZE = (0.4, 0.6)  # object size as a fraction of the canvas side
-
-
-@dataclass
-class Example:
-    family: str
-    instruction: str
-    images: list[Image.Image]  # references, then the target
-    meta: dict = field(default_factory=dict)  # what the target must show (read by the evaluation)
 
 
 def _size(rng: random.Random, canvas: int) -> float:
@@ -182,43 +171,6 @@ def examples(family: str, split: str, count: int, seed: int = 0, canvas: int = C
         for ex in batch[: count - k]:
             yield ex
             k += 1
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def write_parquet(path: Path, rows: Iterator[Example], row_group: int = 1000) -> int:
-    """Write rows in the SIGMA schema (plus ``family`` and ``meta``), atomically, one row group at a time.
-    Returns the row count."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([
-        ("instruction_list", pa.list_(pa.list_(pa.string()))),
-        ("image_list", pa.list_(pa.binary())),
-        ("family", pa.string()),
-        ("meta", pa.string()),
-    ])  # fmt: skip
-    count = 0
-
-    def write(f) -> None:
-        nonlocal count
-        with pq.ParquetWriter(f, schema) as writer:
-            rows_iter = iter(rows)
-            while chunk := list(itertools.islice(rows_iter, row_group)):
-                writer.write_table(pa.table({
-                    "instruction_list": [[[e.instruction]] for e in chunk],
-                    "image_list": [[_png(i) for i in e.images] for e in chunk],
-                    "family": [e.family for e in chunk],
-                    "meta": [json.dumps(e.meta) for e in chunk],
-                }, schema=schema))  # fmt: skip
-                count += len(chunk)
-
-    atomic_write(path, write)
-    return count
 
 
 NEUTRAL_WORD = "this"  # what the ablation without attribute tokens writes in their place

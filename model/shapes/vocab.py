@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..tokens import QWEN_CONTROL_TOKENS, Tokenizer
+from ..request.tokens import QWEN_CONTROL_TOKENS, Tokenizer
 from .tasks import FAMILIES, examples
 
 VOCAB_SIZE = 400  # learnt BPE entries (256 bytes + merges); control and attribute tokens come on top

@@ -1,0 +1,241 @@
+"""``sigma bench --suite device``: the one script to run when a GPU is lent, each part with a hard timeout.
+
+Parts, each in its own process (a hang or a crash costs that part only) and each writing JSON as it goes, the
+headline figures first:
+
+1. ``cases``: case (a) text-to-image and case (b) SIGMA three references, bf16, with the default attention
+   backends and with cuDNN attention forced (flash-attn, where installed, serves the default runs);
+2. ``bf16``: the pipeline in bfloat16 against a float32 reference on the device (mid model);
+3. ``quant``: nf4 and int8 through bitsandbytes against bf16 (mid model), with peak memory;
+4. ``memory``: peak memory of nf4, and of offload under a 10 GiB budget (full scale, few steps);
+5. ``gpu-tests``: the ``gpu``-marked tests;
+6. ``attention``: milliseconds per attention call of each SDPA backend on the 7B model's shapes.
+
+``--scale full`` is the 7B configuration at 1024 px and 50 steps (a GPU); ``--scale toy`` runs the same code paths
+on the tiny model at 128 px and 6 steps, so the script itself is tested on any CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from sigma_studio.model.config import PRESETS, SPEEDS, GenerationConfig
+from sigma_studio.model.request.build import build_request
+
+from .cases import PROMPT_MID, run_case, two_references
+from .equivalence import equivalence
+from .weights import build_pipeline, mid
+
+PARTS = ("cases", "bf16", "quant", "memory", "gpu-tests", "attention")  # the headline figures first
+# seconds: 9.4 min at most, so that a 15-minute lease holds the machine's start and one run
+TIMEOUTS = {"cases": 210, "bf16": 45, "quant": 60, "memory": 150, "gpu-tests": 60, "attention": 40}
+# (name, query rows, key rows): the 7B attention calls of case (a) and (b) at 1024 px, and the VAE's mid-block
+ATTENTION_SHAPES = (("query a", 4098, 4193, 28, 4, 128), ("query b", 4098, 16468, 28, 4, 128),
+                    ("prefill b", 12370, 12370, 28, 4, 128), ("vae 1024", 16384, 16384, 1, 1, 512))  # fmt: skip
+SCALES = {"full": ("bagel-7b-mot", 1024, 50), "toy": ("tiny", 128, 6)}
+MEMORY_STEPS = 4  # peak memory needs few steps; their timing is reported but not the figure sought
+PART_MODULE = "sigma_studio.cli.bench.device"  # run as python -m PART_MODULE PART OUT.json SCALE
+
+
+def device_suite(out_dir: Path, scale: str, parts: tuple[str, ...] = PARTS) -> dict:
+    """Run each part in a subprocess with its timeout; collect the JSON each wrote, or why it did not.
+
+    ``device.json`` is rewritten after every part, so a run cut short still leaves what it measured."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"scale": scale, "device": _device_name(), "torch": torch.__version__, "parts": {}}
+    for part in parts:
+        start = time.perf_counter()
+        path = out_dir / f"{part}.json"
+        cmd = [sys.executable, "-m", PART_MODULE, part, str(path), scale]
+        print(f"[device] {part}: up to {TIMEOUTS[part]} s", flush=True)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUTS[part])
+            status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-600:]}"
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {TIMEOUTS[part]} s"
+        result = json.loads(path.read_text()) if path.is_file() else None
+        seconds = round(time.perf_counter() - start, 1)
+        report["parts"][part] = {"status": status, "seconds": seconds, "result": result}
+        print(f"[device] {part}: {status} in {seconds} s", flush=True)
+        (out_dir / "device.json").write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no CUDA device)"
+
+
+def _device() -> torch.device:
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def _gpu_tests(scale: str, save: Callable[[dict], None]) -> dict:
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-m", "gpu", "tests/test_gpu.py"], cwd=repo,
+                          capture_output=True, text=True)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    return {"returncode": done.returncode, "summary": lines[-1:], "printed": [x for x in lines if "peak GPU" in x]}
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / a.float().norm())
+
+
+def _bf16(scale: str, save: Callable[[dict], None]) -> dict:
+    dev, out = _device(), {}
+    for name, arch in (("mid", mid()),):
+        fp32 = build_pipeline(arch, "cpu", torch.device("cpu"), None)
+        fp32.model, fp32._device = fp32.model.to(dev), dev
+        fp32.vae = fp32.vae.to(dev)
+        bf16 = copy.copy(fp32)
+        bf16.model = copy.deepcopy(fp32.model).to(torch.bfloat16)
+        request = build_request(PROMPT_MID, two_references(256), arch=arch, config=GenerationConfig(steps=6, seed=3))
+        out[name] = _relative_error(fp32(request).latents, bf16(request).latents)
+    return {"relative_error": out, "device": str(dev)}
+
+
+def _quant(scale: str, save: Callable[[dict], None]) -> dict:
+    dev, out = _device(), {}
+    if dev.type != "cuda":
+        return {"skipped": "bitsandbytes' 4/8-bit kernels are measured on CUDA; the CPU path is tested elsewhere"}
+    arch = mid()
+    ref = build_pipeline(arch, "bf16", dev, None)
+    request = build_request(PROMPT_MID, two_references(256), arch=arch, config=GenerationConfig(steps=6, seed=3))
+    base = ref(request).latents
+    for mode in ("nf4", "int8"):
+        torch.cuda.reset_peak_memory_stats(dev)
+        pipe = build_pipeline(arch, mode, dev, None)
+        out[mode] = {"relative_error_vs_bf16": _relative_error(base, pipe(request).latents),
+                     "peak_gib": torch.cuda.max_memory_allocated(dev) / 2**30}  # fmt: skip
+    return out
+
+
+def _cases(scale: str, save: Callable[[dict], None]) -> dict:
+    """Case (a) and (b), timed with the default attention backends, with cuDNN attention forced, and with
+    ``--speed fast``; one build."""
+    preset, size, steps = SCALES[scale]
+    dev = _device()
+    mode = "bf16" if dev.type == "cuda" else "cpu"
+    arch = PRESETS[preset]().replace(vit=None)  # generation only: the ViT does not run in either case
+    t0 = time.perf_counter()
+    pipe = build_pipeline(arch, mode, dev, None)
+    out: dict = {"preset": preset, "size": size, "steps": steps, "mode": mode,
+                 "build_seconds": time.perf_counter() - t0, "results": {}}  # fmt: skip
+    backends: list[tuple[str, list]] = [("default", [])]
+    if dev.type == "cuda":
+        backends.append(("cudnn", [SDPBackend.CUDNN_ATTENTION]))
+    runs = [(name, chosen, 1) for name, chosen in backends] + [("fast", [], SPEEDS["fast"])]
+    for name, chosen, every in runs:
+        for case in ("a", "b"):
+            try:
+                result = _with_backend(chosen, lambda c=case, e=every: run_case(pipe, c, size, steps, 2, e))
+                out["results"][f"{name}/{case}"] = asdict(result)
+            except Exception as exc:  # noqa: BLE001 - a backend this build lacks is reported, not fatal
+                out["results"][f"{name}/{case}"] = f"{type(exc).__name__}: {exc}"[:400]
+            save(out)
+    out["batched_vs_plain_rel_error"] = equivalence(pipe, size, 3)
+    try:
+        import flash_attn  # noqa: F401 - optional: only whether it is installed is reported
+
+        out["flash_attn"] = "installed: used by the unmasked query attention in the default runs"
+    except ImportError:
+        out["flash_attn"] = "not installed"
+    return out
+
+
+def _with_backend(backends: list, fn):
+    if not backends:
+        return fn()
+    with sdpa_kernel(backends):
+        return fn()
+
+
+def _memory(scale: str, save: Callable[[dict], None], modes: tuple[str, ...] = ("nf4", "offload")) -> dict:
+    """Peak GPU memory of nf4, and of offload under a 10 GiB budget, at full scale (few steps: peak, not speed)."""
+    preset, size, _ = SCALES[scale]
+    dev = _device()
+    arch = PRESETS[preset]().replace(vit=None)
+    modes = modes if dev.type == "cuda" else ("offload",)
+    out: dict = {"steps": MEMORY_STEPS, "budget": "10GiB", "results": {}}
+    for mode in modes:
+        t0 = time.perf_counter()
+        try:
+            pipe = build_pipeline(arch, mode, dev, "10GiB")
+            out["results"][f"{mode}/build_seconds"] = time.perf_counter() - t0
+            if dev.type == "cuda":  # the weights placed on the GPU, before any activation
+                out["results"][f"{mode}/weights_gib"] = torch.cuda.memory_allocated(dev) / 2**30
+            for case in ("a", "b"):
+                out["results"][f"{mode}/{case}"] = asdict(run_case(pipe, case, size, MEMORY_STEPS, warmup=0))
+                save(out)
+        except Exception as exc:  # noqa: BLE001 - a mode that cannot run here is reported, not fatal
+            out["results"][mode] = f"{type(exc).__name__}: {exc}"[:400]
+        pipe = None
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        save(out)
+    return out
+
+
+def _attention(scale: str, save: Callable[[dict], None]) -> dict:
+    """Milliseconds per SDPA call of each backend on the shapes the 7B model runs (GQA as the model calls it)."""
+    dev = _device()
+    if dev.type != "cuda":
+        return {"skipped": "the attention backends are timed on CUDA"}
+    out: dict = {}
+    for name, lq, lk, hq, hkv, d in ATTENTION_SHAPES:
+        q = torch.randn(1, hq, lq, d, device=dev, dtype=torch.bfloat16)
+        k, v = (torch.randn(1, hkv, lk, d, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", None):
+            out[f"{name}/{backend or 'default'}"] = _time_sdpa(q, k, v, backend)
+        save(out)
+    return out
+
+
+def _time_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None) -> float | str:
+    """Milliseconds per call with one backend forced (None: PyTorch's own choice), or why none ran."""
+    every = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    try:
+        with sdpa_kernel([getattr(SDPBackend, backend)] if backend else every):
+            for i in range(11):  # one warm-up call, then ten timed
+                if i == 1:
+                    torch.cuda.synchronize(q.device)
+                    t0 = time.perf_counter()
+                F.scaled_dot_product_attention(q, k, v, enable_gqa=k.shape[1] != q.shape[1])
+            torch.cuda.synchronize(q.device)
+        return round((time.perf_counter() - t0) * 100, 3)
+    except RuntimeError as exc:
+        return str(exc).splitlines()[0][:80]
+
+
+RUNNERS = {
+    "gpu-tests": _gpu_tests,
+    "bf16": _bf16,
+    "quant": _quant,
+    "cases": _cases,
+    "memory": _memory,
+    "attention": _attention,
+}
+
+
+def run_part(part: str, path: Path, scale: str) -> None:
+    """One part, its JSON rewritten as it measures: a part cut short by its timeout still reports."""
+
+    def save(result: dict) -> None:
+        path.write_text(json.dumps(result, indent=1, default=str))
+
+    save(RUNNERS[part](scale, save))
+
+
+if __name__ == "__main__":  # python -m sigma_studio.cli.bench.device PART OUT.json SCALE
+    run_part(sys.argv[1], Path(sys.argv[2]), sys.argv[3])

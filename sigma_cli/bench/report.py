@@ -1,0 +1,97 @@
+"""What each suite leaves behind: its JSON file (where the suite does not write its own) and the table and lines
+printed to the terminal. The formats are pinned: docs/PERF.md quotes them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.table import Table
+
+from .. import render
+from .speed import SpeedRow
+
+
+def report_modes(report: dict, out: Path) -> None:
+    """The modes suite's table (``benchmark`` has written ``out``), its equivalence errors and failed modes."""
+    table = Table(title=f"{report['preset']} on {report['device']} · {report['size']}px · {report['steps']} steps · "
+                        f"matmul {report['matmul_tflops']:.1f} TFLOP/s")  # fmt: skip
+    for col in ("mode", "case", "s / image", "s / step", "outside loop s", "peak GiB", "TFLOP", "of peak"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(r["mode"], r["case"], f"{r['seconds']:.2f}", f"{r['seconds_per_step']:.3f}",
+                      f"{r['outside_loop_seconds']:.2f}", f"{r['peak_gib']:.1f}", f"{r['tflop']:.1f}",
+                      f"{100 * r['fraction_of_peak']:.0f}%")  # fmt: skip
+    render.stdout.print(table)
+    for mode, err in report["equivalence_rel_error"].items():
+        render.stdout.print(f"{mode}: batched vs plain branches, relative error of the final latents {err:.2e}")
+    for mode, msg in report["errors"].items():
+        render.console.print(f"[yellow]{mode} did not run:[/] {msg}")
+    render.stdout.print(f"report: {out}")
+
+
+def report_layouts(report: dict, out: Path) -> None:
+    """Write the layouts suite's report to ``out``; print its table and ratios."""
+    out.write_text(json.dumps(report, indent=1))
+    size, steps = report["size"], report["steps"]
+    table = Table(title=f"mid model ({report['params_m']:.0f} M parameters, no ViT) · 2 references · {size}px · "
+                        f"{steps} steps · {report['threads']} threads")  # fmt: skip
+    for col in ("layout", "prefill", "s / image", "prefill s", "s / step", "context tokens"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(r["layout"], r["prefill"], f"{r['seconds']:.2f}", f"{r['prefill_seconds']:.2f}",
+                      f"{r['step_seconds']:.3f}", ", ".join(map(str, r["context_tokens"])))  # fmt: skip
+    render.stdout.print(table)
+    for name, ratio in report["ratios"].items():
+        render.stdout.print(f"{name}: {ratio:.2f}x")
+    render.stdout.print(f"report: {out}")
+
+
+def report_speed(rows: list[SpeedRow], out: Path) -> None:
+    """Write the speed suite's rows to ``out``; print them against the exact path (the first row)."""
+    out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    exact = rows[0]
+    table = Table(title="guidance every N steps · shapes model, held-out rows · mid model, SIGMA case, 256 px")
+    for col in ("N", "forwards / image", "fewer", "s / image", "faster", "accuracy", "Δ points", "PSNR vs exact",
+                "mid s", "mid faster"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in rows:
+        psnr = "exact" if r.psnr_vs_exact is None else f"{r.psnr_vs_exact:.1f} dB"
+        fewer = exact.forwards_per_image / r.forwards_per_image
+        table.add_row(str(r.every), f"{r.forwards_per_image:.1f}", f"{fewer:.2f}x",
+                      f"{r.seconds_per_image:.3f}", f"{exact.seconds_per_image / r.seconds_per_image:.2f}x",
+                      f"{r.accuracy:.1%}", f"{100 * (r.accuracy - exact.accuracy):+.1f}", psnr,
+                      f"{r.mid_seconds:.2f}", f"{exact.mid_seconds / r.mid_seconds:.2f}x")  # fmt: skip
+    render.stdout.print(table)
+    for r in rows:
+        render.stdout.print(f"N={r.every}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.families.items()))
+    render.stdout.print(f"report: {out}")
+
+
+def report_train_memory(report: dict, out: Path) -> None:
+    """Write the train-memory suite's report to ``out``; print the peaks per rank of each load."""
+    out.write_text(json.dumps(report, indent=1))
+    table = Table(title=f"finetune, {report['ranks']} CPU ranks, one step · {report['params_m']:.0f} M parameters "
+                        f"({report['float32_gib']:.2f} GiB in float32)")  # fmt: skip
+    for col in ("load", "after setup", "after one step", "after the save"):
+        table.add_column(col + (" (GiB per rank)" if col != "load" else ""), justify="right")
+    for load, r in report["loads"].items():
+        if "error" in r:
+            table.add_row(load, r["error"], "", "")
+            continue
+        peaks = r["peak_gib_per_rank"]
+        table.add_row(load, *(", ".join(f"{p[stage]:.2f}" for p in peaks) for stage in ("setup", "step", "save")))
+    render.stdout.print(table)
+    render.stdout.print(f"report: {out}")
+
+
+def report_device(report: dict, scale: str) -> None:
+    """The device check's parts (``device_suite`` has written its folder) and the start of their results."""
+    table = Table(title=f"device check ({scale}) on {report['device']}")
+    for col in ("part", "status", "seconds"):
+        table.add_column(col)
+    for part, r in report["parts"].items():
+        table.add_row(part, r["status"], f"{r['seconds']:.1f}")
+    render.stdout.print(table)
+    render.stdout.print(json.dumps({k: v["result"] for k, v in report["parts"].items()}, indent=1, default=str)[:4000])

@@ -1,0 +1,55 @@
+"""``sigma bench``: parses the options and runs one suite of the benchmark library (``sigma_cli/bench/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .bench.device import device_suite
+from .bench.layouts import layout_suite
+from .bench.modes import benchmark
+from .bench.report import report_device, report_layouts, report_modes, report_speed, report_train_memory
+from .bench.speed import speed_suite
+from .bench.train_memory import train_memory_suite
+from .options import GpuMemOpt
+
+
+def bench_command(
+    preset: Annotated[str, typer.Option(help="bagel-7b-mot (full scale) | tiny")] = "bagel-7b-mot",
+    modes: Annotated[str, typer.Option(help="comma-separated: bf16,nf4,int8,offload,cpu")] = "bf16,nf4,int8,offload",
+    device: Annotated[str, typer.Option(help="cuda | cpu")] = "cuda",
+    size: Annotated[int, typer.Option(help="output and reference side in pixels")] = 1024,
+    steps: Annotated[int, typer.Option(help="denoising steps")] = 50,
+    max_gpu_memory: GpuMemOpt = "8GiB",
+    out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="modes: every loading mode | layouts: the trained layout's cost | speed: fewer evaluations "
+            "against quality | train-memory: peak memory per rank of a 2-process finetune, full against sharded "
+            "load (these three on the CPU) | device: the GPU check (--preset tiny: its toy run)"
+        ),
+    ] = "modes",
+) -> None:
+    """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs).
+
+    [b]Examples[/]
+
+      sigma bench --preset tiny --device cpu --modes cpu --size 128 --steps 6
+
+      sigma bench --suite layouts --size 256 --steps 10     [dim]# the numbers in docs/PERF.md[/]
+
+      sigma bench --suite device --out device/                [dim]# on a lent GPU: every check, ≤ 10 min[/]
+    """
+    if suite == "layouts":
+        return report_layouts(layout_suite(size, steps), out)
+    if suite == "speed":
+        return report_speed(speed_suite(), out)
+    if suite == "train-memory":
+        return report_train_memory(train_memory_suite(), out)
+    if suite == "device":
+        scale = "toy" if preset == "tiny" else "full"
+        return report_device(device_suite(out if out.suffix == "" else out.with_suffix(""), scale), scale)
+    report_modes(benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory), out)
