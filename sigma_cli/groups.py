@@ -38,8 +38,9 @@ def grouped(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def run(**kwargs):
+        """Typer passes every option; a Python caller may pass some (the others keep their defaults)."""
         for name, (kind, fields) in groups.items():
-            kwargs[name] = kind(**{f: kwargs.pop(f) for f in fields})
+            kwargs[name] = kind(**{f: kwargs.pop(f) for f in fields if f in kwargs})
         return command(**kwargs)
 
     run.__signature__ = inspect.Signature(params)
