@@ -97,7 +97,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     if not (out / "train" / "latest").is_file() or _step(out / "train") < recipe.steps:
         Trainer(recipe.train_config(), on_step).run()
     timings["finetune"] = time.perf_counter() - start - timings["data"] - timings["autoencoder"]
-    exported = export(out / "train", out / "model")
+    exported = export(out / "train", out / "model", skills=shapes().skills)
     timings["total"] = time.perf_counter() - start
     write_json(out / "timings.json", timings)
     report("model", f"{exported} written")

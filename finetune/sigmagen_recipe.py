@@ -96,6 +96,7 @@ class SigmaGenRecipe(WorldRecipe):
 
 Report = Callable[[str, str], None]
 SHEET_TILE = 64  # identity-sheet cells of the shapes world: its pictures are 64 px, the model sees 64 px at most
+SIGMAGEN_SKILLS = ("subjects",)  # what the curriculum teaches: identity sheets placed by box, mask or 3-D box
 SHAPES_ROUTING_STEP = 50  # routing levels a subject in the shapes world (at most 5 subjects: 50..250)
 
 
@@ -134,7 +135,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
         report(stage.name, f"stage {k + 1}/{len(recipe.stages)}: {stage.steps} steps from {start}")
         if not (run_dir / "train" / "latest").is_file() or _step(run_dir / "train") < stage.steps:
             Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
-        start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step)
+        start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step, skills=SIGMAGEN_SKILLS)
         timings[stage.name] = time.perf_counter() - t0
         report(stage.name, f"{start} written")
     if recipe.data_dir is None and recipe.decoder_steps > 0:

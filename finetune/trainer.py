@@ -312,7 +312,8 @@ class Trainer:
             extra = {ckpt.STATE: state}
             if cfg.lora is not None:
                 extra[lora.ADAPTER_CONFIG] = lora.adapter_config(cfg.lora, cfg.model)
-            write_model_dir(path, self.arch, self.tokenizer, files, extra)
+            # what a finetune teaches depends on its data, which the trainer does not judge: skills not known
+            write_model_dir(path, self.arch.replace(skills=None), self.tokenizer, files, extra)
             ckpt.point_latest(self.run_dir, path)
             ckpt.prune(self.run_dir, cfg.keep)
         distributed.barrier(d)

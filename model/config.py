@@ -131,6 +131,15 @@ class ResizeSpec:
 
 
 ROUTING_STEP = 10  # SIGMA-GEN's routing-map levels per subject (the paper's)
+# What a model was trained to read (ArchConfig.skills, stored with it); a request that needs another is warned.
+SKILLS: dict[str, str] = {
+    "attribute_tokens": "SIGMA's attribute tokens (<subject>, <style>, ...)",
+    "boxes": "box layouts (--box)",
+    "canny": "Canny-edge layouts (--canny)",
+    "depth": "depth layouts (--depth, --depth-map)",
+    "subjects": "SIGMA-GEN subjects (--subject by box, mask or 3-D box; --background)",
+}
+SIGMA_SKILLS: tuple[str, ...] = ("attribute_tokens", "boxes", "canny", "depth")  # SIGMA's interleaved data
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,9 @@ class ArchConfig:
     # SIGMA-GEN routing maps: subject i (1-based) has intensity routing_step * i. The paper's 10 allows 10 subjects
     # (25 would too); a model trained with another step stores it, so its controls are drawn the way it learnt them.
     routing_step: int = ROUTING_STEP
+    # What the model was trained to read (keys of SKILLS); None: not known (a finetune of unknown data, random
+    # weights), and nothing is warned.
+    skills: tuple[str, ...] | None = None
 
     @property
     def patch_latent_dim(self) -> int:
@@ -186,12 +198,12 @@ class ArchConfig:
 
 def bagel_7b_mot() -> ArchConfig:
     """BAGEL-7B-MoT as released by ByteDance-Seed (ViT included)."""
-    return ArchConfig()
+    return ArchConfig(skills=())  # text and edits: no attribute tokens, layouts or subjects
 
 
 def sigma_7b() -> ArchConfig:
     """SIGMA post-trained weights: BAGEL-7B-MoT without the ViT, trained on the interleaved layout."""
-    return ArchConfig(vit=None, default_layout="trained")
+    return ArchConfig(vit=None, default_layout="trained", skills=SIGMA_SKILLS)
 
 
 def tiny() -> ArchConfig:
@@ -226,6 +238,7 @@ def shapes() -> ArchConfig:
         group_mask=True,
         attribute_projection=True,
         default_layout="trained",
+        skills=("attribute_tokens", "boxes"),  # the five SIGMA families of the world: its layouts are box pictures
     )
 
 

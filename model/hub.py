@@ -51,6 +51,7 @@ class ResolvedSource:
     name: str
     config_dir: Path
     weights: Path | None = None  # None: the weights file inside config_dir
+    preset: str | None = None  # a released model's preset (model.config.PRESETS): what it was trained to read
 
 
 @dataclass(frozen=True)
@@ -169,16 +170,15 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
         weights = _weights_in(weights_dir)
         if weights is None:
             raise WeightsUnavailableError(f"The SIGMA repository at {weights_dir} has no ema.safetensors")
-        return ResolvedSource("sigma", backbone, weights)
+        return ResolvedSource("sigma", backbone, weights, preset="sigma-7b")
     if not is_repo_id(source):
         raise CheckpointError(
             f"--model {source}: no such directory, and not a Hugging Face repo id (owner/name) "
             f"or one of: {', '.join(MODEL_CHOICES)}"
         )
     if source == BACKBONE_REPO:
-        return ResolvedSource(
-            "bagel", snapshot(source, (*CONFIG_PATTERNS, "ema.safetensors"), opts, "BAGEL weights", command)
-        )
+        files = snapshot(source, (*CONFIG_PATTERNS, "ema.safetensors"), opts, "BAGEL weights", command)
+        return ResolvedSource("bagel", files, preset="bagel-7b-mot")
     # Any other repository: fetch its small files first to see whether it carries its own configs.
     meta = snapshot(source, ("*.json", "*.txt", "*.md"), opts, f"{source} configs", command)
     if (meta / "llm_config.json").is_file():

@@ -217,7 +217,9 @@ def _load(cfg: LoaderConfig, quiet: bool):
 def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
     if json_out:
         data = {"output": str(Path(path).resolve()), "seconds": round(result.seconds, 3), "warnings": warnings}
-        render.print_json(data | result.record.to_json())
+        record = result.record.to_json()
+        record.pop("warnings")  # the CLI's own list holds them, with the --from checks' warnings
+        render.print_json(data | record)
         return
     h, w = result.size
     render.stdout.print(

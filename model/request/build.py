@@ -35,6 +35,7 @@ from .prompt import (
     parse_prompt,
     prompt_from_inputs,
 )
+from .skills import skill_warnings
 from .structure import ControlSpec, layout_images, load_rgb, parse_subjects, subject_size
 from .tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
@@ -148,7 +149,7 @@ def build_request(
     config = config or GenerationConfig()
     controls = controls or ControlSpec()
     refs, parsed, text = _parse(prompt, images, inputs)
-    warnings = list(parsed.warnings)
+    warnings = [*parsed.warnings, *skill_warnings(arch, parsed.parts, controls)]
     parts, images_out = list(parsed.parts), list(refs)
     insertion = None
     if controls.subjects:

@@ -46,6 +46,7 @@ class GenerationRecord:
     version: str = field(default_factory=package_version)
     format: int = FORMAT
     source: dict = field(default_factory=dict)  # where the request came from (batch: the dataset row)
+    warnings: tuple[str, ...] = ()  # what the request builder warned (e.g. a control the model was not trained for)
 
     # -- conversions ---------------------------------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -59,7 +60,7 @@ class GenerationRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         _check_fields(values, source)
-        for key in ("images", "sequence"):
+        for key in ("images", "sequence", "warnings"):
             values[key] = tuple(values.get(key, ()))
         return cls(**values)
 
@@ -93,7 +94,8 @@ class GenerationRecord:
 _FIELD_TYPES = {"prompt": (str, "a text"), "config": (dict, "an object"), "images": (list, "a list"),
                 "controls": (dict, "an object"), "model": (str, "a text"), "mode": (str, "a text"),
                 "layout": (str, "a text"), "sequence": (list, "a list"), "version": (str, "a text"),
-                "format": (int, "a whole number"), "source": (dict, "an object")}  # fmt: skip
+                "format": (int, "a whole number"), "source": (dict, "an object"),
+                "warnings": (list, "a list")}  # fmt: skip
 _IMAGE_KEYS = {"name": str, "role": str, "file": (str, type(None)), "sha256": str}
 
 
@@ -117,6 +119,8 @@ def _check_fields(values: dict, source: str) -> None:
             raise InputError(f"{source} is malformed: image {k} must be an object with a name text (got {img!r:.60})")
     if not all(isinstance(item, dict) for item in values.get("sequence", ())):
         raise InputError(f"{source} is malformed: sequence must be a list of objects")
+    if not all(isinstance(item, str) for item in values.get("warnings", ())):
+        raise InputError(f"{source} is malformed: warnings must be a list of texts")
 
 
 def record_of(request, result_seed: int, *, model: str, mode: str, layout: str, source: dict | None = None):
@@ -133,6 +137,7 @@ def record_of(request, result_seed: int, *, model: str, mode: str, layout: str, 
         layout=layout,
         sequence=tuple(request.sequence()),
         source=source or {},
+        warnings=tuple(request.warnings),
     )
 
 

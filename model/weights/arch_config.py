@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..config import ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
+from ..config import SKILLS, ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -217,9 +217,21 @@ def _saved_arch(path: Path) -> dict:
         for key in ("vae_scale_factor", "vae_shift_factor"):
             if key in saved:
                 fields[key] = float(saved[key])
+        if saved.get("skills") is not None:
+            key = "skills"
+            fields["skills"] = _skills(saved["skills"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the arch entry {key} is malformed ({exc}); {RESTORE}") from None
     return fields
+
+
+def _skills(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ValueError(f"a list of skill names is expected, not {value!r}")
+    unknown = sorted(set(value) - set(SKILLS))
+    if unknown:
+        raise ValueError(f"unknown skill {unknown[0]!r} (known: {', '.join(SKILLS)})")
+    return tuple(value)
 
 
 def arch_to_json(arch: ArchConfig) -> dict:
@@ -236,6 +248,7 @@ def arch_to_json(arch: ArchConfig) -> dict:
         "vit_transform": d["vit_transform"],
         "vit_slot_transform": d["vit_slot_transform"],
         "attribute_projection": arch.attribute_projection,
+        **({"skills": list(arch.skills)} if arch.skills is not None else {}),
     }
 
 
@@ -267,3 +280,14 @@ def config_files(arch: ArchConfig) -> dict[str, dict]:
             "hidden_act": "gelu_pytorch_tanh",
         }
     return files
+
+
+def source_arch(src, weights: str | Path | None = None, **options) -> ArchConfig:
+    """:func:`read_arch_config` of a resolved ``--model`` (:class:`model.hub.ResolvedSource`); a released model,
+    whose configs do not say what it was trained to read, gets its preset's ``skills``."""
+    arch = read_arch_config(src.config_dir, weights=weights, **options)
+    if src.preset is not None and "skills" not in options:
+        from ..config import PRESETS
+
+        arch = arch.replace(skills=PRESETS[src.preset]().skills)
+    return arch

@@ -25,7 +25,14 @@ from ..errors import CheckpointError, InputError
 from ..files import atomic_dir
 from ..request.tokens import Tokenizer
 from ..run.pipeline import SigmaPipeline
-from .arch_config import VAE_FACTORS, VIT_PREFIXES, config_files, find_weights, read_arch_config, tensor_shapes
+from .arch_config import (
+    VAE_FACTORS,
+    VIT_PREFIXES,
+    config_files,
+    find_weights,
+    source_arch,
+    tensor_shapes,
+)
 from .modes import QUANT_MODES, bitsandbytes_available, choose_mode, device_map_for, dispatch, probe, quantize_into
 
 log = logging.getLogger(__name__)
@@ -217,7 +224,7 @@ def load_pipeline(source: str | Path | LoaderConfig = DEFAULT_MODEL, **kwargs) -
 
     src = resolve(cfg.model, HubOptions(cfg.cache_dir, cfg.token, cfg.revision, cfg.local_files_only))
     weights = Path(cfg.weights) if cfg.weights else src.weights
-    arch = read_arch_config(src.config_dir, visual_und=cfg.visual_und, weights=weights, **arch_overrides)
+    arch = source_arch(src, weights, visual_und=cfg.visual_und, **arch_overrides)
     tokenizer = Tokenizer.from_dir(src.config_dir)  # before the weights: a damaged tokenizer fails in a second
     meta = build_model(arch, "meta")  # built once: the mode choice, the device map and the loading share it
     mode, reason = choose_mode(cfg.mode, meta, probe(), bitsandbytes_available(), cfg.device)

@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ArchConfig, LoaderConfig, bagel_7b_mot, sigma_7b, tiny
-from ..hub import MODEL_CHOICES, HubOptions, WeightsUnavailableError, resolve
+from ..hub import ALIASES, BACKBONE_REPO, MODEL_CHOICES, HubOptions, WeightsUnavailableError, resolve
 
 __all__ = ["MODEL_CHOICES", "preflight_arch", "same_geometry"]
 
 
 def preflight_arch(cfg: LoaderConfig) -> ArchConfig:
     """The :class:`ArchConfig` that ``load_pipeline(cfg)`` will build, without loading or downloading weights."""
-    from .arch_config import read_arch_config
+    from .arch_config import source_arch
 
     if cfg.model == "tiny" and not Path(cfg.model).exists():
         arch = tiny()
@@ -28,9 +28,12 @@ def preflight_arch(cfg: LoaderConfig) -> ArchConfig:
     try:
         src = resolve(cfg.model, opts)
     except WeightsUnavailableError:  # not cached: the released geometry
-        return sigma_7b() if cfg.model.lower() == "sigma" else bagel_7b_mot()
+        if cfg.model.lower() == "sigma":
+            return sigma_7b()
+        bagel = ALIASES.get(cfg.model.lower(), cfg.model) == BACKBONE_REPO
+        return bagel_7b_mot() if bagel else bagel_7b_mot().replace(skills=None)  # another repo: its geometry only
     weights = Path(cfg.weights) if cfg.weights else src.weights
-    return read_arch_config(src.config_dir, visual_und=cfg.visual_und, weights=weights)
+    return source_arch(src, weights, visual_und=cfg.visual_und)
 
 
 def same_geometry(a: ArchConfig, b: ArchConfig) -> bool:

@@ -1,0 +1,89 @@
+"""What a model was trained to read (ArchConfig.skills) against what a request asks of it: a request that needs
+a skill the loaded model lacks is warned in the request, the record (so every API's answer), and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from sigma_studio.cli.main import main
+from sigma_studio.model import CheckpointError, ControlSpec, build_request, load_pipeline, read_arch_config
+from sigma_studio.model.config import SKILLS, bagel_7b_mot, shapes, sigma_7b, tiny
+from sigma_studio.model.request.skills import needed_skills, skill_warnings
+from sigma_studio.model.weights.loader import save_pipeline
+from tests.test_hub import fake_hub, tiny_dir  # noqa: F401  (fixtures)
+
+RED = Image.new("RGB", (64, 64), (220, 40, 40))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("skills")
+    for name, colour in (("red", (220, 40, 40)), ("grey", (200, 200, 200))):
+        Image.new("RGB", (64, 64), colour).save(root / f"{name}.png")
+    return root
+
+
+def test_the_released_models_and_the_shapes_model_say_what_they_read():
+    assert set(sigma_7b().skills) == {"attribute_tokens", "boxes", "canny", "depth"}
+    assert bagel_7b_mot().skills == ()
+    assert tiny().skills is None  # random weights: nothing to warn about
+    assert load_pipeline("shapes").arch.skills == shapes().skills == ("attribute_tokens", "boxes")
+    assert set(shapes().skills) <= set(SKILLS)
+
+
+def test_needed_skills_follow_the_prompt_and_the_controls(files):
+    parts = build_request("a <subject>star <img1>", [RED], arch=tiny()).parts
+    assert needed_skills(parts, ControlSpec()) == ["attribute_tokens"]
+    spec = ControlSpec(canny=str(files / "red.png"), depth_map=str(files / "grey.png"))
+    assert needed_skills((), spec) == ["canny", "depth"]
+    assert needed_skills((), ControlSpec(boxes=("0,0,0.5,0.5",))) == ["boxes"]
+    subject = ControlSpec(subjects=(f"{files / 'red.png'}@box=0,0,0.5,0.5",), boxes=())
+    assert needed_skills((), subject) == ["subjects"]
+
+
+def test_a_request_beyond_the_model_is_warned_and_recorded(files):
+    subject = ControlSpec(subjects=(f"{files / 'red.png'}@box=0.1,0.5,0.5,0.9",))
+    request = build_request("a grey picture", arch=shapes(), controls=subject)
+    assert len(request.warnings) == 1 and "SIGMA-GEN subjects" in request.warnings[0]
+    assert "it reads: SIGMA's attribute tokens, box layouts" in request.warnings[0]
+    on_bagel = build_request("a <style>look <img1>", [RED], arch=bagel_7b_mot())
+    assert ["attribute tokens" in w for w in on_bagel.warnings] == [True]
+    assert not build_request("a <style>look <img1>", [RED], arch=sigma_7b()).warnings
+    assert not build_request("a <style>look <img1>", [RED], arch=tiny(), controls=subject).warnings
+    result = load_pipeline("shapes")(request.replace(config=request.config.replace(steps=2, seed=0)))
+    assert result.record.warnings == request.warnings  # the PNG, --json, and every API answer carry them
+
+
+def test_skills_round_trip_through_a_model_directory(tmp_path, tiny_pipe):
+    pipe = load_pipeline("tiny")
+    pipe.model.cfg = pipe.arch.replace(skills=("canny",))
+    folder = save_pipeline(pipe, tmp_path / "m")
+    assert read_arch_config(folder).skills == ("canny",)
+    config = json.loads((folder / "sigma_config.json").read_text())
+    config["arch"]["skills"] = ["telepathy"]
+    (folder / "sigma_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="telepathy"):
+        read_arch_config(folder)
+
+
+def test_the_released_sources_get_their_preset_skills(fake_hub):  # noqa: F811
+    assert load_pipeline("sigma", mode="cpu").arch.skills == sigma_7b().skills
+    assert load_pipeline("bagel", mode="cpu").arch.skills == ()
+
+
+def test_the_cli_prints_the_warning(files, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    with pytest.raises(SystemExit) as stop:
+        main(["generate", "a grey picture", "--subject", f"{files / 'red.png'}@box=0.1,0.5,0.5,0.9",
+              "--model", "shapes", "--steps", "2", "--seed", "0", "--out", str(out), "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert stop.value.code == 0, captured.err
+    assert "not trained to read SIGMA-GEN subjects" in captured.err
+    assert any("SIGMA-GEN subjects" in w for w in json.loads(captured.out)["warnings"])
+
+
+def test_a_model_of_unknown_skills_is_never_warned_about():
+    assert skill_warnings(tiny(), (), ControlSpec(boxes=("0,0,1,1",))) == []
