@@ -175,15 +175,17 @@ def eval_cmd(
                                                      families=tuple(family or ()), config=config, seed=run.seed,
                                                      save_dir=run.save, on_row=lambda r: bar.advance(task))  # fmt: skip
     table = Table(title=f"shapes world, held-out pairs ({model})")
-    for col in ("family", "n", "ok", "shape", "colour", "in box", "fits", "swap", "s/img"):
+    for col in ("family", "n", "ok", "shape", "colour", "placed", "one", "fits", "swap", "s/img"):
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
     for fam, s in summary.items():
         secs = [r["seconds"] for r in records if r["family"] == fam]
         swap = f"{s['swap_consistency']:.0%}/{s['swap_pairs']}" if "swap_consistency" in s else "—"
         table.add_row(fam, str(s["n"]), f"{s['accuracy']:.0%}", f"{s['shape']:.0%}", f"{s['colour']:.0%}",
-                      f"{s['placed']:.0%}", f"{s['fits']:.0%}", swap, f"{sum(secs) / len(secs):.2f}")  # fmt: skip
+                      f"{s['placed']:.0%}", f"{s['single']:.0%}", f"{s['fits']:.0%}", swap,
+                      f"{sum(secs) / len(secs):.2f}")  # fmt: skip
     table.caption = (
-        "ok: the family's criterion · fits: IoU >= 0.5 with the target box · swap: compose pairs (tokens swapped) "
-        "with both rows ok, of all pairs"
+        "ok: shape, colour, place, background and one object all right · placed: the object over the target's "
+        "template at IoU >= 0.5 · one: a single object · fits: box IoU >= 0.5 · swap: compose pairs (tokens "
+        "swapped) with both rows ok, of all pairs"
     )
     run.show(table, model, summary, records, debug)

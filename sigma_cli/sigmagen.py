@@ -219,14 +219,17 @@ def eval_cmd(
                                                  reconstruct=reconstruct, scenes=scenes)  # fmt: skip
     what = "true pictures through the autoencoder" if reconstruct else "held-out scenes"
     table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
-    for col in ("subjects", "scenes", "scored", "right", "colour", "shape", "all right", "overlaps", "ordering"):
+    columns = ("subjects", "scenes", "scored", "right", "colour", "shape", "place", "alone", "all right", "extras",
+               "overlaps", "ordering")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right", no_wrap=True)
     pct = lambda x: "—" if x != x else f"{x:.0%}"  # noqa: E731 - nan: nothing to score
     for n, s in summary.items():
         table.add_row(n, str(s["scenes"]), str(s["subjects"]), pct(s["right"]), pct(s["colour"]), pct(s["shape"]),
-                      pct(s["scenes_all_right"]), str(s["pairs"]), pct(s["ordering"]))  # fmt: skip
+                      pct(s["place"]), pct(s["alone"]), pct(s["scenes_all_right"]), str(s["extras"]), str(s["pairs"]),
+                      pct(s["ordering"]))  # fmt: skip
     table.caption = (
-        "right: shape and colour both right in its region · all right: scenes with every scored subject right · "
-        "ordering: overlaps that show the nearer subject"
+        "right: colour, shape and place (IoU >= 0.5 with its box or mask) right, and drawn once · all right: scenes "
+        "with every scored subject right and no extra object · ordering: overlaps that show the nearer subject"
     )
     run.show(table, model, summary, records, debug)

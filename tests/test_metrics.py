@@ -211,7 +211,7 @@ def test_shapes_reads_the_world(all_metrics):
     shapes, strict = all_metrics["shapes"], all_metrics["shapes_strict"]
     moved = render([Thing("circle", "red", (1.0, 1.0, 26.0, 26.0))])  # centroid (14, 14): outside the target box
     rows = [row(RED_CIRCLE, RED_CIRCLE), row(BLANK, RED_CIRCLE), row(BLUE_STAR, RED_CIRCLE), row(moved, RED_CIRCLE)]
-    assert shapes.compute(rows) == [1.0, 0.0, 0.0, 1.0]  # compose: shape and colour
+    assert shapes.compute(rows) == [1.0, 0.0, 0.0, 0.0]  # compose: shape, colour and place (issue 21's reader)
     assert strict.compute(rows) == [1.0, 0.0, 0.0, 0.0]  # strict: the box must fit too
     layout_rows = [row(RED_CIRCLE, RED_CIRCLE, family="layout"), row(moved, RED_CIRCLE, family="layout")]
     assert shapes.compute(layout_rows) == [1.0, 0.0]  # layout: the centroid inside the target's box

@@ -1,19 +1,26 @@
-"""Reading a generated picture of the shapes world back by its pixels, and scoring it per task family.
+"""Scoring a generated picture of the shapes world against what its target must show (the row's ``meta``), per
+task family, and running the held-out evaluation with a pipeline.
 
-For one picture and what its target must show (the row's ``meta``):
+The picture is read by :func:`.reader.read` (background, foreground, colour, coverage, shape: see
+:mod:`.reader`). The target's ``meta`` says what must be drawn and where: the shape, the colour, the box it fills
+(centred at the world's sizes for compose, select, background and text; the layout box for layout) and the
+background. Per row:
 
-* **background**: the median colour of the one-pixel border, snapped to the nearest of grey and the palette;
-* **foreground**: pixels further than :data:`FG_DISTANCE` (max over channels) from that background colour;
-* **colour**: the median foreground colour, snapped to the nearest palette colour;
-* **shape**: the shape whose template, fitted to the foreground's bounding box, overlaps it best (IoU);
-* **placed**: the foreground's centroid lies inside the target box (the layout family's criterion);
-* **fits**: the foreground's bounding box overlaps the target box with IoU >= :data:`FIT_IOU` (a stricter check:
-  62 % of the held-out boxes contain the canvas centre, so a centred object is often "placed").
+* **shape**: the read shape (the best-fitting template, with a minimum fit) is the target's;
+* **colour**: the read colour is the target's;
+* **placed**: the object's coverage overlaps the target's own template drawn in the target's box with soft IoU
+  >= :data:`PLACE_IOU`. The whole foreground counts, so a shape at the wrong place, at the wrong size, drawn twice or
+  beside anything else fails it;
+* **background**: the read background is the target's;
+* **single**: the foreground is one object (:func:`.reader.count_objects`): a second one, however small, is wrong;
+* **fits**, **in_box**: the foreground's bounding box overlaps the target box with IoU >= :data:`FIT_IOU`, and its
+  centroid lies inside the target box (the earlier, lenient layout criterion): shown, never required.
 
-None of this looks at a model: any picture drawn to the world's rules scores 100 %, and a plain grey picture
-scores 0 %. Family criteria: compose, select, text: shape and colour right; layout: centroid in the box;
-background: shape, colour and background colour right. Token-swap consistency (compose) is the share of swap
-pairs whose two rows are both right.
+A row is right (``ok``) when shape, colour, placed, background and single all hold, in every family. Any picture
+drawn to the world's rules scores 100 %; a blank picture, a copy of a reference, a constant shape, or the right
+shape at the wrong place or size, or with a second object, score no more than what such a guess is worth
+(tests/test_shapes_reader.py). Token-swap consistency (compose) is the share of swap pairs whose two rows are
+both right.
 """
 
 from __future__ import annotations
@@ -21,123 +28,57 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .world import COLOURS, GREY, SHAPES, mask
+from .reader import BACKGROUNDS, FG_DISTANCE, Reading, box_iou, nearest_colour, read, read_alpha, soft_iou, template
 
 log = logging.getLogger(__name__)
 
-FG_DISTANCE = 28
+__all__ = ["FG_DISTANCE", "Reading", "box_iou", "nearest_colour", "read", "score", "summarise", "evaluate_pipeline"]
+
+PLACE_IOU = 0.5  # "placed": the object's coverage overlaps the target's template at least this much (soft IoU)
 FIT_IOU = 0.5  # "fits": the foreground's bounding box overlaps the target box at least this much (IoU)
-_PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
-_BACKGROUNDS = {"grey": GREY, **COLOURS}
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What a picture shows, read by pixels."""
-
-    shape: str | None
-    colour: str | None
-    background: str
-    centroid: tuple[float, float] | None
-    box: tuple[int, int, int, int] | None  # foreground bounding box (left, top, width, height)
-    coverage: float  # share of pixels in the foreground
-    iou: float  # the best template's overlap
-
-
-@lru_cache(maxsize=64)
-def _tight_fraction(shape: str) -> tuple[float, float, float, float]:
-    """Where a shape's own pixels lie inside the square box it fills (fractions of the side)."""
-    m = np.asarray(mask(shape, (16.0, 16.0, 96.0, 96.0), canvas=128)) > 127
-    ys, xs = np.nonzero(m)
-    return ((xs.min() - 16) / 96, (ys.min() - 16) / 96, (xs.max() + 1 - 16) / 96, (ys.max() + 1 - 16) / 96)
-
-
-def _template_box(shape: str, box: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
-    """The square-ish box a shape must fill so that its own pixels cover ``box`` exactly."""
-    x, y, w, h = box
-    fx0, fy0, fx1, fy1 = _tight_fraction(shape)
-    bw, bh = w / (fx1 - fx0), h / (fy1 - fy0)
-    return (x - fx0 * bw, y - fy0 * bh, bw, bh)
-
-
-def nearest_colour(rgb: np.ndarray) -> str:
-    return list(COLOURS)[int(np.argmin(((_PALETTE - rgb[None]) ** 2).sum(-1)))]
-
-
-def read(img: Image.Image) -> Reading:
-    """Read one picture (any size; it is looked at in RGB)."""
-    px = np.asarray(img.convert("RGB"), dtype=np.float32)
-    h, w, _ = px.shape
-    border = np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]])
-    bg_rgb = np.median(border, axis=0)
-    bg_name = min(_BACKGROUNDS, key=lambda k: float(((np.array(_BACKGROUNDS[k]) - bg_rgb) ** 2).sum()))
-    fg = np.abs(px - np.array(_BACKGROUNDS[bg_name], dtype=np.float32)).max(-1) > FG_DISTANCE
-    coverage = float(fg.mean())
-    if fg.sum() < 12:
-        return Reading(None, None, bg_name, None, None, coverage, 0.0)
-    ys, xs = np.nonzero(fg)
-    colour = nearest_colour(np.median(px[fg], axis=0))
-    box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-    best, best_iou = None, -1.0
-    for shape in SHAPES:  # drawn on a square canvas as large as the picture's long side, then cropped to it
-        tmpl = np.asarray(mask(shape, _template_box(shape, box), canvas=max(w, h)), dtype=np.float32)[:h, :w] / 255
-        iou = float(np.minimum(tmpl, fg).sum() / max(1e-6, np.maximum(tmpl, fg).sum()))
-        if iou > best_iou:
-            best, best_iou = shape, iou
-    return Reading(best, colour, bg_name, (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5), box, coverage, best_iou)
-
-
-def box_iou(a, b) -> float:
-    """IoU of two (left, top, width, height) boxes."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def score(img: Image.Image, meta: dict, family: str) -> dict:
-    """Per-row verdicts: ``shape``, ``colour``, ``placed``, ``background`` and the family's ``ok``."""
-    r = read(img)
+    """Per-row verdicts: ``shape``, ``colour``, ``placed``, ``background``, ``single`` (together ``ok``, the
+    criterion of every family), ``fits`` and ``in_box`` (shown only), the overlap ``place_iou`` and the ``reading``."""
+    r, alpha = read_alpha(img)
     x, y, w, h = meta["box"]
-    placed = r.centroid is not None and x <= r.centroid[0] <= x + w and y <= r.centroid[1] <= y + h
-    bg_want = next((k for k, v in _BACKGROUNDS.items() if list(v) == list(meta["background"])), "grey")
+    expected = template(meta["shape"], meta["box"], *alpha.shape)
+    place_iou = soft_iou(alpha, expected)
+    bg_want = next((k for k, v in BACKGROUNDS.items() if list(v) == list(meta["background"])), "grey")
     verdict = {
         "shape": r.shape == meta["shape"],
         "colour": r.colour == meta["colour"],
-        "placed": placed,
+        "placed": place_iou >= PLACE_IOU,
         "fits": r.box is not None and box_iou(r.box, meta["box"]) >= FIT_IOU,
+        "in_box": r.centroid is not None and x <= r.centroid[0] <= x + w and y <= r.centroid[1] <= y + h,
         "background": r.background == bg_want,
+        "single": r.objects == 1,
     }
-    if family == "layout":
-        ok = placed
-    elif family == "background":
-        ok = verdict["shape"] and verdict["colour"] and verdict["background"]
-    else:
-        ok = verdict["shape"] and verdict["colour"]
-    return {**verdict, "ok": ok, "reading": asdict(r)}
+    ok = all(verdict[key] for key in ("shape", "colour", "placed", "background", "single"))
+    return {**verdict, "ok": ok, "place_iou": round(place_iou, 3), "reading": asdict(r)}
 
 
-KEYS = ("ok", "shape", "colour", "placed", "fits", "background")
+KEYS = ("ok", "shape", "colour", "placed", "single", "fits", "in_box", "background")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
-    """Per family: n, accuracy (the family criterion), shape / colour / placed rates, and token-swap
-    consistency where rows carry a ``swap`` id. ``rows``: dicts with ``family``, ``meta`` and ``verdict``."""
+    """Per family: n, accuracy (the family criterion), the shape / colour / placed / single / fits / in_box /
+    background rates, and token-swap consistency where rows carry a ``swap`` id. ``rows``: dicts with ``family``,
+    ``meta`` and ``verdict`` (a verdict without one of the shown keys counts it as not held)."""
     by_family: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_family[row["family"]].append(row)
     out = {}
     for family, items in sorted(by_family.items()):
         n = len(items)
-        rates = {key: sum(bool(i["verdict"][key]) for i in items) / n for key in KEYS}
+        rates = {key: sum(bool(i["verdict"].get(key)) for i in items) / n for key in KEYS}
         entry = {"n": n, "accuracy": rates.pop("ok"), **rates}
         swaps: dict[int, list[bool]] = defaultdict(list)
         for i in items:

@@ -1,15 +1,14 @@
-"""The SIGMA-GEN evaluation of the shapes world: is every subject where its structure put it, with its own shape
-and colour, and is the nearer subject the visible one where two overlap?
+"""The SIGMA-GEN evaluation of the shapes world: is every subject where its structure put it, once, with its own
+shape and colour, and is the nearer subject the visible one where two overlap?
 
 Held-out scenes of 2-5 things (``sigma sigmagen train`` writes ``eval/N.parquet``) are generated from their
 identity sheet and spatial control. Each row's meta lists the things in drawing order (later ones are nearer and
-cover earlier ones) with shape, colour and box, so the evaluation knows every thing's visible pixels. Per subject:
-
-* colour: the majority colour (nearest of the world's eight, or the grey background) over its visible pixels;
-* shape: inside its box, the pixels of its colour are compared with each shape's template there (minus what
-  nearer things cover); the best overlap must be its own shape;
-* a subject is right when both hold. Subjects with under a quarter of their area (or 30 px) visible are not
-  scored: nothing of their shape is left to read.
+cover earlier ones) with shape, colour and box, so the evaluation knows every thing's visible pixels, and how each
+subject was placed (by a box or a mask). The whole picture is read (:mod:`.scene_reader`): a subject is right when
+its colour, its shape (with a minimum fit), its place (IoU >= 0.5 with its box, or with its mask when a mask placed
+it) are right and no stray object of its colour is drawn elsewhere; an object of a colour no subject has, drawn mostly
+where no thing is, is an extra object of the scene. Subjects with under a quarter of their area (or 30 px) visible
+are not scored.
 
 Ordering: for every pair that overlaps by 20 px or more, with different colours, the overlap must show the nearer
 thing's colour.
@@ -28,73 +27,17 @@ from PIL import Image
 
 from ..config import ROUTING_STEP
 from ..errors import InputError
-from .world import CANVAS, COLOURS, GREY, SHAPES, mask
+from .scene_reader import colour_names, score_scene
+from .world import COLOURS, SHAPES
 
 log = logging.getLogger(__name__)
-NAMES = (*COLOURS, "grey")
-PALETTE = np.array([*COLOURS.values(), GREY], dtype=np.float32)
-MIN_VISIBLE = (0.25, 30)  # share of the thing's area, and pixels
-MIN_OVERLAP = 20
 
-
-def colour_names(img: Image.Image, canvas: int = CANVAS) -> np.ndarray:
-    """[H, W] index into NAMES of each pixel's nearest colour (the picture looked at ``canvas`` px square)."""
-    px = np.asarray(img.convert("RGB").resize((canvas, canvas), Image.BILINEAR), dtype=np.float32)
-    return ((px[:, :, None, :] - PALETTE[None, None]) ** 2).sum(-1).argmin(-1)
-
-
-def _masks(layers: list[dict], canvas: int) -> list[np.ndarray]:
-    return [np.asarray(mask(t["shape"], tuple(t["box"]), canvas=canvas)) > 127 for t in layers]
-
-
-def _covered(masks: list[np.ndarray], k: int) -> np.ndarray:
-    """What the things drawn after thing ``k`` cover."""
-    return np.logical_or.reduce(masks[k + 1 :]) if k + 1 < len(masks) else np.zeros_like(masks[k])
-
-
-def score_scene(img: Image.Image, layers: list[dict], canvas: int = CANVAS) -> dict:
-    """Per-subject verdicts and per-pair ordering verdicts of one generated picture."""
-    names = colour_names(img, canvas)
-    masks = _masks(layers, canvas)
-    subjects = []
-    for k, thing in enumerate(layers):
-        covered = _covered(masks, k)
-        visible = masks[k] & ~covered
-        if visible.sum() < max(MIN_VISIBLE[0] * masks[k].sum(), MIN_VISIBLE[1]):
-            subjects.append({"thing": k, "scored": False})
-            continue
-        want = NAMES.index(thing["colour"])
-        colour_ok = int(np.bincount(names[visible], minlength=len(NAMES)).argmax()) == want
-        shape_ok = _shape_of(names == want, thing["box"], covered, canvas) == thing["shape"]
-        subjects.append({"thing": k, "scored": True, "colour": colour_ok, "shape": shape_ok})
-        subjects[-1]["ok"] = subjects[-1]["colour"] and subjects[-1]["shape"]
-    pairs = []
-    for i in range(len(layers)):
-        for j in range(i + 1, len(layers)):
-            overlap = masks[i] & masks[j] & ~_covered(masks, j)
-            if overlap.sum() >= MIN_OVERLAP and layers[i]["colour"] != layers[j]["colour"]:
-                shown = int(np.bincount(names[overlap], minlength=len(NAMES)).argmax())
-                pairs.append({"behind": i, "front": j, "ok": shown == NAMES.index(layers[j]["colour"])})
-    return {"subjects": subjects, "pairs": pairs}
-
-
-def _shape_of(own: np.ndarray, box, covered: np.ndarray, canvas: int) -> str:
-    """The shape whose template, in ``box`` and minus what nearer things cover, best overlaps ``own``."""
-    x, y, w, h = box
-    region = np.zeros_like(own)
-    region[max(0, int(y) - 2) : int(y + h) + 2, max(0, int(x) - 2) : int(x + w) + 2] = True
-    seen = own & region & ~covered
-    best, best_iou = SHAPES[0], -1.0
-    for shape in SHAPES:
-        tmpl = (np.asarray(mask(shape, tuple(box), canvas=canvas)) > 127) & ~covered
-        iou = (tmpl & seen).sum() / max(1, (tmpl | seen).sum())
-        if iou > best_iou:
-            best, best_iou = shape, iou
-    return best
+__all__ = ["colour_names", "evaluate_sigmagen", "read_scenes", "score_scene", "summarise"]
 
 
 def summarise(records: list[dict]) -> dict[str, dict]:
-    """Per subject count: subjects right (and colour, shape), scenes with every subject right, ordering."""
+    """Per subject count: subjects right (and colour, shape, place, alone), scenes with every subject right and no
+    extra object, extra objects, ordering."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         groups[str(len(r["meta"]["layers"]))].append(r)
@@ -102,15 +45,19 @@ def summarise(records: list[dict]) -> dict[str, dict]:
     for n, rows in sorted(groups.items()) + [("all", records)]:
         scored = [s for r in rows for s in r["verdict"]["subjects"] if s["scored"]]
         pairs = [p for r in rows for p in r["verdict"]["pairs"]]
-        rate = lambda xs, key: sum(x[key] for x in xs) / len(xs) if xs else float("nan")  # noqa: E731
+        rate = lambda xs, key: sum(bool(x.get(key)) for x in xs) / len(xs) if xs else float("nan")  # noqa: E731
+        clean = [all(s["ok"] for s in r["verdict"]["subjects"] if s["scored"]) and not r["verdict"].get("extras")
+                 for r in rows]  # fmt: skip
         out[n] = {
             "scenes": len(rows),
             "subjects": len(scored),
             "right": rate(scored, "ok"),
             "colour": rate(scored, "colour"),
             "shape": rate(scored, "shape"),
-            "scenes_all_right": sum(all(s["ok"] for s in r["verdict"]["subjects"] if s["scored"]) for r in rows)
-            / max(1, len(rows)),
+            "place": rate(scored, "place"),
+            "alone": rate(scored, "alone"),
+            "scenes_all_right": sum(clean) / max(1, len(rows)),
+            "extras": sum(int(r["verdict"].get("extras", 0)) for r in rows),
             "pairs": len(pairs),
             "ordering": rate(pairs, "ok"),
         }
@@ -219,8 +166,8 @@ def evaluate_sigmagen(
             continue
         if save_dir is not None:
             save_png(result.image, Path(save_dir) / path.stem / f"{k:04d}.png")
-        record = {"file": path.stem, "row": k, "meta": meta, "verdict": score_scene(result.image, meta["layers"]),
-                  "seconds": result.seconds}  # fmt: skip
+        verdict = score_scene(result.image, meta["layers"], meta=meta)
+        record = {"file": path.stem, "row": k, "meta": meta, "verdict": verdict, "seconds": result.seconds}
         records.append(record)
         if on_row is not None:
             on_row(record)
