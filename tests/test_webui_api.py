@@ -205,7 +205,8 @@ def test_documented_endpoints(client):
     params = [p["parameter_name"] for p in named["/generate"]["parameters"]]
     assert params == [n for n in inspect.signature(SigmaApi.generate).parameters if n != "self"]
     assert params[:6] == ["prompt", "images", "tokens", "layout", "layout_image", "boxes"]
-    assert [p["parameter_name"] for p in named["/preview"]["parameters"]] == params[:6]
+    assert params[-3:] == ["background", "boxes3d", "masks"]  # (new ones go last: callers by position keep working)
+    assert [p["parameter_name"] for p in named["/preview"]["parameters"]] == params[:6] + params[-3:]
 
 
 # -- REST -----------------------------------------------------------------------------------------------------------

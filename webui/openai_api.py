@@ -14,9 +14,10 @@
 OpenAI's fields are ``prompt``, ``n`` (1 to 4), ``size`` (``WxH`` or ``auto``), ``response_format`` (``b64_json`` or
 ``url``), ``model`` and ``user`` (unused); ``seed`` is ours. The other settings travel in ``extra_body`` under the
 names of the web API (:meth:`webui.api.SigmaApi.generate`: ``steps``, ``cfg_text``, ``speed``, ``layout``, ``boxes``,
-...; in a multipart edit, ``tokens`` and ``boxes`` are JSON text). Each image of the answer carries its ``record``.
-Generation runs on the page's queue (one GPU pool, one cancel: a client that disconnects cancels its job). Errors
-use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a full queue is a 429 with Retry-After.
+``background``, ``masks``, ...; in a multipart edit, lists are JSON text, as on the REST route). Each image of the
+answer carries its ``record``. Generation runs on the page's queue (one GPU pool, one cancel: a client that
+disconnects cancels its job). Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a full
+queue is a 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .jobs import Cancelled, Jobs
 from .limits import WebLimits
 from .rest import (
     FIELDS,
+    FILE_FIELDS,
     INCOMING,
     RestError,
     form_fields,
@@ -175,7 +177,7 @@ async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool) -> tu
     for name in SIGMA_FIELDS:
         if name in fields:
             value = fields[name]
-            inputs[name] = await saved(name, value, folder) if name == "layout_image" else typed(name, value)
+            inputs[name] = await saved(name, value, folder) if name in FILE_FIELDS else typed(name, value)
     if images:
         if not all(isinstance(v, UploadFile) for v in images):
             raise OpenAIError("each image must be a file part of the form", param="image")

@@ -5,9 +5,12 @@ JSON (images as base64 PNG/JPEG/WebP, data URLs accepted)::
     curl -s http://127.0.0.1:7860/api/v1/generate -H 'content-type: application/json' \\
         -d '{"prompt": "a cat <img1>", "images": ["'"$(base64 -w0 cat.jpg)"'"], "steps": 30}'
 
-or multipart (``images`` repeated, one file each; ``tokens`` and ``boxes`` as JSON text)::
+or multipart (``images`` repeated, one file each; ``tokens``, ``boxes``, ``boxes3d`` and ``masks`` as JSON text; a
+mask row names a file part ``masks`` by its file name, where JSON gives the mask as base64)::
 
     curl -s http://127.0.0.1:7860/api/v1/generate -F prompt='a cat <img1>' -F images=@cat.jpg -F steps=30
+    curl -s http://127.0.0.1:7860/api/v1/generate -F prompt='a cat <img1> on a sofa' -F images=@cat.jpg \
+        -F layout=boxes -F background=@room.jpg -F 'masks=[["cat-mask.png", "cat", "img1"]]' -F masks=@cat-mask.png
 
 The fields are those of the Gradio endpoint ``/generate`` (:meth:`webui.api.SigmaApi.generate`), by name and with
 its defaults. The answer is ``{"images": [base64 PNG, ...], "records": [...]}``; an error is
@@ -39,11 +42,13 @@ from starlette.responses import JSONResponse
 from sigma_studio.model.errors import SigmaError
 
 from .api import SigmaApi, one_line
+from .api_inputs import mask_row, rows_of
 from .jobs import Cancelled, Jobs
 from .limits import REST_PATH, WebLimits
 
-FILE_FIELDS = ("images", "layout_image")
-JSON_FIELDS = ("tokens", "boxes")  # lists: JSON text in a multipart form
+FILE_FIELDS = ("images", "layout_image", "background", "masks")  # saved under the request's folder before use
+JSON_FIELDS = ("tokens", "boxes", "boxes3d", "masks")  # lists: JSON text in a multipart form
+ROW_FILES = ("masks",)  # in a form: JSON rows whose first column names a file part sent under the same name
 INCOMING = ".incoming"  # under the outputs folder: one folder per REST request while it runs
 FIELDS = inspect.signature(SigmaApi.generate).parameters
 HINTS = typing.get_type_hints(SigmaApi.generate)
@@ -190,7 +195,8 @@ def depth_of(value) -> int:
 
 async def form_fields(request: Request, files: tuple[str, ...] = ("images",)) -> dict:
     """A multipart (or url-encoded) form: the parts named in ``files`` may repeat and are gathered, in order, as
-    ``images``; any other field is given once (``tokens`` and ``boxes`` as JSON text)."""
+    ``images``; ``masks`` is JSON text with its pictures as file parts (:func:`rows_naming_parts`); any other field
+    is given once (``tokens``, ``boxes`` and ``boxes3d`` as JSON text)."""
     try:
         form = await request.form()
     except HTTPException as exc:  # starlette's reading of a malformed or oversized form
@@ -198,6 +204,9 @@ async def form_fields(request: Request, files: tuple[str, ...] = ("images",)) ->
     fields: dict = {"images": [v for k, v in form.multi_items() if k in files]} if any(k in files for k in form) else {}
     for name in dict.fromkeys(k for k in form.keys() if k not in files):
         values = form.getlist(name)
+        if name in ROW_FILES:
+            fields[name] = rows_naming_parts(name, values)
+            continue
         if len(values) > 1:
             raise RestError(f"{name[:60]} is given {len(values)} times; only {files[0]} may repeat")
         if name in JSON_FIELDS and isinstance(values[0], str):
@@ -210,20 +219,55 @@ async def form_fields(request: Request, files: tuple[str, ...] = ("images",)) ->
     return fields
 
 
-async def saved(name: str, value, folder: Path) -> list[str] | str | None:
-    """Uploads (files, or base64 text) written to ``folder``; the paths, named as the caller named them."""
+def rows_naming_parts(name: str, values: list) -> list | None:
+    """A form's ``masks``: one text part, the JSON rows, and the pictures as file parts of the same name; a row
+    whose first column is a part's file name takes that part (any other first column is read as base64)."""
+    texts = [v for v in values if isinstance(v, str)]
+    parts = {Path(v.filename or "").name: v for v in values if not isinstance(v, str)}
+    usage = (f'{name} in a form: one JSON text part, e.g. {name}=[["cat-mask.png", "cat", "img1"]], and each picture '
+             f"as a file part {name}=@cat-mask.png")  # fmt: skip
+    try:
+        rows = json.loads(texts[0]) if len(texts) == 1 and texts[0].strip() else None
+    except ValueError:
+        raise RestError(usage) from None
+    if len(texts) != 1 or not isinstance(rows, list | None) or (parts and rows is None):
+        raise RestError(usage)
+    if len(parts) < len(values) - len(texts):
+        raise RestError(f"Two {name} file parts have the same file name: name each apart")
+    firsts = [row[0] if isinstance(row, list) and row and isinstance(row[0], str) else None for row in rows or []]
+    for k, first in enumerate(firsts, start=1):
+        if first and "." in first and first not in parts:  # a file name (base64 has no dot), of no part
+            raise RestError(f"{name} row {k} names {first[:60]!r}, which is no {name} file part of the form "
+                            f"(parts: {', '.join(parts)[:120] or 'none'})")  # fmt: skip
+    unused = sorted(set(parts) - set(firsts))
+    if unused:
+        raise RestError(f"The {name} file part {unused[0][:60]!r} is named by no row: put its file name in its row")
+    if rows is None:
+        return None
+    return [[parts[first], *row[1:]] if first in parts else row for first, row in zip(firsts, rows, strict=True)]
+
+
+async def saved(name: str, value, folder: Path) -> list | str | None:
+    """Uploads (files, or base64 text) written to ``folder``; the paths, named as the caller named them. ``masks``
+    stay rows, each with its mask's path."""
     if name == "images":
         values = value if isinstance(value, list) else [value]
         return [await save_one(v, folder / str(k), f"img{k}") for k, v in enumerate(values, start=1)]
-    return None if value in (None, "") else await save_one(value, folder / "layout", "layout_image")
+    if name == "masks":
+        rows = rows_of(value, "masks", mask_row)
+        paths = [await save_one(r[0], folder / f"mask{k}", f"mask {k}", f"mask{k}") for k, r in enumerate(rows, 1)]
+        return [[path, *row[1:]] for path, row in zip(paths, rows, strict=True)] or None
+    return None if value in (None, "") else await save_one(value, folder / name, name)
 
 
-async def save_one(value, folder: Path, what: str) -> str:
+async def save_one(value, folder: Path, what: str, name: str | None = None) -> str:
+    """One upload written to ``folder``: a form's file part under its own name when that is plain, else (and
+    base64 text always) under ``name`` (default ``what``, the value's name in messages)."""
     folder.mkdir(parents=True)
     if isinstance(value, UploadFile):  # the caller's file name is kept (messages name it) only when it is plain
-        name = Path(value.filename or "").name
-        plain = re.fullmatch(r"[\w\- ][\w.\- ]{0,99}", name) and not name.startswith(".")
-        path = folder / (name if plain else what)
+        given = Path(value.filename or "").name
+        plain = re.fullmatch(r"[\w\- ][\w.\- ]{0,99}", given) and not given.startswith(".")
+        path = folder / (given if plain else name or what)
         path.write_bytes(await value.read())
         return str(path)
     if not isinstance(value, str):
@@ -233,7 +277,7 @@ async def save_one(value, folder: Path, what: str) -> str:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise RestError(f"{what} is not valid base64: send the file's bytes base64-encoded") from None
-    path = folder / what
+    path = folder / (name or what)
     path.write_bytes(data)
     return str(path)
 
