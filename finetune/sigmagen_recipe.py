@@ -204,14 +204,17 @@ def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) ->
 def make_eval(folder: Path, per_count: int, seed: int, routing_step: int) -> None:
     """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision."""
     from sigma_studio.model.data.dataset import write_parquet
-    from sigma_studio.model.data.sigmagen import SigmaGenOptions, rows
+    from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions, rows
     from sigma_studio.model.shapes.scenes import shapes_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(2, 6):
         if not (folder / f"{n}.parquet").is_file():
+            # every structure input, drawn per subject, placed exactly (no dilation or jitter): the rows the
+            # curriculum's earlier figures were scored on, whatever the converter's training defaults become
             opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n, routing_step=routing_step,
-                                   max_subjects=n)  # fmt: skip
+                                   max_subjects=n, precision=PRECISIONS, precision_draw="subject", mask_dilation=0.0,
+                                   box_dilation=0.0, box_aspect_jitter=0.0)  # fmt: skip
             scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n))
             write_parquet(folder / f"{n}.parquet", rows(scenes, opts, {}))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
-from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions
+from sigma_studio.model.data.sigmagen import CHANNELS, PRECISIONS, SigmaGenOptions
 
 from . import render
 from .groups import grouped
@@ -23,8 +24,69 @@ D = SigmaGenOptions()
 R = SigmaGenRecipe()
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """`sigma sigmagen make`'s training-time choices: one flag per field of SigmaGenOptions, with its defaults."""
+
+    max_subjects: Annotated[int, typer.Option(help="largest instances kept per picture")] = D.max_subjects
+    min_area: Annotated[float, typer.Option(help="smallest instance, as a fraction of the picture")] = D.min_area
+    precision: Annotated[str, typer.Option(help="structure inputs drawn among (" + ",".join(PRECISIONS) + ")")] = (
+        ",".join(D.precision)
+    )
+    precision_draw: Annotated[
+        str, typer.Option(help="one structure input per row (example, the paper) or per subject (subject)")
+    ] = D.precision_draw
+    channel_drop: Annotated[
+        float, typer.Option(help="chance per row that exactly one spatial-control channel is zeroed")
+    ] = D.channel_drop
+    drop_channels: Annotated[str, typer.Option(help="channels a drop draws among (" + ",".join(CHANNELS) + ")")] = (
+        ",".join(D.drop_channels)
+    )
+    mask_dilation: Annotated[
+        float, typer.Option(help="masks grow by up to this fraction of their box's shorter side")
+    ] = D.mask_dilation
+    box_dilation: Annotated[
+        float, typer.Option(help="each side of a 2-D box moves out by up to this fraction of its size")
+    ] = D.box_dilation
+    box_aspect_jitter: Annotated[float, typer.Option(help="a 2-D box's aspect ratio is scaled by 1 ± up to this")] = (
+        D.box_aspect_jitter
+    )
+    identities: Annotated[
+        Path | None, typer.Option(help="prepared (reposed) identities: DIR/<scene id>/<instance key>.png")
+    ] = None
+    crop_jitter: Annotated[float, typer.Option(help="identity crops move/grow by up to this")] = D.crop_jitter
+    flip: Annotated[float, typer.Option(help="chance to mirror an identity crop")] = D.flip
+    compose_share: Annotated[
+        float, typer.Option(help="share of full-caption prompts; the rest get the background-only prompt")
+    ] = D.compose_share
+    background_prompt: Annotated[
+        str, typer.Option(help="background-only prompt of a picture without a background caption")
+    ] = D.background_prompt
+    full_depth: Annotated[
+        float, typer.Option(help="share of rows whose structure is the whole scene's depth (needs depth maps)")
+    ] = D.full_depth
+    tile: Annotated[int, typer.Option(help="identity-sheet cell size in pixels")] = D.tile
+    seed: Annotated[int, typer.Option(help="seed of every random choice")] = D.seed
+    routing_step: Annotated[
+        int,
+        typer.Option(help="routing-map levels per subject (the paper's 10; the model trained on the rows keeps it)"),
+    ] = D.routing_step
+
+    def options(self) -> SigmaGenOptions:
+        fields = dataclasses.asdict(self)
+        fields |= {"precision": _csv(self.precision), "drop_channels": _csv(self.drop_channels),
+                   "identities": None if self.identities is None else str(self.identities)}  # fmt: skip
+        return SigmaGenOptions(**fields)
+
+
 @app.command()
+@grouped
 def make(
+    *,
     out: Annotated[Path, typer.Option("--out", "-o", help="the parquet file to write")],
     coco: Annotated[Path | None, typer.Option(help="COCO-style instance annotations (JSON)")] = None,
     images: Annotated[Path | None, typer.Option(help="with --coco: the folder of the pictures")] = None,
@@ -32,28 +94,11 @@ def make(
         Path | None, typer.Option(help="with --coco: depth maps DEPTH/<stem>.png (brighter = nearer)")
     ] = None,
     shapes: Annotated[int | None, typer.Option(help="instead: this many shapes-world scenes of 2-5 things")] = None,
-    max_subjects: Annotated[int, typer.Option(help="largest instances kept per picture")] = D.max_subjects,
-    min_area: Annotated[float, typer.Option(help="smallest instance, as a fraction of the picture")] = D.min_area,
-    precision: Annotated[
-        str, typer.Option(help="structure per subject, drawn among: " + ",".join(PRECISIONS))
-    ] = ",".join(D.precision),
-    channel_drop: Annotated[float, typer.Option(help="chance to zero each spatial-control channel")] = D.channel_drop,
-    crop_jitter: Annotated[float, typer.Option(help="identity crops move/grow by up to this")] = D.crop_jitter,
-    flip: Annotated[float, typer.Option(help="chance to mirror an identity crop")] = D.flip,
-    compose_share: Annotated[float, typer.Option(help="share of 'to compose: <caption>' prompts")] = D.compose_share,
-    full_depth: Annotated[
-        float, typer.Option(help="share of rows whose structure is the whole scene's depth (needs depth maps)")
-    ] = D.full_depth,
-    tile: Annotated[int, typer.Option(help="identity-sheet cell size in pixels")] = D.tile,
-    seed: Annotated[int, typer.Option(help="seed of every random choice")] = D.seed,
-    routing_step: Annotated[
-        int,
-        typer.Option(help="routing-map levels per subject (the paper's 10; the model trained on the rows keeps it)"),
-    ] = D.routing_step,
+    convert: ConvertOptions,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write SIGMA-format rows [identity sheet, spatial control, target] that `sigma finetune` trains on.
+    """Write SIGMA-format rows \\[identity sheet, spatial control, target] that `sigma finetune` trains on.
 
     [b]Examples[/]
 
@@ -61,15 +106,13 @@ def make(
 
       sigma sigmagen make --shapes 2000 --out data/sigmagen-shapes/train.parquet
     """
+    from sigma_studio.model.data.sigmagen import identity_warning, summary_lines
     from sigma_studio.model.errors import InputError
     from sigma_studio.model.files import check_output_file
 
     render.setup_logging(debug)
     with render.errors(debug):
-        options = SigmaGenOptions(
-            max_subjects, min_area, tuple(p.strip() for p in precision.split(",") if p.strip()), channel_drop,
-            crop_jitter, flip, compose_share, full_depth, tile, seed, routing_step,
-        )  # fmt: skip
+        options = convert.options()
         if (coco is None) == (shapes is None):
             raise InputError("give either --coco FILE --images DIR, or --shapes N")
         if coco is not None and (images is None or not images.is_dir()):
@@ -77,16 +120,22 @@ def make(
         if shapes is not None and shapes < 1:
             raise InputError(f"--shapes must be at least 1 scene (got {shapes})")
         path = check_output_file(out, overwrite)
-        count, skipped, annotations = _write_rows(path, options, coco, images, depth, shapes)
+        count, stats, annotations = _write_rows(path, options, coco, images, depth, shapes)
+    skipped = stats.get("skipped", 0)
     render.stdout.print(f"[green]✓[/] {count} rows → {escape(str(path))}  [dim]({skipped} scenes skipped)[/]")
+    for line in summary_lines(stats, options):
+        render.stdout.print(f"  {escape(line)}")
     if annotations:
         render.warn(_skipped_line(annotations))
+    if identity_warning(stats):
+        render.warn(identity_warning(stats))
     render.stdout.print(f"[dim]options: {escape(str(dataclasses.asdict(options)))}[/]")
 
 
-def _write_rows(path: Path, options: SigmaGenOptions, coco, images, depth, shapes) -> tuple[int, int, Counter]:
-    """Convert the scenes (COCO, or ``shapes`` shapes-world scenes) into ``path``; returns (rows written, scenes
-    skipped, skipped annotations by reason). Writing nothing usable is an InputError and leaves no file."""
+def _write_rows(path: Path, options: SigmaGenOptions, coco, images, depth, shapes) -> tuple[int, dict, Counter]:
+    """Convert the scenes (COCO, or ``shapes`` shapes-world scenes) into ``path``; returns (rows written, the
+    conversion's counts, skipped annotations by reason). Writing nothing usable is an InputError and leaves no
+    file."""
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.data.sigmagen import coco_scenes, rows
     from sigma_studio.model.errors import InputError
@@ -98,9 +147,10 @@ def _write_rows(path: Path, options: SigmaGenOptions, coco, images, depth, shape
     count = write_parquet(path, rows(scenes, options, stats))
     if not count:
         path.unlink(missing_ok=True)
+        why = ", ".join(f"{n} × {reason}" for reason, n in stats.get("skipped_by", Counter()).most_common(3))
         raise InputError(f"no usable scene: every picture was unreadable or had no instance large enough"
-                         f"{_skipped_line(annotations, '; ')}")  # fmt: skip
-    return count, stats.get("skipped", 0), annotations
+                         f"{f' ({why})' if why else ''}{_skipped_line(annotations, '; ')}")  # fmt: skip
+    return count, stats, annotations
 
 
 def _skipped_line(reasons: Counter, lead: str = "") -> str:

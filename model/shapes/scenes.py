@@ -1,6 +1,6 @@
 """The shapes world's multi-object scenes, the input of SIGMA-GEN's converter (:mod:`model.data.sigmagen`): 2-5
 things on the grey canvas, later ones drawn on top (nearer), with each thing's visible mask, a depth map and a thin
-3-D box whose projection is its 2-D box."""
+3-D box whose projection is its 2-D box, a caption naming every thing and one of the background alone."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import random
 
 import numpy as np
 
-from ..data.sigmagen import Instance, Scene
+from ..data.scene import Instance, Scene
 from ..request.multisubject import Box3D
 from .world import CANVAS, COLOURS, SHAPES, Thing, mask, render
+
+BACKGROUND = "a grey picture"  # the shapes world's background alone: what a background-only prompt says
 
 
 def _flat_box3d(box: tuple[float, float, float, float], layer: int, layers: int, canvas: int) -> Box3D:
@@ -26,7 +28,8 @@ def _flat_box3d(box: tuple[float, float, float, float], layer: int, layers: int,
 
 def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5)):
     """The shapes world's multi-object scenes: 2-5 things, later ones drawn on top (nearer: brighter depth), each
-    instance's mask its visible pixels, with overlaps."""
+    instance's mask its visible pixels, with overlaps. Each instance's key (its prepared identity's file stem) is
+    its place in the drawing order, from 0; the background caption is "a grey picture" (the canvas alone)."""
     rng = random.Random(seed)
     for n in range(count):
         things = []
@@ -41,7 +44,9 @@ def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5))
         visible = [m & ~np.logical_or.reduce(masks[k + 1 :] or [np.zeros_like(m)]) for k, m in enumerate(masks)]
         names = [f"{t.colour} {t.shape}" for t in things]
         boxes = [_flat_box3d(t.box, k, len(things), CANVAS) for k, t in enumerate(things)]
-        instances = [Instance(name, m, b) for name, m, b in zip(names, visible, boxes, strict=True) if m.any()]
+        placed = enumerate(zip(names, visible, boxes, strict=True))
+        instances = [Instance(name, m, b, str(k)) for k, (name, m, b) in placed if m.any()]
         caption = "a grey picture of " + ", ".join(f"a {name}" for name in names)
         layers = [{"shape": t.shape, "colour": t.colour, "box": [round(v, 2) for v in t.box]} for t in things]
-        yield Scene(f"shapes-{n:06d}", render(things), instances, depth, caption, {"things": names, "layers": layers})
+        yield Scene(f"shapes-{n:06d}", render(things), instances, depth, caption, {"things": names, "layers": layers},
+                    background_caption=BACKGROUND)  # fmt: skip
