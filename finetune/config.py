@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 from sigma_studio.model.config import INITS, MAX_SEED, MAX_STEPS  # defined once, with Loader/GenerationConfig
 from sigma_studio.model.errors import InputError
 
+# `sigma finetune --recipe`: "release" is the released training scripts' choices (the TrainConfig defaults: they
+# produced the released SIGMA weights); "paper" is the SIGMA paper's (§4): the generation branch only, 50 000 steps,
+# the attribute projection W_tau and the group-scoped mask on. Options given on the command line win over either.
+RECIPES: dict[str, dict] = {
+    "release": {},
+    "paper": {"trainable": "gen", "steps": 50_000, "attribute_projection": True, "group_mask": True},
+}
 MAX_LR = 0.1  # --lr above this only diverges with AdamW (the recipes use 2e-5 to 1e-3)
 TRAINABLE = ("all", "gen")  # --train choices (LoRA ignores it)
 ALL_LINEAR = "all-linear"

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from sigma_studio.finetune.config import ALL_LINEAR, INITS, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.finetune.config import ALL_LINEAR, INITS, RECIPES, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
 
 from . import render
@@ -28,6 +29,9 @@ TrainOpt = Annotated[str, typer.Option("--train", help=_TRAIN_HELP)]
 GroupMaskOpt = Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")]
 AttributeOpt = Annotated[bool, typer.Option(help="learn SIGMA's attribute vectors")]
 CheckpointingOpt = Annotated[bool, typer.Option(help="recompute activations in backward")]
+RecipeOpt = Annotated[
+    str, typer.Option(help=f"{' | '.join(RECIPES)}: the released scripts' choices, or the SIGMA paper's (see below)")
+]
 
 
 def _family_weights(values: list[str]) -> dict[str, float]:
@@ -77,6 +81,7 @@ def finetune(
     dataset: Annotated[str, typer.Option(help="HF dataset id, parquet file or folder")] = _D["dataset"],
     model: Annotated[str, typer.Option("--model", "-m", help="starting weights")] = _D["model"],
     init: InitOpt = _D["init"],
+    recipe: RecipeOpt = "release",
     schedule: ScheduleOptions,
     train: TrainOpt = _D["trainable"],
     lora: LoRAOptions,
@@ -101,21 +106,27 @@ def finetune(
     wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = _D["wandb"],
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = _D["cache_dir"],
     debug: DebugOpt = False,
+    ctx: typer.Context = None,  # (typer passes it: which options were given on the command line)
 ) -> None:
-    """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2)."""
+    """Post-train SIGMA on interleaved data (full or LoRA; one GPU, CPU, or torchrun + FSDP2).
+
+    --recipe release (the default) is the released scripts' choices, which produced the released weights; --recipe
+    paper is the SIGMA paper's: the generation branch only, 50 000 steps, W_tau and the group mask on. An option
+    given on the command line wins over the recipe.
+    """
     from sigma_studio.finetune.data import check_family_weights
     from sigma_studio.model.data.dataset import parquet_files
     from sigma_studio.model.hub import HubOptions
 
     render.setup_logging(debug)
     with render.errors(debug):
-        cfg = TrainConfig(
+        cfg = TrainConfig(**_with_recipe(recipe, ctx, dict(
             out=str(out), dataset=dataset, model=model, init=init, **schedule.fields(), trainable=train,
             lora=lora.config(), group_mask=group_mask, attribute_projection=attribute_projection, text_loss=text_loss,
             ema=ema, held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,
             sample_every=sample_every, resume=resume, seed=seed, gradient_checkpointing=gradient_checkpointing,
             sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
-        )  # fmt: skip
+        )))  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         # likewise a missing or unreachable dataset, or a --family-weight of a family it does not hold
         check_family_weights(cfg.family_weights, parquet_files(dataset, HubOptions(cache_dir=cache_dir)))
@@ -126,6 +137,18 @@ def finetune(
             f"[green]✓[/] {run_dir}  (load it with --model {run_dir})  rows {stats.rows}, used {stats.used}, "
             f"skipped {stats.bad} bad and {stats.too_long} too long"
         )
+
+
+def _with_recipe(recipe: str, ctx: typer.Context | None, fields: dict) -> dict:
+    """``fields`` with the recipe's values for every option the command line did not give."""
+    if recipe not in RECIPES:
+        raise InputError(f"--recipe {recipe} is not one of {', '.join(RECIPES)}")
+    option = {"trainable": "train"}  # TrainConfig field -> the CLI parameter that sets it
+    for name, value in RECIPES[recipe].items():
+        source = ctx.get_parameter_source(option.get(name, name)) if ctx is not None else None
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):  # not on the command line
+            fields[name] = value
+    return fields
 
 
 def _train(cfg: TrainConfig):
