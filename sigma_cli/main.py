@@ -4,6 +4,7 @@ sigma generate "Place <id>the man <img1> next to <subject>the dog <img2>" --imag
 sigma generate --from outputs/result.png --seed 8
 sigma batch ./sigma-parquet --out runs/eval
 sigma webui --model shapes
+sigma space build space-out && sigma space deploy space-out your-name/sigma-studio
 sigma download sigma
 sigma tokens
 sigma info
@@ -31,6 +32,7 @@ from .generate import EXAMPLES, generate, layout_cmd
 from .options import CacheOpt, DebugOpt
 from .shapes import app as shapes_app
 from .sigmagen import app as sigmagen_app
+from .space import app as space_app
 from .webui import webui
 
 app = typer.Typer(
@@ -68,6 +70,7 @@ app.command()(webui)
 app.command()(finetune_command)
 app.add_typer(shapes_app, name="shapes")
 app.add_typer(sigmagen_app, name="sigmagen")
+app.add_typer(space_app, name="space")
 app.command(name="bench")(bench_command)
 
 

@@ -167,7 +167,9 @@ def serve(
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: import spaces before CUDA starts; hold a GPU only to generate
         import spaces
 
-        gpu_wrapper = spaces.GPU(duration=180)
+        from .zerogpu import gpu_wrapper as zero_gpu
+
+        gpu_wrapper = zero_gpu(spaces)  # each call asks for the seconds its steps and references need
     pipes = load_pipelines(model, mode, devices)
     pipe = pipes[0]  # the page's architecture and settings (every pooled pipeline shares them)
     # one queue for the page, the Gradio API and the REST route; with --gpus, one slot per pipeline
