@@ -21,7 +21,17 @@ EXAMPLES = """
   sigma eval runs/eval --metrics shapes,psnr,ssim --compare runs/eval-fast
 
   sigma eval runs/bench --benchmark Xiaoyan667/SIGMA-Benchmark --model sigma
+
+  sigma eval runs/sg --data data/sigmagen --metrics dinov2,dinov2_subjects,depth_mse_subjects
 """
+
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the source RESULTS was made from (as given to `sigma batch`): its rows' meta places the SIGMA-GEN "
+        "subjects of the *_subjects metrics \\[default: --benchmark]"
+    ),
+]
 
 
 def evaluate_cmd(
@@ -35,6 +45,7 @@ def evaluate_cmd(
     benchmark: Annotated[
         str | None, typer.Option(help="generate RESULTS from this benchmark first (HF id or parquet folder)")
     ] = None,
+    data: DataOpt = None,
     model: ModelOpt = None,
     limit: Annotated[int | None, typer.Option(help="with --benchmark: stop after this many rows")] = None,
     device: Annotated[str, typer.Option(help="where the metric models run")] = "cpu",
@@ -44,6 +55,8 @@ def evaluate_cmd(
     """Score generated images: per row, per task family and overall; write metrics.json and metrics.csv.
 
     Metrics that need a hub model say in one line what to download when it is missing; the others still run.
+    The *_subjects metrics score each SIGMA-GEN subject's crop (or region) and average per row; they read the
+    subjects from the rows' meta in --data, and leave other rows blank (metrics.json: no_subjects).
     Each output must decode and carry its own row's record (row, prompt, references) at the size it records; a row
     whose output does not is not scored, and is named in a warning and in metrics.json (unscored). An output whose
     size differs from its ground truth's is resized (bicubic) to the truth's size before the two are compared, as
@@ -54,8 +67,7 @@ def evaluate_cmd(
     """
     from sigma_studio.model.errors import InputError
     from sigma_studio.model.evaluation.metrics import build_metrics
-    from sigma_studio.model.evaluation.runner import compare as compare_runs
-    from sigma_studio.model.evaluation.runner import evaluate, read_report, write_report
+    from sigma_studio.model.evaluation.runner import evaluate, write_report
 
     render.setup_logging(debug)
     partial = False
@@ -70,21 +82,29 @@ def evaluate_cmd(
             render.warn(line)
         if not ready:
             raise InputError("none of the chosen metrics can run here (see the lines above)")
-        report = evaluate(results, ready, messages)
+        data = data or benchmark
+        report = evaluate(results, ready, messages, data=data, cache_dir=cache_dir)
         _warn_rows(report, ready)
         json_path, csv_path = write_report(report, results)
-        other = None
-        if compare is not None:
-            other = read_report(compare) if (compare / "metrics.json").is_file() else evaluate(compare, ready)
-            _warn_rows(other, ready)
-            comparison = compare_runs(report, other)
-    _finish(report, ready, (json_path, csv_path), other, comparison if other is not None else None, partial)
+        other, comparison = _compared(report, compare, ready, data, cache_dir) if compare is not None else (None, None)
+    _finish(report, ready, (json_path, csv_path), other, comparison, partial)
+
+
+def _compared(report, folder: Path, ready, data: str | None, cache_dir: str | None):
+    """(the other run's report: read from its metrics.json, or scored now; the comparison of the two)."""
+    from sigma_studio.model.evaluation.runner import compare, evaluate, read_report
+
+    fresh = not (folder / "metrics.json").is_file()
+    other = evaluate(folder, ready, data=data, cache_dir=cache_dir) if fresh else read_report(folder)
+    _warn_rows(other, ready)
+    return other, compare(report, other)
 
 
 def _finish(report, ready, paths, other, comparison, partial: bool) -> None:
     """The tables, the files written, and the exit code (EXIT_SOME_FAILED when rows were not scored or made)."""
     _family_table(report)
     _resize_note(report, ready)
+    _subjects_note(report, ready)
     partial = partial or bool(report.unscored)
     missing = f"{len(report.unscored)} rows not scored" if report.unscored else "some rows failed to generate"
     mark = f"[yellow]![/] {missing} (exit {EXIT_SOME_FAILED}):" if partial else "[green]✓[/]"
@@ -153,6 +173,21 @@ def _resize_note(report, metrics) -> None:
     )
 
 
+def _subjects_note(report, metrics) -> None:
+    """Say how many rows the per-subject metrics leave blank, and the most common reason."""
+    names = [m.name for m in metrics if m.score_subjects is not None]
+    if not report.no_subjects or not names:
+        return
+    reasons: dict[str, int] = {}
+    for why in report.no_subjects.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    why, count = max(reasons.items(), key=lambda kv: kv[1])
+    render.stdout.print(
+        f"[dim]no subjects: {len(report.no_subjects)} of {len(report.rows)} rows have no SIGMA-GEN subjects, so "
+        f"{', '.join(names)} are blank for them ({count}: {escape(why)}; metrics.json: no_subjects)[/]"
+    )
+
+
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
@@ -172,7 +207,8 @@ def _family_table(report) -> None:
     render.stdout.print(table)
     for m in report.metrics:
         model = f" ({m['model']})" if m["model"] else ""
-        render.stdout.print(f"[dim]{m['label']}{escape(model)}: {escape(m['mirrors'])}[/]")
+        protocol = escape(f" [{m['protocol']}]") if m.get("protocol") else ""
+        render.stdout.print(f"[dim]{m['label']}{escape(model)}{protocol}: {escape(m['mirrors'])}[/]")
 
 
 def _comparison_table(rows: list[dict], base: str, other: str) -> None:

@@ -132,11 +132,14 @@ def finetune(
         check_family_weights(cfg.family_weights, parquet_files(dataset, HubOptions(cache_dir=cache_dir)))
         trainer, run_dir = _train(cfg)
     if trainer.dist.main:
-        stats = trainer.stats
-        render.stdout.print(
-            f"[green]✓[/] {run_dir}  (load it with --model {run_dir})  rows {stats.rows}, used {stats.used}, "
-            f"skipped {stats.bad} bad and {stats.too_long} too long"
-        )
+        _report(trainer.stats, run_dir)
+
+
+def _report(stats, run_dir) -> None:
+    render.stdout.print(
+        f"[green]✓[/] {run_dir}  (load it with --model {run_dir})  rows {stats.rows}, used {stats.used}, "
+        f"skipped {stats.bad} bad and {stats.too_long} too long"
+    )
 
 
 def _with_recipe(recipe: str, ctx: typer.Context | None, fields: dict) -> dict:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.evaluation import METRICS, EvalRow, available_metrics, build_metrics
-from sigma_studio.model.evaluation.base import text_prompt, unit_tensor
+from sigma_studio.model.evaluation.base import WHOLE_IMAGE, SubjectRegion, text_prompt, unit_tensor
 from sigma_studio.model.evaluation.pixel import PSNR_CAP, edge_f1_value, is_edge_map
 from sigma_studio.model.request.control import Box, canny_edges, depth_to_image, render_boxes
 from sigma_studio.model.shapes.world import GREY, Thing, centred, render
@@ -31,8 +31,9 @@ TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
             pad_token_id=0, bos_token_id=1, eos_token_id=2)  # fmt: skip
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
               patch_size=8)  # fmt: skip
+SUBJECT_METRICS = ("dinov2_subjects", "siglip_i_subjects", "clip_i_subjects", "depth_mse_subjects")
 MODEL_METRICS = ["clip_t", "clip_i", "dino", "dreamsim", "dinov2", "siglip_i", "siglip_t", "clip_iqa", "musiq",
-                 "depth_mse"]  # fmt: skip
+                 "depth_mse", *SUBJECT_METRICS]  # fmt: skip
 
 
 def tiny_tokenizer():
@@ -123,14 +124,25 @@ BLUE_STAR = render([Thing("star", "blue", (6.0, 8.0, 26.0, 26.0))])
 BLANK = Image.new("RGB", (64, 64), GREY)
 
 
-def row(output, target=None, prompt="a red circle", references=(), layout=None, family="compose", row_id="r"):
-    return EvalRow(row_id, family, output, target, prompt, tuple(references), layout)
+def row(output, target=None, prompt="a red circle", references=(), layout=None, family="compose", row_id="r",
+        subjects=None):  # fmt: skip
+    return EvalRow(row_id, family, output, target, prompt, tuple(references), layout, subjects)
+
+
+def box_mask(size, box) -> np.ndarray:
+    """A bool [H, W] mask of ``size`` (width, height), True inside ``box`` (x0, y0, x1, y1)."""
+    mask = np.zeros(size[::-1], dtype=bool)
+    mask[box[1] : box[3], box[0] : box[2]] = True
+    return mask
 
 
 def mixed_rows():
-    """Rows of different sizes, with and without target, references, layout and prompt text."""
+    """Rows of different sizes, with and without target, references, layout, prompt text and SIGMA-GEN subjects
+    (the first row has two, one of them not shown by its control)."""
+    subjects = (SubjectRegion("red circle", box_mask((64, 64), (17, 17, 47, 47))),
+                SubjectRegion("hidden", np.zeros((64, 64), dtype=bool)))  # fmt: skip
     return [
-        row(RED_CIRCLE, RED_CIRCLE, layout=canny_edges(RED_CIRCLE), row_id="same"),
+        row(RED_CIRCLE, RED_CIRCLE, layout=canny_edges(RED_CIRCLE), row_id="same", subjects=subjects),
         row(noise((48, 40), 1), noise((40, 56), 2), prompt="Draw the <subject>shape <img1>", references=[BLUE_STAR]),
         row(BLUE_STAR, None, prompt="<img1> <img2>", references=[noise((80, 56), 3), RED_CIRCLE], layout=BLUE_STAR),
         row(noise((96, 72), 4), None, prompt="a blue star", family=""),
@@ -142,6 +154,9 @@ def test_registry_and_descriptions(all_metrics):
     for name, metric in all_metrics.items():
         assert metric.name == name and metric.label and metric.mirrors and "\n" not in metric.mirrors
         assert (metric.model is None) == (name in ("shapes", "shapes_strict", "psnr", "ssim", "edge_f1"))
+        per_subject = name in SUBJECT_METRICS
+        assert (metric.protocol != WHOLE_IMAGE) == per_subject == (metric.score_subjects is not None), name
+        assert not per_subject or metric.protocol.startswith("per-subject") and "SIGMA-GEN §4" in metric.protocol
     assert not all_metrics["dreamsim"].higher_is_better and not all_metrics["depth_mse"].higher_is_better
 
 
@@ -168,6 +183,9 @@ def test_not_applicable_rows_are_none(all_metrics):
     assert all_metrics["edge_f1"].compute(rows)[1] is None  # no layout
     assert all_metrics["clip_t"].compute(rows)[2] is None  # no text in the prompt
     assert all_metrics["clip_i"].compute(rows)[3] is None  # neither target nor references
+    for name in SUBJECT_METRICS:  # only the first row has SIGMA-GEN subjects
+        assert all_metrics[name].compute(rows)[1:] == [None, None, None], name
+        assert all_metrics[name].compute_all(rows)[1][0][1] is None, name  # its control does not show subject 2
 
 
 def test_batches_of_different_sizes_match_row_by_row(all_metrics):

@@ -10,7 +10,9 @@ Usage::
     for metric in metrics:
         values = metric.compute(rows)  # one float (or None) per EvalRow
 
-Which paper setting each metric mirrors is in its ``mirrors`` line; the hub model in its ``model`` field.
+Which paper setting each metric mirrors is in its ``mirrors`` line; the hub model in its ``model`` field; what it
+compares in its ``protocol`` field: the whole image, or each SIGMA-GEN subject's crop or region (the ``*_subjects``
+metrics, :mod:`.per_subject`, beside their whole-image counterparts).
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..errors import InputError, SigmaError
-from . import embedding, packaged, pixel
+from . import embedding, packaged, per_subject, pixel
 from .base import EvalRow, Metric, ModelLoader, text_prompt
 from .loading import hub_loader, shared
 
 __all__ = ["METRICS", "EvalRow", "Metric", "ModelLoader", "available_metrics", "build_metrics", "text_prompt"]
 
 # name -> factory(*, loader=None, cache_dir=None, device="cpu") -> Metric; a factory raises SigmaError when its
-# model or package is missing. Offline metrics first, then SIGMA's, then SIGMA-GEN's.
+# model or package is missing. Offline metrics first, then SIGMA's, then SIGMA-GEN's (whole image, then per subject).
 METRICS: dict[str, Callable[..., Metric]] = {
     "shapes": pixel.shapes,
     "shapes_strict": pixel.shapes_strict,
@@ -42,6 +44,10 @@ METRICS: dict[str, Callable[..., Metric]] = {
     "clip_iqa": embedding.clip_iqa,
     "musiq": packaged.musiq,
     "depth_mse": pixel.depth_mse,
+    "dinov2_subjects": per_subject.dinov2_subjects,
+    "siglip_i_subjects": per_subject.siglip_i_subjects,
+    "clip_i_subjects": per_subject.clip_i_subjects,
+    "depth_mse_subjects": per_subject.depth_mse_subjects,
 }
 OFFLINE_METRICS = ("shapes", "shapes_strict", "psnr", "ssim", "edge_f1")  # need no model at all
 

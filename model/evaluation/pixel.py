@@ -190,7 +190,7 @@ def edge_f1(**_) -> Metric:
 # --- depth MSE ----------------------------------------------------------------------------------------------------
 
 
-def _unit_depth(depth) -> np.ndarray:
+def unit_depth(depth) -> np.ndarray:
     """A depth image or array -> (H, W) float64 stretched to 0..1 (relative depth has no absolute scale)."""
     d = np.asarray(depth.convert("L") if isinstance(depth, Image.Image) else depth, dtype=np.float64)
     d = d.mean(-1) if d.ndim == 3 else d
@@ -205,7 +205,7 @@ def depth_mse(
     estimate, _ = (loader or hub_loader(cache_dir, device))("depth", model_id)
 
     def one(out: Image.Image, gt: Image.Image) -> float:
-        a, b = _unit_depth(estimate(out)), _unit_depth(estimate(gt))
+        a, b = unit_depth(estimate(out)), unit_depth(estimate(gt))
         if a.shape != b.shape:  # an estimator may answer at its own resolution
             a = np.asarray(Image.fromarray(a.astype(np.float32)).resize(b.shape[::-1], Image.BILINEAR))
         return float(((a - b) ** 2).mean())

@@ -9,6 +9,10 @@ that row's record (row id, prompt, references) at the size the record names. A r
 scored; it is listed, with the reason, in ``unscored``. An output whose size differs from its ground truth's is
 resized (bicubic) to the truth's size before the two are compared, and listed in ``resized_to_truth``. A folder
 where nothing can be scored is an error.
+
+The per-subject metrics need each SIGMA-GEN row's subjects: the rows' meta is read again from the source the folder
+was made from (``data``, see :mod:`.subjects`). A row without subjects is scored by every other metric; it is listed,
+with the reason, in ``no_subjects``, and each subject's own value is in ``per_subject``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from PIL import Image
 from ..data.batch import output_problem, read_png, read_records
 from ..errors import InputError
 from ..files import atomic_write, write_json
+from .base import SubjectValues
 from .metrics import EvalRow, Metric
+from .subjects import NO_DATA, SHEET_TOKENS, RowMeta, read_metas, row_subjects, tagged
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -47,55 +53,59 @@ class LoadedRows:
     rows: list[EvalRow] = field(default_factory=list)
     unscored: dict[str, str] = field(default_factory=dict)  # row_id -> why it is not scored
     resized: dict[str, str] = field(default_factory=dict)  # row_id -> "WxH -> WxH": output resized to its truth
+    no_subjects: dict[str, str] = field(default_factory=dict)  # row_id -> why it has no SIGMA-GEN subjects
 
     @property
     def no_truth(self) -> list[str]:
         return [r.row_id for r in self.rows if r.target is None]
 
 
-def load_rows(folder: str | Path) -> LoadedRows:
-    """Every generated row of a batch folder whose output is its own, with its ground truth, references and layout
-    image; the others are listed with the reason."""
+def load_rows(folder: str | Path, data: str | None = None, cache_dir: str | None = None) -> LoadedRows:
+    """Every generated row of a batch folder whose output is its own, with its ground truth, references, layout
+    image and (with ``data``, the source of ``sigma batch``) SIGMA-GEN subjects; the others are listed with the
+    reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder: give the --out folder of a `sigma batch` run")
     entries = read_records(folder)
     if not entries:
         raise InputError(f"{folder} holds no records*.jsonl: run `sigma batch ... --out {folder}` first")
+    metas = read_metas(data, {str(e["row_id"]) for e in entries}, cache_dir) if data else None
     loaded = LoadedRows()
     for entry in entries:
         row_id = str(entry["row_id"])
         try:
-            row = _row(folder, row_id, entry)
+            row, why = _row(folder, row_id, entry, metas)
         except InputError as exc:
             loaded.unscored[row_id] = str(exc)
             continue
         loaded.rows.append(row)
+        if why is not None:
+            loaded.no_subjects[row_id] = why
         if row.target is not None and row.target.size != row.output.size:
             (ow, oh), (tw, th) = row.output.size, row.target.size
             loaded.resized[row_id] = f"{ow}x{oh} -> {tw}x{th}"
     return loaded
 
 
-def _row(folder: Path, row_id: str, entry: dict) -> EvalRow:
-    """One row to score; InputError when its output is not the row's own (see :func:`model.data.batch.output_problem`)
-    or one of its images is broken."""
+def _row(folder: Path, row_id: str, entry: dict, metas: dict[str, RowMeta] | None) -> tuple[EvalRow, str | None]:
+    """One row to score, and why it has no SIGMA-GEN subjects (None: it has); InputError when its output is not the
+    row's own (see :func:`model.data.batch.output_problem`) or one of its images is broken."""
     output, problem = output_problem(folder / str(entry.get("output", "")), row_id, entry=entry)
     if problem is not None:
         raise InputError(problem)
     files = {img["name"]: img.get("file") for img in entry.get("images", [])}
-    refs = tuple(img for img in (_image(Path(f)) for f in files.values() if f) if img is not None)
-    layout_names = [s["image"] for s in entry.get("sequence", []) if "<layout>" in s.get("tokens", [])]
-    layout_file = files.get(layout_names[-1]) if layout_names else None
-    return EvalRow(
-        row_id=row_id,
-        family=family_of(row_id),
-        output=output,
-        target=_image(folder / f"{row_id}.gt.png"),
-        prompt=entry.get("prompt", ""),
-        references=refs,
-        layout=_image(Path(layout_file)) if layout_file else None,
-    )
+    images = {name: _image(Path(f)) for name, f in files.items() if f}
+    refs = tuple(img for img in images.values() if img is not None)
+    layout = images.get(tagged(entry, ("<layout>",)))
+    target = _image(folder / f"{row_id}.gt.png")
+    subjects, why = None, NO_DATA
+    if metas is not None:
+        frame = target.size if target is not None else None
+        sheet = images.get(tagged(entry, SHEET_TOKENS))
+        subjects, why = row_subjects(entry, metas.get(row_id), layout, sheet, frame)
+    row = EvalRow(row_id, family_of(row_id), output, target, entry.get("prompt", ""), refs, layout, subjects)
+    return row, why
 
 
 @dataclass
@@ -103,13 +113,15 @@ class Report:
     """Metric values per row, and their means per family and overall (None where a metric does not apply)."""
 
     folder: str
-    metrics: list[dict]  # name, label, model, mirrors, higher_is_better
+    metrics: list[dict]  # name, label, model, mirrors, higher, protocol
     rows: dict[str, dict[str, float | None]] = field(default_factory=dict)  # row_id -> metric -> value
     families: dict[str, str] = field(default_factory=dict)  # row_id -> family
     skipped: list[str] = field(default_factory=list)  # one line per metric that could not be set up
     unscored: dict[str, str] = field(default_factory=dict)  # row_id -> why it was not scored
     resized: dict[str, str] = field(default_factory=dict)  # row_id -> "WxH -> WxH": output resized to its truth
     no_truth: list[str] = field(default_factory=list)  # rows scored without a ground truth (<row>.gt.png absent)
+    no_subjects: dict[str, str] = field(default_factory=dict)  # with a per-subject metric: row_id -> why it has none
+    per_subject: dict[str, dict[str, SubjectValues]] = field(default_factory=dict)  # row_id -> metric -> values
 
     def mean(self, metric: str, family: str | None = None) -> float | None:
         values = [
@@ -134,21 +146,36 @@ class Report:
             "unscored": self.unscored,
             "resized_to_truth": self.resized,
             "no_ground_truth": self.no_truth,
+            "no_subjects": self.no_subjects,
+            "per_subject": self.per_subject,
         }
 
 
-def evaluate(folder: str | Path, metrics: list[Metric], skipped: list[str] | None = None) -> Report:
-    """Score every row of a batch folder; InputError when no metric gives a value for any row."""
-    loaded = load_rows(folder)
+def evaluate(
+    folder: str | Path,
+    metrics: list[Metric],
+    skipped: list[str] | None = None,
+    data: str | None = None,
+    cache_dir: str | None = None,
+) -> Report:
+    """Score every row of a batch folder; InputError when no metric gives a value for any row. ``data``: the source
+    the folder was made from (``sigma batch``'s), read for the SIGMA-GEN subjects of the per-subject metrics."""
+    per_subject = any(m.score_subjects is not None for m in metrics)
+    loaded = load_rows(folder, data if per_subject else None, cache_dir)
     rows = loaded.rows
     report = Report(str(Path(folder).resolve()), [_describe(m) for m in metrics], skipped=list(skipped or []))
     report.unscored, report.resized, report.no_truth = loaded.unscored, loaded.resized, loaded.no_truth
+    if per_subject:
+        report.no_subjects = loaded.no_subjects
     report.families = {r.row_id: r.family for r in rows}
     report.rows = {r.row_id: {} for r in rows}
     for metric in metrics:
-        for row, value in zip(rows, metric.compute(rows), strict=True):
+        values, per = metric.compute_all(rows)
+        for row, value, subjects in zip(rows, values, per, strict=True):
             ok = value is not None and math.isfinite(float(value))
             report.rows[row.row_id][metric.name] = float(value) if ok else None
+            if subjects is not None:
+                report.per_subject.setdefault(row.row_id, {})[metric.name] = subjects
     if not any(v is not None for values in report.rows.values() for v in values.values()):
         raise InputError(f"nothing in {folder} can be scored: {_why_nothing(rows, loaded.unscored, metrics)}")
     return report
@@ -158,7 +185,10 @@ NEEDS = {  # what a metric's ``needs`` asks of a row, as a test and in words
     "target": (lambda r: r.target is not None, "a ground truth (<row>.gt.png)"),
     "layout": (lambda r: r.layout is not None, "a layout control"),
     "target or references": (lambda r: r.target is not None or bool(r.references), "a ground truth or references"),
+    "subjects": (lambda r: r.subjects is not None, "SIGMA-GEN subjects (a row whose meta names them)"),
 }
+RESTORE = "run `sigma batch` into this folder again to restore what is missing"
+FIXES = {"subjects": "give --data, the source this folder was made from, if it holds SIGMA-GEN rows"}
 
 
 def _why_nothing(rows: list[EvalRow], unscored: dict[str, str], metrics: list[Metric]) -> str:
@@ -170,17 +200,20 @@ def _why_nothing(rows: list[EvalRow], unscored: dict[str, str], metrics: list[Me
             "the same source into this folder again: it generates them anew"
         )
     wants: dict[str, list[str]] = {}  # what is lacking -> the metrics that need it
+    fixes: list[str] = []
     for m in metrics:
         have, what = NEEDS.get(m.needs, (None, ""))
         if have is not None and not any(have(r) for r in rows):
             wants.setdefault(what, []).append(m.name)
+            fixes += [f for f in [FIXES.get(m.needs, RESTORE)] if f not in fixes]
     needs = "; ".join(f"{', '.join(names)} need {what}" for what, names in wants.items())
     lacking = f"{needs}, and none of its {len(rows)} rows has one" if wants else "no metric gave a value"
-    return f"{lacking}: run `sigma batch` into this folder again to restore what is missing, or choose other --metrics"
+    return f"{lacking}: {'; '.join(fixes or [RESTORE])}, or choose other --metrics"
 
 
 def _describe(m: Metric) -> dict:
-    return {"name": m.name, "label": m.label, "model": m.model, "mirrors": m.mirrors, "higher": m.higher_is_better}
+    return {"name": m.name, "label": m.label, "model": m.model, "mirrors": m.mirrors, "higher": m.higher_is_better,
+            "protocol": m.protocol}  # fmt: skip
 
 
 def write_report(report: Report, folder: str | Path) -> tuple[Path, Path]:
@@ -236,4 +269,5 @@ def read_report(folder: str | Path) -> Report:
     report = Report(data["folder"], data["metrics"], data["rows"], families, data.get("skipped", []))
     report.unscored, report.resized = data.get("unscored", {}), data.get("resized_to_truth", {})
     report.no_truth = data.get("no_ground_truth", [])
+    report.no_subjects, report.per_subject = data.get("no_subjects", {}), data.get("per_subject", {})
     return report
