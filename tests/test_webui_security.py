@@ -349,3 +349,19 @@ def test_fuzz_every_event_and_the_rest_route(server, secrets):
         assert "\n" not in reply.json().get("error", "")
         assert_nothing_leaked(url, reply)
     assert httpx.get(url + "/gradio_api/info", timeout=60).status_code == 200  # still up
+
+
+def test_a_placed_subject_on_the_page_never_names_a_server_file():
+    """A box's reference column is a slot name; a path there was read from the server's disk as the subject."""
+    from sigma_studio.model import InputError
+    from sigma_studio.webui import handlers as h
+
+    secret = str(Path(__file__).resolve().parents[1] / "examples" / "images" / "cat.jpg")
+    for ref in (secret, "../../etc/passwd", "img1/../x", "img0"):
+        box = [[0.0, 0.0, 1.0, 1.0, "x", ref]]
+        with pytest.raises(InputError, match="not a slot name"):
+            h.controls_of(h.LayoutInputs("boxes", None, 100, 200, 0, None, None, box))
+    box = [[0.0, 0.0, 1.0, 1.0, "x", "img2"]]
+    assert h.controls_of(h.LayoutInputs("boxes", None, 100, 200, 0, None, None, box)).subjects == (
+        "img2@box=0.0,0.0,1.0,1.0:x",
+    )

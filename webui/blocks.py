@@ -14,6 +14,7 @@ from . import handlers as h
 from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
 from .examples import SHAPES_EXAMPLES, Example, examples_for
+from .inputs import drop_image
 from .jobs import Jobs, clean_old_files
 from .limits import WebLimits
 from .page import (
@@ -54,8 +55,13 @@ CSS = """
 .sigma-preview.hint {color:var(--body-text-color-subdued)}
 .sigma-error {color:var(--error-text-color); border:1px solid var(--error-border-color); border-radius:6px;
   padding:6px 10px; background:var(--error-background-fill)}
+.sigma-note {color:var(--body-text-color); border:1px solid var(--border-color-primary); border-radius:6px;
+  padding:6px 10px; background:var(--background-fill-secondary)}
 @media (max-width: 640px) {
-  #run-row {position:sticky; bottom:0; z-index:20; background:var(--background-fill-primary); padding:6px 0}
+  /* a phone: Generate (or Stop) is a bar along the bottom of the screen, wherever the page is scrolled */
+  #run-row {position:fixed; left:0; right:0; bottom:0; z-index:50; margin:0; padding:8px 16px;
+    background:var(--background-fill-primary); border-top:1px solid var(--border-color-primary)}
+  .gradio-container {padding-bottom:72px !important}
 }
 """
 
@@ -159,16 +165,15 @@ def _slots() -> ReferenceSlots:
 def _slot(k: int) -> tuple[gr.Column, gr.Image, gr.UploadButton, gr.Dropdown, gr.Button, gr.Button]:
     """Slot k's column (visible from the start only for img1) and its parts, in the order of ReferenceSlots."""
     with gr.Column(visible=k == 0, min_width=160, elem_id=f"slot-{k}") as column:
-        image = gr.Image(  # a drop target; the upload button below does the same
-            label=f"img{k + 1}", type="filepath", image_mode=None, sources=["upload"], height=150,
-            elem_id=f"slot-image-{k}",
-        )  # fmt: skip
+        image = drop_image(  # a drop target; the upload button below does the same
+            label=f"img{k + 1}", sources=["upload"], height=150, elem_id=f"slot-image-{k}"
+        )
         upload = gr.UploadButton(f"Upload img{k + 1}", file_types=["image"], size="sm", elem_id=f"slot-upload-{k}")
         tokens = gr.Dropdown(
             TOKEN_CHOICES, multiselect=True, label=f"what to take from img{k + 1}", elem_id=f"slot-tokens-{k}",
         )  # fmt: skip
         with gr.Row():
-            move_up = gr.Button("↑ move up", size="sm", elem_id=f"slot-up-{k}")
+            move_up = gr.Button("↑ move up", size="sm", visible=k > 0, elem_id=f"slot-up-{k}")  # img1 is first
             remove = gr.Button("✕ remove", size="sm", elem_id=f"slot-remove-{k}")
     return column, image, upload, tokens, move_up, remove
 
@@ -187,9 +192,7 @@ def _layout_tabs() -> LayoutTabs:
 
 def _canny_tab() -> CannyTab:
     with gr.Tab("Canny", id="canny") as tab:
-        image = gr.Image(
-            type="filepath", image_mode=None, label="image whose edges to follow", height=200, elem_id="canny"
-        )
+        image = drop_image(label="image whose edges to follow", height=200, elem_id="canny")
         with gr.Row():
             low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold",
                             info="edges weaker than this are dropped")  # fmt: skip
@@ -204,11 +207,12 @@ def _canny_tab() -> CannyTab:
 def _depth_tab() -> DepthTab:
     with gr.Tab("Depth", id="depth") as tab:
         with gr.Row():
-            image = gr.Image(type="filepath", image_mode=None, label="image (its depth is estimated)", height=200)
-            depth_map = gr.Image(type="filepath", image_mode=None, label="or a ready depth map", height=200)
+            image = drop_image(label="image (its depth is estimated)", height=200, elem_id="depth-image")
+            depth_map = drop_image(label="or a ready depth map", height=200, elem_id="depth-map")
+        note = gr.Markdown(elem_id="depth-note")  # written when the page loads (webui/depth.py)
         show = gr.Button("Estimate / show depth", size="sm")
         preview = gr.Image(label="depth", interactive=False, height=200)
-    return DepthTab(tab, image, depth_map, show, preview)
+    return DepthTab(tab, image, depth_map, show, preview, note)
 
 
 def _boxes_tab() -> BoxesTab:
@@ -244,13 +248,13 @@ def _boxes_tab() -> BoxesTab:
         masks = gr.Dataframe(headers=["mask file", "label", "reference"], datatype=["str"] * 3, value=[],
                              interactive=True, label="masks", type="array", elem_id="masks")  # fmt: skip
         clear = gr.Button("Clear boxes", size="sm")
-        background = gr.Image(type="filepath", image_mode=None,
-                              label="background to insert the subjects into (optional)",
-                              height=160, elem_id="background")  # fmt: skip
+        background = drop_image(label="background to insert the subjects into (optional)", height=160,
+                                elem_id="background")  # fmt: skip
         routing = gr.Image(label="routing map (subjects) / box layout", interactive=False, height=200,
                            elem_id="routing")  # fmt: skip
+        refused = gr.Textbox(visible="hidden", elem_id="mask-refused")
     return BoxesTab(tab, canvas, label, ref, boxes, boxes3d, add_box3d, mask_draw, add_mask, masks, clear, background,
-                    routing)  # fmt: skip
+                    routing, refused)  # fmt: skip
 
 
 def _settings(pipe) -> Settings:

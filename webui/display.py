@@ -33,8 +33,10 @@ _OPTION_WORDS = {
     "--box": "a box",
     "--layout": "the layout",
 }
+NOTE = "Note: "  # the start of a message that informs (error_html)
 CANVAS_SIDE = 512  # pixels of the box canvas (boxes are stored as fractions of the picture)
 _PASS_IMAGE = re.compile(r"pass --image (img\d+)=FILE")
+_PASS_WITH = re.compile(r"\bpass ((?:a|an|the) [^,;:()]+?) with --[a-z][a-z-]*")  # "pass a ready depth map with --x"
 _OPTION = re.compile(r"--[a-z][a-z-]*")
 _PATH = re.compile(r"(?:/[^\s/:;,()'\"]+)+/([^\s/:;,()'\"]+)")
 
@@ -44,14 +46,18 @@ def browser_text(message: str) -> str:
     file names instead of server paths. Plain text (escape it for HTML)."""
     text = _PASS_IMAGE.sub(r"upload an image into \1", message)
     text = text.replace("; pass --image", "; upload it")
+    text = _PASS_WITH.sub(r"upload \1", text)  # the thing is named already: the option's words would say it twice
     text = _OPTION.sub(lambda m: _OPTION_WORDS.get(m.group(0), m.group(0)), text)
     return _PATH.sub(r"\1", text)
 
 
 def error_html(message: str | None) -> str:
-    """The page's one error box: escaped text (``<img5>`` stays visible), or nothing."""
+    """The page's one error box: escaped text (``<img5>`` stays visible), or nothing. A message that starts with
+    "Note: " (a downscaled upload) is information, not an error, and is shown as such."""
     if not message:
         return ""
+    if message.startswith(NOTE):
+        return f'<div class="sigma-note" role="status">ℹ {html.escape(browser_text(message))}</div>'
     return f'<div class="sigma-error" role="alert">⚠ {html.escape(browser_text(message))}</div>'
 
 

@@ -19,18 +19,17 @@ from sigma_studio.model.images import save_png
 
 from . import handlers as h
 from . import placements as pl
-from .display import CANVAS_SIDE, canvas_image, error_html
+from .display import CANVAS_SIDE, NOTE, canvas_image, error_html
 from .guard import stored_mask, within_any
+from .inputs import REFUSED, SCROLL_TO_PROMPT, UI, wire_inputs
 from .jobs import Cancelled, Jobs, clean_old_files
 from .limits import WebLimits
 from .page import BoxesTab, Page
 from .restore import caption_of, example_values, history_entry, history_files, history_with, restore_values
-from .state import MAX_SLOTS, Slot, UIState, add_slot, move_slot, read_prompt, remove_slot, set_image, set_tokens
+from .state import MAX_SLOTS, Slot, UIState, add_slot, edit_prompt, move_slot, remove_slot, set_image, set_tokens
 
 if TYPE_CHECKING:
     from sigma_studio.model.run.pipeline import SigmaPipeline
-
-UI = dict(api_visibility="undocumented", queue=False)  # lightweight page events
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,14 @@ def wire(page: Page, demo: gr.Blocks, pipe: SigmaPipeline, *, outputs: Path, job
             return error_html(str(exc))
         return h.preview_html(st or UIState(), layout, pipe.arch, _output_size(*values[-3:], arch=pipe.arch))
 
-    def refresh(event: Dependency) -> Dependency:
-        return event.then(refresh_preview, page.preview_inputs, [page.prompt.preview], **UI)
+    def refresh(event: Dependency) -> Dependency:  # always_last: a refresh asked for while one runs is not lost
+        return event.then(refresh_preview, page.preview_inputs, [page.prompt.preview], trigger_mode="always_last",
+                          **UI)  # fmt: skip
 
     ctx = Wiring(pipe, outputs, uploads, limits, refresh)
     _wire_slots(page, ctx)
     _wire_layout(page, ctx)
+    wire_inputs(page, demo, limits)
     _wire_generate(page, ctx, jobs, gpu_wrapper, keep_hours)
     _wire_history_and_examples(page, demo, ctx)
 
@@ -96,16 +97,16 @@ def _wire_slots(page: Page, ctx: Wiring) -> None:
 
     def on_prompt(st, text):
         st = st or UIState()
-        if not isinstance(text, str) or len(text) > max_chars:  # never parsed
-            size = len(text) if isinstance(text, str) else 0
-            new = replace(st, error=f"The prompt is {size} characters; at most {max_chars} are accepted")
-            return [new, *_render(new, write_prompt=False)]
-        new = read_prompt(st, text)
+        if text == st.prompt:  # the page wrote the box from the state: nothing to read
+            return [gr.update()] * (1 + len(page.slot_outputs))
+        new = edit_prompt(st, text, max_chars)
         return [new, *_render(new, write_prompt=False)]
 
     outs = [page.state, *page.slot_outputs]
     prompt = page.prompt.text
-    ctx.refresh(prompt.input(on_prompt, [page.state, prompt], outs, trigger_mode="always_last", **UI))
+    # .change, not .input: Gradio's Textbox sends "input" only for keys that type a character, never for a paste,
+    # a cut, Backspace or Delete, while every change of its value sends "change"
+    ctx.refresh(prompt.change(on_prompt, [page.state, prompt], outs, trigger_mode="always_last", **UI))
     ctx.refresh(slots.add.click(_apply(add_slot), [page.state], outs, **UI))
     for k in range(MAX_SLOTS):
         ctx.refresh(slots.tokens[k].input(_apply(partial(_tokens, k=k)), [page.state, slots.tokens[k]], outs, **UI))
@@ -123,10 +124,7 @@ def _wire_layout(page: Page, ctx: Wiring) -> None:
     layout, settings, error = page.layout, page.settings, page.prompt.error
     for tab, kind in layout.kinds:
         ctx.refresh(tab.select(partial(_constant, kind), None, [page.layout_kind], **UI))
-    canny, depth, boxes = layout.canny, layout.depth, layout.boxes
-    for widget in canny.values:
-        widget.change(_canny_preview, canny.values, [canny.preview, error], **UI)
-    depth.show.click(_depth_preview, [depth.image, depth.map], [depth.preview, error], api_visibility="undocumented")
+    boxes = layout.boxes
     _wire_boxes(boxes, ctx, corner=page.corner, error=error, routing_inputs=page.preview_inputs)
     fit = partial(_fit_mask_editor, arch=ctx.pipe.arch)  # the mask is drawn at the output's aspect
     for trigger in (*settings.size, boxes.background):
@@ -177,8 +175,9 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
     def start():
         return jobs.submit(), gr.update(visible=False), gr.update(visible=True), ""
 
-    def generate(st, history, token, *values, progress=gr.Progress()):  # noqa: B008
+    def generate(st, text, history, token, *values, progress=gr.Progress()):  # noqa: B008
         settings = dict(zip(names, values[n_layout:], strict=True))
+        st = edit_prompt(st or UIState(), text, ctx.limits.max_prompt_chars)  # exactly the text in the box
         clean_old_files(outputs, keep_hours)
         clean_old_files(uploads, keep_hours)
 
@@ -188,8 +187,10 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
 
         keep = gr.update()
         try:
+            if st.error:
+                raise InputError(st.error)
             layout = _layout(values[:n_layout], uploads)
-            result = h.generate(pipe, st or UIState(), layout, settings, outputs, report, jobs=jobs, token=token)
+            result = h.generate(pipe, st, layout, settings, outputs, report, jobs=jobs, token=token)
         except Cancelled as exc:
             if not exc.kept:
                 return keep, "**Cancelled**: nothing was written", keep, history, keep, keep, ""
@@ -213,8 +214,8 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
     gen_fn = gpu_wrapper(generate) if gpu_wrapper is not None else generate
     outs = [result.gallery, result.info, result.download, page.history, page.last_seeds, page.last_output, prompt.error]
     prompt.run.click(start, None, [page.token, prompt.run, prompt.stop, prompt.error], **UI).then(
-        gen_fn, [page.state, page.history, page.token, *page.layout_inputs, *page.settings.components], outs,
-        concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[result.gallery],
+        gen_fn, [page.state, prompt.text, page.history, page.token, *page.layout_inputs, *page.settings.components],
+        outs, concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[result.gallery],
         api_name="page_generate", api_visibility="undocumented",
     ).then(lambda: (gr.update(visible=True), gr.update(visible=False)), None, [prompt.run, prompt.stop],
            **UI)  # fmt: skip
@@ -269,6 +270,7 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
         return [state, *_render(state), *values]
 
     ctx.refresh(page.examples_gallery.select(load_example, None, side_outputs, **UI))
+    page.examples_gallery.select(None, None, None, js=SCROLL_TO_PROMPT, **UI)  # back to the prompt (a phone's page)
 
     # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
     # slow server it can arrive after the user (or a test) has started typing, and must not undo that
@@ -302,9 +304,9 @@ def _upload(st: UIState, path, k: int, folder: Path, limits) -> UIState:
         return st
     usable, message = h.prepare_upload(path, folder, limits)
     if usable is None:
-        return replace(st, error=f"Upload refused: {message}")
+        return replace(st, error=REFUSED + message)
     new = set_image(st, k, usable)
-    return replace(new, error=message and f"Note: {message}")
+    return replace(new, error=message and f"{NOTE}{message}")
 
 
 def _clear(st: UIState, k: int) -> UIState:
@@ -373,22 +375,3 @@ def _layout(values, uploads: Path) -> h.LayoutInputs:
             raise InputError(f"The mask {name!r} is not one drawn on this page: add masks with '+ mask subject'")
         masks.append([str(path), *row[1:]])
     return replace(layout, masks=masks)
-
-
-def _canny_preview(path, low, high, blur):
-    from sigma_studio.model.images import open_image, to_rgb
-    from sigma_studio.model.request.control import canny_edges
-
-    if not path:
-        return None, ""
-    try:
-        return canny_edges(to_rgb(open_image(path)), int(low), int(high), int(blur)), ""
-    except Exception as exc:  # noqa: BLE001 - a message on the page, never Gradio's generic error
-        return None, error_html(h.message_of(exc))
-
-
-def _depth_preview(image, depth_map):
-    try:
-        return h.depth_preview(image, depth_map), ""
-    except gr.Error as exc:
-        return None, error_html(str(exc.message))

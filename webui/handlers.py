@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import re
 import time
 import uuid
 import warnings
@@ -22,6 +23,7 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, to_rgb
 from sigma_studio.model.request.control import estimate_depth
 
+from . import depth
 from .display import browser_text, colour_routing
 from .jobs import Cancelled, Jobs
 from .limits import WebLimits
@@ -73,7 +75,7 @@ def _opened(path: str, limits: WebLimits) -> tuple[Image.Image | None, str]:
     """(the decoded picture, "") of an upload within ``limits``, or (None, why not): the file's size and its
     header's pixel count are checked first, so a picture over the limit is never decoded."""
     name = name_of(path)
-    unreadable = f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
+    unreadable = unreadable_message(name)
     try:
         if Path(path).stat().st_size > limits.max_upload_mb * 2**20:
             return None, f"{name} is over {limits.max_upload_mb} MB; upload a smaller file"
@@ -91,6 +93,11 @@ def _opened(path: str, limits: WebLimits) -> tuple[Image.Image | None, str]:
         return open_image(path, max_pixels=limits.max_pixels), ""
     except InputError:
         return None, unreadable
+
+
+def unreadable_message(name: str) -> str:
+    """What an upload that is no picture is told (the name as :func:`name_of` gives it)."""
+    return f"{name} is not a readable image; use a PNG, JPEG or WebP picture"
 
 
 def name_of(path: str) -> str:
@@ -153,6 +160,9 @@ def _box_text(row: list) -> str:
     return f"{coords}:{row[4]}" if row[4] else coords
 
 
+SLOT_NAME = re.compile(r"img[1-9][0-9]{0,2}")  # what a placed subject's reference may be on the page
+
+
 def controls_of(layout: LayoutInputs) -> ControlSpec:
     """The layout tab as a ControlSpec: the same structure controls the CLI's options give."""
     if layout.kind == "canny" and layout.canny_image:
@@ -173,6 +183,10 @@ def controls_of(layout: LayoutInputs) -> ControlSpec:
         for what, row, ref in placed:
             if not ref:
                 raise InputError(f"{what} {row} has no reference: once subjects are placed, give each its reference")
+            if not SLOT_NAME.fullmatch(str(ref)):  # never a path: the server would read any file it names
+                raise InputError(
+                    f"{what} {row}: its reference {str(ref)[:40]!r} is not a slot name; pick img1, img2, ..."
+                )
         subjects = [f"{r[5]}@box={_box_text(r)}" for r in rows] + [f"{r[8]}@box3d={_box3d_text(r)}" for r in solid]
         subjects += [f"{r[2]}@mask={r[0]}" for r in masks]
         return ControlSpec(subjects=tuple(subjects), background=layout.background or None)
@@ -216,6 +230,8 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, 
 
     if not state.prompt.strip() and not references(state):
         return '<div class="sigma-preview hint">Write a prompt and add references: the sequence appears here.</div>'
+    if why := depth.blocked(layout):  # never a depth part that cannot be made
+        return f'<div class="sigma-preview error">{html.escape(why)}</div>'
     try:
         request = request_of(state, layout, GenerationConfig(size=size), arch or tiny(), preview=True)
     except SigmaError as exc:
@@ -315,6 +331,8 @@ def run_request(pipe, request, outputs: Path, *, count=1, jobs: Jobs | None = No
 def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs: Path, progress=None, *,
              jobs: Jobs | None = None, token: str | None = None) -> WebResult:  # fmt: skip
     """Run the page's request: ``settings["count"]`` images (default 1), one per seed."""
+    if why := depth.blocked(layout):
+        raise InputError(why)
     request = request_of(state, layout, settings_config(settings, pipe.arch.max_image_size), pipe.arch)
     count = int(settings.get("count") or 1)
     paths, records, seeds, last = run_request(
@@ -361,6 +379,8 @@ def depth_preview(image: str | None, depth_map: str | None) -> Image.Image | Non
     try:
         if depth_map:
             return to_rgb(open_image(depth_map))
+        if image and (why := depth.estimator_missing()):
+            raise InputError(why)
         if image:
             return estimate_depth(to_rgb(open_image(image)))
     except SigmaError as exc:

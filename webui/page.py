@@ -66,6 +66,7 @@ class DepthTab:
     map: gr.Image
     show: gr.Button  # estimates (or reads) the depth into ``preview``
     preview: gr.Image
+    note: gr.Markdown  # what the tab needs on this server (webui/depth.py), written when the page loads
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class BoxesTab:
     clear: gr.Button
     background: gr.Image
     routing: gr.Image
+    mask_refused: gr.Textbox  # hidden: a file the mask editor could not decode (webui/inputs.py)
 
     @property
     def tables(self) -> list[Component]:

@@ -103,6 +103,15 @@ def read_prompt(state: UIState, prompt: str) -> UIState:
     return replace(state, prompt=prompt, slots=slots, error="")
 
 
+def edit_prompt(state: UIState, prompt, max_chars: int) -> UIState:
+    """The prompt as the user left it in the box, read like :func:`read_prompt`; a text over ``max_chars`` (or
+    no text at all) is refused unread, and the state keeps its prompt."""
+    if not isinstance(prompt, str) or len(prompt) > max_chars:
+        size = len(prompt) if isinstance(prompt, str) else 0
+        return replace(state, error=f"The prompt is {size} characters; at most {max_chars} are accepted")
+    return read_prompt(state, prompt)
+
+
 def set_image(state: UIState, k: int, image: str | None) -> UIState:
     """An image was uploaded into (or cleared from) slot k; a newly filled slot gets its placeholder."""
     slots = list(state.slots)
