@@ -87,3 +87,20 @@ def test_the_cli_prints_the_warning(files, tmp_path, capsys):
 
 def test_a_model_of_unknown_skills_is_never_warned_about():
     assert skill_warnings(tiny(), (), ControlSpec(boxes=("0,0,1,1",))) == []
+
+
+def test_the_web_page_marks_the_tabs_the_model_cannot_use(tmp_path):
+    """The shapes model reads box layouts, not Canny, depth or SIGMA-GEN subjects: those tabs say so at the top;
+    a model of unknown skills (tiny) gets no note."""
+    from sigma_studio.webui.blocks import build_demo
+
+    def notes(pipe) -> list[str]:
+        config = build_demo(pipe, outputs=tmp_path / pipe.name).get_config_file()
+        return [c["props"]["value"] for c in config["components"]
+                if "untrained" in (c["props"].get("elem_classes") or [])]  # fmt: skip
+
+    shapes_notes = notes(load_pipeline("shapes"))
+    assert len(shapes_notes) == 3
+    assert "Canny-edge layouts" in shapes_notes[0] and "depth layouts" in shapes_notes[1]
+    assert "SIGMA-GEN subjects" in shapes_notes[2] and "box layouts" not in shapes_notes[2]
+    assert notes(load_pipeline("tiny")) == []

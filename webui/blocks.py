@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from sigma_studio.model.config import DEFAULT_SPEED, RENORM_TYPES, SPEEDS, GenerationConfig
+from sigma_studio.model.config import DEFAULT_SPEED, RENORM_TYPES, SKILLS, SPEEDS, GenerationConfig
 from sigma_studio.model.request.structure import ControlSpec
 from sigma_studio.model.request.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 
@@ -119,7 +119,7 @@ def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
             preview = gr.HTML(elem_id="preview")
             with gr.Accordion("How to write a SIGMA prompt", open=False, elem_id="how-to"):
                 gr.Markdown(HOW_TO)
-            layout = _layout_tabs()
+            layout = _layout_tabs(pipe.arch.skills)
             settings = _settings(pipe)
         with gr.Column(scale=2):
             result, history_panel = _results()
@@ -178,20 +178,29 @@ def _slot(k: int) -> tuple[gr.Column, gr.Image, gr.UploadButton, gr.Dropdown, gr
     return column, image, upload, tokens, move_up, remove
 
 
-def _layout_tabs() -> LayoutTabs:
-    """The layout tabs, "No layout" open."""
+def _layout_tabs(skills: tuple[str, ...] | None = None) -> LayoutTabs:
+    """The layout tabs, "No layout" open; a tab whose control the model was not trained to read says so."""
     gr.Markdown("**Layout** (optional): the open tab adds its control image as a `<layout>` reference")
     with gr.Tabs(selected="none", elem_id="layout-tabs") as tabs:
         with gr.Tab("No layout", id="none") as none:
             gr.Markdown("Pick a tab to add a Canny edge map, a depth map or boxes.")
-        canny = _canny_tab()
-        depth = _depth_tab()
-        boxes = _boxes_tab()
+        canny = _canny_tab(skills)
+        depth = _depth_tab(skills)
+        boxes = _boxes_tab(skills)
     return LayoutTabs(tabs, none, canny, depth, boxes)
 
 
-def _canny_tab() -> CannyTab:
+def _untrained_note(skills: tuple[str, ...] | None, *needed: str) -> None:
+    """A note at the top of a tab for each skill it offers that the loaded model lacks (none when not known)."""
+    missing = [SKILLS[s] for s in needed if skills is not None and s not in skills]
+    if missing:
+        gr.HTML(f'<div class="sigma-note" role="note">ℹ This model was not trained to read {" or ".join(missing)}: '
+                "it will most likely ignore them.</div>", elem_classes=["untrained"])  # fmt: skip
+
+
+def _canny_tab(skills: tuple[str, ...] | None) -> CannyTab:
     with gr.Tab("Canny", id="canny") as tab:
+        _untrained_note(skills, "canny")
         image = drop_image(label="image whose edges to follow", height=200, elem_id="canny")
         with gr.Row():
             low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold",
@@ -204,8 +213,9 @@ def _canny_tab() -> CannyTab:
     return CannyTab(tab, image, low, high, blur, preview)
 
 
-def _depth_tab() -> DepthTab:
+def _depth_tab(skills: tuple[str, ...] | None) -> DepthTab:
     with gr.Tab("Depth", id="depth") as tab:
+        _untrained_note(skills, "depth")
         with gr.Row():
             image = drop_image(label="image (its depth is estimated)", height=200, elem_id="depth-image")
             depth_map = drop_image(label="or a ready depth map", height=200, elem_id="depth-map")
@@ -215,8 +225,9 @@ def _depth_tab() -> DepthTab:
     return DepthTab(tab, image, depth_map, show, preview, note)
 
 
-def _boxes_tab() -> BoxesTab:
+def _boxes_tab(skills: tuple[str, ...] | None) -> BoxesTab:
     with gr.Tab("Boxes", id="boxes") as tab:
+        _untrained_note(skills, "boxes", "subjects")
         gr.Markdown("Click two corners on the canvas to add a box. Give it a reference to place that image there "
                     "as a subject (SIGMA-GEN); boxes without references are drawn as a layout.")  # fmt: skip
         canvas = gr.Image(value=canvas_image([], CANVAS_SIDE), label="canvas", interactive=False, height=300,
