@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sigma_studio.model import load_pipeline
+from sigma_studio.model import MissingDependencyError, load_pipeline
 from sigma_studio.model.run.pipeline import SigmaPipeline
 
 from .config import TrainConfig
@@ -116,3 +116,15 @@ def mask_gradients(params: dict[str, torch.Tensor], masks: dict[str, torch.Tenso
             grad = params[name].grad
             if grad is not None:
                 local_tensor(grad).mul_(local_tensor(mask).to(grad.dtype))
+
+
+def make_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """The run's optimizer over ``groups``: AdamW (the release), or Prodigy (the SIGMA-GEN paper's; its ``lr`` is a
+    multiplier of the step size it estimates, and the cosine schedule scales that multiplier)."""
+    if cfg.optimizer == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise MissingDependencyError("prodigyopt", "recipes", "--optimizer prodigy") from None
+        return Prodigy(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)

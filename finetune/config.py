@@ -18,6 +18,10 @@ RECIPES: dict[str, dict] = {
     "release": {},
     "paper": {"trainable": "gen", "steps": 50_000, "attribute_projection": True, "group_mask": True},
 }
+# adamw: the released scripts' optimizer; prodigy: the SIGMA-GEN paper's (prodigyopt, the `recipes` extra), whose
+# --lr is a multiplier of the step size it estimates itself (1.0 is its usual value, so its bound is its own).
+OPTIMIZERS: tuple[str, ...] = ("adamw", "prodigy")
+MAX_PRODIGY_LR = 10.0
 MAX_LR = 0.1  # --lr above this only diverges with AdamW (the recipes use 2e-5 to 1e-3)
 TRAINABLE = ("all", "gen")  # --train choices (LoRA ignores it)
 ALL_LINEAR = "all-linear"
@@ -84,6 +88,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema: float = 0.9999  # 0 turns EMA off
+    optimizer: str = "adamw"  # one of OPTIMIZERS
     timestep_shift: float = 1.0
     drop_text: float = 0.1
     drop_vae: float = 0.3
@@ -120,8 +125,13 @@ class TrainConfig:
             raise InputError(f"--train {self.trainable} is not one of {', '.join(TRAINABLE)}")
         if self.init not in INITS:
             raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer {self.optimizer} is not one of {', '.join(OPTIMIZERS)}")
         self._check_numbers()
-        if self.lr > MAX_LR:
+        if self.optimizer == "prodigy" and self.lr > MAX_PRODIGY_LR:
+            raise InputError(f"--lr {self.lr:g} is above {MAX_PRODIGY_LR:g}: with --optimizer prodigy it multiplies "
+                             "the step size Prodigy estimates, and 1.0 is its usual value")  # fmt: skip
+        if self.optimizer == "adamw" and self.lr > MAX_LR:
             raise InputError(
                 f"--lr {self.lr:g} is above {MAX_LR:g}, where training only diverges: pass at most {MAX_LR:g} "
                 "(the release uses 2e-5 for the full model; small models and LoRA take up to about 1e-3)"

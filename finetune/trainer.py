@@ -94,9 +94,7 @@ class Trainer:
         # the masked weights get no weight decay: it would move their frozen rows
         groups = [{"params": [p for n, p in self.params.items() if n not in masks]}]
         groups += [{"params": [self.params[n] for n in masks], "weight_decay": 0.0}] if masks else []
-        self.optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
+        self.optimizer = build.make_optimizer(cfg, [g for g in groups if g["params"]])
         self.ema = {n: p.detach().clone().float() for n, p in self.params.items()} if cfg.ema else {}
         if resume is not None:
             self._load_training_state(resume)
@@ -345,6 +343,9 @@ class Trainer:
         optim = ckpt.unflatten_optimizer(load_file(str(checkpoint / "optimizer.safetensors")), state["optimizer"])
         # strict=False: parameters that never received a gradient (e.g. lm_head without --text-loss) have no state
         options = StateDictOptions(full_state_dict=True, strict=False)
+        for live, saved in zip(self.optimizer.param_groups, optim["param_groups"], strict=False):
+            for key, value in saved.items():  # keys an optimizer adds at its first step (Prodigy's d estimates)
+                live.setdefault(key, value)
         set_optimizer_state_dict(self.model, self.optimizer, optim, options=options)
         ema_file = "adapter_ema.safetensors" if self.cfg.lora is not None else "ema.safetensors"
         if self.ema:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from sigma_studio.finetune.config import ALL_LINEAR, INITS, RECIPES, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.finetune.config import ALL_LINEAR, INITS, OPTIMIZERS, RECIPES, TRAINABLE, LoRAConfig, TrainConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
 
@@ -56,6 +56,9 @@ class ScheduleOptions:
     lr: Annotated[float, typer.Option(help="peak learning rate (cosine to --min-lr)")] = _D["lr"]
     min_lr: Annotated[float, typer.Option(help="final learning rate")] = _D["min_lr"]
     warmup: Annotated[int, typer.Option(help="linear warm-up steps")] = _D["warmup"]
+    optimizer: Annotated[
+        str, typer.Option(help=f"{' | '.join(OPTIMIZERS)} (prodigy: --lr multiplies the step it estimates; try 1.0)")
+    ] = _D["optimizer"]
 
     def fields(self) -> dict:
         return dataclasses.asdict(self) | {"max_tokens_per_sample": self.max_tokens}

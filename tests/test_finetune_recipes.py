@@ -9,6 +9,9 @@ from typer.testing import CliRunner
 import sigma_studio.cli.finetune as command
 from sigma_studio.cli.main import app
 from sigma_studio.finetune.config import RECIPES, TrainConfig
+from tests import test_finetune as ft
+
+workspace = ft.workspace  # the fixture: rows and a saved tiny model
 
 
 @pytest.fixture
@@ -54,3 +57,37 @@ def test_options_on_the_command_line_win_over_the_recipe(configs):
 def test_an_unknown_recipe_is_one_line():
     result = CliRunner().invoke(app, ["finetune", "--out", "x", "--recipe", "vibes"])
     assert result.exit_code == 2 and "--recipe vibes is not one of release, paper" in result.output
+
+
+def test_prodigy_trains_and_resumes_bit_for_bit(workspace):
+    """--optimizer prodigy (the SIGMA-GEN paper's): a run killed after step 3 and resumed from its step-2
+    checkpoint gives the losses and optimizer state of a straight run (Prodigy's d estimates included)."""
+    pytest.importorskip("prodigyopt")
+    import torch
+    from safetensors.torch import load_file
+
+    ws = workspace
+    kw = dict(model="tiny", steps=4, optimizer="prodigy", lr=1.0, min_lr=0.0)
+    straight, straight_losses = ft.train(ft.config(ws, "straight", save_every=4, **kw))
+    cfg = ft.config(ws, "killed", save_every=2, **kw)
+    _, first = ft.train(cfg, stop_at=3)
+    assert first == straight_losses[:3]
+    resumed, rest = ft.train(cfg.replace(resume=True))
+    assert rest == straight_losses[2:]
+    a, b = ft.last_checkpoint(straight.run_dir), ft.last_checkpoint(resumed.run_dir)
+    sa, sb = load_file(str(a / "optimizer.safetensors")), load_file(str(b / "optimizer.safetensors"))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert type(straight.optimizer).__name__ == "Prodigy"
+
+
+def test_optimizer_choices_and_bounds():
+    from sigma_studio.model import InputError
+
+    assert TrainConfig(out="x").optimizer == "adamw"
+    assert TrainConfig(out="x", optimizer="prodigy", lr=1.0).lr == 1.0  # a multiplier: above AdamW's bound
+    with pytest.raises(InputError, match="--optimizer lion is not one of adamw, prodigy"):
+        TrainConfig(out="x", optimizer="lion")
+    with pytest.raises(InputError, match="--lr 50 is above 10"):
+        TrainConfig(out="x", optimizer="prodigy", lr=50.0)
+    with pytest.raises(InputError, match="--lr 1 is above 0.1"):
+        TrainConfig(out="x", lr=1.0)
