@@ -46,6 +46,25 @@ the model will receive.
 |---|---|
 """ + "\n".join(f"| `{t}` | {ATTRIBUTE_HELP[t]} |" for t in ATTRIBUTE_TOKENS)
 CSS = """
+/* WCAG AA contrast (tests/test_webui_axe.py): the theme's subdued grey (neutral-400) is 1.9:1 on white in the
+   light scheme, used by hints, info lines, the upload's "or" and Gradio's footer; neutral-500 is 4.8:1.
+   The dark scheme keeps its own. */
+.gradio-container {--body-text-color-subdued:#71717a; --input-placeholder-color:#71717a;
+  --block-info-text-color:var(--body-text-color-subdued)}
+.dark .gradio-container, .gradio-container.dark {--body-text-color-subdued:#bbbbc2; --input-placeholder-color:#a1a1aa}
+/* the selected tab's label: orange-700 (5.2:1 on white) in the light scheme, the accent (orange-500) in the dark */
+.gradio-container {--sigma-tab-selected:#c2410c}
+.dark .gradio-container, .gradio-container.dark {--sigma-tab-selected:var(--color-accent)}
+.gradio-container button[role=tab][aria-selected=true] {color:var(--sigma-tab-selected)}
+/* Generate and Stop: white on orange-700 (5.2:1) and on red-700 (6.5:1), in both schemes */
+#generate {--button-primary-background-fill:#c2410c; --button-primary-background-fill-hover:#9a3412;
+  --button-primary-border-color:#c2410c; --button-primary-border-color-hover:#9a3412;
+  --button-primary-text-color:#ffffff; --button-primary-text-color-hover:#ffffff}
+/* an upload's empty state ("Drop Image Here - or - Click to Upload") is grey-500 !important in Gradio's own CSS:
+   3.1:1 on the dark scheme's block colour, so the dark scheme lifts it to its subdued text colour */
+.dark .gradio-container .empty.wrap, .gradio-container.dark .empty.wrap {color:var(--body-text-color-subdued)!important}
+#stop {--button-cancel-background-fill:#b91c1c; --button-cancel-background-fill-hover:#991b1b;
+  --button-cancel-text-color:#ffffff; --button-cancel-text-color-hover:#ffffff}
 .sigma-preview {display:flex; flex-wrap:wrap; gap:6px; align-items:center; padding:8px; min-height:48px}
 .sigma-preview .seg-text {background:var(--background-fill-secondary); padding:4px 8px; border-radius:6px}
 .sigma-preview .seg-image {display:inline-flex; gap:4px; align-items:center; border-radius:6px; padding:2px 6px;
@@ -106,7 +125,7 @@ def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
     note = " · random toy weights: images are noise" if pipe.name == "tiny" else ""
     if gallery_examples is SHAPES_EXAMPLES:
         note = " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples below)"
-    gr.Markdown(f"## SIGMA Studio\nmodel **{pipe.name}** · mode **{pipe.mode}**{note}")
+    gr.Markdown(f"# SIGMA Studio\nmodel **{pipe.name}** · mode **{pipe.mode}**{note}")
     with gr.Row():
         with gr.Column(scale=3):
             text = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder="Place <id>the man <img1> ...")
@@ -123,7 +142,7 @@ def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
             settings = _settings(pipe)
         with gr.Column(scale=2):
             result, history_panel = _results()
-    gr.Markdown("### Examples")
+    gr.Markdown("## Examples")
     examples_gallery = gr.Gallery(
         value=[(ex.thumbnail(), ex.title) for ex in gallery_examples], columns=min(5, len(gallery_examples)),
         height=220, object_fit="contain", allow_preview=False, label="click one to fill every field and setting",
@@ -231,7 +250,7 @@ def _boxes_tab(skills: tuple[str, ...] | None) -> BoxesTab:
         gr.Markdown("Click two corners on the canvas to add a box. Give it a reference to place that image there "
                     "as a subject (SIGMA-GEN); boxes without references are drawn as a layout.")  # fmt: skip
         canvas = gr.Image(value=canvas_image([], CANVAS_SIDE), label="canvas", interactive=False, height=300,
-                          elem_id="canvas")  # fmt: skip
+                          elem_id="canvas", alt_text="canvas of the boxes: click two corners to add one")  # fmt: skip
         with gr.Row():
             label = gr.Textbox(label="label of the next box", value="", elem_id="box-label")
             ref = gr.Dropdown(["", *[f"img{k + 1}" for k in range(MAX_SLOTS)]], value="",
