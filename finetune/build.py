@@ -65,7 +65,9 @@ def prepare(model: nn.Module, cfg: TrainConfig, attribute_ids: tuple[int, ...]) 
     of the rows that train. Modes that freeze the token embeddings (``--train gen``, LoRA) still train the
     SIGMA attribute-token rows ``attribute_ids``; the mask zeroes the gradient of every other row.
     """
-    model.cfg = model.cfg.replace(group_mask=cfg.group_mask, default_layout="trained")
+    model.cfg = model.cfg.replace(
+        group_mask=cfg.group_mask, group_mask_scope=cfg.group_mask_scope, default_layout="trained"
+    )
     if cfg.attribute_projection:
         model.enable_attribute_projection()
     if cfg.lora is not None:

@@ -94,8 +94,11 @@ class _Columns:
             self.vit_lens.append(len(inner))
 
 
-def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask: bool = False) -> PackedBatch:
-    """Lay the samples end to end and build every index tensor of :class:`PackedBatch`."""
+def pack(
+    samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask: bool = False, scope: str = "eq9"
+) -> PackedBatch:
+    """Lay the samples end to end and build every index tensor of :class:`PackedBatch`; ``group_mask`` and its
+    ``scope`` give the attention mask the model learns under (the same function inference uses)."""
     c = _Columns()
     blocks = []
     tables: list[TokenTable] = []
@@ -125,7 +128,7 @@ def pack(samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask
         patchified_vae_latent_shapes=c.shapes,
         padded_images=pad_images(c.images),
         mse_loss_indexes=long(c.mse_idx),
-        attention_mask=allowed(table, table, group_mask=group_mask),
+        attention_mask=allowed(table, table, group_mask=group_mask, scope=scope),
         packed_vit_tokens=torch.cat(c.vit_tokens) if c.vit_tokens else None,
         packed_vit_token_indexes=long(c.vit_idx),
         packed_vit_position_ids=long(c.vit_pos),

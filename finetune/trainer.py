@@ -176,7 +176,7 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------------------------
     def train_step(self, samples: list) -> dict[str, float]:
         cfg, d = self.cfg, self.dist
-        batch = pack(samples, self.arch, self.tokenizer.ids, group_mask=cfg.group_mask).to(d.device)
+        batch = pack(samples, self.arch, self.tokenizer.ids, cfg.group_mask, cfg.group_mask_scope).to(d.device)
         g = seeded(cfg.seed, "step", self.step, d.rank)
         torch.manual_seed(int(torch.randint(0, 2**62, (), generator=g)))  # module dropout (LoRA) resumes exactly
         with torch.no_grad():
@@ -220,7 +220,7 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         was_training = self.model.training
         self.model.eval()
-        batch = pack(samples, self.arch, self.tokenizer.ids, group_mask=cfg.group_mask).to(d.device)
+        batch = pack(samples, self.arch, self.tokenizer.ids, cfg.group_mask, cfg.group_mask_scope).to(d.device)
         total = 0.0
         for k in range(draws):
             g = seeded(cfg.seed, "eval", k)
@@ -305,6 +305,7 @@ class Trainer:
                 files["ema.safetensors"] = ema_state
             state = {"step": self.step, "positions": positions, "optimizer": meta, "config": cfg.to_json(),
                      "data": vars(self.stats), "group_mask": cfg.group_mask,
+                     "group_mask_scope": cfg.group_mask_scope,
                      "attribute_projection": cfg.attribute_projection, "lora": cfg.lora is not None}  # fmt: skip
             monitor.check_state(files, self.step, cfg.lr)  # never save NaN/inf
             extra = {ckpt.STATE: state}

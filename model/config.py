@@ -131,6 +131,12 @@ class ResizeSpec:
 
 
 ROUTING_STEP = 10  # SIGMA-GEN's routing-map levels per subject (the paper's)
+# How SIGMA's group mask scopes an attribute token (with group_mask on): "eq9", the paper's eq. 9 as written (it
+# hides other groups' images; under the causal mask the token cannot see its own image either, which comes after
+# it); "intent", Fig. 2's stated intent (the token and its own group's image tokens see each other both ways).
+GROUP_MASK_SCOPES: tuple[str, ...] = ("eq9", "intent")
+# The Table 4 ablation's three arms by name: (group_mask, group_mask_scope); "off" is the released training's.
+MASK_ARMS: dict[str, tuple[bool, str]] = {"off": (False, "eq9"), "eq9": (True, "eq9"), "intent": (True, "intent")}
 # What a model was trained to read (ArchConfig.skills, stored with it); a request that needs another is warned.
 SKILLS: dict[str, str] = {
     "attribute_tokens": "SIGMA's attribute tokens (<subject>, <style>, ...)",
@@ -167,6 +173,7 @@ class ArchConfig:
     # Most tokens one context may hold (prompt + references + output); the released trainer packs 36,864.
     max_context_tokens: int = 36864
     group_mask: bool = False
+    group_mask_scope: str = "eq9"  # one of GROUP_MASK_SCOPES: what the group mask lets an attribute token see
     attribute_projection: bool = False
     default_layout: Layout = "released"
     # SIGMA-GEN routing maps: subject i (1-based) has intensity routing_step * i. The paper's 10 allows 10 subjects
@@ -175,6 +182,11 @@ class ArchConfig:
     # What the model was trained to read (keys of SKILLS); None: not known (a finetune of unknown data, random
     # weights), and nothing is warned.
     skills: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.group_mask_scope not in GROUP_MASK_SCOPES:
+            raise InputError(f"group_mask_scope={self.group_mask_scope!r}: choose {' or '.join(GROUP_MASK_SCOPES)} "
+                             "(eq. 9 as written, or Fig. 2's intent)")  # fmt: skip
 
     @property
     def patch_latent_dim(self) -> int:

@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sigma_studio.finetune.config import ALL_LINEAR, INITS, OPTIMIZERS, RECIPES, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.model.config import GROUP_MASK_SCOPES
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
 
@@ -27,6 +28,11 @@ _TRAIN_HELP = f"{' | '.join(TRAINABLE)}: every weight, or the generation branch 
 InitOpt = Annotated[str, typer.Option(help=_INIT_HELP)]
 TrainOpt = Annotated[str, typer.Option("--train", help=_TRAIN_HELP)]
 GroupMaskOpt = Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")]
+ScopeOpt = Annotated[
+    str,
+    typer.Option(help=f"{' | '.join(GROUP_MASK_SCOPES)}: what the group mask lets an attribute token see (eq. 9 as "
+                      "written, or also its own image: Fig. 2's intent)"),
+]  # fmt: skip
 AttributeOpt = Annotated[bool, typer.Option(help="learn SIGMA's attribute vectors")]
 CheckpointingOpt = Annotated[bool, typer.Option(help="recompute activations in backward")]
 RecipeOpt = Annotated[
@@ -89,6 +95,7 @@ def finetune(
     train: TrainOpt = _D["trainable"],
     lora: LoRAOptions,
     group_mask: GroupMaskOpt = _D["group_mask"],
+    group_mask_scope: ScopeOpt = _D["group_mask_scope"],
     attribute_projection: AttributeOpt = _D["attribute_projection"],
     text_loss: Annotated[bool, typer.Option(help="add cross-entropy on the instruction text")] = _D["text_loss"],
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
@@ -125,7 +132,8 @@ def finetune(
     with render.errors(debug):
         cfg = TrainConfig(**_with_recipe(recipe, ctx, dict(
             out=str(out), dataset=dataset, model=model, init=init, **schedule.fields(), trainable=train,
-            lora=lora.config(), group_mask=group_mask, attribute_projection=attribute_projection, text_loss=text_loss,
+            lora=lora.config(), group_mask=group_mask, group_mask_scope=group_mask_scope,
+            attribute_projection=attribute_projection, text_loss=text_loss,
             ema=ema, held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,
             sample_every=sample_every, resume=resume, seed=seed, gradient_checkpointing=gradient_checkpointing,
             sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,

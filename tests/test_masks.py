@@ -6,9 +6,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sigma_studio.model.config import MASK_ARMS
 from sigma_studio.model.request.prompt import ImagePart, TextPart
 from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS, TokenIds
-from sigma_studio.model.run.masks import TokenTable, allowed, block_rows_mask, plan_mask, to_additive, token_table
+from sigma_studio.model.run.masks import (
+    TokenTable,
+    allowed,
+    block_rows_mask,
+    looks_ahead,
+    plan_mask,
+    to_additive,
+    token_table,
+)
 from sigma_studio.model.run.sequence import ContextPlan, ImageGeometry, released_plans, trained_blocks
 
 IDS = TokenIds(bos=1, eos=2, start_of_image=3, end_of_image=4, attributes=tuple(range(100, 115)))
@@ -22,13 +31,14 @@ def fake_segment(text: str) -> list[int]:
     return out + [IDS.eos]
 
 
-def reference_mask(plan: ContextPlan, group_mask: bool) -> torch.Tensor:
-    """Eqs. 6-9 written out token by token.
+def reference_mask(plan: ContextPlan, group_mask: bool, scope: str = "eq9") -> torch.Tensor:
+    """Eqs. 6-9 written out token by token (and Fig. 2's intent with ``scope="intent"``).
 
     (6) causal: key j visible to query i if j <= i.
     (7) image blocks (and the noised target) are bidirectional inside themselves.
     (8) the noised target is invisible outside its own block.
     (9) group scope: an attribute token bound to placement g cannot see image blocks of placement g' != g.
+    (Fig. 2, "intent") moreover, an attribute token bound to g sees g's image blocks, even though they come later.
 
     The binding is read off the token ids themselves: an attribute id in the text segment that comes right before
     an image placement (in the prompt) belongs to that placement's group.
@@ -44,6 +54,8 @@ def reference_mask(plan: ContextPlan, group_mask: bool) -> torch.Tensor:
     for i, (bi, mi, _gi, ti) in enumerate(toks):
         for j, (bj, mj, gj, _tj) in enumerate(toks):
             ok = j <= i or (bi == bj and mi in ("full", "noise"))
+            if group_mask and scope == "intent" and ti >= 0 and gj == ti:
+                ok = True
             if mj == "noise" and bi != bj:
                 ok = False
             if group_mask and ti >= 0 and gj >= 0 and ti != gj:
@@ -83,8 +95,9 @@ def layouts(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(layouts(), st.booleans(), st.sampled_from(["released", "trained", "trained_target"]))
-def test_mask_matches_dense_reference(layout, group_mask, kind):
+@given(layouts(), st.sampled_from(list(MASK_ARMS)), st.sampled_from(["released", "trained", "trained_target"]))
+def test_mask_matches_dense_reference(layout, arm, kind):
+    group_mask, scope = MASK_ARMS[arm]
     parts, geometry = layout
     if kind == "released":
         plan = released_plans(parts, geometry, fake_segment, IDS).full
@@ -96,8 +109,10 @@ def test_mask_matches_dense_reference(layout, group_mask, kind):
         plan = trained_blocks(parts, geometry, fake_segment, IDS, target=target)
     if not plan.blocks:
         return
-    want = reference_mask(plan, group_mask)
-    assert torch.equal(plan_mask(plan, group_mask=group_mask), want)
+    want = reference_mask(plan, group_mask, scope)
+    assert torch.equal(plan_mask(plan, group_mask=group_mask, scope=scope), want)
+    if looks_ahead(group_mask, scope):  # its prefill is one forward of every row (tests/test_mask_arms.py)
+        return
     table = token_table(plan)
     for start, block in zip(plan.offsets(), plan.blocks, strict=True):
         rows = block_rows_mask(table, start, start + block.length, group_mask=group_mask)
@@ -156,3 +171,32 @@ def test_without_attribute_tokens_the_group_mask_changes_nothing():
     geometry = [ImageGeometry((2, 2), (1, 1)), ImageGeometry((2, 2), (1, 1))]
     plan = trained_blocks(parts, geometry, fake_segment, IDS)
     assert torch.equal(plan_mask(plan, group_mask=True), plan_mask(plan, group_mask=False))
+    assert torch.equal(plan_mask(plan, group_mask=True, scope="intent"), plan_mask(plan, group_mask=False))
+
+
+def test_the_three_arms_differ_only_in_what_an_attribute_token_sees():
+    """off: the <subject> token sees the earlier image and not its own (causal); eq. 9: neither; Fig. 2's intent:
+    its own image (both ways) and not the other group's."""
+    parts = [
+        TextPart("Place <id> man"),
+        ImagePart(0, ("<id>",)),
+        TextPart("next to <subject> dog"),
+        ImagePart(1, ("<subject>",)),
+        TextPart("in a park"),
+    ]
+    plan = released_plans(parts, [ImageGeometry((1, 2)), ImageGeometry((2, 1))], fake_segment, IDS).full
+    masks = {arm: plan_mask(plan, group_mask=on, scope=scope) for arm, (on, scope) in MASK_ARMS.items()}
+    starts = plan.offsets()
+    row = starts[2] + plan.blocks[2].tag_offsets[0]  # the <subject> token
+    img1 = slice(starts[1], starts[1] + plan.blocks[1].length)
+    img2 = slice(starts[3], starts[3] + plan.blocks[3].length)
+    seen = {
+        arm: (bool(m[row, img1].all()), bool(m[row, img2].all()), bool(m[row, img2].any())) for arm, m in masks.items()
+    }
+    assert seen == {"off": (True, False, False), "eq9": (False, False, False), "intent": (False, True, True)}
+    for m in masks.values():
+        assert m[img2, row].all()  # its own image's patches see the token (it comes before them) in every arm
+    others = torch.ones_like(masks["off"])
+    others[row] = False
+    others[starts[0] + plan.blocks[0].tag_offsets[0]] = False  # the <id> token
+    assert masks["intent"][others].equal(masks["off"][others])  # no other token's view changes

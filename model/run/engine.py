@@ -16,7 +16,7 @@ from ..arch.qwen2_mot import Routing
 from ..images import grid_position_ids
 from ..request.tokens import TokenIds
 from .attention import KVCache, PrefillAttention, QueryAttention
-from .masks import block_rows_mask, token_table
+from .masks import block_rows_mask, looks_ahead, token_table
 from .sequence import Block, ContextPlan
 
 
@@ -123,6 +123,7 @@ def prefill(
     device: torch.device,
     query_tokens: int,
     group_mask: bool = False,
+    scope: str = "eq9",
     reuse: Context | None = None,
     chunked: bool = False,
 ) -> Context:
@@ -133,7 +134,14 @@ def prefill(
 
     ``reuse``: a context whose plan starts with this plan's blocks; its first rows are copied once instead of
     recomputed (the released text-dropped context is such a prefix).
+
+    Under the group mask's ``"intent"`` scope an attribute token sees its image, which comes after it: the whole
+    plan is then one forward (no span can end between the two), and no prefix is reused (a prefix's attribute token
+    saw an image that the shorter plan may not hold).
     """
+    ahead = looks_ahead(group_mask, scope)
+    if ahead:
+        chunked, reuse = False, None
     cfg = model.cfg.llm
     cache = KVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, plan.length + query_tokens, model.dtype)
     table = token_table(plan)
@@ -142,11 +150,12 @@ def prefill(
         first = len(plan.blocks)
         cache.copy_prefix_from(reuse.cache, plan.length)
     offsets = plan.offsets()
-    for span in _spans(plan, first, 1 if chunked else PREFILL_SPAN_TOKENS):
+    budget = plan.length if ahead else 1 if chunked else PREFILL_SPAN_TOKENS
+    for span in _spans(plan, first, budget):
         blocks, start = [plan.blocks[i] for i in span], offsets[span[0]]
         stop = start + sum(b.length for b in blocks)
         hidden, is_gen = zip(*(block_embeddings(model, b, inputs, ids, device) for b in blocks), strict=True)
-        mask = block_rows_mask(table, start, stop, group_mask=group_mask)
+        mask = block_rows_mask(table, start, stop, group_mask=group_mask, scope=scope)
         mask = None if mask is None else mask.to(device)
         positions = torch.tensor([p for b in blocks for p in b.positions()], device=device)
         attend = PrefillAttention(cache, start, mask)

@@ -10,6 +10,10 @@ Per token we keep: its sample, its block (split), the block's mode (causal / ful
   image block of another placement g' != g. Only the attribute tokens themselves are scoped (``<subject>`` in
   ``<subject>the dog <img2>``); the words around them, like every other text token, stay plainly causal. Patches
   of one image always see each other (eq. 8).
+* with the group mask's ``"intent"`` scope (Fig. 2: "each special token can only attend to images within its own
+  group"), additionally: an attribute token bound to placement g sees g's image tokens although they come after it,
+  so the token and its own image see each other both ways. Under eq. 9 as written (``"eq9"``), the causal order
+  hides that image from the token: it sees no image tokens at all.
 
 Masks are boolean (True = may attend); :func:`to_additive` turns one into the 0 / -inf form.
 """
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import GROUP_MASK_SCOPES
 from .sequence import ContextPlan
 
 MODE_CODE = {"causal": 0, "full": 1, "noise": 2}
@@ -67,13 +72,20 @@ def token_table(plan: ContextPlan, sample: int = 0, block_offset: int = 0) -> To
     return TokenTable(*(as_long(x) for x in (sample_ids, block_ids, modes, groups, tags)))
 
 
-def allowed(q: TokenTable, k: TokenTable, q_start: int = 0, *, group_mask: bool = False) -> torch.Tensor:
-    """Bool [len(q), len(k)]: may query row i (at sequence index q_start + i) attend to key j (index j)."""
+def allowed(
+    q: TokenTable, k: TokenTable, q_start: int = 0, *, group_mask: bool = False, scope: str = "eq9"
+) -> torch.Tensor:
+    """Bool [len(q), len(k)]: may query row i (at sequence index q_start + i) attend to key j (index j).
+    ``scope`` (with ``group_mask``) is one of :data:`~model.config.GROUP_MASK_SCOPES`."""
+    if scope not in GROUP_MASK_SCOPES:
+        raise ValueError(f"group mask scope {scope!r}: one of {', '.join(GROUP_MASK_SCOPES)}")
     qi = torch.arange(len(q)) + q_start
     kj = torch.arange(len(k))
     same_block = q.block[:, None] == k.block[None, :]
     bidirectional = same_block & (q.mode[:, None] != MODE_CODE["causal"])
     ok = (kj[None, :] <= qi[:, None]) | bidirectional
+    if group_mask and scope == "intent":
+        ok |= (q.tag_group[:, None] >= 0) & (q.tag_group[:, None] == k.image_group[None, :])
     ok &= q.sample[:, None] == k.sample[None, :]
     ok &= ~((k.mode[None, :] == MODE_CODE["noise"]) & ~same_block)
     if group_mask:
@@ -82,18 +94,25 @@ def allowed(q: TokenTable, k: TokenTable, q_start: int = 0, *, group_mask: bool 
     return ok
 
 
-def plan_mask(plan: ContextPlan, *, group_mask: bool = False) -> torch.Tensor:
+def plan_mask(plan: ContextPlan, *, group_mask: bool = False, scope: str = "eq9") -> torch.Tensor:
     """The dense bool mask [n, n] of one context plan."""
     table = token_table(plan)
-    return allowed(table, table, group_mask=group_mask)
+    return allowed(table, table, group_mask=group_mask, scope=scope)
 
 
-def block_rows_mask(table: TokenTable, start: int, stop: int, *, group_mask: bool = False) -> torch.Tensor | None:
+def looks_ahead(group_mask: bool, scope: str) -> bool:
+    """Whether a token may see keys after it outside its own block (then a prefill must take every row at once)."""
+    return group_mask and scope == "intent"
+
+
+def block_rows_mask(
+    table: TokenTable, start: int, stop: int, *, group_mask: bool = False, scope: str = "eq9"
+) -> torch.Tensor | None:
     """Rows start:stop of the mask against keys 0:stop (what a chunked prefill of that block needs).
 
     Returns ``None`` when every key is visible (the attention kernel then needs no mask).
     """
-    mask = allowed(table.rows(start, stop), table.rows(0, stop), start, group_mask=group_mask)
+    mask = allowed(table.rows(start, stop), table.rows(0, stop), start, group_mask=group_mask, scope=scope)
     return None if bool(mask.all()) else mask
 
 

@@ -283,6 +283,7 @@ class SigmaPipeline:
                 device=self.device,
                 query_tokens=query_tokens,
                 group_mask=group_mask,
+                scope=self.arch.group_mask_scope,
                 reuse=reuse,
                 chunked=self.chunked_prefill,
             )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..config import SKILLS, ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
+from ..config import GROUP_MASK_SCOPES, SKILLS, ArchConfig, LLMConfig, ResizeSpec, VAEConfig, ViTConfig
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,11 @@ def _shape(shapes: dict[str, tuple[int, ...]], key: str, path: Path) -> tuple[in
 def _saved_arch(path: Path) -> dict:
     """The ArchConfig fields that our own ``sigma_config.json`` stores (see :func:`arch_to_json`); {} without one."""
     saved = _read_json(path).get("arch", {}) if path.is_file() else {}
-    fields = {
-        k: saved[k] for k in ("group_mask", "train_timestep_shift", "default_layout", "routing_step") if k in saved
-    }
+    keys = ("group_mask", "group_mask_scope", "train_timestep_shift", "default_layout", "routing_step")
+    fields = {k: saved[k] for k in keys if k in saved}
+    if fields.get("group_mask_scope", GROUP_MASK_SCOPES[0]) not in GROUP_MASK_SCOPES:
+        raise CheckpointError(f"{path}: the arch entry group_mask_scope is {fields['group_mask_scope']!r}, not one of "
+                              f"{', '.join(GROUP_MASK_SCOPES)}; {RESTORE}")  # fmt: skip
     try:
         for key in ("vae_transform", "vit_transform", "vit_slot_transform"):
             if key in saved:
@@ -241,6 +243,7 @@ def arch_to_json(arch: ArchConfig) -> dict:
         "vae_scale_factor": arch.vae.scale_factor,
         "vae_shift_factor": arch.vae.shift_factor,
         "group_mask": arch.group_mask,
+        "group_mask_scope": arch.group_mask_scope,
         "train_timestep_shift": arch.train_timestep_shift,
         "default_layout": arch.default_layout,
         "routing_step": arch.routing_step,
