@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sigma_studio.model.config import ROUTING_STEP
+from sigma_studio.model.config import ROUTING_STEP, SHEET_ROWS, shapes
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
 
@@ -81,6 +81,12 @@ class SigmaGenRecipe(WorldRecipe):
             return self.routing_step
         return SHAPES_ROUTING_STEP if self.data_dir is None else ROUTING_STEP
 
+    @property
+    def world_sheet_rows(self) -> int:
+        """Identity-sheet cells per column of the shapes world's rows: the shapes model's own (rows of your own
+        carry theirs in their meta)."""
+        return shapes().sheet_rows
+
     def train_config(self, k: int, start: Path) -> TrainConfig:
         stage, run = self.stages[k], Path(self.out) / self.stages[k].name
         return self.schedule(
@@ -118,7 +124,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     start = Path(recipe.model)
     if recipe.data_dir is None:
-        make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step)
+        make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step, recipe.world_sheet_rows)
     for k, stage in enumerate(recipe.stages):
         run_dir = out / stage.name
         t0 = time.perf_counter()
@@ -126,16 +132,18 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             report(stage.name, f"done earlier: {run_dir / 'model'}")
             start = run_dir / "model"
             continue
+        sheet_rows = recipe.world_sheet_rows
         if recipe.data_dir is None:
-            make_stage_data(run_dir / "data", stage, recipe.seed + 100 * (k + 1), recipe.step)
+            make_stage_data(run_dir / "data", stage, recipe.seed + 100 * (k + 1), recipe.step, sheet_rows)
         elif not recipe.stage_data(k).exists():
             raise InputError(f"--data-dir has no {stage.name}/ folder of rows for stage {k + 1}")
         else:
-            _check_rows_step(recipe.stage_data(k), recipe.step)
+            sheet_rows = _check_rows(recipe.stage_data(k), recipe.step)
         report(stage.name, f"stage {k + 1}/{len(recipe.stages)}: {stage.steps} steps from {start}")
         if not (run_dir / "train" / "latest").is_file() or _step(run_dir / "train") < stage.steps:
             Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
-        start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step, skills=SIGMAGEN_SKILLS)
+        start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step, sheet_rows=sheet_rows,
+                       skills=SIGMAGEN_SKILLS)  # fmt: skip
         timings[stage.name] = time.perf_counter() - t0
         report(stage.name, f"{start} written")
     if recipe.data_dir is None and recipe.decoder_steps > 0:
@@ -186,7 +194,7 @@ def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) ->
                            {"ema.safetensors": ema, "ae.safetensors": ae})  # fmt: skip
 
 
-def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) -> None:
+def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:
     """The stage's shapes-world rows (``train.parquet``), unless written earlier."""
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.data.sigmagen import SigmaGenOptions, rows
@@ -195,13 +203,13 @@ def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int) ->
     if (folder / "train.parquet").is_file():
         return
     opts = SigmaGenOptions(precision=stage.precision, channel_drop=stage.channel_drop, full_depth=stage.full_depth,
-                           tile=SHEET_TILE, seed=seed, routing_step=routing_step,
+                           tile=SHEET_TILE, seed=seed, routing_step=routing_step, sheet_rows=sheet_rows,
                            max_subjects=stage.subjects[1])  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     write_parquet(folder / "train.parquet", rows(shapes_scenes(stage.rows, seed, stage.subjects), opts, {}))
 
 
-def make_eval(folder: Path, per_count: int, seed: int, routing_step: int) -> None:
+def make_eval(folder: Path, per_count: int, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:
     """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision."""
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions, rows
@@ -213,25 +221,34 @@ def make_eval(folder: Path, per_count: int, seed: int, routing_step: int) -> Non
             # every structure input, drawn per subject, placed exactly (no dilation or jitter): the rows the
             # curriculum's earlier figures were scored on, whatever the converter's training defaults become
             opts = SigmaGenOptions(channel_drop=0.0, tile=SHEET_TILE, seed=seed + 9000 + n, routing_step=routing_step,
+                                   sheet_rows=sheet_rows,
                                    max_subjects=n, precision=PRECISIONS, precision_draw="subject", mask_dilation=0.0,
                                    box_dilation=0.0, box_aspect_jitter=0.0)  # fmt: skip
             scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n))
             write_parquet(folder / f"{n}.parquet", rows(scenes, opts, {}))
 
 
-def _check_rows_step(folder: Path, step: int) -> None:
-    """Rows drawn at another routing step than the model will store would teach it controls it never gets."""
+def _check_rows(folder: Path, step: int) -> int:
+    """Rows drawn at another routing step than the model will store would teach it controls it never gets;
+    returns the identity-sheet cells per column the rows were laid out with (the model stores the same)."""
     import pyarrow.parquet as pq
 
+    from sigma_studio.model.request.multisubject import MAX_SUBJECTS
     from sigma_studio.model.shapes.sigmagen_eval import routing_step_of
 
     for path in sorted(folder.glob("*.parquet"))[:1]:
         if "meta" not in pq.read_schema(path).names:
-            return
+            break
         meta = pq.read_table(path, columns=["meta"]).slice(0, 1).column("meta").to_pylist()
-        found = routing_step_of(json.loads(meta[0])) if meta and meta[0] else None
+        meta = json.loads(meta[0]) if meta and meta[0] else None
+        found = routing_step_of(meta) if meta is not None else None
         if found is not None and found != step:
             raise InputError(f"{path} was made with --routing-step {found}; train with --routing-step {found}")
+        rows = meta.get("sheet_rows", SHEET_ROWS) if isinstance(meta, dict) else SHEET_ROWS
+        return (
+            rows if isinstance(rows, int) and not isinstance(rows, bool) and 1 <= rows <= MAX_SUBJECTS else SHEET_ROWS
+        )
+    return SHEET_ROWS
 
 
 def _as_json(recipe: SigmaGenRecipe) -> dict:

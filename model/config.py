@@ -137,6 +137,7 @@ ROUTING_STEP = 10  # SIGMA-GEN's routing-map levels per subject (the paper's)
 GROUP_MASK_SCOPES: tuple[str, ...] = ("eq9", "intent")
 # The Table 4 ablation's three arms by name: (group_mask, group_mask_scope); "off" is the released training's.
 MASK_ARMS: dict[str, tuple[bool, str]] = {"off": (False, "eq9"), "eq9": (True, "eq9"), "intent": (True, "intent")}
+SHEET_ROWS = 5  # identity-sheet cells per column (the paper stacks its subjects in one column)
 # What a model was trained to read (ArchConfig.skills, stored with it); a request that needs another is warned.
 SKILLS: dict[str, str] = {
     "attribute_tokens": "SIGMA's attribute tokens (<subject>, <style>, ...)",
@@ -179,6 +180,9 @@ class ArchConfig:
     # SIGMA-GEN routing maps: subject i (1-based) has intensity routing_step * i. The paper's 10 allows 10 subjects
     # (25 would too); a model trained with another step stores it, so its controls are drawn the way it learnt them.
     routing_step: int = ROUTING_STEP
+    # SIGMA-GEN identity sheets: cells per column before the next column starts (the paper's one column of up to 5);
+    # a small world stores 2 so that 3-5 subjects form a grid and each keeps at least 2 x 2 latent tokens.
+    sheet_rows: int = SHEET_ROWS
     # What the model was trained to read (keys of SKILLS); None: not known (a finetune of unknown data, random
     # weights), and nothing is warned.
     skills: tuple[str, ...] | None = None

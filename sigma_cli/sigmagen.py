@@ -75,6 +75,10 @@ class ConvertOptions:
         int,
         typer.Option(help="routing-map levels per subject (the paper's 10; the model trained on the rows keeps it)"),
     ] = D.routing_step
+    sheet_rows: Annotated[
+        int,
+        typer.Option(help="identity-sheet cells per column (the paper's 5; the model trained on the rows keeps it)"),
+    ] = D.sheet_rows
 
     def options(self) -> SigmaGenOptions:
         fields = dataclasses.asdict(self)

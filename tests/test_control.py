@@ -222,6 +222,11 @@ def test_subject_generation_end_to_end(tiny_pipe, tmp_path, placement):
     req50 = build_request("a park", arch=arch50, config=GenerationConfig(size=(64, 64)), controls=controls)
     spatial = next(img.image for img in req50.images if img.role == "spatial")
     assert set(np.unique(np.asarray(spatial)[..., 0])) == {0, 50, 100}
+    sheet = next(img.image for img in req50.images if img.role == "identities")
+    two_a_column = build_request("a park", arch=arch50.replace(sheet_rows=1), config=GenerationConfig(size=(64, 64)),
+                                 controls=controls)  # fmt: skip
+    side = next(img.image for img in two_a_column.images if img.role == "identities")
+    assert side.width == 2 * side.height and sheet.height == 2 * sheet.width  # one cell a column: side by side
 
 
 def test_subjects_keep_the_other_references(tiny_pipe, tmp_path):

@@ -210,6 +210,36 @@ def test_the_evaluation_refuses_rows_of_another_routing_step(tmp_path):
         evaluate_sigmagen(paper_step, tmp_path)
 
 
+def test_sheet_rows_lay_the_sheet_out_and_travel_with_the_rows_the_model_and_the_evaluation(tiny_pipe, tmp_path):
+    from types import SimpleNamespace
+
+    from sigma_studio.finetune.sigmagen_recipe import make_eval
+    from sigma_studio.model.config import ArchConfig
+    from sigma_studio.model.errors import InputError
+    from sigma_studio.model.evaluation.subjects import identity_cells
+    from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen
+    from sigma_studio.model.weights.arch_config import read_arch_config
+    from sigma_studio.model.weights.loader import save_pipeline
+
+    scene = next(iter(shapes_scenes(1, seed=3, subjects=(5, 5))))
+    opts = SigmaGenOptions(tile=16, channel_drop=0.0, routing_step=50, sheet_rows=2, max_subjects=5)
+    row = scene_row(scene, opts, random.Random(0))
+    sheet = row.images[0]
+    assert row.meta["sheet_rows"] == 2 and sheet.size == (48, 32)  # 5 subjects, 2 a column: 3 columns of 2 rows
+    assert sum(c is not None for c in identity_cells(sheet, 5, 2)) == 5
+    assert identity_cells(sheet, 5, 5) == [None] * 5  # read as the paper's one column: not laid out so
+    with pytest.raises(InputError, match="--sheet-rows must be 1..10"):
+        SigmaGenOptions(sheet_rows=0)
+    pipe = SimpleNamespace(arch=tiny_pipe.arch.replace(sheet_rows=2), tokenizer=tiny_pipe.tokenizer,
+                           model=tiny_pipe.model, vae=tiny_pipe.vae)  # fmt: skip
+    stored = save_pipeline(pipe, tmp_path / "m")
+    assert read_arch_config(stored).sheet_rows == 2 and read_arch_config(stored).routing_step == 10
+    make_eval(tmp_path / "eval", per_count=1, seed=0, routing_step=50, sheet_rows=5)
+    model_reads_two = SimpleNamespace(arch=ArchConfig(routing_step=50, sheet_rows=2))
+    with pytest.raises(InputError, match="lays its identity sheets out 5 cells a column, the model reads 2"):
+        evaluate_sigmagen(model_reads_two, tmp_path / "eval")
+
+
 def test_the_autoencoder_ceiling_scores_the_true_pictures_round_tripped(tmp_path):
     import io
 

@@ -74,8 +74,9 @@ def scene_row(scene: Scene, opts: SigmaGenOptions, rng: random.Random) -> Exampl
         "identities": {k: tally[k] for k in ("prepared", "cropped")},
         "augment": {k: tally[k] for k in ("masks dilated", "boxes dilated", "boxes aspect-jittered")},
         "routing_step": opts.routing_step,
+        "sheet_rows": opts.sheet_rows,
     }  # fmt: skip
-    sheet = identity_dictionary(subjects, opts.tile)
+    sheet = identity_dictionary(subjects, opts.tile, opts.sheet_rows)
     return Example("sigmagen", instruction, [sheet, Image.fromarray(control), scene.image], meta | scene.extra)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ROUTING_STEP
+from ..config import ROUTING_STEP, SHEET_ROWS
 from ..errors import InputError
 from ..request.multisubject import MAX_SUBJECTS
 
@@ -42,6 +42,7 @@ class SigmaGenOptions:
     tile: int = 256
     seed: int = 0
     routing_step: int = ROUTING_STEP  # routing-map levels per subject; the trained model stores the same value
+    sheet_rows: int = SHEET_ROWS  # identity-sheet cells per column; the trained model stores the same value
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -73,6 +74,9 @@ class SigmaGenOptions:
     def _check_routing(self) -> None:
         if not 1 <= self.routing_step <= 255:
             raise InputError(f"--routing-step must be 1..255 (got {self.routing_step})")
+        if not 1 <= self.sheet_rows <= MAX_SUBJECTS:
+            raise InputError(f"--sheet-rows must be 1..{MAX_SUBJECTS} (got {self.sheet_rows}): identity-sheet cells "
+                             f"per column, the paper's is {SHEET_ROWS}")  # fmt: skip
         if not 1 <= self.max_subjects <= MAX_SUBJECTS:
             raise InputError(f"--max-subjects must be 1..{MAX_SUBJECTS} (got {self.max_subjects})")
         if self.max_subjects * self.routing_step > 255:  # subject k is drawn at level k * step, at most 255

@@ -126,7 +126,7 @@ def row_subjects(
     control = control.convert("RGB")
     frame = frame or control.size
     maps = np.asarray(control if control.size == frame else control.resize(frame, Image.NEAREST))
-    cells = identity_cells(sheet, len(names))
+    cells = identity_cells(sheet, len(names), meta.get("sheet_rows", MAX_ROWS))
     subjects = tuple(
         SubjectRegion(str(name), (maps[..., 0] == step * k) | (maps[..., 1] == step * k), cells[k - 1])
         for k, name in enumerate(names, start=1)
@@ -136,11 +136,13 @@ def row_subjects(
     return subjects, None
 
 
-def identity_cells(sheet: Image.Image | None, count: int) -> list[Image.Image | None]:
-    """Each subject's image in an identity sheet of ``count`` subjects (square cells, up to ``MAX_ROWS`` a column,
+def identity_cells(sheet: Image.Image | None, count: int, max_rows: int = MAX_ROWS) -> list[Image.Image | None]:
+    """Each subject's image in an identity sheet of ``count`` subjects (square cells, up to ``max_rows`` a column,
     filled top to bottom then left to right), its black margin trimmed; None for an empty cell, and for every
     subject when the sheet is absent or not laid out for ``count`` subjects."""
-    columns = math.ceil(count / MAX_ROWS)
+    if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1:
+        return [None] * count
+    columns = math.ceil(count / max_rows)
     rows = math.ceil(count / columns)
     tile = sheet.width // columns if sheet is not None else 0
     if sheet is None or tile == 0 or sheet.size != (tile * columns, tile * rows):

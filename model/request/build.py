@@ -154,7 +154,7 @@ def build_request(
     insertion = None
     if controls.subjects:
         size = subject_size(controls, arch, config.size)
-        parts, images_out, insertion = _with_subjects(parts, images_out, controls, size, warnings, arch.routing_step)
+        parts, images_out, insertion = _with_subjects(parts, images_out, controls, size, warnings, arch)
     else:
         size = config.size or _default_size(parts, images_out, controls, arch)
     rendered = layout_images(controls, arch, size, estimate=estimate_depth, cache_dir=cache_dir)
@@ -222,11 +222,12 @@ def _default_size(parts, images: list[RequestImage], controls: ControlSpec, arch
 
 def _with_subjects(
     parts: list[Part], images: list[RequestImage], controls: ControlSpec, size: tuple[int, int], warnings: list[str],
-    routing_step: int,
+    arch: ArchConfig,
 ):  # fmt: skip
     """SIGMA-GEN: the identity sheet under <subject> (<id> for faces) and the spatial control under <layout> (its
-    routing maps drawn at the model's ``routing_step``), then the user's parts after "Place these subjects in" (or
-    "... to compose:"). References used as subjects leave the sequence, with the attribute tokens bound to them."""
+    routing maps drawn at the model's ``routing_step``, the sheet laid out in its ``sheet_rows``), then the user's
+    parts after "Place these subjects in" (or "... to compose:"). References used as subjects leave the sequence,
+    with the attribute tokens bound to them."""
     by_name = {img.name: img.image for img in images}
     subjects = parse_subjects(controls, size, by_name)
     scene_depth = None
@@ -242,7 +243,8 @@ def _with_subjects(
         tokens = f" with the tokens bound to them ({tokens})" if tokens else ""
         warnings.append(f"{names}: placed as subjects, so they join the identity sheet{tokens} and leave the prompt")
     parts = _drop_images(parts, {k for k, img in enumerate(images) if img.name in used})
-    sheet, spatial = identity_dictionary(subjects), spatial_control(reg, routing_step)
+    sheet = identity_dictionary(subjects, max_rows=arch.sheet_rows)
+    spatial = spatial_control(reg, arch.routing_step)
     images = [*images, RequestImage("identities", sheet, "identities", None, pixel_hash(sheet))]
     images.append(RequestImage("spatial", spatial, "spatial", None, pixel_hash(spatial)))
     tag = "<id>" if controls.faces else "<subject>"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..config import ROUTING_STEP
+from ..config import ROUTING_STEP, SHEET_ROWS
 from ..errors import InputError
 from ..images import opencv
 from .control import Box
@@ -36,7 +36,7 @@ MAX_SUBJECTS = 10
 MAX_EXTENT = 1000.0  # metres: the largest |coordinate| and size of a 3-D box (beyond, the projection overflows)
 FOV_RANGE = (1.0, 179.0)  # degrees: a pinhole camera's horizontal field of view must stay inside (0, 180)
 DEFAULT_TILE = 256
-MAX_ROWS = 5  # identity-sheet cells per column (see identity_dictionary)
+MAX_ROWS = SHEET_ROWS  # identity-sheet cells per column (see identity_dictionary; a model may store another)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 
-from ..config import ROUTING_STEP
+from ..config import ROUTING_STEP, SHEET_ROWS
 from ..errors import InputError
 from .scene_reader import colour_names, score_scene
 from .world import COLOURS, SHAPES
@@ -69,12 +69,16 @@ def routing_step_of(meta: dict) -> int:
     return int(meta.get("routing_step", ROUTING_STEP))
 
 
-def _check_step(path: Path, meta: dict, model_step: int) -> None:
-    """A row's controls must be drawn at the routing step the model learnt."""
+def _check_step(path: Path, meta: dict, arch) -> None:
+    """A row's controls must be drawn at the routing step the model learnt, its sheet laid out as it learnt."""
     step = routing_step_of(meta)
-    if step != model_step:
-        raise InputError(f"{path} was drawn at routing step {step}, the model reads step {model_step}: evaluate it on "
-                         "the eval/ rows of its own `sigma sigmagen train` run")  # fmt: skip
+    if step != arch.routing_step:
+        raise InputError(f"{path} was drawn at routing step {step}, the model reads step {arch.routing_step}: evaluate "
+                         "it on the eval/ rows of its own `sigma sigmagen train` run")  # fmt: skip
+    rows = meta.get("sheet_rows", SHEET_ROWS)
+    if rows != arch.sheet_rows:
+        raise InputError(f"{path} lays its identity sheets out {rows} cells a column, the model reads "
+                         f"{arch.sheet_rows}: evaluate it on rows drawn for that model")  # fmt: skip
 
 
 def reconstruction(pipe, img: Image.Image) -> Image.Image:
@@ -150,7 +154,7 @@ def evaluate_sigmagen(
     config = config or GenerationConfig()
     scenes = read_scenes(eval_dir, per_count) if scenes is None else scenes
     for path, _, _, meta in scenes:  # every row before the first picture is generated
-        _check_step(path, meta, pipe.arch.routing_step)
+        _check_step(path, meta, pipe.arch)
     records = []
     for path, k, rec, meta in scenes:
         if reconstruct:

@@ -207,7 +207,7 @@ def _shape(shapes: dict[str, tuple[int, ...]], key: str, path: Path) -> tuple[in
 def _saved_arch(path: Path) -> dict:
     """The ArchConfig fields that our own ``sigma_config.json`` stores (see :func:`arch_to_json`); {} without one."""
     saved = _read_json(path).get("arch", {}) if path.is_file() else {}
-    keys = ("group_mask", "group_mask_scope", "train_timestep_shift", "default_layout", "routing_step")
+    keys = ("group_mask", "group_mask_scope", "train_timestep_shift", "default_layout", "routing_step", "sheet_rows")
     fields = {k: saved[k] for k in keys if k in saved}
     if fields.get("group_mask_scope", GROUP_MASK_SCOPES[0]) not in GROUP_MASK_SCOPES:
         raise CheckpointError(f"{path}: the arch entry group_mask_scope is {fields['group_mask_scope']!r}, not one of "
@@ -247,6 +247,7 @@ def arch_to_json(arch: ArchConfig) -> dict:
         "train_timestep_shift": arch.train_timestep_shift,
         "default_layout": arch.default_layout,
         "routing_step": arch.routing_step,
+        "sheet_rows": arch.sheet_rows,
         "vae_transform": d["vae_transform"],
         "vit_transform": d["vit_transform"],
         "vit_slot_transform": d["vit_slot_transform"],
