@@ -304,12 +304,17 @@ def test_cancel_of_a_queued_job_writes_nothing(server, browser):
     waiting.locator("#generate").click()
     waiting.wait_for_selector("#stop", state="visible", timeout=STATE_TIMEOUT_MS)
     waiting.locator("#stop").click()  # still queued behind the busy job
+    # it never started, so Stop says "Cancelled" at once (not "Cancelling…" until the busy job ends)
+    waiting.wait_for_function(
+        "document.querySelector('#info').innerText.includes('before it started')", timeout=STATE_TIMEOUT_MS
+    )
     busy.wait_for_function("document.querySelector('#info').innerText.includes('seed')", timeout=STATE_TIMEOUT_MS)
-    # "Cancelling…" at once, then "Cancelled: nothing was written" when the queue reaches the job and drops it: the
-    # state in which the cancelled job has ended (it would have run right after the busy one)
+    # then "Cancelled: nothing was written" when the queue reaches the job and drops it: the state in which the
+    # cancelled job has ended (it would have run right after the busy one)
     try:
         waiting.wait_for_function(
-            "document.querySelector('#info').innerText.includes('nothing was written')", timeout=STATE_TIMEOUT_MS
+            "document.querySelector('#info').innerText.includes('Cancelled: nothing was written')",
+            timeout=STATE_TIMEOUT_MS,
         )
     except playwright.Error:
         waiting.screenshot(path=str(ART / "9-cancelled-failed.png"), full_page=True)

@@ -236,6 +236,19 @@ def test_cancel_stops_a_running_generation_and_a_waiting_one(tiny_pipe, tmp_path
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_a_job_is_started_only_once_it_reaches_the_queue():
+    """The page's Stop says "Cancelled" at once for a job the server has not dispatched, "Cancelling" otherwise."""
+    from sigma_studio.webui.jobs import Jobs
+
+    jobs = Jobs()
+    token = jobs.submit()
+    assert not jobs.started(token) and jobs.cancel(token)  # waiting in the web server's queue: never starts
+    other = jobs.submit()
+    with jobs.slot(other):
+        assert jobs.started(other) and not jobs.started(token)
+    assert not jobs.started(other) and not jobs.cancel(other)  # ended: nothing left to cancel
+
+
 def test_several_images_per_run_take_consecutive_seeds(tiny_pipe, tmp_path):
     result = h.generate(tiny_pipe, state(), layout(), dict(SETTINGS, count=3, steps=2), tmp_path)
     assert result.seeds == [5, 6, 7] and len({Path(p).name for p in result.paths}) == 3

@@ -208,8 +208,13 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
         return result.paths, result.info, result.paths, history, result.seeds, result.paths[0], ""
 
     def stop(token):
-        found = jobs.cancel(token)
-        return ("**Cancelling…**" if found else ""), gr.update(visible=True), gr.update(visible=False)
+        if not jobs.cancel(token):
+            note = ""
+        elif jobs.started(token):  # it stops at its next denoising step; what it finished is kept
+            note = "**Cancelling…**"
+        else:  # still in the server's queue behind another job: it will never start
+            note = "**Cancelled** before it started: nothing was written"
+        return note, gr.update(visible=True), gr.update(visible=False)
 
     gen_fn = gpu_wrapper(generate) if gpu_wrapper is not None else generate
     outs = [result.gallery, result.info, result.download, page.history, page.last_seeds, page.last_output, prompt.error]

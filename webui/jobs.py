@@ -41,6 +41,7 @@ class Jobs:
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
         self._live: set[str] = set()
+        self._started: set[str] = set()  # jobs that reached slot(): holding or waiting for one
 
     def submit(self) -> str:
         """A token for a new job (the page gets it the moment Generate is clicked, before the job is queued)."""
@@ -56,6 +57,12 @@ class Jobs:
                 return False
             self._cancelled.add(token)
             return True
+
+    def started(self, token: str | None) -> bool:
+        """Whether the job has reached the queue (it runs, or waits here for a slot). A job the page submitted that
+        is not started still waits in the web server's own queue: cancelled there, it never starts."""
+        with self._lock:
+            return token in self._started
 
     def discard(self, token: str | None) -> None:
         """Forget a job that ended before it reached a slot (its inputs were refused)."""
@@ -84,6 +91,8 @@ class Jobs:
     def slot(self, token: str | None) -> Iterator:
         """Wait for a free slot (checking for cancellation while waiting), hold it while the body runs; the body
         gets the slot's pipeline (None without a pool: the caller's one pipeline)."""
+        with self._lock:
+            self._started.add(token)
         try:
             while True:
                 try:
@@ -102,6 +111,7 @@ class Jobs:
             with self._lock:
                 self._live.discard(token)
                 self._cancelled.discard(token)
+                self._started.discard(token)
 
 
 def clean_old_files(folder: str | Path, max_age_hours: float, pattern: str = "*.png") -> int:
