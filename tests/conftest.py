@@ -76,6 +76,31 @@ def generate_keeping_contexts(pipe, prompt=None, images=None, *, inputs=None, co
     return pipe._generate(build_request(prompt, images, inputs=inputs, arch=pipe.arch, config=cfg), keep_contexts=True)
 
 
+def assert_cache_is_one_packed_forward(model, ctx, inputs, ids, mask) -> None:
+    """A prefilled context's KV cache, every layer, equals one packed forward of its whole plan under ``mask``."""
+    import torch
+
+    from sigma_studio.model.arch.qwen2_mot import Routing
+    from sigma_studio.model.run.attention import PackedAttention
+    from sigma_studio.model.run.engine import block_embeddings
+
+    cpu = torch.device("cpu")
+    hidden, gen = zip(*(block_embeddings(model, b, inputs, ids, cpu) for b in ctx.plan.blocks), strict=True)
+    positions = torch.tensor([p for b in ctx.plan.blocks for p in b.positions()])
+    packed, recorded = PackedAttention(mask), {}
+
+    def attend(layer, q, k, v):
+        recorded[layer] = (k, v)
+        return packed(layer, q, k, v)
+
+    model.decode(torch.cat(hidden), Routing.from_mask(torch.cat(gen)), positions, attend)
+    assert recorded
+    for layer, (k, v) in recorded.items():
+        ck, cv = ctx.cache.rows(layer)
+        torch.testing.assert_close(ck, k, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cv, v, atol=1e-5, rtol=1e-5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,15 +11,13 @@ import torch
 from PIL import Image
 
 from sigma_studio.model import load_pipeline
-from sigma_studio.model.arch.qwen2_mot import Routing
 from sigma_studio.model.config import MASK_ARMS
 from sigma_studio.model.errors import CheckpointError
-from sigma_studio.model.run.attention import PackedAttention
-from sigma_studio.model.run.engine import block_embeddings, prefill
+from sigma_studio.model.run.engine import prefill
 from sigma_studio.model.run.masks import plan_mask
 from sigma_studio.model.weights.arch_config import read_arch_config
 from sigma_studio.model.weights.loader import save_pipeline
-from tests.conftest import generate_keeping_contexts
+from tests.conftest import assert_cache_is_one_packed_forward, generate_keeping_contexts
 
 PROMPT = "Place <id>the man <img1> next to <subject>the dog <img2> in a park"
 CPU = torch.device("cpu")
@@ -51,19 +49,8 @@ def test_intent_prefill_equals_one_packed_forward_of_its_mask(intent_pipe, refs,
     model, ids = pipe.model, pipe.tokenizer.ids
     for name in ("full", "text", "image"):
         ctx = res.contexts[name]
-        hidden, gen = zip(*(block_embeddings(model, b, inputs, ids, CPU) for b in ctx.plan.blocks), strict=True)
-        positions = torch.tensor([p for b in ctx.plan.blocks for p in b.positions()])
-        packed, recorded = PackedAttention(plan_mask(ctx.plan, group_mask=True, scope="intent")), {}
-
-        def attend(layer, q, k, v, packed=packed, recorded=recorded):
-            recorded[layer] = (k, v)
-            return packed(layer, q, k, v)
-
-        model.decode(torch.cat(hidden), Routing.from_mask(torch.cat(gen)), positions, attend)
-        for layer, (k, v) in recorded.items():
-            ck, cv = ctx.cache.rows(layer)
-            torch.testing.assert_close(ck, k, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(cv, v, atol=1e-5, rtol=1e-5)
+        intent = plan_mask(ctx.plan, group_mask=True, scope="intent")
+        assert_cache_is_one_packed_forward(model, ctx, inputs, ids, intent)
         # a chunked prefill cannot look ahead, so the engine ignores chunked under this scope
         chunked = prefill(model, ctx.plan, inputs, ids, device=CPU, query_tokens=22, group_mask=True, scope="intent",
                           chunked=True)  # fmt: skip

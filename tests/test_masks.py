@@ -120,7 +120,8 @@ def test_mask_matches_dense_reference(layout, arm, kind):
         assert torch.equal(rows if rows is not None else torch.ones_like(expect), expect)
 
 
-def test_group_mask_blocks_other_groups_only():
+def two_groups_plan():
+    """The released layout of "Place <id> man <img1> next to <subject> dog <img2> in a park": two groups."""
     parts = [
         TextPart("Place <id> man"),
         ImagePart(0, ("<id>",)),
@@ -128,7 +129,11 @@ def test_group_mask_blocks_other_groups_only():
         ImagePart(1, ("<subject>",)),
         TextPart("in a park"),
     ]
-    plan = released_plans(parts, [ImageGeometry((1, 2)), ImageGeometry((2, 1))], fake_segment, IDS).full
+    return released_plans(parts, [ImageGeometry((1, 2)), ImageGeometry((2, 1))], fake_segment, IDS).full
+
+
+def test_group_mask_blocks_other_groups_only():
+    plan = two_groups_plan()
     on, off = plan_mask(plan, group_mask=True), plan_mask(plan, group_mask=False)
     starts = plan.offsets()
     text2, img1 = plan.blocks[2], plan.blocks[1]
@@ -177,14 +182,7 @@ def test_without_attribute_tokens_the_group_mask_changes_nothing():
 def test_the_three_arms_differ_only_in_what_an_attribute_token_sees():
     """off: the <subject> token sees the earlier image and not its own (causal); eq. 9: neither; Fig. 2's intent:
     its own image (both ways) and not the other group's."""
-    parts = [
-        TextPart("Place <id> man"),
-        ImagePart(0, ("<id>",)),
-        TextPart("next to <subject> dog"),
-        ImagePart(1, ("<subject>",)),
-        TextPart("in a park"),
-    ]
-    plan = released_plans(parts, [ImageGeometry((1, 2)), ImageGeometry((2, 1))], fake_segment, IDS).full
+    plan = two_groups_plan()
     masks = {arm: plan_mask(plan, group_mask=on, scope=scope) for arm, (on, scope) in MASK_ARMS.items()}
     starts = plan.offsets()
     row = starts[2] + plan.blocks[2].tag_offsets[0]  # the <subject> token

@@ -8,11 +8,9 @@ import torch
 from PIL import Image
 
 from sigma_studio.model import GenerationConfig, InputError, PromptError, load_pipeline
-from sigma_studio.model.arch.qwen2_mot import Routing
-from sigma_studio.model.run.attention import PackedAttention
-from sigma_studio.model.run.engine import block_embeddings, query_velocity
+from sigma_studio.model.run.engine import query_velocity
 from sigma_studio.model.run.masks import plan_mask
-from tests.conftest import generate_keeping_contexts
+from tests.conftest import assert_cache_is_one_packed_forward, generate_keeping_contexts
 
 PROMPT = "Place <id>the man <img1> next to <subject>the dog <img2> in a park"
 
@@ -62,22 +60,7 @@ def test_chunked_prefill_equals_one_packed_forward(tiny_pipe, refs, layout, grou
     inputs = tiny_pipe.encode_references(
         res.plans, [tiny_pipe.prepare_image(r, layout) for r in refs], torch.Generator().manual_seed(0)
     )
-    hidden, gen = zip(
-        *(block_embeddings(model, b, inputs, ids, torch.device("cpu")) for b in ctx.plan.blocks), strict=True
-    )
-    positions = torch.tensor([p for b in ctx.plan.blocks for p in b.positions()])
-    recorded = {}
-    packed = PackedAttention(plan_mask(ctx.plan, group_mask=group_mask))
-
-    def attend(layer, q, k, v):
-        recorded[layer] = (k, v)
-        return packed(layer, q, k, v)
-
-    model.decode(torch.cat(hidden), Routing.from_mask(torch.cat(gen)), positions, attend)
-    for layer, (k, v) in recorded.items():
-        ck, cv = ctx.cache.rows(layer)
-        torch.testing.assert_close(ck, k, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(cv, v, atol=1e-5, rtol=1e-5)
+    assert_cache_is_one_packed_forward(model, ctx, inputs, ids, plan_mask(ctx.plan, group_mask=group_mask))
 
 
 def test_batched_branches_equal_separate_forwards(tiny_pipe, refs):
