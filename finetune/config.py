@@ -8,12 +8,13 @@ import numbers
 import re
 from dataclasses import dataclass, field
 
-from sigma_studio.model.config import (
-    GROUP_MASK_SCOPES,
+from sigma_studio.model.config import (  # defined once, with Loader/GenerationConfig
     INITS,
+    MASK_SCOPE,
     MAX_SEED,
     MAX_STEPS,
-)  # defined once, with Loader/GenerationConfig
+    check_mask_scope,
+)
 from sigma_studio.model.errors import InputError
 
 # `sigma finetune --recipe`: "release" is the released training scripts' choices (the TrainConfig defaults: they
@@ -105,7 +106,7 @@ class TrainConfig:
     trainable: str = "all"
     lora: LoRAConfig | None = None
     group_mask: bool = False
-    group_mask_scope: str = "eq9"  # with group_mask: eq. 9 as written, or Fig. 2's intent (model.config.MASK_ARMS)
+    group_mask_scope: str = MASK_SCOPE  # with group_mask: eq. 9 as written, or Fig. 2's intent (model.config.MASK_ARMS)
     attribute_projection: bool = False
     held_out: float = 0.05  # fraction of every task family kept out of training (sample prompts come from it)
     family_weights: dict[str, float] = field(default_factory=dict)
@@ -129,11 +130,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:
             raise InputError(f"--train {self.trainable} is not one of {', '.join(TRAINABLE)}")
-        if self.group_mask_scope not in GROUP_MASK_SCOPES:
-            raise InputError(
-                f"--group-mask-scope {self.group_mask_scope} is not one of {', '.join(GROUP_MASK_SCOPES)} "
-                "(eq9: eq. 9 as written; intent: an attribute token and its own image see each other)"
-            )
+        check_mask_scope(self.group_mask_scope, f"--group-mask-scope {self.group_mask_scope}")
         if self.init not in INITS:
             raise InputError(f"--init {self.init} is not one of {', '.join(INITS)}")
         if self.optimizer not in OPTIMIZERS:

@@ -14,7 +14,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
-from sigma_studio.model.config import ArchConfig
+from sigma_studio.model.config import MASK_SCOPE, ArchConfig
 from sigma_studio.model.images import grid_position_ids
 from sigma_studio.model.request.tokens import TokenIds
 from sigma_studio.model.run.masks import TokenTable, allowed, token_table
@@ -95,7 +95,7 @@ class _Columns:
 
 
 def pack(
-    samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask: bool = False, scope: str = "eq9"
+    samples: list[TrainSample], arch: ArchConfig, ids: TokenIds, group_mask: bool = False, scope: str = MASK_SCOPE
 ) -> PackedBatch:
     """Lay the samples end to end and build every index tensor of :class:`PackedBatch`; ``group_mask`` and its
     ``scope`` give the attention mask the model learns under (the same function inference uses)."""

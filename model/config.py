@@ -134,9 +134,19 @@ ROUTING_STEP = 10  # SIGMA-GEN's routing-map levels per subject (the paper's)
 # How SIGMA's group mask scopes an attribute token (with group_mask on): "eq9", the paper's eq. 9 as written (it
 # hides other groups' images; under the causal mask the token cannot see its own image either, which comes after
 # it); "intent", Fig. 2's stated intent (the token and its own group's image tokens see each other both ways).
-GROUP_MASK_SCOPES: tuple[str, ...] = ("eq9", "intent")
+MASK_SCOPE = "eq9"  # the default scope (today's mask, and what the released weights would get with the mask on)
+GROUP_MASK_SCOPES: tuple[str, ...] = (MASK_SCOPE, "intent")
 # The Table 4 ablation's three arms by name: (group_mask, group_mask_scope); "off" is the released training's.
-MASK_ARMS: dict[str, tuple[bool, str]] = {"off": (False, "eq9"), "eq9": (True, "eq9"), "intent": (True, "intent")}
+MASK_ARMS: dict[str, tuple[bool, str]] = {"off": (False, MASK_SCOPE), "eq9": (True, "eq9"), "intent": (True, "intent")}
+
+
+def check_mask_scope(scope: str, given: str) -> None:
+    """A group-mask scope is one of GROUP_MASK_SCOPES; ``given`` is the setting as its user wrote it."""
+    if scope not in GROUP_MASK_SCOPES:
+        raise InputError(f"{given} is not one of {', '.join(GROUP_MASK_SCOPES)} (eq9: eq. 9 as written; intent: "
+                         "Fig. 2, an attribute token and its own image see each other)")  # fmt: skip
+
+
 SHEET_ROWS = 5  # identity-sheet cells per column (the paper stacks its subjects in one column)
 # What a model was trained to read (ArchConfig.skills, stored with it); a request that needs another is warned.
 SKILLS: dict[str, str] = {
@@ -174,7 +184,7 @@ class ArchConfig:
     # Most tokens one context may hold (prompt + references + output); the released trainer packs 36,864.
     max_context_tokens: int = 36864
     group_mask: bool = False
-    group_mask_scope: str = "eq9"  # one of GROUP_MASK_SCOPES: what the group mask lets an attribute token see
+    group_mask_scope: str = MASK_SCOPE  # one of GROUP_MASK_SCOPES: what the group mask lets an attribute token see
     attribute_projection: bool = False
     default_layout: Layout = "released"
     # SIGMA-GEN routing maps: subject i (1-based) has intensity routing_step * i. The paper's 10 allows 10 subjects
@@ -188,9 +198,7 @@ class ArchConfig:
     skills: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.group_mask_scope not in GROUP_MASK_SCOPES:
-            raise InputError(f"group_mask_scope={self.group_mask_scope!r}: choose {' or '.join(GROUP_MASK_SCOPES)} "
-                             "(eq. 9 as written, or Fig. 2's intent)")  # fmt: skip
+        check_mask_scope(self.group_mask_scope, f"group_mask_scope={self.group_mask_scope!r}")
 
     @property
     def patch_latent_dim(self) -> int:

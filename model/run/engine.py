@@ -13,6 +13,7 @@ import torch
 
 from ..arch.bagel import Bagel
 from ..arch.qwen2_mot import Routing
+from ..config import MASK_SCOPE
 from ..images import grid_position_ids
 from ..request.tokens import TokenIds
 from .attention import KVCache, PrefillAttention, QueryAttention
@@ -123,7 +124,7 @@ def prefill(
     device: torch.device,
     query_tokens: int,
     group_mask: bool = False,
-    scope: str = "eq9",
+    scope: str = MASK_SCOPE,
     reuse: Context | None = None,
     chunked: bool = False,
 ) -> Context:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import GROUP_MASK_SCOPES
+from ..config import GROUP_MASK_SCOPES, MASK_SCOPE
 from .sequence import ContextPlan
 
 MODE_CODE = {"causal": 0, "full": 1, "noise": 2}
@@ -73,7 +73,7 @@ def token_table(plan: ContextPlan, sample: int = 0, block_offset: int = 0) -> To
 
 
 def allowed(
-    q: TokenTable, k: TokenTable, q_start: int = 0, *, group_mask: bool = False, scope: str = "eq9"
+    q: TokenTable, k: TokenTable, q_start: int = 0, *, group_mask: bool = False, scope: str = MASK_SCOPE
 ) -> torch.Tensor:
     """Bool [len(q), len(k)]: may query row i (at sequence index q_start + i) attend to key j (index j).
     ``scope`` (with ``group_mask``) is one of :data:`~model.config.GROUP_MASK_SCOPES`."""
@@ -94,7 +94,7 @@ def allowed(
     return ok
 
 
-def plan_mask(plan: ContextPlan, *, group_mask: bool = False, scope: str = "eq9") -> torch.Tensor:
+def plan_mask(plan: ContextPlan, *, group_mask: bool = False, scope: str = MASK_SCOPE) -> torch.Tensor:
     """The dense bool mask [n, n] of one context plan."""
     table = token_table(plan)
     return allowed(table, table, group_mask=group_mask, scope=scope)
@@ -106,7 +106,7 @@ def looks_ahead(group_mask: bool, scope: str) -> bool:
 
 
 def block_rows_mask(
-    table: TokenTable, start: int, stop: int, *, group_mask: bool = False, scope: str = "eq9"
+    table: TokenTable, start: int, stop: int, *, group_mask: bool = False, scope: str = MASK_SCOPE
 ) -> torch.Tensor | None:
     """Rows start:stop of the mask against keys 0:stop (what a chunked prefill of that block needs).
 
