@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from sigma_studio.model.config import MAX_SEED, ArchConfig, shapes
+from sigma_studio.model.config import MAX_SEED, ArchConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
+from sigma_studio.model.presets import shapes
 from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.shapes.tasks import make_world
 from sigma_studio.model.shapes.vocab import build_tokenizer

@@ -34,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sigma_studio.model.config import ROUTING_STEP, SHEET_ROWS, shapes
+from sigma_studio.model.config import ROUTING_STEP, SHEET_ROWS
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
+from sigma_studio.model.presets import shapes
 
 from .config import TrainConfig, WorldRecipe
 from .shapes_recipe import export

@@ -51,7 +51,7 @@ class ResolvedSource:
     name: str
     config_dir: Path
     weights: Path | None = None  # None: the weights file inside config_dir
-    preset: str | None = None  # a released model's preset (model.config.PRESETS): what it was trained to read
+    preset: str | None = None  # a released model's preset (model.presets.PRESETS): what it was trained to read
 
 
 @dataclass(frozen=True)

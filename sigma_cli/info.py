@@ -10,7 +10,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sigma_studio.model.config import MODES, sigma_7b
+from sigma_studio.model.config import MODES
+from sigma_studio.model.presets import sigma_7b
 from sigma_studio.model.weights.loader import build_model
 from sigma_studio.model.weights.modes import GiB, bitsandbytes_available, choose_mode, probe, weight_bytes
 

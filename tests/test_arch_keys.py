@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sigma_studio.model.arch.autoencoder import AutoEncoder
-from sigma_studio.model.config import bagel_7b_mot, sigma_7b, tiny
 from sigma_studio.model.errors import CheckpointError
+from sigma_studio.model.presets import bagel_7b_mot, sigma_7b, tiny
 from sigma_studio.model.weights.loader import _load_strict, build_model
 
 D, L, HQ, HKV, HD, F_, V = 3584, 28, 28, 4, 128, 18944, 152064

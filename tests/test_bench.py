@@ -6,7 +6,7 @@ import json
 
 from sigma_studio.cli.bench.flops import step_flops
 from sigma_studio.cli.bench.modes import benchmark
-from sigma_studio.model.config import bagel_7b_mot
+from sigma_studio.model.presets import bagel_7b_mot
 
 
 def test_benchmark_runs_at_tiny_scale(tmp_path):

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from sigma_studio.cli.main import app
 from sigma_studio.model import read_record
-from sigma_studio.model.config import tiny
 from sigma_studio.model.images import resize_size
+from sigma_studio.model.presets import tiny
 
 runner = CliRunner()
 TINY = ["--model", "tiny", "--steps", "3"]

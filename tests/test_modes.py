@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sigma_studio.model import UnsupportedModeError, load_pipeline
-from sigma_studio.model.config import bagel_7b_mot, sigma_7b
 from sigma_studio.model.errors import MissingDependencyError
+from sigma_studio.model.presets import bagel_7b_mot, sigma_7b
 from sigma_studio.model.weights.loader import save_pipeline
 from sigma_studio.model.weights.modes import GPU, DeviceInfo, GiB, choose_mode, weight_bytes
 
@@ -105,7 +105,7 @@ def test_explicit_modes_are_checked():
 
 def test_offload_budget_is_the_whole_gpu_budget(caplog):
     """--max-gpu-memory bounds the whole GPU use: the weights get what the activation reserve leaves."""
-    from sigma_studio.model.config import PRESETS
+    from sigma_studio.model.presets import PRESETS
     from sigma_studio.model.weights.loader import build_model
     from sigma_studio.model.weights.modes import ACTIVATION_RESERVE, device_map_for, weights_budget
 

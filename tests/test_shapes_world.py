@@ -12,8 +12,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from sigma_studio.finetune.data import DropConfig, build_sample
-from sigma_studio.model.config import shapes
 from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.presets import shapes
 from sigma_studio.model.shapes.evaluate import read, score, summarise
 from sigma_studio.model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
 from sigma_studio.model.shapes.vocab import build_tokenizer

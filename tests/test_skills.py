@@ -10,7 +10,8 @@ from PIL import Image
 
 from sigma_studio.cli.main import main
 from sigma_studio.model import CheckpointError, ControlSpec, build_request, load_pipeline, read_arch_config
-from sigma_studio.model.config import SKILLS, bagel_7b_mot, shapes, sigma_7b, tiny
+from sigma_studio.model.config import SKILLS
+from sigma_studio.model.presets import bagel_7b_mot, shapes, sigma_7b, tiny
 from sigma_studio.model.request.skills import needed_skills, skill_warnings
 from sigma_studio.model.weights.loader import save_pipeline
 from tests.test_hub import fake_hub, tiny_dir  # noqa: F401  (fixtures)

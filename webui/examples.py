@@ -102,6 +102,6 @@ SHAPES_EXAMPLES: tuple[Example, ...] = (
 def examples_for(arch) -> tuple[Example, ...]:
     """The gallery that suits a model: the shapes world's tasks for a model of the shapes architecture (the shipped
     one, or one retrained into any folder), photographs otherwise."""
-    from sigma_studio.model.config import shapes
+    from sigma_studio.model.presets import shapes
 
     return SHAPES_EXAMPLES if arch.llm == shapes().llm and arch.max_image_size == shapes().max_image_size else EXAMPLES

@@ -225,7 +225,7 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, 
     import html
     import io
 
-    from sigma_studio.model.config import tiny
+    from sigma_studio.model.presets import tiny
     from sigma_studio.model.request.prompt import TextPart
 
     if not state.prompt.strip() and not references(state):

@@ -291,7 +291,7 @@ def source_arch(src, weights: str | Path | None = None, **options) -> ArchConfig
     whose configs do not say what it was trained to read, gets its preset's ``skills``."""
     arch = read_arch_config(src.config_dir, weights=weights, **options)
     if src.preset is not None and "skills" not in options:
-        from ..config import PRESETS
+        from ..presets import PRESETS
 
         arch = arch.replace(skills=PRESETS[src.preset]().skills)
     return arch

@@ -20,7 +20,8 @@ from safetensors import safe_open
 
 from ..arch.autoencoder import AutoEncoder
 from ..arch.bagel import Bagel
-from ..config import DEFAULT_MODEL, PRESETS, ArchConfig, LoaderConfig
+from ..config import DEFAULT_MODEL, ArchConfig, LoaderConfig
+from ..presets import PRESETS
 from ..errors import CheckpointError, InputError
 from ..files import atomic_dir
 from ..request.tokens import Tokenizer

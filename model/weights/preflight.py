@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ArchConfig, LoaderConfig, bagel_7b_mot, sigma_7b, tiny
+from ..config import ArchConfig, LoaderConfig
 from ..hub import ALIASES, BACKBONE_REPO, MODEL_CHOICES, HubOptions, WeightsUnavailableError, resolve
+from ..presets import bagel_7b_mot, sigma_7b, tiny
 
 __all__ = ["MODEL_CHOICES", "preflight_arch", "same_geometry"]
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sigma_studio.model.config import PRESETS, SPEEDS, GenerationConfig
+from sigma_studio.model.config import SPEEDS, GenerationConfig
+from sigma_studio.model.presets import PRESETS
 from sigma_studio.model.request.build import build_request
 
 from .cases import PROMPT_MID, run_case, two_references

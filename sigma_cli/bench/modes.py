@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sigma_studio.model.config import PRESETS
+from sigma_studio.model.presets import PRESETS
 
 from .cases import run_case
 from .equivalence import equivalence
