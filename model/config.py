@@ -228,7 +228,7 @@ class LoaderConfig:
     """How to load a model; the CLI's and the web UI's loading options map onto these fields one to one."""
 
     model: str = DEFAULT_MODEL  # sigma | bagel | shapes | tiny | a Hugging Face repo id | a local directory
-    mode: str = "auto"  # auto | bf16 | nf4 | int8 | offload | multi-gpu | cpu
+    mode: str = "auto"  # one of MODES
     device: str | None = None  # execution device (default cuda:0 for GPU modes, cpu otherwise)
     dtype: Any = None  # torch dtype of the network (default bf16 on GPU, float32 on CPU)
     weights: str | None = None  # a weights file that replaces the source's own
@@ -242,6 +242,7 @@ class LoaderConfig:
     visual_und: bool | None = None  # build the ViT (default: when the weights have it)
     seed: int = 0  # weight seed of the tiny model, and of a fresh initialisation
     init: str = "weights"  # weights: the source's trained weights | random: its architecture, freshly initialised
+    accel: str = "auto"  # speed-ups of the denoising step: none | auto | graphs,compile (model.run.accel)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -57,6 +57,13 @@ GpuMemOpt = Annotated[
     typer.Option(help="the whole GPU budget of --mode offload, e.g. 10GiB: the weights get what 6 GiB leave"),
 ]
 OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
+AccelOpt = Annotated[
+    str,
+    typer.Option(
+        help="speed-ups of the denoising step, same function: none | auto (CUDA graphs on a GPU) | graphs | "
+        "compile | graphs,compile"
+    ),
+]
 CacheOpt = Annotated[str | None, typer.Option(help="Hugging Face cache folder (default: HF_HOME)")]
 DebugOpt = Annotated[bool, flag("--debug", "show tracebacks")]
 JsonOpt = Annotated[bool, flag("--json", "print the result record as JSON instead")]
@@ -218,6 +225,7 @@ class LoadOptions:
     max_gpu_memory: GpuMemOpt = None
     offload_dir: OffloadOpt = None
     cache_dir: CacheOpt = None
+    accel: AccelOpt = L.accel
 
     def loader_config(self, fallback: str | None = None) -> LoaderConfig:
         """The options as a LoaderConfig (``--model``, else ``fallback``, else the default model); an offload option
@@ -229,4 +237,4 @@ class LoadOptions:
             raise InputError(f"--offload-dir holds layers offloaded to disk; --mode {mode} never offloads: drop it")
         model = absolute(self.model or fallback or DEFAULT_MODEL)
         return LoaderConfig(model=model, mode=mode, max_gpu_memory=self.max_gpu_memory, offload_dir=self.offload_dir,
-                            cache_dir=self.cache_dir)  # fmt: skip
+                            cache_dir=self.cache_dir, accel=self.accel)  # fmt: skip

@@ -130,7 +130,7 @@ def gpu_indices(gpus: str, spec: str) -> list[int]:
     return indices
 
 
-def load_pipelines(model: str, mode: str, devices: list[str | None]) -> list:
+def load_pipelines(model: str, mode: str, devices: list[str | None], accel: str = "auto") -> list:
     """One pipeline per device (the same model and mode on each), loaded one after another."""
     from sigma_studio.model import LoaderConfig, load_pipeline
 
@@ -138,7 +138,7 @@ def load_pipelines(model: str, mode: str, devices: list[str | None]) -> list:
     for k, device in enumerate(devices, start=1):
         where = f" on {device} ({k}/{len(devices)})" if len(devices) > 1 or device else ""
         with render.console.status(f"Loading {model} ({mode}){where}…", spinner="dots"):
-            pipes.append(load_pipeline(LoaderConfig(model=model, mode=mode, device=device)))
+            pipes.append(load_pipeline(LoaderConfig(model=model, mode=mode, device=device, accel=accel)))
         if k == 1 and device and device.startswith("cuda") and pipes[0].mode in ("offload", "multi-gpu"):
             raise InputError(f"{model} does not fit one GPU (--mode auto chose {pipes[0].mode}), and --gpus loads a "
                              "whole model on each: use --mode nf4, or leave --gpus out")  # fmt: skip
@@ -170,7 +170,8 @@ def serve(
         from .zerogpu import gpu_wrapper as zero_gpu
 
         gpu_wrapper = zero_gpu(spaces)  # each call asks for the seconds its steps and references need
-    pipes = load_pipelines(model, mode, devices)
+    # CUDA graphs are captured on the generating thread: several generations at once on one pipeline run eagerly
+    pipes = load_pipelines(model, mode, devices, accel="auto" if max_concurrency == 1 else "none")
     pipe = pipes[0]  # the page's architecture and settings (every pooled pipeline shares them)
     # one queue for the page, the Gradio API and the REST route; with --gpus, one slot per pipeline
     jobs = Jobs(pipes=pipes) if len(pipes) > 1 else Jobs(max_concurrency)

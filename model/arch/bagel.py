@@ -94,10 +94,11 @@ class Bagel(nn.Module):
         return fn(self, *args, **kwargs)
 
     def decode(
-        self, hidden: torch.Tensor, routing: Routing, position_ids: torch.Tensor, attend: AttendFn
+        self, hidden: torch.Tensor, routing: Routing, position_ids: torch.Tensor, attend: AttendFn, regions=None
     ) -> torch.Tensor:
-        """Run the decoder stack over packed embeddings [n, D]; returns the final per-expert-normed states."""
-        return self.language_model.model(hidden, routing, position_ids, attend)
+        """Run the decoder stack over packed embeddings [n, D]; returns the final per-expert-normed states.
+        ``regions``: compiled layer regions (:class:`~model.arch.qwen2_mot.Regions`) for this call."""
+        return self.language_model.model(hidden, routing, position_ids, attend, regions)
 
     def velocity(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states of latent tokens [n, D] -> predicted velocity [n, P]."""

@@ -148,23 +148,47 @@ class MoTDecoderLayer(nn.Module):
         layer_idx: int,
     ) -> torch.Tensor:
         """x: [n, D] packed hidden states -> [n, D]."""
-        attn = self.self_attn
-        xu, xg = routing.split(x)
-        fp32 = routing.has_gen
-        pu = attn.project(self.input_layernorm(xu), False, fp32) if routing.has_und else (None, None, None)
-        pg = attn.project(self.input_layernorm_moe_gen(xg), True, fp32) if routing.has_gen else (None, None, None)
-        q, k, v = (routing.merge(u, g) for u, g in zip(pu, pg, strict=True))
-        q = apply_rope(q, cos, sin).to(x.dtype)  # [n, Hq, hd]
-        k = apply_rope(k, cos, sin).to(x.dtype)  # [n, Hkv, hd]
-        o = attend(layer_idx, q, k, v.to(x.dtype))  # [n, Hq*hd]
-        ou, og = routing.split(o)
-        h = x + routing.merge(
-            attn.o_proj(ou) if routing.has_und else None, attn.o_proj_moe_gen(og) if routing.has_gen else None
-        )
-        hu, hg = routing.split(h)
-        mu = self.mlp(self.post_attention_layernorm(hu)) if routing.has_und else None
-        mg = self.mlp_moe_gen(self.post_attention_layernorm_moe_gen(hg)) if routing.has_gen else None
-        return h + routing.merge(mu, mg)
+        q, k, v = layer_qkv(self, x, routing, cos, sin)
+        return layer_finish(self, x, attend(layer_idx, q, k, v), routing)
+
+
+def layer_qkv(
+    layer: MoTDecoderLayer, x: torch.Tensor, routing: Routing, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer's work before attention: per-expert input norm, q/k/v projections, q/k norm and RoPE.
+
+    A free function of the layer (not a method) so that one compiled graph serves every layer: the layer's
+    weights are its inputs (:mod:`model.run.accel`, regional compilation)."""
+    attn = layer.self_attn
+    xu, xg = routing.split(x)
+    fp32 = routing.has_gen
+    pu = attn.project(layer.input_layernorm(xu), False, fp32) if routing.has_und else (None, None, None)
+    pg = attn.project(layer.input_layernorm_moe_gen(xg), True, fp32) if routing.has_gen else (None, None, None)
+    q, k, v = (routing.merge(u, g) for u, g in zip(pu, pg, strict=True))
+    q = apply_rope(q, cos, sin).to(x.dtype)  # [n, Hq, hd]
+    k = apply_rope(k, cos, sin).to(x.dtype)  # [n, Hkv, hd]
+    return q, k, v.to(x.dtype)
+
+
+def layer_finish(layer: MoTDecoderLayer, x: torch.Tensor, o: torch.Tensor, routing: Routing) -> torch.Tensor:
+    """A layer's work after attention ``o`` [n, Hq*hd]: per-expert output projection, residual, norm and MLP."""
+    attn = layer.self_attn
+    ou, og = routing.split(o)
+    h = x + routing.merge(
+        attn.o_proj(ou) if routing.has_und else None, attn.o_proj_moe_gen(og) if routing.has_gen else None
+    )
+    hu, hg = routing.split(h)
+    mu = layer.mlp(layer.post_attention_layernorm(hu)) if routing.has_und else None
+    mg = layer.mlp_moe_gen(layer.post_attention_layernorm_moe_gen(hg)) if routing.has_gen else None
+    return h + routing.merge(mu, mg)
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Replacements of :func:`layer_qkv` and :func:`layer_finish` (compiled versions) for the calls that opt in."""
+
+    qkv: Callable = layer_qkv
+    finish: Callable = layer_finish
 
 
 class Qwen2MoTModel(nn.Module):
@@ -178,15 +202,24 @@ class Qwen2MoTModel(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, hidden: torch.Tensor, routing: Routing, position_ids: torch.Tensor, attend: AttendFn
+        self,
+        hidden: torch.Tensor,
+        routing: Routing,
+        position_ids: torch.Tensor,
+        attend: AttendFn,
+        regions: Regions | None = None,
     ) -> torch.Tensor:
-        """Run every layer and the per-expert final norm. hidden: [n, D]; position_ids: [n] RoPE positions."""
+        """Run every layer and the per-expert final norm. hidden: [n, D]; position_ids: [n] RoPE positions;
+        ``regions``: the layers' work around attention done by these functions (compiled) instead."""
         cos, sin = self.rotary_emb(position_ids, hidden.dtype)
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training:
                 hidden = torch.utils.checkpoint.checkpoint(
                     layer, hidden, routing, cos, sin, attend, i, use_reentrant=False
                 )
+            elif regions is not None:
+                q, k, v = regions.qkv(layer, hidden, routing, cos, sin)
+                hidden = regions.finish(layer, hidden, attend(i, q, k, v), routing)
             else:
                 hidden = layer(hidden, routing, cos, sin, attend, i)
         hu, hg = routing.split(hidden)

@@ -165,7 +165,41 @@ def prefill(
     return Context(plan, cache)
 
 
-@torch.no_grad()
+class QueryStep:
+    """The velocity query of one set of guidance contexts, with everything but ``x`` and ``t`` prepared once.
+
+    Rows are laid out [latents of every branch, then the two markers of every branch] so the generation expert
+    runs one dense matmul over all branches' latents and the understanding expert one over all markers. A call
+    only runs device work on device tensors (no host copy, no synchronisation), so it can be captured in a CUDA
+    graph (:mod:`model.run.graphs`).
+    """
+
+    @torch.no_grad()
+    def __init__(
+        self, model: Bagel, contexts: list[Context], grid: tuple[int, int], ids: TokenIds, device, regions=None
+    ):
+        self.model, self.contexts, self.regions = model, contexts, regions
+        self.n, self.b = grid[0] * grid[1], len(contexts)
+        n, b = self.n, self.b
+        self.pos = grid_position_ids(*grid, model.cfg.max_latent_size).to(device)
+        self.markers = _marker_rows(model, ids, device)
+        self.positions = torch.cat(
+            [torch.full((n,), c.next_rope, device=device) for c in contexts]
+            + [torch.full((2,), c.next_rope, device=device) for c in contexts]
+        )
+        self.routing = Routing(und=slice(b * n, b * n + 2 * b), gen=slice(0, b * n), length=b * n + 2 * b)
+        self.attend = QueryAttention([c.cache for c in contexts], n)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+        """Velocities [N, P] of the noisy latents ``x`` [N, P] at time ``t`` (0-dim) against each context."""
+        n, b, model = self.n, self.b, self.model
+        latents = model.embed_latents(x, t.expand(n), self.pos)  # the same query embeddings for every branch
+        hidden = torch.cat([latents] * b + [self.markers] * b, dim=0)  # [b*n + 2b, D]
+        out = model.decode(hidden, self.routing, self.positions, self.attend, self.regions)
+        return list(model.velocity(out[: b * n]).split(n, dim=0))
+
+
 def query_velocity(
     model: Bagel,
     contexts: list[Context],
@@ -175,21 +209,5 @@ def query_velocity(
     ids: TokenIds,
     device: torch.device,
 ) -> list[torch.Tensor]:
-    """Velocities [N, P] of the noisy latents ``x`` [N, P] at time ``t`` against each context, in one forward.
-
-    Rows are laid out [latents of every branch, then the two markers of every branch] so the generation expert
-    runs one dense matmul over all branches' latents and the understanding expert one over all markers.
-    """
-    n, b = x.shape[0], len(contexts)
-    pos = grid_position_ids(*grid, model.cfg.max_latent_size).to(device)
-    latents = model.embed_latents(x.to(device), t.expand(n).to(device), pos)  # same query embeddings for every branch
-    markers = _marker_rows(model, ids, device)
-    hidden = torch.cat([latents] * b + [markers] * b, dim=0)  # [b*n + 2b, D]
-    positions = torch.cat(
-        [torch.full((n,), c.next_rope, device=device) for c in contexts]
-        + [torch.full((2,), c.next_rope, device=device) for c in contexts]
-    )
-    routing = Routing(und=slice(b * n, b * n + 2 * b), gen=slice(0, b * n), length=b * n + 2 * b)
-    out = model.decode(hidden, routing, positions, QueryAttention([c.cache for c in contexts], n))
-    v = model.velocity(out[: b * n])
-    return list(v.split(n, dim=0))
+    """Velocities [N, P] of the noisy latents ``x`` [N, P] at time ``t`` against each context, in one forward."""
+    return QueryStep(model, contexts, grid, ids, device)(x.to(device), torch.as_tensor(t).to(device))

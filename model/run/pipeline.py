@@ -30,7 +30,9 @@ from ..request.prompt import InterleavedPrompt
 from ..request.record import GenerationRecord, record_of
 from ..request.structure import ControlSpec
 from ..request.tokens import Tokenizer
-from .engine import BlockInputs, Context, prefill, query_velocity
+from .accel import Acceleration, check_accel, compiled_regions
+from .engine import BlockInputs, Context, prefill
+from .graphs import StepRunner
 from .sampler import denoise
 from .sequence import GuidancePlans, ImageGeometry, released_plans, trained_plans
 
@@ -62,6 +64,7 @@ class GenerationResult:
     record: GenerationRecord | None = field(default=None, repr=False)
     plans: GuidancePlans | None = field(default=None, repr=False)
     contexts: dict[str, Context] = field(default_factory=dict, repr=False)
+    evaluations: int = 0  # branch evaluations of the denoising loop (one context for one step = one)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG with its record, atomically; an existing file is refused unless ``overwrite``."""
@@ -101,12 +104,27 @@ class SigmaPipeline:
         self.source = source or name  # what load_pipeline takes to load this model again (stored in records)
         self.mode_reason = ""
         self.chunked_prefill = False  # True: one block per prefill forward, the released code's way (benchmarks)
+        self.acceleration = Acceleration()  # CUDA graphs / compiled layer regions of the denoising step
+        self.regions = None  # the compiled layer regions when ``acceleration.compile``
         # the execution device: where inputs go; with a device map the weights may live elsewhere
         self._device = torch.device(device) if device is not None else model.vae2llm.weight.device
 
     @property
     def arch(self) -> ArchConfig:
         return self.model.cfg
+
+    def accelerate(self, acceleration: Acceleration) -> SigmaPipeline:
+        """Use these speed-ups for the denoising steps of later generations (:mod:`model.run.accel`); the same
+        function is computed. Refused where the device or the loading mode cannot run them."""
+        check_accel(acceleration, self.device.type, self.mode)
+        same_compile = (acceleration.compile, acceleration.compile_mode) == (
+            self.acceleration.compile,
+            self.acceleration.compile_mode,
+        )
+        if not same_compile:
+            self.regions = compiled_regions(acceleration.compile_mode) if acceleration.compile else None
+        self.acceleration = acceleration
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -194,7 +212,8 @@ class SigmaPipeline:
         blend = None
         if request.insertion is not None:
             x, blend = self.background_blend(request.insertion, x, size, grid, generator)
-        x = denoise(x, self._velocity_fn(contexts, grid, batch_branches), cfg, self._callback(progress), blend)
+        velocity = self._velocity_fn(contexts, grid, batch_branches)
+        x = denoise(x, velocity, cfg, self._callback(progress), blend)
         check_finite(x, "sampler")
         # 6. Decode (a non-finite picture is an error, never a black PNG).
         image = self.decode(x, grid)
@@ -216,6 +235,7 @@ class SigmaPipeline:
             record=record,
             plans=plans,
             contexts=contexts if keep_contexts else {},
+            evaluations=velocity.runner.evaluations,
         )
 
     # -- step 1 ------------------------------------------------------------------------------------------------
@@ -333,19 +353,19 @@ class SigmaPipeline:
         return torch.where(keep, eps, x), blend
 
     def _velocity_fn(self, contexts: dict[str, Context], grid: tuple[int, int], batched: bool = True):
-        ids = self.tokenizer.ids
+        graphs = self.acceleration.graphs and self.device.type == "cuda"
+        run = StepRunner(self.model, grid, self.tokenizer.ids, self.device, static=graphs, capture=graphs,
+                         regions=self.regions)  # fmt: skip
 
         def velocity(x: torch.Tensor, t: torch.Tensor, branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
             unique: list[Context] = []
             for name in branches:  # identical contexts give identical velocities: run each once
                 if all(contexts[name] is not u for u in unique):
                     unique.append(contexts[name])
-            if batched:
-                outs = query_velocity(self.model, unique, x, t, grid, ids, self.device)
-            else:
-                outs = [query_velocity(self.model, [c], x, t, grid, ids, self.device)[0] for c in unique]
+            outs = run(unique, x, t) if batched else [run([c], x, t)[0] for c in unique]
             return {name: outs[next(i for i, u in enumerate(unique) if u is contexts[name])] for name in branches}
 
+        velocity.runner = run  # its ``evaluations``: branch evaluations so far
         return velocity
 
     @staticmethod

@@ -21,10 +21,11 @@ from safetensors import safe_open
 from ..arch.autoencoder import AutoEncoder
 from ..arch.bagel import Bagel
 from ..config import DEFAULT_MODEL, ArchConfig, LoaderConfig
-from ..presets import PRESETS
 from ..errors import CheckpointError, InputError
 from ..files import atomic_dir
+from ..presets import PRESETS
 from ..request.tokens import Tokenizer
+from ..run.accel import parse_accel
 from ..run.pipeline import SigmaPipeline
 from .arch_config import (
     VAE_FACTORS,
@@ -246,7 +247,7 @@ def load_pipeline(source: str | Path | LoaderConfig = DEFAULT_MODEL, **kwargs) -
     source = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # loads it again anywhere
     pipe = SigmaPipeline(model, vae, tokenizer, name=src.name, device=device, mode=mode, source=source)
     pipe.mode_reason = reason
-    return pipe
+    return pipe.accelerate(parse_accel(cfg.accel, device.type, mode))
 
 
 def _split_options(source: str | Path | LoaderConfig, kwargs: dict) -> tuple[LoaderConfig, dict]:
@@ -294,7 +295,7 @@ def _tiny_pipeline(cfg: LoaderConfig, arch_overrides: dict) -> SigmaPipeline:
     vae = vae.to(device).eval().requires_grad_(False)
     pipe = SigmaPipeline(model, vae, Tokenizer.byte_level(), name="tiny", device=device, mode="tiny")
     pipe.mode_reason = "random toy weights: the output is noise"
-    return pipe
+    return pipe.accelerate(parse_accel(cfg.accel, device.type, "tiny"))
 
 
 def save_pipeline(pipe, directory: str | Path) -> Path:
