@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 from .errors import InputError
 
 # Loading modes (described in model/weights/modes.py); defined here, the leaf module, so LoaderConfig can check them.
-Mode = Literal["auto", "bf16", "nf4", "int8", "offload", "multi-gpu", "cpu"]
+Mode = Literal["auto", "bf16", "fp8", "nf4", "int8", "offload", "multi-gpu", "cpu"]
 MODES: tuple[str, ...] = get_args(Mode)
 Layout = Literal["released", "trained"]
 RenormType = Literal["global", "channel", "text_channel"]

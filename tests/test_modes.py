@@ -100,7 +100,7 @@ def test_explicit_modes_are_checked():
     with pytest.raises(UnsupportedModeError, match="two visible GPUs"):
         choose_mode("multi-gpu", sigma_7b(), _info(40), True)
     with pytest.raises(UnsupportedModeError, match="not one of"):
-        choose_mode("fp8", sigma_7b(), _info(40), True)
+        choose_mode("fp4", sigma_7b(), _info(40), True)
 
 
 def test_offload_budget_is_the_whole_gpu_budget(caplog):

@@ -35,6 +35,7 @@ from .arch_config import (
     source_arch,
     tensor_shapes,
 )
+from .fp8 import check_fp8_device, quantize_fp8_
 from .modes import QUANT_MODES, bitsandbytes_available, choose_mode, device_map_for, dispatch, probe, quantize_into
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,9 @@ def load_pipeline(source: str | Path | LoaderConfig = DEFAULT_MODEL, **kwargs) -
         model = load_bagel(src.config_dir, arch, device, dtype, weights, load_mode, device_map, cfg.offload_dir, meta)
     # a deferred (meta) load still reads the small autoencoder
     vae = load_autoencoder(src.config_dir / "ae.safetensors", arch, "cpu" if device.type == "meta" else device)
+    if mode == "fp8":
+        check_fp8_device(device)
+        quantize_fp8_(model)
     source = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # loads it again anywhere
     pipe = SigmaPipeline(model, vae, tokenizer, name=src.name, device=device, mode=mode, source=source)
     pipe.mode_reason = reason

@@ -1,6 +1,7 @@
 """Loading modes: where the weights live and in which precision.
 
 * ``bf16``: everything on one GPU in bfloat16.
+* ``fp8``: bf16 on one Ada/Hopper GPU, the decoder layers' linear layers in float8 through torchao (:mod:`.fp8`).
 * ``nf4`` / ``int8``: the decoder's linear layers (both experts, and the unused-for-images ``lm_head``) quantised by
   bitsandbytes; embeddings, norms, the glue layers and the autoencoder stay in bf16 / fp32.
 * ``offload``: an accelerate device map under a GPU memory budget (``max_gpu_memory``), the rest in CPU memory
@@ -25,6 +26,7 @@ from ..config import MODES as MODES  # re-exported: the modes are defined in the
 from ..config import ArchConfig
 from ..config import Mode as Mode
 from ..errors import MissingDependencyError, UnsupportedModeError
+from .fp8 import fp8_available
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def weight_bytes(model: nn.Module | ArchConfig | ParamCounts, mode: str) -> int:
     counts = model if isinstance(model, ParamCounts) else param_counts(model)
     if mode == "cpu":
         return counts.total * 4
-    per_quant = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096}.get(mode, 2.0)
+    per_quant = {"nf4": 0.5 + 4 / 64, "int8": 1.0 + 4 / 4096, "fp8": 1.0 + 4 / 4096}.get(mode, 2.0)
     return int(counts.quant * per_quant + counts.other * 2)
 
 
@@ -112,10 +114,12 @@ def choose_mode(
         raise UnsupportedModeError(f"--mode {requested} is not one of {', '.join(MODES)}")
     on_cpu = device is not None and torch.device(device).type == "cpu"
     if requested != "auto":
-        if requested in ("bf16", "multi-gpu") and on_cpu:
+        if requested in ("bf16", "fp8", "multi-gpu") and on_cpu:
             raise UnsupportedModeError(f"--mode {requested} runs on GPUs; use --mode cpu for the CPU")
         if requested != "cpu" and not info.cuda and not on_cpu:
             raise UnsupportedModeError(f"--mode {requested} needs a CUDA GPU and none is visible; use --mode cpu")
+        if requested == "fp8" and not fp8_available():
+            raise MissingDependencyError("torchao", "fp8", "--mode fp8")
         if requested in QUANT_MODES and not has_bnb:
             raise MissingDependencyError("bitsandbytes", "quant", f"--mode {requested}")
         if requested == "multi-gpu" and len(info.gpus) < 2:

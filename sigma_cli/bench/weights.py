@@ -12,6 +12,7 @@ from sigma_studio.model.arch.layers import sincos_table_2d
 from sigma_studio.model.config import ArchConfig, LLMConfig, ResizeSpec, VAEConfig
 from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.run.pipeline import SigmaPipeline
+from sigma_studio.model.weights.fp8 import quantize_fp8_
 from sigma_studio.model.weights.loader import build_model, materialize
 from sigma_studio.model.weights.modes import QUANT_MODES, device_map_for, probe
 
@@ -49,6 +50,8 @@ def build_pipeline(arch: ArchConfig, mode: str, device: torch.device, max_gpu_me
         model = materialize(meta, cast, keys, device, dtype, "dispatch", device_map, "/tmp/sigma-bench-offload")
     else:
         model = materialize(meta, cast, keys, device, dtype, mode if mode in QUANT_MODES else "plain")
+    if mode == "fp8":
+        quantize_fp8_(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         vae = AutoEncoder(arch.vae).to(device).eval().requires_grad_(False)
