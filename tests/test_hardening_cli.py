@@ -99,9 +99,10 @@ def test_config_bounds_name_the_flag():
 
 
 def test_non_finite_samples_are_an_error_not_a_black_png(work, monkeypatch):
-    from sigma_studio.model.run import pipeline
+    from sigma_studio.model.run import batching
 
-    monkeypatch.setattr(pipeline, "denoise", lambda x, *a, **k: torch.full_like(x, float("nan")))
+    nan = lambda trs, *a, **k: [torch.full_like(t.x, float("nan")) for t in trs]  # noqa: E731
+    monkeypatch.setattr(batching, "denoise_batch", nan)
     assert_refused(["generate", "a red circle", "--out", "o.png", *SHAPES], "non-finite values (NaN/inf)", work)
 
 

@@ -166,22 +166,29 @@ def prefill(
 
 
 class QueryStep:
-    """The velocity query of one set of guidance contexts, with everything but ``x`` and ``t`` prepared once.
+    """The velocity query of a set of guidance contexts, with everything but ``x`` and ``t`` prepared once.
 
     Rows are laid out [latents of every branch, then the two markers of every branch] so the generation expert
-    runs one dense matmul over all branches' latents and the understanding expert one over all markers. A call
-    only runs device work on device tensors (no host copy, no synchronisation), so it can be captured in a CUDA
-    graph (:mod:`model.run.graphs`).
+    runs one dense matmul over all branches' latents and the understanding expert one over all markers. The
+    contexts may belong to several generations of the same size (a server batching queued requests):
+    ``groups[r]`` consecutive contexts are generation r's, queried with its own latents and time. A call only
+    runs device work on device tensors (no host copy, no synchronisation), so it can be captured in a CUDA graph
+    (:mod:`model.run.graphs`).
     """
 
     @torch.no_grad()
     def __init__(
-        self, model: Bagel, contexts: list[Context], grid: tuple[int, int], ids: TokenIds, device, regions=None
-    ):
+        self, model: Bagel, contexts: list[Context], grid: tuple[int, int], ids: TokenIds, device, regions=None,
+        groups: tuple[int, ...] | None = None,
+    ):  # fmt: skip
         self.model, self.contexts, self.regions = model, contexts, regions
+        self.groups = groups or (len(contexts),)
+        if sum(self.groups) != len(contexts):
+            raise ValueError(f"groups {self.groups} do not add up to {len(contexts)} contexts")
         self.n, self.b = grid[0] * grid[1], len(contexts)
         n, b = self.n, self.b
         self.pos = grid_position_ids(*grid, model.cfg.max_latent_size).to(device)
+        self.owner = torch.tensor([r for r, k in enumerate(self.groups) for _ in range(k)], device=device)
         self.markers = _marker_rows(model, ids, device)
         self.positions = torch.cat(
             [torch.full((n,), c.next_rope, device=device) for c in contexts]
@@ -192,10 +199,14 @@ class QueryStep:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
-        """Velocities [N, P] of the noisy latents ``x`` [N, P] at time ``t`` (0-dim) against each context."""
+        """Velocities [N, P] against each context of the noisy latents ``x`` at time ``t``: ``x`` [N, P] and ``t``
+        0-dim for one generation, or [R, N, P] and [R] for the R generations of ``groups``."""
         n, b, model = self.n, self.b, self.model
-        latents = model.embed_latents(x, t.expand(n), self.pos)  # the same query embeddings for every branch
-        hidden = torch.cat([latents] * b + [self.markers] * b, dim=0)  # [b*n + 2b, D]
+        r = len(self.groups)
+        x, t = x.reshape(r, n, -1), t.reshape(-1).expand(r)
+        latents = model.embed_latents(x.reshape(r * n, -1), t.repeat_interleave(n), self.pos.repeat(r))
+        branch_rows = latents.view(r, n, -1)[self.owner].reshape(b * n, -1)  # each generation's rows per branch
+        hidden = torch.cat([branch_rows] + [self.markers] * b, dim=0)  # [b*n + 2b, D]
         out = model.decode(hidden, self.routing, self.positions, self.attend, self.regions)
         return list(model.velocity(out[: b * n]).split(n, dim=0))
 

@@ -62,15 +62,18 @@ class StepRunner:
     def __init__(self, model, grid, ids, device, *, static: bool = False, capture: bool = False, regions=None):
         self.model, self.grid, self.ids, self.device = model, grid, ids, torch.device(device)
         self.static, self.capture, self.regions = static, capture, regions
-        self.steps: dict[tuple[int, ...], QueryStep | StaticStep] = {}
+        self.steps: dict[tuple, QueryStep | StaticStep] = {}
         self.evaluations = 0
 
-    def __call__(self, contexts: list[Context], x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
-        key = tuple(id(c) for c in contexts)
+    def __call__(
+        self, contexts: list[Context], x: torch.Tensor, t: torch.Tensor, groups: tuple[int, ...] | None = None
+    ) -> list[torch.Tensor]:
+        """Velocities against each context (:class:`~model.run.engine.QueryStep`; ``groups`` as there)."""
+        key = (tuple(id(c) for c in contexts), groups)
         x, t = x.to(self.device), torch.as_tensor(t, dtype=torch.float32).to(self.device)
         step = self.steps.get(key)
         if step is None:
-            step = QueryStep(self.model, contexts, self.grid, self.ids, self.device, self.regions)
+            step = QueryStep(self.model, contexts, self.grid, self.ids, self.device, self.regions, groups)
             if self.static:
                 step = StaticStep(step, x, t, capture=self.capture)
             self.steps[key] = step

@@ -31,9 +31,8 @@ from ..request.record import GenerationRecord, record_of
 from ..request.structure import ControlSpec
 from ..request.tokens import Tokenizer
 from .accel import Acceleration, check_accel, compiled_regions
+from .batching import Job, denoise_jobs
 from .engine import BlockInputs, Context, prefill
-from .graphs import StepRunner
-from .sampler import denoise
 from .sequence import GuidancePlans, ImageGeometry, released_plans, trained_plans
 
 log = logging.getLogger(__name__)
@@ -190,6 +189,26 @@ class SigmaPipeline:
     ) -> GenerationResult:
         """Run a request. ``keep_contexts`` keeps the KV caches in the result; ``batch_branches=False`` runs the
         guidance branches one forward each (the plain reference path the tests and the benchmark compare)."""
+        job = self._begin(request, generator, latents, progress)
+        [x], [evaluations] = denoise_jobs(self, [job], batch_branches)
+        return self._finish(job, x, evaluations, keep_contexts)
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
+    ) -> list[GenerationResult]:
+        """Several requests of the same output size and schedule (steps, shift) at once: each is prefilled on its
+        own, then one forward per step serves all of them (their query rows batched, each against its own
+        caches), then each is decoded. Each result is the one the request gives alone, to float rounding.
+        ``progress(step, steps)`` follows the shared loop. A server's queue is the caller
+        (:mod:`model.run.batching`)."""
+        if not requests:
+            return []
+        jobs = [self._begin(r, None, None, progress if k == 0 else None) for k, r in enumerate(requests)]
+        xs, evaluations = denoise_jobs(self, jobs)
+        return [self._finish(job, x, e, False) for job, x, e in zip(jobs, xs, evaluations, strict=True)]
+
+    def _begin(self, request: GenerationRequest, generator, latents, progress: ProgressFn | None) -> Job:
+        """Steps 1 to 4 and the initial state: everything before the denoising loop."""
         cfg = request.config
         start = time.perf_counter()
         layout = cfg.layout or self.arch.default_layout
@@ -207,35 +226,37 @@ class SigmaPipeline:
         block_inputs = self.encode_references(plans, prepared, generator)
         # 4. Prefill the KV caches once.
         contexts = self.prefill_contexts(plans, block_inputs, grid[0] * grid[1] + 2, group_mask)
-        # 5. Denoise.
+        # 5. The initial state (denoised by model.run.batching.denoise_jobs).
         x = self.initial_noise(grid, generator, latents)
         blend = None
         if request.insertion is not None:
             x, blend = self.background_blend(request.insertion, x, size, grid, generator)
-        velocity = self._velocity_fn(contexts, grid, batch_branches)
-        x = denoise(x, velocity, cfg, self._callback(progress), blend)
+        return Job(request, layout, plans, contexts, grid, seed, x, blend, start, progress)
+
+    def _finish(self, job: Job, x: torch.Tensor, evaluations: int, keep_contexts: bool) -> GenerationResult:
+        """Step 6: decode (a non-finite picture is an error, never a black PNG) and the result with its record."""
+        request, cfg = job.request, job.request.config
         check_finite(x, "sampler")
-        # 6. Decode (a non-finite picture is an error, never a black PNG).
-        image = self.decode(x, grid)
+        image = self.decode(x, job.grid)
         if request.insertion is not None:  # the kept background is the original's pixels, not their reconstruction
             image = composite(image, request.insertion)
-        if progress is not None:
-            progress(cfg.steps, cfg.steps)
-        record = record_of(request, seed, model=self.source, mode=self.mode, layout=layout)
+        if job.progress is not None:
+            job.progress(cfg.steps, cfg.steps)
+        record = record_of(request, job.seed, model=self.source, mode=self.mode, layout=job.layout)
         return GenerationResult(
             image=image,
             latents=x,
-            seed=seed,
-            config=cfg.replace(seed=seed),
-            layout=layout,
-            size=size,
-            seconds=time.perf_counter() - start,
+            seed=job.seed,
+            config=cfg.replace(seed=job.seed),
+            layout=job.layout,
+            size=request.size,
+            seconds=time.perf_counter() - job.start,
             warnings=request.warnings,
             request=request,
             record=record,
-            plans=plans,
-            contexts=contexts if keep_contexts else {},
-            evaluations=velocity.runner.evaluations,
+            plans=job.plans,
+            contexts=job.contexts if keep_contexts else {},
+            evaluations=evaluations,
         )
 
     # -- step 1 ------------------------------------------------------------------------------------------------
@@ -351,28 +372,6 @@ class SigmaPipeline:
             return torch.where(keep, (1 - t) * x0 + t * eps, state)
 
         return torch.where(keep, eps, x), blend
-
-    def _velocity_fn(self, contexts: dict[str, Context], grid: tuple[int, int], batched: bool = True):
-        graphs = self.acceleration.graphs and self.device.type == "cuda"
-        run = StepRunner(self.model, grid, self.tokenizer.ids, self.device, static=graphs, capture=graphs,
-                         regions=self.regions)  # fmt: skip
-
-        def velocity(x: torch.Tensor, t: torch.Tensor, branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
-            unique: list[Context] = []
-            for name in branches:  # identical contexts give identical velocities: run each once
-                if all(contexts[name] is not u for u in unique):
-                    unique.append(contexts[name])
-            outs = run(unique, x, t) if batched else [run([c], x, t)[0] for c in unique]
-            return {name: outs[next(i for i, u in enumerate(unique) if u is contexts[name])] for name in branches}
-
-        velocity.runner = run  # its ``evaluations``: branch evaluations so far
-        return velocity
-
-    @staticmethod
-    def _callback(progress: ProgressFn | None):
-        if progress is None:
-            return None
-        return lambda step, total, _x: progress(step, total + 1)  # N steps are N-1 updates, then the decode
 
     @staticmethod
     def _generator(cfg: GenerationConfig, generator: torch.Generator | None) -> tuple[int | None, torch.Generator]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import GenerationConfig
+from ..errors import InputError
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, tuple[str, ...]], dict[str, torch.Tensor]]
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -84,25 +85,76 @@ def combine(
 class GuidanceReuse:
     """Evaluate the guidance branches only every ``every`` steps; in between, each branch is predicted as the full
     branch's velocity now plus that branch's offset from it at the last evaluation (the guidance residual changes
-    slowly along the trajectory). ``every=1`` is the exact path: every branch at every step."""
+    slowly along the trajectory). ``every=1`` is the exact path: every branch at every step.
+
+    :meth:`needed` says which branches to evaluate at a step, :meth:`complete` fills in the predicted ones, so
+    several trajectories can share one evaluation (:func:`denoise_batch`)."""
 
     def __init__(self, every: int = 1):
         self.every = every
         self.offsets: dict[str, torch.Tensor] = {}
         self.age = 0
 
-    def velocities(self, velocity: VelocityFn, x: torch.Tensor, t: torch.Tensor, branches: tuple[str, ...]):
-        if self.every == 1:  # the exact path: nothing kept, nothing predicted
-            return velocity(x, t, branches)
+    def needed(self, branches: tuple[str, ...]) -> tuple[str, ...]:
         others = [b for b in branches if b != "full"]
-        if others and self.age < self.every and all(b in self.offsets for b in others):
+        if self.every > 1 and others and self.age < self.every and all(b in self.offsets for b in others):
+            return ("full",)
+        return branches
+
+    def complete(self, out: dict[str, torch.Tensor], branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        if self.every == 1:  # the exact path: nothing kept, nothing predicted
+            return out
+        others = [b for b in branches if b != "full"]
+        if set(out) != set(branches):
             self.age += 1
-            out = velocity(x, t, ("full",))
             return out | {b: out["full"] + self.offsets[b] for b in others}
-        out = velocity(x, t, branches)
-        self.offsets = {b: out[b] - out["full"] for b in others if b in out}
+        self.offsets = {b: out[b] - out["full"] for b in others}
         self.age = 1
         return out
+
+    def velocities(self, velocity: VelocityFn, x: torch.Tensor, t: torch.Tensor, branches: tuple[str, ...]):
+        return self.complete(velocity(x, t, self.needed(branches)), branches)
+
+
+@dataclass
+class Trajectory:
+    """One generation's state in :func:`denoise_batch`."""
+
+    x: torch.Tensor  # float32 [N, P], noise at t=1
+    cfg: GenerationConfig
+    callback: StepCallback | None = None
+    blend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+
+# (x, t, branches) of each trajectory -> the raw velocity of each asked branch, per trajectory
+BatchVelocityFn = Callable[[list[tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]]], list[dict[str, torch.Tensor]]]
+
+
+def denoise_batch(trajectories: list[Trajectory], velocity: BatchVelocityFn) -> list[torch.Tensor]:
+    """Integrate several trajectories in lockstep, one velocity call per step for all of them (a server batching
+    queued requests). They share the schedule (steps and shift); guidance scales, intervals, renorm and
+    ``guidance_every`` stay per trajectory. Each trajectory's result is the one :func:`denoise` gives alone."""
+    first = trajectories[0].cfg
+    if any((tr.cfg.steps, tr.cfg.timestep_shift) != (first.steps, first.timestep_shift) for tr in trajectories):
+        raise InputError("requests generated together must share steps and shift (--steps, --shift); group them")
+    t = timesteps(first.steps, first.timestep_shift).to(trajectories[0].x.device)
+    total = first.steps - 1
+    guides = [GuidanceReuse(tr.cfg.guidance_every) for tr in trajectories]
+    xs = [tr.x for tr in trajectories]
+    for i in range(total):
+        scales = [step_scales(t[i], tr.cfg) for tr in trajectories]
+        asked = [g.needed(s.branches()) for g, s in zip(guides, scales, strict=True)]
+        outs = velocity([(x, t[i], a) for x, a in zip(xs, asked, strict=True)])
+        for k, (tr, guide, sc) in enumerate(zip(trajectories, guides, scales, strict=True)):
+            out = guide.complete(outs[k], sc.branches())
+            cfg = tr.cfg
+            v = combine(out["full"], out.get("text"), out.get("image"), sc, cfg.cfg_renorm_type, cfg.cfg_renorm_min)
+            xs[k] = xs[k] - v * (t[i] - t[i + 1])
+            if tr.blend is not None:
+                xs[k] = tr.blend(xs[k], t[i + 1])
+            if tr.callback is not None:
+                tr.callback(i + 1, total, xs[k])
+    return xs
 
 
 def denoise(
@@ -117,16 +169,4 @@ def denoise(
     ``callback(step, total, x)`` runs after each step; ``blend(x, t_next)`` may replace parts of the state after
     each step (used for inpainting-style insertion).
     """
-    t = timesteps(cfg.steps, cfg.timestep_shift).to(x.device)
-    total = cfg.steps - 1
-    guide = GuidanceReuse(cfg.guidance_every)
-    for i in range(total):
-        scales = step_scales(t[i], cfg)
-        out = guide.velocities(velocity, x, t[i], scales.branches())
-        v = combine(out["full"], out.get("text"), out.get("image"), scales, cfg.cfg_renorm_type, cfg.cfg_renorm_min)
-        x = x - v * (t[i] - t[i + 1])
-        if blend is not None:
-            x = blend(x, t[i + 1])
-        if callback is not None:
-            callback(i + 1, total, x)
-    return x
+    return denoise_batch([Trajectory(x, cfg, callback, blend)], lambda asks: [velocity(*asks[0])])[0]

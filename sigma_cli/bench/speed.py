@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from sigma_studio.model import GenerationConfig, build_request, load_pipeline
-from sigma_studio.model.run import pipeline as pipeline_module
+from sigma_studio.model.run import batching as batching_module
 from sigma_studio.model.shapes.evaluate import evaluate_pipeline
 from sigma_studio.model.shapes.tasks import make_world
 
@@ -44,7 +44,7 @@ class _Counter:
     """Counts branch evaluations: stands in for the pipeline's step runner class and sums its runners' counts."""
 
     def __init__(self):
-        self.real = pipeline_module.StepRunner
+        self.real = batching_module.StepRunner
         self.runners = []
 
     def __call__(self, *args, **kwargs):
@@ -80,7 +80,7 @@ def speed_suite(per_family: int = 20, mid_steps: int = 50) -> list[SpeedRow]:
         make_world(tmp, rows=10, eval_rows=per_family + per_family % 2)
         for every in SETTINGS:
             counter = _Counter()
-            pipeline_module.StepRunner = counter
+            batching_module.StepRunner = counter
             try:
                 start = time.perf_counter()
                 summary, records = evaluate_pipeline(
@@ -89,7 +89,7 @@ def speed_suite(per_family: int = 20, mid_steps: int = 50) -> list[SpeedRow]:
                 )  # fmt: skip
                 seconds = time.perf_counter() - start
             finally:
-                pipeline_module.StepRunner = counter.real
+                batching_module.StepRunner = counter.real
             families = {fam: s["accuracy"] for fam, s in summary.items()}
             exact, ours = Path(tmp) / "every1", Path(tmp) / f"every{every}"
             psnrs = [_psnr(p, ours / p.relative_to(exact)) for p in sorted(exact.rglob("*.png"))] if every > 1 else []

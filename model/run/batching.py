@@ -1,0 +1,88 @@
+"""The denoising loop of one or several generations: their velocity queries, and the step runner they share.
+
+:func:`denoise_jobs` is what :meth:`SigmaPipeline._generate` runs for one request and
+:meth:`SigmaPipeline.generate_batch` for several. Several requests of the same output size share each step's
+forward: their query rows are batched into one pass through the decoder (every linear layer sees all their rows
+at once) while each attends to its own KV caches, so a server with queued requests fills the GPU better than
+running them one after another. Nothing a request computes depends on the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..request.build import GenerationRequest
+from .engine import Context
+from .graphs import StepRunner
+from .sampler import Trajectory, denoise_batch
+from .sequence import GuidancePlans
+
+
+@dataclass
+class Job:
+    """One request between its prefill and its decode."""
+
+    request: GenerationRequest
+    layout: str
+    plans: GuidancePlans
+    contexts: dict[str, Context]  # "full", "text", "image" (identical contexts are one object)
+    grid: tuple[int, int]
+    seed: int | None
+    x: torch.Tensor  # the initial state, float32 [N, P]
+    blend: Callable | None
+    start: float  # perf_counter at the request's start
+    progress: Callable[[int, int], None] | None
+
+    def callback(self):
+        if self.progress is None:
+            return None
+        return lambda step, total, _x: self.progress(step, total + 1)  # N steps are N-1 updates, then the decode
+
+
+def _unique(job: Job, branches: tuple[str, ...]) -> list[Context]:
+    """The contexts a step evaluates: identical contexts give identical velocities, so each runs once."""
+    unique: list[Context] = []
+    for name in branches:
+        if all(job.contexts[name] is not u for u in unique):
+            unique.append(job.contexts[name])
+    return unique
+
+
+def denoise_jobs(pipe, jobs: list[Job], batched: bool = True) -> tuple[list[torch.Tensor], list[int]]:
+    """Denoise ``jobs`` together; returns their final latents and each one's branch evaluations.
+
+    ``batched``: every branch of every job in one forward per step; ``False`` runs each branch alone (the plain
+    reference path the tests and the benchmark compare against)."""
+    grid = jobs[0].grid
+    if any(job.grid != grid for job in jobs):
+        raise InputError("requests generated together must have the same output size; group them by size")
+    graphs = pipe.acceleration.graphs and pipe.device.type == "cuda"
+    run = StepRunner(pipe.model, grid, pipe.tokenizer.ids, pipe.device, static=graphs, capture=graphs,
+                     regions=pipe.regions)  # fmt: skip
+    counts = [0] * len(jobs)
+
+    def velocity(asks: list[tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]]) -> list[dict[str, torch.Tensor]]:
+        uniques = [_unique(job, branches) for job, (_x, _t, branches) in zip(jobs, asks, strict=True)]
+        for k, unique in enumerate(uniques):
+            counts[k] += len(unique)
+        if not batched:
+            outs = [run([c], x, t)[0] for (x, t, _b), unique in zip(asks, uniques, strict=True) for c in unique]
+        elif len(jobs) == 1:
+            outs = run(uniques[0], asks[0][0], asks[0][1])
+        else:
+            x = torch.stack([a[0].to(pipe.device) for a in asks])
+            t = torch.stack([torch.as_tensor(a[1], dtype=torch.float32).to(pipe.device) for a in asks])
+            outs = run([c for u in uniques for c in u], x, t, tuple(len(u) for u in uniques))
+        results, i = [], 0
+        for job, (_x, _t, branches), unique in zip(jobs, asks, uniques, strict=True):
+            mine, i = outs[i : i + len(unique)], i + len(unique)
+            results.append({name: mine[next(j for j, u in enumerate(unique) if u is job.contexts[name])]
+                            for name in branches})  # fmt: skip
+        return results
+
+    trajectories = [Trajectory(job.x, job.request.config, job.callback(), job.blend) for job in jobs]
+    return denoise_batch(trajectories, velocity), counts
