@@ -7,11 +7,21 @@ from typing import Annotated
 
 import typer
 
-from .bench.device import device_suite
+from sigma_studio.model.errors import InputError
+
+from .bench.device import DEFAULT_PARTS, PARTS, device_suite
 from .bench.layouts import layout_suite
 from .bench.modes import benchmark
-from .bench.report import report_device, report_layouts, report_modes, report_speed, report_train_memory
+from .bench.report import (
+    report_device,
+    report_layouts,
+    report_modes,
+    report_speed,
+    report_throughput,
+    report_train_memory,
+)
 from .bench.speed import speed_suite
+from .bench.throughput import throughput_suite
 from .bench.train_memory import train_memory_suite
 from .options import GpuMemOpt
 
@@ -24,12 +34,14 @@ def bench_command(
     steps: Annotated[int, typer.Option(help="denoising steps")] = 50,
     max_gpu_memory: GpuMemOpt = "8GiB",
     out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
+    parts: Annotated[str | None, typer.Option(help=f"--suite device only: comma list of {', '.join(PARTS)}")] = None,
     suite: Annotated[
         str,
         typer.Option(
             help="modes: every loading mode | layouts: the trained layout's cost | speed: fewer evaluations "
             "against quality | train-memory: peak memory per rank of a 2-process finetune, full against sharded "
-            "load (these three on the CPU) | device: the GPU check (--preset tiny: its toy run)"
+            "load | throughput: 1, 2, 4 requests generated together (these four on the CPU; throughput takes "
+            "--size and --steps) | device: the GPU check (--preset tiny: its toy run)"
         ),
     ] = "modes",
 ) -> None:
@@ -47,9 +59,15 @@ def bench_command(
         return report_layouts(layout_suite(size, steps), out)
     if suite == "speed":
         return report_speed(speed_suite(), out)
+    if suite == "throughput":
+        return report_throughput(throughput_suite(size=size, steps=steps), out)
     if suite == "train-memory":
         return report_train_memory(train_memory_suite(), out)
     if suite == "device":
         scale = "toy" if preset == "tiny" else "full"
-        return report_device(device_suite(out if out.suffix == "" else out.with_suffix(""), scale), scale)
+        chosen = DEFAULT_PARTS if parts is None else tuple(p.strip() for p in parts.split(",") if p.strip())
+        unknown = [p for p in chosen if p not in PARTS]
+        if unknown or not chosen:
+            raise InputError(f"--parts {parts!r}: each must be one of {', '.join(PARTS)}")
+        return report_device(device_suite(out if out.suffix == "" else out.with_suffix(""), scale, chosen), scale)
     report_modes(benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory), out)

@@ -103,7 +103,7 @@ def test_cuda_graph_generation_equals_eager(accel):
     from sigma_studio.model import load_pipeline
 
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
-    pipe = load_pipeline("tiny", mode="bf16", dtype=torch.float32)
+    pipe = load_pipeline("tiny", device="cuda", dtype=torch.float32, accel="none")
     eager = pipe(PROMPT, images, steps=6, seed=3, cfg_interval=(0.4, 1.0)).latents
     pipe.accelerate(parse_accel(accel, "cuda"))
     out = pipe(PROMPT, images, steps=6, seed=3, cfg_interval=(0.4, 1.0)).latents

@@ -1,6 +1,6 @@
 """The GPU check's script at toy scale on the CPU path: every part runs in its own process and reports.
 
-Slow (about 40 s): ``pytest -m slow tests/test_bench_device.py``.
+Slow (a few minutes: the compiled path compiles on the CPU): ``pytest -m slow tests/test_bench_device.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,20 @@ from sigma_studio.cli.bench.device import PARTS, device_suite
 
 @pytest.mark.slow
 def test_every_part_runs_at_toy_scale(tmp_path):
-    report = device_suite(tmp_path, "toy")
-    assert set(report["parts"]) == set(PARTS)
-    assert all(part["status"] == "ok" for part in report["parts"].values()), report["parts"]
-    assert report["parts"]["bf16"]["result"]["relative_error"]["mid"] < 0.03
+    report = device_suite(tmp_path, "toy", PARTS)
+    parts = report["parts"]
+    assert set(parts) == set(PARTS)
+    assert all(part["status"] == "ok" for part in parts.values()), parts
+    assert parts["bf16"]["result"]["relative_error"]["mid"] < 0.03
+    results = parts["cases"]["result"]["results"]
+    # on the CPU: exact, compile (cold, warm), fast, fast+compile; each case timed
+    assert {k.rsplit("/", 1)[0] for k in results} == {"exact", "compile (cold)", "compile", "fast", "fast+compile"}
+    assert all(isinstance(r, dict) and r["seconds"] > 0 for r in results.values()), results
+    assert parts["cases"]["result"]["batched_vs_plain_rel_error"] < 1e-5
+    profile = parts["profile"]["result"]
+    assert len(profile["top_kernels"]) == 15 and set(profile["branches"]) == {"1", "2", "3"}
+    assert (tmp_path / "profile-trace.json.gz").is_file()
+    assert [r["requests"] for r in parts["throughput"]["result"]["rows"]] == [1, 2, 4]
+    assert all(r["max_rel_error"] < 1e-4 for r in parts["throughput"]["result"]["rows"])
+    assert "skipped" in parts["fp8"]["result"]
     assert (tmp_path / "device.json").is_file()

@@ -100,7 +100,7 @@ def test_torchao_fp8_matches_the_emulation_on_the_gpu():
     from sigma_studio.model import load_pipeline
     from sigma_studio.model.weights.fp8 import quantize_fp8_
 
-    pipe = load_pipeline("tiny", mode="bf16")
+    pipe = load_pipeline("tiny", device="cuda", dtype=torch.bfloat16, accel="none")
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
     emulated = copy.copy(pipe)
     emulated.model = copy.deepcopy(pipe.model)

@@ -1,15 +1,20 @@
 """``sigma bench --suite device``: the one script to run when a GPU is lent, each part with a hard timeout.
 
-Parts, each in its own process (a hang or a crash costs that part only) and each writing JSON as it goes, the
-headline figures first:
+Parts, each in its own process (a hang or a crash costs that part only) and each writing JSON as it goes, in
+order of value (``DEFAULT_PARTS``, 8 minutes at most):
 
-1. ``cases``: case (a) text-to-image and case (b) SIGMA three references, bf16, with the default attention
-   backends and with cuDNN attention forced (flash-attn, where installed, serves the default runs);
-2. ``bf16``: the pipeline in bfloat16 against a float32 reference on the device (mid model);
-3. ``quant``: nf4 and int8 through bitsandbytes against bf16 (mid model), with peak memory;
-4. ``memory``: peak memory of nf4, and of offload under a 10 GiB budget (full scale, few steps);
+1. ``cases``: case (a) text-to-image and case (b) SIGMA three references, bf16, exact and with each speed-up:
+   CUDA graphs, graphs with compiled layer regions (first image cold, compilation included, then warm),
+   ``--speed fast`` alone and with the best combination (:mod:`.speedups`);
+2. ``profile``: ``torch.profiler`` over two steps of (b): top kernels, shares of attention, linear layers, norms,
+   routing copies and launch gaps, a Chrome trace; then the step time with 1, 2 and 3 guidance branches;
+3. ``fp8``: ``--mode fp8`` against bf16 (mid model and the full shape) and its case timings;
+4. ``throughput``: 1, 2, 4 requests generated together against apart (mid model);
 5. ``gpu-tests``: the ``gpu``-marked tests;
-6. ``attention``: milliseconds per attention call of each SDPA backend on the 7B model's shapes.
+6. ``compile-cache``: a new process's compilation with inductor's disk cache filled by ``cases``.
+
+Also available (``--parts``), measured on 2026-11-30 and unchanged since: ``bf16`` (against float32), ``quant``
+(nf4/int8 against bf16), ``memory`` (nf4 and offload peaks), ``attention`` (each SDPA backend).
 
 ``--scale full`` is the 7B configuration at 1024 px and 50 steps (a GPU); ``--scale toy`` runs the same code paths
 on the tiny model at 128 px and 6 steps, so the script itself is tested on any CPU.
@@ -18,6 +23,7 @@ on the tiny model at 128 px and 6 steps, so the script itself is tested on any C
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -30,17 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sigma_studio.model.config import SPEEDS, GenerationConfig
+from sigma_studio.model.config import GenerationConfig
 from sigma_studio.model.presets import PRESETS
 from sigma_studio.model.request.build import build_request
 
+from . import speedups
 from .cases import PROMPT_MID, run_case, two_references
-from .equivalence import equivalence
 from .weights import build_pipeline, mid
 
-PARTS = ("cases", "bf16", "quant", "memory", "gpu-tests", "attention")  # the headline figures first
-# seconds: 9.4 min at most, so that a 15-minute lease holds the machine's start and one run
-TIMEOUTS = {"cases": 210, "bf16": 45, "quant": 60, "memory": 150, "gpu-tests": 60, "attention": 40}
+DEFAULT_PARTS = ("cases", "profile", "fp8", "throughput", "gpu-tests", "compile-cache")  # the headline first
+PARTS = (*DEFAULT_PARTS, "bf16", "quant", "memory", "attention")
+# seconds: the default parts take 8 min at most, so that a 15-minute lease holds the machine's start and one run
+TIMEOUTS = {"cases": 250, "profile": 55, "fp8": 60, "throughput": 40, "gpu-tests": 45, "compile-cache": 30,
+            "bf16": 45, "quant": 60, "memory": 150, "attention": 40}  # fmt: skip
 # (name, query rows, key rows): the 7B attention calls of case (a) and (b) at 1024 px, and the VAE's mid-block
 ATTENTION_SHAPES = (("query a", 4098, 4193, 28, 4, 128), ("query b", 4098, 16468, 28, 4, 128),
                     ("prefill b", 12370, 12370, 28, 4, 128), ("vae 1024", 16384, 16384, 1, 1, 512))  # fmt: skip
@@ -49,7 +57,7 @@ MEMORY_STEPS = 4  # peak memory needs few steps; their timing is reported but no
 PART_MODULE = "sigma_studio.cli.bench.device"  # run as python -m PART_MODULE PART OUT.json SCALE
 
 
-def device_suite(out_dir: Path, scale: str, parts: tuple[str, ...] = PARTS) -> dict:
+def device_suite(out_dir: Path, scale: str, parts: tuple[str, ...] = DEFAULT_PARTS) -> dict:
     """Run each part in a subprocess with its timeout; collect the JSON each wrote, or why it did not.
 
     ``device.json`` is rewritten after every part, so a run cut short still leaves what it measured."""
@@ -83,10 +91,12 @@ def _device() -> torch.device:
 
 def _gpu_tests(scale: str, save: Callable[[dict], None]) -> dict:
     repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-m", "gpu", "tests/test_gpu.py"], cwd=repo,
-                          capture_output=True, text=True)  # fmt: skip
+    files = ["tests/test_gpu.py", "tests/test_accel.py", "tests/test_fp8.py"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-m", "gpu", *files],
+                          cwd=repo, capture_output=True, text=True)  # fmt: skip
     lines = done.stdout.strip().splitlines()
-    return {"returncode": done.returncode, "summary": lines[-1:], "printed": [x for x in lines if "peak GPU" in x]}
+    printed = [x for x in lines if any(k in x for k in ("peak GPU", "relative error", "torchao", "FAILED", "Error"))]
+    return {"returncode": done.returncode, "summary": lines[-1:], "printed": printed[:40]}
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,46 +130,6 @@ def _quant(scale: str, save: Callable[[dict], None]) -> dict:
         out[mode] = {"relative_error_vs_bf16": _relative_error(base, pipe(request).latents),
                      "peak_gib": torch.cuda.max_memory_allocated(dev) / 2**30}  # fmt: skip
     return out
-
-
-def _cases(scale: str, save: Callable[[dict], None]) -> dict:
-    """Case (a) and (b), timed with the default attention backends, with cuDNN attention forced, and with
-    ``--speed fast``; one build."""
-    preset, size, steps = SCALES[scale]
-    dev = _device()
-    mode = "bf16" if dev.type == "cuda" else "cpu"
-    arch = PRESETS[preset]().replace(vit=None)  # generation only: the ViT does not run in either case
-    t0 = time.perf_counter()
-    pipe = build_pipeline(arch, mode, dev, None)
-    out: dict = {"preset": preset, "size": size, "steps": steps, "mode": mode,
-                 "build_seconds": time.perf_counter() - t0, "results": {}}  # fmt: skip
-    backends: list[tuple[str, list]] = [("default", [])]
-    if dev.type == "cuda":
-        backends.append(("cudnn", [SDPBackend.CUDNN_ATTENTION]))
-    runs = [(name, chosen, 1) for name, chosen in backends] + [("fast", [], SPEEDS["fast"])]
-    for name, chosen, every in runs:
-        for case in ("a", "b"):
-            try:
-                result = _with_backend(chosen, lambda c=case, e=every: run_case(pipe, c, size, steps, 2, e))
-                out["results"][f"{name}/{case}"] = asdict(result)
-            except Exception as exc:  # noqa: BLE001 - a backend this build lacks is reported, not fatal
-                out["results"][f"{name}/{case}"] = f"{type(exc).__name__}: {exc}"[:400]
-            save(out)
-    out["batched_vs_plain_rel_error"] = equivalence(pipe, size, 3)
-    try:
-        import flash_attn  # noqa: F401 - optional: only whether it is installed is reported
-
-        out["flash_attn"] = "installed: used by the unmasked query attention in the default runs"
-    except ImportError:
-        out["flash_attn"] = "not installed"
-    return out
-
-
-def _with_backend(backends: list, fn):
-    if not backends:
-        return fn()
-    with sdpa_kernel(backends):
-        return fn()
 
 
 def _memory(scale: str, save: Callable[[dict], None], modes: tuple[str, ...] = ("nf4", "offload")) -> dict:
@@ -220,10 +190,14 @@ def _time_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str |
 
 
 RUNNERS = {
+    "cases": speedups.cases,
+    "profile": speedups.profile,
+    "fp8": speedups.fp8,
+    "throughput": speedups.throughput,
     "gpu-tests": _gpu_tests,
+    "compile-cache": speedups.compile_cache,
     "bf16": _bf16,
     "quant": _quant,
-    "cases": _cases,
     "memory": _memory,
     "attention": _attention,
 }
@@ -235,7 +209,10 @@ def run_part(part: str, path: Path, scale: str) -> None:
     def save(result: dict) -> None:
         path.write_text(json.dumps(result, indent=1, default=str))
 
-    save(RUNNERS[part](scale, save))
+    runner = RUNNERS[part]
+    if part == "profile":  # its Chrome trace goes beside the JSON
+        runner = functools.partial(speedups.profile, trace_dir=path.parent)
+    save(runner(scale, save))
 
 
 if __name__ == "__main__":  # python -m sigma_studio.cli.bench.device PART OUT.json SCALE

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from .. import render
 from .speed import SpeedRow
+from .throughput import ThroughputRow
 
 
 def report_modes(report: dict, out: Path) -> None:
@@ -87,11 +88,69 @@ def report_train_memory(report: dict, out: Path) -> None:
 
 
 def report_device(report: dict, scale: str) -> None:
-    """The device check's parts (``device_suite`` has written its folder) and the start of their results."""
+    """The device check: first the headline table (case (a) and (b) under each combination, against exact), then
+    the profile's shares, FP8, throughput, and each part's status."""
+    parts = report["parts"]
+    cases = (parts.get("cases") or {}).get("result") or {}
+    results = cases.get("results", {})
+    if results:
+        table = Table(title=f"{cases.get('size')} px · {cases.get('steps')} steps · {report['device']}")
+        for col in ("combination", "(a) s", "(a) vs exact", "(b) s", "(b) vs exact", "(b) of peak"):
+            table.add_column(col, justify="right")
+        names = dict.fromkeys(key.rsplit("/", 1)[0] for key in results)
+        for name in names:
+            cells = []
+            for case in ("a", "b"):
+                r, base = results.get(f"{name}/{case}"), results.get(f"exact/{case}")
+                ok = isinstance(r, dict)
+                cells.append(f"{r['seconds']:.2f}" if ok else "—" if r is None else "failed")
+                ratio = base["seconds"] / r["seconds"] if ok and isinstance(base, dict) else None
+                cells.append(f"{ratio:.2f}x" if ratio else "—")
+            b = results.get(f"{name}/b")
+            peak = f"{100 * b['fraction_of_peak']:.0f}%" if isinstance(b, dict) else "—"
+            table.add_row(name, *cells, peak)
+        render.stdout.print(table)
+    _print_part_lines(parts)
     table = Table(title=f"device check ({scale}) on {report['device']}")
     for col in ("part", "status", "seconds"):
         table.add_column(col)
-    for part, r in report["parts"].items():
-        table.add_row(part, r["status"], f"{r['seconds']:.1f}")
+    for part, r in parts.items():
+        table.add_row(part, r["status"][:100], f"{r['seconds']:.1f}")
     render.stdout.print(table)
-    render.stdout.print(json.dumps({k: v["result"] for k, v in report["parts"].items()}, indent=1, default=str)[:4000])
+
+
+def _print_part_lines(parts: dict) -> None:
+    prof = (parts.get("profile") or {}).get("result") or {}
+    if prof.get("shares"):
+        render.stdout.print(
+            "profile, two steps of (b): " + ", ".join(f"{k} {v:.0%}" for k, v in prof["shares"].items())
+        )
+    if prof.get("branches"):
+        render.stdout.print(
+            "step with 1/2/3 branches: " + ", ".join(f"{v * 1e3:.0f} ms" for v in prof["branches"].values())
+        )
+    fp8 = (parts.get("fp8") or {}).get("result") or {}
+    for key, value in fp8.items():
+        if isinstance(value, float):
+            render.stdout.print(f"fp8 {key}: {value:.4f}")
+        elif isinstance(value, dict) and "seconds" in value:
+            render.stdout.print(f"{key}: {value['seconds']:.2f} s, peak {value['peak_gib']:.1f} GiB")
+    rows = ((parts.get("throughput") or {}).get("result") or {}).get("rows", [])
+    for r in rows:
+        render.stdout.print(f"{r['requests']} requests together: {r['together_per_minute']:.1f} images/min "
+                            f"(apart {r['apart_per_minute']:.1f}, {r['speedup']:.2f}x)")  # fmt: skip
+
+
+def report_throughput(rows: list[ThroughputRow], out: Path, where: str = "mid model on the CPU") -> None:
+    """Write the throughput suite's rows to ``out``; print images per minute together against apart."""
+    out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    table = Table(title=f"requests of one size generated together · {where}")
+    for col in ("requests", "together s", "apart s", "images / min together", "images / min apart", "speed-up",
+                "max rel. error"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.requests), f"{r.together_seconds:.2f}", f"{r.apart_seconds:.2f}",
+                      f"{r.together_per_minute:.1f}", f"{r.apart_per_minute:.1f}", f"{r.speedup:.2f}x",
+                      f"{r.max_rel_error:.1e}")  # fmt: skip
+    render.stdout.print(table)
+    render.stdout.print(f"report: {out}")
