@@ -17,6 +17,7 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_file
 from sigma_studio.model.request.prompt import PLACEHOLDER_RE, check_prompt_size, image_number
 from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.model.run.accel import SINGLE_IMAGE_AUTO
 from sigma_studio.model.weights.preflight import preflight_arch, same_geometry
 
 from . import render
@@ -171,6 +172,8 @@ def generate(
         spec = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
         path = check_output_file(out or _default_out(), overwrite)
         loader = load.loader_config(record.model if record else None)
+        if loader.accel == "auto":  # one image: compiling would cost more than it saves
+            loader = loader.replace(accel=SINGLE_IMAGE_AUTO)
         arch = preflight_arch(loader)
         build = dict(config=config, controls=spec, cache_dir=load.cache_dir)
         request = build_request(prompt, images, arch=arch, **build)

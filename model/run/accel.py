@@ -10,7 +10,8 @@
   ``$XDG_CACHE_HOME/sigma-studio/inductor`` (unless ``TORCHINDUCTOR_CACHE_DIR`` is set), so a second process
   reuses the compiled kernels instead of compiling again.
 
-``--accel auto`` takes :data:`AUTO_CUDA` on a CUDA device and nothing elsewhere.
+``--accel auto`` takes :data:`AUTO_CUDA` on a CUDA device and nothing elsewhere; a command that makes a single image
+takes :data:`SINGLE_IMAGE_AUTO` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from ..arch.qwen2_mot import Regions, layer_finish, layer_qkv
 from ..errors import InputError
 
 ACCELS: tuple[str, ...] = ("graphs", "compile")
-AUTO_CUDA = "graphs"  # the fastest exact combination measured on a GPU (docs/PERF.md)
+# the fastest exact combination measured on a GPU (docs/PERF.md, H200): warm images 1.21x (a) and 1.15x (b)
+AUTO_CUDA = "graphs,compile"
+# a process that makes one image (``sigma generate``): compiling costs more than it saves the first time (18 s
+# for case (a) on the H200, about 3 s with inductor's disk cache warm, against 2 s and 3 s saved), so none
+SINGLE_IMAGE_AUTO = "none"
 COMPILE_MODES: tuple[str, ...] = ("default", "max-autotune-no-cudagraphs")
 AUTO_MODES = ("bf16", "fp8", "tiny")  # where auto turns them on (quantised kernels are not measured captured)
 NOT_WITH_MODES = ("offload", "multi-gpu")  # hooks move weights per layer: neither graphs nor compiled regions

@@ -205,7 +205,8 @@ class QueryStep:
         r = len(self.groups)
         x, t = x.reshape(r, n, -1), t.reshape(-1).expand(r)
         latents = model.embed_latents(x.reshape(r * n, -1), t.repeat_interleave(n), self.pos.repeat(r))
-        branch_rows = latents.view(r, n, -1)[self.owner].reshape(b * n, -1)  # each generation's rows per branch
+        # each generation's rows once per branch (offloaded glue layers may leave the latents on another device)
+        branch_rows = latents.view(r, n, -1)[self.owner.to(latents.device)].reshape(b * n, -1)
         hidden = torch.cat([branch_rows] + [self.markers] * b, dim=0)  # [b*n + 2b, D]
         out = model.decode(hidden, self.routing, self.positions, self.attend, self.regions)
         return list(model.velocity(out[: b * n]).split(n, dim=0))

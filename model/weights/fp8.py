@@ -18,6 +18,7 @@ import torch
 
 from ..errors import MissingDependencyError, UnsupportedModeError
 
+AMAX_FLOOR = 1e-12  # the smallest activation amax a scale is computed from (the CPU emulation uses the same)
 MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9) and Hopper (9.0) and later
 
 
@@ -46,5 +47,8 @@ def quantize_fp8_(model: torch.nn.Module) -> int:
 
     layers = model.language_model.model.layers
     count = sum(isinstance(m, torch.nn.Linear) for m in layers.modules())
-    quantize_(layers, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    # a row of zeros (the zero-input ViT slots of the trained layout) has scale 0 and would give 0/0 = NaN:
+    # torchao clamps the activation amax only when given a lower bound
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=AMAX_FLOOR)
+    quantize_(layers, config)
     return count
