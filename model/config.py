@@ -296,14 +296,17 @@ class GenerationConfig:
     layout: Layout | None = None  # --layout: one of LAYOUTS
     group_mask: bool | None = None  # --group-mask/--no-group-mask
     guidance_every: int = 1  # evaluate the guidance branches every N steps, reuse their offset between (1 = exact)
+    forecast_every: int = 1  # evaluate the network every N steps, forecast each branch's velocity between (1 = exact)
 
     def __post_init__(self) -> None:
         if not _int(self.steps):
             raise InputError(f"--steps must be a whole number (got {self.steps!r})")
         if self.steps < 2:
             raise InputError(f"--steps must be at least 2 (got {self.steps}): N steps give N-1 Euler updates")
-        if not isinstance(self.guidance_every, int) or not 1 <= self.guidance_every <= MAX_STEPS:
-            raise InputError(f"--guidance-every must be a whole number from 1 (got {self.guidance_every!r})")
+        for name in ("guidance_every", "forecast_every"):
+            every = getattr(self, name)
+            if not isinstance(every, int) or not 1 <= every <= MAX_STEPS:
+                raise InputError(f"--{name.replace('_', '-')} must be a whole number from 1 (got {every!r})")
         if self.steps > MAX_STEPS:
             raise InputError(f"--steps must be at most {MAX_STEPS} (got {self.steps}); 50 is the released default")
         if self.seed is not None and not (_int(self.seed) and 0 <= self.seed <= MAX_SEED):

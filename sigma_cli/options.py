@@ -98,6 +98,13 @@ SpeedOpt = Annotated[
         f"{SPEEDS['fast']} steps (docs/PERF.md)" + default("exact"),
     ),
 ]
+ForecastOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="run the network every N steps and forecast each branch's velocity in between (TaylorSeer-style; "
+        "docs/PERF.md)" + default("1: exact"),
+    ),
+]
 Size = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("the last reference's model size"))]
 
 # -- structure controls (SIGMA layout and SIGMA-GEN subjects) ------------------------------------------------------
@@ -172,6 +179,7 @@ class SamplerOptions:
     shift: Shift = None
     group_mask: GroupMask = None
     speed: SpeedOpt = None
+    forecast_every: ForecastOpt = None
 
     def config(self, base: GenerationConfig | None = None, **more) -> GenerationConfig:
         """``base`` (or the dataclass's defaults) with the options given here and in ``more`` (None: not given)."""
@@ -180,6 +188,7 @@ class SamplerOptions:
             cfg_interval=parse_interval(self.cfg_interval), cfg_renorm_type=self.renorm,
             cfg_renorm_min=self.renorm_min, group_mask=self.group_mask, **more,
             guidance_every=speed_every(self.speed, "--speed") if self.speed is not None else None,
+            forecast_every=self.forecast_every,
         )  # fmt: skip
         if "size" in values:
             values["size"] = parse_size(values["size"])

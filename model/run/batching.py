@@ -66,19 +66,26 @@ def denoise_jobs(pipe, jobs: list[Job], batched: bool = True) -> tuple[list[torc
     counts = [0] * len(jobs)
 
     def velocity(asks: list[tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]]) -> list[dict[str, torch.Tensor]]:
-        uniques = [_unique(job, branches) for job, (_x, _t, branches) in zip(jobs, asks, strict=True)]
-        for k, unique in enumerate(uniques):
+        """The asked branches of each trajectory; one that asks none (its step is forecast) is left out."""
+        idx = [k for k, (_x, _t, branches) in enumerate(asks) if branches]
+        sub = _evaluate(idx, [asks[k] for k in idx]) if idx else []
+        return [sub[idx.index(k)] if k in idx else {} for k in range(len(asks))]
+
+    def _evaluate(idx: list[int], asks) -> list[dict[str, torch.Tensor]]:
+        chosen = [jobs[k] for k in idx]
+        uniques = [_unique(job, branches) for job, (_x, _t, branches) in zip(chosen, asks, strict=True)]
+        for k, unique in zip(idx, uniques, strict=True):
             counts[k] += len(unique)
         if not batched:
             outs = [run([c], x, t)[0] for (x, t, _b), unique in zip(asks, uniques, strict=True) for c in unique]
-        elif len(jobs) == 1:
+        elif len(chosen) == 1:
             outs = run(uniques[0], asks[0][0], asks[0][1])
         else:
             x = torch.stack([a[0].to(pipe.device) for a in asks])
             t = torch.stack([torch.as_tensor(a[1], dtype=torch.float32).to(pipe.device) for a in asks])
             outs = run([c for u in uniques for c in u], x, t, tuple(len(u) for u in uniques))
         results, i = [], 0
-        for job, (_x, _t, branches), unique in zip(jobs, asks, uniques, strict=True):
+        for job, (_x, _t, branches), unique in zip(chosen, asks, uniques, strict=True):
             mine, i = outs[i : i + len(unique)], i + len(unique)
             results.append({name: mine[next(j for j, u in enumerate(unique) if u is job.contexts[name])]
                             for name in branches})  # fmt: skip

@@ -116,6 +116,38 @@ class GuidanceReuse:
         return self.complete(velocity(x, t, self.needed(branches)), branches)
 
 
+class Forecast:
+    """TaylorSeer-style forecasting at the network's output: the network runs only every ``every`` steps (and at
+    the first two, to have a slope); in between, each branch's velocity is extrapolated to first order from its
+    last two evaluations, ``v(t) = v1 + (t - t1) (v1 - v0) / (t1 - t0)``, at no network cost. ``every=1`` is the
+    exact path. It composes with :class:`GuidanceReuse`, which decides what an evaluated step runs."""
+
+    def __init__(self, every: int = 1):
+        self.every = every
+        self.history: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # branch -> last two (t, v)
+        self.age = 0
+
+    def skips(self, t: torch.Tensor, branches: tuple[str, ...]) -> bool:
+        """True when this step is forecast (no network evaluation)."""
+        ready = all(len(self.history.get(b, ())) == 2 for b in branches)
+        return self.every > 1 and ready and self.age < self.every
+
+    def forecast(self, t: torch.Tensor, branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        self.age += 1
+        out = {}
+        for b in branches:
+            (t0, v0), (t1, v1) = self.history[b]
+            out[b] = v1 + (t - t1) * (v1 - v0) / (t1 - t0)
+        return out
+
+    def record(self, t: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
+        if self.every == 1:
+            return
+        for b, v in out.items():
+            self.history[b] = [*self.history.get(b, [])[-1:], (t, v)]
+        self.age = 1
+
+
 @dataclass
 class Trajectory:
     """One generation's state in :func:`denoise_batch`."""
@@ -140,13 +172,19 @@ def denoise_batch(trajectories: list[Trajectory], velocity: BatchVelocityFn) -> 
     t = timesteps(first.steps, first.timestep_shift).to(trajectories[0].x.device)
     total = first.steps - 1
     guides = [GuidanceReuse(tr.cfg.guidance_every) for tr in trajectories]
+    forecasts = [Forecast(tr.cfg.forecast_every) for tr in trajectories]
     xs = [tr.x for tr in trajectories]
     for i in range(total):
         scales = [step_scales(t[i], tr.cfg) for tr in trajectories]
-        asked = [g.needed(s.branches()) for g, s in zip(guides, scales, strict=True)]
+        skip = [f.skips(t[i], s.branches()) for f, s in zip(forecasts, scales, strict=True)]
+        asked = [() if sk else g.needed(s.branches()) for g, s, sk in zip(guides, scales, skip, strict=True)]
         outs = velocity([(x, t[i], a) for x, a in zip(xs, asked, strict=True)])
         for k, (tr, guide, sc) in enumerate(zip(trajectories, guides, scales, strict=True)):
-            out = guide.complete(outs[k], sc.branches())
+            if skip[k]:
+                out = forecasts[k].forecast(t[i], sc.branches())
+            else:
+                out = guide.complete(outs[k], sc.branches())
+                forecasts[k].record(t[i], out)
             cfg = tr.cfg
             v = combine(out["full"], out.get("text"), out.get("image"), sc, cfg.cfg_renorm_type, cfg.cfg_renorm_min)
             xs[k] = xs[k] - v * (t[i] - t[i + 1])
@@ -169,4 +207,8 @@ def denoise(
     ``callback(step, total, x)`` runs after each step; ``blend(x, t_next)`` may replace parts of the state after
     each step (used for inpainting-style insertion).
     """
-    return denoise_batch([Trajectory(x, cfg, callback, blend)], lambda asks: [velocity(*asks[0])])[0]
+
+    def one(asks):
+        return [velocity(*asks[0]) if asks[0][2] else {}]  # no branches asked: a forecast step
+
+    return denoise_batch([Trajectory(x, cfg, callback, blend)], one)[0]

@@ -53,20 +53,20 @@ def report_speed(rows: list[SpeedRow], out: Path) -> None:
     """Write the speed suite's rows to ``out``; print them against the exact path (the first row)."""
     out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     exact = rows[0]
-    table = Table(title="guidance every N steps · shapes model, held-out rows · mid model, SIGMA case, 256 px")
-    for col in ("N", "forwards / image", "fewer", "s / image", "faster", "accuracy", "Δ points", "PSNR vs exact",
+    table = Table(title="fewer evaluations · shapes model, held-out rows · mid model, SIGMA case, 256 px")
+    for col in ("setting", "forwards / image", "fewer", "s / image", "faster", "accuracy", "Δ points", "PSNR vs exact",
                 "mid s", "mid faster"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in rows:
         psnr = "exact" if r.psnr_vs_exact is None else f"{r.psnr_vs_exact:.1f} dB"
         fewer = exact.forwards_per_image / r.forwards_per_image
-        table.add_row(str(r.every), f"{r.forwards_per_image:.1f}", f"{fewer:.2f}x",
+        table.add_row(r.setting, f"{r.forwards_per_image:.1f}", f"{fewer:.2f}x",
                       f"{r.seconds_per_image:.3f}", f"{exact.seconds_per_image / r.seconds_per_image:.2f}x",
                       f"{r.accuracy:.1%}", f"{100 * (r.accuracy - exact.accuracy):+.1f}", psnr,
                       f"{r.mid_seconds:.2f}", f"{exact.mid_seconds / r.mid_seconds:.2f}x")  # fmt: skip
     render.stdout.print(table)
     for r in rows:
-        render.stdout.print(f"N={r.every}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.families.items()))
+        render.stdout.print(f"{r.setting}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.families.items()))
     render.stdout.print(f"report: {out}")
 
 

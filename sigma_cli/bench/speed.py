@@ -1,10 +1,12 @@
 """``sigma bench --suite speed``: fewer network evaluations against quality, measured in one run.
 
 For each setting of ``guidance_every`` (evaluate the guidance branches every N steps, reuse their offset from the
-full branch in between) it reports, on the shipped shapes model and its held-out evaluation: the branch
-evaluations per image, the wall time per image, the accuracy per family (the shapes world's pixel reading) and the
-PSNR of each picture against the exact path's picture of the same row and seed; and on the mid random model, the
-wall time of the three-branch SIGMA case (two references, trained layout, 256 px).
+full branch in between) and of ``forecast_every`` (run the network every N steps, forecast every branch's velocity
+to first order in between, TaylorSeer-style), alone and together, it reports, on the shipped shapes model and its
+held-out evaluation: the branch evaluations per image, the wall time per image, the accuracy per family (the
+shapes world's pixel reading) and the PSNR of each picture against the exact path's picture of the same row and
+seed; and on the mid random model, the wall time of the three-branch SIGMA case (two references, trained layout,
+256 px).
 """
 
 from __future__ import annotations
@@ -26,12 +28,23 @@ from sigma_studio.model.shapes.tasks import make_world
 from .cases import PROMPT_MID, two_references
 from .weights import build_pipeline, mid
 
-SETTINGS = (1, 2, 4, 6, 8)
+# (name, GenerationConfig changes); the first is the exact path
+SETTINGS: tuple[tuple[str, dict], ...] = (
+    ("exact", {}),
+    ("guidance every 2", {"guidance_every": 2}),
+    ("guidance every 4", {"guidance_every": 4}),
+    ("guidance every 6 (fast)", {"guidance_every": 6}),
+    ("guidance every 8", {"guidance_every": 8}),
+    ("forecast every 2", {"forecast_every": 2}),
+    ("forecast every 3", {"forecast_every": 3}),
+    ("fast + forecast every 2", {"guidance_every": 6, "forecast_every": 2}),
+)
 
 
 @dataclass
 class SpeedRow:
-    every: int
+    setting: str
+    changes: dict
     forwards_per_image: float  # branch evaluations (one branch against one context = one)
     seconds_per_image: float
     accuracy: float  # mean over families of the family criterion
@@ -62,9 +75,9 @@ def _psnr(a: Path, b: Path) -> float:
     return 100.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def _mid_case(every: int, steps: int) -> float:
+def _mid_case(changes: dict, steps: int) -> float:
     pipe = build_pipeline(mid(), "cpu", torch.device("cpu"), None)
-    config = GenerationConfig(steps=steps, seed=0, size=(256, 256), guidance_every=every)
+    config = GenerationConfig(steps=steps, seed=0, size=(256, 256), **changes)
     request = build_request(PROMPT_MID, two_references(256), arch=pipe.arch, config=config)
     pipe(request.replace(config=config.replace(steps=3)))  # warm-up
     start = time.perf_counter()
@@ -72,28 +85,29 @@ def _mid_case(every: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def speed_suite(per_family: int = 20, mid_steps: int = 50) -> list[SpeedRow]:
-    """One row per ``guidance_every`` setting in ``SETTINGS``, the first (1) being the exact path."""
+def speed_suite(per_family: int = 60, mid_steps: int = 50) -> list[SpeedRow]:
+    """One row per setting in ``SETTINGS``, the first being the exact path; ``per_family`` held-out rows of each
+    of the five families (60: 300 pictures per setting, so a loss of 5 points is 15 of them)."""
     pipe = load_pipeline("shapes", mode="cpu")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         make_world(tmp, rows=10, eval_rows=per_family + per_family % 2)
-        for every in SETTINGS:
+        for k, (name, changes) in enumerate(SETTINGS):
             counter = _Counter()
             batching_module.StepRunner = counter
             try:
                 start = time.perf_counter()
                 summary, records = evaluate_pipeline(
                     pipe, str(Path(tmp) / "eval"), per_family=per_family,
-                    config=GenerationConfig(guidance_every=every), save_dir=Path(tmp) / f"every{every}",
+                    config=GenerationConfig(**changes), save_dir=Path(tmp) / f"setting{k}",
                 )  # fmt: skip
                 seconds = time.perf_counter() - start
             finally:
                 batching_module.StepRunner = counter.real
             families = {fam: s["accuracy"] for fam, s in summary.items()}
-            exact, ours = Path(tmp) / "every1", Path(tmp) / f"every{every}"
-            psnrs = [_psnr(p, ours / p.relative_to(exact)) for p in sorted(exact.rglob("*.png"))] if every > 1 else []
-            rows.append(SpeedRow(every, counter.count / len(records), seconds / len(records),
+            exact, ours = Path(tmp) / "setting0", Path(tmp) / f"setting{k}"
+            psnrs = [_psnr(p, ours / p.relative_to(exact)) for p in sorted(exact.rglob("*.png"))] if k else []
+            rows.append(SpeedRow(name, changes, counter.count / len(records), seconds / len(records),
                                  float(np.mean(list(families.values()))), families,
-                                 float(np.mean(psnrs)) if psnrs else None, _mid_case(every, mid_steps)))  # fmt: skip
+                                 float(np.mean(psnrs)) if psnrs else None, _mid_case(changes, mid_steps)))  # fmt: skip
     return rows
