@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..request.build import GenerationRequest
 from .engine import Context
 from .graphs import StepRunner
+from .parallel import gather_velocities
 from .sampler import Trajectory, denoise_batch
 from .sequence import GuidancePlans
 
@@ -56,10 +57,14 @@ def denoise_jobs(pipe, jobs: list[Job], batched: bool = True) -> tuple[list[torc
     """Denoise ``jobs`` together; returns their final latents and each one's branch evaluations.
 
     ``batched``: every branch of every job in one forward per step; ``False`` runs each branch alone (the plain
-    reference path the tests and the benchmark compare against)."""
+    reference path the tests and the benchmark compare against). With ``pipe.branch_group`` (a
+    ``torch.distributed`` process group) each rank evaluates its share of the branches (:mod:`.parallel`)."""
     grid = jobs[0].grid
     if any(job.grid != grid for job in jobs):
         raise InputError("requests generated together must have the same output size; group them by size")
+    group = pipe.branch_group
+    if group is not None and len(jobs) > 1:
+        raise InputError("guidance branches on several processes serve one request at a time, not a batch")
     graphs = pipe.acceleration.graphs and pipe.device.type == "cuda"
     run = StepRunner(pipe.model, grid, pipe.tokenizer.ids, pipe.device, static=graphs, capture=graphs,
                      regions=pipe.regions)  # fmt: skip
@@ -76,7 +81,11 @@ def denoise_jobs(pipe, jobs: list[Job], batched: bool = True) -> tuple[list[torc
         uniques = [_unique(job, branches) for job, (_x, _t, branches) in zip(chosen, asks, strict=True)]
         for k, unique in zip(idx, uniques, strict=True):
             counts[k] += len(unique)
-        if not batched:
+        if group is not None:  # this rank's share of the contexts, then every rank gathers every velocity
+            x, t = asks[0][0], asks[0][1]
+            like = x.new_empty(x.shape, dtype=pipe.model.dtype, device=pipe.device)
+            outs = gather_velocities(lambda idx: run([uniques[0][i] for i in idx], x, t), len(uniques[0]), like, group)
+        elif not batched:
             outs = [run([c], x, t)[0] for (x, t, _b), unique in zip(asks, uniques, strict=True) for c in unique]
         elif len(chosen) == 1:
             outs = run(uniques[0], asks[0][0], asks[0][1])

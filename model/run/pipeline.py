@@ -105,6 +105,8 @@ class SigmaPipeline:
         self.chunked_prefill = False  # True: one block per prefill forward, the released code's way (benchmarks)
         self.acceleration = Acceleration()  # CUDA graphs / compiled layer regions of the denoising step
         self.regions = None  # the compiled layer regions when ``acceleration.compile``
+        # a torch.distributed process group: its ranks share each step's guidance branches (model.run.parallel)
+        self.branch_group = None
         # the execution device: where inputs go; with a device map the weights may live elsewhere
         self._device = torch.device(device) if device is not None else model.vae2llm.weight.device
 
