@@ -18,6 +18,7 @@ from sigma_studio.model.files import check_output_file
 from sigma_studio.model.request.prompt import PLACEHOLDER_RE, check_prompt_size, image_number
 from sigma_studio.model.request.structure import ControlSpec
 from sigma_studio.model.run.accel import SINGLE_IMAGE_AUTO
+from sigma_studio.model.run.parallel import Shared, join_torchrun
 from sigma_studio.model.weights.preflight import preflight_arch, same_geometry
 
 from . import render
@@ -171,23 +172,36 @@ def generate(
         given = controls.given(compose=compose, faces=faces)
         spec = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
         path = check_output_file(out or _default_out(), overwrite)
-        loader = load.loader_config(record.model if record else None)
-        if loader.accel == "auto":  # one image: compiling would cost more than it saves
-            loader = loader.replace(accel=SINGLE_IMAGE_AUTO)
+        loader, shared = _one_image_loader(load, record)
+        follower = shared is not None and shared.rank != 0  # another rank reports
         arch = preflight_arch(loader)
         build = dict(config=config, controls=spec, cache_dir=load.cache_dir)
         request = build_request(prompt, images, arch=arch, **build)
         warnings = [*request.warnings, *_hash_warnings(record, request)]
-        for w in warnings:
+        for w in [] if follower else warnings:
             render.warn(w)
-        pipe = _load(loader, quiet=json_out)
+        pipe = _load(loader, quiet=json_out or follower)
+        pipe.branch_group = shared.group if shared is not None else None
         if not same_geometry(arch, pipe.arch):  # a hub model that was not cached: check again with its real configs
             request = build_request(prompt, images, arch=pipe.arch, **build)
-        with render.progress() as bar:
+        with render.progress(disable=follower) as bar:
             task = bar.add_task("Denoising", total=request.config.steps)
             result = pipe(request, progress=lambda i, n: bar.update(task, completed=i))
+        if follower:
+            return  # every rank holds the same picture: rank 0 writes it
         result.save(path, overwrite=overwrite)
     _report(result, path, json_out, warnings)
+
+
+def _one_image_loader(load: LoadOptions, record: GenerationRecord | None) -> tuple[LoaderConfig, Shared | None]:
+    """The loading options of a one-image run, and this process's place under torchrun (None without it)."""
+    loader = load.loader_config(record.model if record else None)
+    if loader.accel == "auto":  # one image: compiling would cost more than it saves
+        loader = loader.replace(accel=SINGLE_IMAGE_AUTO)
+    shared = join_torchrun()  # under torchrun: the ranks share each step's guidance branches
+    if shared is not None and shared.device and loader.device is None:
+        loader = loader.replace(device=shared.device)
+    return loader, shared
 
 
 def _prompt_and_images(prompt, files, named, record: GenerationRecord | None, source: str | None):
