@@ -281,3 +281,20 @@ def test_subjects_inserted_into_a_background_keep_its_pixels(tiny_pipe, tmp_path
     result = h.generate(tiny_pipe, state(), lay, dict(SETTINGS), tmp_path)
     out, kept = np.asarray(Image.open(result.paths[0])), request.insertion.keep
     assert np.array_equal(out[kept], np.asarray(Image.open(bg))[kept])
+
+
+def test_several_images_of_a_job_can_share_each_step(tiny_pipe, tmp_path, monkeypatch):
+    """On a GPU a job's images run together (generate_batch); forced here on the CPU, they are the images the
+    one-after-another path writes, with the same seeds and records."""
+    request = h.request_of(state(), layout(), h.settings_config(dict(SETTINGS), tiny_pipe.arch.max_image_size),
+                           tiny_pipe.arch)  # fmt: skip
+    apart = h.run_request(tiny_pipe, request, tmp_path / "apart", count=3)
+    monkeypatch.setattr(h, "batches", lambda runner, count: True)
+    calls = []
+    together = h.run_request(tiny_pipe, request, tmp_path / "together", count=3, progress=lambda *a: calls.append(a))
+    assert together[2] == apart[2] == [5, 6, 7]  # seeds
+    for a, b in zip(apart[0], together[0], strict=True):
+        pa, pb = (np.asarray(Image.open(p), dtype=np.int16) for p in (a, b))
+        assert np.abs(pa - pb).max() <= 1
+    assert together[1] == apart[1]  # the records (each image's seed among them)
+    assert calls[-1][0] == calls[-1][1] == 3 * SETTINGS["steps"]  # progress reaches the whole job's steps
