@@ -18,8 +18,9 @@ def test_every_part_runs_at_toy_scale(tmp_path):
     assert all(part["status"] == "ok" for part in parts.values()), parts
     assert parts["bf16"]["result"]["relative_error"]["mid"] < 0.03
     results = parts["cases"]["result"]["results"]
-    # on the CPU: exact, compile (cold, warm), fast, fast+compile; each case timed
-    assert {k.rsplit("/", 1)[0] for k in results} == {"exact", "compile (cold)", "compile", "fast", "fast+compile"}
+    # on the CPU: exact, compile (cold, warm), fast, fast+compile, forecast+compile; each case timed
+    names = {"exact", "compile (cold)", "compile", "fast", "fast+compile", "forecast3+compile"}
+    assert {k.rsplit("/", 1)[0] for k in results} == names
     assert all(isinstance(r, dict) and r["seconds"] > 0 for r in results.values()), results
     assert parts["cases"]["result"]["batched_vs_plain_rel_error"] < 1e-5
     profile = parts["profile"]["result"]

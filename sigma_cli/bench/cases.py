@@ -22,7 +22,7 @@ from sigma_studio.model.config import GenerationConfig
 from sigma_studio.model.request.build import build_request
 from sigma_studio.model.run.pipeline import SigmaPipeline
 
-from .flops import active_steps, matmul_rate, step_flops, sync
+from .flops import evaluated_branches, matmul_rate, step_flops, sync
 
 PROMPT_A = "A photorealistic red fox sitting in fresh snow at sunrise, soft light, shallow depth of field"
 TEXTS_B = ["Place <id>the man", "next to <subject>the dog", "in the style of <style>this painting", "at dusk."]
@@ -67,13 +67,16 @@ def case_inputs(case: str, size: int, steps: int) -> tuple[dict, GenerationConfi
     return dict(inputs=sigma_inputs(size)), cfg
 
 
-def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: int, every: int = 1) -> CaseResult:
+def run_case(
+    pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: int, every: int = 1, forecast: int = 1
+) -> CaseResult:
     """One timed generation of case ``a`` or ``b``, after ``warmup`` untimed steps (0: none); ``every`` > 1
-    evaluates the guidance branches every that many steps (``--speed fast``)."""
+    evaluates the guidance branches every that many steps (``--speed fast``), ``forecast`` > 1 the network
+    (``--forecast-every``)."""
     device = pipe.device
     arch = pipe.arch
     kw, cfg = case_inputs(case, size, steps)
-    cfg = cfg.replace(guidance_every=every)
+    cfg = cfg.replace(guidance_every=every, forecast_every=forecast)
     if warmup:
         pipe(**kw, config=cfg.replace(steps=warmup))
     if device.type == "cuda":
@@ -94,8 +97,8 @@ def run_case(pipe: SigmaPipeline, case: str, size: int, steps: int, warmup: int,
     n_lat = (size // arch.pixels_per_token) ** 2
     unique = {id(c): c.plan.length for c in result.contexts.values()}
     flops = sum(
-        step_flops(arch, n_lat, list(unique.values()) if on else [result.contexts["full"].plan.length])
-        for on in active_steps(cfg)
+        step_flops(arch, n_lat, list({id(c): c.plan.length for c in (result.contexts[b] for b in branches)}.values()))
+        for branches in evaluated_branches(cfg)
     )
     loop = marks[-1] - (marks[0] - (marks[1] - marks[0])) if len(marks) > 1 else total
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0

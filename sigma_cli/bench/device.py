@@ -4,8 +4,8 @@ Parts, each in its own process (a hang or a crash costs that part only) and each
 order of value (``DEFAULT_PARTS``, 8 minutes at most):
 
 1. ``cases``: case (a) text-to-image and case (b) SIGMA three references, bf16, exact and with each speed-up:
-   CUDA graphs, graphs with compiled layer regions (first image cold, compilation included, then warm),
-   ``--speed fast`` alone and with the best combination (:mod:`.speedups`);
+   graphs with compiled layer regions (first image cold, compilation included, then warm), ``--speed fast``
+   alone and with them, and the velocity forecast (``forecast_every`` 3) with them (:mod:`.speedups`);
 2. ``profile``: ``torch.profiler`` over two steps of (b): top kernels, shares of attention, linear layers, norms,
    routing copies and launch gaps, a Chrome trace; then the step time with 1, 2 and 3 guidance branches;
 3. ``fp8``: ``--mode fp8`` against bf16 (mid model and the full shape) and its case timings;
@@ -47,8 +47,10 @@ from .weights import build_pipeline, mid
 DEFAULT_PARTS = ("cases", "profile", "fp8", "throughput", "gpu-tests")  # the headline first
 PARTS = (*DEFAULT_PARTS, "compile-cache", "bf16", "quant", "memory", "attention")
 # seconds: the default parts take 8 min at most, so that a 15-minute lease holds the machine's start and one run
-TIMEOUTS = {"cases": 225, "profile": 40, "fp8": 140, "throughput": 30, "gpu-tests": 45, "compile-cache": 35,
+TIMEOUTS = {"cases": 240, "profile": 40, "fp8": 125, "throughput": 30, "gpu-tests": 45, "compile-cache": 35,
             "bf16": 45, "quant": 60, "memory": 150, "attention": 40}  # fmt: skip
+# the toy run checks the code paths on any CPU, a loaded CI machine too: its timeouts are the GPU's times this
+TOY_SLACK = 5
 # (name, query rows, key rows): the 7B attention calls of case (a) and (b) at 1024 px, and the VAE's mid-block
 ATTENTION_SHAPES = (("query a", 4098, 4193, 28, 4, 128), ("query b", 4098, 16468, 28, 4, 128),
                     ("prefill b", 12370, 12370, 28, 4, 128), ("vae 1024", 16384, 16384, 1, 1, 512))  # fmt: skip
@@ -67,12 +69,13 @@ def device_suite(out_dir: Path, scale: str, parts: tuple[str, ...] = DEFAULT_PAR
         start = time.perf_counter()
         path = out_dir / f"{part}.json"
         cmd = [sys.executable, "-m", PART_MODULE, part, str(path), scale]
-        print(f"[device] {part}: up to {TIMEOUTS[part]} s", flush=True)
+        limit = TIMEOUTS[part] * (1 if scale == "full" else TOY_SLACK)
+        print(f"[device] {part}: up to {limit} s", flush=True)
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUTS[part])
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
             status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-600:]}"
         except subprocess.TimeoutExpired:
-            status = f"timed out after {TIMEOUTS[part]} s"
+            status = f"timed out after {limit} s"
         result = json.loads(path.read_text()) if path.is_file() else None
         seconds = round(time.perf_counter() - start, 1)
         report["parts"][part] = {"status": status, "seconds": seconds, "result": result}

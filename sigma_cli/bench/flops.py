@@ -8,7 +8,7 @@ import time
 import torch
 
 from sigma_studio.model.config import ArchConfig, GenerationConfig
-from sigma_studio.model.run.sampler import step_scales, timesteps
+from sigma_studio.model.run.sampler import denoise
 
 
 def sync(device: torch.device) -> None:
@@ -47,17 +47,14 @@ def step_flops(arch: ArchConfig, n_latents: int, context_lengths: list[int]) -> 
     return total
 
 
-def active_steps(cfg: GenerationConfig) -> list[bool]:
-    """Per denoising step, whether the guidance branches run (sampler.GuidanceReuse's schedule)."""
-    out, age, have = [], 0, False
-    for x in timesteps(cfg.steps, cfg.timestep_shift)[:-1]:
-        if step_scales(x, cfg).text <= 1:  # only the full branch: nothing kept for later steps
-            out.append(False)
-            have, age = False, 1
-        elif cfg.guidance_every > 1 and have and age < cfg.guidance_every:
-            out.append(False)
-            age += 1
-        else:
-            out.append(True)
-            have, age = True, 1
-    return out
+def evaluated_branches(cfg: GenerationConfig) -> list[tuple[str, ...]]:
+    """The branches of each network evaluation a generation makes under ``cfg``: the sampler's own schedule
+    (guidance interval, ``guidance_every``, ``forecast_every``), read by running it on a stand-in velocity."""
+    asked: list[tuple[str, ...]] = []
+
+    def velocity(x: torch.Tensor, t: torch.Tensor, branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        asked.append(branches)
+        return {b: torch.zeros_like(x) for b in branches}
+
+    denoise(torch.zeros(1, 1), velocity, cfg)
+    return asked

@@ -30,6 +30,7 @@ from .weights import build_pipeline, mid
 
 SCALES = {"full": ("bagel-7b-mot", 1024, 50), "toy": ("tiny", 128, 6)}
 FAST = SPEEDS["fast"]
+FORECAST = 3  # forecast_every of the shapes table's best setting (docs/PERF.md)
 # kernel name fragments -> where the time goes (first match wins; names are lower-cased)
 KERNEL_KINDS = (  # CUDA kernel names, and the CPU ops of a CPU profile
     ("attention", ("fmha", "flash", "attention", "sdpa", "cudnn", "scaled_dot_product")),
@@ -53,16 +54,21 @@ def _full_pipe(scale: str, mode: str | None = None):
     return build_pipeline(arch, mode, dev, None), size, steps
 
 
-def _combos(dev: torch.device) -> list[tuple[str, Acceleration, int, bool]]:
-    """(name, acceleration, guidance_every, cold): the exact baseline and ``--speed fast`` first (eager, nothing
-    to go wrong), then each speed-up, the compiled path cold (compilation included) and warm, then ``--speed
-    fast`` with the best combination."""
+def _combos(dev: torch.device) -> list[tuple[str, Acceleration, int, int, bool]]:
+    """(name, acceleration, guidance_every, forecast_every, cold): the exact baseline and ``--speed fast`` first
+    (eager, nothing to go wrong), then the compiled path cold (compilation included) and warm, then ``--speed
+    fast`` and the velocity forecast with it."""
     graphs = dev.type == "cuda"
     best = Acceleration(graphs=graphs, compile=True)
     # graphs alone (no compile) gained nothing on the H200 (1.00x, 2026-12-04): not rerun by default
-    combos = [("exact", Acceleration(), 1, False), ("fast", Acceleration(), FAST, False)]
+    combos = [("exact", Acceleration(), 1, 1, False), ("fast", Acceleration(), FAST, 1, False)]
     label = best.label
-    combos += [(f"{label} (cold)", best, 1, True), (label, best, 1, False), (f"fast+{label}", best, FAST, False)]
+    combos += [
+        (f"{label} (cold)", best, 1, 1, True),
+        (label, best, 1, 1, False),
+        (f"fast+{label}", best, FAST, 1, False),
+        (f"forecast{FORECAST}+{label}", best, 1, FORECAST, False),
+    ]
     return combos
 
 
@@ -72,11 +78,11 @@ def cases(scale: str, save: Callable[[dict], None]) -> dict:
     pipe, size, steps = _full_pipe(scale)
     out: dict = {"size": size, "steps": steps, "mode": pipe.mode, "build_seconds": time.perf_counter() - t0,
                  "results": {}}  # fmt: skip
-    for name, acc, every, cold in _combos(pipe.device):
+    for name, acc, every, forecast, cold in _combos(pipe.device):
         pipe.accelerate(acc)
         for case in ("a", "b"):
             try:
-                result = run_case(pipe, case, size, steps, warmup=0 if cold else 2, every=every)
+                result = run_case(pipe, case, size, steps, warmup=0 if cold else 2, every=every, forecast=forecast)
                 out["results"][f"{name}/{case}"] = asdict(result)
             except Exception as exc:  # noqa: BLE001 - a combination this build cannot run is reported, not fatal
                 out["results"][f"{name}/{case}"] = f"{type(exc).__name__}: {exc}"[:400]
