@@ -289,7 +289,9 @@ def test_several_images_of_a_job_can_share_each_step(tiny_pipe, tmp_path, monkey
     request = h.request_of(state(), layout(), h.settings_config(dict(SETTINGS), tiny_pipe.arch.max_image_size),
                            tiny_pipe.arch)  # fmt: skip
     apart = h.run_request(tiny_pipe, request, tmp_path / "apart", count=3)
-    monkeypatch.setattr(h, "batches", lambda runner, count: True)
+    from sigma_studio.webui import runs
+
+    monkeypatch.setattr(runs, "batches", lambda runner, count: True)
     calls = []
     together = h.run_request(tiny_pipe, request, tmp_path / "together", count=3, progress=lambda *a: calls.append(a))
     assert together[2] == apart[2] == [5, 6, 7]  # seeds
