@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sigma_studio.model.config import ROUTING_STEP, SHEET_ROWS
+from sigma_studio.model.data.sigmagen_options import PAPER_PRECISIONS
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
 from sigma_studio.model.presets import shapes
 
-from .config import TrainConfig, WorldRecipe
+from .config import LoRAConfig, TrainConfig, WorldRecipe
 from .shapes_recipe import export
 
 
@@ -59,6 +60,25 @@ STAGES: tuple[Stage, ...] = (
     Stage("structure", (2, 4), ("box", "box3d", "mask", "mask_depth"), 0.05, 0.0, 4000, 1500),
     Stage("full", (2, 5), ("box", "box3d", "mask", "mask_depth"), 0.1, 0.1, 6000, 2000),
 )
+MANY = 10  # SIGMA-GEN's most subjects in one pass
+# The SIGMA-GEN paper's curriculum (§4.1): at most 4 subjects for 30k steps, then at least 3 for 20k, then more
+# than 4 for 20k, every structure input from the first stage (the converter's paper defaults: one input per example,
+# one channel dropped with p = 0.1). Rows of your own (--data-dir: one folder) are filtered by subject count per
+# stage; the shapes world draws at most 5 subjects, so its last stage is the 5-subject scenes.
+PAPER_STAGES: tuple[Stage, ...] = (
+    Stage("up-to-4", (1, 4), PAPER_PRECISIONS, 0.1, 0.0, 6000, 30_000),
+    Stage("3-or-more", (3, MANY), PAPER_PRECISIONS, 0.1, 0.0, 6000, 20_000),
+    Stage("more-than-4", (5, MANY), PAPER_PRECISIONS, 0.1, 0.0, 6000, 20_000),
+)
+WORLD_MAX_SUBJECTS = 5
+# --recipe: "shapes" is our scaled curriculum for the shapes world (full finetune, AdamW); "paper" is the paper's
+# stages with LoRA rank 128 and the Prodigy optimizer (the `recipes` extra). The paper gives no LoRA alpha: alpha =
+# rank (scale 1). Prodigy's learning rate is its usual 1.0 (it estimates the step size itself).
+RECIPES: dict[str, dict] = {
+    "shapes": {},
+    "paper": {"stages": PAPER_STAGES, "optimizer": "prodigy", "lr": 1.0, "min_lr": 0.0, "lora_rank": 128,
+              "filter_rows": True},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,17 @@ class SigmaGenRecipe(WorldRecipe):
     routing_step: int | None = None  # None: SHAPES_ROUTING_STEP for the shapes world, else the paper's 10
     decoder_steps: int = 2000  # the shapes world's decoder finetuning (0: none)
     decoder_lr: float = 3e-4
+    recipe: str = "shapes"  # the name of RECIPES this was made from (the run folder records it)
+    optimizer: str = "adamw"
+    lora_rank: int | None = None  # LoRA adapters of this rank (alpha = rank) instead of a full finetune
+    filter_rows: bool = False  # --data-dir is one folder of rows, filtered per stage by its subject range
+
+    @classmethod
+    def named(cls, recipe: str, **fields) -> SigmaGenRecipe:
+        """The recipe ``recipe`` of :data:`RECIPES`, with ``fields`` (given options) winning over its values."""
+        if recipe not in RECIPES:
+            raise InputError(f"--recipe {recipe} is not one of {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], **fields, "recipe": recipe})
 
     @property
     def step(self) -> int:
@@ -90,15 +121,18 @@ class SigmaGenRecipe(WorldRecipe):
 
     def train_config(self, k: int, start: Path) -> TrainConfig:
         stage, run = self.stages[k], Path(self.out) / self.stages[k].name
+        lora = LoRAConfig(rank=self.lora_rank, alpha=float(self.lora_rank)) if self.lora_rank else None
         return self.schedule(
             out=str(run / "train"), dataset=str(self.stage_data(k)), model=str(start), init="weights",
             steps=stage.steps, group_mask=True, drop_text=0.05, drop_vae=0.05, drop_vit=0.0, seed=self.seed + k,
-            resume=(run / "train" / "latest").is_file(),
+            resume=(run / "train" / "latest").is_file(), optimizer=self.optimizer, lora=lora,
         )  # fmt: skip
 
     def stage_data(self, k: int) -> Path:
         name = self.stages[k].name
-        return Path(self.data_dir) / name if self.data_dir else Path(self.out) / name / "data"
+        if self.data_dir and not self.filter_rows:
+            return Path(self.data_dir) / name
+        return Path(self.out) / name / "data"
 
 
 Report = Callable[[str, str], None]
@@ -118,7 +152,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     out = Path(recipe.out)
     check_output_dir(out)
     if recipe.data_dir is None:  # the shapes world's scenes must fit the routing maps, before anything is written
-        SigmaGenOptions(routing_step=recipe.step, max_subjects=max(s.subjects[1] for s in recipe.stages))
+        SigmaGenOptions(routing_step=recipe.step, max_subjects=max(_world(s).subjects[1] for s in recipe.stages))
     _check_same(recipe)
     write_json(out / "recipe.json", _as_json(recipe))
     timings_path = out / "timings.json"  # seconds per step; a resumed run keeps the earlier steps' figures
@@ -135,7 +169,12 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             continue
         sheet_rows = recipe.world_sheet_rows
         if recipe.data_dir is None:
-            make_stage_data(run_dir / "data", stage, recipe.seed + 100 * (k + 1), recipe.step, sheet_rows)
+            make_stage_data(run_dir / "data", _world(stage), recipe.seed + 100 * (k + 1), recipe.step, sheet_rows)
+        elif recipe.filter_rows:
+            counts = filter_stage_rows(Path(recipe.data_dir), run_dir / "data", stage)
+            report(stage.name, f"rows with {stage.subjects[0]} to {stage.subjects[1]} subjects: {counts['kept']} kept, "
+                               f"{counts['other']} outside, {counts['unreadable']} unreadable")  # fmt: skip
+            sheet_rows = _check_rows(recipe.stage_data(k), recipe.step)
         elif not recipe.stage_data(k).exists():
             raise InputError(f"--data-dir has no {stage.name}/ folder of rows for stage {k + 1}")
         else:
@@ -193,6 +232,48 @@ def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) ->
     report("decoder", f"held-out PSNR {before:.1f} → {after:.1f} dB")
     return write_model_dir(run_dir / "model", arch, Tokenizer.from_dir(model_dir),
                            {"ema.safetensors": ema, "ae.safetensors": ae})  # fmt: skip
+
+
+def _world(stage: Stage) -> Stage:
+    """The stage as the shapes world can draw it (at most WORLD_MAX_SUBJECTS subjects)."""
+    low, high = stage.subjects
+    return dataclasses.replace(stage, subjects=(min(low, WORLD_MAX_SUBJECTS), min(high, WORLD_MAX_SUBJECTS)))
+
+
+def filter_stage_rows(source: Path, folder: Path, stage: Stage) -> dict[str, int]:
+    """The rows of ``source`` (its parquet files) whose subject count lies in the stage's range, written to
+    ``folder/train.parquet`` (unless written earlier); a row whose meta cannot be read is skipped and counted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sigma_studio.model.files import atomic_write
+
+    files = sorted(source.glob("*.parquet"))
+    if not files:
+        raise InputError(f"--data-dir {source} holds no .parquet rows (make them with `sigma sigmagen make`)")
+    counts = {"kept": 0, "other": 0, "unreadable": 0}
+    tables = []
+    for path in files:
+        table = pq.read_table(path)
+        keep = [_subject_count(m, counts) in range(stage.subjects[0], stage.subjects[1] + 1)
+                for m in table.column("meta").to_pylist()]  # fmt: skip
+        counts["kept"] += sum(keep)
+        tables.append(table.filter(pa.array(keep)))
+    counts["other"] = sum(t.num_rows for t in map(pq.read_metadata, files)) - counts["kept"] - counts["unreadable"]
+    if counts["kept"] == 0:
+        raise InputError(f"--data-dir {source} has no row with {stage.subjects[0]} to {stage.subjects[1]} subjects "
+                         f"for stage {stage.name}")  # fmt: skip
+    if not (folder / "train.parquet").is_file():
+        atomic_write(folder / "train.parquet", lambda f: pq.write_table(pa.concat_tables(tables), f))
+    return counts
+
+
+def _subject_count(meta: str | None, counts: dict[str, int]) -> int:
+    try:
+        return len(json.loads(meta)["subjects"])
+    except (TypeError, ValueError, KeyError):
+        counts["unreadable"] += 1
+        return -1
 
 
 def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:

@@ -169,11 +169,19 @@ def _skipped_line(reasons: Counter, lead: str = "") -> str:
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun the command to resume)")] = Path(R.out),
     model: Annotated[str, typer.Option(help="the first stage's starting weights (any --model)")] = R.model,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="shapes: our scaled curriculum for the shapes world (boxes → structure → full, full finetune, "
+            "AdamW) | paper: SIGMA-GEN §4.1 (≤4 subjects 30k steps, ≥3 20k, >4 20k; LoRA rank 128, Prodigy: "
+            "the recipes extra)"
+        ),
+    ] = R.recipe,
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="rows of your own, one folder per stage: DIR/boxes, DIR/structure, DIR/full (default: "
-            "the shapes world's)"
+            help="rows of your own: --recipe shapes, one folder per stage (DIR/boxes, DIR/structure, DIR/full); "
+            "--recipe paper, one folder, filtered per stage by subject count (default: the shapes world's)"
         ),
     ] = None,
     steps: Annotated[
@@ -192,30 +200,42 @@ def train(
     ] = R.decoder_steps,
     debug: DebugOpt = False,
 ) -> None:
-    """SIGMA-GEN's three-stage curriculum (boxes → structure → full) as three chained finetune runs.
+    """SIGMA-GEN's three-stage curriculum as three chained finetune runs: ours for the shapes world, or the paper's.
 
     [b]Examples[/]
 
       sigma sigmagen train --out runs/sigmagen-shapes            [dim]# the shapes world on a CPU[/]
 
       sigma sigmagen train --model sigma --data-dir rows/ --out runs/sigmagen --steps 3000,3000,6000
+
+      sigma sigmagen train --recipe paper --model sigma --data-dir rows/ --out runs/sigmagen-paper
     """
-    from sigma_studio.finetune.sigmagen_recipe import STAGES, SigmaGenRecipe
-    from sigma_studio.model.errors import InputError
+    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
 
     render.setup_logging(debug)
     with render.errors(debug):
-        stages = STAGES
-        if steps is not None:
-            counts = [int(x) for x in steps.split(",") if x.strip().isdigit()]
-            if len(counts) != len(STAGES) or min(counts) < 1:
-                raise InputError(f"--steps takes {len(STAGES)} positive counts separated by commas (got {steps!r})")
-            stages = tuple(dataclasses.replace(s, steps=n) for s, n in zip(STAGES, counts, strict=True))
-        recipe = SigmaGenRecipe(out=str(out), model=model, data_dir=str(data_dir) if data_dir else None,
-                                stages=stages, seed=seed, routing_step=routing_step,
-                                decoder_steps=decoder_steps)  # fmt: skip
+        stages = _stages(recipe, steps)
+        recipe = SigmaGenRecipe.named(recipe, out=str(out), model=model, data_dir=str(data_dir) if data_dir else None,
+                                      stages=stages, seed=seed, routing_step=routing_step,
+                                      decoder_steps=decoder_steps)  # fmt: skip
         exported = _run(recipe)
     render.stdout.print(f"[green]✓[/] {escape(str(exported))}  (load it with --model {escape(str(exported))})")
+
+
+def _stages(recipe: str, steps: str | None) -> tuple:
+    """The recipe's stages, with ``--steps`` (one count per stage) when given."""
+    from sigma_studio.finetune.sigmagen_recipe import RECIPES, STAGES
+    from sigma_studio.model.errors import InputError
+
+    if recipe not in RECIPES:
+        raise InputError(f"--recipe {recipe} is not one of {', '.join(RECIPES)}")
+    stages = RECIPES[recipe].get("stages", STAGES)
+    if steps is None:
+        return stages
+    counts = [int(x) for x in steps.split(",") if x.strip().isdigit()]
+    if len(counts) != len(stages) or min(counts) < 1:
+        raise InputError(f"--steps takes {len(stages)} positive counts separated by commas (got {steps!r})")
+    return tuple(dataclasses.replace(s, steps=n) for s, n in zip(stages, counts, strict=True))
 
 
 def _run(recipe):

@@ -257,3 +257,39 @@ def test_the_autoencoder_ceiling_scores_the_true_pictures_round_tripped(tmp_path
     back = np.asarray(reconstruction(pipe, truth), np.float32)
     mse = ((back - np.asarray(truth.convert("RGB"), np.float32)) ** 2).mean()
     assert back.shape == (64, 64, 3) and 0 < mse < 255**2 / 10**1.5  # close to the truth (PSNR above 15 dB), not it
+
+
+def test_the_papers_recipe_filters_rows_per_stage_and_trains_lora_with_prodigy(capsys, tmp_path):
+    """--recipe paper, a dry run at toy sizes: one folder of rows with 2 to 5 subjects; each stage trains (two steps,
+    LoRA rank 128, Prodigy) on exactly the rows in its subject range (≤ 4, ≥ 3, > 4)."""
+    import dataclasses
+    import itertools
+    import json
+
+    import pyarrow.parquet as pq
+
+    from sigma_studio.finetune.sigmagen_recipe import PAPER_STAGES, SigmaGenRecipe, run
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.data.sigmagen import rows
+
+    scenes = itertools.chain(shapes_scenes(6, seed=3, subjects=(2, 3)), shapes_scenes(6, seed=4, subjects=(4, 5)))
+    write_parquet(tmp_path / "rows" / "train.parquet", rows(scenes, SigmaGenOptions(tile=64, routing_step=10), {}))
+    counts = [len(json.loads(m)["subjects"]) for m in pq.read_table(tmp_path / "rows").column("meta").to_pylist()]
+    stages = tuple(dataclasses.replace(s, steps=2) for s in PAPER_STAGES)
+    recipe = SigmaGenRecipe.named("paper", out=str(tmp_path / "sg"), data_dir=str(tmp_path / "rows"), stages=stages,
+                                  max_tokens=400, save_every=1)  # fmt: skip
+    assert (recipe.optimizer, recipe.lora_rank, recipe.lr) == ("prodigy", 128, 1.0)
+    assert [s.subjects for s in recipe.stages] == [(1, 4), (3, 10), (5, 10)]
+    seen = []
+    model = run(recipe, lambda stage, msg: seen.append(msg))
+    assert model == tmp_path / "sg" / "more-than-4" / "model" and (model / "ema.safetensors").is_file()
+    for stage in stages:
+        kept = pq.read_table(tmp_path / "sg" / stage.name / "data" / "train.parquet").column("meta").to_pylist()
+        assert len(kept) == sum(stage.subjects[0] <= n <= stage.subjects[1] for n in counts) > 0
+        assert all(stage.subjects[0] <= len(json.loads(m)["subjects"]) <= stage.subjects[1] for m in kept)
+        train = tmp_path / "sg" / stage.name / "train"
+        state = json.loads((train / (train / "latest").read_text().strip() / "trainer_state.json").read_text())
+        assert state["config"]["optimizer"] == "prodigy" and state["config"]["lora"]["rank"] == 128
+    assert any("kept" in m and "outside" in m for m in seen)
+    code, text = sigma(capsys, "sigmagen", "train", "--recipe", "papers", "--out", tmp_path / "x")
+    assert code == 2 and "--recipe papers is not one of shapes, paper" in text
