@@ -86,7 +86,10 @@ def test_accel_options_are_checked():
     assert parse_accel("auto", "cpu") == Acceleration()
     assert parse_accel("auto", "cuda").graphs and parse_accel("auto", "cuda", "offload") == Acceleration()
     assert parse_accel("graphs, compile", "cuda") == Acceleration(graphs=True, compile=True)
-    with pytest.raises(InputError, match="comma list of graphs, compile"):
+    autotune = parse_accel("graphs,autotune", "cuda")
+    assert autotune.compile and autotune.compile_mode == "max-autotune-no-cudagraphs"
+    assert autotune.label == "graphs,autotune" and parse_accel("compile", "cpu").label == "compile"
+    with pytest.raises(InputError, match="comma list of graphs, compile, autotune"):
         parse_accel("graph", "cuda")
     with pytest.raises(InputError, match="needs a CUDA device"):
         check_accel(Acceleration(graphs=True), "cpu", "cpu")

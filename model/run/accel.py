@@ -23,7 +23,9 @@ from pathlib import Path
 from ..arch.qwen2_mot import Regions, layer_finish, layer_qkv
 from ..errors import InputError
 
-ACCELS: tuple[str, ...] = ("graphs", "compile")
+# "autotune": compile with inductor's max-autotune-no-cudagraphs (GEMM and kernel autotuning; minutes of compiling
+# at 7B, unmeasured: docs/PERF.md) instead of its default mode
+ACCELS: tuple[str, ...] = ("graphs", "compile", "autotune")
 # the fastest exact combination measured on a GPU (docs/PERF.md, H200): warm images 1.21x (a) and 1.15x (b)
 AUTO_CUDA = "graphs,compile"
 # a process that makes one image (``sigma generate``): compiling costs more than it saves the first time (18 s
@@ -48,7 +50,8 @@ class Acceleration:
 
     @property
     def label(self) -> str:
-        return ",".join(name for name in ACCELS if getattr(self, name)) or "none"
+        names = ["graphs"] * self.graphs + ["autotune" if self.compile_mode != "default" else "compile"] * self.compile
+        return ",".join(names) or "none"
 
 
 def parse_accel(text: str | None, device_type: str, mode: str = "bf16") -> Acceleration:
@@ -63,7 +66,9 @@ def parse_accel(text: str | None, device_type: str, mode: str = "bf16") -> Accel
     unknown = [n for n in names if n not in ACCELS]
     if unknown or not names:
         raise InputError(f"--accel {text!r}: write none, auto or a comma list of {', '.join(ACCELS)}")
-    return Acceleration(**{n: True for n in names})
+    autotune = "autotune" in names
+    return Acceleration(graphs="graphs" in names, compile="compile" in names or autotune,
+                        compile_mode=COMPILE_MODES[1] if autotune else COMPILE_MODES[0])  # fmt: skip
 
 
 def check_accel(acc: Acceleration, device_type: str, mode: str) -> None:
