@@ -8,6 +8,7 @@ from sigma_studio.model.errors import PromptError
 from sigma_studio.model.request.prompt import (
     ImagePart,
     TextPart,
+    check_tokens,
     image_number,
     parse_prompt,
     parse_training_instruction,
@@ -113,3 +114,19 @@ def test_training_rules():
     assert [p.index for p in tp.parts if isinstance(p, ImagePart)] == [0, 2, 3]
     assert tp.parts[tp.target_index] == ImagePart(3)  # never named: appended at the end
     assert tp.parts[0] == TextPart("Put <id>a")
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("<colour>", "<style>"), ("<Color>", "<style>"), ("<face>", "<id>"), ("<outfit>", "<clothing>"),
+     ("<styel>", "<style>"), ("<subjcet>", "<subject>")],
+)  # fmt: skip
+def test_did_you_mean_goes_by_meaning_then_spelling(typed, meant):
+    with pytest.raises(PromptError, match=rf"Unknown token {typed}\. Did you mean {meant}\?"):
+        check_tokens(f"a cat {typed} <img1>")
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(PromptError) as err:
+        check_tokens("a cat <zzzqqq> <img1>")
+    assert "Did you mean" not in str(err.value) and "Attribute tokens are" in str(err.value)

@@ -4,7 +4,6 @@ value and the form it must take."""
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import uuid
@@ -19,7 +18,7 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, save_png
 from sigma_studio.model.request.multisubject import Box3D
 from sigma_studio.model.request.structure import IMAGE_NAME, ControlSpec, subject_size
-from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS
+from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS, suggest_token
 
 from . import handlers as h
 from .guard import stored_mask
@@ -70,8 +69,8 @@ def checked_tokens(tokens: list[list[str]] | None, n_images: int) -> list[list[s
             raise InputError(f'tokens for img{k} must be a list such as ["<id>"] (got {chosen!r})')
         for token in chosen or []:
             if token not in ATTRIBUTE_TOKENS:
-                close = difflib.get_close_matches(str(token), ATTRIBUTE_TOKENS, n=1)
-                hint = f" Did you mean {close[0]}?" if close else ""
+                close = suggest_token(str(token))
+                hint = f" Did you mean {close}?" if close else ""
                 raise InputError(
                     f"Unknown token {token} for img{k}.{hint} Attribute tokens are: {' '.join(ATTRIBUTE_TOKENS)}"
                 )

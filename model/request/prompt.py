@@ -20,13 +20,12 @@ Training rows follow the released SIGMA data rules instead (:func:`parse_trainin
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import PromptError
-from .tokens import ATTRIBUTE_TOKENS
+from .tokens import ATTRIBUTE_TOKENS, suggest_token
 
 PLACEHOLDER_RE = re.compile(r"<\s*(?:img|image)[\s_]*(\d+)\s*>", re.IGNORECASE)
 TRAINING_PLACEHOLDER_RE = re.compile(r"<image(?:[_\s]+)(\d+)>")
@@ -90,8 +89,8 @@ def check_tokens(text: str) -> None:
             continue
         if tok.startswith("<|"):
             raise PromptError(f"{tok} is a control token that the model adds itself; remove it from the prompt")
-        close = difflib.get_close_matches(tok, ATTRIBUTE_TOKENS, n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
+        close = suggest_token(tok)
+        hint = f" Did you mean {close}?" if close else ""
         raise PromptError(
             f"Unknown token {tok}.{hint} Attribute tokens are: {' '.join(ATTRIBUTE_TOKENS)}; "
             "images are written <img1>, <img2>, ..."

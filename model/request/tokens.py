@@ -32,6 +32,39 @@ ATTRIBUTE_TOKENS: tuple[str, ...] = (
     "<select>",
 )
 
+# Words people write in angle brackets for what an attribute token means: "Did you mean" goes by meaning first,
+# then by spelling (<colour> is not spelt like <style>, but colour is what <style> carries).
+TOKEN_MEANINGS: dict[str, str] = {
+    **dict.fromkeys(("colour", "color", "colours", "colors", "palette", "painting", "art", "look"), "<style>"),
+    **dict.fromkeys(("object", "thing", "animal", "item", "product", "character"), "<subject>"),
+    **dict.fromkeys(("face", "person", "identity", "man", "woman", "people", "portrait"), "<id>"),
+    **dict.fromkeys(("logo", "symbol", "emblem"), "<icon>"),
+    **dict.fromkeys(("font", "typography", "words", "caption", "lettering"), "<text>"),
+    **dict.fromkeys(("posture", "gesture", "stance", "body"), "<pose>"),
+    **dict.fromkeys(("composition", "arrangement", "boxes", "box", "position", "placement"), "<layout>"),
+    **dict.fromkeys(("angle", "view", "viewpoint", "camera"), "<perspective>"),
+    **dict.fromkeys(("light", "lights", "illumination", "shadow", "shadows"), "<lighting>"),
+    **dict.fromkeys(("backdrop", "bg", "scenery"), "<background>"),
+    **dict.fromkeys(("place", "location", "setting", "weather", "surroundings"), "<environment>"),
+    **dict.fromkeys(("mood", "expression", "feeling", "emotions"), "<emotion>"),
+    **dict.fromkeys(("clothes", "outfit", "dress", "garment", "wear", "costume"), "<clothing>"),
+    **dict.fromkeys(("material", "surface", "fabric", "pattern"), "<texture>"),
+    **dict.fromkeys(("choose", "pick", "choice", "selection"), "<select>"),
+}  # fmt: skip
+
+
+def suggest_token(token: str) -> str | None:
+    """The attribute token an unknown ``<word>`` most likely means: by meaning (:data:`TOKEN_MEANINGS`), else by
+    spelling; None when nothing is close."""
+    word = token.strip().strip("<>").strip().lower()
+    if word in TOKEN_MEANINGS:
+        return TOKEN_MEANINGS[word]
+    import difflib
+
+    close = difflib.get_close_matches(f"<{word}>", ATTRIBUTE_TOKENS, n=1)
+    return close[0] if close else None
+
+
 ATTRIBUTE_HELP: dict[str, str] = {
     "<style>": "artistic style: brushwork, palette, medium",
     "<subject>": "a subject (object or animal) to place in the scene",
