@@ -40,7 +40,9 @@ class StaticStep:
         self.calls += 1
         if self.capture and self.graph is None and self.calls > 1:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: a web server with one pipeline per GPU generates on several threads at once, and another
+            # thread's allocations must not break this thread's capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.out = self.step(self.x, self.t)
             self.graph = graph
         if self.graph is not None:
