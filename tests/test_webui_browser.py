@@ -335,3 +335,29 @@ def test_phone_width_keeps_generate_reachable(server, browser):
     box = pg.locator("#generate").bounding_box()
     assert box is not None and box["y"] + box["height"] <= 844  # on the first screen, under the prompt
     pg.screenshot(path=str(ART / "10-phone.png"), full_page=False)
+
+
+def test_a_history_entry_restores_its_picture_as_the_result(shapes_server, browser):
+    """Clicking an older history entry makes its picture the Result again (not the last one made)."""
+    url, out = shapes_server
+    pg = _open(browser, url)
+    pg.locator("#examples button.thumbnail-item").first.click()
+    pg.wait_for_function(
+        "document.querySelector('#prompt textarea').value.includes('colour of')", timeout=STATE_TIMEOUT_MS
+    )
+    made = []
+    for k in range(2):  # two pictures (random seeds): the history holds them newest first
+        before = set(out.glob("sigma-*.png"))
+        pg.locator("#generate").click()
+        deadline = time.time() + STATE_TIMEOUT_MS / 1000
+        while not (set(out.glob("sigma-*.png")) - before) and time.time() < deadline:
+            time.sleep(0.5)
+        (new,) = set(out.glob("sigma-*.png")) - before
+        made.append(new.name)
+        pg.wait_for_function(f"[...document.querySelectorAll('#history img')].length >= {k + 1}",
+                             timeout=STATE_TIMEOUT_MS)  # fmt: skip
+    shows = "name => [...document.querySelectorAll('#output img')].some(i => (i.src || '').includes(name))"
+    pg.wait_for_function(shows, arg=made[1], timeout=STATE_TIMEOUT_MS)
+    pg.locator("#history button.thumbnail-item").nth(1).click()  # the older entry
+    pg.wait_for_function(shows, arg=made[0], timeout=STATE_TIMEOUT_MS)
+    assert not pg.evaluate(shows, made[1])

@@ -256,19 +256,24 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
     page.history_panel.clear.click(lambda: [], None, [page.history], **UI)
     folders = (get_upload_folder(), ctx.outputs, EXAMPLES)  # where a restored reference may come from
 
+    # a restored entry is also the Result again (and what "Send to references" sends), not the last picture made
+    result_outputs = [page.result.gallery, page.result.download, page.last_output]
+
     def restore(history, evt: gr.SelectData):
         shown = shown_files(history)
+        unchanged = [gr.update()] * len(result_outputs)
         if not isinstance(evt.index, int) or not 0 <= evt.index < len(shown):
-            return [gr.update()] * (len(side_outputs))
+            return [gr.update()] * (len(side_outputs)) + unchanged
         try:
             record = read_record(shown[evt.index]).to_json()
         except SigmaError as exc:
             st = replace(UIState(), error=f"This result cannot be restored: {h.message_of(exc)}")
-            return [st, *_render(st), *[gr.update()] * (len(side_outputs) - 1 - len(page.slot_outputs))]
+            return [st, *_render(st), *[gr.update()] * (len(side_outputs) - 1 - len(page.slot_outputs)), *unchanged]
         state, values = restore_values(record, GenerationConfig(), partial(within_any, folders=folders))
-        return [state, *_render(state), *values]
+        path = str(shown[evt.index])
+        return [state, *_render(state), *values, [path], [path], path]
 
-    ctx.refresh(gallery.select(restore, [page.history], side_outputs, **UI))
+    ctx.refresh(gallery.select(restore, [page.history], side_outputs + result_outputs, **UI))
 
     def load_example(evt: gr.SelectData):
         state, values = example_values(page.examples[evt.index], GenerationConfig())
