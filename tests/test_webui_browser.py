@@ -349,13 +349,11 @@ def test_a_history_entry_restores_its_picture_as_the_result(shapes_server, brows
     for k in range(2):  # two pictures (random seeds): the history holds them newest first
         before = set(out.glob("sigma-*.png"))
         pg.locator("#generate").click()
-        deadline = time.time() + STATE_TIMEOUT_MS / 1000
-        while not (set(out.glob("sigma-*.png")) - before) and time.time() < deadline:
-            time.sleep(0.5)
-        (new,) = set(out.glob("sigma-*.png")) - before
-        made.append(new.name)
+        # the history lists a picture once its PNG is written: wait on that state, then take the new file
         pg.wait_for_function(f"[...document.querySelectorAll('#history img')].length >= {k + 1}",
                              timeout=STATE_TIMEOUT_MS)  # fmt: skip
+        (new,) = set(out.glob("sigma-*.png")) - before
+        made.append(new.name)
     shows = "name => [...document.querySelectorAll('#output img')].some(i => (i.src || '').includes(name))"
     pg.wait_for_function(shows, arg=made[1], timeout=STATE_TIMEOUT_MS)
     pg.locator("#history button.thumbnail-item").nth(1).click()  # the older entry
