@@ -26,6 +26,14 @@ from .flops import evaluated_branches, matmul_rate, step_flops, sync
 
 PROMPT_A = "A photorealistic red fox sitting in fresh snow at sunrise, soft light, shallow depth of field"
 TEXTS_B = ["Place <id>the man", "next to <subject>the dog", "in the style of <style>this painting", "at dusk."]
+SCALES = {"full": ("bagel-7b-mot", 1024, 50), "toy": ("tiny", 128, 6)}  # the device check's (preset, px, steps)
+
+
+def bench_device() -> torch.device:
+    """The device the device check measures: the first GPU, else the CPU (its toy run)."""
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
 PROMPT_MID = "Place <id>the man <img1> next to <subject>the dog <img2> in a park"  # with two references
 
 

@@ -41,7 +41,8 @@ from sigma_studio.model.presets import PRESETS
 from sigma_studio.model.request.build import build_request
 
 from . import speedups
-from .cases import PROMPT_MID, run_case, two_references
+from .cases import PROMPT_MID, SCALES, bench_device, run_case, two_references
+from .equivalence import relative_error
 from .weights import build_pipeline, mid
 
 DEFAULT_PARTS = ("cases", "profile", "fp8", "throughput", "gpu-tests")  # the headline first
@@ -54,7 +55,6 @@ TOY_SLACK = 5
 # (name, query rows, key rows): the 7B attention calls of case (a) and (b) at 1024 px, and the VAE's mid-block
 ATTENTION_SHAPES = (("query a", 4098, 4193, 28, 4, 128), ("query b", 4098, 16468, 28, 4, 128),
                     ("prefill b", 12370, 12370, 28, 4, 128), ("vae 1024", 16384, 16384, 1, 1, 512))  # fmt: skip
-SCALES = {"full": ("bagel-7b-mot", 1024, 50), "toy": ("tiny", 128, 6)}
 MEMORY_STEPS = 4  # peak memory needs few steps; their timing is reported but not the figure sought
 PART_MODULE = "sigma_studio.cli.bench.device"  # run as python -m PART_MODULE PART OUT.json SCALE
 
@@ -88,10 +88,6 @@ def _device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no CUDA device)"
 
 
-def _device() -> torch.device:
-    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-
-
 def _gpu_tests(scale: str, save: Callable[[dict], None]) -> dict:
     repo = Path(__file__).resolve().parents[2]
     files = ["tests/test_gpu.py", "tests/test_accel.py", "tests/test_fp8.py"]
@@ -102,12 +98,8 @@ def _gpu_tests(scale: str, save: Callable[[dict], None]) -> dict:
     return {"returncode": done.returncode, "summary": lines[-1:], "printed": printed[:40]}
 
 
-def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / a.float().norm())
-
-
 def _bf16(scale: str, save: Callable[[dict], None]) -> dict:
-    dev, out = _device(), {}
+    dev, out = bench_device(), {}
     for name, arch in (("mid", mid()),):
         fp32 = build_pipeline(arch, "cpu", torch.device("cpu"), None)
         fp32.model, fp32._device = fp32.model.to(dev), dev
@@ -115,12 +107,13 @@ def _bf16(scale: str, save: Callable[[dict], None]) -> dict:
         bf16 = copy.copy(fp32)
         bf16.model = copy.deepcopy(fp32.model).to(torch.bfloat16)
         request = build_request(PROMPT_MID, two_references(256), arch=arch, config=GenerationConfig(steps=6, seed=3))
-        out[name] = _relative_error(fp32(request).latents, bf16(request).latents)
+        reference = fp32(request).latents
+        out[name] = relative_error(bf16(request).latents, reference)
     return {"relative_error": out, "device": str(dev)}
 
 
 def _quant(scale: str, save: Callable[[dict], None]) -> dict:
-    dev, out = _device(), {}
+    dev, out = bench_device(), {}
     if dev.type != "cuda":
         return {"skipped": "bitsandbytes' 4/8-bit kernels are measured on CUDA; the CPU path is tested elsewhere"}
     arch = mid()
@@ -130,7 +123,7 @@ def _quant(scale: str, save: Callable[[dict], None]) -> dict:
     for mode in ("nf4", "int8"):
         torch.cuda.reset_peak_memory_stats(dev)
         pipe = build_pipeline(arch, mode, dev, None)
-        out[mode] = {"relative_error_vs_bf16": _relative_error(base, pipe(request).latents),
+        out[mode] = {"relative_error_vs_bf16": relative_error(pipe(request).latents, base),
                      "peak_gib": torch.cuda.max_memory_allocated(dev) / 2**30}  # fmt: skip
     return out
 
@@ -138,7 +131,7 @@ def _quant(scale: str, save: Callable[[dict], None]) -> dict:
 def _memory(scale: str, save: Callable[[dict], None], modes: tuple[str, ...] = ("nf4", "offload")) -> dict:
     """Peak GPU memory of nf4, and of offload under a 10 GiB budget, at full scale (few steps: peak, not speed)."""
     preset, size, _ = SCALES[scale]
-    dev = _device()
+    dev = bench_device()
     arch = PRESETS[preset]().replace(vit=None)
     modes = modes if dev.type == "cuda" else ("offload",)
     out: dict = {"steps": MEMORY_STEPS, "budget": "10GiB", "results": {}}
@@ -163,7 +156,7 @@ def _memory(scale: str, save: Callable[[dict], None], modes: tuple[str, ...] = (
 
 def _attention(scale: str, save: Callable[[dict], None]) -> dict:
     """Milliseconds per SDPA call of each backend on the shapes the 7B model runs (GQA as the model calls it)."""
-    dev = _device()
+    dev = bench_device()
     if dev.type != "cuda":
         return {"skipped": "the attention backends are timed on CUDA"}
     out: dict = {}

@@ -22,13 +22,12 @@ from sigma_studio.model.request.build import build_request
 from sigma_studio.model.run.accel import Acceleration
 from sigma_studio.model.run.graphs import StepRunner
 
-from .cases import case_inputs, run_case
-from .equivalence import equivalence
+from .cases import SCALES, bench_device, case_inputs, run_case
+from .equivalence import equivalence, relative_error
 from .flops import sync
 from .throughput import throughput_suite
 from .weights import build_pipeline, mid
 
-SCALES = {"full": ("bagel-7b-mot", 1024, 50), "toy": ("tiny", 128, 6)}
 FAST = SPEEDS["fast"]
 FORECAST = 3  # forecast_every of the shapes table's best setting (docs/PERF.md)
 # kernel name fragments -> where the time goes (first match wins; names are lower-cased)
@@ -42,13 +41,9 @@ KERNEL_KINDS = (  # CUDA kernel names, and the CPU ops of a CPU profile
 )  # fmt: skip
 
 
-def device() -> torch.device:
-    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-
-
 def _full_pipe(scale: str, mode: str | None = None):
     preset, size, steps = SCALES[scale]
-    dev = device()
+    dev = bench_device()
     mode = mode or ("bf16" if dev.type == "cuda" else "cpu")
     arch = PRESETS[preset]().replace(vit=None)  # generation only: the ViT does not run in either case
     return build_pipeline(arch, mode, dev, None), size, steps
@@ -176,7 +171,7 @@ def _kernel_shares(prof, wall: float, cuda: bool) -> dict:
 
 def fp8(scale: str, save: Callable[[dict], None]) -> dict:
     """FP8 against bf16: the mid model's and the full shape's relative latent error, then case (a)/(b) timed."""
-    dev = device()
+    dev = bench_device()
     if dev.type != "cuda" or torch.cuda.get_device_capability(dev) < (8, 9):
         return {"skipped": "--mode fp8 needs FP8 tensor cores (compute capability 8.9+)"}
     from sigma_studio.model import GenerationConfig
@@ -189,7 +184,7 @@ def fp8(scale: str, save: Callable[[dict], None]) -> dict:
     request = build_request(PROMPT_MID, two_references(256), arch=pipe.arch, config=GenerationConfig(steps=6, seed=3))
     ref = pipe(request).latents
     quantize_fp8_(pipe.model)
-    out["mid_rel_error_vs_bf16"] = _rel(pipe(request).latents, ref)
+    out["mid_rel_error_vs_bf16"] = relative_error(pipe(request).latents, ref)
     save(out)
     pipe, size, steps = _full_pipe(scale)
     kw, cfg = case_inputs("b", size, 6)
@@ -197,7 +192,7 @@ def fp8(scale: str, save: Callable[[dict], None]) -> dict:
     ref = pipe(request).latents
     quantize_fp8_(pipe.model)
     pipe.mode = "fp8"
-    out["full_rel_error_vs_bf16_case_b_6_steps"] = _rel(pipe(request).latents, ref)
+    out["full_rel_error_vs_bf16_case_b_6_steps"] = relative_error(pipe(request).latents, ref)
     save(out)
     graphs = dev.type == "cuda"
     best = Acceleration(graphs=graphs, compile=True)
@@ -214,13 +209,9 @@ def fp8(scale: str, save: Callable[[dict], None]) -> dict:
     return out
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
-
-
 def throughput(scale: str, save: Callable[[dict], None]) -> dict:
     """Images per minute of 1, 2 and 4 requests together against apart, on the mid model (512 px on a GPU)."""
-    dev = device()
+    dev = bench_device()
     pipe = build_pipeline(mid(), "bf16" if dev.type == "cuda" else "cpu", dev, None)
     size, steps = (512, 20) if dev.type == "cuda" else (128, 4)
     rows = throughput_suite(pipe, size=size, steps=steps)

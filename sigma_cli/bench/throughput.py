@@ -15,6 +15,7 @@ from sigma_studio.model import GenerationConfig, build_request
 from sigma_studio.model.run.pipeline import SigmaPipeline
 
 from .cases import PROMPT_MID, two_references
+from .equivalence import relative_error
 from .flops import sync
 from .weights import build_pipeline, mid
 
@@ -46,10 +47,6 @@ def _timed(pipe: SigmaPipeline, fn):
     return out, time.perf_counter() - start
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
-
-
 def throughput_suite(pipe: SigmaPipeline | None = None, size: int = 256, steps: int = 20,
                      concurrency: tuple[int, ...] = CONCURRENCY) -> list[ThroughputRow]:  # fmt: skip
     """One row per number of requests; ``pipe`` defaults to the mid model on the CPU."""
@@ -60,7 +57,7 @@ def throughput_suite(pipe: SigmaPipeline | None = None, size: int = 256, steps: 
         pipe.generate_batch([r.replace(config=r.config.replace(steps=2)) for r in requests])  # warm-up
         together, t_together = _timed(pipe, lambda rs=requests: pipe.generate_batch(rs))
         apart, t_apart = _timed(pipe, lambda rs=requests: [pipe(r) for r in rs])
-        err = max(_rel(a.latents, b.latents) for a, b in zip(together, apart, strict=True))
+        err = max(relative_error(a.latents, b.latents) for a, b in zip(together, apart, strict=True))
         rows.append(ThroughputRow(k, t_together, t_apart, 60 * k / t_together, 60 * k / t_apart,
                                   t_apart / t_together, err))  # fmt: skip
     return rows
