@@ -67,6 +67,8 @@ app.command(name="layout")(layout_cmd)
 app.command()(batch)
 app.command(name="eval", epilog=EVAL_EXAMPLES)(evaluate_cmd)
 app.command()(webui)
+SERVE_HELP = "Serve the web UI, its API and the OpenAI routes: webui under another name (--ray: on Ray Serve)"
+app.command(name="serve", help=SERVE_HELP)(webui)
 app.command()(finetune_command)
 app.add_typer(shapes_app, name="shapes")
 app.add_typer(sigmagen_app, name="sigmagen")

@@ -10,6 +10,7 @@ import typer
 from sigma_studio.model.config import DEFAULT_MODEL, MODES, LoaderConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.webui.limits import WebLimits
+from sigma_studio.webui.ray_serve import RayServing, WebSettings, parse_autoscale
 
 from . import render
 from .options import DebugOpt, ModelOpt, flag
@@ -21,6 +22,27 @@ GPUS_HELP = (
 )
 
 
+KEY_HELP = "require Authorization: Bearer KEY on the REST and OpenAI routes (the page stays open)"
+ApiKeyOpt = Annotated[
+    str | None, typer.Option(help=KEY_HELP, envvar="SIGMA_API_KEY", show_envvar=True, show_default=False)
+]
+KeepOpt = Annotated[float, typer.Option(help="delete results and uploads older than this (0 = keep everything)")]
+# --ray and its placement (webui/ray_serve.py::RayServing)
+RayOpt = Annotated[bool, flag("--ray", "serve on Ray Serve: one replica per GPU, one machine or a cluster")]
+ADDRESS_HELP = "--ray: a running cluster (auto, or ray://head:10001) \\[default: RAY_ADDRESS, else a local one]"
+RayAddressOpt = Annotated[str | None, typer.Option(help=ADDRESS_HELP, show_default=False)]
+ReplicasOpt = Annotated[
+    int | None, typer.Option(help="--ray: a fixed number of replicas \\[default: one per GPU]", show_default=False)
+]
+AutoscaleOpt = Annotated[
+    str | None, typer.Option(help="--ray: MIN:MAX replicas, scaled on the requests in flight", show_default=False)
+]
+ReplicaGpusOpt = Annotated[
+    float | None, typer.Option(help="--ray: GPUs per replica \\[default: 1, or 0 without GPUs]", show_default=False)
+]
+ReplicaCpusOpt = Annotated[float, typer.Option(help="--ray: CPUs per replica")]
+
+
 def webui(
     model: ModelOpt = None,
     mode: Annotated[str | None, typer.Option(help=" | ".join(MODES) + " \\[default: SIGMA_MODE or auto]")] = None,
@@ -30,24 +52,20 @@ def webui(
     max_concurrency: Annotated[int, typer.Option(help="generations running at once (one pipeline)")] = 1,
     gpus: Annotated[str | None, typer.Option(help=GPUS_HELP, show_default=False)] = None,
     outputs: Annotated[str, typer.Option(help="where results are written (never overwritten)")] = "outputs/webui",
-    keep_hours: Annotated[
-        float, typer.Option(help="delete results and uploads older than this (0 = keep everything)")
-    ] = 24.0,
+    keep_hours: KeepOpt = 24.0,
     max_prompt_chars: Annotated[int, typer.Option(help="characters of one prompt")] = L.max_prompt_chars,
     max_request_mb: Annotated[int, typer.Option(help="one REST request's body, in MB")] = L.max_request_mb,
     max_event_kb: Annotated[int, typer.Option(help="one page or Gradio API event's body, in KB")] = L.max_event_kb,
     max_upload_mb: Annotated[int, typer.Option(help="one uploaded file, in MB")] = L.max_upload_mb,
     max_megapixels: Annotated[int, typer.Option(help="one uploaded picture (read before decoding)")] = L.max_megapixels,
     max_json_depth: Annotated[int, typer.Option(help="nesting of a JSON body")] = L.max_json_depth,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            help="require Authorization: Bearer KEY on the REST and OpenAI routes (the page stays open)",
-            envvar="SIGMA_API_KEY",
-            show_envvar=True,
-            show_default=False,
-        ),
-    ] = None,
+    api_key: ApiKeyOpt = None,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    replicas: ReplicasOpt = None,
+    autoscale: AutoscaleOpt = None,
+    replica_gpus: ReplicaGpusOpt = None,
+    replica_cpus: ReplicaCpusOpt = RayServing.replica_cpus,
     debug: DebugOpt = False,
 ) -> None:
     """Serve the web UI. Unset options read SIGMA_MODEL, SIGMA_MODE, GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
@@ -59,25 +77,43 @@ def webui(
       sigma webui --mode nf4 --port 8080  [dim]# SIGMA in 4 bits on a 24 GB GPU[/]
 
       sigma webui --gpus all              [dim]# one pipeline per GPU, one generation on each at once[/]
+
+      sigma serve --ray --autoscale 1:8   [dim]# on a Ray cluster: one to eight GPU replicas, one page[/]
     """
     render.setup_logging(debug)
     with render.errors(debug):
         limits = WebLimits(
             max_prompt_chars, max_request_mb, max_event_kb, max_upload_mb, max_megapixels, max_json_depth
         )
-        serve(
-            model or os.environ.get("SIGMA_MODEL", DEFAULT_MODEL),
-            mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode),
-            host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-            port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-            share=share,
-            max_concurrency=max_concurrency,
-            outputs=outputs,
-            keep_hours=keep_hours,
-            gpus=gpus,
-            limits=limits,
-            api_key=api_key or None,
-        )
+        model = model or os.environ.get("SIGMA_MODEL", DEFAULT_MODEL)
+        mode = mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode)
+        host = host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+        port = port or int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+        if not ray:
+            if any(v is not None for v in (ray_address, replicas, autoscale, replica_gpus)):
+                raise InputError("--ray-address, --replicas, --autoscale and --replica-gpus are options of --ray")
+            serve(model, mode, host, port, share=share, max_concurrency=max_concurrency, outputs=outputs,
+                  keep_hours=keep_hours, gpus=gpus, limits=limits, api_key=api_key or None)  # fmt: skip
+            return
+        if share or gpus or max_concurrency != 1:
+            raise InputError("--ray places replicas itself: leave out --share, --gpus and --max-concurrency")
+        serving = RayServing(ray_address, replicas, parse_autoscale(autoscale), replica_gpus, replica_cpus)
+        web = WebSettings(outputs, keep_hours, limits, api_key or None)
+        serve_on_ray(LoaderConfig(model=model, mode=mode), serving, web, host, port)
+
+
+def serve_on_ray(loader: LoaderConfig, serving: RayServing, web: WebSettings, host: str, port: int) -> None:
+    """Deploy on Ray Serve (``--ray``) and serve until interrupted; ``model`` is checked here first, so a model
+    that cannot be found fails in one line instead of in every replica's log."""
+    from sigma_studio.model.files import check_output_dir
+    from sigma_studio.model.hub import HubOptions, resolve
+    from sigma_studio.webui.ray_serve import deploy, describe
+
+    check_output_dir(web.outputs, "--outputs")
+    if loader.model != "tiny":
+        resolve(loader.model, HubOptions(loader.cache_dir, loader.token, loader.revision, loader.local_files_only))
+    render.console.print(f"[dim]Deploying {loader.model} ({loader.mode}) on Ray Serve: {describe(serving)}…[/]")
+    deploy(loader, serving, web, host=host, port=port, announce=lambda line: render.console.print(line))
 
 
 def gpu_devices(gpus: str | None, mode: str, max_concurrency: int = 1) -> list[str | None]:

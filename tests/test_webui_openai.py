@@ -162,3 +162,12 @@ def test_twenty_concurrent_clients_each_get_their_own_seeds_picture(server, shap
     for seed, image in zip(seeds, got, strict=True):
         direct = shapes_pipe(build_request("a blue star", arch=shapes_pipe.arch, config=config.replace(seed=seed)))
         assert np.array_equal(image, np.asarray(direct.image.convert("RGB"))), f"seed {seed}"
+
+
+def test_status_reports_the_model_the_queue_and_the_work_done(server, client):
+    url, _out, jobs = server
+    assert httpx.get(url + "/api/v1/status", timeout=60).status_code == 401  # behind the key, as the API routes
+    client.images.generate(prompt="a red circle", size="64x64", extra_body={"seed": 1, **FAST})
+    got = httpx.get(url + "/api/v1/status", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
+    assert (got["model"], got["mode"], got["slots"]) == ("shapes", "cpu", 1)
+    assert got["live"] == jobs.live and got["runs"] == {"0": jobs.runs[0]} and jobs.runs[0] >= 1

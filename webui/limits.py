@@ -17,6 +17,7 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.request.prompt import MAX_PROMPT_CHARS
 
 REST_PATH = "/api/v1/generate"
+STATUS_PATH = "/api/v1/status"
 UPLOAD_PATH = "/gradio_api/upload"
 OPENAI_IMAGES = "/v1/images/"  # the OpenAI-compatible routes (webui/openai_api.py)
 

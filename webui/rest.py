@@ -44,7 +44,7 @@ from sigma_studio.model.errors import SigmaError
 from .api import SigmaApi, one_line
 from .api_inputs import mask_row, rows_of
 from .jobs import Cancelled, Jobs
-from .limits import REST_PATH, WebLimits
+from .limits import REST_PATH, STATUS_PATH, WebLimits
 
 FILE_FIELDS = ("images", "layout_image", "background", "masks")  # saved under the request's folder before use
 JSON_FIELDS = ("tokens", "boxes", "boxes3d", "masks")  # lists: JSON text in a multipart form
@@ -104,7 +104,22 @@ def mount_rest(
         images = [base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in paths]
         return JSONResponse({"images": images, "records": records})
 
+    async def status(request: Request) -> JSONResponse:
+        refusal = key_refusal(request, api_key)
+        if refusal:
+            return JSONResponse({"error": refusal}, status_code=401)
+        return JSONResponse(server_status(pipe, jobs))
+
     app.add_api_route(REST_PATH, generate, methods=["POST"], summary="Generate images (JSON or multipart)")
+    app.add_api_route(STATUS_PATH, status, methods=["GET"], summary="The model, the queue and who generated")
+
+
+def server_status(pipe, jobs: Jobs) -> dict:
+    """``GET /api/v1/status``: the model, the queue, and the generations each pipeline (each GPU of ``--gpus``)
+    or each Ray Serve replica has done, for a health check or a dashboard."""
+    remote = getattr(pipe, "runs", None)  # a RemotePipeline counts by replica id
+    runs = remote() if callable(remote) else {str(k): n for k, n in enumerate(jobs.runs)}
+    return {"model": pipe.name, "mode": pipe.mode, "slots": jobs.concurrency, "live": jobs.live, "runs": runs}
 
 
 async def until_disconnected(request: Request, work):

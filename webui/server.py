@@ -38,3 +38,23 @@ def launch(
     mount_rest(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
     mount_openai(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
     return demo
+
+
+def asgi_app(
+    demo, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits, css: str | None = None, allowed_paths=(),
+    api_key: str | None = None, max_queue: int = 32,
+):  # fmt: skip
+    """What :func:`launch` serves, as an ASGI app for another server to run (Ray Serve's ingress): the REST and
+    OpenAI routes first, the page at ``/``, all behind the same body limit."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels // 2  # (as in launch)
+    app = FastAPI(middleware=[Middleware(BodyLimit, limits=limits)])
+    mount_rest(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
+    mount_openai(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
+    demo.queue(max_size=max_queue)
+    return gr.mount_gradio_app(
+        app, demo, path="/", css=css, max_file_size=f"{limits.max_upload_mb}mb", show_error=False,
+        allowed_paths=[str(outputs), *map(str, allowed_paths)],
+    )  # fmt: skip

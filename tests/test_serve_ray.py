@@ -1,0 +1,189 @@
+"""``sigma serve --ray`` on a local Ray cluster: two CPU replicas of the shapes model behind one ingress.
+
+Run as a user runs it (the command in a subprocess, which starts the cluster and stops it on Ctrl-C), then called
+with the official ``openai`` client: each of 8 concurrent clients gets its own seed's picture, pixel for pixel the
+pipeline's; both replicas do work; a replica killed mid-run has its requests retried on the other or failed in one
+line, never hung, and the server goes on serving. Also the page's named API through the same ingress.
+
+Marked ``ray`` (Ray's start-up is 20 to 40 s on a small machine), so the plain ``pytest`` leaves it out; CI runs it in
+its own step after ``pip install -e '.[serve]'``: ``pytest -m ray tests/test_serve_ray.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve")
+pytest.importorskip("gradio")
+openai = pytest.importorskip("openai")
+
+import httpx  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tests.conftest import free_port  # noqa: E402
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = REPO / "examples" / "shapes"
+START_TIMEOUT = 300  # seconds for the cluster, the two replicas and the ingress to come up on a loaded 2-core machine
+CALL_TIMEOUT = 300  # the most one call may take; a hung call fails the test here instead of hanging CI
+FAST = {"steps": 4}
+REPLICA = "ray::ServeReplica:sigma:SigmaReplica"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(URL, outputs, the server process) of ``sigma serve --ray --model shapes --replicas 2``."""
+    out = tmp_path_factory.mktemp("ray-serve")
+    port = free_port()
+    command = [sys.executable, "-m", "sigma_studio.cli", "serve", "--ray", "--model", "shapes", "--replicas", "2",
+               "--replica-cpus", "1", "--port", str(port), "--outputs", str(out / "outputs")]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": "", "COLUMNS": "200"}  # a cluster of its own, even where one is running
+    log = (out / "serve.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: "Serving shapes on Ray" in (out / "serve.log").read_text() or server.poll() is not None,
+                   START_TIMEOUT, "the Ray deployment to come up")  # fmt: skip
+        assert server.poll() is None, (out / "serve.log").read_text()[-3000:]
+        yield url, out / "outputs", server
+    finally:
+        server.send_signal(signal.SIGINT)  # as Ctrl-C: the deployment and the cluster it started shut down
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        for pid in replica_pids(server.pid, everything=True):  # nothing of the cluster is left behind
+            os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def wait_until(done, timeout: float, what: str) -> None:
+    """Poll ``done()`` until it is true; fail after ``timeout`` seconds (a ceiling, never the expected wait)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def replica_pids(session: int, everything: bool = False) -> list[int]:
+    """The replica processes (or every Ray process) the server started: its session's, by their process title."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if os.getsid(int(entry.name)) != session or int(entry.name) == session:
+                continue
+        except OSError:
+            continue
+        if title.startswith(REPLICA) or (everything and ("ray" in title or "raylet" in title)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def picture(item) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(item.b64_json))).convert("RGB"))
+
+
+def status(url: str) -> dict:
+    return httpx.get(url + "/api/v1/status", timeout=60).json()
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe():
+    from sigma_studio.model import load_pipeline
+
+    return load_pipeline("shapes")
+
+
+def test_edits_with_two_references_make_the_blue_triangle(served, shapes_pipe):
+    with openai.OpenAI(base_url=served[0] + "/v1", api_key="-", max_retries=0, timeout=CALL_TIMEOUT) as client:
+        assert [m.id for m in client.models.list().data] == ["shapes"]
+        with (SHAPES / "yellow-triangle.png").open("rb") as a, (SHAPES / "blue-circle.png").open("rb") as b:
+            prompt = "Draw the <subject>shape <img1> in the <style>colour of <img2>."
+            result = client.images.edit(model="shapes", image=[a, b], prompt=prompt, extra_body={"seed": 0})
+    from sigma_studio.model.shapes.evaluate import read
+
+    record = result.data[0].model_extra["record"]
+    assert record["config"]["seed"] == 0
+    assert [img["name"] for img in record["images"] if img["role"] == "reference"] == ["img1", "img2"]
+    reading = read(Image.fromarray(picture(result.data[0])))
+    assert (reading.shape, reading.colour) == ("triangle", "blue")  # the README's call, served by a replica
+
+
+def test_eight_concurrent_clients_each_get_their_seeds_picture_on_both_replicas(served, shapes_pipe):
+    from sigma_studio.model import GenerationConfig, build_request
+
+    url = served[0]
+    before = sum(status(url)["runs"].values())
+
+    def call(seed: int) -> np.ndarray:
+        with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=CALL_TIMEOUT) as client:
+            result = client.images.generate(prompt="a green square", size="64x64", extra_body={"seed": seed, **FAST})
+        return picture(result.data[0])
+
+    seeds = list(range(40, 48))
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(call, seeds))
+    config = GenerationConfig(steps=FAST["steps"], size=(64, 64))
+    for seed, image in zip(seeds, got, strict=True):
+        direct = shapes_pipe(build_request("a green square", arch=shapes_pipe.arch, config=config.replace(seed=seed)))
+        assert np.abs(image.astype(int) - np.asarray(direct.image.convert("RGB"), dtype=int)).max() <= 1, seed
+    runs = status(url)["runs"]
+    assert sum(runs.values()) == before + 8 and len(runs) == 2 and min(runs.values()) > 0, runs
+
+
+def test_the_pages_named_api_runs_through_the_ingress(served):
+    from gradio_client import Client
+
+    client = Client(served[0], verbose=False)
+    images, records = client.predict("a red circle", [], seed=9, count=1, size="64x64", **FAST, api_name="/generate")
+    assert len(images) == 1 and records[0]["config"]["seed"] == 9
+    assert Image.open(images[0]).size == (64, 64)
+
+
+def test_a_replica_killed_mid_run_has_its_requests_retried_or_failed_never_hung(served):
+    url, outputs, server = served
+    before = set(outputs.glob("*.png"))
+
+    def call(seed: int):
+        with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=CALL_TIMEOUT) as client:
+            try:
+                result = client.images.generate(prompt="a red star", size="64x64",
+                                                extra_body={"seed": seed, "steps": 300})  # fmt: skip
+            except openai.APIStatusError as exc:
+                return exc.status_code, exc.body
+            return 200, result.data[0].model_extra["record"]["config"]["seed"]
+
+    victims = replica_pids(server.pid)
+    assert len(victims) == 2, victims
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(call, seed) for seed in range(4)]
+        wait_until(lambda: status(url)["live"] == 4, CALL_TIMEOUT, "the four requests to reach the queue")
+        os.kill(victims[0], signal.SIGKILL)  # one replica dies with a generation in flight
+        answers = [f.result(timeout=CALL_TIMEOUT) for f in futures]
+    for code, detail in answers:  # each one retried on the other replica, or failed cleanly in one line
+        assert code == 200 or (code >= 500 and "\n" not in detail["message"] and "replica" in detail["message"]), (
+            code,
+            detail,
+        )
+    assert sum(code == 200 for code, _ in answers) >= 2, answers  # the other replica's own two at least
+    assert sorted(d for c, d in answers if c == 200) == [s for s, (c, _) in enumerate(answers) if c == 200]
+    assert len(set(outputs.glob("*.png")) - before) == sum(code == 200 for code, _ in answers)  # none half-written
+    with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=CALL_TIMEOUT) as client:
+        after = client.images.generate(prompt="a red star", size="64x64", extra_body={"seed": 99, **FAST})
+    assert after.data[0].model_extra["record"]["config"]["seed"] == 99  # the server goes on serving
