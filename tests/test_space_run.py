@@ -102,7 +102,7 @@ def generate_the_first_example(browser, url: str, outputs: Path, shot: str) -> P
     """Open the page, click the shapes world's first example (compose), Generate; the PNG written."""
     pg = _open(browser, url)
     assert "shapes world" in pg.locator("body").inner_text()
-    pg.locator("#examples button.thumbnail-item").first.click()
+    pg.locator("#examples button.example").first.click()
     pg.wait_for_function(
         "document.querySelector('#prompt textarea').value.includes('colour of')", timeout=STATE_TIMEOUT_MS
     )

@@ -198,6 +198,22 @@ def test_example_with_boxes_places_two_subjects(page, server):
     assert "Error" not in page.locator("#info").inner_text()
 
 
+def test_the_tabs_say_which_layouts_the_shapes_model_was_not_trained_for(shapes_server, browser):
+    """The shapes model reads box layouts, not Canny, depth or SIGMA-GEN subjects: the Canny and Depth tabs are
+    marked in their labels, and each tab says in words (no command-line options) what the model will ignore."""
+    pg = _open(browser, shapes_server[0])
+    tabs = pg.get_by_role("tab")
+    tabs.first.wait_for(timeout=STATE_TIMEOUT_MS)
+    labels = [t.strip() for t in tabs.all_inner_texts()]
+    assert "Canny · not trained" in labels and "Depth · not trained" in labels and "Boxes" in labels, labels
+    pg.get_by_role("tab", name="Canny").click()
+    note = pg.locator(".untrained").filter(has_text="Canny-edge layouts")
+    note.first.wait_for(timeout=STATE_TIMEOUT_MS)
+    assert "--" not in note.first.inner_text()
+    pg.get_by_role("tab", name="Boxes").click()
+    pg.locator(".untrained").filter(has_text="SIGMA-GEN subjects").first.wait_for(timeout=STATE_TIMEOUT_MS)
+
+
 def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, browser):
     """python app.py --model shapes: the world's examples fill the page, and one generates a real picture."""
     from PIL import Image
@@ -207,10 +223,10 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
     url, out = shapes_server
     pg = _open(browser, url)
     assert "shapes world" in pg.locator("body").inner_text()
-    thumbs = pg.locator("#examples button.thumbnail-item")
+    thumbs = pg.locator("#examples button.example")
     thumbs.nth(4).wait_for(timeout=STATE_TIMEOUT_MS)
     assert thumbs.count() == 5  # the world's five examples
-    pg.locator("#examples button.thumbnail-item").first.click()  # compose: triangle shape, circle colour
+    pg.locator("#examples button.example").first.click()  # compose: triangle shape, circle colour
     pg.wait_for_function(
         "document.querySelector('#prompt textarea').value.includes('colour of')", timeout=STATE_TIMEOUT_MS
     )
@@ -341,7 +357,7 @@ def test_a_history_entry_restores_its_picture_as_the_result(shapes_server, brows
     """Clicking an older history entry makes its picture the Result again (not the last one made)."""
     url, out = shapes_server
     pg = _open(browser, url)
-    pg.locator("#examples button.thumbnail-item").first.click()
+    pg.locator("#examples button.example").first.click()
     pg.wait_for_function(
         "document.querySelector('#prompt textarea').value.includes('colour of')", timeout=STATE_TIMEOUT_MS
     )

@@ -168,21 +168,54 @@ def test_a_corrupt_file_dropped_on_any_input_is_refused_like_an_upload(server, b
     pg.context.close()
 
 
+def test_every_refusal_lands_in_the_one_error_box_never_a_pop_up(server, browser, tmp_path):
+    """A text file through the Upload button, and "Send to references" before anything was made: each message is
+    in the box under Generate (as every other refusal), none in a Gradio pop-up; the preview's own "not ready"
+    line is a note, not a second red error."""
+    url, _ = server
+    pg = _page(browser, url)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    ui.upload(pg, 0, notes)
+    _wait(pg, "document.querySelector('#page-error').innerText.includes('Upload refused: notes.txt')")
+    pg.locator("#send").click()
+    _wait(pg, "document.querySelector('#page-error').innerText.includes('Generate an image first')")
+    assert pg.locator(".toast-body").count() == 0, pg.locator(".toast-body").all_inner_texts()
+    pg.locator("#prompt textarea").fill("a cat <img1>")  # img1 has no picture: the preview says why, as a note
+    _wait(pg, "document.querySelector('#preview .not-ready') !== null")
+    assert pg.locator("#preview .sigma-error").count() == 0
+    pg.context.close()
+
+
 def test_generate_stays_in_reach_on_a_phone(server, browser):
     """At phone width Generate stays on the screen while the page scrolls, and after tapping an example the page
-    is back at the prompt, with Generate in view."""
-    url, _ = server
+    is back at the prompt, with Generate in view. Tapping Generate brings the Result (its progress, then the picture)
+    into view; a refusal brings the page back to its message under the prompt."""
+    url, out = server
     pg = _page(browser, url, viewport=PHONE, has_touch=True, is_mobile=True)
     pg.mouse.wheel(0, 900)
     _wait(pg, "window.scrollY >= 800")
     assert pg.evaluate(IN_VIEW, "#generate"), pg.locator("#generate").bounding_box()
     pg.screenshot(path=str(ART / "15-phone-scrolled.png"))
-    example = pg.locator("#examples button.thumbnail-item").first
+    example = pg.locator("#examples button.example").first
     example.scroll_into_view_if_needed()
     example.tap()
     _wait(pg, "document.querySelector('#prompt textarea').value.trim() !== ''")
     _wait(pg, f"({IN_VIEW})('#prompt textarea') && ({IN_VIEW})('#generate')")
     pg.screenshot(path=str(ART / "15-phone-example.png"))
+    _settings(pg, steps=2, count=1)
+    before = set(out.glob("sigma-*.png"))
+    pg.locator("#generate").tap()
+    _wait(pg, f"({IN_VIEW})('#output')")  # at once: the Result, where the progress shows
+    _wait(pg, "document.querySelector('#info').innerText.includes('seed')")
+    assert set(out.glob("sigma-*.png")) - before
+    _wait(pg, f"document.querySelector('#output img') !== null && ({IN_VIEW})('#output')")
+    _wait(pg, f"document.querySelector('#generate') !== null && ({IN_VIEW})('#generate')")  # Stop is Generate again
+    pg.screenshot(path=str(ART / "15-phone-result.png"))
+    pg.locator("#prompt textarea").fill("a cat <img5>")  # a refusal: its message is under the prompt, far above
+    pg.locator("#generate").tap()
+    error = "#page-error .sigma-error"
+    _wait(pg, f"document.querySelector({error!r}) !== null && ({IN_VIEW})({error!r})")
     pg.context.close()
 
 

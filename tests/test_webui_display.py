@@ -66,3 +66,22 @@ def test_examples_fill_every_field():
     state, values = example_values(SHAPES_EXAMPLES[3], GenerationConfig())  # "place it in a box"
     assert state.prompt == SHAPES_EXAMPLES[3].prompt and all(s.filled for s in state.slots)
     assert values[1] == "none" and values[4] == "auto" and values[14] == 0
+
+
+def test_the_canvas_shows_the_background_and_legible_captions(tmp_path):
+    import numpy as np
+
+    from sigma_studio.examples import IMAGES
+    from sigma_studio.webui.display import CANVAS_SIDE
+
+    rows = [[0.1, 0.5, 0.4, 0.9, "cat", "img1"]]
+    plain = np.asarray(canvas_image(rows, CANVAS_SIDE))
+    rocket = np.asarray(canvas_image(rows, CANVAS_SIDE, background=str(IMAGES / "rocket.jpg")))
+    assert np.abs(rocket.astype(int) - plain).mean() > 20  # the background is drawn under the boxes
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a picture")
+    assert np.array_equal(np.asarray(canvas_image(rows, CANVAS_SIDE, background=str(junk))), plain)
+    tab = (plain[:, :, 0] > 200) & (plain[:, :, 1] < 80)  # the caption's tab, in the first box's red
+    ys = np.nonzero(tab.any(axis=1))[0]
+    caption_rows = [y for y in ys if tab[y].sum() > 40]  # rows of the tab wider than the outline
+    assert len(caption_rows) >= 20  # the tab holds type about 22 px high on the 512 px canvas (13 px on screen)

@@ -193,9 +193,12 @@ def test_the_mask_editor_follows_the_output_shape_until_something_is_drawn():
 def test_preview_shows_the_controls_the_request_carries(tiny_pipe):
     html = h.preview_html(state(), layout("canny", canny=str(IMAGES / "horse.png")), tiny_pipe.arch)
     assert html.index('data-name="img1"') < html.index('data-name="img2"') < html.index('data-name="canny"')
-    assert 'data-role="canny" data-tokens="&lt;layout&gt;"' in html and "following &lt;layout&gt;this layout" in html
+    assert (
+        'data-role="canny" data-tokens="&lt;layout&gt;"' in html
+        and 'following <mark class="tok">&lt;layout&gt;</mark>this layout' in html
+    )
     bad = h.preview_html(UIState("a <img1> b <img2>", (Slot(str(IMAGES / "cat.jpg")), Slot())), None, tiny_pipe.arch)
-    assert "sigma-preview error" in bad and "&lt;img2&gt;" in bad
+    assert "sigma-preview not-ready" in bad and "&lt;img2&gt;" in bad and 'role="note"' in bad
 
 
 @pytest.mark.parametrize("kind", ["plain", "canny", "subjects"])
@@ -300,3 +303,13 @@ def test_several_images_of_a_job_can_share_each_step(tiny_pipe, tmp_path, monkey
         assert np.abs(pa - pb).max() <= 1
     assert together[1] == apart[1]  # the records (each image's seed among them)
     assert calls[-1][0] == calls[-1][1] == 3 * SETTINGS["steps"]  # progress reaches the whole job's steps
+
+
+def test_the_preview_shows_each_token_once_marked_in_the_text():
+    import re
+
+    html = h.preview_html(state())
+    shown = re.sub(r"<[^>]+>", " ", html)  # the text a reader sees (attributes left out)
+    assert shown.count("&lt;subject&gt;") == 1 and '<mark class="tok">&lt;subject&gt;</mark>' in html
+    untokened = h.preview_html(UIState("a cat <img1>", (Slot(str(IMAGES / "cat.jpg")),)))
+    assert "no token" in untokened  # an image without a token says so on its chip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -13,7 +14,7 @@ from sigma_studio.model.request.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 from . import handlers as h
 from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
-from .examples import SHAPES_EXAMPLES, Example, examples_for
+from .examples import SHAPES_EXAMPLES, Example, examples_for, thumbnail_files
 from .inputs import drop_image
 from .jobs import Jobs, clean_old_files
 from .limits import WebLimits
@@ -32,6 +33,8 @@ from .page import (
 from .placements import EDITOR_LABEL, EDITOR_SIDE, black_canvas
 from .state import MAX_SLOTS, UIState
 
+NO_TOKENS = "this model was not trained on attribute tokens: it will most likely ignore them"
+EXAMPLE_ICONS = ".examples"  # the example buttons' thumbnails, in the outputs folder (served from there)
 G, C = GenerationConfig(), ControlSpec()  # every default shown on the page comes from these dataclasses
 TOKEN_CHOICES = [(f"{t}  {ATTRIBUTE_HELP[t]}", t) for t in ATTRIBUTE_TOKENS]  # label with help, value the token
 HOW_TO = """
@@ -70,12 +73,18 @@ CSS = """
 .sigma-preview .seg-image {display:inline-flex; gap:4px; align-items:center; border-radius:6px; padding:2px 6px;
   border:1px solid var(--border-color-primary)}
 .sigma-preview .seg-image img {height:48px; border-radius:4px}
-.sigma-preview.error, .sigma-preview-notes {color:var(--error-text-color)}
+.sigma-preview.not-ready {color:var(--body-text-color-subdued)}
+.sigma-preview mark.tok {background:none; color:inherit; font-weight:600; border-bottom:2px solid var(--color-accent)}
+.sigma-preview-notes {margin-top:4px}
 .sigma-preview.hint {color:var(--body-text-color-subdued)}
 .sigma-error {color:var(--error-text-color); border:1px solid var(--error-border-color); border-radius:6px;
   padding:6px 10px; background:var(--error-background-fill)}
 .sigma-note {color:var(--body-text-color); border:1px solid var(--border-color-primary); border-radius:6px;
   padding:6px 10px; background:var(--background-fill-secondary)}
+/* the example buttons: the pictures above the whole title, wrapped rather than clipped */
+#examples {gap:8px; flex-wrap:wrap}
+#examples button.example {flex-direction:column; white-space:normal; height:auto; padding:6px; line-height:1.25}
+#examples button.example img {height:48px; width:auto; max-width:100%; margin:0 0 4px 0}
 @media (max-width: 640px) {
   /* a phone: Generate (or Stop) is a bar along the bottom of the screen, wherever the page is scrolled */
   #run-row {position:fixed; left:0; right:0; bottom:0; z-index:50; margin:0; padding:8px 16px;
@@ -110,22 +119,23 @@ def build_demo(
     clean_old_files(outputs, keep_hours)
     cache = (3600, int(keep_hours * 3600)) if keep_hours > 0 else None
     with gr.Blocks(title="SIGMA Studio", delete_cache=cache) as demo:
-        page = _layout(pipe, examples_for(pipe.arch))
+        page = _layout(pipe, examples_for(pipe.arch), outputs / EXAMPLE_ICONS)
         wire(page, demo, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, keep_hours=keep_hours,
              limits=limits)  # fmt: skip
         register_api(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)  # the named API
     return demo
 
 
-def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
+def _layout(pipe, gallery_examples: tuple[Example, ...], icons: Path) -> Page:
     """The page, top to bottom (its states first: they are not drawn)."""
     state, token, layout_kind, corner = gr.State(UIState()), gr.State(None), gr.State("none"), gr.State(None)
     last_seeds, last_output = gr.State([]), gr.State(None)
     history = gr.BrowserState([], storage_key="sigma-studio-history")
     note = " · random toy weights: images are noise" if pipe.name == "tiny" else ""
     if gallery_examples is SHAPES_EXAMPLES:
-        note = " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples below)"
+        note = " · the shapes world: 64 px pictures of six shapes in eight colours (try the examples above)"
     gr.Markdown(f"# SIGMA Studio\nmodel **{pipe.name}** · mode **{pipe.mode}**{note}")
+    example_buttons = _examples(gallery_examples, icons)
     with gr.Row():
         with gr.Column(scale=3):
             text = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder="Place <id>the man <img1> ...")
@@ -133,7 +143,7 @@ def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop")
             error = gr.HTML(elem_id="page-error")
-            slots = _slots()
+            slots = _slots(pipe.arch.skills)
             gr.Markdown("**Sequence the model receives**")
             preview = gr.HTML(elem_id="preview")
             with gr.Accordion("How to write a SIGMA prompt", open=False, elem_id="how-to"):
@@ -142,18 +152,24 @@ def _layout(pipe, gallery_examples: tuple[Example, ...]) -> Page:
             settings = _settings(pipe)
         with gr.Column(scale=2):
             result, history_panel = _results()
-    gr.Markdown("## Examples")
-    examples_gallery = gr.Gallery(
-        value=[(ex.thumbnail(), ex.title) for ex in gallery_examples], columns=min(5, len(gallery_examples)),
-        height=220, object_fit="contain", allow_preview=False, label="click one to fill every field and setting",
-        elem_id="examples",
-    )  # fmt: skip
     return Page(
         state=state, token=token, layout_kind=layout_kind, corner=corner, last_seeds=last_seeds,
         last_output=last_output, history=history, prompt=PromptPanel(text, run, stop, error, preview), slots=slots,
         layout=layout, settings=settings, result=result, history_panel=history_panel, examples=gallery_examples,
-        examples_gallery=examples_gallery,
+        example_buttons=example_buttons,
     )  # fmt: skip
+
+
+def _examples(examples: tuple[Example, ...], icons: Path) -> tuple[gr.Button, ...]:
+    """The examples, at the top where a first visit sees them: one button each, its pictures and its whole title
+    (a button is announced by its title; a gallery announced "Thumbnail 1 of 5" and clipped the titles)."""
+    gr.Markdown("## Examples\nClick one to fill the prompt, the references, the layout and the settings.",
+                elem_id="examples-title")  # fmt: skip
+    with gr.Row(elem_id="examples"):
+        return tuple(
+            gr.Button(ex.title, icon=icon, size="sm", min_width=120, elem_classes=["example"])
+            for ex, icon in zip(examples, thumbnail_files(examples, icons), strict=True)
+        )
 
 
 def _results() -> tuple[ResultPanel, HistoryPanel]:
@@ -172,24 +188,28 @@ def _results() -> tuple[ResultPanel, HistoryPanel]:
     return ResultPanel(gallery, info, download, reuse, send), HistoryPanel(history, clear)
 
 
-def _slots() -> ReferenceSlots:
+def _slots(skills: tuple[str, ...] | None = None) -> ReferenceSlots:
     """The reference slots in a row, and the button that shows one more."""
     with gr.Row():
-        made = [_slot(k) for k in range(MAX_SLOTS)]
+        made = [_slot(k, untrained(skills, "attribute_tokens")) for k in range(MAX_SLOTS)]
     add = gr.Button("+ reference image", size="sm", elem_id="add-slot")
     columns, images, uploads, tokens, move_up, remove = (tuple(group) for group in zip(*made, strict=True))
     return ReferenceSlots(columns, images, uploads, tokens, move_up, remove, add)
 
 
-def _slot(k: int) -> tuple[gr.Column, gr.Image, gr.UploadButton, gr.Dropdown, gr.Button, gr.Button]:
-    """Slot k's column (visible from the start only for img1) and its parts, in the order of ReferenceSlots."""
+def _slot(k: int, no_tokens: bool = False) -> tuple[gr.Column, gr.Image, gr.UploadButton, gr.Dropdown, gr.Button,
+                                                     gr.Button]:  # fmt: skip
+    """Slot k's column (visible from the start only for img1) and its parts, in the order of ReferenceSlots;
+    ``no_tokens``: the model was not trained on attribute tokens, which the token menu then says."""
     with gr.Column(visible=k == 0, min_width=160, elem_id=f"slot-{k}") as column:
         image = drop_image(  # a drop target; the upload button below does the same
             label=f"img{k + 1}", sources=["upload"], height=150, elem_id=f"slot-image-{k}"
         )
-        upload = gr.UploadButton(f"Upload img{k + 1}", file_types=["image"], size="sm", elem_id=f"slot-upload-{k}")
+        # no file_types: Gradio would refuse another file in a pop-up of its own; the page refuses it in its box
+        upload = gr.UploadButton(f"Upload img{k + 1}", size="sm", elem_id=f"slot-upload-{k}")
         tokens = gr.Dropdown(
             TOKEN_CHOICES, multiselect=True, label=f"what to take from img{k + 1}", elem_id=f"slot-tokens-{k}",
+            info=NO_TOKENS if no_tokens else None,
         )  # fmt: skip
         with gr.Row():
             move_up = gr.Button("↑ move up", size="sm", visible=k > 0, elem_id=f"slot-up-{k}")  # img1 is first
@@ -209,16 +229,27 @@ def _layout_tabs(skills: tuple[str, ...] | None = None) -> LayoutTabs:
     return LayoutTabs(tabs, none, canny, depth, boxes)
 
 
+def untrained(skills: tuple[str, ...] | None, *needed: str) -> list[str]:
+    """The skills among ``needed`` the loaded model lacks, in the page's words (no CLI options); none when the
+    model's skills are not known."""
+    return [re.sub(r"\s*\(--[^)]*\)", "", SKILLS[s]) for s in needed if skills is not None and s not in skills]
+
+
+def _tab_label(name: str, skills: tuple[str, ...] | None, *needed: str) -> str:
+    """A layout tab's label, marked when the model can read none of what the tab offers."""
+    return f"{name} · not trained" if len(untrained(skills, *needed)) == len(needed) and skills is not None else name
+
+
 def _untrained_note(skills: tuple[str, ...] | None, *needed: str) -> None:
     """A note at the top of a tab for each skill it offers that the loaded model lacks (none when not known)."""
-    missing = [SKILLS[s] for s in needed if skills is not None and s not in skills]
+    missing = untrained(skills, *needed)
     if missing:
         gr.HTML(f'<div class="sigma-note" role="note">ℹ This model was not trained to read {" or ".join(missing)}: '
                 "it will most likely ignore them.</div>", elem_classes=["untrained"])  # fmt: skip
 
 
 def _canny_tab(skills: tuple[str, ...] | None) -> CannyTab:
-    with gr.Tab("Canny", id="canny") as tab:
+    with gr.Tab(_tab_label("Canny", skills, "canny"), id="canny") as tab:
         _untrained_note(skills, "canny")
         image = drop_image(label="image whose edges to follow", height=200, elem_id="canny")
         with gr.Row():
@@ -233,7 +264,7 @@ def _canny_tab(skills: tuple[str, ...] | None) -> CannyTab:
 
 
 def _depth_tab(skills: tuple[str, ...] | None) -> DepthTab:
-    with gr.Tab("Depth", id="depth") as tab:
+    with gr.Tab(_tab_label("Depth", skills, "depth"), id="depth") as tab:
         _untrained_note(skills, "depth")
         with gr.Row():
             image = drop_image(label="image (its depth is estimated)", height=200, elem_id="depth-image")
@@ -245,7 +276,7 @@ def _depth_tab(skills: tuple[str, ...] | None) -> DepthTab:
 
 
 def _boxes_tab(skills: tuple[str, ...] | None) -> BoxesTab:
-    with gr.Tab("Boxes", id="boxes") as tab:
+    with gr.Tab(_tab_label("Boxes", skills, "boxes", "subjects"), id="boxes") as tab:
         _untrained_note(skills, "boxes", "subjects")
         gr.Markdown("Click two corners on the canvas to add a box. Give it a reference to place that image there "
                     "as a subject (SIGMA-GEN); boxes without references are drawn as a layout.")  # fmt: skip

@@ -35,6 +35,7 @@ _OPTION_WORDS = {
 }
 NOTE = "Note: "  # the start of a message that informs (error_html)
 CANVAS_SIDE = 512  # pixels of the box canvas (boxes are stored as fractions of the picture)
+CAPTION_PX = 22  # type size of a box's caption on the canvas
 _PASS_IMAGE = re.compile(r"pass --image (img\d+)=FILE")
 _PASS_WITH = re.compile(r"\bpass ((?:a|an|the) [^,;:()]+?) with --[a-z][a-z-]*")  # "pass a ready depth map with --x"
 _OPTION = re.compile(r"--[a-z][a-z-]*")
@@ -67,13 +68,15 @@ def canvas_image(
     corner: tuple[float, float] | None = None,
     boxes3d: list[list] = (),
     masks: list[list] = (),
+    background: str | None = None,
 ) -> Image.Image:
     """The placement canvas: every 2-D box outlined in its colour with its label and reference, every 3-D box as
     its projected wireframe (the 60° camera of ``Box3D``), every mask tinted in its colour, and the first corner
     of the box being drawn marked with a cross. ``rows`` are [x0, y0, x1, y1 (0..1), label, reference];
     ``boxes3d`` [cx, cy, cz, w, h, d, yaw°, label, reference]; ``masks`` [file, label, reference]. Colours follow
-    the subject order of the request: 2-D boxes, then 3-D boxes, then masks."""
-    canvas = Image.new("RGB", (side, side), (235, 235, 235))
+    the subject order of the request: 2-D boxes, then 3-D boxes, then masks. ``background`` (a picture's path)
+    is drawn faded under them, stretched to the canvas as the boxes' fractions are."""
+    canvas = _backdrop(background, side)
     mask_colours = [PALETTE[(len(rows) + len(boxes3d) + k) % len(PALETTE)] for k in range(len(masks))]
     for row, colour in zip(masks, mask_colours, strict=True):
         _tint(canvas, row[0], colour)
@@ -93,7 +96,7 @@ def canvas_image(
             draw.line([tuple(points[a]), tuple(points[b])], fill=colour, width=width)
         _caption(draw, tuple(points.min(axis=0)), row[7:9], colour)
     for k, (row, colour) in enumerate(zip(masks, mask_colours, strict=True)):
-        _caption(draw, (4, 4 + 14 * k), [row[1] or "mask", row[2]], colour)
+        _caption(draw, (4, 4 + (CAPTION_PX + 8) * k), [row[1] or "mask", row[2]], colour)
     if corner is not None:
         cx, cy = corner
         r = max(4, side // 40)
@@ -118,12 +121,40 @@ def wireframe(values: list[float], side: int) -> np.ndarray | None:
     return np.stack([pts[:, 0] * f / pts[:, 2] + side / 2, pts[:, 1] * f / pts[:, 2] + side / 2], axis=1)
 
 
+def _backdrop(path: str | None, side: int) -> Image.Image:
+    """The canvas's ground: the background picture faded toward white, or plain grey (also for a file that is no
+    picture: the input refuses it on its own)."""
+    plain = Image.new("RGB", (side, side), (235, 235, 235))
+    if not path:
+        return plain
+    try:
+        with Image.open(path) as picture:
+            picture.draft("RGB", (side, side))  # a large JPEG decodes at a fraction of its size
+            ground = picture.convert("RGB").resize((side, side), Image.BILINEAR)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return plain
+    return Image.blend(ground, Image.new("RGB", (side, side), (255, 255, 255)), 0.35)
+
+
 def _caption(draw: ImageDraw.ImageDraw, at: tuple[float, float], parts, colour) -> None:
+    """A box's label and reference on a tab of its colour, in type that stays legible with the canvas shown at
+    300 px (CAPTION_PX on the 512 px canvas is about 13 px on screen)."""
     caption = " · ".join(str(v) for v in parts if v)
     if caption:
         x0, y0 = at
-        draw.rectangle([x0, y0, x0 + 6 * len(caption) + 6, y0 + 12], fill=colour)
-        draw.text((x0 + 3, y0 + 1), caption, fill=(0, 0, 0))
+        font = _font()
+        left, top, right, bottom = draw.textbbox((x0 + 5, y0 + 3), caption, font=font)
+        draw.rectangle([x0, y0, right + 5, bottom + 4], fill=colour)
+        draw.text((x0 + 5, y0 + 3), caption, fill=(0, 0, 0), font=font)
+
+
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=CAPTION_PX)
+    except TypeError:  # a Pillow without FreeType: its bitmap font
+        return ImageFont.load_default()
 
 
 def _tint(canvas: Image.Image, path: str, colour) -> None:

@@ -21,7 +21,7 @@ from . import handlers as h
 from . import placements as pl
 from .display import CANVAS_SIDE, NOTE, canvas_image, error_html
 from .guard import stored_mask, within_any
-from .inputs import REFUSED, SCROLL_TO_PROMPT, UI, wire_inputs
+from .inputs import REFUSED, SCROLL_TO_ERROR, SCROLL_TO_PROMPT, SCROLL_TO_RESULT, UI, wire_inputs
 from .jobs import Cancelled, Jobs, clean_old_files
 from .limits import WebLimits
 from .page import BoxesTab, Page
@@ -54,7 +54,7 @@ def wire(page: Page, demo: gr.Blocks, pipe: SigmaPipeline, *, outputs: Path, job
         try:
             layout = _layout(values[:-3], uploads)
         except InputError as exc:
-            return error_html(str(exc))
+            return h.not_ready(str(exc))
         return h.preview_html(st or UIState(), layout, pipe.arch, _output_size(*values[-3:], arch=pipe.arch))
 
     def refresh(event: Dependency) -> Dependency:  # always_last: a refresh asked for while one runs is not lost
@@ -141,21 +141,23 @@ def _wire_boxes(boxes: BoxesTab, ctx: Wiring, *, corner: gr.State, error: gr.HTM
     side = CANVAS_SIDE  # boxes are fractions of the picture: the canvas size is only for drawing and clicking
     placements, uploads = boxes.tables, ctx.uploads
 
-    def draw(rows, solid, masks, corner=None):
+    def draw(rows, solid, masks, background=None, corner=None):
         masks = [[str(path), *row[1:]] for row in pl.mask_rows(masks) if (path := stored_mask(row[0], uploads))]
-        return canvas_image(pl.box_rows(rows), side, corner, pl.box3d_rows(solid), masks)
+        return canvas_image(pl.box_rows(rows), side, corner, pl.box3d_rows(solid), masks, background)
 
-    def click_box(corner_xy, rows, solid, masks, label, ref, evt: gr.SelectData):
+    def click_box(corner_xy, rows, solid, masks, background, label, ref, evt: gr.SelectData):
         rows = pl.box_rows(rows)
         if corner_xy is None:
-            return tuple(evt.index), rows, draw(rows, solid, masks, tuple(evt.index))
+            return tuple(evt.index), rows, draw(rows, solid, masks, background, tuple(evt.index))
         rows = [*rows, _box_row(tuple(corner_xy), tuple(evt.index), side, label, ref)]
-        return None, rows, draw(rows, solid, masks)
+        return None, rows, draw(rows, solid, masks, background)
 
-    boxes.canvas.select(click_box, [corner, *placements, boxes.label, boxes.ref], [corner, boxes.boxes, boxes.canvas],
+    drawn = [*placements, boxes.background]  # what the canvas shows
+    boxes.canvas.select(click_box, [corner, *drawn, boxes.label, boxes.ref], [corner, boxes.boxes, boxes.canvas],
                         trigger_mode="multiple", **UI)  # fmt: skip
-    boxes.clear.click(lambda: (None, [], [], [], canvas_image([], side)), None, [corner, *placements, boxes.canvas],
-                      **UI)  # fmt: skip
+    boxes.clear.click(lambda bg: (None, [], [], [], canvas_image([], side, background=bg)), [boxes.background],
+                      [corner, *placements, boxes.canvas], **UI)  # fmt: skip
+    boxes.background.change(draw, drawn, [boxes.canvas], **UI)
     boxes.add_box3d.click(
         lambda solid, label, ref: [*pl.box3d_rows(solid), [*pl.BOX3D_DEFAULT, label or "", ref or ""]],
         [boxes.boxes3d, boxes.label, boxes.ref], [boxes.boxes3d], **UI,
@@ -164,7 +166,7 @@ def _wire_boxes(boxes: BoxesTab, ctx: Wiring, *, corner: gr.State, error: gr.HTM
                          [boxes.masks, error], **UI)  # fmt: skip
     routing = partial(_routing, arch=ctx.pipe.arch, uploads=uploads)
     for table in placements:
-        table.change(draw, placements, [boxes.canvas], **UI)
+        table.change(draw, drawn, [boxes.canvas], **UI)
         table.change(routing, routing_inputs, [boxes.routing], **UI)
 
 
@@ -223,7 +225,8 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
         outs, concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[result.gallery],
         api_name="page_generate", api_visibility="undocumented",
     ).then(lambda: (gr.update(visible=True), gr.update(visible=False)), None, [prompt.run, prompt.stop],
-           **UI)  # fmt: skip
+           **UI).then(None, None, None, js=SCROLL_TO_ERROR, **UI)  # fmt: skip
+    prompt.run.click(None, None, None, js=SCROLL_TO_RESULT, **UI)  # a phone: to the Result, where progress shows
     prompt.stop.click(stop, [page.token], [result.info, prompt.run, prompt.stop], **UI)
     result.reuse.click(lambda seeds: seeds[0] if seeds else gr.update(), [page.last_seeds], [page.settings.seed], **UI)
 
@@ -275,12 +278,13 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
 
     ctx.refresh(gallery.select(restore, [page.history], side_outputs + result_outputs, **UI))
 
-    def load_example(evt: gr.SelectData):
-        state, values = example_values(page.examples[evt.index], GenerationConfig())
+    def load_example(k: int):
+        state, values = example_values(page.examples[k], GenerationConfig())
         return [state, *_render(state), *values]
 
-    ctx.refresh(page.examples_gallery.select(load_example, None, side_outputs, **UI))
-    page.examples_gallery.select(None, None, None, js=SCROLL_TO_PROMPT, **UI)  # back to the prompt (a phone's page)
+    for k, button in enumerate(page.example_buttons):
+        ctx.refresh(button.click(partial(load_example, k), None, side_outputs, **UI))
+        button.click(None, None, None, js=SCROLL_TO_PROMPT, **UI)  # back to the prompt (a phone's page)
 
     # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
     # slow server it can arrive after the user (or a test) has started typing, and must not undo that

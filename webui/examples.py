@@ -23,11 +23,20 @@ class Example:
     def paths(self) -> list[str]:
         return [str(self.folder / name) for name in self.images]
 
+    def mentioned(self) -> list[str]:
+        """The pictures in the order the prompt mentions them (so "shape of img2, colour of img1" does not look
+        like "shape of img1, colour of img2"), then any it does not mention."""
+        import re
+
+        order = [int(n) - 1 for n in re.findall(r"<img(\d+)>", self.prompt)]
+        order = [k for i, k in enumerate(order) if k not in order[:i] and k < len(self.images)]
+        return [self.paths()[k] for k in (*order, *(k for k in range(len(self.images)) if k not in order))]
+
     def thumbnail(self, height: int = 160):
-        """The example's pictures side by side (so two examples with the same first picture look different)."""
+        """The example's pictures side by side, in the order the prompt mentions them."""
         from PIL import Image
 
-        tiles = [Image.open(p).convert("RGB") for p in self.paths()]
+        tiles = [Image.open(p).convert("RGB") for p in self.mentioned()]
         tiles = [t.resize((max(1, t.width * height // t.height), height)) for t in tiles]
         sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), height), (255, 255, 255))
         x = 0
@@ -97,6 +106,18 @@ SHAPES_EXAMPLES: tuple[Example, ...] = (
         folder=SHAPES_IMAGES,
     ),
 )
+
+
+def thumbnail_files(examples: tuple[Example, ...], folder: Path, height: int = 72) -> list[str]:
+    """Each example's thumbnail as a PNG in ``folder`` (the buttons' icons), written atomically."""
+    from sigma_studio.model.files import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, example in enumerate(examples):
+        sheet = example.thumbnail(height)
+        paths.append(str(atomic_write(folder / f"example-{k + 1}.png", lambda f, sheet=sheet: sheet.save(f, "PNG"))))
+    return paths
 
 
 def examples_for(arch) -> tuple[Example, ...]:

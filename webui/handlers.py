@@ -20,6 +20,7 @@ from sigma_studio.model.config import DEFAULT_SPEED, speed_every
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image, to_rgb
 from sigma_studio.model.request.control import estimate_depth
+from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS
 
 from . import depth
 from .display import browser_text, colour_routing
@@ -217,6 +218,17 @@ def routing_preview(layout: LayoutInputs, state: UIState, size, arch) -> Image.I
     return controls[-1].image if controls else None
 
 
+# an attribute token as it appears (HTML-escaped) in a text part of the preview
+TOKENS = re.compile("|".join(re.escape(html.escape(t)) for t in ATTRIBUTE_TOKENS))
+
+
+def not_ready(message: str) -> str:
+    """The preview of a request that cannot be built yet: why, as a note. Errors are red in one place only, the box
+    under Generate, which shows the same message (from the same request builder) when Generate is pressed."""
+    return (f'<div class="sigma-preview not-ready" role="note">ℹ Not ready to generate: '
+            f"{html.escape(browser_text(message))}</div>")  # fmt: skip
+
+
 def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, size=None) -> str:
     """The sequence the model will receive (the request's parts, controls included) as HTML: text spans and
     thumbnails in order, each image with its tokens. ``size`` (height, width): the settings' output size."""
@@ -230,15 +242,16 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, 
     if not state.prompt.strip() and not references(state):
         return '<div class="sigma-preview hint">Write a prompt and add references: the sequence appears here.</div>'
     if why := depth.blocked(layout):  # never a depth part that cannot be made
-        return f'<div class="sigma-preview error">{html.escape(why)}</div>'
+        return not_ready(why)
     try:
         request = request_of(state, layout, GenerationConfig(size=size), arch or tiny(), preview=True)
     except SigmaError as exc:
-        return f'<div class="sigma-preview error">{html.escape(browser_text(str(exc)))}</div>'
+        return not_ready(str(exc))
     parts = []
     for part in request.parts:
-        if isinstance(part, TextPart):
-            parts.append(f'<span class="seg-text">{html.escape(part.text)}</span>')
+        if isinstance(part, TextPart):  # the attribute tokens marked where they are (the image chips repeat none)
+            text = TOKENS.sub(lambda m: f'<mark class="tok">{m.group(0)}</mark>', html.escape(part.text))
+            parts.append(f'<span class="seg-text">{text}</span>')
             continue
         img = request.images[part.index]
         thumb = img.image.copy()
@@ -246,14 +259,14 @@ def preview_html(state: UIState, layout: LayoutInputs | None = None, arch=None, 
         buf = io.BytesIO()
         thumb.save(buf, format="PNG")
         data = base64.b64encode(buf.getvalue()).decode()
-        tokens = " ".join(html.escape(t) for t in part.attributes) or "no token"
+        tokens = "" if part.attributes else " <i>no token</i>"  # its tokens are marked in the text before it
         parts.append(
             f'<span class="seg-image" data-name="{img.name}" data-role="{img.role}" '
             f'data-tokens="{html.escape(" ".join(part.attributes))}">'
-            f'<img src="data:image/png;base64,{data}" alt="{img.name}"/><b>{img.name}</b> <i>{tokens}</i></span>'
+            f'<img src="data:image/png;base64,{data}" alt="{img.name}"/><b>{img.name}</b>{tokens}</span>'
         )
-    notes = "".join(f"<div>⚠ {html.escape(browser_text(w))}</div>" for w in request.warnings)
-    notes = f'<div class="sigma-preview-notes">{notes}</div>' if notes else ""
+    notes = "".join(f"<div>ℹ {html.escape(browser_text(w))}</div>" for w in request.warnings)  # notes, not errors
+    notes = f'<div class="sigma-note sigma-preview-notes" role="note">{notes}</div>' if notes else ""
     return '<div class="sigma-preview">' + " ".join(parts) + "</div>" + notes
 
 
@@ -322,13 +335,13 @@ def friendly(exc: BaseException) -> gr.Error:
 def send_to_references(state: UIState, path: str | None) -> UIState:
     from .state import add_slot, set_image
 
-    if not path:
-        raise gr.Error("Generate an image first")
+    if not path:  # (the message goes in the page's error box, as every other refusal of the page)
+        return replace(state, error="Generate an image first: then it can be sent to the references")
     empty = next((k for k, s in enumerate(state.slots) if not s.filled), None)
     if empty is None:
         state = add_slot(state)
         if state.error:
-            raise gr.Error(state.error)
+            return state
         empty = len(state.slots) - 1
     return replace(set_image(state, empty, path), error="")
 

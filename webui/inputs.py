@@ -52,6 +52,14 @@ WATCH_MASK_EDITOR = """() => {
   document.addEventListener('change', chosen, true);
 }"""
 SCROLL_TO_PROMPT = "() => { document.querySelector('#prompt')?.scrollIntoView({block: 'start'}); }"
+# On a phone the columns stack and the Result is far below Generate: tapping Generate scrolls to the Result (its
+# progress, then the picture); a refusal, shown under the prompt, brings the page back to it.
+PHONE = "window.matchMedia('(max-width: 640px)').matches"
+SCROLL_TO_RESULT = f"() => {{ if ({PHONE}) document.querySelector('#output')?.scrollIntoView({{block: 'start'}}); }}"
+SCROLL_TO_ERROR = (
+    f"() => {{ const e = document.querySelector('#page-error .sigma-error'); "
+    f"if (e && {PHONE}) e.scrollIntoView({{block: 'center'}}); }}"
+)
 
 
 def _preprocess(self, payload):

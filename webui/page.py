@@ -191,7 +191,7 @@ class Page:
     result: ResultPanel
     history_panel: HistoryPanel
     examples: tuple[Example, ...]
-    examples_gallery: gr.Gallery  # one picture per example, in the order of ``examples``
+    example_buttons: tuple[gr.Button, ...]  # one button per example, in the order of ``examples``
 
     @property
     def slot_outputs(self) -> list[Component]:
