@@ -187,3 +187,28 @@ def test_a_replica_killed_mid_run_has_its_requests_retried_or_failed_never_hung(
     with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=CALL_TIMEOUT) as client:
         after = client.images.generate(prompt="a red star", size="64x64", extra_body={"seed": 99, **FAST})
     assert after.data[0].model_extra["record"]["config"]["seed"] == 99  # the server goes on serving
+
+
+def test_the_page_generates_through_the_ingress_in_a_real_browser(served):
+    """The page itself, served by the ingress through Ray's proxy: an example, Generate, the picture."""
+    pytest.importorskip("playwright.sync_api")
+    from tests import test_webui_browser as ui
+
+    if ui.CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    with ui.playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=ui.CHROMIUM, args=flags)
+        try:
+            pg = ui._open(browser, served[0])
+            pg.locator("#examples button.example").first.click()
+            pg.wait_for_function("document.querySelector('#prompt textarea').value.includes('colour of')",
+                                 timeout=ui.STATE_TIMEOUT_MS)  # fmt: skip
+            pg.locator("#generate").click()
+            shown = "document.querySelector('#info').innerText.includes('seed') && "
+            shown += "document.querySelector('#output img') !== null"
+            pg.wait_for_function(shown, timeout=ui.STATE_TIMEOUT_MS)
+            pg.screenshot(path=str(ui.ART / "ray-page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert sum(status(served[0])["runs"].values()) >= 1

@@ -21,7 +21,7 @@ from . import handlers as h
 from . import placements as pl
 from .display import CANVAS_SIDE, NOTE, canvas_image, error_html
 from .guard import stored_mask, within_any
-from .inputs import REFUSED, SCROLL_TO_ERROR, SCROLL_TO_PROMPT, SCROLL_TO_RESULT, UI, wire_inputs
+from .inputs import REFUSED, SCROLL_AFTER_RUN, SCROLL_TO_PROMPT, SCROLL_TO_RESULT, UI, wire_inputs
 from .jobs import Cancelled, Jobs, clean_old_files
 from .limits import WebLimits
 from .page import BoxesTab, Page
@@ -225,7 +225,7 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
         outs, concurrency_limit=jobs.concurrency, concurrency_id="gpu", show_progress_on=[result.gallery],
         api_name="page_generate", api_visibility="undocumented",
     ).then(lambda: (gr.update(visible=True), gr.update(visible=False)), None, [prompt.run, prompt.stop],
-           **UI).then(None, None, None, js=SCROLL_TO_ERROR, **UI)  # fmt: skip
+           **UI).then(None, None, None, js=SCROLL_AFTER_RUN, **UI)  # fmt: skip
     prompt.run.click(None, None, None, js=SCROLL_TO_RESULT, **UI)  # a phone: to the Result, where progress shows
     prompt.stop.click(stop, [page.token], [result.info, prompt.run, prompt.stop], **UI)
     result.reuse.click(lambda seeds: seeds[0] if seeds else gr.update(), [page.last_seeds], [page.settings.seed], **UI)

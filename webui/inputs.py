@@ -56,9 +56,14 @@ SCROLL_TO_PROMPT = "() => { document.querySelector('#prompt')?.scrollIntoView({b
 # progress, then the picture); a refusal, shown under the prompt, brings the page back to it.
 PHONE = "window.matchMedia('(max-width: 640px)').matches"
 SCROLL_TO_RESULT = f"() => {{ if ({PHONE}) document.querySelector('#output')?.scrollIntoView({{block: 'start'}}); }}"
-SCROLL_TO_ERROR = (
-    f"() => {{ const e = document.querySelector('#page-error .sigma-error'); "
-    f"if (e && {PHONE}) e.scrollIntoView({{block: 'center'}}); }}"
+# When the run ends: the Result again (a page that grew while it ran may have pushed it down), or the refusal's
+# message if there is one (the error box may be drawn a few frames after the event ends: watched for about 1 s)
+SCROLL_AFTER_RUN = (
+    f"() => {{ if (!({PHONE})) return; "
+    f"document.querySelector('#output')?.scrollIntoView({{block: 'start'}}); const look = (n) => {{ "
+    f"const e = document.querySelector('#page-error .sigma-error'); "
+    f"if (e) e.scrollIntoView({{block: 'center'}}); else if (n > 0) requestAnimationFrame(() => look(n - 1)); }}; "
+    f"look(60); }}"
 )
 
 
