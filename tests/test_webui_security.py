@@ -148,13 +148,23 @@ def test_restore_reads_the_record_from_the_servers_own_png(server, secrets):
 
 def test_mask_rows_name_only_masks_the_page_drew(server, secrets):
     url, _, _, demo = server
-    empty = event(url, fn_index(demo, "draw"), [table([]), table([]), table([])]).json()["data"][0]
+    empty = event(url, fn_index(demo, "draw"), [table([]), table([]), table([]), None]).json()["data"][0]
     for row in ([str(secrets["picture"]), "x", "img1"], ["mask-0123456789ab.png", "", ""]):
-        reply = event(url, fn_index(demo, "draw"), [table([]), table([]), table([row], 3)])
+        reply = event(url, fn_index(demo, "draw"), [table([]), table([]), table([row], 3), None])
         assert reply.status_code == 200, reply.text
         assert_nothing_leaked(url, reply)
         drawn = httpx.get(reply.json()["data"][0]["url"], timeout=60).content
         assert drawn == httpx.get(empty["url"], timeout=60).content  # the planted picture painted nothing
+    # the canvas's background is an upload: a server file named there is refused before anything draws it
+    reply = event(url, fn_index(demo, "draw"), [table([]), table([]), table([]), file_data(secrets["picture"])])
+    assert (
+        reply.status_code >= 400
+        or reply.json()["data"][0] is None
+        or (
+            httpx.get(reply.json()["data"][0]["url"], timeout=60).content == httpx.get(empty["url"], timeout=60).content
+        )
+    )
+    assert_nothing_leaked(url, reply)
 
 
 def test_file_references_must_be_uploads(server, secrets):
