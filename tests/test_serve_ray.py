@@ -32,13 +32,13 @@ import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
+from tests.test_webui_openai import FAST, pipeline_picture  # noqa: E402
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "examples" / "shapes"
 START_TIMEOUT = 300  # seconds for the cluster, the two replicas and the ingress to come up on a loaded 2-core machine
 CALL_TIMEOUT = 300  # the most one call may take; a hung call fails the test here instead of hanging CI
-FAST = {"steps": 4}
 REPLICA = "ray::ServeReplica:sigma:SigmaReplica"
 
 
@@ -126,8 +126,6 @@ def test_edits_with_two_references_make_the_blue_triangle(served, shapes_pipe):
 
 
 def test_eight_concurrent_clients_each_get_their_seeds_picture_on_both_replicas(served, shapes_pipe):
-    from sigma_studio.model import GenerationConfig, build_request
-
     url = served[0]
     before = sum(status(url)["runs"].values())
 
@@ -139,10 +137,9 @@ def test_eight_concurrent_clients_each_get_their_seeds_picture_on_both_replicas(
     seeds = list(range(40, 48))
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(call, seeds))
-    config = GenerationConfig(steps=FAST["steps"], size=(64, 64))
     for seed, image in zip(seeds, got, strict=True):
-        direct = shapes_pipe(build_request("a green square", arch=shapes_pipe.arch, config=config.replace(seed=seed)))
-        assert np.abs(image.astype(int) - np.asarray(direct.image.convert("RGB"), dtype=int)).max() <= 1, seed
+        direct = pipeline_picture(shapes_pipe, "a green square", seed)
+        assert np.abs(image.astype(int) - direct.astype(int)).max() <= 1, seed
     runs = status(url)["runs"]
     assert sum(runs.values()) == before + 8 and len(runs) == 2 and min(runs.values()) > 0, runs
 

@@ -170,7 +170,7 @@ def test_a_cancel_at_the_ingress_stops_the_replicas_generation(replica):
             raise
 
     class Cancel(Exception):
-        pass
+        """What the web server's progress callback raises for a job's cancel."""
 
     def progress(i, n):
         if i == 2:
@@ -208,7 +208,7 @@ class DeadStream:
         raise Gone("The actor died unexpectedly before finishing this task")
 
     def cancel(self):
-        pass
+        """Nothing to stop: the replica behind this stream is already dead."""
 
 
 def test_a_replica_that_dies_is_retried_then_fails_in_one_line(monkeypatch, replica):

@@ -52,6 +52,14 @@ def client(server):
         yield c
 
 
+def pipeline_picture(pipe, prompt: str, seed: int) -> np.ndarray:
+    """What the pipeline makes for ``prompt`` at ``seed`` (FAST steps, 64 px): the picture a call must return."""
+    from sigma_studio.model import GenerationConfig, build_request
+
+    config = GenerationConfig(steps=FAST["steps"], size=(64, 64), seed=seed)
+    return np.asarray(pipe(build_request(prompt, arch=pipe.arch, config=config)).image.convert("RGB"))
+
+
 def picture(item) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(item.b64_json))).convert("RGB")
 
@@ -148,8 +156,6 @@ def test_a_full_queue_is_a_429_with_retry_after(server):
 
 
 def test_twenty_concurrent_clients_each_get_their_own_seeds_picture(server, shapes_pipe):
-    from sigma_studio.model import GenerationConfig, build_request
-
     def call(seed: int) -> np.ndarray:
         with openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=600) as c:
             result = c.images.generate(prompt="a blue star", size="64x64", extra_body={"seed": seed, **FAST})
@@ -158,10 +164,8 @@ def test_twenty_concurrent_clients_each_get_their_own_seeds_picture(server, shap
     seeds = list(range(100, 120))
     with ThreadPoolExecutor(20) as pool:
         got = list(pool.map(call, seeds))
-    config = GenerationConfig(steps=FAST["steps"], size=(64, 64))
     for seed, image in zip(seeds, got, strict=True):
-        direct = shapes_pipe(build_request("a blue star", arch=shapes_pipe.arch, config=config.replace(seed=seed)))
-        assert np.array_equal(image, np.asarray(direct.image.convert("RGB"))), f"seed {seed}"
+        assert np.array_equal(image, pipeline_picture(shapes_pipe, "a blue star", seed)), f"seed {seed}"
 
 
 def test_status_reports_the_model_the_queue_and_the_work_done(server, client):

@@ -14,6 +14,7 @@ Ray is the optional extra ``.[serve]``; nothing here is imported by the default 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import threading
@@ -171,10 +172,8 @@ def first_line(exc: BaseException) -> str:
 def wait_for_interrupt() -> None:
     """Block until Ctrl-C or SIGTERM (both end as Ctrl-C does: the deployment shut down in a few seconds)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the way out, not an error
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
 
 
 def describe(serving: RayServing) -> str:

@@ -35,9 +35,14 @@ def launch(
         quiet=quiet, app_kwargs={"middleware": [Middleware(BodyLimit, limits=limits)]},
     )  # fmt: skip
     # demo.app exists once launched; routes added now are served at once, on the local and the --share URL alike
-    mount_rest(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
-    mount_openai(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
+    mount_routes(demo.app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_queue=max_queue)
     return demo
+
+
+def mount_routes(app, pipe, *, outputs, jobs: Jobs, limits: WebLimits, api_key: str | None, max_queue: int) -> None:
+    """The REST route and the OpenAI routes on ``app``, through the page's queue ``jobs``."""
+    mount_rest(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
+    mount_openai(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
 
 
 def asgi_app(
@@ -51,8 +56,7 @@ def asgi_app(
 
     Image.MAX_IMAGE_PIXELS = limits.max_pixels // 2  # (as in launch)
     app = FastAPI(middleware=[Middleware(BodyLimit, limits=limits)])
-    mount_rest(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
-    mount_openai(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
+    mount_routes(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_queue=max_queue)
     demo.queue(max_size=max_queue)
     return gr.mount_gradio_app(
         app, demo, path="/", css=css, max_file_size=f"{limits.max_upload_mb}mb", show_error=False,
