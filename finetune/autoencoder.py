@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,21 +62,24 @@ class AEConfig:
         check_number("autoencoder min_lr", self.min_lr, 0.0)
 
 
-def load_images(source: str, limit: int, targets_only: bool = False) -> torch.Tensor:
-    """Up to ``limit`` distinct images of the rows under ``source`` (every image, or each row's target) as one
-    tensor [n, 3, H, W] in [-1, 1]."""
-    out, seen = [], set()
+def load_images(source: str, limit: int, targets_only: bool = False, seed: int = 0) -> torch.Tensor:
+    """Up to ``limit`` distinct images of the rows under ``source`` (every image, or each row's target), drawn
+    evenly (seeded by ``seed``) from every file: a dataset written one family per file gives each family its share
+    (the first ``limit`` in file order used to be one or two families). Images of another size than most
+    (SIGMA-GEN's identity sheets) are left out: the pictures are one tensor [n, 3, H, W] in [-1, 1]."""
+    pool = {}
     for row in iter_rows(parquet_files(source)):
-        if not isinstance(row, SigmaRow):
-            continue
-        for data in row.images[-1:] if targets_only else row.images:
-            if data in seen:
-                continue
-            seen.add(data)
-            out.append(data)
-        if len(out) >= limit:
+        if isinstance(row, SigmaRow):
+            pool.update(dict.fromkeys(row.images[-1:] if targets_only else row.images))
+    order = list(pool)
+    random.Random(seed).shuffle(order)
+    pictures = []
+    for start in range(0, len(order), 256):
+        pictures += SigmaRow("", "", tuple(order[start : start + 256])).decode_images()
+        if len(pictures) >= 2 * limit:
             break
-    return torch.stack([to_tensor(img) for img in SigmaRow("", "", tuple(out[:limit])).decode_images()])
+    size = Counter(p.size for p in pictures).most_common(1)[0][0] if pictures else None
+    return torch.stack([to_tensor(p) for p in pictures if p.size == size][:limit])
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -104,7 +109,7 @@ def train_autoencoder(
     ``cfg.decoder_only``, finetune ``start``'s decoder instead (its scale and shift are kept)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(cfg.data, cfg.max_images, cfg.targets_only)
+    images = load_images(cfg.data, cfg.max_images, cfg.targets_only, cfg.seed)
     log.info("autoencoder: %d images of %s", len(images), tuple(images.shape[1:]))
     if cfg.decoder_only:
         if start is None:

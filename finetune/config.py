@@ -109,6 +109,9 @@ class TrainConfig:
     group_mask_scope: str = MASK_SCOPE  # with group_mask: eq. 9 as written, or Fig. 2's intent (model.config.MASK_ARMS)
     attribute_projection: bool = False
     held_out: float = 0.05  # fraction of every task family kept out of training (sample prompts come from it)
+    # rows per shuffle window: each epoch reads the row groups in a seeded order and permutes the rows of every window
+    # of at least this many (held in memory, encoded); 0 reads the files in order, unshuffled
+    shuffle_rows: int = 1000
     family_weights: dict[str, float] = field(default_factory=dict)
     save_every: int = 500
     keep: int = 2  # checkpoints kept on disk
@@ -153,7 +156,7 @@ class TrainConfig:
         """Every numeric option in range, before anything is loaded (``--lr -1`` would train backwards)."""
         for name in ("steps", "max_tokens", "max_tokens_per_sample", "log_every", "keep", "sample_prompts"):
             check_int(_option(name), getattr(self, name), 1)
-        for name in ("warmup", "save_every", "sample_every"):
+        for name in ("warmup", "save_every", "sample_every", "shuffle_rows"):
             check_int(_option(name), getattr(self, name), 0)
         check_int("--seed", self.seed, 0, MAX_SEED)
         check_int("--sample-steps", self.sample_steps, 2, MAX_STEPS)
@@ -190,12 +193,14 @@ class WorldRecipe:
     warmup: int = 200
     ema: float = 0.995
     save_every: int = 500
+    shuffle_rows: int = 1_000_000  # a world's rows are small: one window, the whole dataset permuted every epoch
 
     def schedule(self, **fields) -> TrainConfig:
         """A TrainConfig with this schedule: the whole model trained with SIGMA's attribute projection, no
         held-out split, two checkpoints kept, no activation checkpointing or TensorBoard; ``fields`` add the rest."""
         return TrainConfig(
             max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr, min_lr=self.min_lr,
-            warmup=self.warmup, ema=self.ema, save_every=self.save_every, trainable="all", attribute_projection=True,
-            held_out=0.0, keep=2, gradient_checkpointing=False, tensorboard=False, **fields,
+            warmup=self.warmup, ema=self.ema, save_every=self.save_every, shuffle_rows=self.shuffle_rows,
+            trainable="all", attribute_projection=True, held_out=0.0, keep=2, gradient_checkpointing=False,
+            tensorboard=False, **fields,
         )  # fmt: skip

@@ -7,13 +7,14 @@ passes, so a sample is a pure function of (row, config, generator state).
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from sigma_studio.model.config import ArchConfig
-from sigma_studio.model.data.dataset import BadRow, SigmaRow
+from sigma_studio.model.data.dataset import BadRow, RowGroup, SigmaRow, read_group
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import patchify, resize, to_tensor
 from sigma_studio.model.request.prompt import ImagePart, TextPart, parse_training_instruction
@@ -43,6 +44,46 @@ class TrainSample:
 
     def __post_init__(self) -> None:
         self.num_tokens = self.plan.length
+
+
+def epoch_rows(
+    units: list[RowGroup], seed: int, epoch: int, window: int, start: int = 0
+) -> Iterator[tuple[int, SigmaRow | BadRow]]:
+    """One epoch of rows in a seeded order, each with its place in that order; rows before ``start`` are skipped
+    without being read (a resumed run lands exactly where it stopped).
+
+    The order is a two-level shuffle, as streaming loaders do it: the epoch's row groups are permuted (seeded by
+    ``seed`` and ``epoch``), cut into windows of at least ``window`` rows, and each window's rows are permuted in
+    turn. A dataset written one task family per file is then mixed within every step instead of being trained one
+    family after another (the shapes world's five families used to follow each other in blocks of hundreds of
+    steps). A window holds its rows' encoded bytes in memory. ``window=0`` reads the files in order, unshuffled.
+    """
+    if window <= 0:
+        order, windows = units, [units]
+    else:
+        order = list(units)
+        random.Random(f"groups-{seed}-{epoch}").shuffle(order)
+        windows, current, size = [], [], 0
+        for unit in order:
+            current.append(unit)
+            size += unit.size
+            if size >= window:
+                windows.append(current)
+                current, size = [], 0
+        windows += [current] if current else []
+    place = 0
+    for k, part in enumerate(windows):
+        size = sum(u.size for u in part)
+        if place + size <= start:  # wholly before the resume point: not read at all
+            place += size
+            continue
+        rows = [row for unit in part for row in read_group(unit)]
+        if window > 0:
+            random.Random(f"rows-{seed}-{epoch}-{k}").shuffle(rows)
+        for offset, row in enumerate(rows):
+            if place + offset >= start:
+                yield place + offset, row
+        place += size
 
 
 def family_of(row_id: str) -> str:

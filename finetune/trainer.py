@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sigma_studio.model.data.dataset import BadRow, SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.data.dataset import BadRow, SigmaRow, parquet_files, row_groups
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
 from sigma_studio.model.hub import HubOptions
@@ -27,7 +27,7 @@ from sigma_studio.model.weights.loader import write_model_dir
 from . import build, distributed, lora, monitor
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import DataStats, DropConfig, build_sample, check_family_weights, family_of, is_held_out
+from .data import DataStats, DropConfig, build_sample, check_family_weights, epoch_rows, family_of, is_held_out
 from .packing import batches, pack
 from .seeds import seeded
 
@@ -109,8 +109,8 @@ class Trainer:
         while True:
             seen = 0
             files = parquet_files(self.cfg.dataset, HubOptions(cache_dir=self.cfg.cache_dir))
-            for i, row in enumerate(iter_rows(files)):
-                if i < first or i % self.dist.world_size != self.dist.rank:
+            for i, row in epoch_rows(row_groups(files), self.cfg.seed, epoch, self.cfg.shuffle_rows, first):
+                if i % self.dist.world_size != self.dist.rank:
                     continue
                 if self.cfg.held_out and is_held_out(row.row_id, self.cfg.held_out) != held_out:
                     continue
@@ -360,7 +360,7 @@ class Trainer:
     def _sample_prompts(self) -> list[SigmaRow]:
         out = []
         for _, row in self.rows(held_out=bool(self.cfg.held_out)):
-            if isinstance(row, SigmaRow):
+            if isinstance(row, SigmaRow) and row.readable():  # a bad row is skipped here as in training
                 out.append(row)
             if len(out) >= self.cfg.sample_prompts:
                 break

@@ -62,6 +62,9 @@ class ScheduleOptions:
     lr: Annotated[float, typer.Option(help="peak learning rate (cosine to --min-lr)")] = _D["lr"]
     min_lr: Annotated[float, typer.Option(help="final learning rate")] = _D["min_lr"]
     warmup: Annotated[int, typer.Option(help="linear warm-up steps")] = _D["warmup"]
+    shuffle_rows: Annotated[
+        int, typer.Option(help="rows each shuffle window permutes, every epoch (0: the files in order)")
+    ] = _D["shuffle_rows"]
     optimizer: Annotated[
         str, typer.Option(help=f"{' | '.join(OPTIMIZERS)} (prodigy: --lr multiplies the step it estimates; try 1.0)")
     ] = _D["optimizer"]

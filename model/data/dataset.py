@@ -37,6 +37,14 @@ class SigmaRow:
         """Decode every image (RGB, transparency on white); raises InputError naming the bad one's column entry."""
         return [_decode(data, f"image_list[{k}]") for k, data in enumerate(self.images)]
 
+    def readable(self) -> bool:
+        """Whether every image decodes."""
+        try:
+            self.decode_images()
+        except InputError:
+            return False
+        return True
+
 
 def _decode(data: bytes, name: str) -> Image.Image:
     try:
@@ -106,40 +114,68 @@ def _hub_shards(repo: str, opts: HubOptions) -> list[tuple[Path, str]]:
     return [(f, str(f.relative_to(folder).with_suffix("")).replace("/", "__")) for f in files]
 
 
-def iter_rows(files) -> Iterator[SigmaRow | BadRow]:
-    """Rows of every file (a Path, or a (Path, row-id prefix) pair), row group by row group; unreadable rows and
-    files become :class:`BadRow`. A row's index comes from the row-group sizes in the file's metadata, so a
-    group that fails to read does not shift the ids (and resume positions) of the rows after it.
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of one file, found from the file's metadata alone (nothing decoded): the unit in which rows
+    are read, and which a shuffled epoch reorders. ``bad`` is set for a file that cannot be opened or whose columns
+    have the wrong types: such a file is one unit that reads as ONE :class:`BadRow` named by its prefix."""
 
-    Each file's column types are checked once, from its schema: a file with a column of the wrong type becomes
-    ONE :class:`BadRow` (named by the file's prefix) whose reason names the column and the types it may have."""
+    path: Path
+    prefix: str
+    group: int
+    first: int  # the index, within its file, of the group's first row
+    size: int
+    layout: SchemaLayout | None = None
+    bad: str | None = None
+
+
+def row_groups(files) -> list[RowGroup]:
+    """The row groups of every file (a Path, or a (Path, row-id prefix) pair), in file order. A row's index comes
+    from the row-group sizes in the file's metadata, so a group that fails to read does not shift the ids (and
+    resume positions) of the rows after it."""
     pq = _parquet()
+    units = []
     for item in files:
         path, prefix = item if isinstance(item, tuple) else (item, item.stem)
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many error types for a broken file
-            yield BadRow(prefix, f"unreadable parquet file ({exc})")
+            units.append(RowGroup(Path(path), prefix, -1, 0, 1, bad=f"unreadable parquet file ({exc})"))
             continue
         try:
             layout = schema_layout(pf.schema_arrow)
         except InputError as exc:
             log.warning("%s: %s; the file is skipped", path, exc)
-            yield BadRow(prefix, str(exc))
+            units.append(RowGroup(Path(path), prefix, -1, 0, 1, bad=str(exc)))
             continue
-        index = 0
+        first = 0
         for group in range(pf.num_row_groups):
             size = pf.metadata.row_group(group).num_rows
-            try:
-                table = pf.read_row_group(group, columns=list(COLUMNS)).to_pylist()
-            except Exception as exc:  # noqa: BLE001
-                for k in range(size):
-                    yield BadRow(f"{prefix}-{index + k:06d}", f"unreadable row group ({exc})")
-                index += size
-                continue
-            for record in table:
-                yield _row(f"{prefix}-{index:06d}", record, layout)
-                index += 1
+            units.append(RowGroup(Path(path), prefix, group, first, size, layout))
+            first += size
+    return units
+
+
+def read_group(unit: RowGroup) -> list[SigmaRow | BadRow]:
+    """The rows of one unit of :func:`row_groups`, in order; an unreadable group gives one BadRow per row."""
+    if unit.bad is not None:
+        return [BadRow(unit.prefix, unit.bad)]
+    ids = [f"{unit.prefix}-{unit.first + k:06d}" for k in range(unit.size)]
+    try:
+        table = _parquet().ParquetFile(unit.path).read_row_group(unit.group, columns=list(COLUMNS)).to_pylist()
+    except Exception as exc:  # noqa: BLE001
+        return [BadRow(row_id, f"unreadable row group ({exc})") for row_id in ids]
+    return [_row(row_id, record, unit.layout) for row_id, record in zip(ids, table, strict=True)]
+
+
+def iter_rows(files) -> Iterator[SigmaRow | BadRow]:
+    """Rows of every file (a Path, or a (Path, row-id prefix) pair), row group by row group; unreadable rows and
+    files become :class:`BadRow`.
+
+    Each file's column types are checked once, from its schema: a file with a column of the wrong type becomes
+    ONE :class:`BadRow` (named by the file's prefix) whose reason names the column and the types it may have."""
+    for unit in row_groups(files):
+        yield from read_group(unit)
 
 
 COLUMNS = ("instruction_list", "image_list")
