@@ -1,32 +1,45 @@
-"""Draw the picture in docs/shapes.png: for each task of the shapes world, the references and what the shipped
-``shapes`` model makes of them (only the public API is used).
+"""Draw the picture in docs/shapes.png: the web UI's examples for the shapes model, and a text-only prompt, with
+what the shipped ``shapes`` model makes of each at seed 0 (only the public API is used).
 
     python examples/shapes_gallery.py --out docs/shapes.png
+
+The first six rows are SIGMA's five families (compose twice, tokens swapped) and text alone; the last three are
+SIGMA-GEN: subjects placed by 2-D boxes, by a mask, a 3-D box and a box together, and into a background picture.
+For those the references column shows each subject's identity picture, then where the request places it.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from sigma_studio.model import load_pipeline
-from sigma_studio.model.shapes.world import Thing, box_picture, centred, render
+from sigma_studio.model.files import atomic_write
+from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.webui.display import canvas_image
+from sigma_studio.webui.examples import SHAPES_EXAMPLES, Example
 
-ROWS = [
-    ("Draw the <subject>shape <img1> in the <style>colour of <img2>.",
-     [render([centred("triangle", "yellow", 34)]), render([centred("circle", "blue", 32)])]),
-    ("Draw the <subject>shape <img2> in the <style>colour of <img1>.",
-     [render([centred("triangle", "yellow", 34)]), render([centred("circle", "blue", 32)])]),
-    ("Draw only <select>the star <img1>.",
-     [render([Thing("square", "orange", (4, 6, 20, 20)), Thing("star", "purple", (36, 8, 22, 22)),
-              Thing("diamond", "green", (14, 38, 22, 22))])]),
-    ("Draw the <subject>shape <img1> placed like <layout>this box <img2>.",
-     [render([centred("star", "red", 34)]), box_picture((30, 28, 30, 30))]),
-    ("Put the <subject>shape <img1> on the <background>background of <img2>.",
-     [render([centred("cross", "green", 30)]), Image.new("RGB", (64, 64), (40, 80, 220))]),
-    ("a white circle", []),
-]  # fmt: skip
+# the web UI's examples for the shapes model (the same files, prompts and placements), then a text-only prompt
+ROWS = [*SHAPES_EXAMPLES[:5], Example("Text", "a white circle", ()), *SHAPES_EXAMPLES[5:]]
+
+
+def generate(pipe, example: Example) -> tuple[Image.Image, Image.Image | None]:
+    """The example's picture at seed 0, and the picture of where its subjects go (None for SIGMA's families)."""
+    refs = [Image.open(path).convert("RGB") for path in example.paths()]
+    if not (example.boxes or example.boxes3d or example.masks):
+        return pipe(example.prompt, refs, seed=0).image, None
+    boxes, solid = [list(b) for b in example.boxes], [list(b) for b in example.boxes3d]
+    masks = [[str(example.folder / name), label, ref] for name, label, ref in example.masks]
+    subjects = [f"{r[5]}@box={','.join(map(str, r[:4]))}" for r in boxes]
+    subjects += [f"{r[8]}@box3d={','.join(map(str, r[:7]))}" for r in solid]
+    subjects += [f"{ref}@mask={path}" for path, _, ref in masks]
+    background = str(example.folder / example.background) if example.background else None
+    controls = ControlSpec(subjects=tuple(subjects), background=background)
+    images = {f"img{k + 1}": img for k, img in enumerate(refs)}
+    placed = canvas_image(boxes, 256, boxes3d=solid, masks=masks, background=background)
+    return pipe(example.prompt, images, controls=controls, seed=0).image, placed
 
 
 def main() -> None:
@@ -36,27 +49,30 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=2, help="pixel magnification of the 64 px pictures")
     args = ap.parse_args()
     pipe = load_pipeline(args.model)
-    s, pad, text_w = 64 * args.scale, 10, 330
+    s, pad, text_w, cols = 64 * args.scale, 10, 330, 4
     font = ImageFont.load_default(size=13)
-    sheet = Image.new("RGB", (text_w + 3 * (s + pad) + 30, len(ROWS) * (s + pad) + pad + 24), "white")
+    x_out = text_w + cols * (s + pad) + 30
+    sheet = Image.new("RGB", (x_out + s + pad, len(ROWS) * (s + pad) + pad + 24), "white")
     draw = ImageDraw.Draw(sheet)
-    for x, label in ((pad, "prompt"), (text_w, "references"), (text_w + 2 * (s + pad) + 30, "output")):
+    for x, label in ((pad, "prompt"), (text_w, "references (SIGMA-GEN: identities, then where each goes)"),
+                     (x_out, "output, seed 0")):  # fmt: skip
         draw.text((x, 6), label, fill=(90, 90, 90), font=font)
-    for r, (prompt, refs) in enumerate(ROWS):
+    for r, row in enumerate(ROWS):
         y = 24 + pad + r * (s + pad)
-        result = pipe(prompt, refs, seed=0)
-        lines = prompt
-        for cut in (" in the ", " placed ", " on the "):  # two lines where a long prompt reads best
+        image, placed = generate(pipe, row)
+        lines = row.prompt
+        for cut in (" in the ", " placed ", " on the ", " of a "):  # two lines where a long prompt reads best
             lines = lines.replace(cut, "\n" + cut.lstrip())
         draw.multiline_text((pad, y + s // 2 - 14), lines, fill="black", font=font, spacing=4)
-        for k, img in enumerate(refs):
-            sheet.paste(img.resize((s, s), Image.NEAREST), (text_w + k * (s + pad), y))
-        x_out = text_w + 2 * (s + pad) + 30
-        draw.line((x_out - 26, y + s // 2, x_out - 6, y + s // 2), fill="black", width=2)
+        pictures = [Image.open(path) for path in row.paths()] + ([placed] if placed is not None else [])
+        for k, img in enumerate(pictures):
+            sheet.paste(img.convert("RGB").resize((s, s), Image.NEAREST), (text_w + k * (s + pad), y))
         mid = y + s // 2
+        draw.line((x_out - 26, mid, x_out - 6, mid), fill="black", width=2)
         draw.polygon([(x_out - 6, mid), (x_out - 12, mid - 5), (x_out - 12, mid + 5)], fill="black")
-        sheet.paste(result.image.resize((s, s), Image.NEAREST), (x_out, y))
-    sheet.save(args.out)
+        sheet.paste(image.resize((s, s), Image.NEAREST), (x_out, y))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out, lambda f: sheet.save(f, "PNG"))  # a temporary name, then renamed
     print(args.out)
 
 

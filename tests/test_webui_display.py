@@ -55,17 +55,61 @@ def test_history_restores_prompt_references_and_settings(tmp_path):
     state, values = restore_values(record, GenerationConfig())
     assert state.slots[0].image == str(ref) and state.slots[0].tokens == ("<style>",) and not state.slots[1].filled
     assert "img2 no longer exist" in state.error
-    tab, kind, canny, rows = values[:4]
-    assert kind == "boxes" and rows == [[0.1, 0.2, 0.5, 0.9, "cat", ""]]
-    preset, width, height, steps = values[4:8]
-    assert (preset, width, height, steps) == ("custom", 96, 64, 7) and values[14] == 42
+    tab, kind, canny, rows, solid, masks, background = values[:LAYOUT]
+    assert kind == "boxes" and rows == [[0.1, 0.2, 0.5, 0.9, "cat", ""]] and solid == masks == [] and not background
+    preset, width, height, steps = values[LAYOUT : LAYOUT + 4]
+    assert (preset, width, height, steps) == ("custom", 96, 64, 7) and values[LAYOUT + 10] == 42
     assert history_entry("x.png", record)["caption"].startswith("seed 42 · a <style>look")
 
 
-def test_examples_fill_every_field():
-    state, values = example_values(SHAPES_EXAMPLES[3], GenerationConfig())  # "place it in a box"
+LAYOUT = 7  # tab, kind, canny image, boxes, 3-D boxes, masks, background; then the settings
+
+
+def test_a_restored_sigmagen_record_fills_every_placement_table(tmp_path):
+    """Subjects by box, 3-D box and mask, and the background, come back into their tables; a mask is found again
+    only among the server's own stored masks, a background only where ``usable`` allows."""
+    from PIL import Image
+
+    from sigma_studio.webui.guard import store_mask, stored_mask
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    kept = store_mask(Image.new("L", (64, 64), 255), uploads)
+    bg = tmp_path / "bg.png"
+    bg.write_bytes(b"")
+    subjects = ["img1@box=0.1,0.2,0.5,0.6:star", "img2@box3d=-0.6,0.55,3.0,1.3,1.3,0.02", f"img3@mask={kept}",
+                "img3@mask=/etc/passwd"]  # fmt: skip
+    record = {"prompt": "a grey picture", "config": {"cfg_interval": [0.0, 1.0]},
+              "controls": {"subjects": subjects, "background": str(bg)}}  # fmt: skip
+    mask_name = lambda v: p.name if (p := stored_mask(v, uploads)) else None  # noqa: E731
+    _, values = restore_values(record, GenerationConfig(), lambda path: path, mask_name)
+    tab, kind, canny, rows, solid, masks, background = values[:LAYOUT]
+    assert kind == "boxes" and rows == [[0.1, 0.2, 0.5, 0.6, "star", "img1"]]
+    assert solid == [[-0.6, 0.55, 3.0, 1.3, 1.3, 0.02, 0.0, "", "img2"]]
+    assert masks == [[kept.name, "", "img3"]] and background == str(bg)  # /etc/passwd is not one of its masks
+    _, values = restore_values(record, GenerationConfig(), lambda path: None, mask_name)
+    assert values[LAYOUT - 1] is None  # a background outside the server's folders is not shown
+
+
+def test_examples_fill_every_field(tmp_path):
+    state, values = example_values(SHAPES_EXAMPLES[3], GenerationConfig(), tmp_path)  # "place it in a box"
     assert state.prompt == SHAPES_EXAMPLES[3].prompt and all(s.filled for s in state.slots)
-    assert values[1] == "none" and values[4] == "auto" and values[14] == 0
+    assert values[1] == "none" and values[LAYOUT] == "auto" and values[LAYOUT + 10] == 0
+
+
+def test_the_sigmagen_examples_place_subjects_by_box_3d_box_mask_and_background(tmp_path):
+    """The shapes model's SIGMA-GEN examples fill the tables the Boxes tab draws and generates from; an example's
+    mask is stored among the server's masks, under the name a drawn mask gets."""
+    from sigma_studio.webui.guard import stored_mask
+
+    gen = [e for e in SHAPES_EXAMPLES if e.title.startswith("SIGMA-GEN")]
+    assert len(gen) == 3
+    filled = [example_values(e, GenerationConfig(), tmp_path)[1][:LAYOUT] for e in gen]
+    assert all(v[1] == "boxes" for v in filled)
+    assert [len(v[3]) for v in filled] == [2, 1, 1] and [len(v[4]) for v in filled] == [0, 1, 0]
+    (mask,) = filled[1][5]
+    assert stored_mask(mask[0], tmp_path) is not None and mask[2] == "img1"
+    assert filled[2][6].endswith("orange-circle-on-blue.png") and filled[0][6] is None
 
 
 def test_the_canvas_shows_the_background_and_legible_captions(tmp_path):

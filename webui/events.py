@@ -4,7 +4,6 @@ the API page to the named endpoints of webui/api.py."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -15,12 +14,11 @@ import gradio as gr
 from gradio.events import Dependency
 
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.images import save_png
 
 from . import handlers as h
 from . import placements as pl
 from .display import CANVAS_SIDE, NOTE, canvas_image, error_html
-from .guard import stored_mask, within_any
+from .guard import store_mask, stored_mask, within_any
 from .inputs import REFUSED, SCROLL_AFTER_RUN, SCROLL_TO_PROMPT, SCROLL_TO_RESULT, UI, wire_inputs
 from .jobs import Cancelled, Jobs, clean_old_files
 from .limits import WebLimits
@@ -241,7 +239,8 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
 
     layout, gallery = page.layout, page.history_panel.gallery
     side_outputs = [page.state, *page.slot_outputs, layout.tabs, page.layout_kind, layout.canny.image,
-                    layout.boxes.boxes, *page.settings.components]  # fmt: skip
+                    layout.boxes.boxes, layout.boxes.boxes3d, layout.boxes.masks, layout.boxes.background,
+                    *page.settings.components]  # fmt: skip
     # the history is kept by the browser, so it is untrusted: an entry names one of this server's output PNGs by its
     # file name, and everything restored from it is read from that PNG (webui/guard.py)
     shown_files = partial(history_files, outputs=ctx.outputs)
@@ -272,14 +271,17 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
         except SigmaError as exc:
             st = replace(UIState(), error=f"This result cannot be restored: {h.message_of(exc)}")
             return [st, *_render(st), *[gr.update()] * (len(side_outputs) - 1 - len(page.slot_outputs)), *unchanged]
-        state, values = restore_values(record, GenerationConfig(), partial(within_any, folders=folders))
+        state, values = restore_values(record, GenerationConfig(), partial(within_any, folders=folders), mask_name)
         path = str(shown[evt.index])
         return [state, *_render(state), *values, [path], [path], path]
 
     ctx.refresh(gallery.select(restore, [page.history], side_outputs + result_outputs, **UI))
 
+    def mask_name(value):  # a recorded mask: found again only among the masks this server stored
+        return path.name if (path := stored_mask(value, ctx.uploads)) is not None else None
+
     def load_example(k: int):
-        state, values = example_values(page.examples[k], GenerationConfig())
+        state, values = example_values(page.examples[k], GenerationConfig(), ctx.uploads)
         return [state, *_render(state), *values]
 
     for k, button in enumerate(page.example_buttons):
@@ -342,7 +344,7 @@ def _add_mask(editor, masks, label: str, ref: str, folder: Path):
         mask = pl.editor_mask(editor)
     except InputError as exc:
         return pl.mask_rows(masks), error_html(str(exc))
-    path = save_png(mask, Path(folder) / f"mask-{uuid.uuid4().hex[:12]}.png")
+    path = store_mask(mask, folder)
     return [*pl.mask_rows(masks), [path.name, label or "", ref or ""]], ""
 
 

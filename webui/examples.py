@@ -17,6 +17,11 @@ class Example:
     layout: str = "none"  # none | canny | boxes
     layout_image: str | None = None
     boxes: tuple[tuple[float, float, float, float, str, str], ...] = ()  # x0, y0, x1, y1 (0..1), label, reference
+    # SIGMA-GEN's other placements: 3-D boxes (cx, cy, cz, w, h, d, yaw°, label, reference), masks (a file under
+    # ``folder``, label, reference), and a background picture under ``folder`` to insert the subjects into
+    boxes3d: tuple[tuple, ...] = ()
+    masks: tuple[tuple[str, str, str], ...] = ()
+    background: str | None = None
     settings: dict = field(default_factory=dict)
     folder: Path = IMAGES
 
@@ -103,6 +108,33 @@ SHAPES_EXAMPLES: tuple[Example, ...] = (
         "New background",
         "Put the <subject>shape <img1> on the <background>background of <img2>.",
         ("green-cross.png", "plain-blue.png"),
+        folder=SHAPES_IMAGES,
+    ),
+    Example(
+        "SIGMA-GEN: two subjects in boxes",
+        "a grey picture of a red star, a blue circle",
+        ("red-star.png", "blue-circle.png"),
+        layout="boxes",
+        boxes=((0.06, 0.08, 0.5, 0.52, "", "img1"), (0.5, 0.45, 0.94, 0.89, "", "img2")),
+        folder=SHAPES_IMAGES,
+    ),
+    Example(
+        "SIGMA-GEN: a mask, a 3-D box and a box",
+        "a grey picture",
+        ("yellow-triangle.png", "green-cross.png", "red-star.png"),
+        layout="boxes",
+        boxes=((0.55, 0.05, 0.95, 0.45, "", "img3"),),
+        boxes3d=((-0.6, 0.55, 3.0, 1.3, 1.3, 0.02, 0.0, "", "img2"),),
+        masks=(("mask-triangle.png", "", "img1"),),
+        folder=SHAPES_IMAGES,
+    ),
+    Example(
+        "SIGMA-GEN: into a background",
+        "a grey picture of a green cross",
+        ("green-cross.png",),
+        layout="boxes",
+        boxes=((0.45, 0.4, 0.95, 0.9, "", "img1"),),
+        background="orange-circle-on-blue.png",
         folder=SHAPES_IMAGES,
     ),
 )

@@ -13,7 +13,7 @@ import re
 from pathlib import Path, PurePath
 
 OUTPUT_NAME = re.compile(r"sigma-\d{8}-\d{6}-\d{1,20}-[0-9a-f]{8}\.png")  # handlers.run_request's names
-MASK_NAME = re.compile(r"mask-[0-9a-f]{12}\.png")  # events._add_mask's names
+MASK_NAME = re.compile(r"mask-[0-9a-f]{12}\.png")  # store_mask's names
 
 
 def inside(path: str | Path, folder: str | Path) -> Path | None:
@@ -39,6 +39,15 @@ def stored(value, folder: str | Path, pattern: re.Pattern) -> Path | None:
 def stored_output(value, outputs: str | Path) -> Path | None:
     """An output PNG of this server's ``outputs`` folder named by the page (a history entry)."""
     return stored(value, outputs, OUTPUT_NAME)
+
+
+def store_mask(mask, uploads: str | Path) -> Path:
+    """A subject mask (a PIL picture) saved in ``uploads`` under a fresh name of the kind :func:`stored_mask` finds."""
+    import uuid
+
+    from sigma_studio.model.images import save_png
+
+    return save_png(mask, Path(uploads) / f"mask-{uuid.uuid4().hex[:12]}.png")
 
 
 def stored_mask(value, uploads: str | Path) -> Path | None:

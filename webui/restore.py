@@ -13,7 +13,7 @@ import gradio as gr
 
 from sigma_studio.model.config import DEFAULT_SPEED, SPEEDS, GenerationConfig
 
-from .guard import stored_output
+from .guard import store_mask, stored_output
 from .state import Slot, UIState, read_prompt, set_image
 
 HISTORY_SIZE = 40  # results the browser keeps
@@ -68,16 +68,38 @@ def _state(prompt: str, references: dict[str, str], slots: int = 1) -> UIState:
     return read_prompt(state, prompt)
 
 
-def _layout_values(controls: dict) -> list:
-    """[tab, layout kind, canny image, box rows] for recorded controls (Canny and boxes; others open no tab)."""
+NO_LAYOUT = [gr.update(selected="none"), "none", None, [], [], [], None]
+
+
+def _layout_values(controls: dict, usable, mask_name) -> list:
+    """[tab, layout kind, canny image, box rows, 3-D box rows, mask rows, background] for recorded controls (Canny,
+    boxes and SIGMA-GEN's subjects; others open no tab). ``usable(path)`` gives a recorded file to show, or None;
+    ``mask_name(path)`` the name of a mask this server stored, or None (a mask row then is left out)."""
     if controls.get("canny"):
-        return [gr.update(selected="canny"), "canny", controls["canny"], []]
+        return [gr.update(selected="canny"), "canny", controls["canny"], [], [], [], None]
     rows = [_row(b, "") for b in controls.get("boxes", [])]
-    rows += [_row(placement[4:], source) for source, _, placement in (s.partition("@") for s in controls.get(
-        "subjects", [])) if placement.startswith("box=")]  # fmt: skip
-    if rows:
-        return [gr.update(selected="boxes"), "boxes", None, rows]
-    return [gr.update(selected="none"), "none", None, []]
+    solid, masks = [], []
+    for source, _, placement in (s.partition("@") for s in controls.get("subjects", [])):
+        kind, _, spec = placement.partition("=")
+        if kind == "box":
+            rows.append(_row(spec, source))
+        elif kind == "box3d":
+            values = [float(v) for v in spec.split(",")]
+            solid.append([*values, *[0.0] * (7 - len(values)), "", source])  # yaw 0 when not given
+        elif kind == "mask" and (name := mask_name(spec.split(",depth=")[0])) is not None:
+            masks.append([name, "", source])
+    background = usable(controls["background"]) if controls.get("background") else None
+    if rows or solid or masks:
+        return [
+            gr.update(selected="boxes"),
+            "boxes",
+            None,
+            rows,
+            solid,
+            masks,
+            None if background is None else str(background),
+        ]
+    return list(NO_LAYOUT)
 
 
 def _row(spec: str, ref: str) -> list:
@@ -85,10 +107,11 @@ def _row(spec: str, ref: str) -> list:
     return [*(float(v) for v in coords.split(",")), label, ref]
 
 
-def restore_values(record: dict, defaults: GenerationConfig, usable=None) -> tuple[UIState, list]:
+def restore_values(record: dict, defaults: GenerationConfig, usable=None, mask_name=None) -> tuple[UIState, list]:
     """(state, [layout values..., settings values...]) from a result's record; references whose files are gone
     leave their slot empty (the page says so under the prompt). ``usable(path)`` gives the file to use for a
-    recorded reference, or None (the server passes its rule: only files inside its own folders)."""
+    recorded reference or background, or None (the server passes its rule: only files inside its own folders);
+    ``mask_name(path)`` the stored name of a recorded mask (the server's own uploads), or None."""
     usable = usable or (lambda path: path if Path(path).is_file() else None)
     refs = {
         img["name"]: img["file"]
@@ -101,20 +124,34 @@ def restore_values(record: dict, defaults: GenerationConfig, usable=None) -> tup
     if missing:
         state = UIState(state.prompt, state.slots, f"{', '.join(missing)} no longer exist: upload them again")
     config = {**_config_dict(defaults), **record.get("config", {})}
-    return state, [*_layout_values(record.get("controls") or {}), *settings_values(config)]
+    layout = _layout_values(record.get("controls") or {}, usable, mask_name or (lambda path: None))
+    return state, [*layout, *settings_values(config)]
 
 
-def example_values(example, defaults: GenerationConfig) -> tuple[UIState, list]:
-    """(state, values) that fill every field and setting from an example."""
+def example_values(example, defaults: GenerationConfig, uploads: Path) -> tuple[UIState, list]:
+    """(state, values) that fill every field and setting from an example. An example's masks are copied into
+    ``uploads`` under the names the page's own drawn masks get, so the masks table holds them as it holds those."""
     state = _state(example.prompt, {f"img{k + 1}": p for k, p in enumerate(example.paths())})
     if example.layout == "canny" and example.layout_image:
-        layout = [gr.update(selected="canny"), "canny", str(Path(example.paths()[0]).parent / example.layout_image), []]
-    elif example.boxes:
-        layout = [gr.update(selected="boxes"), "boxes", None, [list(b) for b in example.boxes]]
+        canny = str(Path(example.paths()[0]).parent / example.layout_image)
+        layout = [gr.update(selected="canny"), "canny", canny, [], [], [], None]
+    elif example.boxes or example.boxes3d or example.masks:
+        masks = [[copy_mask(example.folder / name, uploads), label, ref] for name, label, ref in example.masks]
+        background = str(example.folder / example.background) if example.background else None
+        layout = [gr.update(selected="boxes"), "boxes", None, [list(b) for b in example.boxes],
+                  [list(b) for b in example.boxes3d], masks, background]  # fmt: skip
     else:
-        layout = [gr.update(selected="none"), "none", None, []]
+        layout = list(NO_LAYOUT)
     config = _config_dict(defaults) | {"size": None, "seed": 0} | dict(example.settings)
     return state, [*layout, *settings_values(config)]
+
+
+def copy_mask(source: Path, uploads: Path) -> str:
+    """``source`` stored in ``uploads`` as a page-drawn mask is (:func:`~webui.guard.store_mask`); returns its name."""
+    from PIL import Image
+
+    with Image.open(source) as img:
+        return store_mask(img.convert("L"), uploads).name
 
 
 def _config_dict(config: GenerationConfig) -> dict:
