@@ -58,8 +58,8 @@ def epoch_rows(
     family after another (the shapes world's five families used to follow each other in blocks of hundreds of
     steps). A window holds its rows' encoded bytes in memory. ``window=0`` reads the files in order, unshuffled.
     """
-    if window <= 0:
-        order, windows = units, [units]
+    if window <= 0:  # in file order, one row group at a time
+        windows = [[unit] for unit in units]
     else:
         order = list(units)
         random.Random(f"groups-{seed}-{epoch}").shuffle(order)
