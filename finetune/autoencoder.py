@@ -14,6 +14,7 @@ better (the SIGMA-GEN curriculum uses it for multi-object scenes, see ``finetune
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from sigma_studio.model.arch.autoencoder import AutoEncoder
 from sigma_studio.model.config import VAEConfig
 from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import atomic_write
 from sigma_studio.model.images import to_tensor
 
@@ -63,23 +65,37 @@ class AEConfig:
 
 
 def load_images(source: str, limit: int, targets_only: bool = False, seed: int = 0) -> torch.Tensor:
-    """Up to ``limit`` distinct images of the rows under ``source`` (every image, or each row's target), drawn
-    evenly (seeded by ``seed``) from every file: a dataset written one family per file gives each family its share
-    (the first ``limit`` in file order used to be one or two families). Images of another size than most
-    (SIGMA-GEN's identity sheets) are left out: the pictures are one tensor [n, 3, H, W] in [-1, 1]."""
-    pool = {}
+    """Up to ``limit`` distinct images of the rows under ``source`` (every image, or each row's target): a seeded
+    uniform draw over the whole source (a reservoir of twice ``limit`` encoded images, so memory stays bounded), not
+    the first ``limit`` in file order, which in a dataset written one family per file were one or two families.
+    Images of another size than most (SIGMA-GEN's identity sheets) are left out: the pictures are one tensor
+    [n, 3, H, W] in [-1, 1]."""
+    rng, keep, seen, pool = random.Random(seed), 2 * limit, set(), []
     for row in iter_rows(parquet_files(source)):
-        if isinstance(row, SigmaRow):
-            pool.update(dict.fromkeys(row.images[-1:] if targets_only else row.images))
-    order = list(pool)
-    random.Random(seed).shuffle(order)
+        if not isinstance(row, SigmaRow):
+            continue
+        for data in row.images[-1:] if targets_only else row.images:
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            k = len(seen) - 1  # Algorithm R: every distinct image ends in the reservoir with the same chance
+            if k < keep:
+                pool.append(data)
+            elif (j := rng.randrange(k + 1)) < keep:
+                pool[j] = data
+    rng.shuffle(pool)
     pictures = []
-    for start in range(0, len(order), 256):
-        pictures += SigmaRow("", "", tuple(order[start : start + 256])).decode_images()
-        if len(pictures) >= 2 * limit:
-            break
+    for data in pool:
+        try:
+            pictures.append(SigmaRow("", "", (data,)).decode_images()[0])
+        except InputError:  # a row that cannot be decoded is skipped, as training skips it
+            continue
     size = Counter(p.size for p in pictures).most_common(1)[0][0] if pictures else None
-    return torch.stack([to_tensor(p) for p in pictures if p.size == size][:limit])
+    chosen = [to_tensor(p) for p in pictures if p.size == size][:limit]
+    if not chosen:
+        raise InputError(f"{source} holds no readable image to train the autoencoder on")
+    return torch.stack(chosen)
 
 
 def _save_state(path: Path, state: dict) -> None:

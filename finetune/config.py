@@ -110,8 +110,9 @@ class TrainConfig:
     attribute_projection: bool = False
     held_out: float = 0.05  # fraction of every task family kept out of training (sample prompts come from it)
     # rows per shuffle window: each epoch reads the row groups in a seeded order and permutes the rows of every window
-    # of at least this many (held in memory, encoded); 0 reads the files in order, unshuffled
-    shuffle_rows: int = 1000
+    # of at least this many (held in memory, encoded: ten row groups of 1 000, as `write_parquet` writes them, so a
+    # dataset written one task family per file is mixed); 0 reads the files in order, unshuffled
+    shuffle_rows: int = 10_000
     family_weights: dict[str, float] = field(default_factory=dict)
     save_every: int = 500
     keep: int = 2  # checkpoints kept on disk
@@ -197,10 +198,12 @@ class WorldRecipe:
 
     def schedule(self, **fields) -> TrainConfig:
         """A TrainConfig with this schedule: the whole model trained with SIGMA's attribute projection, no
-        held-out split, two checkpoints kept, no activation checkpointing or TensorBoard; ``fields`` add the rest."""
-        return TrainConfig(
+        held-out split, two checkpoints kept, no activation checkpointing or TensorBoard; ``fields`` add the rest
+        (and win over these)."""
+        base = dict(
             max_tokens=self.max_tokens, max_tokens_per_sample=self.max_tokens, lr=self.lr, min_lr=self.min_lr,
             warmup=self.warmup, ema=self.ema, save_every=self.save_every, shuffle_rows=self.shuffle_rows,
             trainable="all", attribute_projection=True, held_out=0.0, keep=2, gradient_checkpointing=False,
-            tensorboard=False, **fields,
+            tensorboard=False,
         )  # fmt: skip
+        return TrainConfig(**{**base, **fields})

@@ -338,6 +338,10 @@ class Trainer:
         positions = state["positions"]
         if len(positions) != self.dist.world_size:
             raise InputError(f"{checkpoint} was saved by {len(positions)} processes; resume it with as many")
+        order = {k: state.get("config", {}).get(k, 0) for k in ("shuffle_rows", "seed")}  # before: files in order
+        if order != {"shuffle_rows": self.cfg.shuffle_rows, "seed": self.cfg.seed}:  # its place is one in that order
+            raise InputError(f"{checkpoint} read its data with --shuffle-rows {order['shuffle_rows']} and --seed "
+                             f"{order['seed']}: resume it with the same")  # fmt: skip
         self.position = tuple(positions[self.dist.rank]) + (0,) * (3 - len(positions[self.dist.rank]))
         for key, value in state.get("data", {}).items():
             setattr(self.stats, key, value)

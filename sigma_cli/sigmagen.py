@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from .shapes import WorldEvalOptions
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="SIGMA-GEN: training data from annotations.")
 D = SigmaGenOptions()
 R = SigmaGenRecipe()
+
+DRAWN_PER_COUNT = 100  # `sigma sigmagen eval` without --data: held-out scenes a subject count
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -265,8 +268,14 @@ def _run(recipe):
 def eval_cmd(
     *,
     model: Annotated[str, typer.Option("--model", "-m", help="a SIGMA-GEN model directory (or shapes)")],
-    data: Annotated[Path, typer.Option(help="held-out scenes: the eval/ folder `sigma sigmagen train` writes")],
-    per_count: Annotated[int | None, typer.Option(help="scenes per subject count \\[default: all]")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="held-out scenes (the eval/ folder `sigma sigmagen train` writes) \\[default: drawn for "
+            f"the model, {DRAWN_PER_COUNT} a subject count]"
+        ),
+    ] = None,
+    per_count: Annotated[int | None, typer.Option(min=1, help="scenes per subject count \\[default: all]")] = None,
     run: WorldEvalOptions,
     reconstruct: Annotated[
         bool,
@@ -278,14 +287,19 @@ def eval_cmd(
     pixels: each subject's shape and colour in its region, and the nearer subject shown where two overlap."""
     from rich.table import Table
 
+    from sigma_studio.finetune.sigmagen_recipe import make_eval
     from sigma_studio.model import load_pipeline
     from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, read_scenes
 
     render.setup_logging(debug)
-    with render.errors(debug):
+    with render.errors(debug), tempfile.TemporaryDirectory() as tmp:
         config = run.config()
-        scenes = read_scenes(data, per_count)  # a bad --data is one line, before the model loads
+        scenes = read_scenes(data, per_count) if data else None  # a bad --data is one line, before the model loads
         pipe = load_pipeline(model, mode="cpu")
+        if data is None:  # held-out scenes drawn at the model's own routing step and identity-sheet layout
+            data = Path(tmp)
+            make_eval(data, per_count or DRAWN_PER_COUNT, 0, pipe.arch.routing_step, pipe.arch.sheet_rows)
+            scenes = read_scenes(data, per_count)
         with render.progress() as bar:
             task = bar.add_task("scenes", total=None)
             summary, records = evaluate_sigmagen(pipe, data, per_count=per_count, config=config, seed=run.seed,

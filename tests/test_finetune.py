@@ -124,6 +124,16 @@ RESUME_CASES = {
 }
 
 
+def test_a_resume_with_another_data_order_is_refused(workspace):
+    """A checkpoint's place in the data is a place in its shuffled order: another --shuffle-rows or --seed would
+    land elsewhere, silently skipping or repeating rows."""
+    cfg = config(workspace, "order", steps=2, save_every=1)
+    Trainer(cfg).run()
+    for change in ({"shuffle_rows": 0}, {"seed": 7}):
+        with pytest.raises(InputError, match="read its data with --shuffle-rows 10000 and --seed 4396"):
+            Trainer(cfg.replace(steps=3, resume=True, **change)).run()
+
+
 @pytest.mark.parametrize("case", RESUME_CASES)
 def test_resume_after_a_kill_continues_bit_for_bit(workspace, case):
     """--model tiny (whose loader keeps the ViT) with dropout: a run killed after step 4 and resumed from its

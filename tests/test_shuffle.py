@@ -104,7 +104,7 @@ def test_the_autoencoder_draws_its_pictures_from_every_file(world):
 def test_the_shuffle_window_is_checked_and_a_world_recipe_permutes_all_its_rows():
     with pytest.raises(InputError, match="--shuffle-rows must be a whole number of at least 0"):
         TrainConfig(out="x", shuffle_rows=-1)
-    assert TrainConfig(out="x").shuffle_rows == 1000
+    assert TrainConfig(out="x").shuffle_rows == 10_000
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 
     assert ShapesRecipe().train_config().shuffle_rows >= ShapesRecipe().rows * 2
@@ -117,3 +117,26 @@ def test_a_trained_pass_meets_every_family_in_its_first_steps(world, tmp_path):
     trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), dataset=str(world), held_out=0.0, seed=0))
     first = [row.row_id for _, (_, row) in zip(range(40), trainer.rows(), strict=False)]
     assert len({family_of(i) for i in first}) >= 4
+
+
+def test_the_default_window_mixes_files_written_in_groups_of_a_thousand_rows(tmp_path):
+    """``write_parquet`` writes row groups of 1 000 rows: the default window (10 000 rows) must hold several of them,
+    or each window would be one family's group and the stream would still train one family at a time."""
+    from sigma_studio.model.data.dataset import Example, write_parquet
+
+    tiny = Image.new("RGB", (8, 8))
+    for family in FAMILIES:
+        write_parquet(tmp_path / f"{family}.parquet", (Example(family, f"{family} {k}", [tiny]) for k in range(2000)))
+    units = row_groups(parquet_files(str(tmp_path)))
+    assert {u.size for u in units} == {1000}
+    order = ids(epoch_rows(units, seed=0, epoch=0, window=TrainConfig(out="x").shuffle_rows))
+    for start in range(0, len(order) - 50, 50):
+        assert len({family_of(i) for i in order[start : start + 50]}) >= 3
+
+
+def test_an_autoencoder_source_without_a_readable_image_is_one_clear_error(tmp_path):
+    table = pa.table({"instruction_list": pa.array([["x"]], pa.list_(pa.string())),
+                      "image_list": pa.array([[b"not an image"]], pa.list_(pa.binary()))})  # fmt: skip
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="holds no readable image to train the autoencoder on"):
+        load_images(str(tmp_path), 10)

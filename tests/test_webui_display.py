@@ -82,13 +82,17 @@ def test_a_restored_sigmagen_record_fills_every_placement_table(tmp_path):
     record = {"prompt": "a grey picture", "config": {"cfg_interval": [0.0, 1.0]},
               "controls": {"subjects": subjects, "background": str(bg)}}  # fmt: skip
     mask_name = lambda v: p.name if (p := stored_mask(v, uploads)) else None  # noqa: E731
-    _, values = restore_values(record, GenerationConfig(), lambda path: path, mask_name)
+    state, values = restore_values(record, GenerationConfig(), lambda path: path, mask_name)
+    assert state.error == "the mask of img3 no longer exists: upload it again"  # the row naming /etc/passwd
     tab, kind, canny, rows, solid, masks, background = values[:LAYOUT]
     assert kind == "boxes" and rows == [[0.1, 0.2, 0.5, 0.6, "star", "img1"]]
     assert solid == [[-0.6, 0.55, 3.0, 1.3, 1.3, 0.02, 0.0, "", "img2"]]
     assert masks == [[kept.name, "", "img3"]] and background == str(bg)  # /etc/passwd is not one of its masks
-    _, values = restore_values(record, GenerationConfig(), lambda path: None, mask_name)
-    assert values[LAYOUT - 1] is None  # a background outside the server's folders is not shown
+    state, values = restore_values(record, GenerationConfig(), lambda path: None, mask_name)
+    assert values[LAYOUT - 1] is None and "the background" in state.error  # outside the server's folders: not shown
+    canny = {"prompt": "x", "config": {"cfg_interval": [0.0, 1.0]}, "controls": {"canny": "/etc/hostname"}}
+    state, values = restore_values(canny, GenerationConfig(), lambda path: None)
+    assert values[1] == "canny" and values[2] is None and "the Canny picture" in state.error
 
 
 def test_examples_fill_every_field(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,13 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.images import open_image, save_png
+from sigma_studio.model.images import open_image
 from sigma_studio.model.request.multisubject import Box3D
 from sigma_studio.model.request.structure import IMAGE_NAME, ControlSpec, subject_size
 from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS, suggest_token
 
 from . import handlers as h
-from .guard import stored_mask
+from .guard import store_mask, stored_mask
 from .limits import WebLimits
 
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[x×]\s*(\d{1,6})\s*$")
@@ -181,7 +180,7 @@ def stored_masks(layout: h.LayoutInputs, size_hw, arch, folder: Path, limits: We
                              "output's aspect ratio, or choose a size of the mask's shape")  # fmt: skip
         made.append((Image.fromarray(mask.astype(np.uint8) * 255), label, ref))
     folder.mkdir(parents=True, exist_ok=True)
-    return [[str(save_png(m, folder / f"mask-{uuid.uuid4().hex[:12]}.png")), label, ref] for m, label, ref in made]
+    return [[str(store_mask(m, folder)), label, ref] for m, label, ref in made]
 
 
 def forget_masks(subjects, folder: Path) -> None:

@@ -271,14 +271,25 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
         except SigmaError as exc:
             st = replace(UIState(), error=f"This result cannot be restored: {h.message_of(exc)}")
             return [st, *_render(st), *[gr.update()] * (len(side_outputs) - 1 - len(page.slot_outputs)), *unchanged]
+        mask_name = lambda v: p.name if (p := stored_mask(v, ctx.uploads)) else None  # noqa: E731 - its own masks only
         state, values = restore_values(record, GenerationConfig(), partial(within_any, folders=folders), mask_name)
         path = str(shown[evt.index])
         return [state, *_render(state), *values, [path], [path], path]
 
     ctx.refresh(gallery.select(restore, [page.history], side_outputs + result_outputs, **UI))
 
-    def mask_name(value):  # a recorded mask: found again only among the masks this server stored
-        return path.name if (path := stored_mask(value, ctx.uploads)) is not None else None
+    _wire_examples(page, side_outputs, ctx)
+
+    # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
+    # slow server it can arrive after the user (or a test) has started typing, and must not undo that
+    on_load = lambda st, history: [*_render(st or UIState())[1:], show_history(history)]
+    ctx.refresh(demo.load(on_load, [page.state, page.history], [*page.slot_outputs[1:], gallery],
+                          api_visibility="undocumented"))  # fmt: skip
+
+
+def _wire_examples(page: Page, side_outputs: list, ctx: Wiring) -> None:
+    """Each example button fills the prompt, the references, the placement tables and the settings."""
+    from sigma_studio.model.config import GenerationConfig
 
     def load_example(k: int):
         state, values = example_values(page.examples[k], GenerationConfig(), ctx.uploads)
@@ -287,12 +298,6 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
     for k, button in enumerate(page.example_buttons):
         ctx.refresh(button.click(partial(load_example, k), None, side_outputs, **UI))
         button.click(None, None, None, js=SCROLL_TO_PROMPT, **UI)  # back to the prompt (a phone's page)
-
-    # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
-    # slow server it can arrive after the user (or a test) has started typing, and must not undo that
-    on_load = lambda st, history: [*_render(st or UIState())[1:], show_history(history)]
-    ctx.refresh(demo.load(on_load, [page.state, page.history], [*page.slot_outputs[1:], gallery],
-                          api_visibility="undocumented"))  # fmt: skip
 
 
 def _constant(value):

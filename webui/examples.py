@@ -25,6 +25,11 @@ class Example:
     settings: dict = field(default_factory=dict)
     folder: Path = IMAGES
 
+    @property
+    def places_subjects(self) -> bool:
+        """Whether it places references as SIGMA-GEN subjects (a box with a reference, a 3-D box or a mask)."""
+        return any(b[5] for b in self.boxes) or bool(self.boxes3d or self.masks)
+
     def paths(self) -> list[str]:
         return [str(self.folder / name) for name in self.images]
 
@@ -154,7 +159,12 @@ def thumbnail_files(examples: tuple[Example, ...], folder: Path, height: int = 7
 
 def examples_for(arch) -> tuple[Example, ...]:
     """The gallery that suits a model: the shapes world's tasks for a model of the shapes architecture (the shipped
-    one, or one retrained into any folder), photographs otherwise."""
+    one, or one retrained into any folder), photographs otherwise; SIGMA-GEN's examples only for a model whose skills
+    include placing subjects (or are not known)."""
     from sigma_studio.model.presets import shapes
 
-    return SHAPES_EXAMPLES if arch.llm == shapes().llm and arch.max_image_size == shapes().max_image_size else EXAMPLES
+    world = arch.llm == shapes().llm and arch.max_image_size == shapes().max_image_size
+    gallery = SHAPES_EXAMPLES if world else EXAMPLES
+    if arch.skills is not None and "subjects" not in arch.skills:  # it was not trained to place subjects
+        gallery = tuple(e for e in gallery if not e.places_subjects)
+    return gallery

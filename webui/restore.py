@@ -71,14 +71,15 @@ def _state(prompt: str, references: dict[str, str], slots: int = 1) -> UIState:
 NO_LAYOUT = [gr.update(selected="none"), "none", None, [], [], [], None]
 
 
-def _layout_values(controls: dict, usable, mask_name) -> list:
+def _layout_values(controls: dict, usable, mask_name) -> tuple[list, list[str]]:
     """[tab, layout kind, canny image, box rows, 3-D box rows, mask rows, background] for recorded controls (Canny,
-    boxes and SIGMA-GEN's subjects; others open no tab). ``usable(path)`` gives a recorded file to show, or None;
-    ``mask_name(path)`` the name of a mask this server stored, or None (a mask row then is left out)."""
+    boxes and SIGMA-GEN's subjects; others open no tab), and what of them is gone. ``usable(path)`` gives a recorded
+    file to show, or None; ``mask_name(path)`` the name of a mask this server stored, or None (its row is left out)."""
     if controls.get("canny"):
-        return [gr.update(selected="canny"), "canny", controls["canny"], [], [], [], None]
-    rows = [_row(b, "") for b in controls.get("boxes", [])]
-    solid, masks = [], []
+        canny = usable(controls["canny"])
+        gone = [] if canny else ["the Canny picture"]
+        return [gr.update(selected="canny"), "canny", None if canny is None else str(canny), [], [], [], None], gone
+    rows, solid, masks, gone = [_row(b, "") for b in controls.get("boxes", [])], [], [], []
     for source, _, placement in (s.partition("@") for s in controls.get("subjects", [])):
         kind, _, spec = placement.partition("=")
         if kind == "box":
@@ -86,20 +87,15 @@ def _layout_values(controls: dict, usable, mask_name) -> list:
         elif kind == "box3d":
             values = [float(v) for v in spec.split(",")]
             solid.append([*values, *[0.0] * (7 - len(values)), "", source])  # yaw 0 when not given
-        elif kind == "mask" and (name := mask_name(spec.split(",depth=")[0])) is not None:
-            masks.append([name, "", source])
+        elif kind == "mask":
+            name = mask_name(spec.split(",depth=")[0])
+            masks += [[name, "", source]] if name else []
+            gone += [] if name else [f"the mask of {source}"]
     background = usable(controls["background"]) if controls.get("background") else None
+    gone += ["the background"] if controls.get("background") and background is None else []
     if rows or solid or masks:
-        return [
-            gr.update(selected="boxes"),
-            "boxes",
-            None,
-            rows,
-            solid,
-            masks,
-            None if background is None else str(background),
-        ]
-    return list(NO_LAYOUT)
+        return [gr.update(selected="boxes"), "boxes", None, rows, solid, masks, background and str(background)], gone
+    return list(NO_LAYOUT), gone
 
 
 def _row(spec: str, ref: str) -> list:
@@ -120,11 +116,12 @@ def restore_values(record: dict, defaults: GenerationConfig, usable=None, mask_n
     }
     present = {name: str(found) for name, path in refs.items() if (found := usable(path)) is not None}
     state = _state(record.get("prompt", ""), present, max([1, *(int(n[3:]) for n in refs)]))
-    missing = sorted(set(refs) - set(present))
+    layout, gone = _layout_values(record.get("controls") or {}, usable, mask_name or (lambda path: None))
+    missing = sorted(set(refs) - set(present)) + gone
     if missing:
-        state = UIState(state.prompt, state.slots, f"{', '.join(missing)} no longer exist: upload them again")
+        gone_now = "no longer exists: upload it" if len(missing) == 1 else "no longer exist: upload them"
+        state = UIState(state.prompt, state.slots, f"{', '.join(missing)} {gone_now} again")
     config = {**_config_dict(defaults), **record.get("config", {})}
-    layout = _layout_values(record.get("controls") or {}, usable, mask_name or (lambda path: None))
     return state, [*layout, *settings_values(config)]
 
 

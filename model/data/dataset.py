@@ -165,6 +165,8 @@ def read_group(unit: RowGroup) -> list[SigmaRow | BadRow]:
         table = _parquet().ParquetFile(unit.path).read_row_group(unit.group, columns=list(COLUMNS)).to_pylist()
     except Exception as exc:  # noqa: BLE001
         return [BadRow(row_id, f"unreadable row group ({exc})") for row_id in ids]
+    if len(table) != len(ids):  # the file's metadata and its data disagree: none of its rows can be trusted
+        return [BadRow(row_id, f"row group holds {len(table)} rows, its metadata says {len(ids)}") for row_id in ids]
     return [_row(row_id, record, unit.layout) for row_id, record in zip(ids, table, strict=True)]
 
 
