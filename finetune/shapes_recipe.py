@@ -4,11 +4,13 @@
 
 Stages, each skipped when its output exists and each resumable:
 
-1. ``data/``: the world as SIGMA-format parquet (:func:`model.shapes.tasks.make_world`);
-2. ``autoencoder/``: the toy FLUX autoencoder (:mod:`finetune.autoencoder`), with its latent scale measured;
+1. ``data/``: the world as SIGMA-format parquet (:func:`model.shapes.tasks.make_world`), SIGMA-GEN's rows beside the
+   five families (``train/sigmagen.parquet``) and its held-out scenes (``sigmagen-eval/``);
+2. ``autoencoder/``: the toy FLUX autoencoder (:mod:`finetune.autoencoder`; 4x, so 8 x 8 latent tokens a 64 px
+   picture) on pictures of every kind the model meets, with its latent scale measured;
 3. ``base/``: a model directory of the ``shapes`` architecture with the world's tokenizer and that autoencoder;
 4. ``train/``: ``sigma finetune`` itself (the :class:`~finetune.trainer.Trainer`) from a fresh initialisation
-   (``init="random"``) on the training rows;
+   (``init="random"``) on the training rows, every step a shuffled mix of all six kinds;
 5. ``model/``: the final EMA weights exported in float16 (what ``--model shapes`` loads).
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from sigma_studio.model.config import MAX_SEED, ArchConfig
+from sigma_studio.model.config import MASK_SCOPE, MAX_SEED, ArchConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
 from sigma_studio.model.presets import shapes
@@ -45,12 +47,18 @@ class ShapesRecipe(WorldRecipe):
     out: str = "runs/shapes"
     rows: int = 20_000  # training rows (split over the families by model.shapes.tasks.MIX)
     eval_rows: int = 40  # held-out rows per family
+    sigmagen_rows: int = 8000  # SIGMA-GEN training rows: 2-5 subjects by 2-D box, 3-D box, mask or mask + depth
+    sigmagen_eval: int = 25  # held-out SIGMA-GEN scenes per subject count (2, 3, 4, 5)
     ae_steps: int = 2400
-    steps: int = 8000  # optimizer steps of the MoT model
+    ae_images: int = 8000  # distinct pictures the autoencoder trains on, drawn from every family and SIGMA-GEN
+    steps: int = 12_000  # optimizer steps of the MoT model
+    max_tokens: int = 1024  # about six rows of 8 x 8-token pictures a step
+    lr: float = 7e-4
     drop_text: float = 0.1
     drop_vae: float = 0.1
     drop_vit: float = 0.3
     group_mask: bool = True
+    group_mask_scope: str = MASK_SCOPE  # with group_mask: eq. 9 as written, or Fig. 2's intent (MASK_ARMS)
     attribute_tokens: bool = True  # False: the ablation's neutral word instead of each attribute token
     base: str | None = None  # reuse this base directory (autoencoder and tokenizer) instead of training one
 
@@ -59,6 +67,8 @@ class ShapesRecipe(WorldRecipe):
         check_int("--rows", self.rows, 10)
         check_int("--eval-rows", self.eval_rows, 2)
         check_int("--ae-steps", self.ae_steps, 1)
+        check_int("--sigmagen-rows", self.sigmagen_rows, 0)
+        check_int("--sigmagen-eval", self.sigmagen_eval, 0)
         check_int("--seed", self.seed, 0, MAX_SEED)
         self.train_config()  # the finetune's own checks (--steps, the learning rates, ...)
 
@@ -70,8 +80,9 @@ class ShapesRecipe(WorldRecipe):
         out = Path(self.out)
         return self.schedule(
             out=str(out / "train"), dataset=str(out / "data" / "train"), model=str(self.base_dir), init="random",
-            steps=self.steps, group_mask=self.group_mask, drop_text=self.drop_text, drop_vae=self.drop_vae,
-            drop_vit=self.drop_vit, seed=self.seed, resume=(out / "train" / "latest").is_file(),
+            steps=self.steps, group_mask=self.group_mask, group_mask_scope=self.group_mask_scope,
+            drop_text=self.drop_text, drop_vae=self.drop_vae, drop_vit=self.drop_vit, seed=self.seed,
+            resume=(out / "train" / "latest").is_file(),
         )  # fmt: skip
 
 
@@ -88,6 +99,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     start = time.perf_counter()
     if not (out / "data" / "world.json").is_file():
         make_world(out / "data", recipe.rows, recipe.eval_rows, recipe.seed, attribute_tokens=recipe.attribute_tokens)
+    make_sigmagen_data(recipe)
     timings["data"] = time.perf_counter() - start
     report("data", f"{out / 'data'} ready")
     base = make_base(recipe, report)
@@ -98,11 +110,33 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     if not (out / "train" / "latest").is_file() or _step(out / "train") < recipe.steps:
         Trainer(recipe.train_config(), on_step).run()
     timings["finetune"] = time.perf_counter() - start - timings["data"] - timings["autoencoder"]
-    exported = export(out / "train", out / "model", skills=shapes().skills)
+    skills = tuple(s for s in shapes().skills if recipe.sigmagen_rows or s != "subjects")  # what it was trained on
+    exported = export(out / "train", out / "model", skills=skills)
     timings["total"] = time.perf_counter() - start
     write_json(out / "timings.json", timings)
     report("model", f"{exported} written")
     return exported
+
+
+def make_sigmagen_data(recipe: ShapesRecipe) -> None:
+    """SIGMA-GEN's rows beside the five families (``data/train/sigmagen.parquet``: one model for both papers, its
+    rows mixed into every step by the trainer's shuffle) and its held-out scenes (``data/sigmagen-eval/N.parquet``
+    for N = 2..5 subjects), drawn at the model's routing step and identity-sheet layout; each file is written once."""
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions, rows
+    from sigma_studio.model.shapes.scenes import shapes_scenes
+
+    from .sigmagen_recipe import SHEET_TILE, WORLD_MAX_SUBJECTS, make_eval
+
+    arch, data = shapes(), Path(recipe.out) / "data"
+    train = data / "train" / "sigmagen.parquet"
+    if recipe.sigmagen_rows and not train.is_file():
+        opts = SigmaGenOptions(precision=PRECISIONS, channel_drop=0.1, full_depth=0.1, tile=SHEET_TILE,
+                               seed=recipe.seed, routing_step=arch.routing_step,
+                               sheet_rows=arch.sheet_rows, max_subjects=WORLD_MAX_SUBJECTS)  # fmt: skip
+        write_parquet(train, rows(shapes_scenes(recipe.sigmagen_rows, recipe.seed, (2, WORLD_MAX_SUBJECTS)), opts, {}))
+    if recipe.sigmagen_eval:
+        make_eval(data / "sigmagen-eval", recipe.sigmagen_eval, recipe.seed, arch.routing_step, arch.sheet_rows)
 
 
 def check_same_recipe(recipe: ShapesRecipe) -> None:
@@ -136,7 +170,7 @@ def make_base(recipe: ShapesRecipe, report: Report) -> Path:
     if recipe.base:
         raise InputError(f"--base {base} holds no ae.safetensors; pass the base/ folder of an earlier run")
     cfg = AEConfig(data=str(out / "data" / "train"), out=str(out / "autoencoder"), steps=recipe.ae_steps,
-                   seed=recipe.seed)  # fmt: skip
+                   seed=recipe.seed, max_images=recipe.ae_images)  # fmt: skip
     vae = train_autoencoder(cfg, shapes().vae, lambda s, loss: report("autoencoder", f"step {s} loss {loss:.4f}"))
     psnr = reconstruction_psnr(vae, load_images(str(out / "data" / "eval"), 512))
     write_json(out / "autoencoder" / "metrics.json", {"psnr_db": psnr, "vae": dataclasses.asdict(vae.cfg)})

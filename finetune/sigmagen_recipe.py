@@ -38,7 +38,7 @@ from sigma_studio.model.config import ROUTING_STEP, SHEET_ROWS
 from sigma_studio.model.data.sigmagen_options import PAPER_PRECISIONS
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
-from sigma_studio.model.presets import shapes
+from sigma_studio.model.presets import SHAPES_ROUTING_STEP, shapes
 
 from .config import LoRAConfig, TrainConfig, WorldRecipe
 from .shapes_recipe import export
@@ -126,6 +126,8 @@ class SigmaGenRecipe(WorldRecipe):
             out=str(run / "train"), dataset=str(self.stage_data(k)), model=str(start), init="weights",
             steps=stage.steps, group_mask=True, drop_text=0.05, drop_vae=0.05, drop_vit=0.0, seed=self.seed + k,
             resume=(run / "train" / "latest").is_file(), optimizer=self.optimizer, lora=lora,
+            # the world's rows: one window, all permuted; rows of your own: the finetune's bounded window
+            shuffle_rows=self.shuffle_rows if self.data_dir is None else TrainConfig.shuffle_rows,
         )  # fmt: skip
 
     def stage_data(self, k: int) -> Path:
@@ -138,7 +140,6 @@ class SigmaGenRecipe(WorldRecipe):
 Report = Callable[[str, str], None]
 SHEET_TILE = 64  # identity-sheet cells of the shapes world: its pictures are 64 px, the model sees 64 px at most
 SIGMAGEN_SKILLS = ("subjects",)  # what the curriculum teaches: identity sheets placed by box, mask or 3-D box
-SHAPES_ROUTING_STEP = 50  # routing levels a subject in the shapes world (at most 5 subjects: 50..250)
 
 
 def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:

@@ -29,26 +29,35 @@ def tiny() -> ArchConfig:
     )
 
 
+# Routing-map levels a subject in the shapes world: its 8-channel latents blur levels 10 apart (docs/SIGMAGEN.md), and
+# it places at most 5 subjects (50..250).
+SHAPES_ROUTING_STEP = 50
+
+
 def shapes() -> ArchConfig:
     """The shapes world's model: the real architecture at toy size, trained on a CPU by ``sigma shapes train``.
 
-    64 px pictures, an 8x autoencoder with 8 latent channels (4x4 latent tokens per picture), no ViT (as SIGMA),
-    the trained layout with 2x2-token ViT slots, and both of SIGMA's mechanisms on.
+    64 px pictures through a 4x autoencoder with 8 latent channels under the 2 x 2 latent patch: 8 x 8 latent tokens
+    a picture, 8 px a token (docs/SHAPES.md). No ViT (as SIGMA), the trained layout with 2x2-token ViT slots, both
+    of SIGMA's mechanisms on, and SIGMA-GEN's subjects: routing maps at 50 levels a subject and identity sheets two
+    cells a column, so that five subjects keep at least 2 x 2 tokens each.
     """
     return ArchConfig(
         llm=LLMConfig(
             hidden_size=192, num_layers=5, num_heads=6, num_kv_heads=2, intermediate_size=384, vocab_size=448
         ),
         vit=None,
-        vae=VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=8, scale_factor=1.0, shift_factor=0.0),
-        max_latent_size=4,
-        vae_transform=ResizeSpec(64, 32, 16),
+        vae=VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=8, scale_factor=1.0, shift_factor=0.0),
+        max_latent_size=8,
+        vae_transform=ResizeSpec(64, 32, 8),
         vit_slot_transform=ResizeSpec(28, 28, 14),
         max_context_tokens=4096,
         group_mask=True,
         attribute_projection=True,
         default_layout="trained",
-        skills=("attribute_tokens", "boxes"),  # the five SIGMA families of the world: its layouts are box pictures
+        routing_step=SHAPES_ROUTING_STEP,
+        sheet_rows=2,
+        skills=("attribute_tokens", "boxes", "subjects"),  # the five families (layouts: box pictures) and SIGMA-GEN
     )
 
 

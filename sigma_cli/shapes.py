@@ -19,6 +19,7 @@ from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 from sigma_studio.model.config import GenerationConfig
 
 from . import render
+from .finetune import ScopeOpt
 from .groups import grouped
 from .options import DebugOpt
 
@@ -90,10 +91,12 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun to resume)")] = Path(R.out),
     steps: Annotated[int, typer.Option(help="optimizer steps of the MoT model")] = R.steps,
     ae_steps: Annotated[int, typer.Option(help="autoencoder steps")] = R.ae_steps,
-    rows: Annotated[int, typer.Option(help="training rows")] = R.rows,
+    rows: Annotated[int, typer.Option(help="training rows of the five families")] = R.rows,
+    sigmagen_rows: Annotated[int, typer.Option(help="SIGMA-GEN training rows (0: none)")] = R.sigmagen_rows,
     group_mask: Annotated[
         bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")
     ] = R.group_mask,
+    group_mask_scope: ScopeOpt = R.group_mask_scope,
     attribute_tokens: Annotated[
         bool, typer.Option(help="attribute tokens in the data (off: ablation)")
     ] = R.attribute_tokens,
@@ -108,7 +111,8 @@ def train(
 
     render.setup_logging(debug)
     with render.errors(debug):  # every option checked (and nothing written) before the progress bar
-        recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, group_mask=group_mask,
+        recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, sigmagen_rows=sigmagen_rows,
+                              group_mask=group_mask, group_mask_scope=group_mask_scope,
                               attribute_tokens=attribute_tokens, seed=seed,
                               base=str(base) if base else None)  # fmt: skip
     with render.errors(debug), render.progress(transient=False) as bar:

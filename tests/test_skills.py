@@ -31,7 +31,7 @@ def test_the_released_models_and_the_shapes_model_say_what_they_read():
     assert set(sigma_7b().skills) == {"attribute_tokens", "boxes", "canny", "depth"}
     assert bagel_7b_mot().skills == ()
     assert tiny().skills is None  # random weights: nothing to warn about
-    assert load_pipeline("shapes").arch.skills == shapes().skills == ("attribute_tokens", "boxes")
+    assert load_pipeline("shapes").arch.skills == shapes().skills == ("attribute_tokens", "boxes", "subjects")
     assert set(shapes().skills) <= set(SKILLS)
 
 
@@ -47,7 +47,8 @@ def test_needed_skills_follow_the_prompt_and_the_controls(files):
 
 def test_a_request_beyond_the_model_is_warned_and_recorded(files):
     subject = ControlSpec(subjects=(f"{files / 'red.png'}@box=0.1,0.5,0.5,0.9",))
-    request = build_request("a grey picture", arch=shapes(), controls=subject)
+    no_subjects = shapes().replace(skills=("attribute_tokens", "boxes"))  # a shapes model trained on SIGMA alone
+    request = build_request("a grey picture", arch=no_subjects, controls=subject)
     assert len(request.warnings) == 1 and "SIGMA-GEN subjects" in request.warnings[0]
     assert "it reads: SIGMA's attribute tokens, box layouts" in request.warnings[0]
     on_bagel = build_request("a <style>look <img1>", [RED], arch=bagel_7b_mot())
@@ -78,12 +79,12 @@ def test_the_released_sources_get_their_preset_skills(fake_hub):  # noqa: F811
 def test_the_cli_prints_the_warning(files, tmp_path, capsys):
     out = tmp_path / "o.png"
     with pytest.raises(SystemExit) as stop:
-        main(["generate", "a grey picture", "--subject", f"{files / 'red.png'}@box=0.1,0.5,0.5,0.9",
-              "--model", "shapes", "--steps", "2", "--seed", "0", "--out", str(out), "--json"])  # fmt: skip
+        main(["generate", "a red star", "--canny", str(files / "red.png"), "--model", "shapes", "--steps", "2",
+              "--seed", "0", "--out", str(out), "--json"])  # fmt: skip
     captured = capsys.readouterr()
     assert stop.value.code == 0, captured.err
-    assert "not trained to read SIGMA-GEN subjects" in captured.err
-    assert any("SIGMA-GEN subjects" in w for w in json.loads(captured.out)["warnings"])
+    assert "not trained to read Canny-edge layouts" in captured.err
+    assert any("Canny-edge layouts" in w for w in json.loads(captured.out)["warnings"])
 
 
 def test_a_model_of_unknown_skills_is_never_warned_about():
@@ -91,7 +92,7 @@ def test_a_model_of_unknown_skills_is_never_warned_about():
 
 
 def test_the_web_page_marks_the_tabs_the_model_cannot_use(tmp_path):
-    """The shapes model reads box layouts, not Canny, depth or SIGMA-GEN subjects: those tabs say so at the top;
+    """The shapes model reads box layouts and SIGMA-GEN subjects, not Canny or depth: those tabs say so at the top;
     a model of unknown skills (tiny) gets no note."""
     from sigma_studio.webui.blocks import build_demo
 
@@ -101,7 +102,9 @@ def test_the_web_page_marks_the_tabs_the_model_cannot_use(tmp_path):
                 if "untrained" in (c["props"].get("elem_classes") or [])]  # fmt: skip
 
     shapes_notes = notes(load_pipeline("shapes"))
-    assert len(shapes_notes) == 3
+    assert len(shapes_notes) == 2  # the Boxes tab (boxes and subjects) has no note
     assert "Canny-edge layouts" in shapes_notes[0] and "depth layouts" in shapes_notes[1]
-    assert "SIGMA-GEN subjects" in shapes_notes[2] and "box layouts" not in shapes_notes[2]
+    sigma_only = load_pipeline("shapes")
+    sigma_only.model.cfg = sigma_only.arch.replace(skills=("attribute_tokens", "boxes"))  # trained without SIGMA-GEN
+    assert "SIGMA-GEN subjects" in notes(sigma_only)[2] and "box layouts" not in notes(sigma_only)[2]
     assert notes(load_pipeline("tiny")) == []
