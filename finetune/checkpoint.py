@@ -97,3 +97,25 @@ def read_state(checkpoint: Path) -> dict:
         return json.loads((checkpoint / STATE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{checkpoint / STATE} is unreadable ({exc})") from None
+
+
+def trained_steps(run_dir: Path) -> int:
+    """The optimizer steps the newest checkpoint of ``run_dir`` holds."""
+    return read_state(latest_checkpoint(run_dir))["step"]
+
+
+def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16, **arch_changes) -> Path:
+    """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory;
+    ``arch_changes`` are stored in its architecture (a SIGMA-GEN model's ``routing_step``)."""
+    from safetensors.torch import load_file
+
+    from sigma_studio.model.request.tokens import Tokenizer
+    from sigma_studio.model.weights.arch_config import read_arch_config
+    from sigma_studio.model.weights.loader import write_model_dir
+
+    latest = latest_checkpoint(run_dir)
+    arch = read_arch_config(latest).replace(**arch_changes)
+    tokenizer = Tokenizer.from_dir(latest)
+    ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}
+    ae = {k: v.to(dtype) for k, v in load_file(str(latest / "ae.safetensors")).items()}
+    return write_model_dir(target, arch, tokenizer, {"ema.safetensors": ema, "ae.safetensors": ae})

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from sigma_studio.model.config import MASK_SCOPE, MAX_SEED, ArchConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
@@ -33,10 +31,10 @@ from sigma_studio.model.presets import shapes
 from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.shapes.tasks import make_world
 from sigma_studio.model.shapes.vocab import build_tokenizer
-from sigma_studio.model.weights.arch_config import read_arch_config
 from sigma_studio.model.weights.loader import fresh_model, write_model_dir
 
 from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
+from .checkpoint import export, trained_steps
 from .config import TrainConfig, WorldRecipe, check_int
 
 log = logging.getLogger(__name__)
@@ -107,7 +105,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     report("base", f"{base} ready")
     from .trainer import Trainer
 
-    if not (out / "train" / "latest").is_file() or _step(out / "train") < recipe.steps:
+    if not (out / "train" / "latest").is_file() or trained_steps(out / "train") < recipe.steps:
         Trainer(recipe.train_config(), on_step).run()
     timings["finetune"] = time.perf_counter() - start - timings["data"] - timings["autoencoder"]
     skills = tuple(s for s in shapes().skills if recipe.sigmagen_rows or s != "subjects")  # what it was trained on
@@ -155,12 +153,6 @@ def check_same_recipe(recipe: ShapesRecipe) -> None:
         )
 
 
-def _step(run_dir: Path) -> int:
-    from .checkpoint import latest_checkpoint, read_state
-
-    return read_state(latest_checkpoint(run_dir))["step"]
-
-
 def make_base(recipe: ShapesRecipe, report: Report) -> Path:
     """The autoencoder (trained here) and the world's tokenizer in a directory of the shapes architecture."""
     out = Path(recipe.out)
@@ -187,18 +179,3 @@ def world_arch(vae_cfg, tokenizer: Tokenizer) -> ArchConfig:
     if len(tokenizer) > arch.llm.vocab_size:
         raise ValueError(f"the world's tokenizer has {len(tokenizer)} tokens, over the preset's {arch.llm.vocab_size}")
     return arch.replace(vae=vae_cfg)
-
-
-def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16, **arch_changes) -> Path:
-    """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory;
-    ``arch_changes`` are stored in its architecture (a SIGMA-GEN model's ``routing_step``)."""
-    from safetensors.torch import load_file
-
-    from .checkpoint import latest_checkpoint
-
-    latest = latest_checkpoint(run_dir)
-    arch = read_arch_config(latest).replace(**arch_changes)
-    tokenizer = Tokenizer.from_dir(latest)
-    ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}
-    ae = {k: v.to(dtype) for k, v in load_file(str(latest / "ae.safetensors")).items()}
-    return write_model_dir(target, arch, tokenizer, {"ema.safetensors": ema, "ae.safetensors": ae})

@@ -40,8 +40,8 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
 from sigma_studio.model.presets import SHAPES_ROUTING_STEP, shapes
 
+from .checkpoint import export, trained_steps
 from .config import LoRAConfig, TrainConfig, WorldRecipe
-from .shapes_recipe import export
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,6 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     follows the training steps of stage ``k``."""
     from sigma_studio.model.data.sigmagen import SigmaGenOptions
 
-    from .shapes_recipe import _step
     from .trainer import Trainer
 
     out = Path(recipe.out)
@@ -181,7 +180,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
         else:
             sheet_rows = _check_rows(recipe.stage_data(k), recipe.step)
         report(stage.name, f"stage {k + 1}/{len(recipe.stages)}: {stage.steps} steps from {start}")
-        if not (run_dir / "train" / "latest").is_file() or _step(run_dir / "train") < stage.steps:
+        if not (run_dir / "train" / "latest").is_file() or trained_steps(run_dir / "train") < stage.steps:
             Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
         start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step, sheet_rows=sheet_rows,
                        skills=SIGMAGEN_SKILLS)  # fmt: skip

@@ -249,8 +249,8 @@ def test_the_autoencoder_ceiling_scores_the_true_pictures_round_tripped(tmp_path
     from sigma_studio.model import load_pipeline
     from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, reconstruction
 
-    make_eval(tmp_path, per_count=2, seed=0, routing_step=10)
     pipe = load_pipeline("shapes", mode="cpu")
+    make_eval(tmp_path, per_count=2, seed=0, routing_step=pipe.arch.routing_step, sheet_rows=pipe.arch.sheet_rows)
     summary, records = evaluate_sigmagen(pipe, tmp_path, reconstruct=True)
     assert summary["all"]["scenes"] == 8 and summary["all"]["subjects"] > 0 and all(r["seconds"] == 0 for r in records)
     truth = Image.open(io.BytesIO(pq.read_table(tmp_path / "2.parquet").to_pylist()[0]["image_list"][-1]))

@@ -199,8 +199,9 @@ def test_example_with_boxes_places_two_subjects(page, server):
 
 
 def test_the_tabs_say_which_layouts_the_shapes_model_was_not_trained_for(shapes_server, browser):
-    """The shapes model reads box layouts, not Canny, depth or SIGMA-GEN subjects: the Canny and Depth tabs are
-    marked in their labels, and each tab says in words (no command-line options) what the model will ignore."""
+    """The shapes model reads box layouts and SIGMA-GEN subjects, not Canny or depth: the Canny and Depth tabs are
+    marked in their labels, and each says in words (no command-line options) what the model will ignore; the Boxes
+    tab carries no such note."""
     pg = _open(browser, shapes_server[0])
     tabs = pg.get_by_role("tab")
     tabs.first.wait_for(timeout=STATE_TIMEOUT_MS)
@@ -211,7 +212,8 @@ def test_the_tabs_say_which_layouts_the_shapes_model_was_not_trained_for(shapes_
     note.first.wait_for(timeout=STATE_TIMEOUT_MS)
     assert "--" not in note.first.inner_text()
     pg.get_by_role("tab", name="Boxes").click()
-    pg.locator(".untrained").filter(has_text="SIGMA-GEN subjects").first.wait_for(timeout=STATE_TIMEOUT_MS)
+    pg.locator("#canvas").wait_for(timeout=STATE_TIMEOUT_MS)
+    assert pg.locator(".untrained").filter(has_text="SIGMA-GEN subjects").count() == 0
 
 
 def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, browser):
@@ -224,8 +226,8 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
     pg = _open(browser, url)
     assert "shapes world" in pg.locator("body").inner_text()
     thumbs = pg.locator("#examples button.example")
-    thumbs.nth(4).wait_for(timeout=STATE_TIMEOUT_MS)
-    assert thumbs.count() == 5  # the world's five examples
+    thumbs.nth(7).wait_for(timeout=STATE_TIMEOUT_MS)
+    assert thumbs.count() == 8  # the world's five SIGMA tasks and three SIGMA-GEN ones
     pg.locator("#examples button.example").first.click()  # compose: triangle shape, circle colour
     pg.wait_for_function(
         "document.querySelector('#prompt textarea').value.includes('colour of')", timeout=STATE_TIMEOUT_MS
