@@ -17,9 +17,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sigma_studio.model import load_pipeline
 from sigma_studio.model.files import atomic_write
-from sigma_studio.model.request.structure import ControlSpec
 from sigma_studio.webui.display import canvas_image
 from sigma_studio.webui.examples import SHAPES_EXAMPLES, Example
+from sigma_studio.webui.handlers import LayoutInputs, controls_of
 
 # the web UI's examples for the shapes model (the same files, prompts and placements), then a text-only prompt
 ROWS = [*SHAPES_EXAMPLES[:5], Example("Text", "a white circle", ()), *SHAPES_EXAMPLES[5:]]
@@ -28,15 +28,13 @@ ROWS = [*SHAPES_EXAMPLES[:5], Example("Text", "a white circle", ()), *SHAPES_EXA
 def generate(pipe, example: Example) -> tuple[Image.Image, Image.Image | None]:
     """The example's picture at seed 0, and the picture of where its subjects go (None for SIGMA's families)."""
     refs = [Image.open(path).convert("RGB") for path in example.paths()]
-    if not (example.boxes or example.boxes3d or example.masks):
+    if not example.places_subjects:
         return pipe(example.prompt, refs, seed=0).image, None
     boxes, solid = [list(b) for b in example.boxes], [list(b) for b in example.boxes3d]
     masks = [[str(example.folder / name), label, ref] for name, label, ref in example.masks]
-    subjects = [f"{r[5]}@box={','.join(map(str, r[:4]))}" for r in boxes]
-    subjects += [f"{r[8]}@box3d={','.join(map(str, r[:7]))}" for r in solid]
-    subjects += [f"{ref}@mask={path}" for path, _, ref in masks]
     background = str(example.folder / example.background) if example.background else None
-    controls = ControlSpec(subjects=tuple(subjects), background=background)
+    # the placements as the web UI's Boxes tab turns its tables into controls
+    controls = controls_of(LayoutInputs("boxes", None, 0, 0, 0, None, None, boxes, background, solid, masks))
     images = {f"img{k + 1}": img for k, img in enumerate(refs)}
     placed = canvas_image(boxes, 256, boxes3d=solid, masks=masks, background=background)
     return pipe(example.prompt, images, controls=controls, seed=0).image, placed

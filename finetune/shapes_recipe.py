@@ -120,19 +120,14 @@ def make_sigmagen_data(recipe: ShapesRecipe) -> None:
     """SIGMA-GEN's rows beside the five families (``data/train/sigmagen.parquet``: one model for both papers, its
     rows mixed into every step by the trainer's shuffle) and its held-out scenes (``data/sigmagen-eval/N.parquet``
     for N = 2..5 subjects), drawn at the model's routing step and identity-sheet layout; each file is written once."""
-    from sigma_studio.model.data.dataset import write_parquet
-    from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions, rows
-    from sigma_studio.model.shapes.scenes import shapes_scenes
+    from sigma_studio.model.data.sigmagen import PRECISIONS
 
-    from .sigmagen_recipe import SHEET_TILE, WORLD_MAX_SUBJECTS, make_eval
+    from .sigmagen_recipe import WORLD_MAX_SUBJECTS, Stage, make_eval, make_stage_data
 
     arch, data = shapes(), Path(recipe.out) / "data"
-    train = data / "train" / "sigmagen.parquet"
-    if recipe.sigmagen_rows and not train.is_file():
-        opts = SigmaGenOptions(precision=PRECISIONS, channel_drop=0.1, full_depth=0.1, tile=SHEET_TILE,
-                               seed=recipe.seed, routing_step=arch.routing_step,
-                               sheet_rows=arch.sheet_rows, max_subjects=WORLD_MAX_SUBJECTS)  # fmt: skip
-        write_parquet(train, rows(shapes_scenes(recipe.sigmagen_rows, recipe.seed, (2, WORLD_MAX_SUBJECTS)), opts, {}))
+    if recipe.sigmagen_rows:  # every structure input, one control channel dropped in 10 % of rows (the paper's)
+        stage = Stage("sigmagen", (2, WORLD_MAX_SUBJECTS), PRECISIONS, 0.1, 0.1, recipe.sigmagen_rows, recipe.steps)
+        make_stage_data(data / "train" / "sigmagen.parquet", stage, recipe.seed, arch.routing_step, arch.sheet_rows)
     if recipe.sigmagen_eval:
         make_eval(data / "sigmagen-eval", recipe.sigmagen_eval, recipe.seed, arch.routing_step, arch.sheet_rows)
 

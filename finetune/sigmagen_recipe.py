@@ -169,7 +169,8 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             continue
         sheet_rows = recipe.world_sheet_rows
         if recipe.data_dir is None:
-            make_stage_data(run_dir / "data", _world(stage), recipe.seed + 100 * (k + 1), recipe.step, sheet_rows)
+            seed = recipe.seed + 100 * (k + 1)
+            make_stage_data(run_dir / "data" / "train.parquet", _world(stage), seed, recipe.step, sheet_rows)
         elif recipe.filter_rows:
             counts = filter_stage_rows(Path(recipe.data_dir), run_dir / "data", stage)
             report(stage.name, f"rows with {stage.subjects[0]} to {stage.subjects[1]} subjects: {counts['kept']} kept, "
@@ -276,19 +277,19 @@ def _subject_count(meta: str | None, counts: dict[str, int]) -> int:
         return -1
 
 
-def make_stage_data(folder: Path, stage: Stage, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:
-    """The stage's shapes-world rows (``train.parquet``), unless written earlier."""
+def make_stage_data(path: Path, stage: Stage, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:
+    """The stage's shapes-world rows as the parquet file ``path``, unless written earlier."""
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.data.sigmagen import SigmaGenOptions, rows
     from sigma_studio.model.shapes.scenes import shapes_scenes
 
-    if (folder / "train.parquet").is_file():
+    if path.is_file():
         return
     opts = SigmaGenOptions(precision=stage.precision, channel_drop=stage.channel_drop, full_depth=stage.full_depth,
                            tile=SHEET_TILE, seed=seed, routing_step=routing_step, sheet_rows=sheet_rows,
                            max_subjects=stage.subjects[1])  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet(folder / "train.parquet", rows(shapes_scenes(stage.rows, seed, stage.subjects), opts, {}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(path, rows(shapes_scenes(stage.rows, seed, stage.subjects), opts, {}))
 
 
 def make_eval(folder: Path, per_count: int, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:
