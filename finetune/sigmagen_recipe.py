@@ -38,7 +38,7 @@ from sigma_studio.model.config import ROUTING_STEP, SHEET_ROWS
 from sigma_studio.model.data.sigmagen_options import PAPER_PRECISIONS
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
-from sigma_studio.model.presets import SHAPES_ROUTING_STEP, shapes
+from sigma_studio.model.presets import SHAPES_ROUTING_STEP
 
 from .checkpoint import export, trained_steps
 from .config import LoRAConfig, TrainConfig, WorldRecipe
@@ -115,9 +115,12 @@ class SigmaGenRecipe(WorldRecipe):
 
     @property
     def world_sheet_rows(self) -> int:
-        """Identity-sheet cells per column of the shapes world's rows: the shapes model's own (rows of your own
-        carry theirs in their meta)."""
-        return shapes().sheet_rows
+        """Identity-sheet cells per column of the shapes world's rows: the starting model's own layout, so that its
+        finetune draws the sheets it was trained to read (rows of your own carry theirs in their meta)."""
+        from sigma_studio.model.hub import resolve
+        from sigma_studio.model.weights.arch_config import read_arch_config
+
+        return read_arch_config(resolve(self.model).config_dir).sheet_rows
 
     def train_config(self, k: int, start: Path) -> TrainConfig:
         stage, run = self.stages[k], Path(self.out) / self.stages[k].name

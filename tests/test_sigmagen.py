@@ -293,3 +293,19 @@ def test_the_papers_recipe_filters_rows_per_stage_and_trains_lora_with_prodigy(c
     assert any("kept" in m and "outside" in m for m in seen)
     code, text = sigma(capsys, "sigmagen", "train", "--recipe", "papers", "--out", tmp_path / "x")
     assert code == 2 and "--recipe papers is not one of shapes, paper" in text
+
+
+def test_the_world_recipe_draws_identity_sheets_in_its_starting_models_layout(tmp_path):
+    """A finetune keeps the sheet layout its starting model was trained to read (the preset's may differ)."""
+    import shutil
+
+    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
+    from sigma_studio.model.hub import shipped_shapes_model
+
+    assert SigmaGenRecipe().world_sheet_rows == 2  # the shipped shapes model: two cells a column
+    start = tmp_path / "start"
+    shutil.copytree(shipped_shapes_model(), start)
+    config = json.loads((start / "sigma_config.json").read_text())
+    config["arch"]["sheet_rows"] = 1
+    (start / "sigma_config.json").write_text(json.dumps(config))
+    assert SigmaGenRecipe(model=str(start)).world_sheet_rows == 1
