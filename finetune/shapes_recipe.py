@@ -92,6 +92,8 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     out = Path(recipe.out)
     check_output_dir(out)
     check_same_recipe(recipe)
+    if recipe.base:
+        check_base(recipe.base_dir)
     write_json(out / "recipe.json", dataclasses.asdict(recipe))
     timings = {}
     start = time.perf_counter()
@@ -154,8 +156,6 @@ def make_base(recipe: ShapesRecipe, report: Report) -> Path:
     base = recipe.base_dir
     if (base / "ae.safetensors").is_file():
         return base
-    if recipe.base:
-        raise InputError(f"--base {base} holds no ae.safetensors; pass the base/ folder of an earlier run")
     cfg = AEConfig(data=str(out / "data" / "train"), out=str(out / "autoencoder"), steps=recipe.ae_steps,
                    seed=recipe.seed, max_images=recipe.ae_images)  # fmt: skip
     vae = train_autoencoder(cfg, shapes().vae, lambda s, loss: report("autoencoder", f"step {s} loss {loss:.4f}"))
@@ -167,6 +167,25 @@ def make_base(recipe: ShapesRecipe, report: Report) -> Path:
     model = fresh_model(arch, recipe.seed)  # the same weights --init random draws from this seed
     write_model_dir(base, arch, tokenizer, {"ema.safetensors": model.state_dict(), "ae.safetensors": vae.state_dict()})
     return base
+
+
+def check_base(base: Path) -> None:
+    """Refuse a reused ``--base`` that holds no autoencoder, or was made for another architecture than this
+    version's shapes preset (an earlier generation's: 4 x 4 tokens a picture, other routing maps), before anything
+    is written: the run would silently train that architecture."""
+    from sigma_studio.model.weights.arch_config import read_arch_config
+
+    if not (base / "ae.safetensors").is_file():
+        raise InputError(f"--base {base} holds no ae.safetensors; pass the base/ folder of an earlier run")
+    arch, want = read_arch_config(base), shapes()
+    fields = ("llm", "max_latent_size", "vae_transform", "routing_step", "sheet_rows")
+    differ = [f for f in fields if getattr(arch, f) != getattr(want, f)]
+    differ += [f"vae.{f}" for f in ("ch_mult", "z_channels") if getattr(arch.vae, f) != getattr(want.vae, f)]
+    if differ:
+        raise InputError(
+            f"--base {base} was made for another shapes architecture ({', '.join(differ)} differ from this "
+            "version's): pass the base/ folder of a run made by this version, or leave --base out to train one"
+        )
 
 
 def world_arch(vae_cfg, tokenizer: Tokenizer) -> ArchConfig:
