@@ -47,6 +47,10 @@ class WorldEvalOptions:
     save: Annotated[Path | None, typer.Option(help="also save every picture under this folder")] = None
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and rows as JSON here")] = None
     seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0
+    reconstruct: Annotated[
+        bool,
+        typer.Option(help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)"),
+    ] = False
 
     def config(self) -> GenerationConfig:
         """The sampler settings, once the output places are known to be writable (before any model loads)."""
@@ -177,8 +181,10 @@ def eval_cmd(
                 task = bar.add_task("rows", total=None)
                 summary, records = evaluate_pipeline(pipe, str(data), per_family=per_family,
                                                      families=tuple(family or ()), config=config, seed=run.seed,
-                                                     save_dir=run.save, on_row=lambda r: bar.advance(task))  # fmt: skip
-    table = Table(title=f"shapes world, held-out pairs ({model})")
+                                                     save_dir=run.save, on_row=lambda r: bar.advance(task),
+                                                     reconstruct=run.reconstruct)  # fmt: skip
+    what = "targets through the autoencoder" if run.reconstruct else "held-out pairs"
+    table = Table(title=f"shapes world, {what} ({escape(model)})")
     for col in ("family", "n", "ok", "shape", "colour", "placed", "one", "fits", "swap", "s/img"):
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
     for fam, s in summary.items():

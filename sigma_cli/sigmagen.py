@@ -277,10 +277,6 @@ def eval_cmd(
     ] = None,
     per_count: Annotated[int | None, typer.Option(min=1, help="scenes per subject count \\[default: all]")] = None,
     run: WorldEvalOptions,
-    reconstruct: Annotated[
-        bool,
-        typer.Option(help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)"),
-    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Generate held-out shapes-world scenes from their identity sheet and spatial control and score them by
@@ -304,8 +300,8 @@ def eval_cmd(
             task = bar.add_task("scenes", total=None)
             summary, records = evaluate_sigmagen(pipe, data, per_count=per_count, config=config, seed=run.seed,
                                                  save_dir=run.save, on_row=lambda r: bar.advance(task),
-                                                 reconstruct=reconstruct, scenes=scenes)  # fmt: skip
-    what = "true pictures through the autoencoder" if reconstruct else "held-out scenes"
+                                                 reconstruct=run.reconstruct, scenes=scenes)  # fmt: skip
+    what = "true pictures through the autoencoder" if run.reconstruct else "held-out scenes"
     table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
     columns = ("subjects", "scenes", "scored", "right", "colour", "shape", "place", "alone", "all right", "extras",
                "overlaps", "ordering")  # fmt: skip

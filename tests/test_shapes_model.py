@@ -72,3 +72,14 @@ def test_the_web_ui_offers_the_worlds_examples_for_any_copy_of_the_shapes_model(
     assert examples_for(shapes_pipe.arch) is SHAPES_EXAMPLES
     assert all(Path(p).is_file() for ex in SHAPES_EXAMPLES for p in ex.paths())
     assert examples_for(load_pipeline("tiny").arch) is EXAMPLES
+
+
+def test_the_autoencoder_lets_the_targets_through(shapes_pipe, tmp_path: Path):
+    """`sigma shapes eval --reconstruct`: the held-out targets through the shipped autoencoder, read as the outputs
+    are: the ceiling on every figure, which no generated picture can pass."""
+    make_world(tmp_path, rows=10, eval_rows=8)
+    families = ("compose", "select", "layout", "text")
+    summary, records = evaluate_pipeline(shapes_pipe, tmp_path / "eval", per_family=8, families=families,
+                                         reconstruct=True)  # fmt: skip
+    assert all(r["seconds"] == 0 for r in records) and len(records) == 32
+    assert {family: s["accuracy"] for family, s in summary.items()} == dict.fromkeys(families, 1.0), summary

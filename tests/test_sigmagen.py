@@ -247,7 +247,8 @@ def test_the_autoencoder_ceiling_scores_the_true_pictures_round_tripped(tmp_path
 
     from sigma_studio.finetune.sigmagen_recipe import make_eval
     from sigma_studio.model import load_pipeline
-    from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, reconstruction
+    from sigma_studio.model.shapes.evaluate import reconstruction
+    from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen
 
     pipe = load_pipeline("shapes", mode="cpu")
     make_eval(tmp_path, per_count=2, seed=0, routing_step=pipe.arch.routing_step, sheet_rows=pipe.arch.sheet_rows)

@@ -140,6 +140,30 @@ def generate_row(pipe, row_id: str, rec: dict, config):
     return pipe(row_prompt(row, len(images)), images[:-1], config=config)
 
 
+def reconstruction(pipe, img: Image.Image) -> Image.Image:
+    """``img`` encoded (posterior mean) and decoded by the model's autoencoder: what the autoencoder lets through."""
+    import torch
+
+    from ..images import to_pil, to_tensor
+
+    with torch.no_grad():
+        return to_pil(pipe.vae.decode(pipe.vae.encode(to_tensor(img.convert("RGB"))[None]))[0])
+
+
+def reconstructed_row(pipe, row_id: str, rec: dict):
+    """The row's target through the autoencoder, as a result (None, logged, when it cannot be decoded)."""
+    import io
+    from types import SimpleNamespace
+
+    try:
+        truth = Image.open(io.BytesIO(rec["image_list"][-1]))
+        truth.load()
+    except OSError as exc:
+        log.warning("skipping %s: its target picture is unreadable (%s)", row_id, exc)
+        return None
+    return SimpleNamespace(image=reconstruction(pipe, truth), seconds=0.0)
+
+
 def evaluate_pipeline(
     pipe,
     eval_dir: str | Path,
@@ -150,13 +174,15 @@ def evaluate_pipeline(
     seed: int = 0,
     save_dir: str | Path | None = None,
     on_row=None,
+    reconstruct: bool = False,
 ) -> tuple[dict[str, dict], list[dict]]:
     """Generate every held-out row of ``eval_dir`` with ``pipe`` and score it by pixels.
 
     Each row's references are laid out as ``sigma batch`` lays them (:func:`model.data.batch.row_prompt`); row ``k``
     of a family is generated with seed ``seed + k``. Returns (per-family summary, per-row records). Compose swap
     pairs are kept together when ``per_family`` cuts a family short (it is rounded up to an even number). A row
-    whose pictures cannot be decoded is skipped and logged.
+    whose pictures cannot be decoded is skipped and logged. ``reconstruct`` scores each target through the model's
+    autoencoder instead of generating: the ceiling the autoencoder puts on every figure.
     """
     import pyarrow.parquet as pq
 
@@ -172,7 +198,11 @@ def evaluate_pipeline(
             if (families and family not in families) or (limit is not None and k >= limit):
                 continue
             seen[family] += 1
-            result = generate_row(pipe, f"{family}-{k:06d}", rec, config.replace(seed=seed + k))
+            row_id = f"{family}-{k:06d}"
+            if reconstruct:
+                result = reconstructed_row(pipe, row_id, rec)
+            else:
+                result = generate_row(pipe, row_id, rec, config.replace(seed=seed + k))
             if result is None:
                 continue
             meta = load_meta(rec["meta"])

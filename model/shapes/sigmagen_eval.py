@@ -16,14 +16,11 @@ thing's colour.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-from PIL import Image
 
 from ..config import ROUTING_STEP, SHEET_ROWS
 from ..errors import InputError
@@ -79,16 +76,6 @@ def _check_step(path: Path, meta: dict, arch) -> None:
     if rows != arch.sheet_rows:
         raise InputError(f"{path} lays its identity sheets out {rows} cells a column, the model reads "
                          f"{arch.sheet_rows}: evaluate it on rows drawn for that model")  # fmt: skip
-
-
-def reconstruction(pipe, img: Image.Image) -> Image.Image:
-    """``img`` encoded (posterior mean) and decoded by the model's autoencoder."""
-    import torch
-
-    from ..images import to_pil, to_tensor
-
-    with torch.no_grad():
-        return to_pil(pipe.vae.decode(pipe.vae.encode(to_tensor(img.convert("RGB"))[None]))[0])
 
 
 def _layers_ok(layers) -> bool:
@@ -149,7 +136,7 @@ def evaluate_sigmagen(
     puts on these figures, whatever the generator does."""
     from ..config import GenerationConfig
     from ..images import save_png
-    from .evaluate import generate_row
+    from .evaluate import generate_row, reconstructed_row
 
     config = config or GenerationConfig()
     scenes = read_scenes(eval_dir, per_count) if scenes is None else scenes
@@ -157,15 +144,11 @@ def evaluate_sigmagen(
         _check_step(path, meta, pipe.arch)
     records = []
     for path, k, rec, meta in scenes:
-        if reconstruct:
-            try:
-                truth = Image.open(io.BytesIO(rec["image_list"][-1]))
-            except OSError as exc:  # an undecodable target: skipped and logged, as generate_row does for references
-                log.warning("%s row %d skipped: its target picture is unreadable (%s)", path, k, exc)
-                continue
-            result = SimpleNamespace(image=reconstruction(pipe, truth), seconds=0.0)
+        row_id = f"{path.stem}-{k:04d}"
+        if reconstruct:  # an undecodable target is skipped and logged, as generate_row does for references
+            result = reconstructed_row(pipe, row_id, rec)
         else:
-            result = generate_row(pipe, f"{path.stem}-{k:04d}", rec, config.replace(seed=seed + k))
+            result = generate_row(pipe, row_id, rec, config.replace(seed=seed + k))
         if result is None:
             continue
         if save_dir is not None:
