@@ -104,9 +104,12 @@ def trained_steps(run_dir: Path) -> int:
     return read_state(latest_checkpoint(run_dir))["step"]
 
 
-def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16, **arch_changes) -> Path:
+def export(
+    run_dir: Path, target: Path, dtype: torch.dtype = torch.float16, ae_path: Path | None = None, **arch_changes
+) -> Path:
     """The newest checkpoint's EMA weights (and its autoencoder and tokenizer) as a small model directory;
-    ``arch_changes`` are stored in its architecture (a SIGMA-GEN model's ``routing_step``)."""
+    ``ae_path``: another autoencoder file of the same architecture (a finetuned decoder); ``arch_changes`` are stored
+    in its architecture (a SIGMA-GEN model's ``routing_step``)."""
     from safetensors.torch import load_file
 
     from sigma_studio.model.request.tokens import Tokenizer
@@ -117,5 +120,5 @@ def export(run_dir: Path, target: Path, dtype: torch.dtype = torch.float16, **ar
     arch = read_arch_config(latest).replace(**arch_changes)
     tokenizer = Tokenizer.from_dir(latest)
     ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}
-    ae = {k: v.to(dtype) for k, v in load_file(str(latest / "ae.safetensors")).items()}
+    ae = {k: v.to(dtype) for k, v in load_file(str(ae_path or latest / "ae.safetensors")).items()}
     return write_model_dir(target, arch, tokenizer, {"ema.safetensors": ema, "ae.safetensors": ae})

@@ -94,6 +94,9 @@ def make(
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (rerun to resume)")] = Path(R.out),
     steps: Annotated[int, typer.Option(help="optimizer steps of the MoT model")] = R.steps,
+    decoder_steps: Annotated[
+        int, typer.Option(help="steps of the decoder finetune on coloured canvases and targets (0: none)")
+    ] = R.decoder_steps,
     ae_steps: Annotated[int, typer.Option(help="autoencoder steps")] = R.ae_steps,
     rows: Annotated[int, typer.Option(help="training rows of the five families")] = R.rows,
     sigmagen_rows: Annotated[int, typer.Option(help="SIGMA-GEN training rows (0: none)")] = R.sigmagen_rows,
@@ -115,7 +118,8 @@ def train(
 
     render.setup_logging(debug)
     with render.errors(debug):  # every option checked (and nothing written) before the progress bar
-        recipe = ShapesRecipe(out=str(out), steps=steps, ae_steps=ae_steps, rows=rows, sigmagen_rows=sigmagen_rows,
+        recipe = ShapesRecipe(out=str(out), steps=steps, decoder_steps=decoder_steps, ae_steps=ae_steps, rows=rows,
+                              sigmagen_rows=sigmagen_rows,
                               group_mask=group_mask, group_mask_scope=group_mask_scope,
                               attribute_tokens=attribute_tokens, seed=seed,
                               base=str(base) if base else None)  # fmt: skip
@@ -126,7 +130,7 @@ def train(
 
         def report(stage: str, message: str) -> None:
             bar.update(task, description=f"{stage}: {message}")
-            every_step = stage == "autoencoder" and message.startswith("step")
+            every_step = stage in ("autoencoder", "decoder") and message.startswith("step")
             if plain and not (every_step and not message.split()[1].endswith("00")):
                 render.console.print(f"{stage}: {message}")
 

@@ -59,7 +59,7 @@ def test_a_slice_of_the_held_out_evaluation(shapes_pipe, tmp_path: Path):
     # select 6/8 right shapes (but 2/8 right colours: the model draws the named shape and misses its colour, see
     # docs/SHAPES.md), layout 8/8 right colours, 4/8 placed (the object over the box's template, IoU >= 0.5) and
     # most fitting the box, but 2/8 right: objects of the right colour and size in the box, of the wrong shape. On
-    # the 100-row evaluation: compose 81 %, select shapes 91 %, layout colours 96 %, fits 92 %. The floors leave
+    # the 100-row evaluation: compose 82 %, select shapes 91 %, layout colours 96 %, fits 91 %. The floors leave
     # margin for other CPUs and thread counts.
     assert summary["compose"]["accuracy"] >= 5 / 8, summary
     assert summary["select"]["shape"] >= 5 / 8, summary
@@ -76,10 +76,12 @@ def test_the_web_ui_offers_the_worlds_examples_for_any_copy_of_the_shapes_model(
 
 def test_the_autoencoder_lets_the_targets_through(shapes_pipe, tmp_path: Path):
     """`sigma shapes eval --reconstruct`: the held-out targets through the shipped autoencoder, read as the outputs
-    are: the ceiling on every figure, which no generated picture can pass."""
+    are: the ceiling on every figure, which no generated picture can pass. The recipe's decoder stage raised
+    background's from 23 % to 94 % (100 rows; a coloured canvas came back with a greyish edge)."""
     make_world(tmp_path, rows=10, eval_rows=8)
-    families = ("compose", "select", "layout", "text")
-    summary, records = evaluate_pipeline(shapes_pipe, tmp_path / "eval", per_family=8, families=families,
-                                         reconstruct=True)  # fmt: skip
-    assert all(r["seconds"] == 0 for r in records) and len(records) == 32
-    assert {family: s["accuracy"] for family, s in summary.items()} == dict.fromkeys(families, 1.0), summary
+    summary, records = evaluate_pipeline(shapes_pipe, tmp_path / "eval", per_family=8, reconstruct=True)
+    assert all(r["seconds"] == 0 for r in records) and len(records) == 40
+    ceiling = {family: s["accuracy"] for family, s in summary.items()}
+    # measured here: 8/8 in every family, background included (the base autoencoder: 2/8 of background's)
+    assert ceiling.pop("background") >= 6 / 8, summary
+    assert ceiling == dict.fromkeys(("compose", "select", "layout", "text"), 1.0), summary

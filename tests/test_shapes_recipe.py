@@ -1,4 +1,5 @@
-"""`sigma shapes train`'s stages end to end at toy size."""
+"""`sigma shapes train`'s stages end to end at toy size: data, autoencoder, base, the MoT, the decoder finetune and the
+export; a rerun resumes instead of retraining, and a reused base of another architecture is refused."""
 
 from __future__ import annotations
 
@@ -6,14 +7,69 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
-from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
+from sigma_studio.finetune.checkpoint import latest_checkpoint
+from sigma_studio.finetune.shapes_recipe import DECODER_MIX, ShapesRecipe, run
 from sigma_studio.model.errors import InputError
 
 
 def tiny(out: Path, **changes) -> ShapesRecipe:
-    small = dict(rows=10, eval_rows=2, sigmagen_rows=4, sigmagen_eval=1, ae_steps=1, ae_images=16, steps=2)
+    small = dict(rows=10, eval_rows=2, sigmagen_rows=4, sigmagen_eval=1, ae_steps=1, ae_images=16, steps=2,
+                 decoder_steps=2, decoder_rows=10)  # fmt: skip
     return ShapesRecipe(out=str(out), **{**small, **changes})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[ShapesRecipe, list, Path]:
+    recipe = tiny(tmp_path_factory.mktemp("shapes") / "run")
+    steps, stages = [], []
+    model = run(recipe, lambda stage, message: stages.append(stage), on_step=lambda s: steps.append(s.step))
+    return recipe, (steps, stages), model
+
+
+def test_every_stage_runs_and_the_model_ships_the_mots_ema_with_the_finetuned_decoder(finished):
+    recipe, (steps, stages), model = finished
+    out = Path(recipe.out)
+    assert steps == [1, 2]
+    assert stages[0] == "data" and "base" in stages and stages[-1] == "model" and "decoder" in stages
+    shipped, ema = (
+        load_file(str(model / "ema.safetensors")),
+        load_file(str(latest_checkpoint(out / "train") / "ema.safetensors")),
+    )
+    assert shipped.keys() == ema.keys()
+    assert all((shipped[k].float() - ema[k].half().float()).abs().max() == 0 for k in shipped)
+    base, tuned = load_file(str(out / "base" / "ae.safetensors")), load_file(str(out / "decoder" / "ae.safetensors"))
+    ae = load_file(str(model / "ae.safetensors"))
+    assert base.keys() == tuned.keys() == ae.keys()
+    changed = {k for k in base if (base[k] - tuned[k]).abs().max() > 0}
+    assert changed and all(k.startswith("decoder.") for k in changed)  # the encoder, so the latents, untouched
+    assert all((ae[k].float() - tuned[k].half().float()).abs().max() == 0 for k in ae)
+    assert set(json.loads((out / "decoder" / "metrics.json").read_text())) == {"psnr_db_before", "psnr_db_after"}
+    assert {p.name for p in (out / "data" / "decoder").glob("*.parquet")} == {f"{f}.parquet" for f in DECODER_MIX}
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"data", "autoencoder", "finetune", "decoder", "export", "total"}
+
+
+def test_a_rerun_trains_nothing(finished):
+    recipe, _, _ = finished
+    out = Path(recipe.out)
+    decoder = (out / "decoder" / "ae.safetensors").stat().st_mtime_ns
+    before = json.loads((out / "timings.json").read_text())
+    steps = []
+    run(recipe, on_step=lambda s: steps.append(s.step))
+    assert steps == []
+    assert (out / "decoder" / "ae.safetensors").stat().st_mtime_ns == decoder
+    after = json.loads((out / "timings.json").read_text())  # each stage's seconds summed over both invocations
+    assert after.keys() == before.keys() and all(after[k] >= before[k] for k in before)
+    assert after["total"] == pytest.approx(sum(v for k, v in after.items() if k != "total"))
+
+
+def test_without_the_decoder_stage_the_model_ships_the_base_autoencoder(tmp_path):
+    model = run(tiny(tmp_path / "run", decoder_steps=0, sigmagen_rows=0, sigmagen_eval=0))
+    assert not (tmp_path / "run" / "decoder").exists()
+    base, ae = load_file(str(tmp_path / "run" / "base" / "ae.safetensors")), load_file(str(model / "ae.safetensors"))
+    assert all((ae[k].float() - base[k].half().float()).abs().max() == 0 for k in ae)
 
 
 def test_a_reused_base_of_another_architecture_is_refused_before_anything_is_written(tmp_path):
