@@ -186,3 +186,37 @@ def reconstruction_psnr(vae: AutoEncoder, images: torch.Tensor) -> float:
     rec = torch.cat([vae.decode(vae.encode(chunk)) for chunk in images.split(128)]).clamp(-1, 1)
     mse = ((rec - images) / 2).pow(2).mean(dim=(1, 2, 3))
     return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+
+
+def finetune_decoder(
+    start: AutoEncoder,
+    data: str,
+    state_dir: Path,
+    held_out: torch.Tensor,
+    metrics: Path,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    max_images: int,
+    report: Callable[[str], None],
+) -> AutoEncoder:
+    """``start``'s decoder finetuned on the targets of the rows under ``data``, its encoder and latent scaling frozen
+    (so a model's latents keep their meaning); resumable from ``state_dir``. The held-out pictures' PSNR before and
+    after is reported and written to ``metrics``."""
+    from sigma_studio.model.files import write_json
+
+    cfg = AEConfig(data=data, out=str(state_dir), steps=steps, lr=lr, warmup=50, seed=seed, targets_only=True,
+                   decoder_only=True, max_images=max_images)  # fmt: skip
+    before = reconstruction_psnr(start, held_out)
+    report(f"{steps} steps of the decoder (held-out PSNR {before:.1f} dB before)")
+
+    def on_step(step: int, loss: float) -> None:
+        if step % 50 == 0 or step == steps:
+            report(f"step {step}/{steps} loss {loss:.4f}")
+
+    vae = train_autoencoder(cfg, start.cfg, on_step, start)
+    after = reconstruction_psnr(vae, held_out)
+    write_json(metrics, {"psnr_db_before": before, "psnr_db_after": after})
+    report(f"held-out PSNR {before:.1f} -> {after:.1f} dB")
+    return vae

@@ -39,7 +39,7 @@ from sigma_studio.model.weights.loader import fresh_model, write_model_dir
 
 from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
 from .checkpoint import export, trained_steps
-from .config import TrainConfig, WorldRecipe, check_int
+from .config import TrainConfig, WorldRecipe, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class ShapesRecipe(WorldRecipe):
         check_int("--seed", self.seed, 0, MAX_SEED)
         check_int("--decoder-steps", self.decoder_steps, 0)
         check_int("--decoder-rows", self.decoder_rows, len(DECODER_MIX))
+        check_number("decoder_lr", self.decoder_lr, 0.0, strict=True)
         self.train_config()  # the finetune's own checks (--steps, the learning rates, ...)
 
     @property
@@ -102,20 +103,23 @@ Report = Callable[[str, str], None]
 
 def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=None) -> Path:
     """Run (or continue) every stage; returns the exported model directory. ``timings.json`` holds each stage's
-    seconds summed over every invocation (a resumed stage adds what it still took; a stage done earlier adds 0)."""
+    seconds summed over the invocations that finished it or found it done (a resumed stage adds what it still took,
+    a stage done earlier about 0; the part of a stage that an interrupted invocation ran is not counted)."""
     out = Path(recipe.out)
     check_output_dir(out)
     check_same_recipe(recipe)
-    if recipe.base:
+    if recipe.base or (recipe.base_dir / "sigma_config.json").is_file():  # given, or this run's own from before
         check_base(recipe.base_dir)
     write_json(out / "recipe.json", dataclasses.asdict(recipe))
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     lap = [time.perf_counter()]
 
-    def clock(stage: str) -> None:
+    def clock(stage: str) -> None:  # written after every stage, so an interrupted invocation keeps what it did
         now = time.perf_counter()
         timings[stage] = timings.get(stage, 0.0) + now - lap[0]
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        write_json(timings_path, timings)
         lap[0] = now
 
     if not (out / "data" / "world.json").is_file():
@@ -136,8 +140,6 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     clock("decoder")
     exported = export(out / "train", out / "model", skills=skills, ae_path=ae)
     clock("export")
-    timings["total"] = sum(v for k, v in timings.items() if k != "total")
-    write_json(timings_path, timings)
     report("model", f"{exported} written")
     return exported
 
@@ -154,6 +156,8 @@ def finetune_decoder(recipe: ShapesRecipe, report: Report) -> Path:
     from sigma_studio.model.weights.arch_config import read_arch_config
     from sigma_studio.model.weights.loader import load_autoencoder
 
+    from . import autoencoder
+
     out = Path(recipe.out)
     done = out / "decoder" / "ae.safetensors"
     if done.is_file():
@@ -163,18 +167,12 @@ def finetune_decoder(recipe: ShapesRecipe, report: Report) -> Path:
         if not (data / f"{family}.parquet").is_file():
             n = max(1, round(share * recipe.decoder_rows))
             write_parquet(data / f"{family}.parquet", examples(family, "train", n, recipe.seed + 2))
-    arch = read_arch_config(recipe.base_dir)
-    vae = load_autoencoder(recipe.base_dir / "ae.safetensors", arch)
-    cfg = AEConfig(data=str(data), out=str(out / "decoder"), steps=recipe.decoder_steps, lr=recipe.decoder_lr,
-                   warmup=50, seed=recipe.seed, targets_only=True, decoder_only=True,
-                   max_images=recipe.decoder_rows)  # fmt: skip
-    held_out = load_images(str(out / "data" / "eval"), 512, targets_only=True)
-    before = reconstruction_psnr(vae, held_out)
-    report("decoder", f"{recipe.decoder_steps} steps (held-out targets' PSNR {before:.1f} dB before)")
-    vae = train_autoencoder(cfg, arch.vae, lambda s, loss: report("decoder", f"step {s} loss {loss:.4f}"), vae)
-    after = reconstruction_psnr(vae, held_out)
-    write_json(out / "decoder" / "metrics.json", {"psnr_db_before": before, "psnr_db_after": after})
-    report("decoder", f"held-out targets' PSNR {before:.1f} -> {after:.1f} dB")
+    vae = autoencoder.finetune_decoder(
+        load_autoencoder(recipe.base_dir / "ae.safetensors", read_arch_config(recipe.base_dir)), str(data),
+        out / "decoder", load_images(str(out / "data" / "eval"), 512, targets_only=True),
+        out / "decoder" / "metrics.json", steps=recipe.decoder_steps, lr=recipe.decoder_lr, seed=recipe.seed,
+        max_images=recipe.decoder_rows, report=lambda message: report("decoder", message),
+    )  # fmt: skip
     state = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
     atomic_write(done, lambda f: f.write(save(state)))  # written last: it marks the stage as done
     return done
@@ -237,6 +235,8 @@ def check_base(base: Path) -> None:
     is written: the run would silently train that architecture."""
     from sigma_studio.model.weights.arch_config import read_arch_config
 
+    if not base.is_dir():
+        raise InputError(f"--base {base} does not exist; pass the base/ folder of an earlier run")
     if not (base / "ae.safetensors").is_file():
         raise InputError(f"--base {base} holds no ae.safetensors; pass the base/ folder of an earlier run")
     arch, want = read_arch_config(base), shapes()

@@ -120,7 +120,8 @@ class SigmaGenRecipe(WorldRecipe):
         from sigma_studio.model.hub import resolve
         from sigma_studio.model.weights.arch_config import read_arch_config
 
-        return read_arch_config(resolve(self.model).config_dir).sheet_rows
+        source = resolve(self.model)
+        return read_arch_config(source.config_dir, weights=source.weights).sheet_rows
 
     def train_config(self, k: int, start: Path) -> TrainConfig:
         stage, run = self.stages[k], Path(self.out) / self.stages[k].name
@@ -170,9 +171,8 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             report(stage.name, f"done earlier: {run_dir / 'model'}")
             start = run_dir / "model"
             continue
-        sheet_rows = recipe.world_sheet_rows
         if recipe.data_dir is None:
-            seed = recipe.seed + 100 * (k + 1)
+            seed, sheet_rows = recipe.seed + 100 * (k + 1), recipe.world_sheet_rows
             make_stage_data(run_dir / "data" / "train.parquet", _world(stage), seed, recipe.step, sheet_rows)
         elif recipe.filter_rows:
             counts = filter_stage_rows(Path(recipe.data_dir), run_dir / "data", stage)
@@ -202,38 +202,27 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
 def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) -> Path:
     """``decoder/model``: ``model_dir`` with its autoencoder's decoder finetuned on the last stage's pictures."""
     import torch
+    from safetensors.torch import load_file
 
     from sigma_studio.model.request.tokens import Tokenizer
     from sigma_studio.model.weights.arch_config import read_arch_config
     from sigma_studio.model.weights.loader import load_autoencoder, write_model_dir
 
-    from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
+    from . import autoencoder
 
     run_dir = Path(recipe.out) / "decoder"
     if (run_dir / "model" / "ae.safetensors").is_file():
         report("decoder", f"done earlier: {run_dir / 'model'}")
         return run_dir / "model"
     arch = read_arch_config(model_dir)
-    vae = load_autoencoder(model_dir / "ae.safetensors", arch)
-    cfg = AEConfig(data=str(recipe.stage_data(len(recipe.stages) - 1)), out=str(run_dir / "train"),
-                   steps=recipe.decoder_steps, lr=recipe.decoder_lr, warmup=50, seed=recipe.seed, targets_only=True,
-                   decoder_only=True)  # fmt: skip
-    held_out = load_images(str(Path(recipe.out) / "eval"), 400, targets_only=True)
-    before = reconstruction_psnr(vae, held_out)
-    report("decoder", f"{recipe.decoder_steps} steps of the decoder (held-out PSNR {before:.1f} dB before)")
-
-    def on_step(step: int, loss: float) -> None:
-        if step % 50 == 0 or step == cfg.steps:
-            report("decoder", f"step {step}/{cfg.steps} loss {loss:.4f}")
-
-    vae = train_autoencoder(cfg, arch.vae, on_step, vae)
-    after = reconstruction_psnr(vae, held_out)
-    write_json(run_dir / "metrics.json", {"psnr_db_before": before, "psnr_db_after": after})
-    from safetensors.torch import load_file
-
+    vae = autoencoder.finetune_decoder(
+        load_autoencoder(model_dir / "ae.safetensors", arch), str(recipe.stage_data(len(recipe.stages) - 1)),
+        run_dir / "train", autoencoder.load_images(str(Path(recipe.out) / "eval"), 400, targets_only=True),
+        run_dir / "metrics.json", steps=recipe.decoder_steps, lr=recipe.decoder_lr, seed=recipe.seed,
+        max_images=autoencoder.AEConfig.max_images, report=lambda message: report("decoder", message),
+    )  # fmt: skip
     ema = load_file(str(model_dir / "ema.safetensors"))
     ae = {k: v.to(torch.float16) for k, v in vae.state_dict().items()}
-    report("decoder", f"held-out PSNR {before:.1f} → {after:.1f} dB")
     return write_model_dir(run_dir / "model", arch, Tokenizer.from_dir(model_dir),
                            {"ema.safetensors": ema, "ae.safetensors": ae})  # fmt: skip
 

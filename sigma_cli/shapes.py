@@ -113,7 +113,7 @@ def train(
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, export."""
+    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, export."""
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
 
     render.setup_logging(debug)

@@ -82,6 +82,7 @@ def test_the_autoencoder_lets_the_targets_through(shapes_pipe, tmp_path: Path):
     summary, records = evaluate_pipeline(shapes_pipe, tmp_path / "eval", per_family=8, reconstruct=True)
     assert all(r["seconds"] == 0 for r in records) and len(records) == 40
     ceiling = {family: s["accuracy"] for family, s in summary.items()}
-    # measured here: 8/8 in every family, background included (the base autoencoder: 2/8 of background's)
+    # measured here: 8/8 in every family, background included (the base autoencoder: 2/8 of background's); the
+    # floors leave a row for other CPUs and thread counts, two for background (94 % on 100 rows)
     assert ceiling.pop("background") >= 6 / 8, summary
-    assert ceiling == dict.fromkeys(("compose", "select", "layout", "text"), 1.0), summary
+    assert set(ceiling) == {"compose", "select", "layout", "text"} and min(ceiling.values()) >= 7 / 8, summary

@@ -310,3 +310,19 @@ def test_the_world_recipe_draws_identity_sheets_in_its_starting_models_layout(tm
     config["arch"]["sheet_rows"] = 1
     (start / "sigma_config.json").write_text(json.dumps(config))
     assert SigmaGenRecipe(model=str(start)).world_sheet_rows == 1
+
+
+def test_rows_of_your_own_never_resolve_the_starting_model_for_the_worlds_sheet_layout(tmp_path, monkeypatch):
+    """The starting model's sheet layout is read only for the shapes world's rows: with --data-dir (rows that carry
+    their own layout) a --model given as weights alone must not be resolved for it (it failed, or downloaded)."""
+    import sigma_studio.model.hub as hub
+    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe, run
+    from sigma_studio.model.errors import InputError
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resolve() called for rows of your own")
+
+    monkeypatch.setattr(hub, "resolve", refuse)
+    recipe = SigmaGenRecipe(out=str(tmp_path / "run"), model=str(tmp_path / "weights-only"), data_dir=str(tmp_path))
+    with pytest.raises(InputError, match="--data-dir has no .* folder of rows for stage 1"):
+        run(recipe)

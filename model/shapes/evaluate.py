@@ -151,17 +151,20 @@ def reconstruction(pipe, img: Image.Image) -> Image.Image:
 
 
 def reconstructed_row(pipe, row_id: str, rec: dict):
-    """The row's target through the autoencoder, as a result (None, logged, when it cannot be decoded)."""
-    import io
+    """The row's target through the autoencoder, as a result (None, logged, when its pictures cannot be decoded)."""
     from types import SimpleNamespace
 
+    from ..data.dataset import SigmaRow
+
     try:
-        truth = Image.open(io.BytesIO(rec["image_list"][-1]))
-        truth.load()
-    except OSError as exc:
-        log.warning("skipping %s: its target picture is unreadable (%s)", row_id, exc)
+        images = SigmaRow(row_id, "", tuple((rec.get("image_list") or ())[-1:])).decode_images()  # the target
+    except InputError as exc:
+        log.warning("skipping %s: %s", row_id, exc)
         return None
-    return SimpleNamespace(image=reconstruction(pipe, truth), seconds=0.0)
+    if not images:
+        log.warning("skipping %s: it has no target picture", row_id)
+        return None
+    return SimpleNamespace(image=reconstruction(pipe, images[-1]), seconds=0.0)
 
 
 def evaluate_pipeline(
