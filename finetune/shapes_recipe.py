@@ -37,7 +37,7 @@ from sigma_studio.model.shapes.tasks import make_world
 from sigma_studio.model.shapes.vocab import build_tokenizer
 from sigma_studio.model.weights.loader import fresh_model, write_model_dir
 
-from .autoencoder import AEConfig, load_images, reconstruction_psnr, train_autoencoder
+from .autoencoder import AEConfig, finetune_decoder, load_images, reconstruction_psnr, train_autoencoder
 from .checkpoint import export, trained_steps
 from .config import TrainConfig, WorldRecipe, check_int, check_number
 
@@ -136,7 +136,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
         Trainer(recipe.train_config(), on_step).run()
     clock("finetune")
     skills = tuple(s for s in shapes().skills if recipe.sigmagen_rows or s != "subjects")  # what it was trained on
-    ae = finetune_decoder(recipe, report) if recipe.decoder_steps else None
+    ae = decoder_stage(recipe, report) if recipe.decoder_steps else None
     clock("decoder")
     exported = export(out / "train", out / "model", skills=skills, ae_path=ae)
     clock("export")
@@ -144,7 +144,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     return exported
 
 
-def finetune_decoder(recipe: ShapesRecipe, report: Report) -> Path:
+def decoder_stage(recipe: ShapesRecipe, report: Report) -> Path:
     """``decoder/ae.safetensors``: the base autoencoder with its decoder finetuned on the targets of
     ``decoder_rows`` fresh rows split by :data:`DECODER_MIX` (written once to ``data/decoder/``); held-out PSNR
     before and after in ``decoder/metrics.json``."""
@@ -156,8 +156,6 @@ def finetune_decoder(recipe: ShapesRecipe, report: Report) -> Path:
     from sigma_studio.model.weights.arch_config import read_arch_config
     from sigma_studio.model.weights.loader import load_autoencoder
 
-    from . import autoencoder
-
     out = Path(recipe.out)
     done = out / "decoder" / "ae.safetensors"
     if done.is_file():
@@ -167,7 +165,7 @@ def finetune_decoder(recipe: ShapesRecipe, report: Report) -> Path:
         if not (data / f"{family}.parquet").is_file():
             n = max(1, round(share * recipe.decoder_rows))
             write_parquet(data / f"{family}.parquet", examples(family, "train", n, recipe.seed + 2))
-    vae = autoencoder.finetune_decoder(
+    vae = finetune_decoder(
         load_autoencoder(recipe.base_dir / "ae.safetensors", read_arch_config(recipe.base_dir)), str(data),
         out / "decoder", load_images(str(out / "data" / "eval"), 512, targets_only=True),
         out / "decoder" / "metrics.json", steps=recipe.decoder_steps, lr=recipe.decoder_lr, seed=recipe.seed,

@@ -162,8 +162,9 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     timings_path = out / "timings.json"  # seconds per step; a resumed run keeps the earlier steps' figures
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     start = Path(recipe.model)
-    if recipe.data_dir is None:
-        make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step, recipe.world_sheet_rows)
+    world_rows = recipe.world_sheet_rows if recipe.data_dir is None else None  # the starting model read once
+    if world_rows is not None:
+        make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step, world_rows)
     for k, stage in enumerate(recipe.stages):
         run_dir = out / stage.name
         t0 = time.perf_counter()
@@ -172,7 +173,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             start = run_dir / "model"
             continue
         if recipe.data_dir is None:
-            seed, sheet_rows = recipe.seed + 100 * (k + 1), recipe.world_sheet_rows
+            seed, sheet_rows = recipe.seed + 100 * (k + 1), world_rows
             make_stage_data(run_dir / "data" / "train.parquet", _world(stage), seed, recipe.step, sheet_rows)
         elif recipe.filter_rows:
             counts = filter_stage_rows(Path(recipe.data_dir), run_dir / "data", stage)
@@ -192,14 +193,14 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
         report(stage.name, f"{start} written")
     if recipe.data_dir is None and recipe.decoder_steps > 0:
         done, t0 = (out / "decoder" / "model" / "ae.safetensors").is_file(), time.perf_counter()
-        start = finetune_decoder(recipe, start, report)
+        start = decoder_stage(recipe, start, report)
         if not done:
             timings["decoder"] = time.perf_counter() - t0
     write_json(timings_path, timings)
     return start
 
 
-def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) -> Path:
+def decoder_stage(recipe: SigmaGenRecipe, model_dir: Path, report: Report) -> Path:
     """``decoder/model``: ``model_dir`` with its autoencoder's decoder finetuned on the last stage's pictures."""
     import torch
     from safetensors.torch import load_file
@@ -208,18 +209,18 @@ def finetune_decoder(recipe: SigmaGenRecipe, model_dir: Path, report: Report) ->
     from sigma_studio.model.weights.arch_config import read_arch_config
     from sigma_studio.model.weights.loader import load_autoencoder, write_model_dir
 
-    from . import autoencoder
+    from .autoencoder import AEConfig, finetune_decoder, load_images
 
     run_dir = Path(recipe.out) / "decoder"
     if (run_dir / "model" / "ae.safetensors").is_file():
         report("decoder", f"done earlier: {run_dir / 'model'}")
         return run_dir / "model"
     arch = read_arch_config(model_dir)
-    vae = autoencoder.finetune_decoder(
+    vae = finetune_decoder(
         load_autoencoder(model_dir / "ae.safetensors", arch), str(recipe.stage_data(len(recipe.stages) - 1)),
-        run_dir / "train", autoencoder.load_images(str(Path(recipe.out) / "eval"), 400, targets_only=True),
+        run_dir / "train", load_images(str(Path(recipe.out) / "eval"), 400, targets_only=True),
         run_dir / "metrics.json", steps=recipe.decoder_steps, lr=recipe.decoder_lr, seed=recipe.seed,
-        max_images=autoencoder.AEConfig.max_images, report=lambda message: report("decoder", message),
+        max_images=AEConfig.max_images, report=lambda message: report("decoder", message),
     )  # fmt: skip
     ema = load_file(str(model_dir / "ema.safetensors"))
     ae = {k: v.to(torch.float16) for k, v in vae.state_dict().items()}
