@@ -8,7 +8,8 @@
 # decoder once an arm, so every arm meets the base autoencoder's ceiling (background's is low; see docs/SHAPES.md).
 # Without attribute tokens the group mask scopes nothing (tests/test_masks.py), so that arm is trained once per seed
 # and stands for every mask setting.
-#   bash examples/shapes_ablation.sh [STEPS] [SEEDS]     # then read runs/ablation/*/eval.json
+#   bash examples/shapes_ablation.sh [STEPS] [SEEDS]
+#   python examples/shapes_ablation_table.py           # each arm's figures, its seeds and their spread
 set -euo pipefail
 STEPS="${1:-12000}"  # the shipped MoT's budget: at 4 000 the arms sit near the floor (docs/SHAPES.md)
 SEEDS="${2:-0 1}"
