@@ -34,7 +34,7 @@ from sigma_studio.model.files import check_output_dir, write_json
 from sigma_studio.model.presets import shapes
 from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.shapes.tasks import make_world
-from sigma_studio.model.shapes.vocab import build_tokenizer
+from sigma_studio.model.shapes.vocab import build_tokenizer, world_sentences
 from sigma_studio.model.weights.loader import fresh_model, write_model_dir
 
 from .autoencoder import AEConfig, finetune_decoder, load_images, reconstruction_psnr, train_autoencoder
@@ -228,9 +228,10 @@ def make_base(recipe: ShapesRecipe, report: Report) -> Path:
 
 
 def check_base(base: Path) -> None:
-    """Refuse a reused ``--base`` that holds no autoencoder, or was made for another architecture than this
-    version's shapes preset (an earlier generation's: 4 x 4 tokens a picture, other routing maps), before anything
-    is written: the run would silently train that architecture."""
+    """Refuse a reused ``--base`` that holds no autoencoder, was made for another architecture than this version's
+    shapes preset (an earlier generation's: 4 x 4 tokens a picture, other routing maps) or holds another tokenizer
+    than this version's world (other merges, or an attribute token it lacks), before anything is written: the run
+    would silently train that architecture, or words split otherwise than the held-out rows expect."""
     from sigma_studio.model.weights.arch_config import read_arch_config
 
     if not base.is_dir():
@@ -246,6 +247,17 @@ def check_base(base: Path) -> None:
             f"--base {base} was made for another shapes architecture ({', '.join(differ)} differ from this "
             "version's): pass the base/ folder of a run made by this version, or leave --base out to train one"
         )
+    theirs, ours = Tokenizer.from_dir(base), build_tokenizer()
+    sentences = world_sentences(per_family=20)
+    if _tokens(theirs) != _tokens(ours) or [theirs.encode(s) for s in sentences] != [ours.encode(s) for s in sentences]:
+        raise InputError(
+            f"--base {base} holds another tokenizer than this version's world ({len(theirs)} tokens, this version "
+            f"{len(ours)}): pass the base/ folder of a run made by this version, or leave --base out to train one"
+        )
+
+
+def _tokens(tokenizer: Tokenizer) -> list[str]:
+    return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
 
 
 def world_arch(vae_cfg, tokenizer: Tokenizer) -> ArchConfig:

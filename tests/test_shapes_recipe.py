@@ -106,6 +106,22 @@ def test_a_run_folders_own_base_of_another_architecture_is_refused_too(tmp_path)
         run(tiny(tmp_path / "run"))
 
 
+def test_a_reused_base_with_another_tokenizer_is_refused(tmp_path):
+    import shutil
+
+    from sigma_studio.finetune.shapes_recipe import check_base
+    from sigma_studio.model.hub import shipped_shapes_model
+    from sigma_studio.model.shapes.vocab import build_tokenizer
+
+    base = tmp_path / "old-base"
+    shutil.copytree(shipped_shapes_model(), base)
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (base / name).unlink(missing_ok=True)
+    build_tokenizer(["a red circle", "a blue square"] * 20).save(base)  # merges learnt from other sentences
+    with pytest.raises(InputError, match=r"--base .* holds another tokenizer than this version's world"):
+        check_base(base)
+
+
 def test_the_decoder_learning_rate_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(InputError, match="decoder_lr"):
         tiny(tmp_path, decoder_lr=0.0)
