@@ -19,8 +19,9 @@ BASE=runs/shapes/base
 [ -f runs/ablation/eval-tokens/world.json ] || sigma shapes make --out runs/ablation/eval-tokens --rows 10 --eval-rows 100
 [ -f runs/ablation/eval-notokens/world.json ] || sigma shapes make --out runs/ablation/eval-notokens --rows 10 \
   --eval-rows 100 --no-attribute-tokens
+# eq. 9 and off first: the comparison Table 4 makes, so a half-finished ablation can already answer it for a seed
 for seed in $SEEDS; do
-  for arm in "eq9:" "intent:--group-mask-scope intent" "off:--no-group-mask" "notokens:--no-attribute-tokens"; do
+  for arm in "eq9:" "off:--no-group-mask" "intent:--group-mask-scope intent" "notokens:--no-attribute-tokens"; do
     name="${arm%%:*}-seed$seed"; flags="${arm#*:}"
     eval_rows=runs/ablation/eval-tokens/eval
     [ "${arm%%:*}" = notokens ] && eval_rows=runs/ablation/eval-notokens/eval
