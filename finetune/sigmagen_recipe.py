@@ -189,7 +189,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
         if not (run_dir / "train" / "latest").is_file() or trained_steps(run_dir / "train") < stage.steps:
             Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
         start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step, sheet_rows=sheet_rows,
-                       skills=SIGMAGEN_SKILLS)  # fmt: skip
+                       skills=trained_skills(start))  # fmt: skip
         timings[stage.name] = time.perf_counter() - t0
         report(stage.name, f"{start} written")
     if recipe.data_dir is None and recipe.decoder_steps > 0:
@@ -199,6 +199,19 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
             timings["decoder"] = time.perf_counter() - t0
     write_json(timings_path, timings)
     return start
+
+
+def trained_skills(start: str | Path) -> tuple[str, ...] | None:
+    """What a stage's model was trained to read: its starting model's skills and SIGMA-GEN's subjects (a finetune of
+    the shipped shapes model keeps its attribute tokens and box layouts); None, never warned about, when the
+    starting model's are not known. Read after the stage trained, so the model is already resolved (or downloaded)."""
+    from sigma_studio.model.config import SKILLS
+    from sigma_studio.model.hub import resolve
+    from sigma_studio.model.weights.arch_config import source_arch
+
+    source = resolve(str(start))
+    known = source_arch(source, source.weights).skills
+    return None if known is None else tuple(s for s in SKILLS if s in known or s in SIGMAGEN_SKILLS)
 
 
 def decoder_stage(recipe: SigmaGenRecipe, model_dir: Path, report: Report) -> Path:

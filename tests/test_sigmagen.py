@@ -173,6 +173,9 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
     from sigma_studio.model.weights.arch_config import read_arch_config
 
     assert read_arch_config(model).routing_step == 50  # the shapes world's step, stored with every exported model
+    # a finetune of the shipped model keeps what it was trained to read, and adds SIGMA-GEN's subjects
+    assert read_arch_config(model).skills == ("attribute_tokens", "boxes", "subjects")
+    assert read_arch_config(tmp_path / "sg" / "boxes" / "model").skills == ("attribute_tokens", "boxes", "subjects")
     again = []
     run(recipe, lambda stage, msg: again.append(msg))
     assert all(m.startswith("done earlier") for m in again)
@@ -326,3 +329,21 @@ def test_rows_of_your_own_never_resolve_the_starting_model_for_the_worlds_sheet_
     recipe = SigmaGenRecipe(out=str(tmp_path / "run"), model=str(tmp_path / "weights-only"), data_dir=str(tmp_path))
     with pytest.raises(InputError, match="--data-dir has no .* folder of rows for stage 1"):
         run(recipe)
+
+
+def test_a_stage_keeps_its_starting_models_skills_and_adds_subjects(tmp_path):
+    import shutil
+
+    from sigma_studio.finetune.sigmagen_recipe import trained_skills
+    from sigma_studio.model.hub import shipped_shapes_model
+
+    assert trained_skills("shapes") == ("attribute_tokens", "boxes", "subjects")
+    start = tmp_path / "start"
+    shutil.copytree(shipped_shapes_model(), start)
+    config = json.loads((start / "sigma_config.json").read_text())
+    config["arch"]["skills"] = ["attribute_tokens"]  # a model trained on SIGMA's tokens alone
+    (start / "sigma_config.json").write_text(json.dumps(config))
+    assert trained_skills(start) == ("attribute_tokens", "subjects")
+    del config["arch"]["skills"]  # a finetune's checkpoint: what it reads is not known, so nothing is claimed
+    (start / "sigma_config.json").write_text(json.dumps(config))
+    assert trained_skills(start) is None
