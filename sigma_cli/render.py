@@ -20,12 +20,22 @@ stdout = Console(highlight=False)
 
 
 class _LineHandler(logging.Handler):
-    """Log records as the CLI's own lines: ``warning: ...`` / ``error: ...``, info dimmed (one style for all)."""
+    """Log records as the CLI's own lines: ``warning: ...`` / ``error: ...``, info dimmed (one style for all). A
+    warning is shown once a command: a loop of requests (``sigma batch``, an evaluation) that all draw the same one
+    would otherwise print it a hundred times."""
 
     STYLES = {logging.WARNING: "[yellow]warning:[/] ", logging.ERROR: "[bold red]error:[/] "}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.warned: set[str] = set()
+
     def emit(self, record: logging.LogRecord) -> None:
         level = max(k for k in (0, logging.WARNING, logging.ERROR) if record.levelno >= k)
+        if level == logging.WARNING:
+            if record.getMessage() in self.warned:
+                return
+            self.warned.add(record.getMessage())
         prefix = self.STYLES.get(level, "[dim]")
         suffix = "" if level else "[/]"
         console.print(f"{prefix}{escape(record.getMessage())}{suffix}", soft_wrap=True)
