@@ -201,6 +201,13 @@ def train(
     decoder_steps: Annotated[
         int, typer.Option(help="shapes world: steps of the decoder finetuning after the stages (0: none)")
     ] = R.decoder_steps,
+    replay: Annotated[
+        float,
+        typer.Option(
+            help="shapes world: share of each stage's rows drawn from SIGMA's five families, so that a finetune of "
+            "the shipped model keeps them (0: SIGMA-GEN rows alone)"
+        ),
+    ] = R.replay,
     debug: DebugOpt = False,
 ) -> None:
     """SIGMA-GEN's three-stage curriculum as three chained finetune runs: ours for the shapes world, or the paper's.
@@ -208,6 +215,8 @@ def train(
     [b]Examples[/]
 
       sigma sigmagen train --out runs/sigmagen-shapes            [dim]# the shapes world on a CPU[/]
+
+      sigma sigmagen train --out runs/sg-replay --replay 0.5     [dim]# half SIGMA rows: keep the five families[/]
 
       sigma sigmagen train --model sigma --data-dir rows/ --out runs/sigmagen --steps 3000,3000,6000
 
@@ -220,7 +229,7 @@ def train(
         stages = _stages(recipe, steps)
         recipe = SigmaGenRecipe.named(recipe, out=str(out), model=model, data_dir=str(data_dir) if data_dir else None,
                                       stages=stages, seed=seed, routing_step=routing_step,
-                                      decoder_steps=decoder_steps)  # fmt: skip
+                                      decoder_steps=decoder_steps, replay=replay)  # fmt: skip
         exported = _run(recipe)
     render.stdout.print(f"[green]✓[/] {escape(str(exported))}  (load it with --model {escape(str(exported))})")
 

@@ -152,9 +152,15 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
 
     stages = tuple(dataclasses.replace(s, rows=6, steps=2) for s in STAGES)
     recipe = SigmaGenRecipe(out=str(tmp_path / "sg"), stages=stages, eval_rows=2, max_tokens=400, save_every=1,
-                            decoder_steps=2)  # fmt: skip
+                            decoder_steps=2, replay=0.5)  # fmt: skip
     seen = []
     model = run(recipe, lambda stage, msg: seen.append((stage, msg)))
+    import pyarrow.parquet as pq
+
+    # SIGMA-GEN's rows and, with --replay 0.5, as many of SIGMA's five families
+    data = tmp_path / "sg" / "boxes" / "data"
+    families = pq.read_table(data, columns=["family"]).column("family").to_pylist()
+    assert sum(f in ("compose", "select", "layout", "background", "text") for f in families) >= 6
     assert model == tmp_path / "sg" / "decoder" / "model" and (model / "ema.safetensors").is_file()
     from safetensors.torch import load_file
 
@@ -347,3 +353,18 @@ def test_a_stage_keeps_its_starting_models_skills_and_adds_subjects(tmp_path):
     del config["arch"]["skills"]  # a finetune's checkpoint: what it reads is not known, so nothing is claimed
     (start / "sigma_config.json").write_text(json.dumps(config))
     assert trained_skills(start) is None
+
+
+def test_replay_is_a_share_and_only_of_the_shapes_worlds_rows(capsys, tmp_path):
+    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe, run
+    from sigma_studio.model.errors import InputError
+
+    assert SigmaGenRecipe(replay=0.5).replay_rows == tuple(s.rows for s in SigmaGenRecipe().stages)
+    assert SigmaGenRecipe().replay_rows == (0, 0, 0)
+    with pytest.raises(InputError, match="--replay is a share of each stage's rows"):
+        run(SigmaGenRecipe(out=str(tmp_path / "a"), replay=1.0))
+    with pytest.raises(InputError, match="--replay mixes in the shapes world's SIGMA rows"):
+        run(SigmaGenRecipe(out=str(tmp_path / "b"), replay=0.3, data_dir=str(tmp_path)))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    code, text = sigma(capsys, "sigmagen", "train", "--out", tmp_path / "c", "--replay", "-0.1")
+    assert code == 2 and "--replay is a share" in text
