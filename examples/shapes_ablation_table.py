@@ -63,7 +63,8 @@ def table(arms: dict[str, dict[int, dict]]) -> list[str]:
         seeds = arms.get(arm, {})
         runs = [seeds[s] for s in sorted(seeds)]
         cells = [cell([measure(r, f) for r in runs]) for f in FAMILIES]
-        swaps = cell([r["compose"].get("swap_consistency", 0.0) for r in runs])
+        swaps = [r["compose"]["swap_consistency"] for r in runs if "swap_consistency" in r["compose"]]
+        swaps = cell(swaps) if len(swaps) == len(runs) else "—"  # an eval with no swapped pairs has no figure
         shown = "—"
         if len(runs) > 1:
             spread = max(max(measure(r, f) for r in runs) - min(measure(r, f) for r in runs) for f in FAMILIES)

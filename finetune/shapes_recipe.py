@@ -249,10 +249,15 @@ def check_base(base: Path) -> None:
         )
     theirs, ours = Tokenizer.from_dir(base), build_tokenizer()
     sentences = world_sentences(per_family=20)
-    if _tokens(theirs) != _tokens(ours) or [theirs.encode(s) for s in sentences] != [ours.encode(s) for s in sentences]:
+    why = None
+    if _tokens(theirs) != _tokens(ours):
+        why = f"another vocabulary: {len(theirs)} tokens, this version {len(ours)}"
+    elif [theirs.encode(s) for s in sentences] != [ours.encode(s) for s in sentences]:
+        why = "it splits the world's sentences otherwise"
+    if why:
         raise InputError(
-            f"--base {base} holds another tokenizer than this version's world ({len(theirs)} tokens, this version "
-            f"{len(ours)}): pass the base/ folder of a run made by this version, or leave --base out to train one"
+            f"--base {base} holds another tokenizer than this version's world ({why}): pass the base/ folder of a "
+            "run made by this version, or leave --base out to train one"
         )
 
 

@@ -29,6 +29,7 @@ curriculum (fewer subjects and coarser structure first); each stage's options ar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -101,6 +102,16 @@ class SigmaGenRecipe(WorldRecipe):
     filter_rows: bool = False  # --data-dir is one folder of rows, filtered per stage by its subject range
     replay: float = 0.0  # shapes world: share of each stage's rows from SIGMA's five families (0: SIGMA-GEN alone)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay < 1.0:
+            raise InputError(
+                f"--replay is a share of each stage's rows, from 0 up to (not including) 1; got {self.replay}"
+            )
+        if self.replay and self.data_dir is not None:
+            raise InputError(
+                "--replay mixes in the shapes world's SIGMA rows: with --data-dir, put such rows in its folders"
+            )
+
     @property
     def replay_rows(self) -> tuple[int, ...]:
         """SIGMA rows beside each stage's SIGMA-GEN rows, so that they make ``replay`` of the stage's rows."""
@@ -161,14 +172,6 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     from .trainer import Trainer
 
     out = Path(recipe.out)
-    if not 0.0 <= recipe.replay < 1.0:
-        raise InputError(
-            f"--replay is a share of each stage's rows, from 0 up to (not including) 1; got {recipe.replay}"
-        )
-    if recipe.replay and recipe.data_dir is not None:
-        raise InputError(
-            "--replay mixes in the shapes world's SIGMA rows: with --data-dir, put such rows in its folders"
-        )
     check_output_dir(out)
     if recipe.data_dir is None:  # the shapes world's scenes must fit the routing maps, before anything is written
         SigmaGenOptions(routing_step=recipe.step, max_subjects=max(_world(s).subjects[1] for s in recipe.stages))
@@ -177,6 +180,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     timings_path = out / "timings.json"  # seconds per step; a resumed run keeps the earlier steps' figures
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     start = Path(recipe.model)
+    skills = functools.cache(lambda: trained_skills(recipe.model))  # read once, when a stage is first exported
     world_rows = recipe.world_sheet_rows if recipe.data_dir is None else None  # the starting model read once
     if world_rows is not None:
         make_eval(out / "eval", recipe.eval_rows, recipe.seed, recipe.step, world_rows)
@@ -204,7 +208,7 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
         if not (run_dir / "train" / "latest").is_file() or trained_steps(run_dir / "train") < stage.steps:
             Trainer(recipe.train_config(k, start), (lambda s, k=k: on_step(k, s)) if on_step else None).run()
         start = export(run_dir / "train", run_dir / "model", routing_step=recipe.step, sheet_rows=sheet_rows,
-                       skills=trained_skills(start))  # fmt: skip
+                       skills=skills())  # fmt: skip
         timings[stage.name] = time.perf_counter() - t0
         report(stage.name, f"{start} written")
     if recipe.data_dir is None and recipe.decoder_steps > 0:
@@ -230,7 +234,8 @@ def trained_skills(start: str | Path) -> tuple[str, ...] | None:
 
 
 def decoder_stage(recipe: SigmaGenRecipe, model_dir: Path, report: Report) -> Path:
-    """``decoder/model``: ``model_dir`` with its autoencoder's decoder finetuned on the last stage's pictures."""
+    """``decoder/model``: ``model_dir`` with its autoencoder's decoder finetuned on the last stage's pictures (with
+    ``--replay``, SIGMA's pictures among them on purpose: the decoder keeps drawing what the model still draws)."""
     import torch
     from safetensors.torch import load_file
 
@@ -370,7 +375,11 @@ def _check_rows(folder: Path, step: int) -> int:
 
 
 def _as_json(recipe: SigmaGenRecipe) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+    return _as_json_value(dataclasses.asdict(recipe))
+
+
+def _as_json_value(value):
+    return json.loads(json.dumps(value, default=lambda v: dataclasses.asdict(v)))
 
 
 def _check_same(recipe: SigmaGenRecipe) -> None:
@@ -378,7 +387,10 @@ def _check_same(recipe: SigmaGenRecipe) -> None:
     path = Path(recipe.out) / "recipe.json"
     if not path.is_file():
         return
-    before, now = json.loads(path.read_text()), _as_json(recipe)
+    # a folder made before a field existed was made with that field's default
+    defaults = {f.name: f.default for f in dataclasses.fields(SigmaGenRecipe) if f.default is not dataclasses.MISSING}
+    before = {**_as_json_value(defaults), **json.loads(path.read_text())}
+    now = _as_json(recipe)
     changed = sorted(k for k in now if k in before and before[k] != now[k])
     if changed:
         raise InputError(

@@ -20,19 +20,19 @@ stdout = Console(highlight=False)
 
 
 class _LineHandler(logging.Handler):
-    """Log records as the CLI's own lines: ``warning: ...`` / ``error: ...``, info dimmed (one style for all). A
-    warning is shown once a command: a loop of requests (``sigma batch``, an evaluation) that all draw the same one
-    would otherwise print it a hundred times."""
+    """Log records as the CLI's own lines: ``warning: ...`` / ``error: ...``, info dimmed (one style for all). With
+    ``once``, a warning is shown once a command: a loop of requests (``sigma batch``, an evaluation) that all draw the
+    same one would otherwise print it a hundred times. A server (``sigma webui``) shows every one."""
 
     STYLES = {logging.WARNING: "[yellow]warning:[/] ", logging.ERROR: "[bold red]error:[/] "}
 
-    def __init__(self) -> None:
+    def __init__(self, once: bool) -> None:
         super().__init__()
-        self.warned: set[str] = set()
+        self.once, self.warned = once, set()
 
     def emit(self, record: logging.LogRecord) -> None:
         level = max(k for k in (0, logging.WARNING, logging.ERROR) if record.levelno >= k)
-        if level == logging.WARNING:
+        if level == logging.WARNING and self.once:
             if record.getMessage() in self.warned:
                 return
             self.warned.add(record.getMessage())
@@ -41,8 +41,9 @@ class _LineHandler(logging.Handler):
         console.print(f"{prefix}{escape(record.getMessage())}{suffix}", soft_wrap=True)
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[_LineHandler()], force=True)
+def setup_logging(verbose: bool, once: bool = True) -> None:
+    """A fresh handler for the command about to run (``once``: each warning shown once while it runs)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[_LineHandler(once)], force=True)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,13 @@ from .shapes import WorldEvalOptions
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="SIGMA-GEN: training data from annotations.")
 D = SigmaGenOptions()
 R = SigmaGenRecipe()
+ReplayOpt = Annotated[
+    float,
+    typer.Option(
+        help="shapes world: share of each stage's rows drawn from SIGMA's five families, so that a finetune of the "
+        "shipped model keeps them (0: SIGMA-GEN rows alone)"
+    ),
+]
 
 DRAWN_PER_COUNT = 100  # `sigma sigmagen eval` without --data: held-out scenes a subject count
 
@@ -201,13 +208,7 @@ def train(
     decoder_steps: Annotated[
         int, typer.Option(help="shapes world: steps of the decoder finetuning after the stages (0: none)")
     ] = R.decoder_steps,
-    replay: Annotated[
-        float,
-        typer.Option(
-            help="shapes world: share of each stage's rows drawn from SIGMA's five families, so that a finetune of "
-            "the shipped model keeps them (0: SIGMA-GEN rows alone)"
-        ),
-    ] = R.replay,
+    replay: ReplayOpt = R.replay,
     debug: DebugOpt = False,
 ) -> None:
     """SIGMA-GEN's three-stage curriculum as three chained finetune runs: ours for the shapes world, or the paper's.

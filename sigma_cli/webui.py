@@ -80,7 +80,7 @@ def webui(
 
       sigma serve --ray --autoscale 1:8   [dim]# on a Ray cluster: one to eight GPU replicas, one page[/]
     """
-    render.setup_logging(debug)
+    render.setup_logging(debug, once=False)  # a server runs for days: every warning of its own is shown
     with render.errors(debug):
         limits = WebLimits(
             max_prompt_chars, max_request_mb, max_event_kb, max_upload_mb, max_megapixels, max_json_depth

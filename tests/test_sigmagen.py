@@ -159,8 +159,13 @@ def test_the_curriculum_runs_end_to_end_and_resumes(capsys, tmp_path):
 
     # SIGMA-GEN's rows and, with --replay 0.5, as many of SIGMA's five families
     data = tmp_path / "sg" / "boxes" / "data"
-    families = pq.read_table(data, columns=["family"]).column("family").to_pylist()
-    assert sum(f in ("compose", "select", "layout", "background", "text") for f in families) >= 6
+    from collections import Counter
+
+    from sigma_studio.model.shapes.tasks import MIX
+
+    families = Counter(pq.read_table(data, columns=["family"]).column("family").to_pylist())
+    assert {f: families[f] for f in MIX} == {f: max(2, round(6 * share)) for f, share in MIX.items()}
+    assert pq.read_metadata(data / "train.parquet").num_rows == 6  # the stage's SIGMA-GEN rows, all kept
     assert model == tmp_path / "sg" / "decoder" / "model" and (model / "ema.safetensors").is_file()
     from safetensors.torch import load_file
 
@@ -356,15 +361,25 @@ def test_a_stage_keeps_its_starting_models_skills_and_adds_subjects(tmp_path):
 
 
 def test_replay_is_a_share_and_only_of_the_shapes_worlds_rows(capsys, tmp_path):
-    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe, run
+    import dataclasses
+
+    from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe, make_replay_data, run
     from sigma_studio.model.errors import InputError
 
     assert SigmaGenRecipe(replay=0.5).replay_rows == tuple(s.rows for s in SigmaGenRecipe().stages)
     assert SigmaGenRecipe().replay_rows == (0, 0, 0)
+    make_replay_data(tmp_path / "none", 0, seed=0)
+    assert not (tmp_path / "none").exists()  # no replay: no SIGMA rows beside the stage's
     with pytest.raises(InputError, match="--replay is a share of each stage's rows"):
-        run(SigmaGenRecipe(out=str(tmp_path / "a"), replay=1.0))
+        SigmaGenRecipe(out=str(tmp_path / "a"), replay=1.0)
     with pytest.raises(InputError, match="--replay mixes in the shapes world's SIGMA rows"):
-        run(SigmaGenRecipe(out=str(tmp_path / "b"), replay=0.3, data_dir=str(tmp_path)))
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+        SigmaGenRecipe(out=str(tmp_path / "b"), replay=0.3, data_dir=str(tmp_path))
     code, text = sigma(capsys, "sigmagen", "train", "--out", tmp_path / "c", "--replay", "-0.1")
-    assert code == 2 and "--replay is a share" in text
+    assert code == 2 and "--replay is a share" in text and not (tmp_path / "c").exists()
+    # a run folder made before --replay existed was made without it: resuming it with a replay is refused
+    (tmp_path / "old").mkdir()
+    before = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(SigmaGenRecipe(out=str(tmp_path / "old"))),
+                                                     default=dataclasses.asdict)).items() if k != "replay"}  # fmt: skip
+    (tmp_path / "old" / "recipe.json").write_text(json.dumps(before))
+    with pytest.raises(InputError, match=r"holds a run made with other settings \(replay\)"):
+        run(SigmaGenRecipe(out=str(tmp_path / "old"), replay=0.5))
