@@ -29,6 +29,7 @@ for seed in $SEEDS; do
     # shellcheck disable=SC2086
     sigma shapes train --out "runs/ablation/$name" --steps "$STEPS" --base "$BASE" --seed "$seed" --sigmagen-rows 0 \
       --decoder-steps 0 $flags
-    sigma shapes eval --model "runs/ablation/$name/model" --data "$eval_rows" --json "runs/ablation/$name/eval.json"
+    [ -f "runs/ablation/$name/eval.json" ] ||  # evaluated earlier: a rerun goes straight to the next arm
+      sigma shapes eval --model "runs/ablation/$name/model" --data "$eval_rows" --json "runs/ablation/$name/eval.json"
   done
 done
