@@ -326,7 +326,9 @@ def make_replay_data(folder: Path, rows: int, seed: int) -> None:
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.shapes.tasks import FAMILIES, MIX, examples
 
-    for family in FAMILIES if rows else ():
+    if not rows:
+        return
+    for family in FAMILIES:
         path = folder / f"sigma-{family}.parquet"
         if not path.is_file():
             write_parquet(path, examples(family, "train", max(2, round(rows * MIX[family])), seed))
@@ -375,11 +377,7 @@ def _check_rows(folder: Path, step: int) -> int:
 
 
 def _as_json(recipe: SigmaGenRecipe) -> dict:
-    return _as_json_value(dataclasses.asdict(recipe))
-
-
-def _as_json_value(value):
-    return json.loads(json.dumps(value, default=lambda v: dataclasses.asdict(v)))
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
 
 
 def _check_same(recipe: SigmaGenRecipe) -> None:
@@ -388,9 +386,7 @@ def _check_same(recipe: SigmaGenRecipe) -> None:
     if not path.is_file():
         return
     # a folder made before a field existed was made with that field's default
-    defaults = {f.name: f.default for f in dataclasses.fields(SigmaGenRecipe) if f.default is not dataclasses.MISSING}
-    before = {**_as_json_value(defaults), **json.loads(path.read_text())}
-    now = _as_json(recipe)
+    before, now = {**_as_json(SigmaGenRecipe()), **json.loads(path.read_text())}, _as_json(recipe)
     changed = sorted(k for k in now if k in before and before[k] != now[k])
     if changed:
         raise InputError(
