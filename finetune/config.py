@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from sigma_studio.model.config import (  # defined once, with Loader/GenerationConfig
@@ -207,3 +209,26 @@ class WorldRecipe:
             tensorboard=False,
         )  # fmt: skip
         return TrainConfig(**{**base, **fields})
+
+    # settings a resumed run folder may change: its place, and (for the shapes recipe) a longer schedule
+    RESUMABLE_CHANGES = ("out",)
+
+    def to_json(self) -> dict:
+        """The settings as JSON values (tuples become lists), as ``recipe.json`` stores them."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def check_same_run(self) -> None:
+        """Refuse to continue a run folder made with other settings: its rows, autoencoder and checkpoints were made
+        with the ones its ``recipe.json`` records. A folder made before a field existed counts as made with that
+        field's default (an old folder resumed with a new option set is refused, not silently accepted)."""
+        path = Path(self.out) / "recipe.json"
+        if not path.is_file():
+            return
+        before = {**type(self)().to_json(), **json.loads(path.read_text())}
+        now = self.to_json()
+        changed = sorted(k for k in now if k not in self.RESUMABLE_CHANGES and before.get(k) != now[k])
+        if changed:
+            raise InputError(
+                f"{self.out} holds a run made with other settings ({', '.join(f'{k}={before[k]}' for k in changed)}); "
+                "pass the same options to resume it, or another --out"
+            )

@@ -71,6 +71,8 @@ class ShapesRecipe(WorldRecipe):
     attribute_tokens: bool = True  # False: the ablation's neutral word instead of each attribute token
     base: str | None = None  # reuse this base directory (autoencoder and tokenizer) instead of training one
 
+    RESUMABLE_CHANGES = ("out", "steps")  # a finished or stopped run may be continued on a longer schedule
+
     def __post_init__(self) -> None:
         """Every option checked before anything is written (``--steps 0`` used to write the world's data first)."""
         check_int("--rows", self.rows, 10)
@@ -107,10 +109,10 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     a stage done earlier about 0; the part of a stage that an interrupted invocation ran is not counted)."""
     out = Path(recipe.out)
     check_output_dir(out)
-    check_same_recipe(recipe)
+    recipe.check_same_run()
     if recipe.base or (recipe.base_dir / "sigma_config.json").is_file():  # given, or this run's own from before
         check_base(recipe.base_dir)
-    write_json(out / "recipe.json", dataclasses.asdict(recipe))
+    write_json(out / "recipe.json", recipe.to_json())
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     lap = [time.perf_counter()]
@@ -190,22 +192,6 @@ def make_sigmagen_data(recipe: ShapesRecipe) -> None:
         make_stage_data(data / "train" / "sigmagen.parquet", stage, recipe.seed, arch.routing_step, arch.sheet_rows)
     if recipe.sigmagen_eval:
         make_eval(data / "sigmagen-eval", recipe.sigmagen_eval, recipe.seed, arch.routing_step, arch.sheet_rows)
-
-
-def check_same_recipe(recipe: ShapesRecipe) -> None:
-    """Refuse to continue a run folder with other settings (only ``steps`` may grow): its data, autoencoder and
-    checkpoints were made with the settings it recorded."""
-    path = Path(recipe.out) / "recipe.json"
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text())
-    now = dataclasses.asdict(recipe)
-    changed = sorted(k for k in now if k != "steps" and k in before and before[k] != now[k])
-    if changed:
-        raise InputError(
-            f"{recipe.out} holds a run made with other settings ({', '.join(f'{k}={before[k]}' for k in changed)}); "
-            "pass the same options to resume it, or another --out"
-        )
 
 
 def make_base(recipe: ShapesRecipe, report: Report) -> Path:

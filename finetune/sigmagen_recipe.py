@@ -175,8 +175,8 @@ def run(recipe: SigmaGenRecipe, report: Report = lambda stage, msg: None, on_ste
     check_output_dir(out)
     if recipe.data_dir is None:  # the shapes world's scenes must fit the routing maps, before anything is written
         SigmaGenOptions(routing_step=recipe.step, max_subjects=max(_world(s).subjects[1] for s in recipe.stages))
-    _check_same(recipe)
-    write_json(out / "recipe.json", _as_json(recipe))
+    recipe.check_same_run()
+    write_json(out / "recipe.json", recipe.to_json())
     timings_path = out / "timings.json"  # seconds per step; a resumed run keeps the earlier steps' figures
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     start = Path(recipe.model)
@@ -374,22 +374,3 @@ def _check_rows(folder: Path, step: int) -> int:
             rows if isinstance(rows, int) and not isinstance(rows, bool) and 1 <= rows <= MAX_SUBJECTS else SHEET_ROWS
         )
     return SHEET_ROWS
-
-
-def _as_json(recipe: SigmaGenRecipe) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(recipe)))
-
-
-def _check_same(recipe: SigmaGenRecipe) -> None:
-    """Refuse to continue a run folder made with other settings (its rows and checkpoints were made with them)."""
-    path = Path(recipe.out) / "recipe.json"
-    if not path.is_file():
-        return
-    # a folder made before a field existed was made with that field's default
-    before, now = {**_as_json(SigmaGenRecipe()), **json.loads(path.read_text())}, _as_json(recipe)
-    changed = sorted(k for k in now if k in before and before[k] != now[k])
-    if changed:
-        raise InputError(
-            f"{recipe.out} holds a run made with other settings ({', '.join(changed)}); "
-            "pass the same options to resume it, or another --out"
-        )

@@ -14,7 +14,7 @@ from sigma_studio.finetune.shapes_recipe import DECODER_MIX, ShapesRecipe, run
 from sigma_studio.model.errors import InputError
 
 
-def tiny(out: Path, **changes) -> ShapesRecipe:
+def tiny(out: Path | str, **changes) -> ShapesRecipe:
     small = dict(rows=10, eval_rows=2, sigmagen_rows=4, sigmagen_eval=1, ae_steps=1, ae_images=16, steps=2,
                  decoder_steps=2, decoder_rows=10)  # fmt: skip
     return ShapesRecipe(out=str(out), **{**small, **changes})
@@ -125,3 +125,17 @@ def test_a_reused_base_with_another_tokenizer_is_refused(tmp_path):
 def test_the_decoder_learning_rate_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(InputError, match="decoder_lr"):
         tiny(tmp_path, decoder_lr=0.0)
+
+
+def test_a_run_folder_resumes_only_with_its_own_settings(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    made = tiny(out).to_json()
+    (out / "recipe.json").write_text(json.dumps({k: v for k, v in made.items() if k != "attribute_tokens"}))
+    tiny(out).check_same_run()  # a field the folder predates counts as its default
+    tiny(out, steps=5).check_same_run()  # a longer schedule continues the run
+    tiny(f"{out}/.").check_same_run()  # the same folder, spelt otherwise
+    with pytest.raises(InputError, match=r"holds a run made with other settings \(attribute_tokens=True\)"):
+        tiny(out, attribute_tokens=False).check_same_run()
+    with pytest.raises(InputError, match=r"\(lr=0.0007, rows=10\)"):
+        tiny(out, rows=11, lr=1e-3).check_same_run()

@@ -381,5 +381,5 @@ def test_replay_is_a_share_and_only_of_the_shapes_worlds_rows(capsys, tmp_path):
     before = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(SigmaGenRecipe(out=str(tmp_path / "old"))),
                                                      default=dataclasses.asdict)).items() if k != "replay"}  # fmt: skip
     (tmp_path / "old" / "recipe.json").write_text(json.dumps(before))
-    with pytest.raises(InputError, match=r"holds a run made with other settings \(replay\)"):
+    with pytest.raises(InputError, match=r"holds a run made with other settings \(replay=0.0\)"):
         run(SigmaGenRecipe(out=str(tmp_path / "old"), replay=0.5))
