@@ -122,3 +122,26 @@ def export(
     ema = {k: v.to(dtype) for k, v in load_file(str(latest / "ema.safetensors")).items()}
     ae = {k: v.to(dtype) for k, v in load_file(str(ae_path or latest / "ae.safetensors")).items()}
     return write_model_dir(target, arch, tokenizer, {"ema.safetensors": ema, "ae.safetensors": ae})
+
+
+def average_models(first: Path, second: Path, weight: float, target: Path) -> Path:
+    """``target``: ``second``'s model directory with EMA weights ``(1 - weight) * first + weight * second`` (each
+    tensor computed in float32, stored in ``second``'s dtype). Averaging a finetune with the model it started from
+    (WiSE-FT, Wortsman et al. 2022) keeps much of what the finetune gained and of what it forgot. Both must be the
+    same architecture with the same tensors; ``second``'s configs, tokenizer and autoencoder are kept."""
+    from safetensors.torch import load_file
+
+    from sigma_studio.model.request.tokens import Tokenizer
+    from sigma_studio.model.weights.arch_config import read_arch_config
+    from sigma_studio.model.weights.loader import write_model_dir
+
+    a, b = load_file(str(first / "ema.safetensors")), load_file(str(second / "ema.safetensors"))
+    shapes_a, shapes_b = {k: tuple(v.shape) for k, v in a.items()}, {k: tuple(v.shape) for k, v in b.items()}
+    if shapes_a != shapes_b:
+        differ = sorted(set(shapes_a) ^ set(shapes_b)) or sorted(k for k in a if shapes_a[k] != shapes_b[k])
+        raise CheckpointError(f"cannot average {first} and {second}: their weights differ ({', '.join(differ[:3])})")
+    ema = {k: torch.lerp(a[k].float(), b[k].float(), weight).to(b[k].dtype) for k in b}
+    ae = load_file(str(second / "ae.safetensors"))
+    return write_model_dir(
+        target, read_arch_config(second), Tokenizer.from_dir(second), {"ema.safetensors": ema, "ae.safetensors": ae}
+    )

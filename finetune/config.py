@@ -7,8 +7,8 @@ import json
 import math
 import numbers
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sigma_studio.model.config import (  # defined once, with Loader/GenerationConfig
     INITS,

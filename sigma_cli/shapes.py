@@ -67,6 +67,12 @@ class WorldEvalOptions:
                 write_json(self.json_out, {"model": model, "summary": summary, "rows": records})
 
 
+CurriculumWeightOpt = Annotated[
+    float, typer.Option(help="share of SIGMA-GEN's curriculum finetune in the final weights (0: none)")
+]
+CurriculumReplayOpt = Annotated[float, typer.Option(help="share of the five families' rows in that curriculum")]
+
+
 @app.command()
 def make(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train/ and eval/ parquet files")],
@@ -111,9 +117,12 @@ def train(
     base: Annotated[
         Path | None, typer.Option(help="reuse the base/ (autoencoder, tokenizer) of an earlier run")
     ] = None,
+    curriculum_weight: CurriculumWeightOpt = R.curriculum_weight,
+    curriculum_replay: CurriculumReplayOpt = R.curriculum_replay,
     debug: DebugOpt = False,
 ) -> None:
-    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, export."""
+    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, SIGMA-GEN's
+    curriculum, export."""
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
 
     render.setup_logging(debug)
@@ -121,8 +130,8 @@ def train(
         recipe = ShapesRecipe(out=str(out), steps=steps, decoder_steps=decoder_steps, ae_steps=ae_steps, rows=rows,
                               sigmagen_rows=sigmagen_rows,
                               group_mask=group_mask, group_mask_scope=group_mask_scope,
-                              attribute_tokens=attribute_tokens, seed=seed,
-                              base=str(base) if base else None)  # fmt: skip
+                              attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None,
+                              curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay)  # fmt: skip
     with render.errors(debug), render.progress(transient=False) as bar:
         task = bar.add_task("shapes", total=recipe.steps)
 
@@ -130,7 +139,7 @@ def train(
 
         def report(stage: str, message: str) -> None:
             bar.update(task, description=f"{stage}: {message}")
-            every_step = stage in ("autoencoder", "decoder") and message.startswith("step")
+            every_step = stage in ("autoencoder", "decoder", "curriculum") and message.startswith("step")
             if plain and not (every_step and not message.split()[1].endswith("00")):
                 render.console.print(f"{stage}: {message}")
 

@@ -7,16 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from sigma_studio.finetune.checkpoint import latest_checkpoint
 from sigma_studio.finetune.shapes_recipe import DECODER_MIX, ShapesRecipe, run
+from sigma_studio.finetune.sigmagen_recipe import Stage
 from sigma_studio.model.errors import InputError
 
 
 def tiny(out: Path | str, **changes) -> ShapesRecipe:
     small = dict(rows=10, eval_rows=2, sigmagen_rows=4, sigmagen_eval=1, ae_steps=1, ae_images=16, steps=2,
-                 decoder_steps=2, decoder_rows=10)  # fmt: skip
+                 decoder_steps=2, decoder_rows=10,
+                 curriculum=(Stage("boxes", (2, 3), ("box",), 0.0, 0.0, rows=4, steps=2),))  # fmt: skip
     return ShapesRecipe(out=str(out), **{**small, **changes})
 
 
@@ -28,17 +31,28 @@ def finished(tmp_path_factory) -> tuple[ShapesRecipe, tuple[list, list], Path]:
     return recipe, (steps, stages), model
 
 
-def test_every_stage_runs_and_the_model_ships_the_mots_ema_with_the_finetuned_decoder(finished):
+def test_every_stage_runs_and_the_model_ships_the_average_of_the_mot_and_its_curriculum(finished):
     recipe, (steps, stages), model = finished
     out = Path(recipe.out)
     assert steps == [1, 2]
     assert stages[0] == "data" and "base" in stages and stages[-1] == "model" and "decoder" in stages
-    shipped, ema = (
-        load_file(str(model / "ema.safetensors")),
+    assert "curriculum" in stages
+    mot, ema = (
+        load_file(str(out / "mot" / "ema.safetensors")),
         load_file(str(latest_checkpoint(out / "train") / "ema.safetensors")),
     )
-    assert shipped.keys() == ema.keys()
-    assert all((shipped[k].float() - ema[k].half().float()).abs().max() == 0 for k in shipped)
+    assert mot.keys() == ema.keys()
+    assert all((mot[k].float() - ema[k].half().float()).abs().max() == 0 for k in mot)
+    # the curriculum trained from mot/ on SIGMA-GEN's rows and SIGMA's (replayed), and the shipped weights are the mean
+    rows = {p.name for p in (out / "curriculum" / "boxes" / "data").glob("*.parquet")}
+    assert "train.parquet" in rows and "sigma-select.parquet" in rows
+    tuned, shipped = (load_file(str(out / "curriculum" / "boxes" / "model" / "ema.safetensors")),
+                      load_file(str(model / "ema.safetensors")))  # fmt: skip
+    assert any((tuned[k] - mot[k]).abs().max() > 0 for k in mot)
+    assert all(torch.equal(shipped[k], torch.lerp(mot[k].float(), tuned[k].float(), 0.5).half()) for k in shipped)
+    assert json.loads((model / "sigma_config.json").read_text()) == json.loads(
+        (out / "mot" / "sigma_config.json").read_text()
+    )  # the same skills: the curriculum's model reads what mot/ reads
     base, tuned = load_file(str(out / "base" / "ae.safetensors")), load_file(str(out / "decoder" / "ae.safetensors"))
     ae = load_file(str(model / "ae.safetensors"))
     assert base.keys() == tuned.keys() == ae.keys()
@@ -48,18 +62,20 @@ def test_every_stage_runs_and_the_model_ships_the_mots_ema_with_the_finetuned_de
     assert set(json.loads((out / "decoder" / "metrics.json").read_text())) == {"psnr_db_before", "psnr_db_after"}
     assert {p.name for p in (out / "data" / "decoder").glob("*.parquet")} == {f"{f}.parquet" for f in DECODER_MIX}
     timings = json.loads((out / "timings.json").read_text())
-    assert set(timings) == {"data", "autoencoder", "finetune", "decoder", "export", "total"}
+    assert set(timings) == {"data", "autoencoder", "finetune", "decoder", "export", "curriculum", "average", "total"}
 
 
 def test_a_rerun_trains_nothing(finished):
     recipe, _, _ = finished
     out = Path(recipe.out)
     decoder = (out / "decoder" / "ae.safetensors").stat().st_mtime_ns
+    tuned = (out / "curriculum" / "boxes" / "model" / "ema.safetensors").stat().st_mtime_ns
     before = json.loads((out / "timings.json").read_text())
     steps = []
     run(recipe, on_step=lambda s: steps.append(s.step))
     assert steps == []
     assert (out / "decoder" / "ae.safetensors").stat().st_mtime_ns == decoder
+    assert (out / "curriculum" / "boxes" / "model" / "ema.safetensors").stat().st_mtime_ns == tuned
     after = json.loads((out / "timings.json").read_text())  # each stage's seconds summed over both invocations
     assert after.keys() == before.keys()
     assert after["total"] == pytest.approx(sum(v for k, v in after.items() if k != "total"))
@@ -68,6 +84,7 @@ def test_a_rerun_trains_nothing(finished):
 def test_without_the_decoder_stage_the_model_ships_the_base_autoencoder(tmp_path):
     model = run(tiny(tmp_path / "run", decoder_steps=0, sigmagen_rows=0, sigmagen_eval=0))
     assert not (tmp_path / "run" / "decoder").exists()
+    assert not (tmp_path / "run" / "curriculum").exists()  # no SIGMA-GEN rows: no SIGMA-GEN curriculum either
     base, ae = load_file(str(tmp_path / "run" / "base" / "ae.safetensors")), load_file(str(model / "ae.safetensors"))
     assert all((ae[k].float() - base[k].half().float()).abs().max() == 0 for k in ae)
 
@@ -122,9 +139,15 @@ def test_a_reused_base_with_another_tokenizer_is_refused(tmp_path):
         check_base(base)
 
 
-def test_the_decoder_learning_rate_is_checked_before_anything_runs(tmp_path):
+def test_the_decoder_learning_rate_and_the_curriculums_shares_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(InputError, match="decoder_lr"):
         tiny(tmp_path, decoder_lr=0.0)
+    with pytest.raises(InputError, match=r"--curriculum-weight is a share, from 0 \(no curriculum\) to 1 \(got 1.5\)"):
+        tiny(tmp_path, curriculum_weight=1.5)
+    with pytest.raises(InputError, match=r"--curriculum-replay must be in \[0, 1\) \(got 1.0\)"):
+        tiny(tmp_path, curriculum_replay=1.0)
+    assert not tiny(tmp_path, curriculum_weight=0.0).with_curriculum
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_run_folder_resumes_only_with_its_own_settings(tmp_path):
