@@ -3,9 +3,10 @@
 #   off     the released training (its use_mask_attn is False)              --no-group-mask
 #   eq9     eq. 9 as written: an attribute token sees no earlier group's image --group-mask-scope eq9 (the default)
 #   intent  Fig. 2's intent: the token and its own group's image see each other --group-mask-scope intent
-# Every arm reuses the autoencoder and tokenizer of the main run (runs/shapes/base, from `sigma shapes train`) and
-# gets the same budget (STEPS optimizer steps, the same rows). No arm runs the decoder stage: it would train the same
-# decoder once an arm, so every arm meets the base autoencoder's ceiling (background's is low; see docs/SHAPES.md).
+# Every arm reuses one base (autoencoder and tokenizer), copied once to runs/ablation/base from the main run's
+# (runs/shapes/base, from `sigma shapes train`) or, without one, from the shipped model (the same encoder up to
+# float16 rounding, so the same latents to learn; its decoder is the recipe's finetuned one), and gets the same
+# budget (STEPS optimizer steps, the same rows). No arm runs the decoder stage.
 # Without attribute tokens the group mask scopes nothing (tests/test_masks.py), so that arm is trained once per seed
 # and stands for every mask setting.
 #   bash examples/shapes_ablation.sh [STEPS] [SEEDS]
@@ -13,7 +14,13 @@
 set -euo pipefail
 STEPS="${1:-12000}"  # the shipped MoT's budget: at 4 000 the arms sit near the floor (docs/SHAPES.md)
 SEEDS="${2:-0 1}"
-BASE=runs/shapes/base
+BASE=runs/ablation/base  # one fixed path: every arm's recipe.json records it, and a resumed arm must find it again
+if [ ! -f "$BASE/ae.safetensors" ]; then
+  from=runs/shapes/base
+  [ -f "$from/ae.safetensors" ] || from="$("$(dirname "$(command -v sigma)")/python" -c \
+    'from sigma_studio.model.hub import shipped_shapes_model as m; print(m())')"
+  mkdir -p runs/ablation && rm -rf "$BASE.tmp" && cp -r "$from" "$BASE.tmp" && mv "$BASE.tmp" "$BASE"
+fi
 # 100 held-out rows a family, written once with and once without attribute tokens: each arm is read on rows in the
 # form it was trained on (the same targets and seeds)
 [ -f runs/ablation/eval-tokens/world.json ] || sigma shapes make --out runs/ablation/eval-tokens --rows 10 --eval-rows 100

@@ -22,7 +22,7 @@ Stages, each skipped when its output exists and each resumable:
    (``--curriculum-weight`` of the latter; :func:`finetune.checkpoint.average_models`). Measured on 100 held-out
    rows a family (docs/SHAPES.md), the curriculum alone raised compose and select and lowered text; the average
    keeps most of the gains and most of text. With ``--curriculum-weight 0`` or no SIGMA-GEN rows, ``model/`` is
-   ``mot/``'s export and stages 7-8 do not run.
+   the MoT's export (no ``mot/``) and stages 7-8 do not run.
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ class ShapesRecipe(WorldRecipe):
     curriculum_replay: float = 0.5  # share of SIGMA's five families among the curriculum's rows
     curriculum: tuple[Stage, ...] = STAGES  # its stages, as `sigma sigmagen train` runs them
 
-    RESUMABLE_CHANGES = ("out", "steps")  # a finished or stopped run may be continued on a longer schedule
+    # a finished or stopped run may be continued on a longer schedule (refused once its curriculum has started:
+    # check_curriculum_start), and its last stage, the average, redone with another weight
+    RESUMABLE_CHANGES = ("out", "steps", "curriculum_weight")
 
     def __post_init__(self) -> None:
         """Every option checked before anything is written (``--steps 0`` used to write the world's data first)."""
@@ -114,7 +116,7 @@ class ShapesRecipe(WorldRecipe):
         """SIGMA-GEN's curriculum from this run's MoT (``mot/``), with SIGMA's rows replayed; no decoder stage of its
         own (the model keeps the recipe's decoder); its held-out scenes as many a subject count as this run's."""
         out = Path(self.out)
-        return SigmaGenRecipe(
+        return CurriculumRecipe(
             out=str(out / "curriculum"), model=str(out / "mot"), stages=self.curriculum, replay=self.curriculum_replay,
             decoder_steps=0, seed=self.seed, eval_rows=max(1, self.sigmagen_eval),
         )  # fmt: skip
@@ -129,6 +131,13 @@ class ShapesRecipe(WorldRecipe):
         )  # fmt: skip
 
 
+class CurriculumRecipe(SigmaGenRecipe):
+    """SIGMA-GEN's curriculum inside a shapes run: it starts from the run's own ``mot/`` wherever the run folder is,
+    so a moved (or otherwise spelt) run folder resumes it."""
+
+    RESUMABLE_CHANGES = ("out", "model")
+
+
 Report = Callable[[str, str], None]
 
 
@@ -139,6 +148,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     out = Path(recipe.out)
     check_output_dir(out)
     recipe.check_same_run()
+    check_curriculum_start(recipe)
     if recipe.base or (recipe.base_dir / "sigma_config.json").is_file():  # given, or this run's own from before
         check_base(recipe.base_dir)
     write_json(out / "recipe.json", recipe.to_json())
@@ -184,12 +194,27 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     return exported
 
 
+def check_curriculum_start(recipe: ShapesRecipe) -> None:
+    """Refuse to train the MoT further once the curriculum has started from it: the curriculum finetuned the MoT of
+    the steps it recorded, and averaging a longer-trained MoT with that finetune would mix two models."""
+    path = Path(recipe.out) / "curriculum" / "mot.json"
+    started = json.loads(path.read_text())["steps"] if path.is_file() else recipe.steps
+    if recipe.with_curriculum and started != recipe.steps:
+        raise InputError(
+            f"{path.parent} finetuned the MoT of --steps {started}: pass --steps {started} to resume this run, or "
+            f"delete {path.parent} to train the MoT to {recipe.steps} steps and finetune it again"
+        )
+
+
 def curriculum_stage(recipe: ShapesRecipe, report: Report) -> Path:
     """``curriculum/``: SIGMA-GEN's curriculum from ``mot/`` (:meth:`ShapesRecipe.curriculum_recipe`), resumable like
     every stage; returns its last stage's model."""
     from .sigmagen_recipe import run as run_curriculum
 
     sg = recipe.curriculum_recipe()
+    started = Path(sg.out) / "mot.json"
+    if not started.is_file():  # the MoT it starts from (check_curriculum_start)
+        write_json(started, {"steps": recipe.steps})
 
     def on_step(k: int, s) -> None:  # "step N" first: the CLI prints every hundredth to a log file
         report("curriculum", f"step {s.step} of {sg.stages[k].name} ({k + 1}/{len(sg.stages)}), loss {s.loss:.4f}")

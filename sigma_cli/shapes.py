@@ -121,8 +121,8 @@ def train(
     curriculum_replay: CurriculumReplayOpt = R.curriculum_replay,
     debug: DebugOpt = False,
 ) -> None:
-    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, SIGMA-GEN's
-    curriculum, export."""
+    """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, export,
+    SIGMA-GEN's curriculum, the average of the two models."""
     from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
 
     render.setup_logging(debug)

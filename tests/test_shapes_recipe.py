@@ -81,6 +81,24 @@ def test_a_rerun_trains_nothing(finished):
     assert after["total"] == pytest.approx(sum(v for k, v in after.items() if k != "total"))
 
 
+def test_a_moved_run_folder_resumes_and_its_average_may_be_redone_but_its_mot_not_trained_further(finished, tmp_path):
+    import shutil
+
+    recipe, _, _ = finished
+    moved = tmp_path / "moved"
+    shutil.copytree(recipe.out, moved)
+    tuned = moved / "curriculum" / "boxes" / "model" / "ema.safetensors"
+    trained = tuned.stat().st_mtime_ns
+    steps = []
+    model = run(tiny(moved, curriculum_weight=1.0), on_step=lambda s: steps.append(s.step))  # the folder moved
+    assert steps == [] and tuned.stat().st_mtime_ns == trained  # nothing trained again, the curriculum included
+    shipped, finetuned = load_file(str(model / "ema.safetensors")), load_file(str(tuned))
+    assert all(torch.equal(shipped[k], finetuned[k]) for k in shipped)  # the average redone, all of the finetune
+    with pytest.raises(InputError, match=r"curriculum finetuned the MoT of --steps 2: pass --steps 2 to resume"):
+        run(tiny(moved, steps=3))
+    assert latest_checkpoint(moved / "train").name.endswith("2")  # refused before the MoT trained a step
+
+
 def test_without_the_decoder_stage_the_model_ships_the_base_autoencoder(tmp_path):
     model = run(tiny(tmp_path / "run", decoder_steps=0, sigmagen_rows=0, sigmagen_eval=0))
     assert not (tmp_path / "run" / "decoder").exists()
