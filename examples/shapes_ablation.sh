@@ -12,7 +12,7 @@
 #   bash examples/shapes_ablation.sh [STEPS] [SEEDS]
 #   python examples/shapes_ablation_table.py           # each arm's figures, its seeds and their spread
 set -euo pipefail
-STEPS="${1:-12000}"  # the shipped MoT's budget: at 4 000 the arms sit near the floor (docs/SHAPES.md)
+STEPS="${1:-12000}"  # the recipe's MoT budget: at 4 000 the arms sit near the floor (docs/SHAPES.md)
 SEEDS="${2:-0 1}"
 BASE=runs/ablation/base  # one fixed path: every arm's recipe.json records it, and a resumed arm must find it again
 if [ ! -f "$BASE/ae.safetensors" ]; then

@@ -321,8 +321,9 @@ def make_stage_data(path: Path, stage: Stage, seed: int, routing_step: int, shee
 
 def make_replay_data(folder: Path, rows: int, seed: int) -> None:
     """``rows`` rows of SIGMA's five families of the shapes world, split by their mix, beside a stage's SIGMA-GEN rows
-    (``folder/sigma-<family>.parquet``, unless written earlier; none when ``rows`` is 0). A finetune of the shipped
-    model on SIGMA-GEN rows alone forgets them: compose 82 % -> 14 %, text 98 % -> 7 % (docs/SIGMAGEN.md)."""
+    (``folder/sigma-<family>.parquet``, unless written earlier; none when ``rows`` is 0). A finetune of the MoT
+    (the shapes model shipped until 2026-12-05) on SIGMA-GEN rows alone forgets them: compose 82 % -> 14 %,
+    text 98 % -> 7 % (docs/SIGMAGEN.md)."""
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.shapes.tasks import FAMILIES, MIX, examples
 

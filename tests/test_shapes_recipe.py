@@ -1,5 +1,6 @@
-"""`sigma shapes train`'s stages end to end at toy size: data, autoencoder, base, the MoT, the decoder finetune and the
-export; a rerun resumes instead of retraining, and a reused base of another architecture is refused."""
+"""`sigma shapes train`'s stages end to end at toy size: data, autoencoder, base, the MoT, the decoder finetune, the
+export (mot/), SIGMA-GEN's curriculum and the average (model/); a rerun resumes instead of retraining, and a reused
+base of another architecture is refused."""
 
 from __future__ import annotations
 
