@@ -136,9 +136,8 @@ def average_models(first: Path, second: Path, weight: float, target: Path) -> Pa
     from sigma_studio.model.weights.loader import write_model_dir
 
     a, b = load_file(str(first / "ema.safetensors")), load_file(str(second / "ema.safetensors"))
-    shapes_a, shapes_b = {k: tuple(v.shape) for k, v in a.items()}, {k: tuple(v.shape) for k, v in b.items()}
-    if shapes_a != shapes_b:
-        differ = sorted(set(shapes_a) ^ set(shapes_b)) or sorted(k for k in a if shapes_a[k] != shapes_b[k])
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in b):
+        differ = sorted(a.keys() ^ b.keys()) or sorted(k for k in b if a[k].shape != b[k].shape)
         raise CheckpointError(f"cannot average {first} and {second}: their weights differ ({', '.join(differ[:3])})")
     ema = {k: torch.lerp(a[k].float(), b[k].float(), weight).to(b[k].dtype) for k in b}
     ae = load_file(str(second / "ae.safetensors"))

@@ -181,3 +181,21 @@ def test_a_run_folder_resumes_only_with_its_own_settings(tmp_path):
         tiny(out, attribute_tokens=False).check_same_run()
     with pytest.raises(InputError, match=r"\(lr=0.0007, rows=10\)"):
         tiny(out, rows=11, lr=1e-3).check_same_run()
+
+
+def test_two_models_of_other_weights_are_not_averaged(tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from sigma_studio.finetune.checkpoint import CheckpointError, average_models
+    from sigma_studio.model.hub import shipped_shapes_model
+
+    other = tmp_path / "other"
+    shutil.copytree(shipped_shapes_model(), other)
+    ema = load_file(str(other / "ema.safetensors"))
+    dropped = sorted(ema)[0]
+    save_file({k: v for k, v in ema.items() if k != dropped}, str(other / "ema.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"cannot average .*: their weights differ \({dropped}"):
+        average_models(shipped_shapes_model(), other, 0.5, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
