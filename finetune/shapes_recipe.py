@@ -28,6 +28,7 @@ Stages, each skipped when its output exists and each resumable:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -197,13 +198,41 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
 def check_curriculum_start(recipe: ShapesRecipe) -> None:
     """Refuse to train the MoT further once the curriculum has started from it: the curriculum finetuned the MoT of
     the steps it recorded, and averaging a longer-trained MoT with that finetune would mix two models."""
-    path = Path(recipe.out) / "curriculum" / "mot.json"
-    started = json.loads(path.read_text())["steps"] if path.is_file() else recipe.steps
-    if recipe.with_curriculum and started != recipe.steps:
+    started = curriculum_origin(recipe)
+    if recipe.with_curriculum and started and started["steps"] != recipe.steps:
         raise InputError(
-            f"{path.parent} finetuned the MoT of --steps {started}: pass --steps {started} to resume this run, or "
-            f"delete {path.parent} to train the MoT to {recipe.steps} steps and finetune it again"
+            f"{Path(recipe.out) / 'curriculum'} finetuned the MoT of --steps {started['steps']}: pass --steps "
+            f"{started['steps']} to resume this run, or delete that folder to train the MoT to {recipe.steps} steps "
+            "and finetune it again"
         )
+
+
+def curriculum_origin(recipe: ShapesRecipe) -> dict | None:
+    """What ``curriculum/mot.json`` recorded of the MoT the curriculum started from (``steps``, ``sha256`` of its
+    ``ema.safetensors``); None before the curriculum started. A curriculum folder without that record (one made by
+    ``sigma sigmagen train`` by hand, or by an older recipe) is refused: nothing says which MoT it finetuned."""
+    folder = Path(recipe.out) / "curriculum"
+    path = folder / "mot.json"
+    if not path.is_file():
+        if recipe.with_curriculum and folder.is_dir() and any(folder.iterdir()):
+            raise InputError(
+                f"{folder} has no mot.json, so nothing says which MoT it finetuned: delete it (or move it away) to "
+                "run the curriculum again from this run's MoT"
+            )
+        return None
+    try:
+        origin = json.loads(path.read_text())
+        return {"steps": int(origin["steps"]), "sha256": str(origin["sha256"])}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"{path} is unreadable ({exc!r}): delete {folder} to run the curriculum again") from None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()  # hashlib.file_digest is Python 3.11; the package supports 3.10
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def curriculum_stage(recipe: ShapesRecipe, report: Report) -> Path:
@@ -212,9 +241,17 @@ def curriculum_stage(recipe: ShapesRecipe, report: Report) -> Path:
     from .sigmagen_recipe import run as run_curriculum
 
     sg = recipe.curriculum_recipe()
-    started = Path(sg.out) / "mot.json"
-    if not started.is_file():  # the MoT it starts from (check_curriculum_start)
-        write_json(started, {"steps": recipe.steps})
+    weights = Path(sg.model) / "ema.safetensors"
+    mot = {"steps": trained_steps(Path(recipe.out) / "train"), "sha256": file_sha256(weights)}
+    started = curriculum_origin(recipe)
+    if started is None:  # the MoT it starts from, recorded before its first step (check_curriculum_start)
+        write_json(Path(sg.out) / "mot.json", mot)
+    elif started != mot:  # the MoT was trained again (train/ deleted, or another run's curriculum copied in)
+        raise InputError(
+            f"{sg.out} finetuned another MoT than {sg.model} ({started['steps']} steps, sha256 "
+            f"{started['sha256'][:12]}, against {mot['steps']}, {mot['sha256'][:12]}): delete {sg.out} to finetune "
+            "this one, or restore the MoT it started from"
+        )
 
     def on_step(k: int, s) -> None:  # "step N" first: the CLI prints every hundredth to a log file
         report("curriculum", f"step {s.step} of {sg.stages[k].name} ({k + 1}/{len(sg.stages)}), loss {s.loss:.4f}")

@@ -100,6 +100,28 @@ def test_a_moved_run_folder_resumes_and_its_average_may_be_redone_but_its_mot_no
     assert latest_checkpoint(moved / "train").name.endswith("2")  # refused before the MoT trained a step
 
 
+def test_a_curriculum_of_another_mot_is_refused_not_averaged(finished, tmp_path):
+    import shutil
+
+    recipe, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(recipe.out, copy)
+    origin = copy / "curriculum" / "mot.json"
+    recorded = json.loads(origin.read_text())
+    assert recorded["steps"] == 2 and len(recorded["sha256"]) == 64
+    shipped = (copy / "model" / "ema.safetensors").read_bytes()
+    origin.write_text(json.dumps({**recorded, "sha256": "0" * 64}))  # as if the MoT had been trained again
+    with pytest.raises(InputError, match=r"finetuned another MoT than .*mot \(2 steps, sha256 000000000000"):
+        run(tiny(copy))
+    assert (copy / "model" / "ema.safetensors").read_bytes() == shipped  # no average of the two was written
+    origin.write_text("{")
+    with pytest.raises(InputError, match=r"mot.json is unreadable"):
+        run(tiny(copy))
+    origin.unlink()  # a curriculum made by hand (`sigma sigmagen train`): nothing says which MoT it finetuned
+    with pytest.raises(InputError, match=r"has no mot.json, so nothing says which MoT it finetuned"):
+        run(tiny(copy))
+
+
 def test_without_the_decoder_stage_the_model_ships_the_base_autoencoder(tmp_path):
     model = run(tiny(tmp_path / "run", decoder_steps=0, sigmagen_rows=0, sigmagen_eval=0))
     assert not (tmp_path / "run" / "decoder").exists()
