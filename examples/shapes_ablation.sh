@@ -9,17 +9,31 @@
 # budget (STEPS optimizer steps, the same rows). No arm runs the decoder stage.
 # Without attribute tokens the group mask scopes nothing (tests/test_masks.py), so that arm is trained once per seed
 # and stands for every mask setting.
-#   bash examples/shapes_ablation.sh [STEPS] [SEEDS]
+#   bash examples/shapes_ablation.sh [STEPS] [SEEDS] [ARMS]
+# ARMS, the third argument, picks the arms and their order (default "eq9 off intent notokens"): an arm takes 1.5-2
+# hours on two cores, so a session with time for one runs the one it lacks, e.g. `bash ... 12000 0 "notokens intent"`;
+# finished arms are skipped either way.
 #   python examples/shapes_ablation_table.py           # each arm's figures, its seeds and their spread
 set -euo pipefail
 STEPS="${1:-12000}"  # the recipe's MoT budget: at 4 000 the arms sit near the floor (docs/SHAPES.md)
 SEEDS="${2:-0 1}"
+ARMS="${3:-eq9 off intent notokens}"
+[ $# -le 3 ] || { echo "usage: $0 [STEPS] [SEEDS] [ARMS]: quote several seeds or arms as one argument" >&2; exit 2; }
+for arm in $ARMS; do  # every arm checked before hours of training, not when the loop reaches it
+  case "$arm" in
+    eq9 | off | intent | notokens) ;;
+    *) echo "unknown arm '$arm': choose among eq9 off intent notokens" >&2; exit 2 ;;
+  esac
+done
 BASE=runs/ablation/base  # one fixed path: every arm's recipe.json records it, and a resumed arm must find it again
 if [ ! -f "$BASE/ae.safetensors" ]; then
   from=runs/shapes/base
   [ -f "$from/ae.safetensors" ] || from="$("$(dirname "$(command -v sigma)")/python" -c \
     'from sigma_studio.model.hub import shipped_shapes_model as m; print(m())')"
-  mkdir -p runs/ablation && rm -rf "$BASE.tmp" && cp -r "$from" "$BASE.tmp" && mv "$BASE.tmp" "$BASE"
+  mkdir -p runs/ablation
+  rm -rf "$BASE.tmp" "$BASE"  # a base without its autoencoder is a half copy: replaced, not copied into
+  cp -r "$from" "$BASE.tmp"
+  mv "$BASE.tmp" "$BASE"
 fi
 # 100 held-out rows a family, written once with and once without attribute tokens: each arm is read on rows in the
 # form it was trained on (the same targets and seeds)
@@ -28,10 +42,16 @@ fi
   --eval-rows 100 --no-attribute-tokens
 # eq. 9 and off first: the comparison Table 4 makes, so a half-finished ablation can already answer it for a seed
 for seed in $SEEDS; do
-  for arm in "eq9:" "off:--no-group-mask" "intent:--group-mask-scope intent" "notokens:--no-attribute-tokens"; do
-    name="${arm%%:*}-seed$seed"; flags="${arm#*:}"
+  for arm in $ARMS; do
+    case "$arm" in
+      eq9) flags="" ;;
+      off) flags="--no-group-mask" ;;
+      intent) flags="--group-mask-scope intent" ;;
+      notokens) flags="--no-attribute-tokens" ;;
+    esac
+    name="$arm-seed$seed"
     eval_rows=runs/ablation/eval-tokens/eval
-    [ "${arm%%:*}" = notokens ] && eval_rows=runs/ablation/eval-notokens/eval
+    [ "$arm" = notokens ] && eval_rows=runs/ablation/eval-notokens/eval
     # SIGMA's five families only (Table 4 is a SIGMA ablation): no SIGMA-GEN rows in these runs
     # shellcheck disable=SC2086
     sigma shapes train --out "runs/ablation/$name" --steps "$STEPS" --base "$BASE" --seed "$seed" --sigmagen-rows 0 \

@@ -51,3 +51,12 @@ def test_no_folder_is_a_clear_error(tmp_path):
     out = run(tmp_path / "absent")
     assert out.returncode != 0
     assert "No ablation folder" in out.stderr and "shapes_ablation.sh" in out.stderr
+
+
+def test_the_ablation_script_refuses_an_unknown_arm_before_it_writes_anything(tmp_path):
+    script = SCRIPT.parent / "shapes_ablation.sh"
+    for args in (["10", "0", "eq9 intnet"], ["10", "0", "eq9", "off"]):  # a typo; arms not quoted as one argument
+        out = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2
+        assert "unknown arm 'intnet'" in out.stderr if "intnet" in args[2] else "quote several" in out.stderr
+        assert list(tmp_path.iterdir()) == []  # no base copied, no rows written
