@@ -148,11 +148,15 @@ def test_two_references_tokens_preview_and_generate(page, server):
         "document.querySelector('#prompt textarea').value.includes('<subject> <img2>')", timeout=STATE_TIMEOUT_MS
     )
     assert prompt_text(page) == "<id> <img1> <subject> <img2>"
-    # the preview shows the same sequence, each image with its token
-    segs = page.locator("#preview .seg-image")
-    segs.first.wait_for(timeout=STATE_TIMEOUT_MS)
-    assert [segs.nth(i).get_attribute("data-name") for i in range(segs.count())] == ["img1", "img2"]
-    assert [segs.nth(i).get_attribute("data-tokens") for i in range(segs.count())] == ["<id>", "<subject>"]
+    # the preview shows the same sequence, each image with its token: it is redrawn by its own event after the
+    # prompt's, so the test waits for that state rather than reading it the moment the prompt is right
+    segs = "[...document.querySelectorAll('#preview .seg-image')]"
+    state = f"JSON.stringify({segs}.map(s => [s.dataset.name, s.dataset.tokens]))"
+    expected = '[["img1","<id>"],["img2","<subject>"]]'
+    try:
+        page.wait_for_function(f"{state} === '{expected}'", timeout=STATE_TIMEOUT_MS)
+    except playwright.TimeoutError:
+        pytest.fail(f"the preview's images and tokens are {page.evaluate(state)}, not {expected}")
     # editing the text updates the slots
     box = page.locator("#prompt textarea")
     box.fill("A portrait of <id>this astronaut <img1> holding <style>this cat <img2> .")  # any edit reaches the page
