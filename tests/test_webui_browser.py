@@ -195,7 +195,8 @@ def test_example_with_boxes_places_two_subjects(page, server):
         "document.querySelector('#prompt textarea').value.includes('meadow')", timeout=STATE_TIMEOUT_MS
     )
     page.wait_for_function(SELECTED_TAB_IS.format("Boxes"), timeout=STATE_TIMEOUT_MS)
-    assert page.locator("#canvas img").count() == 1  # the example's boxes are drawn on the canvas
+    # the example's boxes are drawn on the canvas, by their own event after the tab's contents appear
+    playwright.expect(page.locator("#canvas img")).to_have_count(1)
     before = len(list(server[1].glob("sigma-*.png")))
     page.locator("#generate").click()
     deadline = time.time() + STATE_TIMEOUT_MS / 1000
@@ -232,7 +233,7 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
 
     url, out = shapes_server
     pg = _open(browser, url)
-    assert "shapes world" in pg.locator("body").inner_text()
+    pg.wait_for_function("document.body.innerText.includes('shapes world')", timeout=STATE_TIMEOUT_MS)
     thumbs = pg.locator("#examples button.example")
     thumbs.nth(7).wait_for(timeout=STATE_TIMEOUT_MS)
     assert thumbs.count() == 8  # the world's five SIGMA tasks and three SIGMA-GEN ones
@@ -251,7 +252,7 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
     assert reading.colour == "blue" and reading.shape is not None  # the colour always comes out (100 % in eval)
 
 
-def test_errors_show_their_text_and_clear_on_the_next_action(page):
+def test_errors_show_their_text_and_clear_on_the_next_action(page, server):
     box = page.locator("#prompt textarea")
     box.fill("a cat <styel> <img5> x")
     page.wait_for_function("document.querySelector('#preview').innerText.includes('<styel>')", timeout=STATE_TIMEOUT_MS)
@@ -264,8 +265,14 @@ def test_errors_show_their_text_and_clear_on_the_next_action(page):
     assert "Unknown token <styel>" in text and "--" not in text
     page.screenshot(path=str(ART / "7-error-text.png"), full_page=True)
     box.fill("a cat ok")
+    before = set(server[1].glob("sigma-*.png"))
     page.locator("#generate").click()
     page.wait_for_function("document.querySelector('#page-error').innerText.trim() === ''", timeout=STATE_TIMEOUT_MS)
+    # the error cleared as the job started: wait for its picture too, or it lands among a later test's new files
+    deadline = time.time() + STATE_TIMEOUT_MS / 1000
+    while not set(server[1].glob("sigma-*.png")) - before and time.time() < deadline:
+        time.sleep(0.5)
+    assert set(server[1].glob("sigma-*.png")) - before, "the corrected prompt wrote no picture"
 
 
 def _settled_src(page, img, quiet: float = 1.5, limit: float = 30.0) -> str:
@@ -358,6 +365,7 @@ def test_phone_width_keeps_generate_reachable(server, browser):
     pg = browser.new_page(viewport={"width": 390, "height": 844})
     pg.goto(server[0])
     pg.wait_for_selector("#prompt textarea", timeout=STATE_TIMEOUT_MS)
+    pg.wait_for_selector("#preview .sigma-preview", timeout=STATE_TIMEOUT_MS)  # the page's load event has landed
     box = pg.locator("#generate").bounding_box()
     assert box is not None and box["y"] + box["height"] <= 844  # on the first screen, under the prompt
     pg.screenshot(path=str(ART / "10-phone.png"), full_page=False)

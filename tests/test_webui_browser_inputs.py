@@ -232,7 +232,7 @@ def test_the_depth_tab_without_the_depth_model_asks_for_a_ready_map(server, brow
     pg.screenshot(path=str(ART / "16-depth-offline.png"), full_page=True)
     assert pg.locator("#preview [data-role=depth]").count() == 0, "the preview promises a depth part"
     assert "ready depth map" in pg.locator("#preview").inner_text()
-    assert "sigma download depth" in pg.locator("#depth-note").inner_text()
+    _wait(pg, "document.querySelector('#depth-note').innerText.includes('sigma download depth')")  # its own event
     pg.locator("#generate").click()
     _wait(pg, "document.querySelector('#page-error').innerText.includes('depth')")
     said = pg.locator("#page-error").inner_text()
