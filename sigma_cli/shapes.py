@@ -82,17 +82,22 @@ def make(
     attribute_tokens: Annotated[
         bool, typer.Option(help="write attribute tokens (off: a neutral word)")
     ] = R.attribute_tokens,
+    eval_pairs: Annotated[
+        str, typer.Option(help="held-out | seen: eval/ targets the held-out pairs, or training pairs (a diagnostic)")
+    ] = "held-out",
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
     from sigma_studio.model.files import check_output_dir
-    from sigma_studio.model.shapes.tasks import make_world
+    from sigma_studio.model.shapes.tasks import EVAL_PAIRS, make_world
 
     with render.errors(debug):
         if rows < 10 or eval_rows < 2:
             raise typer.BadParameter("--rows must be at least 10 and --eval-rows at least 2")
+        if eval_pairs not in EVAL_PAIRS:
+            raise typer.BadParameter(f"--eval-pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
-        counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens)
+        counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs)
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
 
 

@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 
 from sigma_studio.finetune.data import DropConfig, build_sample
 from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
+from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
 from sigma_studio.model.shapes.evaluate import read, score, summarise
 from sigma_studio.model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
@@ -76,6 +77,25 @@ def test_held_out_pairs_never_appear_in_training_and_every_eval_target_is_one(wo
             assert (meta["shape"], meta["colour"]) in HELD_OUT
 
 
+def test_the_seen_pairs_diagnostic_draws_fresh_rows_of_training_pairs(tmp_path, world):
+    out, _ = world
+    seen = tmp_path / "seen"
+    make_world(seen, rows=60, eval_rows=6, seed=3, eval_pairs="seen")
+    assert json.loads((seen / "world.json").read_text())["eval_pairs"] == "seen"
+    trained = set()
+    for family in FAMILIES:  # the same training rows as the held-out world of the same seed
+        train = pq.read_table(seen / "train" / f"{family}.parquet").to_pylist()
+        assert train == pq.read_table(out / "train" / f"{family}.parquet").to_pylist()
+        trained |= {b"".join(rec["image_list"]) for rec in train}
+        for rec in pq.read_table(seen / "eval" / f"{family}.parquet").to_pylist():
+            meta = json.loads(rec["meta"])
+            assert (meta["shape"], meta["colour"]) not in HELD_OUT
+            assert b"".join(rec["image_list"]) not in trained  # fresh rows, not training rows scored again
+    with pytest.raises(InputError, match="held-out or seen"):
+        make_world(tmp_path / "bad", rows=60, eval_rows=6, eval_pairs="train")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_rows_are_deterministic_and_compose_rows_come_in_swapped_pairs():
     a = list(examples("compose", "train", 6, seed=1))
     b = list(examples("compose", "train", 6, seed=1))
@@ -125,6 +145,8 @@ def test_sigma_shapes_make_and_eval_refuse_bad_input_with_one_line(tmp_path):
     assert done.exit_code == 0, done.output
     assert (tmp_path / "w" / "world.json").is_file() and (tmp_path / "w" / "eval" / "select.parquet").is_file()
     assert runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--rows", "3"]).exit_code == 2
+    pairs = runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--eval-pairs", "train"])
+    assert pairs.exit_code == 2 and "held-out or seen" in pairs.output and not (tmp_path / "x").exists()
     bad = runner.invoke(app, ["shapes", "eval", "--model", "tiny", "--family", "colours"])
     assert bad.exit_code == 2 and "compose" in bad.output
     # SIGMA rows without the world's family/meta columns: one clear line, not a pyarrow traceback

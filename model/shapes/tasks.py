@@ -13,6 +13,8 @@ Families (``<image_N>`` is the training placeholder; users write ``<imgN>``):
 
 :data:`HELD_OUT` (shape, colour) pairs never appear in any training image; every evaluation target is one of them,
 so the evaluation measures composition, not memory. Rows are a pure function of (seed, split, family, index).
+The ``seen`` split is the diagnostic opposite: fresh rows (keys no training row uses) whose targets are training
+pairs, so that held-out against seen says how much of a family's failure is the unseen pair.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
+EVAL_PAIRS = ("held-out", "seen")  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
 SIZE = (0.4, 0.6)  # object size as a fraction of the canvas side
 
 
@@ -191,12 +194,17 @@ def make_world(
     canvas: int = CANVAS,
     *,
     attribute_tokens: bool = True,
+    eval_pairs: str = "held-out",
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
 
     ``attribute_tokens=False`` writes the same rows with a neutral word in place of each attribute token.
+    ``eval_pairs="seen"`` draws eval/ from the ``seen`` split instead: training pairs in rows no training row is.
     """
+    if eval_pairs not in EVAL_PAIRS:
+        raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
+    eval_split = "eval" if eval_pairs == "held-out" else "seen"
     out = check_output_dir(out)
     counts = {}
 
@@ -209,11 +217,11 @@ def make_world(
     try:
         for family in FAMILIES:
             n_train = max(2, round(rows * MIX[family]))
-            for split, n in (("train", n_train), ("eval", eval_rows)):
-                path = out / split / f"{family}.parquet"
-                counts[f"{split}/{family}"] = write_parquet(path, rows_of(family, split, n))
+            for folder, split, n in (("train", "train", n_train), ("eval", eval_split, eval_rows)):
+                path = out / folder / f"{family}.parquet"
+                counts[f"{folder}/{family}"] = write_parquet(path, rows_of(family, split, n))
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
-                "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
+                "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
         raise InputError(
