@@ -57,14 +57,14 @@ class WorldEvalOptions:
         check_outputs(self.json_out, self.save)
         return GenerationConfig() if self.steps is None else GenerationConfig(steps=self.steps)
 
-    def show(self, table, model: str, summary: dict, records: list, debug: bool) -> None:
-        """Print the table; with --json, write the summary and every row."""
+    def show(self, table, model: str, summary: dict, records: list, debug: bool, **about) -> None:
+        """Print the table; with --json, write the summary and every row (and ``about``, what the rows are)."""
         from sigma_studio.model.files import write_json
 
         render.stdout.print(table)
         if self.json_out is not None:
             with render.errors(debug):
-                write_json(self.json_out, {"model": model, "summary": summary, "rows": records})
+                write_json(self.json_out, {"model": model, **about, "summary": summary, "rows": records})
 
 
 CurriculumWeightOpt = Annotated[
@@ -179,7 +179,7 @@ def eval_cmd(
     from rich.table import Table
 
     from sigma_studio.model import load_pipeline
-    from sigma_studio.model.shapes.evaluate import eval_files, evaluate_pipeline
+    from sigma_studio.model.shapes.evaluate import eval_files, eval_pairs, evaluate_pipeline
     from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
     render.setup_logging(debug)
@@ -201,7 +201,9 @@ def eval_cmd(
                                                      families=tuple(family or ()), config=config, seed=run.seed,
                                                      save_dir=run.save, on_row=lambda r: bar.advance(task),
                                                      reconstruct=run.reconstruct)  # fmt: skip
-    what = "targets through the autoencoder" if run.reconstruct else "held-out pairs"
+            pairs = eval_pairs(data)
+    what = "pairs seen in training" if pairs == "seen" else "held-out pairs"
+    what = f"targets through the autoencoder, {what}" if run.reconstruct else what
     table = Table(title=f"shapes world, {what} ({escape(model)})")
     for col in ("family", "n", "ok", "shape", "colour", "placed", "one", "fits", "swap", "s/img"):
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
@@ -216,4 +218,4 @@ def eval_cmd(
         "template at IoU >= 0.5 · one: a single object · fits: box IoU >= 0.5 · swap: compose pairs (tokens "
         "swapped) with both rows ok, of all pairs"
     )
-    run.show(table, model, summary, records, debug)
+    run.show(table, model, summary, records, debug, eval_pairs=pairs)

@@ -15,7 +15,7 @@ from sigma_studio.finetune.data import DropConfig, build_sample
 from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
-from sigma_studio.model.shapes.evaluate import read, score, summarise
+from sigma_studio.model.shapes.evaluate import eval_pairs, read, score, summarise
 from sigma_studio.model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
 from sigma_studio.model.shapes.vocab import build_tokenizer
 from sigma_studio.model.shapes.world import COLOURS, GREY, SHAPES, Thing, centred, render
@@ -94,6 +94,18 @@ def test_the_seen_pairs_diagnostic_draws_fresh_rows_of_training_pairs(tmp_path, 
     with pytest.raises(InputError, match="held-out or seen"):
         make_world(tmp_path / "bad", rows=60, eval_rows=6, eval_pairs="train")
     assert not (tmp_path / "bad").exists()
+    # the evaluation says which pairs it scored, in its table's title and its JSON
+    assert (eval_pairs(seen), eval_pairs(seen / "eval"), eval_pairs(out / "eval")) == ("seen", "seen", "held-out")
+    assert eval_pairs(tmp_path) == "held-out"  # rows from elsewhere, no world.json
+    from typer.testing import CliRunner
+
+    from sigma_studio.cli.main import app
+
+    report = tmp_path / "seen.json"
+    args = ["--model", "tiny", "--data", str(seen / "eval"), "--family", "text", "--per-family", "1", "--steps", "2"]
+    done = CliRunner().invoke(app, ["shapes", "eval", *args, "--json", str(report)])
+    assert done.exit_code == 0, done.output
+    assert "pairs seen in training" in done.output and json.loads(report.read_text())["eval_pairs"] == "seen"
 
 
 def test_rows_are_deterministic_and_compose_rows_come_in_swapped_pairs():

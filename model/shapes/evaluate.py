@@ -99,6 +99,18 @@ def load_meta(value: str | dict) -> dict:
 EVAL_COLUMNS = ("instruction_list", "image_list", "family", "meta")
 
 
+def eval_pairs(eval_dir: str | Path) -> str:
+    """Which pairs the rows under ``eval_dir`` target: "seen" for a world written with ``eval_pairs="seen"`` (its
+    world.json says so), otherwise "held-out" (worlds written before the option, and rows from elsewhere)."""
+    root = Path(eval_dir)
+    for world in (root / "world.json", root.parent / "world.json"):
+        try:
+            return "seen" if json.loads(world.read_text()).get("eval_pairs") == "seen" else "held-out"
+        except (OSError, ValueError, AttributeError):
+            continue
+    return "held-out"
+
+
 def eval_files(eval_dir: str | Path) -> list[Path]:
     """The held-out parquet files under ``eval_dir`` (a world folder's ``eval/`` is taken when given the world
     folder). Raises InputError for a folder whose files lack the world's ``family`` / ``meta`` columns."""
