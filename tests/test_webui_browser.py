@@ -21,6 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 ART = REPO / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STATE_TIMEOUT_MS = 180_000  # the ceiling of any one wait for a state of the page (never a fixed sleep)
+# what an element shows, without the status text Gradio lays over an event's outputs while the event runs
+SHOWN = """sel => { const el = document.querySelector(sel).cloneNode(true);
+  el.querySelectorAll('[data-testid=status-tracker]').forEach(t => t.remove()); return el.textContent.trim(); }"""
+# no event running: each status tracker Gradio lays over an event's outputs is hidden (idle or done) or shows its
+# event's error (read by the assertion that follows the wait)
+SETTLED = """() => [...document.querySelectorAll('[data-testid=status-tracker]')]
+  .every(t => t.classList.contains('hide') || t.innerText.includes('Error'))"""
 pytest.importorskip("gradio")
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(
@@ -122,6 +129,11 @@ def chosen(k: int) -> str:
     return f"[...document.querySelectorAll('#slot-tokens-{k} .token')].map(t => t.innerText).join(' ')"
 
 
+def wait_settled(page) -> None:
+    """Wait until no event of the page runs (see :data:`SETTLED`)."""
+    page.wait_for_function(f"({SETTLED})()", timeout=STATE_TIMEOUT_MS)
+
+
 def prompt_text(page) -> str:
     return page.locator("#prompt textarea").input_value()
 
@@ -202,8 +214,10 @@ def test_example_with_boxes_places_two_subjects(page, server):
     deadline = time.time() + STATE_TIMEOUT_MS / 1000
     while len(list(server[1].glob("sigma-*.png"))) == before and time.time() < deadline:
         time.sleep(0.5)
+    wait_settled(page)  # the PNG is written before the event returns and the page shows its report
     page.screenshot(path=str(ART / "5-boxes-example.png"), full_page=True)
     assert len(list(server[1].glob("sigma-*.png"))) == before + 1
+    assert page.locator("#page-error").inner_text().strip() == "", page.locator("#page-error").inner_text()
     assert "Error" not in page.locator("#info").inner_text()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import test_webui_browser as ui
-from tests.test_webui_browser import ART, REPO, STATE_TIMEOUT_MS, chosen, upload
+from tests.test_webui_browser import ART, REPO, SHOWN, STATE_TIMEOUT_MS, chosen, upload
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright.sync_api")
@@ -22,9 +22,6 @@ PHONE = {"width": 390, "height": 844}
 # (2 px of slack: a scrolled-to element may sit a fraction of a pixel above the top)
 IN_VIEW = """sel => { const r = document.querySelector(sel).getBoundingClientRect();
   return r.height > 0 && r.top >= -2 && r.bottom <= window.innerHeight + 2; }"""
-# what an element shows, without the status text Gradio lays over an event's outputs while the event runs
-SHOWN = """sel => { const el = document.querySelector(sel).cloneNode(true);
-  el.querySelectorAll('[data-testid=status-tracker]').forEach(t => t.remove()); return el.textContent.trim(); }"""
 # a file dropped as a user drops one: dragenter, dragover and drop on the element, the file in their DataTransfer
 DROP = """([sel, name, bytes]) => {
   const data = new DataTransfer();
@@ -162,6 +159,7 @@ def test_a_corrupt_file_dropped_on_any_input_is_refused_like_an_upload(server, b
             raise
         assert pg.locator("#page-error .sigma-error").count() == 1, pg.locator("#page-error").inner_text()
         assert "not a readable image" in pg.locator("#page-error").inner_text()
+        ui.wait_settled(pg)  # the drop's follow-up events done: an Error badge would be up by now
         assert pg.get_by_text("Error", exact=True).count() == 0, f"Error badges after a drop on #{elem}"
         assert pg.locator("#prompt textarea").is_visible()
     pg.screenshot(path=str(ART / "14-corrupt-drop.png"), full_page=True)
@@ -181,6 +179,7 @@ def test_every_refusal_lands_in_the_one_error_box_never_a_pop_up(server, browser
     _wait(pg, "document.querySelector('#page-error').innerText.includes('Upload refused: notes.txt')")
     pg.locator("#send").click()
     _wait(pg, "document.querySelector('#page-error').innerText.includes('Generate an image first')")
+    ui.wait_settled(pg)  # the click's events done: a pop-up would be up by now
     assert pg.locator(".toast-body").count() == 0, pg.locator(".toast-body").all_inner_texts()
     pg.locator("#prompt textarea").fill("a cat <img1>")  # img1 has no picture: the preview says why, as a note
     _wait(pg, "document.querySelector('#preview .not-ready') !== null")

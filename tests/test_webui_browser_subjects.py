@@ -43,7 +43,9 @@ def _generate_a_few_steps(pg, out: Path) -> None:
     deadline = time.time() + STATE_TIMEOUT_MS / 1000
     while len(list(out.glob("sigma-*.png"))) == before and time.time() < deadline:
         time.sleep(0.5)
+    ui.wait_settled(pg)  # the PNG is written before the event returns and the page shows its report
     assert len(list(out.glob("sigma-*.png"))) == before + 1
+    assert pg.locator("#page-error").inner_text().strip() == "", pg.locator("#page-error").inner_text()
     assert "Error" not in pg.locator("#info").inner_text()
 
 
