@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 from sigma_studio.model.config import GenerationConfig
+from sigma_studio.model.shapes.tasks import EVAL_PAIRS, EvalPairs
 
 from . import render
 from .finetune import ScopeOpt
@@ -83,22 +84,24 @@ def make(
         bool, typer.Option(help="write attribute tokens (off: a neutral word)")
     ] = R.attribute_tokens,
     eval_pairs: Annotated[
-        str, typer.Option(help="held-out | seen: eval/ targets the held-out pairs, or training pairs (a diagnostic)")
-    ] = "held-out",
+        EvalPairs,
+        typer.Option(help="eval/'s targets: the held-out pairs, or training pairs in fresh rows (a diagnostic)"),
+    ] = EVAL_PAIRS[0],
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
     from sigma_studio.model.files import check_output_dir
-    from sigma_studio.model.shapes.tasks import EVAL_PAIRS, make_world
+    from sigma_studio.model.shapes.tasks import make_world
 
     with render.errors(debug):
         if rows < 10 or eval_rows < 2:
             raise typer.BadParameter("--rows must be at least 10 and --eval-rows at least 2")
-        if eval_pairs not in EVAL_PAIRS:
-            raise typer.BadParameter(f"--eval-pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs)
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
+    skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")
+    if skipped:  # the diagnostic's rows are fresh: say how many draws were training rows
+        render.stdout.print(f"left out of eval/ as identical to a training row: {json.dumps(skipped)}")
 
 
 @app.command()

@@ -16,7 +16,16 @@ from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
 from sigma_studio.model.shapes.evaluate import eval_pairs, read, score, summarise
-from sigma_studio.model.shapes.tasks import FAMILIES, HELD_OUT, examples, make_world, neutral
+from sigma_studio.model.shapes.tasks import (
+    FAMILIES,
+    HELD_OUT,
+    _batches,
+    _unseen_rows,
+    examples,
+    make_world,
+    neutral,
+    row_key,
+)
 from sigma_studio.model.shapes.vocab import build_tokenizer
 from sigma_studio.model.shapes.world import COLOURS, GREY, SHAPES, Thing, centred, render
 
@@ -81,7 +90,8 @@ def test_the_seen_pairs_diagnostic_draws_fresh_rows_of_training_pairs(tmp_path, 
     out, _ = world
     seen = tmp_path / "seen"
     make_world(seen, rows=60, eval_rows=6, seed=3, eval_pairs="seen")
-    assert json.loads((seen / "world.json").read_text())["eval_pairs"] == "seen"
+    world_json = json.loads((seen / "world.json").read_text())
+    assert world_json["eval_pairs"] == "seen" and set(world_json["seen_skipped"]) == set(FAMILIES)
     trained = set()
     for family in FAMILIES:  # the same training rows as the held-out world of the same seed
         train = pq.read_table(seen / "train" / f"{family}.parquet").to_pylist()
@@ -106,6 +116,26 @@ def test_the_seen_pairs_diagnostic_draws_fresh_rows_of_training_pairs(tmp_path, 
     done = CliRunner().invoke(app, ["shapes", "eval", *args, "--json", str(report)])
     assert done.exit_code == 0, done.output
     assert "pairs seen in training" in done.output and json.loads(report.read_text())["eval_pairs"] == "seen"
+
+
+def test_a_seen_row_identical_to_a_training_row_is_left_out_and_counted():
+    """At the recipe's 20 000 rows a third of the text family's draws repeat a training row (a text row is a pair
+    and a size): the diagnostic leaves each out, a compose draw as a whole pair, and gives up with a clear line
+    when nearly every draw is a training row."""
+    keep = lambda ex: ex  # noqa: E731 - the written form, unchanged
+    drawn = [ex for batch, _ in zip(_batches("text", "seen", 0, 64), range(8), strict=False) for ex in batch]
+    trained, skipped = {row_key(ex) for ex in drawn[:5]}, {}
+    rows = list(_unseen_rows("text", 3, 0, 64, keep, trained, skipped))
+    assert [row_key(ex) for ex in rows] == [row_key(ex) for ex in drawn[5:8]] and skipped == {"text": 5}
+    pair = next(_batches("compose", "seen", 0, 64))
+    skipped = {}
+    rows = list(_unseen_rows("compose", 2, 0, 64, keep, {row_key(pair[1])}, skipped))
+    assert skipped == {"compose": 2} and row_key(rows[0]) != row_key(pair[0])
+    every = {
+        row_key(ex) for batch, _ in zip(_batches("text", "seen", 0, 64), range(1051), strict=False) for ex in batch
+    }
+    with pytest.raises(InputError, match="fewer --rows"):
+        list(_unseen_rows("text", 1, 0, 64, keep, every, {}))
 
 
 def test_rows_are_deterministic_and_compose_rows_come_in_swapped_pairs():
@@ -158,7 +188,7 @@ def test_sigma_shapes_make_and_eval_refuse_bad_input_with_one_line(tmp_path):
     assert (tmp_path / "w" / "world.json").is_file() and (tmp_path / "w" / "eval" / "select.parquet").is_file()
     assert runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--rows", "3"]).exit_code == 2
     pairs = runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--eval-pairs", "train"])
-    assert pairs.exit_code == 2 and "held-out or seen" in pairs.output and not (tmp_path / "x").exists()
+    assert pairs.exit_code == 2 and "'held-out', 'seen'" in pairs.output and not (tmp_path / "x").exists()
     bad = runner.invoke(app, ["shapes", "eval", "--model", "tiny", "--family", "colours"])
     assert bad.exit_code == 2 and "compose" in bad.output
     # SIGMA rows without the world's family/meta columns: one clear line, not a pyarrow traceback

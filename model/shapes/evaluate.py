@@ -100,10 +100,11 @@ EVAL_COLUMNS = ("instruction_list", "image_list", "family", "meta")
 
 
 def eval_pairs(eval_dir: str | Path) -> str:
-    """Which pairs the rows under ``eval_dir`` target: "seen" for a world written with ``eval_pairs="seen"`` (its
-    world.json says so), otherwise "held-out" (worlds written before the option, and rows from elsewhere)."""
+    """Which pairs the rows under ``eval_dir`` (a world, its eval/ folder or one of its files) target: "seen" for a
+    world written with ``eval_pairs="seen"`` (its world.json says so), otherwise "held-out" (worlds written before
+    the option, and rows from elsewhere)."""
     root = Path(eval_dir)
-    for world in (root / "world.json", root.parent / "world.json"):
+    for world in (root / "world.json", root.parent / "world.json", root.parent.parent / "world.json"):
         try:
             return "seen" if json.loads(world.read_text()).get("eval_pairs") == "seen" else "held-out"
         except (OSError, ValueError, AttributeError):

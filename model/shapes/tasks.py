@@ -19,9 +19,11 @@ pairs, so that held-out against seen says how much of a family's failure is the 
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, get_args
 
 from PIL import Image
 
@@ -40,7 +42,8 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
-EVAL_PAIRS = ("held-out", "seen")  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
+EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
+EVAL_PAIRS: tuple[str, ...] = get_args(EvalPairs)
 SIZE = (0.4, 0.6)  # object size as a fraction of the canvas side
 
 
@@ -161,19 +164,37 @@ def text(rng: random.Random, split: str, canvas: int) -> Example:
     return Example("text", f"a {colour} {shape}", [render([target], canvas=canvas)], _target_meta(target))
 
 
-def examples(family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS) -> Iterator[Example]:
-    """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index."""
+def _batches(family: str, split: str, seed: int, canvas: int) -> Iterator[list[Example]]:
+    """Every row of one family in index order, one draw at a time (a compose draw is a swapped pair of rows)."""
     k = 0
-    while k < count:
+    while True:
         rng = random.Random(f"{seed}/{split}/{family}/{k}")
         if family == "compose":
             batch = compose_pair(rng, split, canvas, swap_id=k // 2)
         else:
             batch = [{"select": select, "layout": layout, "background": background, "text": text}[family](
                 rng, split, canvas)]  # fmt: skip
+        yield batch
+        k += len(batch)
+
+
+def examples(family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS) -> Iterator[Example]:
+    """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index."""
+    k = 0
+    for batch in _batches(family, split, seed, canvas):
+        if k >= count:
+            return
         for ex in batch[: count - k]:
             yield ex
             k += 1
+
+
+def row_key(ex: Example) -> bytes:
+    """What makes two rows the same row: the instruction and every picture's pixels."""
+    digest = hashlib.sha256(ex.instruction.encode())
+    for image in ex.images:
+        digest.update(image.tobytes())
+    return digest.digest()
 
 
 NEUTRAL_WORD = "this"  # what the ablation without attribute tokens writes in their place
@@ -186,6 +207,26 @@ def neutral(instruction: str) -> str:
     return instruction
 
 
+def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: dict) -> Iterator[Example]:
+    """``n`` rows of the ``seen`` split (training pairs) in the written ``form``, leaving out, and counting in
+    ``skipped``, every draw with a row whose key is in ``trained``."""
+    k, draws = 0, 0
+    for batch in _batches(family, "seen", seed, canvas):
+        draws += 1
+        if draws > 50 * n + 1000:
+            raise InputError(f"only {k} of {n} {family} rows with a training pair differ from every training row "
+                             "of this world; write it with fewer --rows")  # fmt: skip
+        batch = [form(ex) for ex in batch]
+        if any(row_key(ex) in trained for ex in batch):
+            skipped[family] = skipped.get(family, 0) + len(batch)
+            continue
+        for ex in batch[: n - k]:
+            yield ex
+            k += 1
+        if k >= n:
+            return
+
+
 def make_world(
     out: str | Path,
     rows: int,
@@ -194,34 +235,46 @@ def make_world(
     canvas: int = CANVAS,
     *,
     attribute_tokens: bool = True,
-    eval_pairs: str = "held-out",
+    eval_pairs: EvalPairs = EVAL_PAIRS[0],
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
 
     ``attribute_tokens=False`` writes the same rows with a neutral word in place of each attribute token.
-    ``eval_pairs="seen"`` draws eval/ from the ``seen`` split instead: training pairs in rows no training row is.
+    ``eval_pairs="seen"`` draws eval/ from the ``seen`` split instead: training pairs, in rows none of this world's
+    training rows is (a drawn row identical to one is left out and counted in world.json's ``seen_skipped``: the
+    text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
     """
     if eval_pairs not in EVAL_PAIRS:
         raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
-    eval_split = "eval" if eval_pairs == "held-out" else "seen"
     out = check_output_dir(out)
-    counts = {}
+    counts: dict[str, int] = {}
+    trained: set[bytes] = set()  # with eval_pairs "seen": every training row's key
+    skipped: dict[str, int] = {}
 
-    def rows_of(family: str, split: str, n: int) -> Iterator[Example]:
-        for ex in examples(family, split, n, seed, canvas):
-            if not attribute_tokens:
-                ex.instruction = neutral(ex.instruction)
+    def form(ex: Example) -> Example:
+        if not attribute_tokens:
+            ex.instruction = neutral(ex.instruction)
+        return ex
+
+    def train_rows(family: str, n: int) -> Iterator[Example]:
+        for ex in map(form, examples(family, "train", n, seed, canvas)):
+            if eval_pairs == "seen":
+                trained.add(row_key(ex))
             yield ex
 
     try:
         for family in FAMILIES:
             n_train = max(2, round(rows * MIX[family]))
-            for folder, split, n in (("train", "train", n_train), ("eval", eval_split, eval_rows)):
-                path = out / folder / f"{family}.parquet"
-                counts[f"{folder}/{family}"] = write_parquet(path, rows_of(family, split, n))
+            counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n_train))
+            held = map(form, examples(family, "eval", eval_rows, seed, canvas))
+            seen = _unseen_rows(family, eval_rows, seed, canvas, form, trained, skipped)
+            chosen = seen if eval_pairs == "seen" else held
+            counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", chosen)
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
+        if eval_pairs == "seen":
+            info["seen_skipped"] = {family: skipped.get(family, 0) for family in FAMILIES}
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
         raise InputError(
