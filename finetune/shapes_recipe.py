@@ -196,35 +196,50 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
 
 
 def check_curriculum_start(recipe: ShapesRecipe) -> None:
-    """Refuse to train the MoT further once the curriculum has started from it: the curriculum finetuned the MoT of
-    the steps it recorded, and averaging a longer-trained MoT with that finetune would mix two models."""
+    """Refuse, before any training, a run whose MoT would no longer be the one its curriculum finetuned: trained
+    further (another --steps), or trained again (train/ gone); averaging either with that finetune would mix two
+    models. (The recorded hash catches the rest when the curriculum stage starts: :func:`curriculum_stage`.)"""
     started = curriculum_origin(recipe)
-    if recipe.with_curriculum and started and started["steps"] != recipe.steps:
+    if started is None:
+        return
+    folder = Path(recipe.out) / "curriculum"
+    if started["steps"] != recipe.steps:
         raise InputError(
-            f"{Path(recipe.out) / 'curriculum'} finetuned the MoT of --steps {started['steps']}: pass --steps "
-            f"{started['steps']} to resume this run, or delete that folder to train the MoT to {recipe.steps} steps "
-            "and finetune it again"
+            f"{folder} finetuned the MoT of --steps {started['steps']}: pass --steps {started['steps']} to resume "
+            f"this run, or delete that folder to train the MoT to {recipe.steps} steps and finetune it again"
+        )
+    if not (Path(recipe.out) / "train" / "latest").is_file():
+        raise InputError(
+            f"{folder} finetuned the MoT trained in {Path(recipe.out) / 'train'}, which is gone: restore it, or "
+            "delete the curriculum folder too to train a MoT and finetune it again"
         )
 
 
 def curriculum_origin(recipe: ShapesRecipe) -> dict | None:
     """What ``curriculum/mot.json`` recorded of the MoT the curriculum started from (``steps``, ``sha256`` of its
-    ``ema.safetensors``); None before the curriculum started. A curriculum folder without that record (one made by
-    ``sigma sigmagen train`` by hand, or by an older recipe) is refused: nothing says which MoT it finetuned."""
+    ``ema.safetensors``); None before the curriculum started, or when this run ships no curriculum (its weight 0).
+    A curriculum folder without that record (one made by ``sigma sigmagen train`` by hand) or with an older
+    recipe's (its steps alone) is refused: nothing says which MoT it finetuned."""
     folder = Path(recipe.out) / "curriculum"
     path = folder / "mot.json"
+    redo = f"delete {folder} (or move it away) to finetune this run's MoT again (about 20 minutes on two cores)"
+    if not recipe.with_curriculum:
+        return None
     if not path.is_file():
-        if recipe.with_curriculum and folder.is_dir() and any(folder.iterdir()):
-            raise InputError(
-                f"{folder} has no mot.json, so nothing says which MoT it finetuned: delete it (or move it away) to "
-                "run the curriculum again from this run's MoT"
-            )
+        if folder.is_dir() and any(folder.iterdir()):
+            raise InputError(f"{folder} has no mot.json, so nothing says which MoT it finetuned: {redo}")
         return None
     try:
         origin = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is unreadable ({exc}): {redo}") from None
+    if isinstance(origin, dict) and "steps" in origin and "sha256" not in origin:
+        raise InputError(f"{path} was written by an older recipe that recorded the MoT's steps alone, so nothing says "
+                         f"whether this run's MoT is the one it finetuned: {redo}")  # fmt: skip
+    try:
         return {"steps": int(origin["steps"]), "sha256": str(origin["sha256"])}
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{path} is unreadable ({exc!r}): delete {folder} to run the curriculum again") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"{path} is no record of a MoT ({exc!r}): {redo}") from None
 
 
 def file_sha256(path: Path) -> str:

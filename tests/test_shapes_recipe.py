@@ -117,6 +117,16 @@ def test_a_curriculum_of_another_mot_is_refused_not_averaged(finished, tmp_path)
     origin.write_text("{")
     with pytest.raises(InputError, match=r"mot.json is unreadable"):
         run(tiny(copy))
+    origin.write_text(json.dumps({"steps": 2}))  # an older recipe's record: steps alone
+    with pytest.raises(InputError, match=r"older recipe that recorded the MoT's steps alone"):
+        run(tiny(copy))
+    without = run(tiny(copy, curriculum_weight=0.0))  # a model without the curriculum reads no record of it
+    assert (without / "ema.safetensors").is_file()
+    origin.write_text(json.dumps(recorded))
+    shutil.rmtree(copy / "train")  # the MoT it finetuned is gone: refused before a MoT is trained again
+    with pytest.raises(InputError, match=r"which is gone: restore it"):
+        run(tiny(copy), on_step=lambda s: pytest.fail("the MoT trained again"))
+    assert not (copy / "train").exists()
     origin.unlink()  # a curriculum made by hand (`sigma sigmagen train`): nothing says which MoT it finetuned
     with pytest.raises(InputError, match=r"has no mot.json, so nothing says which MoT it finetuned"):
         run(tiny(copy))
