@@ -189,7 +189,7 @@ def test_a_replica_killed_mid_run_has_its_requests_retried_or_failed_never_hung(
 def test_the_page_generates_through_the_ingress_in_a_real_browser(served):
     """The page itself, served by the ingress through Ray's proxy: an example, Generate, the picture."""
     pytest.importorskip("playwright.sync_api")
-    from tests import test_webui_browser as ui
+    from tests import browser as ui
 
     if ui.CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests import test_webui_browser as ui
-from tests.test_webui_browser import ART, STATE_TIMEOUT_MS, _open, free_port
+from tests import browser as ui
+from tests.browser import ART, STATE_TIMEOUT_MS, _open, free_port
 
 pytestmark = [pytest.mark.slow, ui.pytestmark]
 browser = ui.browser  # the fixture: one Chromium for this module

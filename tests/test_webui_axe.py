@@ -1,7 +1,7 @@
 """An axe-core accessibility scan of the web UI in a real browser, in the light and the dark colour scheme.
 
 axe-core's JavaScript comes from the ``axe-playwright-python`` package (the ``dev`` extra), which bundles
-``axe.min.js``; the server and Chromium are those of tests/test_webui_browser.py. Skipped where the package,
+``axe.min.js``; the server and Chromium are those of tests/browser.py. Skipped where the package,
 Playwright or Chromium is missing. Fails on any violation axe rates "serious" or "critical".
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_webui_browser as ui
-from tests.test_webui_browser import ART, STATE_TIMEOUT_MS
+from tests import browser as ui
+from tests.browser import ART, STATE_TIMEOUT_MS
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright.sync_api")

@@ -7,135 +7,28 @@ Skipped where Playwright or Chromium is missing (.ci/run installs both).
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-ART = REPO / "tests" / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-STATE_TIMEOUT_MS = 180_000  # the ceiling of any one wait for a state of the page (never a fixed sleep)
-# what an element shows, without the status text Gradio lays over an event's outputs while the event runs
-SHOWN = """sel => { const el = document.querySelector(sel).cloneNode(true);
-  el.querySelectorAll('[data-testid=status-tracker]').forEach(t => t.remove()); return el.textContent.trim(); }"""
-# no event running: each status tracker Gradio lays over an event's outputs is hidden (idle or done) or shows its
-# event's error (read by the assertion that follows the wait)
-SETTLED = """() => [...document.querySelectorAll('[data-testid=status-tracker]')]
-  .every(t => t.classList.contains('hide') || t.innerText.includes('Error'))"""
-pytest.importorskip("gradio")
-playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+from tests import browser as harness
+from tests.browser import (
+    ART,
+    REPO,
+    SELECTED_TAB_IS,
+    STATE_TIMEOUT_MS,
+    _open,
+    chosen,
+    pick,
+    playwright,
+    prompt_text,
+    upload,
+    wait_for_pngs,
+    wait_settled,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    yield from _serve("tiny", tmp_path_factory.mktemp("webui-out"))
-
-
-@pytest.fixture(scope="module")
-def shapes_server(tmp_path_factory):
-    yield from _serve("shapes", tmp_path_factory.mktemp("webui-shapes"))
-
-
-def _serve(model: str, out: Path, env: dict | None = None):
-    """``python app.py --model MODEL`` on a free port, writing to ``out``; ``env``: variables to set for it."""
-    port = free_port()
-    log = open(out / "server.log", "w")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--model", model, "--port", str(port), "--outputs", str(out)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail((out / "server.log").read_text()[-3000:])
-            if time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"app.py did not listen on port {port} within 180 s: {(out / 'server.log').read_text()}")
-            time.sleep(0.5)
-    yield url, out
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
-    playwright.expect.set_options(timeout=STATE_TIMEOUT_MS)  # expect()'s own default is 5 s
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=flags)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def page(server, browser):
-    return _open(browser, server[0])
-
-
-def _open(browser, url: str):
-    ART.mkdir(parents=True, exist_ok=True)
-    pg = browser.new_page(viewport={"width": 1400, "height": 1200})
-    # every action waits for its element's state; under a load of 4 on 2 cores that can take far over Playwright's
-    # default 30 s, so the ceiling is generous (a state that never comes still fails, only later)
-    pg.set_default_timeout(STATE_TIMEOUT_MS)
-    pg.goto(url)
-    pg.wait_for_selector("#prompt textarea", timeout=STATE_TIMEOUT_MS)
-    return pg
-
-
-def upload(page, k: int, path: Path) -> None:
-    with page.expect_file_chooser() as chooser:
-        page.locator(f"#slot-upload-{k}").click()
-    chooser.value.set_files(str(path))
-
-
-def pick(page, k: int, token: str) -> None:
-    box = page.locator(f"#slot-tokens-{k} input")
-    box.click()
-    box.fill(token)
-    box.press("Enter")
-    page.keyboard.press("Escape")
-
-
-SELECTED_TAB_IS = "[...document.querySelectorAll('#layout-tabs [role=tab]')].some(t => "  # noqa: E501
-SELECTED_TAB_IS += "t.getAttribute('aria-selected') === 'true' && t.innerText.includes('{}'))"
-
-
-def chosen(k: int) -> str:
-    """The tokens chosen for slot ``k``, as a page expression: the dropdown's chips only (its whole text also holds
-    the option list while that is open, and the list names every token)."""
-    return f"[...document.querySelectorAll('#slot-tokens-{k} .token')].map(t => t.innerText).join(' ')"
-
-
-def wait_settled(page) -> None:
-    """Wait until no event of the page runs (see :data:`SETTLED`)."""
-    page.wait_for_function(f"({SETTLED})()", timeout=STATE_TIMEOUT_MS)
-
-
-def prompt_text(page) -> str:
-    return page.locator("#prompt textarea").input_value()
+pytestmark = harness.pytestmark
+server, shapes_server, browser, page = harness.server, harness.shapes_server, harness.browser, harness.page
 
 
 def test_two_references_tokens_preview_and_generate(page, server):
@@ -211,9 +104,7 @@ def test_example_with_boxes_places_two_subjects(page, server):
     playwright.expect(page.locator("#canvas img")).to_have_count(1)
     before = len(list(server[1].glob("sigma-*.png")))
     page.locator("#generate").click()
-    deadline = time.time() + STATE_TIMEOUT_MS / 1000
-    while len(list(server[1].glob("sigma-*.png"))) == before and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for_pngs(server[1], before)
     wait_settled(page)  # the PNG is written before the event returns and the page shows its report
     page.screenshot(path=str(ART / "5-boxes-example.png"), full_page=True)
     assert len(list(server[1].glob("sigma-*.png"))) == before + 1
@@ -256,9 +147,7 @@ def test_the_shapes_model_offers_its_world_and_makes_the_example(shapes_server, 
         "document.querySelector('#prompt textarea').value.includes('colour of')", timeout=STATE_TIMEOUT_MS
     )
     pg.locator("#generate").click()
-    deadline = time.time() + STATE_TIMEOUT_MS / 1000
-    while not list(out.glob("sigma-*.png")) and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for_pngs(out, 0)
     pg.wait_for_function("document.querySelector('#info').innerText.includes('seed')", timeout=STATE_TIMEOUT_MS)
     pg.screenshot(path=str(ART / "6-shapes-example.png"), full_page=True)
     (written,) = out.glob("sigma-*.png")
@@ -283,9 +172,8 @@ def test_errors_show_their_text_and_clear_on_the_next_action(page, server):
     page.locator("#generate").click()
     page.wait_for_function("document.querySelector('#page-error').innerText.trim() === ''", timeout=STATE_TIMEOUT_MS)
     # the error cleared as the job started: wait for its picture too, or it lands among a later test's new files
-    deadline = time.time() + STATE_TIMEOUT_MS / 1000
-    while not set(server[1].glob("sigma-*.png")) - before and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for_pngs(server[1], len(before))
+    wait_settled(page)  # and for the events after it (the buttons swapped back, the scroll to the result)
     assert set(server[1].glob("sigma-*.png")) - before, "the corrected prompt wrote no picture"
 
 

@@ -1,7 +1,7 @@
 """The page's inputs in a real browser, as a user works them: every way of editing the prompt (a real clipboard's
 paste and cut, Backspace, Delete, ``fill``), a corrupt file dropped on every input that takes one, the Generate
 button on a phone, and the depth tab on a server without the depth model (the server, browser and helpers of
-tests/test_webui_browser.py; this module's server is offline, with an empty Hugging Face cache)."""
+tests/browser.py; this module's server is offline, with an empty Hugging Face cache)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_webui_browser as ui
-from tests.test_webui_browser import ART, REPO, SHOWN, STATE_TIMEOUT_MS, chosen, upload
+from tests import browser as ui
+from tests.browser import ART, REPO, SHOWN, STATE_TIMEOUT_MS, chosen, upload
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright.sync_api")

@@ -1,15 +1,14 @@
 """SIGMA-GEN subjects in a real browser: a 3-D box and a drawn mask place a subject, and the mask editor takes the
-output's shape (the server, browser and helpers of tests/test_webui_browser.py)."""
+output's shape (the server, browser and helpers of tests/browser.py)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from tests import test_webui_browser as ui
-from tests.test_webui_browser import ART, REPO, STATE_TIMEOUT_MS, _open, upload
+from tests import browser as ui
+from tests.browser import ART, REPO, STATE_TIMEOUT_MS, _open, upload
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright.sync_api")
@@ -40,9 +39,7 @@ def _generate_a_few_steps(pg, out: Path) -> None:
     pg.locator("#steps input[type=number]").fill("3")
     pg.locator("#steps input[type=number]").press("Enter")
     pg.locator("#generate").click()
-    deadline = time.time() + STATE_TIMEOUT_MS / 1000
-    while len(list(out.glob("sigma-*.png"))) == before and time.time() < deadline:
-        time.sleep(0.5)
+    ui.wait_for_pngs(out, before)
     ui.wait_settled(pg)  # the PNG is written before the event returns and the page shows its report
     assert len(list(out.glob("sigma-*.png"))) == before + 1
     assert pg.locator("#page-error").inner_text().strip() == "", pg.locator("#page-error").inner_text()
