@@ -10,16 +10,24 @@
 # Without attribute tokens the group mask scopes nothing (tests/test_masks.py), so that arm is trained once per seed
 # and stands for every mask setting.
 #   bash examples/shapes_ablation.sh [STEPS] [SEEDS] [ARMS]
-# ARMS, the third argument, picks the arms and their order (default "eq9 off intent notokens"): an arm takes 1.5-2
-# hours on two cores, so a session with time for one runs the one it lacks, e.g. `bash ... 12000 0 "notokens intent"`;
-# finished arms are skipped either way.
+# ARMS, the third argument, picks the arms and their order (default "eq9 off intent notokens"): an arm takes about 66
+# minutes alone on two cores (1.5-2 hours beside other work) and 7 more for its evaluation, so a session with time for
+# one runs the one it lacks, e.g. `bash ... 12000 0 "notokens intent"`; finished arms are skipped either way.
 #   python examples/shapes_ablation_table.py           # each arm's figures, its seeds and their spread
 set -euo pipefail
 STEPS="${1:-12000}"  # the recipe's MoT budget: at 4 000 the arms sit near the floor (docs/SHAPES.md)
 SEEDS="${2:-0 1}"
 ARMS="${3:-eq9 off intent notokens}"
 [ $# -le 3 ] || { echo "usage: $0 [STEPS] [SEEDS] [ARMS]: quote several seeds or arms as one argument" >&2; exit 2; }
-for arm in $ARMS; do  # every arm checked before hours of training, not when the loop reaches it
+case "$STEPS" in  # every argument checked before hours of training, not when the loop reaches it
+  '' | *[!0-9]*) echo "STEPS must be a whole number of optimizer steps, not '$STEPS'" >&2; exit 2 ;;
+esac
+for seed in $SEEDS; do
+  case "$seed" in
+    *[!0-9]*) echo "SEEDS must be whole numbers, not '$seed'" >&2; exit 2 ;;
+  esac
+done
+for arm in $ARMS; do
   case "$arm" in
     eq9 | off | intent | notokens) ;;
     *) echo "unknown arm '$arm': choose among eq9 off intent notokens" >&2; exit 2 ;;

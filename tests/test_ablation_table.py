@@ -53,10 +53,15 @@ def test_no_folder_is_a_clear_error(tmp_path):
     assert "No ablation folder" in out.stderr and "shapes_ablation.sh" in out.stderr
 
 
-def test_the_ablation_script_refuses_an_unknown_arm_before_it_writes_anything(tmp_path):
+def test_the_ablation_script_refuses_bad_arguments_before_it_writes_anything(tmp_path):
     script = SCRIPT.parent / "shapes_ablation.sh"
-    for args in (["10", "0", "eq9 intnet"], ["10", "0", "eq9", "off"]):  # a typo; arms not quoted as one argument
+    refusals = {  # a typo in an arm, arms not quoted as one argument, a seed and a step count that are no numbers
+        ("10", "0", "eq9 intnet"): "unknown arm 'intnet'",
+        ("10", "0", "eq9", "off"): "quote several",
+        ("10", "0 1x", "eq9"): "SEEDS must be whole numbers, not '1x'",
+        ("12k", "0", "eq9"): "STEPS must be a whole number of optimizer steps, not '12k'",
+    }
+    for args, said in refusals.items():
         out = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        assert out.returncode == 2
-        assert "unknown arm 'intnet'" in out.stderr if "intnet" in args[2] else "quote several" in out.stderr
+        assert out.returncode == 2 and said in out.stderr, out.stderr
         assert list(tmp_path.iterdir()) == []  # no base copied, no rows written
