@@ -7,7 +7,6 @@ Slow (it installs PyTorch into a new virtualenv): ``pytest -m slow tests/test_in
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +57,7 @@ def test_nothing_generic_is_installed_and_generate_runs(venv, elsewhere):
 
 
 def test_sigma_webui_serves_the_page(venv, elsewhere):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{venv}:{os.environ['PATH']}")
     proc = subprocess.Popen(
         ["sigma", "webui", "--model", "shapes", "--port", str(port)], cwd=elsewhere, env=env, stderr=subprocess.PIPE

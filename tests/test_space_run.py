@@ -25,7 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests import browser as ui
-from tests.browser import ART, STATE_TIMEOUT_MS, _open, free_port
+from tests.browser import ART, STATE_TIMEOUT_MS, _open
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.slow, ui.pytestmark]
 browser = ui.browser  # the fixture: one Chromium for this module

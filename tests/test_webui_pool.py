@@ -8,7 +8,6 @@ clients at once each get their own seed's image, the REST route joins the same p
 from __future__ import annotations
 
 import base64
-import socket
 import threading
 import time
 from pathlib import Path
@@ -31,14 +30,9 @@ from sigma_studio.webui import handlers as h  # noqa: E402
 from sigma_studio.webui import jobs as jobs_module  # noqa: E402
 from sigma_studio.webui.jobs import Cancelled, Jobs  # noqa: E402
 from sigma_studio.webui.state import Slot, UIState  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 FAST = dict(steps=2, size="64x64")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Counted:
