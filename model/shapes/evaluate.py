@@ -35,6 +35,7 @@ from PIL import Image
 
 from ..errors import InputError
 from .reader import BACKGROUNDS, FG_DISTANCE, Reading, box_iou, nearest_colour, read, read_alpha, soft_iou, template
+from .tasks import EVAL_PAIRS
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,11 @@ def eval_pairs(eval_dir: str | Path) -> str:
     root = Path(eval_dir)
     for world in (root / "world.json", root.parent / "world.json", root.parent.parent / "world.json"):
         try:
-            return "seen" if json.loads(world.read_text()).get("eval_pairs") == "seen" else "held-out"
+            pairs = json.loads(world.read_text()).get("eval_pairs")
         except (OSError, ValueError, AttributeError):
             continue
-    return "held-out"
+        return pairs if pairs in EVAL_PAIRS else EVAL_PAIRS[0]
+    return EVAL_PAIRS[0]
 
 
 def eval_files(eval_dir: str | Path) -> list[Path]:

@@ -267,9 +267,10 @@ def make_world(
         for family in FAMILIES:
             n_train = max(2, round(rows * MIX[family]))
             counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n_train))
-            held = map(form, examples(family, "eval", eval_rows, seed, canvas))
-            seen = _unseen_rows(family, eval_rows, seed, canvas, form, trained, skipped)
-            chosen = seen if eval_pairs == "seen" else held
+            if eval_pairs == "seen":
+                chosen = _unseen_rows(family, eval_rows, seed, canvas, form, trained, skipped)
+            else:
+                chosen = map(form, examples(family, "eval", eval_rows, seed, canvas))
             counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", chosen)
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
