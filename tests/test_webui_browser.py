@@ -235,7 +235,10 @@ def test_cancel_of_a_queued_job_writes_nothing(server, browser):
     count = int(busy.locator("#count input[type=number]").input_value())  # 4 (on CI it has read 1: see below)
     before = set(out.glob("sigma-*.png"))
     busy.locator("#generate").click()
-    busy.wait_for_selector("#stop", state="visible", timeout=STATE_TIMEOUT_MS)
+    # the busy job holds the queue's one slot once its progress shows (Stop alone shows before its job is queued,
+    # and a waiting job queued first would run first)
+    running = "[...document.querySelectorAll('[data-testid=status-tracker]')].some(t => t.innerText.includes('step '))"
+    busy.wait_for_function(running, timeout=STATE_TIMEOUT_MS)
     waiting.locator("#generate").click()
     waiting.wait_for_selector("#stop", state="visible", timeout=STATE_TIMEOUT_MS)
     waiting.locator("#stop").click()  # still queued behind the busy job

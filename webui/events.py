@@ -208,8 +208,8 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
         return result.paths, result.info, result.paths, history, result.seeds, result.paths[0], ""
 
     def stop(token):
-        if not jobs.cancel(token):
-            note = ""
+        if not jobs.cancel(token):  # the job ended as Stop was clicked: its own message stays
+            note = gr.update()
         elif jobs.started(token):  # it stops at its next denoising step; what it finished is kept
             note = "**Cancelling…**"
         else:  # still in the server's queue behind another job: it will never start
