@@ -90,13 +90,13 @@ class ShapesRecipe(WorldRecipe):
     def __post_init__(self) -> None:
         """Every option checked before anything is written (``--steps 0`` used to write the world's data first)."""
         check_int("--rows", self.rows, 10)
-        check_int("--eval-rows", self.eval_rows, 2)
+        check_int("eval_rows", self.eval_rows, 2)
         check_int("--ae-steps", self.ae_steps, 1)
         check_int("--sigmagen-rows", self.sigmagen_rows, 0)
-        check_int("--sigmagen-eval", self.sigmagen_eval, 0)
+        check_int("sigmagen_eval", self.sigmagen_eval, 0)
         check_int("--seed", self.seed, 0, MAX_SEED)
         check_int("--decoder-steps", self.decoder_steps, 0)
-        check_int("--decoder-rows", self.decoder_rows, len(DECODER_MIX))
+        check_int("decoder_rows", self.decoder_rows, len(DECODER_MIX))
         check_number("decoder_lr", self.decoder_lr, 0.0, strict=True)
         check_number("--curriculum-weight", self.curriculum_weight, 0.0)
         if self.curriculum_weight > 1:
@@ -108,6 +108,14 @@ class ShapesRecipe(WorldRecipe):
     @property
     def base_dir(self) -> Path:
         return Path(self.base) if self.base else Path(self.out) / "base"
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        """What the model is trained to read, stored with it: the shapes preset's skills less SIGMA-GEN's subjects
+        without their rows and the attribute tokens in the ablation's token-free arm (so that model is warned of)."""
+        dropped = {"subjects"} if not self.sigmagen_rows else set()
+        dropped |= set() if self.attribute_tokens else {"attribute_tokens"}
+        return tuple(s for s in shapes().skills if s not in dropped)
 
     @property
     def with_curriculum(self) -> bool:
@@ -177,7 +185,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
     if not (out / "train" / "latest").is_file() or trained_steps(out / "train") < recipe.steps:
         Trainer(recipe.train_config(), on_step).run()
     clock("finetune")
-    skills = tuple(s for s in shapes().skills if recipe.sigmagen_rows or s != "subjects")  # what it was trained on
+    skills = recipe.skills
     ae = decoder_stage(recipe, report) if recipe.decoder_steps else None
     clock("decoder")
     if not recipe.with_curriculum:

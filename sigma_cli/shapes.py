@@ -38,6 +38,7 @@ def check_outputs(json_out: Path | None, save: Path | None = None) -> None:
 
 
 R = ShapesRecipe()  # every default below is the recipe's
+DRAWN_PER_FAMILY = 100  # `sigma shapes eval` without --data: held-out rows a family (one row is one point)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,10 @@ def eval_cmd(
     *,
     model: Annotated[str, typer.Option("--model", "-m", help="shapes, or a model directory")] = "shapes",
     data: Annotated[Path | None, typer.Option(help="folder of held-out parquet rows \\[default: generated]")] = None,
-    per_family: Annotated[int | None, typer.Option(help="rows per family \\[default: all]")] = None,
+    per_family: Annotated[
+        int | None,
+        typer.Option(help=f"rows per family \\[default: all of --data's; {DRAWN_PER_FAMILY} generated without it]"),
+    ] = None,
     family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
     run: WorldEvalOptions,
     debug: DebugOpt = False,
@@ -196,7 +200,7 @@ def eval_cmd(
         pipe = load_pipeline(model, mode="cpu")
         with tempfile.TemporaryDirectory() as tmp:
             if data is None:
-                make_world(tmp, rows=10, eval_rows=(per_family + per_family % 2) if per_family else 40)
+                make_world(tmp, rows=10, eval_rows=(per_family + per_family % 2) if per_family else DRAWN_PER_FAMILY)
                 data = Path(tmp) / "eval"
             with render.progress() as bar:
                 task = bar.add_task("rows", total=None)

@@ -138,6 +138,15 @@ def test_without_the_decoder_stage_the_model_ships_the_base_autoencoder(tmp_path
     assert not (tmp_path / "run" / "curriculum").exists()  # no SIGMA-GEN rows: no SIGMA-GEN curriculum either
     base, ae = load_file(str(tmp_path / "run" / "base" / "ae.safetensors")), load_file(str(model / "ae.safetensors"))
     assert all((ae[k].float() - base[k].half().float()).abs().max() == 0 for k in ae)
+    # trained on no SIGMA-GEN row, it says so: a request with --subject is warned
+    assert json.loads((model / "sigma_config.json").read_text())["arch"]["skills"] == ["attribute_tokens", "boxes"]
+
+
+def test_a_model_s_skills_are_what_its_rows_taught():
+    """The ablation's token-free arm does not claim to read attribute tokens (it was stored as if it did)."""
+    assert tiny("x").skills == ("attribute_tokens", "boxes", "subjects")
+    assert tiny("x", sigmagen_rows=0, sigmagen_eval=0).skills == ("attribute_tokens", "boxes")
+    assert tiny("x", sigmagen_rows=0, attribute_tokens=False).skills == ("boxes",)
 
 
 def test_a_reused_base_of_another_architecture_is_refused_before_anything_is_written(tmp_path):
