@@ -102,9 +102,16 @@ def test_preview_html_lists_the_sequence():
 
 def test_build_demo(tiny_pipe, tmp_path):
     from sigma_studio.webui.blocks import build_demo
+    from sigma_studio.webui.jobs import Jobs
 
-    demo = build_demo(tiny_pipe, outputs=tmp_path)
+    demo = build_demo(tiny_pipe, outputs=tmp_path, jobs=(jobs := Jobs()))
     assert isinstance(demo, gr.Blocks)
+    stop = next(fn.fn for fn in demo.fns.values() if fn.name == "stop")
+    assert stop(None)[0] == gr.update()  # no live job (it ended as Stop was clicked): its own message stays
+    waiting = jobs.submit()
+    assert stop(waiting)[0] == "**Cancelled** before it started: nothing was written"
+    with jobs.slot(running := jobs.submit()):
+        assert stop(running)[0] == "**Cancelling…**"
 
 
 def test_box_rows_accept_dataframes_and_skip_incomplete_rows():
