@@ -47,13 +47,20 @@ def shapes_server(tmp_path_factory):
     yield from _serve("shapes", tmp_path_factory.mktemp("webui-shapes"))
 
 
-def _serve(model: str, out: Path, env: dict | None = None):
+@pytest.fixture(scope="module")
+def gated_server(tmp_path_factory):
+    """The tiny model's server whose jobs wait while ``out / "gate"`` exists (tests/gated_app.py)."""
+    out = tmp_path_factory.mktemp("webui-gated")
+    yield from _serve("tiny", out, env={"SIGMA_TEST_GATE": str(out / "gate")}, script="tests/gated_app.py")
+
+
+def _serve(model: str, out: Path, env: dict | None = None, script: str = "app.py"):
     """``python app.py --model MODEL`` on a free port, writing to ``out``; ``env``: variables to set for it."""
     port = free_port()
     log = open(out / "server.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--model", model, "--port", str(port), "--outputs", str(out)],
+        [sys.executable, script, "--model", model, "--port", str(port), "--outputs", str(out)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -132,6 +139,14 @@ def wait_settled(page) -> None:
 
 def prompt_text(page) -> str:
     return page.locator("#prompt textarea").input_value()
+
+
+def wait_for_file(path: Path) -> bool:
+    """Wait until the server has written ``path`` (polled, as :func:`wait_for_pngs`); whether it is there."""
+    deadline = time.time() + STATE_TIMEOUT_MS / 1000
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.2)  # polling a file: the page has no state for it
+    return path.exists()
 
 
 def wait_for_pngs(out: Path, more_than: int) -> list[Path]:

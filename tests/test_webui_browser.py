@@ -23,12 +23,14 @@ from tests.browser import (
     playwright,
     prompt_text,
     upload,
+    wait_for_file,
     wait_for_pngs,
     wait_settled,
 )
 
 pytestmark = harness.pytestmark
 server, shapes_server, browser, page = harness.server, harness.shapes_server, harness.browser, harness.page
+gated_server = harness.gated_server
 
 
 def test_two_references_tokens_preview_and_generate(page, server):
@@ -218,37 +220,30 @@ def test_boxes_are_drawn_and_the_preview_shows_layout_controls(page):
     page.wait_for_function("document.querySelector('#preview [data-role=boxes]') === null", timeout=STATE_TIMEOUT_MS)
 
 
-def test_cancel_of_a_queued_job_writes_nothing(server, browser):
-    from playwright.sync_api import expect
-
+def test_cancel_of_a_queued_job_writes_nothing(gated_server, browser):
     from sigma_studio.model.request.record import read_record
 
-    url, out = server
+    url, out = gated_server
     busy, waiting = _open(browser, url), _open(browser, url)
     for pg, prompt in ((busy, "a busy queue"), (waiting, "a waiting job")):
         pg.locator("#prompt textarea").fill(f"{prompt} .")
-        expect(pg.locator("#prompt textarea")).to_have_value(f"{prompt} .")
-    busy.locator("#settings").get_by_text("Settings", exact=True).first.click()
-    for name in ("count", "steps"):  # a long busy job: each slider at its maximum (End on its range input)
-        busy.locator(f"#{name} input[type=range]").press("End")
-    expect(busy.locator("#steps input[type=number]")).to_have_value("100")
-    count = int(busy.locator("#count input[type=number]").input_value())  # 4 (on CI it has read 1: see below)
+        playwright.expect(pg.locator("#prompt textarea")).to_have_value(f"{prompt} .")
     before = set(out.glob("sigma-*.png"))
+    gate = out / "gate"
+    gate.touch()  # the busy job holds the queue's one slot until the gate is deleted (tests/gated_app.py)
     busy.locator("#generate").click()
-    # the busy job holds the queue's one slot once its progress shows (Stop alone shows before its job is queued,
-    # and a waiting job queued first would run first)
-    running = "[...document.querySelectorAll('[data-testid=status-tracker]')].some(t => t.innerText.includes('step '))"
-    busy.wait_for_function(running, timeout=STATE_TIMEOUT_MS)
+    assert wait_for_file(out / "gate.held"), "the busy job never reached the queue's slot"
     waiting.locator("#generate").click()
     waiting.wait_for_selector("#stop", state="visible", timeout=STATE_TIMEOUT_MS)
-    waiting.locator("#stop").click()  # still queued behind the busy job
+    waiting.locator("#stop").click()  # queued behind the busy job, in the server's queue
     # it never started, so Stop says "Cancelled" at once (not "Cancelling…" until the busy job ends)
     waiting.wait_for_function(
         "document.querySelector('#info').innerText.includes('before it started')", timeout=STATE_TIMEOUT_MS
     )
+    gate.unlink()
     busy.wait_for_function("document.querySelector('#info').innerText.includes('seed')", timeout=STATE_TIMEOUT_MS)
     # then "Cancelled: nothing was written" when the queue reaches the job and drops it: the state in which the
-    # cancelled job has ended (it would have run right after the busy one)
+    # cancelled job has ended (it runs right after the busy one)
     try:
         waiting.wait_for_function(
             "document.querySelector('#info').innerText.includes('Cancelled: nothing was written')",
@@ -260,7 +255,7 @@ def test_cancel_of_a_queued_job_writes_nothing(server, browser):
     waiting.wait_for_selector("#generate", state="visible")
     written = sorted(set(out.glob("sigma-*.png")) - before)
     prompts = [read_record(path).prompt for path in written]
-    if prompts != ["a busy queue ."] * count:  # the busy job's images, none of the cancelled one
+    if prompts != ["a busy queue ."]:  # the busy job's one image, none of the cancelled one
         busy.screenshot(path=str(ART / "9-busy-failed.png"), full_page=True)
         pytest.fail(f"new files' prompts {prompts}; the busy page said {busy.locator('#info').inner_text()!r}")
     waiting.screenshot(path=str(ART / "9-cancelled.png"), full_page=True)
