@@ -252,11 +252,12 @@ def test_a_job_is_started_only_once_it_reaches_the_queue():
 
     jobs = Jobs()
     token = jobs.submit()
-    assert not jobs.started(token) and jobs.cancel(token)  # waiting in the web server's queue: never starts
+    assert not jobs.started(token) and jobs.cancel(token) == "queued"  # in the web server's queue: never starts
     other = jobs.submit()
     with jobs.slot(other):
         assert jobs.started(other) and not jobs.started(token)
-    assert not jobs.started(other) and not jobs.cancel(other)  # ended: nothing left to cancel
+        assert jobs.cancel(other) == "running"  # read under the lock that cancels it: it stops at its next step
+    assert not jobs.started(other) and jobs.cancel(other) is None  # ended: nothing left to cancel
 
 
 def test_several_images_per_run_take_consecutive_seeds(tiny_pipe, tmp_path):

@@ -208,9 +208,10 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
         return result.paths, result.info, result.paths, history, result.seeds, result.paths[0], ""
 
     def stop(token):
-        if not jobs.cancel(token):  # the job ended as Stop was clicked: its own message stays
+        was = jobs.cancel(token)
+        if was is None:  # the job ended as Stop was clicked: its own message stays
             note = gr.update()
-        elif jobs.started(token):  # it stops at its next denoising step; what it finished is kept
+        elif was == "running":  # it stops at its next denoising step; what it finished is kept
             note = "**Cancelling…**"
         else:  # still in the server's queue behind another job: it will never start
             note = "**Cancelled** before it started: nothing was written"

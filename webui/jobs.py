@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 
 class Cancelled(Exception):
@@ -50,13 +51,15 @@ class Jobs:
             self._live.add(token)
         return token
 
-    def cancel(self, token: str | None) -> bool:
-        """Cancel a waiting or running job; False when the token names no live job."""
+    def cancel(self, token: str | None) -> Literal["queued", "running"] | None:
+        """Cancel a waiting or running job and say which it was, read under the same lock (a job cannot end or
+        start between the two): "running" when it had reached :meth:`slot` (it stops at its next step), "queued"
+        when it still waits in the web server's queue (it never starts); None when the token names no live job."""
         with self._lock:
             if not token or token not in self._live:
-                return False
+                return None
             self._cancelled.add(token)
-            return True
+            return "running" if token in self._started else "queued"
 
     def started(self, token: str | None) -> bool:
         """Whether the job has reached the queue (it runs, or waits here for a slot). A job the page submitted that
