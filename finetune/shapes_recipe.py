@@ -103,6 +103,11 @@ class ShapesRecipe(WorldRecipe):
             share = self.curriculum_weight
             raise InputError(f"--curriculum-weight is a share, from 0 (no curriculum) to 1 (got {share})")
         check_number("--curriculum-replay", self.curriculum_replay, 0.0, below=1.0)
+        if not self.attribute_tokens and self.with_curriculum:  # its replayed SIGMA rows carry their tokens
+            raise InputError(
+                "--no-attribute-tokens trains the ablation's token-free arm on SIGMA's families, but SIGMA-GEN's "
+                "curriculum replays them with their tokens: add --sigmagen-rows 0 or --curriculum-weight 0"
+            )
         self.train_config()  # the finetune's own checks (--steps, the learning rates, ...)
 
     @property

@@ -207,6 +207,9 @@ def test_the_decoder_learning_rate_and_the_curriculums_shares_are_checked_before
     with pytest.raises(InputError, match=r"--curriculum-replay must be in \[0, 1\) \(got 1.0\)"):
         tiny(tmp_path, curriculum_replay=1.0)
     assert not tiny(tmp_path, curriculum_weight=0.0).with_curriculum
+    with pytest.raises(InputError, match=r"replays them with their tokens: add --sigmagen-rows 0 or --curriculum-w"):
+        tiny(tmp_path, attribute_tokens=False)  # the token-free arm with SIGMA-GEN's curriculum
+    assert not tiny(tmp_path, attribute_tokens=False, sigmagen_rows=0).with_curriculum
     assert not list(tmp_path.iterdir())
 
 
@@ -219,7 +222,7 @@ def test_a_run_folder_resumes_only_with_its_own_settings(tmp_path):
     tiny(out, steps=5).check_same_run()  # a longer schedule continues the run
     tiny(f"{out}/.").check_same_run()  # the same folder, spelt otherwise
     with pytest.raises(InputError, match=r"holds a run made with other settings \(attribute_tokens=True\)"):
-        tiny(out, attribute_tokens=False).check_same_run()
+        tiny(out, attribute_tokens=False, curriculum_weight=0.0).check_same_run()
     with pytest.raises(InputError, match=r"\(lr=0.0007, rows=10\)"):
         tiny(out, rows=11, lr=1e-3).check_same_run()
 
