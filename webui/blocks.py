@@ -284,7 +284,7 @@ def _boxes_tab(skills: tuple[str, ...] | None) -> BoxesTab:
                           elem_id="canvas", alt_text="canvas of the boxes: click two corners to add one")  # fmt: skip
         with gr.Row():
             label = gr.Textbox(label="label of the next box", value="", elem_id="box-label")
-            ref = gr.Dropdown(["", *[f"img{k + 1}" for k in range(MAX_SLOTS)]], value="",
+            ref = gr.Dropdown(["", *UIState().names()], value="",  # the references of the page's first state
                               label="reference of the next box", elem_id="box-ref")  # fmt: skip
         boxes = gr.Dataframe(
             headers=["x0", "y0", "x1", "y1", "label", "reference"],

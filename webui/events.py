@@ -281,11 +281,10 @@ def _wire_history_and_examples(page: Page, demo: gr.Blocks, ctx: Wiring) -> None
 
     _wire_examples(page, side_outputs, ctx)
 
-    # the page's load event renders the references and the history but leaves the prompt and the state alone: on a
-    # slow server it can arrive after the user (or a test) has started typing, and must not undo that
-    on_load = lambda st, history: [*_render(st or UIState())[1:], show_history(history)]
-    ctx.refresh(demo.load(on_load, [page.state, page.history], [*page.slot_outputs[1:], gallery],
-                          api_visibility="undocumented"))  # fmt: skip
+    # the page's load event shows the browser's history (the references, the prompt and the error box are built as
+    # the first state shows them): on a slow server it can arrive after the user (or a test) has typed, dropped a
+    # file or been refused one, and rendering the state it was sent with undid that (a refusal's message vanished)
+    ctx.refresh(demo.load(show_history, [page.history], [gallery], api_visibility="undocumented"))
 
 
 def _wire_examples(page: Page, side_outputs: list, ctx: Wiring) -> None:
