@@ -66,6 +66,7 @@ def _scan(browser, url: str, scheme: str) -> list[dict]:
         elif view == "phone":  # the Generate bar is fixed to the bottom once the phone layout applies
             pg.set_viewport_size({"width": 390, "height": 844})
             pg.wait_for_function(PHONE_LAYOUT, timeout=STATE_TIMEOUT_MS)
+        ui.wait_settled(pg)  # no event running: Gradio dims a running event's outputs (axe read that as low contrast)
         everything[view] = pg.evaluate(
             "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
         )
