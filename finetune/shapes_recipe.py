@@ -118,9 +118,8 @@ class ShapesRecipe(WorldRecipe):
     def skills(self) -> tuple[str, ...]:
         """What the model is trained to read, stored with it: the shapes preset's skills less SIGMA-GEN's subjects
         without their rows and the attribute tokens in the ablation's token-free arm (so that model is warned of)."""
-        dropped = {"subjects"} if not self.sigmagen_rows else set()
-        dropped |= set() if self.attribute_tokens else {"attribute_tokens"}
-        return tuple(s for s in shapes().skills if s not in dropped)
+        trained = {"subjects": self.sigmagen_rows > 0, "attribute_tokens": self.attribute_tokens}
+        return tuple(s for s in shapes().skills if trained.get(s, True))
 
     @property
     def with_curriculum(self) -> bool:

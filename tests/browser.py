@@ -141,18 +141,22 @@ def prompt_text(page) -> str:
     return page.locator("#prompt textarea").input_value()
 
 
-def wait_for_file(path: Path) -> bool:
-    """Wait until the server has written ``path`` (polled, as :func:`wait_for_pngs`); whether it is there."""
+def _poll(done, every: float) -> None:
+    """Check ``done()`` every ``every`` seconds until it holds or the harness's ceiling passes: the one polling loop,
+    for states on the server's disk (a written file), which the page has no element for."""
     deadline = time.time() + STATE_TIMEOUT_MS / 1000
-    while not path.exists() and time.time() < deadline:
-        time.sleep(0.2)  # polling a file: the page has no state for it
+    while not done() and time.time() < deadline:
+        time.sleep(every)
+
+
+def wait_for_file(path: Path) -> bool:
+    """Wait until the server has written ``path``; whether it is there."""
+    _poll(path.exists, 0.2)
     return path.exists()
 
 
 def wait_for_pngs(out: Path, more_than: int) -> list[Path]:
     """Wait until ``out`` holds more than ``more_than`` generated PNGs (the state on disk a generation leaves);
     returns them, however many there are when the ceiling passes (the caller's assertion says what was missing)."""
-    deadline = time.time() + STATE_TIMEOUT_MS / 1000
-    while len(found := sorted(out.glob("sigma-*.png"))) <= more_than and time.time() < deadline:
-        time.sleep(0.5)  # polling a folder: the page has no state for a file written on the server
-    return found
+    _poll(lambda: len(list(out.glob("sigma-*.png"))) > more_than, 0.5)
+    return sorted(out.glob("sigma-*.png"))
