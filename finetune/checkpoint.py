@@ -144,3 +144,47 @@ def average_models(first: Path, second: Path, weight: float, target: Path) -> Pa
     return write_model_dir(
         target, read_arch_config(second), Tokenizer.from_dir(second), {"ema.safetensors": ema, "ae.safetensors": ae}
     )
+
+
+# a layer's outputs into the residual stream: zeroed in a grown layer, which then adds nothing (both experts')
+RESIDUAL_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj", "mlp_moe_gen.down_proj")
+
+
+def grow_depth(source: Path, target: Path) -> Path:
+    """``target``: ``source``'s model directory twice as deep, computing exactly what ``source`` computes.
+
+    Every decoder layer is followed by a copy of itself whose residual outputs (attention ``o_proj``, MLP
+    ``down_proj``, both experts) are zero, so the copy adds nothing until it is trained: function-preserving depth
+    up-scaling (Net2Net, Chen et al. 2016; stacked copies as in SOLAR's depth up-scaling, Kim et al. 2023). A
+    finetune from ``target`` (``sigma finetune --init weights``) starts where ``source`` stands with twice its layers.
+    Configs, tokenizer and autoencoder are kept; the EMA weights keep their dtype.
+    """
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from sigma_studio.model.request.tokens import Tokenizer
+    from sigma_studio.model.weights.arch_config import read_arch_config
+    from sigma_studio.model.weights.loader import write_model_dir
+
+    arch = read_arch_config(source)
+    ema = load_file(str(source / "ema.safetensors"))
+    grown, layers = {}, set()
+    for key, value in ema.items():
+        head, sep, rest = key.partition(".layers.")
+        index, _, tail = rest.partition(".")
+        if not sep or not index.isdigit():
+            grown[key] = value
+            continue
+        layers.add(int(index))
+        grown[f"{head}.layers.{2 * int(index)}.{tail}"] = value
+        zero = tail.startswith(RESIDUAL_OUTPUTS)
+        grown[f"{head}.layers.{2 * int(index) + 1}.{tail}"] = torch.zeros_like(value) if zero else value.clone()
+    if layers != set(range(arch.llm.num_layers)):
+        raise CheckpointError(
+            f"cannot grow {source}: its weights hold layers {sorted(layers)[:3]}..., its config says "
+            f"{arch.llm.num_layers}"
+        )
+    arch = arch.replace(llm=dataclasses.replace(arch.llm, num_layers=2 * arch.llm.num_layers))
+    ae = load_file(str(source / "ae.safetensors"))
+    return write_model_dir(target, arch, Tokenizer.from_dir(source), {"ema.safetensors": grown, "ae.safetensors": ae})

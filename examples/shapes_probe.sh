@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Can the shipped shapes model learn one family when it trains on nothing else? A one-family finetune of the shipped
+# weights (or of them grown twice as deep, computing the same until trained) on fresh rows, read on held-out pairs
+# and on training pairs in new rows (docs/SHAPES.md, "One family at a time").
+#   bash examples/shapes_probe.sh FAMILY [STEPS] [DEPTH]
+# FAMILY: compose | select | layout | background | text. STEPS: optimizer steps (default 3000, about 9 minutes on two
+# cores; 18 grown). DEPTH: shipped (the default) | grown (every layer followed by a copy whose outputs are zero:
+# finetune.checkpoint.grow_depth). Writes runs/probe/FAMILY-DEPTH/{eval,seen}.json; rerun to resume.
+set -euo pipefail
+FAMILY="${1:-}"
+STEPS="${2:-3000}"
+DEPTH="${3:-shipped}"
+[ $# -ge 1 ] && [ $# -le 3 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH]" >&2; exit 2; }
+case "$FAMILY" in
+  compose | select | layout | background | text) ;;
+  *) echo "unknown family '$FAMILY': choose among compose select layout background text" >&2; exit 2 ;;
+esac
+case "$STEPS" in
+  '' | *[!0-9]*) echo "STEPS must be a whole number of optimizer steps, not '$STEPS'" >&2; exit 2 ;;
+esac
+case "$DEPTH" in
+  shipped | grown) ;;
+  *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
+esac
+PY="$(dirname "$(command -v sigma)")/python"
+mkdir -p runs/probe
+# 100 000 fresh rows (seed 11: the shipped MoT trained on seed 0's), 20 000 of them select's and layout's: each
+# row of a family trained on about once in 3 000 steps
+[ -f runs/probe/fresh/world.json ] || sigma shapes make --out runs/probe/fresh --rows 100000 --eval-rows 2 --seed 11
+# the held-out pairs of the tables (`sigma shapes eval`'s own 100 rows a family) and training pairs in new rows
+[ -f runs/probe/eval/world.json ] || sigma shapes make --out runs/probe/eval --rows 10 --eval-rows 100
+[ -f runs/probe/seen/world.json ] || sigma shapes make --out runs/probe/seen --eval-rows 100 --eval-pairs seen
+model=shapes
+if [ "$DEPTH" = grown ]; then
+  model=runs/probe/grown
+  [ -f "$model/ema.safetensors" ] || "$PY" -c 'import sys; from pathlib import Path
+from sigma_studio.finetune.checkpoint import grow_depth
+from sigma_studio.model.hub import shipped_shapes_model
+grow_depth(shipped_shapes_model(), Path(sys.argv[1]))' "$model"
+fi
+out="runs/probe/$FAMILY-$DEPTH"
+others=()
+for f in compose select layout background text; do
+  [ "$f" = "$FAMILY" ] || others+=(--family-weight "$f=0")
+done
+resume=()
+[ -f "$out/latest" ] && resume=(--resume)
+# the recipe's finetune settings at a lower peak (the curriculum's): lr 3e-4, 100 warm-up steps, EMA 0.995
+[ -f "$out/trained" ] || {
+  sigma finetune --out "$out" --dataset runs/probe/fresh/train --model "$model" --init weights --steps "$STEPS" \
+    --max-tokens 1024 --lr 3e-4 --min-lr 1e-5 --warmup 100 --ema 0.995 --held-out 0 --group-mask \
+    --attribute-projection --no-gradient-checkpointing --save-every 500 --seed 0 "${resume[@]}" "${others[@]}"
+  touch "$out/trained"
+}
+[ -f "$out/model/ema.safetensors" ] || "$PY" -c 'import sys; from pathlib import Path
+from sigma_studio.finetune.checkpoint import export
+export(Path(sys.argv[1]), Path(sys.argv[2]))' "$out" "$out/model"
+for pairs in eval seen; do
+  [ -f "$out/$pairs.json" ] ||
+    sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" --family "$FAMILY" --json "$out/$pairs.json"
+done
