@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,9 +43,6 @@ def test_weights_that_do_not_match_their_config_are_refused(tmp_path):
 
 
 def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_path):
-    import subprocess
-    from pathlib import Path
-
     script = Path(__file__).parents[1] / "examples" / "shapes_probe.sh"
     refusals = {
         (): "usage:",
