@@ -2,18 +2,22 @@
 # Can the shipped shapes model learn one family when it trains on nothing else? A one-family finetune of the shipped
 # weights (or of them grown twice as deep, computing the same until trained) on fresh rows, read on held-out pairs
 # and on training pairs in new rows (docs/SHAPES.md, "One family at a time").
-#   bash examples/shapes_probe.sh FAMILY [STEPS] [DEPTH]
-# FAMILY: compose | select | layout | background | text. STEPS: optimizer steps (default 3000, about 9 minutes on two
-# cores; 18 grown). DEPTH: shipped (the default) | grown (every layer followed by a copy whose outputs are zero:
-# finetune.checkpoint.grow_depth). Writes runs/probe/FAMILY-DEPTH/{eval,seen}.json; rerun to resume.
+#   bash examples/shapes_probe.sh FAMILY [STEPS] [DEPTH] [AUX]
+# FAMILY: compose | select | layout | background | text, or all (every family in the world's mix, read on held-out
+# pairs only). STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown). DEPTH: shipped (the
+# default) | grown (every layer followed by a copy whose outputs are zero: finetune.checkpoint.grow_depth). AUX:
+# none (the default) | describe (20 000 rows of the training-only describe family beside the others, every row's
+# text under cross-entropy: --text-loss). Writes runs/probe/FAMILY-DEPTH[-describe]/{eval,seen}.json; rerun to
+# resume.
 set -euo pipefail
 FAMILY="${1:-}"
 STEPS="${2:-3000}"
 DEPTH="${3:-shipped}"
-[ $# -ge 1 ] && [ $# -le 3 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH]" >&2; exit 2; }
+AUX="${4:-none}"
+[ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH] [AUX]" >&2; exit 2; }
 case "$FAMILY" in
-  compose | select | layout | background | text) ;;
-  *) echo "unknown family '$FAMILY': choose among compose select layout background text" >&2; exit 2 ;;
+  compose | select | layout | background | text | all) ;;
+  *) echo "unknown family '$FAMILY': choose among compose select layout background text all" >&2; exit 2 ;;
 esac
 case "$STEPS" in
   '' | *[!0-9]*) echo "STEPS must be a whole number of optimizer steps, not '$STEPS'" >&2; exit 2 ;;
@@ -21,6 +25,10 @@ esac
 case "$DEPTH" in
   shipped | grown) ;;
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
+esac
+case "$AUX" in
+  none | describe) ;;
+  *) echo "AUX is none or describe, not '$AUX'" >&2; exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
@@ -39,23 +47,46 @@ from sigma_studio.model.hub import shipped_shapes_model
 grow_depth(shipped_shapes_model(), Path(sys.argv[1]))' "$model"
 fi
 out="runs/probe/$FAMILY-$DEPTH"
+dataset=runs/probe/fresh/train
+aux=()
+if [ "$AUX" = describe ]; then
+  out="$out-describe"
+  [ -f runs/probe/describe/world.json ] ||
+    sigma shapes make --out runs/probe/describe --rows 10 --eval-rows 2 --describe-rows 20000 --seed 11
+  dataset=runs/probe/fresh-describe
+  if [ ! -d "$dataset" ]; then  # the fresh rows and the describe rows side by side (links, not copies)
+    mkdir -p "$dataset.tmp"
+    for f in runs/probe/fresh/train/*.parquet runs/probe/describe/train/describe.parquet; do
+      ln -s "$PWD/$f" "$dataset.tmp/$(basename "$f")"
+    done
+    mv "$dataset.tmp" "$dataset"
+  fi
+  aux=(--text-loss)
+fi
 others=()
-for f in compose select layout background text; do
-  [ "$f" = "$FAMILY" ] || others+=(--family-weight "$f=0")
-done
+read_only=()
+if [ "$FAMILY" != all ]; then
+  read_only=(--family "$FAMILY")
+  for f in compose select layout background text; do
+    [ "$f" = "$FAMILY" ] || others+=(--family-weight "$f=0")
+  done
+fi
 resume=()
 [ -f "$out/latest" ] && resume=(--resume)
 # the recipe's finetune settings at a lower peak (the curriculum's): lr 3e-4, 100 warm-up steps, EMA 0.995
 [ -f "$out/trained" ] || {
-  sigma finetune --out "$out" --dataset runs/probe/fresh/train --model "$model" --init weights --steps "$STEPS" \
+  sigma finetune --out "$out" --dataset "$dataset" --model "$model" --init weights --steps "$STEPS" \
     --max-tokens 1024 --lr 3e-4 --min-lr 1e-5 --warmup 100 --ema 0.995 --held-out 0 --group-mask \
-    --attribute-projection --no-gradient-checkpointing --save-every 500 --seed 0 "${resume[@]}" "${others[@]}"
+    --attribute-projection --no-gradient-checkpointing --save-every 500 --seed 0 \
+    "${resume[@]}" "${others[@]}" "${aux[@]}"
   touch "$out/trained"
 }
 [ -f "$out/model/ema.safetensors" ] || "$PY" -c 'import sys; from pathlib import Path
 from sigma_studio.finetune.checkpoint import export
 export(Path(sys.argv[1]), Path(sys.argv[2]))' "$out" "$out/model"
-for pairs in eval seen; do
+pairs_read=(eval seen)
+[ "$FAMILY" = all ] && pairs_read=(eval)  # 500 rows: 7 minutes a read
+for pairs in "${pairs_read[@]}"; do
   [ -f "$out/$pairs.json" ] ||
-    sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" --family "$FAMILY" --json "$out/$pairs.json"
+    sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" --json "$out/$pairs.json"
 done

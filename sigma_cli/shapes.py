@@ -88,6 +88,9 @@ def make(
         EvalPairs,
         typer.Option(help="eval/'s targets: the held-out pairs, or training pairs in fresh rows (a diagnostic)"),
     ] = EVAL_PAIRS[0],
+    describe_rows: Annotated[
+        int, typer.Option(help="rows of the training-only describe family (a recognition signal with --text-loss)")
+    ] = 0,
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
@@ -95,10 +98,13 @@ def make(
     from sigma_studio.model.shapes.tasks import make_world
 
     with render.errors(debug):
-        if rows < 10 or eval_rows < 2:
-            raise typer.BadParameter("--rows must be at least 10 and --eval-rows at least 2")
+        if rows < 10 or eval_rows < 2 or describe_rows < 0:
+            raise typer.BadParameter("--rows must be at least 10, --eval-rows at least 2, --describe-rows at least 0")
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
-        counts = make_world(out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs)
+        counts = make_world(
+            out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs,
+            describe_rows=describe_rows,
+        )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")
     if skipped:  # the diagnostic's rows are fresh: say how many draws were training rows

@@ -205,3 +205,29 @@ def test_non_square_pictures_read_back():
     for shape in ("circle", "star", "triangle"):
         img = render([Thing(shape, "blue", (16, 8, 30, 30))]).crop((0, 0, 64, 48))
         assert read(img).shape == shape
+
+
+def test_describe_rows_name_each_object_left_to_right_then_its_colour(tmp_path):
+    counts = make_world(tmp_path, rows=10, eval_rows=2, seed=5, describe_rows=12)
+    assert counts["train/describe"] == 12 and not (tmp_path / "eval" / "describe.parquet").exists()
+    arch, tok = shapes(), build_tokenizer()
+    rows = [r for r in iter_rows(parquet_files(str(tmp_path / "train"))) if r.row_id.startswith("describe")]
+    assert len(rows) == 12
+    seen_counts = set()
+    for rec, row in zip(pq.read_table(tmp_path / "train" / "describe.parquet").to_pylist(), rows, strict=True):
+        meta, ((instruction,),) = json.loads(rec["meta"]), rec["instruction_list"]
+        objects = meta["objects"]
+        seen_counts.add(len(objects))
+        assert [o[2][0] for o in objects] == sorted(o[2][0] for o in objects)  # left to right
+        named = " and ".join(f"the {s} is {c}" for s, c, _ in objects)
+        assert instruction == f"In <image_1> {named}."
+        picture, target = (Image.open(io.BytesIO(data)) for data in rec["image_list"])
+        assert picture.tobytes() == target.tobytes()  # the target is the picture itself
+        for shape, colour, (x, y, w, h) in objects:  # each named object is where the row says, a training pair
+            assert (shape, colour) not in HELD_OUT
+            r = read(picture.crop((round(x) - 1, round(y) - 1, round(x + w) + 1, round(y + h) + 1)))
+            assert (r.shape, r.colour) == (shape, colour)
+        sample = build_sample(row, arch, tok, torch.Generator().manual_seed(0), DropConfig(0, 0, 0), text_loss=True)
+        kinds = [b.kind for b in sample.plan.blocks]
+        assert kinds[-1] == "noise" and "text" in kinds[kinds.index("vae") + 1 :]  # words after the picture
+    assert seen_counts == {1, 2, 3}

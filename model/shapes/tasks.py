@@ -11,6 +11,13 @@ Families (``<image_N>`` is the training placeholder; users write ``<imgN>``):
 * **background** ``Put the <subject>shape <image_1> on the <background>background of <image_2>.``
 * **text** ``a red star``: plain text to image.
 
+One auxiliary family is written to ``train/`` only, when asked for (``describe_rows``), and never evaluated:
+
+* **describe** ``In <image_1> the star is red and the circle is blue.``: one to three objects named left to right,
+  each shape then its colour, and the same picture as the target. With ``--text-loss`` its words after the picture
+  are a recognition signal: naming a shape wherever it stands, and the colour of the one just named (the binding
+  that select needs).
+
 :data:`HELD_OUT` (shape, colour) pairs never appear in any training image; every evaluation target is one of them,
 so the evaluation measures composition, not memory. Rows are a pure function of (seed, split, family, index).
 The ``seen`` split is the diagnostic opposite: fresh rows (keys no training row uses) whose targets are training
@@ -40,6 +47,7 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
     [(SHAPES[i], COLOUR_NAMES[i]) for i in range(6)] + [("circle", "white"), ("square", "black")]
 )
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
+AUXILIARY: tuple[str, ...] = ("describe",)  # training-only families (make_world's describe_rows)
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
@@ -164,6 +172,30 @@ def text(rng: random.Random, split: str, canvas: int) -> Example:
     return Example("text", f"a {colour} {shape}", [render([target], canvas=canvas)], _target_meta(target))
 
 
+def describe(rng: random.Random, split: str, canvas: int) -> Example:
+    """One to three objects of training pairs, distinct shapes and colours; a lone one in a layout-sized box."""
+    n = rng.choice((1, 2, 3))
+    pairs: list[tuple[str, str]] = []
+    while len(pairs) < n:
+        s, c = _pair(rng, split == "eval")
+        if all(s != p[0] and c != p[1] for p in pairs):
+            pairs.append((s, c))
+    if n == 1:
+        side = round(rng.uniform(0.3, 0.6) * canvas, 1)
+        boxes = [(round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)]
+    else:
+        boxes = _scatter(rng, n, canvas)
+    things = sorted((Thing(s, c, box) for (s, c), box in zip(pairs, boxes, strict=True)), key=lambda t: t.box[0])
+    named = " and ".join(f"the {t.shape} is {t.colour}" for t in things)
+    picture = render(things, canvas=canvas)
+    return Example(
+        "describe",
+        f"In <image_1> {named}.",
+        [picture, picture.copy()],
+        {"objects": [[t.shape, t.colour, list(t.box)] for t in things], "background": list(GREY)},
+    )
+
+
 def _batches(family: str, split: str, seed: int, canvas: int) -> Iterator[list[Example]]:
     """Every row of one family in index order, one draw at a time (a compose draw is a swapped pair of rows)."""
     k = 0
@@ -172,8 +204,9 @@ def _batches(family: str, split: str, seed: int, canvas: int) -> Iterator[list[E
         if family == "compose":
             batch = compose_pair(rng, split, canvas, swap_id=k // 2)
         else:
-            batch = [{"select": select, "layout": layout, "background": background, "text": text}[family](
-                rng, split, canvas)]  # fmt: skip
+            makers = {"select": select, "layout": layout, "background": background, "text": text,
+                      "describe": describe}  # fmt: skip
+            batch = [makers[family](rng, split, canvas)]
         yield batch
         k += len(batch)
 
@@ -236,6 +269,7 @@ def make_world(
     *,
     attribute_tokens: bool = True,
     eval_pairs: EvalPairs = EVAL_PAIRS[0],
+    describe_rows: int = 0,
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
@@ -244,6 +278,7 @@ def make_world(
     ``eval_pairs="seen"`` draws eval/ from the ``seen`` split instead: training pairs, in rows none of this world's
     training rows is (a drawn row identical to one is left out and counted in world.json's ``seen_skipped``: the
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
+    ``describe_rows`` more rows of the auxiliary describe family go to ``train/describe.parquet`` (none by default).
     """
     if eval_pairs not in EVAL_PAIRS:
         raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
@@ -272,6 +307,9 @@ def make_world(
             else:
                 chosen = map(form, examples(family, "eval", eval_rows, seed, canvas))
             counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", chosen)
+        if describe_rows:
+            rows_of = examples("describe", "train", describe_rows, seed, canvas)
+            counts["train/describe"] = write_parquet(out / "train" / "describe.parquet", rows_of)
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
         if eval_pairs == "seen":
