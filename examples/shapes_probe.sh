@@ -6,9 +6,10 @@
 # FAMILY: compose | select | layout | background | text, or all (every family in the world's mix, read on held-out
 # pairs only). STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown). DEPTH: shipped (the
 # default) | grown (every layer followed by a copy whose outputs are zero: finetune.checkpoint.grow_depth). AUX:
-# none (the default) | describe (20 000 rows of the training-only describe family beside the others, every row's
-# text under cross-entropy: --text-loss). Writes runs/probe/FAMILY-DEPTH[-describe]/{eval,seen}.json; rerun to
-# resume.
+# none (the default) | describe (20 000 rows of the training-only describe family beside the others) | plans (the
+# same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws); both put
+# every row's text under cross-entropy (--text-loss). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json; rerun
+# to resume.
 set -euo pipefail
 FAMILY="${1:-}"
 STEPS="${2:-3000}"
@@ -27,8 +28,8 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe) ;;
-  *) echo "AUX is none or describe, not '$AUX'" >&2; exit 2 ;;
+  none | describe | plans) ;;
+  *) echo "AUX is none, describe or plans, not '$AUX'" >&2; exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
@@ -63,6 +64,16 @@ if [ "$AUX" = describe ]; then
   fi
   aux=(--text-loss)
 fi
+think=()
+if [ "$AUX" = plans ]; then
+  out="$out-plans"
+  # the fresh rows again (the same seed draws the same rows), each training row ending with its plan
+  [ -f runs/probe/fresh-plans/world.json ] ||
+    sigma shapes make --out runs/probe/fresh-plans --rows 100000 --eval-rows 2 --seed 11 --plans all
+  dataset=runs/probe/fresh-plans/train
+  aux=(--text-loss)
+  think=(--think)
+fi
 others=()
 read_only=()
 if [ "$FAMILY" != all ]; then
@@ -88,5 +99,6 @@ pairs_read=(eval seen)
 [ "$FAMILY" = all ] && pairs_read=(eval)  # 500 rows: 7 minutes a read
 for pairs in "${pairs_read[@]}"; do
   [ -f "$out/$pairs.json" ] ||
-    sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" --json "$out/$pairs.json"
+    sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" "${think[@]}" \
+      --json "$out/$pairs.json"
 done

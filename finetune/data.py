@@ -154,11 +154,12 @@ def build_sample(
 
 
 def _dropout(parts, target: int, generator: torch.Generator, drop: DropConfig) -> frozenset[tuple[int, str]]:
-    """Independent Bernoulli draws per droppable item, in part order (text; VAE then ViT per reference)."""
+    """Independent Bernoulli draws per droppable item, in part order (text; VAE then ViT per reference). A plan is
+    no condition but what the model writes, so it is never dropped (and draws nothing)."""
     out = set()
     target_image = parts[target].index
     for i, p in enumerate(parts):
-        if isinstance(p, TextPart):
+        if isinstance(p, TextPart) and not p.plan:
             if drop.text and float(torch.rand((), generator=generator)) < drop.text:
                 out.add((i, "text"))
         elif isinstance(p, ImagePart) and p.index != target_image:

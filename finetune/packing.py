@@ -111,7 +111,7 @@ def pack(
         for block, start in zip(sample.plan.blocks, sample.plan.offsets(), strict=True):
             c.positions += block.positions()
             if block.kind == "text":
-                c.text(block, offset + start, sample.text_loss)
+                c.text(block, offset + start, sample.text_loss or block.plan)
             else:
                 c.image(block, offset + start, sample, ids, arch, vit_grid)
         offset += sample.plan.length

@@ -186,7 +186,7 @@ class Trainer:
         with autocast:
             out = self.model(packed_forward, batch, latent, noise.to(d.device), cfg.timestep_shift)
         n_mse = distributed.all_sum(float(batch.mse_loss_indexes.numel()), d)
-        n_ce = distributed.all_sum(float(batch.ce_loss_indexes.numel()), d) if cfg.text_loss else None
+        n_ce = distributed.all_sum(float(batch.ce_loss_indexes.numel()), d)  # --text-loss's and every plan's words
         losses = reduce_losses(out, batch, d.world_size, int(n_mse), n_ce)
         loss = losses["mse"] + (cfg.ce_weight * losses["ce"] if "ce" in losses else 0.0)
         for group in self.optimizer.param_groups:

@@ -155,6 +155,7 @@ SKILLS: dict[str, str] = {
     "canny": "Canny-edge layouts (--canny)",
     "depth": "depth layouts (--depth, --depth-map)",
     "subjects": "SIGMA-GEN subjects (--subject by box, mask or 3-D box; --background)",
+    "plans": "a plan written before the picture (--think)",
 }
 SIGMA_SKILLS: tuple[str, ...] = ("attribute_tokens", "boxes", "canny", "depth")  # SIGMA's interleaved data
 
@@ -297,6 +298,7 @@ class GenerationConfig:
     group_mask: bool | None = None  # --group-mask/--no-group-mask
     guidance_every: int = 1  # evaluate the guidance branches every N steps, reuse their offset between (1 = exact)
     forecast_every: int = 1  # evaluate the network every N steps, forecast each branch's velocity between (1 = exact)
+    think: bool | None = None  # --think/--no-think: write a plan, then draw (model.run.think); None: as trained
 
     def __post_init__(self) -> None:
         if not _int(self.steps):
@@ -338,8 +340,9 @@ class GenerationConfig:
             _check_range(option, getattr(self, name), low, high, default[name].default, what)
         if self.layout is not None and self.layout not in LAYOUTS:
             raise InputError(f"--layout '{self.layout}' is not one of {', '.join(LAYOUTS)}")
-        if self.group_mask is not None and not isinstance(self.group_mask, bool):
-            raise InputError(f"--group-mask is on or off (true or false), not {self.group_mask!r}")
+        for option, value in (("--group-mask", self.group_mask), ("--think", self.think)):
+            if value is not None and not isinstance(value, bool):
+                raise InputError(f"{option} is on or off (true or false), not {value!r}")
         if self.size is not None:
             if not isinstance(self.size, tuple | list) or len(self.size) != 2 or not all(_int(s) for s in self.size):
                 raise InputError(f"--size must be two whole numbers, (height, width) (got {self.size!r})")

@@ -243,6 +243,8 @@ def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
         f"[green]✓[/] {escape(str(path))}  [dim]seed[/] {result.seed}  [dim]size[/] {w}x{h}  "
         f"[dim]time[/] {result.seconds:.1f} s"
     )
+    if result.plan is not None:  # think mode: what the model planned to draw
+        render.stdout.print(f"[dim]plan[/] {escape(result.plan) or '(empty)'}")
 
 
 @grouped

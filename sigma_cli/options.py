@@ -88,6 +88,14 @@ GroupMask = Annotated[
         "--group-mask/--no-group-mask", help="SIGMA group-scoped mask" + default("the checkpoint's"), metavar=""
     ),
 ]
+ThinkOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--think/--no-think",
+        help="the model writes a plan, then draws with it (BAGEL's think mode)" + default("as the model was trained"),
+        metavar="",
+    ),
+]
 OutFile = Annotated[str | None, typer.Option("--out", "-o", help="output PNG" + default("outputs/sigma-<time>.png"))]
 BatchSize = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("each row's ground-truth model size"))]
 BatchLayout = Annotated[str | None, typer.Option(help=" | ".join(LAYOUTS) + default("trained: the rows' own layout"))]
@@ -180,6 +188,7 @@ class SamplerOptions:
     group_mask: GroupMask = None
     speed: SpeedOpt = None
     forecast_every: ForecastOpt = None
+    think: ThinkOpt = None
 
     def config(self, base: GenerationConfig | None = None, **more) -> GenerationConfig:
         """``base`` (or the dataclass's defaults) with the options given here and in ``more`` (None: not given)."""
@@ -188,7 +197,7 @@ class SamplerOptions:
             cfg_interval=parse_interval(self.cfg_interval), cfg_renorm_type=self.renorm,
             cfg_renorm_min=self.renorm_min, group_mask=self.group_mask, **more,
             guidance_every=speed_every(self.speed, "--speed") if self.speed is not None else None,
-            forecast_every=self.forecast_every,
+            forecast_every=self.forecast_every, think=self.think,
         )  # fmt: skip
         if "size" in values:
             values["size"] = parse_size(values["size"])

@@ -22,7 +22,7 @@ from sigma_studio.model.shapes.tasks import EVAL_PAIRS, EvalPairs
 from . import render
 from .finetune import ScopeOpt
 from .groups import grouped
-from .options import DebugOpt
+from .options import DebugOpt, ThinkOpt
 
 app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-command training recipe, evaluation.")
 
@@ -53,11 +53,13 @@ class WorldEvalOptions:
         bool,
         typer.Option(help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)"),
     ] = False
+    think: ThinkOpt = None
 
     def config(self) -> GenerationConfig:
         """The sampler settings, once the output places are known to be writable (before any model loads)."""
         check_outputs(self.json_out, self.save)
-        return GenerationConfig() if self.steps is None else GenerationConfig(steps=self.steps)
+        steps = {} if self.steps is None else {"steps": self.steps}
+        return GenerationConfig(**steps, think=self.think)
 
     def show(self, table, model: str, summary: dict, records: list, debug: bool, **about) -> None:
         """Print the table; with --json, write the summary and every row (and ``about``, what the rows are)."""
@@ -91,19 +93,23 @@ def make(
     describe_rows: Annotated[
         int, typer.Option(help="rows of the training-only describe family (a recognition signal with --text-loss)")
     ] = 0,
+    plans: Annotated[
+        str, typer.Option(help="families whose training rows end with a plan, comma-separated, or all (--think)")
+    ] = "",
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
     from sigma_studio.model.files import check_output_dir
-    from sigma_studio.model.shapes.tasks import make_world
+    from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
     with render.errors(debug):
+        planned = FAMILIES if plans.strip() == "all" else tuple(f.strip() for f in plans.split(",") if f.strip())
         if rows < 10 or eval_rows < 2 or describe_rows < 0:
             raise typer.BadParameter("--rows must be at least 10, --eval-rows at least 2, --describe-rows at least 0")
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs,
-            describe_rows=describe_rows,
+            describe_rows=describe_rows, plans=planned,
         )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")

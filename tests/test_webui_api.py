@@ -225,6 +225,19 @@ def test_rest_json_with_base64_images(server):
     assert Image.open(io.BytesIO(base64.b64decode(data["images"][0]))).size == (64, 64)
 
 
+def test_think_mode_through_the_rest_route_gives_the_plan_in_the_record(server, monkeypatch):
+    from sigma_studio.model.run import think
+
+    monkeypatch.setattr(think, "MAX_PLAN_TOKENS", 4)  # the tiny model's random plan, cut short
+    body = {"prompt": "a red star", "seed": 5, "steps": 2, "size": "64x64", "think": True}
+    reply = httpx.post(server[0] + "api/v1/generate", json=body, timeout=60)
+    assert reply.status_code == 200, reply.text
+    record = reply.json()["records"][0]
+    assert record["config"]["think"] is True and isinstance(record["plan"], str)
+    plain = httpx.post(server[0] + "api/v1/generate", json=body | {"think": None}, timeout=60).json()["records"][0]
+    assert plain["config"]["think"] is None and plain["plan"] is None  # the tiny model was not trained to plan
+
+
 def test_rest_multipart(server):
     files = [("images", ("cat.jpg", (IMAGES / "cat.jpg").read_bytes(), "image/jpeg"))]
     fields = {"prompt": "a cat <img1>", "tokens": '[["<subject>"]]', "seed": "78", "steps": "2", "size": "64x64"}

@@ -150,6 +150,8 @@ class SigmaApi:
             group_mask: group-scoped attention mask; null uses the model's own setting
             count: images to make, one per seed (1 to 4)
             speed: exact | fast (the guidance branches evaluated every few steps; docs/PERF.md)
+            think: the model writes a plan, then draws with it (its text is in the record's plan); null: as the model
+                was trained
             canny_low: Canny low threshold
             canny_high: Canny high threshold
             canny_blur: Gaussian blur before Canny (odd; 0 = none)
@@ -226,7 +228,7 @@ class SigmaApi:
 
     def settings(self, inputs: dict) -> dict:
         """The inputs as the page's settings (the names :func:`handlers.settings_config` reads)."""
-        names = ("steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm", "shift", "seed", "speed")
+        names = ("steps", "cfg_text", "cfg_img", "cfg_low", "cfg_high", "renorm", "shift", "seed", "speed", "think")
         settings = {k: inputs[k] for k in names} | size_settings(inputs["size"])
         group_mask = inputs["group_mask"]
         settings["group_mask"] = self.pipe.arch.group_mask if group_mask is None else group_mask

@@ -66,6 +66,7 @@ GENERATE_PARAMS: tuple[ApiParam, ...] = (
     ApiParam("group_mask", bool | None, None),  # None: the model's own setting
     ApiParam("count", int, 1),
     ApiParam("speed", str, DEFAULT_SPEED),
+    ApiParam("think", bool | None, None),  # None: as the model was trained (its plans skill)
     ApiParam("canny_low", int, C.canny_low),
     ApiParam("canny_high", int, C.canny_high),
     ApiParam("canny_blur", int, C.canny_blur),

@@ -10,6 +10,7 @@ import gradio as gr
 from sigma_studio.model.config import DEFAULT_SPEED, RENORM_TYPES, SKILLS, SPEEDS, GenerationConfig
 from sigma_studio.model.request.structure import ControlSpec
 from sigma_studio.model.request.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
+from sigma_studio.model.run.think import thinks
 
 from . import handlers as h
 from .api import register_api
@@ -351,6 +352,8 @@ def _settings(pipe) -> Settings:
                                      info="each reference's tokens read only their own image (SIGMA)")  # fmt: skip
             speed = gr.Dropdown(list(SPEEDS), value=DEFAULT_SPEED, label="speed", elem_id="speed",
                                 info=f"fast: guidance evaluated every {SPEEDS['fast']} steps")  # fmt: skip
+            think = gr.Checkbox(thinks(None, pipe.arch), label="write a plan first", elem_id="think",
+                                info="the model writes what it will draw, then draws it (think mode)")  # fmt: skip
             gr.Textbox(pipe.mode, label="model mode (set at launch)", interactive=False)
     return Settings(preset, width, height, steps, cfg_text, cfg_img, cfg_low, cfg_high, renorm, shift, seed, count,
-                    group_mask, speed)  # fmt: skip
+                    group_mask, speed, think)  # fmt: skip

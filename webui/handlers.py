@@ -296,6 +296,7 @@ def settings_config(settings: dict, max_size: int) -> GenerationConfig:
         seed=None if seed is None or seed == -1 else seed,
         group_mask=bool(settings["group_mask"]),
         guidance_every=speed_every(settings.get("speed") or DEFAULT_SPEED),
+        think=None if settings.get("think") is None else bool(settings["think"]),
     )
 
 
@@ -311,6 +312,8 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
     )
     seed_text = ", ".join(str(s) for s in seeds)
     info = f"**seed** {seed_text} · **{last.seconds:.1f} s** each · {last.size[1]}×{last.size[0]} · {pipe.mode}"
+    if last.plan is not None:  # think mode: what the model planned (the last image's; each record has its own)
+        info += f"\n\n**plan** {html.escape(last.plan) or '(empty)'}"
     if last.warnings:
         info += "\n\n" + "\n".join(f"⚠ {html.escape(w)}" for w in last.warnings)
     return WebResult(paths, records, seeds, info)

@@ -137,6 +137,7 @@ class Settings:
     count: gr.Slider
     group_mask: gr.Checkbox
     speed: gr.Dropdown
+    think: gr.Checkbox
 
     @property
     def names(self) -> list[str]:

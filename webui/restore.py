@@ -1,7 +1,8 @@
 """Filling the page from a record (a history entry) or from an example: the same values, in the settings' order.
 
 The settings are returned in the order of the page's settings widgets (the fields of webui/page.py's ``Settings``):
-preset, width, height, steps, cfg_text, cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask, speed;
+preset, width, height, steps, cfg_text, cfg_img, cfg_low, cfg_high, renorm, shift, seed, count, group_mask, speed,
+think;
 the layout widgets come first. The browser's history (file names and captions, newest first) is kept here too.
 """
 
@@ -51,12 +52,13 @@ def settings_values(config: dict, count: int = 1) -> list:
     size = config.get("size")
     preset, width, height = ("custom", size[1], size[0]) if size else ("auto", gr.update(), gr.update())
     low, high = config["cfg_interval"]
-    group_mask = config.get("group_mask")
+    group_mask, think = config.get("group_mask"), config.get("think")
     return [
         preset, width, height, config["steps"], config["cfg_text_scale"], config["cfg_img_scale"], low, high,
         config["cfg_renorm_type"], config["timestep_shift"], -1 if config.get("seed") is None else config["seed"],
         count, gr.update() if group_mask is None else group_mask,
         next((name for name, every in SPEEDS.items() if every == config.get("guidance_every", 1)), DEFAULT_SPEED),
+        gr.update() if think is None else think,
     ]  # fmt: skip
 
 

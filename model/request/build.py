@@ -149,7 +149,7 @@ def build_request(
     config = config or GenerationConfig()
     controls = controls or ControlSpec()
     refs, parsed, text = _parse(prompt, images, inputs)
-    warnings = [*parsed.warnings, *skill_warnings(arch, parsed.parts, controls)]
+    warnings = [*parsed.warnings, *skill_warnings(arch, parsed.parts, controls, config.think)]
     parts, images_out = list(parsed.parts), list(refs)
     insertion = None
     if controls.subjects:

@@ -44,6 +44,7 @@ QUOTE_CHARS = 80  # the longest piece of a prompt a warning or an error quotes
 @dataclass(frozen=True)
 class TextPart:
     text: str
+    plan: bool = False  # the model's own written plan (think mode), not the user's words
 
 
 @dataclass(frozen=True)
@@ -216,11 +217,30 @@ class TrainingParts:
     dropped_references: tuple[int, ...]
 
 
+# A training instruction may end with the plan the model should write before drawing (BAGEL's think mode, its
+# <think> ... </think> tags): the plan becomes its own text block, right before the target, and is always trained
+# with cross-entropy (finetune.packing); the tags themselves are not kept.
+PLAN_RE = re.compile(r"<think>(.*?)</think>\s*$", re.DOTALL)
+
+
+def split_plan(instruction: str) -> tuple[str, str | None]:
+    """``(instruction without its plan, the plan)``; the plan is None when the instruction has none."""
+    m = PLAN_RE.search(instruction)
+    if m is None:
+        return instruction, None
+    plan = m.group(1).strip()
+    if not plan:
+        raise PromptError("the instruction's <think></think> plan is empty: write the plan between the tags")
+    return instruction[: m.start()].rstrip(), plan
+
+
 def parse_training_instruction(instruction: str, num_images: int) -> TrainingParts:
     """Released SIGMA data rules: regex ``<image(?:[_\\s]+)(\\d+)>``; references only where named (dropped
-    otherwise); a number beyond the list skipped; the last image is the target, appended if never named."""
+    otherwise); a number beyond the list skipped; the last image is the target, appended if never named. A
+    trailing ``<think>plan</think>`` (:func:`split_plan`) is the plan, placed right before the appended target."""
     if num_images < 1:
         raise PromptError("A training row needs at least one image (the target)")
+    instruction, plan = split_plan(instruction)
     target = num_images - 1
     parts: list[Part] = []
     skipped: list[int] = []
@@ -238,7 +258,12 @@ def parse_training_instruction(instruction: str, num_images: int) -> TrainingPar
     tail = instruction[pos:].strip()
     if tail:
         parts.append(TextPart(tail))
-    if not any(isinstance(p, ImagePart) and p.index == target for p in parts):
+    named_target = any(isinstance(p, ImagePart) and p.index == target for p in parts)
+    if plan is not None:
+        if named_target:
+            raise PromptError("a plan (<think>...</think>) comes before the target: do not name the target image")
+        parts.append(TextPart(plan, plan=True))
+    if not named_target:
         parts.append(ImagePart(target))
     named = {p.index for p in parts if isinstance(p, ImagePart)}
     dropped = tuple(i for i in range(target) if i not in named)

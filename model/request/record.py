@@ -47,6 +47,7 @@ class GenerationRecord:
     format: int = FORMAT
     source: dict = field(default_factory=dict)  # where the request came from (batch: the dataset row)
     warnings: tuple[str, ...] = ()  # what the request builder warned (e.g. a control the model was not trained for)
+    plan: str | None = None  # think mode: the plan the model wrote before drawing (an output: a replay writes it again)
 
     # -- conversions ---------------------------------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -95,7 +96,7 @@ _FIELD_TYPES = {"prompt": (str, "a text"), "config": (dict, "an object"), "image
                 "controls": (dict, "an object"), "model": (str, "a text"), "mode": (str, "a text"),
                 "layout": (str, "a text"), "sequence": (list, "a list"), "version": (str, "a text"),
                 "format": (int, "a whole number"), "source": (dict, "an object"),
-                "warnings": (list, "a list")}  # fmt: skip
+                "warnings": (list, "a list"), "plan": ((str, type(None)), "a text or null")}  # fmt: skip
 _IMAGE_KEYS = {"name": str, "role": str, "file": (str, type(None)), "sha256": str}
 
 
@@ -123,7 +124,16 @@ def _check_fields(values: dict, source: str) -> None:
         raise InputError(f"{source} is malformed: warnings must be a list of texts")
 
 
-def record_of(request, result_seed: int, *, model: str, mode: str, layout: str, source: dict | None = None):
+def record_of(
+    request,
+    result_seed: int,
+    *,
+    model: str,
+    mode: str,
+    layout: str,
+    source: dict | None = None,
+    plan: str | None = None,
+):
     """The record of a request as it was generated."""
     config = dataclasses.asdict(request.config.replace(seed=result_seed))
     config["size"] = list(request.size)
@@ -138,6 +148,7 @@ def record_of(request, result_seed: int, *, model: str, mode: str, layout: str, 
         sequence=tuple(request.sequence()),
         source=source or {},
         warnings=tuple(request.warnings),
+        plan=plan,
     )
 
 

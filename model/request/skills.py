@@ -12,8 +12,9 @@ from .prompt import ImagePart, Part
 from .structure import ControlSpec
 
 
-def needed_skills(parts: tuple[Part, ...] | list[Part], controls: ControlSpec) -> list[str]:
-    """The skills (keys of :data:`~model.config.SKILLS`) that the user's prompt parts and controls call on."""
+def needed_skills(parts: tuple[Part, ...] | list[Part], controls: ControlSpec, think: bool | None = None) -> list[str]:
+    """The skills (keys of :data:`~model.config.SKILLS`) that the user's prompt parts, controls and ``--think``
+    call on."""
     needs = []
     if any(p.attributes for p in parts if isinstance(p, ImagePart)):
         needs.append("attribute_tokens")
@@ -25,10 +26,14 @@ def needed_skills(parts: tuple[Part, ...] | list[Part], controls: ControlSpec) -
         needs.append("depth")
     if controls.subjects or controls.background:
         needs.append("subjects")
+    if think:
+        needs.append("plans")
     return needs
 
 
-def skill_warnings(arch: ArchConfig, parts: tuple[Part, ...] | list[Part], controls: ControlSpec) -> list[str]:
+def skill_warnings(
+    arch: ArchConfig, parts: tuple[Part, ...] | list[Part], controls: ControlSpec, think: bool | None = None
+) -> list[str]:
     """One warning per skill the request needs and the model was not trained for (none when its skills are
     not known)."""
     if arch.skills is None:
@@ -36,6 +41,6 @@ def skill_warnings(arch: ArchConfig, parts: tuple[Part, ...] | list[Part], contr
     known = ", ".join(SKILLS[s].split(" (")[0] for s in arch.skills) or "plain text and edits only"
     return [
         f"this model was not trained to read {SKILLS[skill]}: it will most likely ignore them (it reads: {known})"
-        for skill in needed_skills(parts, controls)
+        for skill in needed_skills(parts, controls, think)
         if skill not in arch.skills
     ]

@@ -37,6 +37,7 @@ class Job:
     blend: Callable | None
     start: float  # perf_counter at the request's start
     progress: Callable[[int, int], None] | None
+    plan: str | None = None  # think mode: the plan written before drawing
 
     def callback(self):
         if self.progress is None:

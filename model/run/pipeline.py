@@ -34,6 +34,7 @@ from .accel import Acceleration, check_accel, compiled_regions
 from .batching import Job, denoise_jobs
 from .engine import BlockInputs, Context, prefill
 from .sequence import GuidancePlans, ImageGeometry, released_plans, trained_plans
+from .think import think
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class GenerationResult:
     plans: GuidancePlans | None = field(default=None, repr=False)
     contexts: dict[str, Context] = field(default_factory=dict, repr=False)
     evaluations: int = 0  # branch evaluations of the denoising loop (one context for one step = one)
+    plan: str | None = None  # think mode: the plan the model wrote before drawing (model.run.think)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG with its record, atomically; an existing file is refused unless ``overwrite``."""
@@ -226,6 +228,7 @@ class SigmaPipeline:
         seed, generator = self._generator(cfg, generator)
         # 3. Encode the references (VAE posterior samples draw from the generator, in context order).
         block_inputs = self.encode_references(plans, prepared, generator)
+        plans, plan = think(self, plans, block_inputs, group_mask, grid[0] * grid[1] + 2, cfg.think)  # its plan first
         # 4. Prefill the KV caches once.
         contexts = self.prefill_contexts(plans, block_inputs, grid[0] * grid[1] + 2, group_mask)
         # 5. The initial state (denoised by model.run.batching.denoise_jobs).
@@ -233,7 +236,7 @@ class SigmaPipeline:
         blend = None
         if request.insertion is not None:
             x, blend = self.background_blend(request.insertion, x, size, grid, generator)
-        return Job(request, layout, plans, contexts, grid, seed, x, blend, start, progress)
+        return Job(request, layout, plans, contexts, grid, seed, x, blend, start, progress, plan)
 
     def _finish(self, job: Job, x: torch.Tensor, evaluations: int, keep_contexts: bool) -> GenerationResult:
         """Step 6: decode (a non-finite picture is an error, never a black PNG) and the result with its record."""
@@ -244,7 +247,7 @@ class SigmaPipeline:
             image = composite(image, request.insertion)
         if job.progress is not None:
             job.progress(cfg.steps, cfg.steps)
-        record = record_of(request, job.seed, model=self.source, mode=self.mode, layout=job.layout)
+        record = record_of(request, job.seed, model=self.source, mode=self.mode, layout=job.layout, plan=job.plan)
         return GenerationResult(
             image=image,
             latents=x,
@@ -259,6 +262,7 @@ class SigmaPipeline:
             plans=job.plans,
             contexts=job.contexts if keep_contexts else {},
             evaluations=evaluations,
+            plan=job.plan,
         )
 
     # -- step 1 ------------------------------------------------------------------------------------------------

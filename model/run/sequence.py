@@ -56,6 +56,7 @@ class Block:
     tag_offsets: tuple[int, ...] = ()  # text: offsets in the block of those attribute tokens (eq. 9 scope)
     zero_input: bool = False  # a ViT slot with no ViT: its tokens enter as zero vectors
     attributes: tuple[int, ...] = ()  # image blocks: attribute indices 0..14 of the placement
+    plan: bool = False  # text: the model's written plan (think mode), always trained with cross-entropy
 
     @property
     def attn_mode(self) -> str:
@@ -112,6 +113,7 @@ class _Seg:
     tag_group: int = -1
     tag_offsets: tuple[int, ...] = ()
     attributes: tuple[int, ...] = ()
+    plan: bool = False
 
 
 def _resolve(parts: Sequence[Part], segment: Callable[[str], list[int]], ids: TokenIds) -> list[_Seg]:
@@ -125,7 +127,7 @@ def _resolve(parts: Sequence[Part], segment: Callable[[str], list[int]], ids: To
             if isinstance(nxt, ImagePart) and nxt.attributes:
                 tag_offsets = tuple(j for j, t in enumerate(tok) if ids.attribute_index(t) is not None)
                 tag_group = group if tag_offsets else -1
-            segs.append(_Seg(i, token_ids=tok, tag_group=tag_group, tag_offsets=tag_offsets))
+            segs.append(_Seg(i, token_ids=tok, tag_group=tag_group, tag_offsets=tag_offsets, plan=part.plan))
         else:
             attrs = tuple(sorted({a for t in part.attributes if (a := _attr_index(t)) is not None}))
             segs.append(_Seg(i, image=part.index, group=group, attributes=attrs))
@@ -146,6 +148,7 @@ def _text_block(seg: _Seg, rope: int) -> Block:
         seg.token_ids,
         tag_group=seg.tag_group,
         tag_offsets=seg.tag_offsets,
+        plan=seg.plan,
     )
 
 

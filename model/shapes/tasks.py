@@ -11,6 +11,11 @@ Families (``<image_N>`` is the training placeholder; users write ``<imgN>``):
 * **background** ``Put the <subject>shape <image_1> on the <background>background of <image_2>.``
 * **text** ``a red star``: plain text to image.
 
+Training rows may carry the plan the model should write before drawing (``plans``: BAGEL's think mode,
+:mod:`model.run.think`): ``Draw only <select>the star <image_1>. <think>a red star</think>``, the target described
+the way the text family words it (``on a blue background`` added for background's). Evaluation rows never carry
+one: the model writes its own.
+
 One auxiliary family is written to ``train/`` only, when asked for (``describe_rows``), and never evaluated:
 
 * **describe** ``In <image_1> the star is red and the circle is blue.``: one to three objects named left to right,
@@ -196,6 +201,16 @@ def describe(rng: random.Random, split: str, canvas: int) -> Example:
     )
 
 
+def plan_of(ex: Example) -> str:
+    """What the target shows, in the text family's words: ``a red star`` (``... on a blue background``)."""
+    meta = ex.meta
+    plan = f"a {meta['colour']} {meta['shape']}"
+    background = tuple(meta.get("background", GREY))
+    if background != GREY:
+        plan += f" on a {next(n for n, rgb in COLOURS.items() if tuple(rgb) == background)} background"
+    return plan
+
+
 def _batches(family: str, split: str, seed: int, canvas: int) -> Iterator[list[Example]]:
     """Every row of one family in index order, one draw at a time (a compose draw is a swapped pair of rows)."""
     k = 0
@@ -260,6 +275,22 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
             return
 
 
+def _check_world_options(eval_pairs: str, plans: tuple[str, ...]) -> None:
+    unknown = sorted(set(plans) - set(FAMILIES))
+    if unknown:
+        raise InputError(f"plans for {', '.join(unknown)}: the families are {', '.join(FAMILIES)}")
+    if eval_pairs not in EVAL_PAIRS:
+        raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
+
+
+def _world_extras(eval_pairs: str, plans: tuple[str, ...], skipped: dict[str, int]) -> dict:
+    """world.json's optional keys: the default world's world.json stays as it was."""
+    extras: dict = {"plans": list(plans)} if plans else {}
+    if eval_pairs == "seen":
+        extras["seen_skipped"] = {family: skipped.get(family, 0) for family in FAMILIES}
+    return extras
+
+
 def make_world(
     out: str | Path,
     rows: int,
@@ -270,6 +301,7 @@ def make_world(
     attribute_tokens: bool = True,
     eval_pairs: EvalPairs = EVAL_PAIRS[0],
     describe_rows: int = 0,
+    plans: tuple[str, ...] = (),
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
@@ -279,13 +311,12 @@ def make_world(
     training rows is (a drawn row identical to one is left out and counted in world.json's ``seen_skipped``: the
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
     ``describe_rows`` more rows of the auxiliary describe family go to ``train/describe.parquet`` (none by default).
+    The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode).
     """
-    if eval_pairs not in EVAL_PAIRS:
-        raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
+    _check_world_options(eval_pairs, plans)
     out = check_output_dir(out)
     counts: dict[str, int] = {}
-    trained: set[bytes] = set()  # with eval_pairs "seen": every training row's key
-    skipped: dict[str, int] = {}
+    trained, skipped = set(), {}  # with eval_pairs "seen": every training row's key, and the draws left out
 
     def form(ex: Example) -> Example:
         if not attribute_tokens:
@@ -294,8 +325,9 @@ def make_world(
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
         for ex in map(form, examples(family, "train", n, seed, canvas)):
-            if eval_pairs == "seen":
-                trained.add(row_key(ex))
+            trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
+            if family in plans:
+                ex.instruction += f" <think>{plan_of(ex)}</think>"
             yield ex
 
     try:
@@ -312,8 +344,7 @@ def make_world(
             counts["train/describe"] = write_parquet(out / "train" / "describe.parquet", rows_of)
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-        if eval_pairs == "seen":
-            info["seen_skipped"] = {family: skipped.get(family, 0) for family in FAMILIES}
+        info |= _world_extras(eval_pairs, plans, skipped)
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
         raise InputError(
