@@ -142,3 +142,18 @@ def test_the_cli_takes_think_and_prints_the_plan(tmp_path, capsys, monkeypatch):
         main(["generate", "a red star", "--model", "tiny", "--think", "--steps", "2", "--seed", "0", "-o", str(out)])
     assert done.value.code in (0, None)
     assert "plan" in capsys.readouterr().out and out.is_file()
+
+
+def test_the_world_evaluation_keeps_each_rows_plan(tmp_path, monkeypatch):
+    from sigma_studio.model.shapes.evaluate import evaluate_pipeline
+
+    monkeypatch.setattr(think_mode, "MAX_PLAN_TOKENS", 3)
+    make_world(tmp_path, rows=10, eval_rows=2)
+    pipe = load_pipeline("shapes")
+    config = GenerationConfig(steps=2, think=True)
+    _, records = evaluate_pipeline(pipe, tmp_path / "eval", per_family=1, families=("text",), config=config)
+    assert [isinstance(r["plan"], str) for r in records] == [True, True]  # (a per_family of 1 is rounded up to 2)
+    _, plain = evaluate_pipeline(
+        pipe, tmp_path / "eval", per_family=1, families=("text",), config=config.replace(think=None)
+    )
+    assert all("plan" not in r for r in plain)

@@ -228,6 +228,8 @@ def evaluate_pipeline(
                 save_png(result.image, Path(save_dir) / family / f"{k:04d}.png")
             record = {"family": family, "row": k, "instruction": rec["instruction_list"][0][0], "meta": meta,
                       "verdict": score(result.image, meta, family), "seconds": result.seconds}  # fmt: skip
+            if getattr(result, "plan", None) is not None:  # think mode: what the model planned before drawing
+                record["plan"] = result.plan
             records.append(record)
             if on_row is not None:
                 on_row(record)
