@@ -25,6 +25,7 @@ from sigma_studio.model.run import think as think_mode
 from sigma_studio.model.run.engine import prefill
 from sigma_studio.model.shapes.tasks import examples, make_world, plan_of
 from sigma_studio.model.shapes.vocab import build_tokenizer
+from sigma_studio.model.shapes.world import COLOURS
 
 PLANNED = "Draw only <select>the star <image_1>. <think>a red star</think>"
 
@@ -75,9 +76,9 @@ def test_the_world_writes_plans_on_training_rows_only(tmp_path):
             meta, instruction = json.loads(rec["meta"]), rec["instruction_list"][0][0]
             assert instruction.endswith("</think>") == planned
             if planned:
-                words = f"a {meta['colour']} {meta['shape']}"
-                assert split_plan(instruction)[1].startswith(words)
-                assert ("background</think>" in instruction) == (family == "background")
+                plan = split_plan(instruction)[1]
+                assert plan.startswith(f"the {meta['shape']} is {meta['colour']}")
+                assert (" on " in plan) == (family == "background")
         for rec in pq.read_table(tmp_path / "eval" / f"{family}.parquet").to_pylist():
             assert "<think>" not in rec["instruction_list"][0][0]  # the model writes its own
     rows = list(iter_rows(parquet_files(str(tmp_path / "train"))))
@@ -85,7 +86,9 @@ def test_the_world_writes_plans_on_training_rows_only(tmp_path):
     with pytest.raises(InputError, match="plans for selct"):
         make_world(tmp_path / "bad", rows=10, plans=("selct",))
     example = next(examples("background", "train", 1, 0))
-    assert plan_of(example).endswith("background") and plan_of(example).startswith("a ")
+    assert plan_of(example) == f"the {example.meta['shape']} is {example.meta['colour']} on " + next(
+        name for name, rgb in COLOURS.items() if list(rgb) == example.meta["background"]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ Families (``<image_N>`` is the training placeholder; users write ``<imgN>``):
 * **text** ``a red star``: plain text to image.
 
 Training rows may carry the plan the model should write before drawing (``plans``: BAGEL's think mode,
-:mod:`model.run.think`): ``Draw only <select>the star <image_1>. <think>a red star</think>``, the target described
-the way the text family words it (``on a blue background`` added for background's). Evaluation rows never carry
-one: the model writes its own.
+:mod:`model.run.think`): ``Draw only <select>the star <image_1>. <think>the star is red</think>``, the target's
+shape, then its colour (`` on blue`` added for background's), the describe family's order: a colour named right
+after its shape is what the model reads best on held-out pairs (docs/SHAPES.md). Evaluation rows never carry one:
+the model writes its own.
 
 One auxiliary family is written to ``train/`` only, when asked for (``describe_rows``), and never evaluated:
 
@@ -202,12 +203,12 @@ def describe(rng: random.Random, split: str, canvas: int) -> Example:
 
 
 def plan_of(ex: Example) -> str:
-    """What the target shows, in the text family's words: ``a red star`` (``... on a blue background``)."""
+    """What the target shows, its shape first: ``the star is red`` (``the star is red on blue``)."""
     meta = ex.meta
-    plan = f"a {meta['colour']} {meta['shape']}"
+    plan = f"the {meta['shape']} is {meta['colour']}"
     background = tuple(meta.get("background", GREY))
     if background != GREY:
-        plan += f" on a {next(n for n, rgb in COLOURS.items() if tuple(rgb) == background)} background"
+        plan += f" on {next(n for n, rgb in COLOURS.items() if tuple(rgb) == background)}"
     return plan
 
 
