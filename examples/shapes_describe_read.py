@@ -1,13 +1,15 @@
 """Can a shapes model name what a picture shows? Teacher-forced next-word accuracy on fresh describe rows.
 
     python examples/shapes_describe_read.py shapes runs/probe/select-shipped-describe/model
+    python examples/shapes_describe_read.py --held-out runs/probe/select-shipped-describe/model
 
 For each model: 300 describe rows (``model.shapes.tasks``, world seed 99, training pairs, none of them a row the
 probes trained on), the words after the picture read with every earlier word given, as ``--text-loss`` trains them.
 A shape word is right when the model's most likely next token is that shape (the leftmost object's shape is read
 from the picture alone); a colour word when it is the colour of the shape just named. Colours are counted apart
 for pictures of one object (any colour seen will do) and of two or three (the colour of the one named: the binding
-select needs). The shipped model never trained its text head on these words, so it reads 0 % here.
+select needs). The shipped model never trained its text head on these words, so it reads 0 % here. ``--held-out``
+draws the rows of the evaluation split instead: every object a held-out pair, never seen in training.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import torch
 
 from sigma_studio.finetune.data import DropConfig, build_sample
 from sigma_studio.finetune.packing import pack
-from sigma_studio.model.data.dataset import iter_rows, parquet_files
+from sigma_studio.model.data.dataset import iter_rows, parquet_files, write_parquet
 from sigma_studio.model.run.packed import packed_forward
-from sigma_studio.model.shapes.tasks import COLOUR_NAMES, make_world
+from sigma_studio.model.shapes.tasks import COLOUR_NAMES, examples, make_world
 from sigma_studio.model.shapes.world import SHAPES
 from sigma_studio.model.weights.loader import load_pipeline
 
@@ -73,10 +75,15 @@ def read(source: str, rows: list) -> Counter:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model directories, or shapes for the shipped model")
+    parser.add_argument("--held-out", action="store_true", help="every object a held-out pair")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        make_world(tmp, rows=10, eval_rows=2, seed=SEED, describe_rows=ROWS)
-        rows = [r for r in iter_rows(parquet_files(tmp + "/train")) if r.row_id.startswith("describe")]
+        if args.held_out:
+            write_parquet(f"{tmp}/describe.parquet", examples("describe", "eval", ROWS, SEED))
+            rows = list(iter_rows(parquet_files(tmp)))
+        else:
+            make_world(tmp, rows=10, eval_rows=2, seed=SEED, describe_rows=ROWS)
+            rows = [r for r in iter_rows(parquet_files(tmp + "/train")) if r.row_id.startswith("describe")]
         for source in args.models:
             tally = read(source, rows)
             kinds = ("shape", "colour, 1 object", "colour, 2-3 objects")
