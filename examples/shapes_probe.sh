@@ -7,9 +7,9 @@
 # pairs only). STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown). DEPTH: shipped (the
 # default) | grown (every layer followed by a copy whose outputs are zero: finetune.checkpoint.grow_depth). AUX:
 # none (the default) | describe (20 000 rows of the training-only describe family beside the others) | plans (the
-# same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws); both put
-# every row's text under cross-entropy (--text-loss). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json; rerun
-# to resume.
+# same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws) |
+# plans+describe (both); each puts every row's text under cross-entropy (--text-loss). Writes
+# runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json; rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
 STEPS="${2:-3000}"
@@ -28,8 +28,8 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe | plans) ;;
-  *) echo "AUX is none, describe or plans, not '$AUX'" >&2; exit 2 ;;
+  none | describe | plans | plans+describe) ;;
+  *) echo "AUX is none, describe, plans or plans+describe, not '$AUX'" >&2; exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
@@ -48,32 +48,37 @@ from sigma_studio.model.hub import shipped_shapes_model
 grow_depth(shipped_shapes_model(), Path(sys.argv[1]))' "$model"
 fi
 out="runs/probe/$FAMILY-$DEPTH"
-dataset=runs/probe/fresh/train
+rows=fresh
 aux=()
-if [ "$AUX" = describe ]; then
-  out="$out-describe"
-  [ -f runs/probe/describe/world.json ] ||
-    sigma shapes make --out runs/probe/describe --rows 10 --eval-rows 2 --describe-rows 20000 --seed 11
-  dataset=runs/probe/fresh-describe
-  if [ ! -d "$dataset" ]; then  # the fresh rows and the describe rows side by side (links, not copies)
-    mkdir -p "$dataset.tmp"
-    for f in runs/probe/fresh/train/*.parquet runs/probe/describe/train/describe.parquet; do
-      ln -s "$PWD/$f" "$dataset.tmp/$(basename "$f")"
-    done
-    mv "$dataset.tmp" "$dataset"
-  fi
-  aux=(--text-loss)
-fi
 think=()
-if [ "$AUX" = plans ]; then
-  out="$out-plans"
-  # the fresh rows again (the same seed draws the same rows), each training row ending with its plan
-  [ -f runs/probe/fresh-plans/world.json ] ||
-    sigma shapes make --out runs/probe/fresh-plans --rows 100000 --eval-rows 2 --seed 11 --plans all
-  dataset=runs/probe/fresh-plans/train
+if [ "$AUX" != none ]; then
+  out="$out-$AUX"
   aux=(--text-loss)
-  think=(--think)
 fi
+case "$AUX" in
+  plans | plans+describe)
+    rows=fresh-plans
+    think=(--think)
+    # the fresh rows again (the same seed draws the same rows), each training row ending with its plan
+    [ -f runs/probe/fresh-plans/world.json ] ||
+      sigma shapes make --out runs/probe/fresh-plans --rows 100000 --eval-rows 2 --seed 11 --plans all
+    ;;
+esac
+dataset="runs/probe/$rows/train"
+case "$AUX" in
+  describe | plans+describe)
+    [ -f runs/probe/describe/world.json ] ||
+      sigma shapes make --out runs/probe/describe --rows 10 --eval-rows 2 --describe-rows 20000 --seed 11
+    dataset="runs/probe/$rows-describe"
+    if [ ! -d "$dataset" ]; then  # the family rows and the describe rows side by side (links, not copies)
+      mkdir -p "$dataset.tmp"
+      for f in "runs/probe/$rows/train/"*.parquet runs/probe/describe/train/describe.parquet; do
+        ln -s "$PWD/$f" "$dataset.tmp/$(basename "$f")"
+      done
+      mv "$dataset.tmp" "$dataset"
+    fi
+    ;;
+esac
 others=()
 read_only=()
 if [ "$FAMILY" != all ]; then
