@@ -100,7 +100,13 @@ def finetune(
     group_mask: GroupMaskOpt = _D["group_mask"],
     group_mask_scope: ScopeOpt = _D["group_mask_scope"],
     attribute_projection: AttributeOpt = _D["attribute_projection"],
-    text_loss: Annotated[bool, typer.Option(help="add cross-entropy on the instruction text")] = _D["text_loss"],
+    text_loss: Annotated[
+        bool,
+        typer.Option(
+            help="add cross-entropy on the instruction text and train the text head (a row's plan is always "
+            "trained: think mode)"
+        ),
+    ] = _D["text_loss"],
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
     held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = _D["held_out"],
     family_weight: Annotated[list[str] | None, typer.Option(help="FAMILY=WEIGHT, repeatable")] = None,
