@@ -23,6 +23,13 @@ from .options import DebugOpt
 # the config's tuples.
 _D = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 _LORA = LoRAConfig()
+TextLossOpt = Annotated[
+    bool,
+    typer.Option(
+        help="add cross-entropy on the instruction text and train the text head (a row's plan is always "
+        "trained: think mode)"
+    ),  # fmt: skip
+]
 _INIT_HELP = f"{' | '.join(INITS)}: --model's weights, or its architecture freshly initialised from --seed"
 _TRAIN_HELP = f"{' | '.join(TRAINABLE)}: every weight, or the generation branch (and the attribute-token rows)"
 InitOpt = Annotated[str, typer.Option(help=_INIT_HELP)]
@@ -100,13 +107,7 @@ def finetune(
     group_mask: GroupMaskOpt = _D["group_mask"],
     group_mask_scope: ScopeOpt = _D["group_mask_scope"],
     attribute_projection: AttributeOpt = _D["attribute_projection"],
-    text_loss: Annotated[
-        bool,
-        typer.Option(
-            help="add cross-entropy on the instruction text and train the text head (a row's plan is always "
-            "trained: think mode)"
-        ),
-    ] = _D["text_loss"],
+    text_loss: TextLossOpt = _D["text_loss"],
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
     held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = _D["held_out"],
     family_weight: Annotated[list[str] | None, typer.Option(help="FAMILY=WEIGHT, repeatable")] = None,
