@@ -143,5 +143,9 @@ def barrier(d: Dist) -> None:
 
 
 def shutdown(d: Dist) -> None:
+    """Leave the process group together: a rank that destroys its group (and exits) while a peer's gloo work is
+    still in flight can abort that peer ("terminate called without an active exception", seen once in the
+    two-rank CPU test), so every rank first waits for the others."""
     if d.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
