@@ -231,9 +231,6 @@ def _load(cfg: LoaderConfig, quiet: bool):
     return pipe
 
 
-PLAN_SHOWN = 200  # characters of a plan printed (a model never trained to plan may write 1000 tokens of noise)
-
-
 def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
     if json_out:
         data = {"output": str(Path(path).resolve()), "seconds": round(result.seconds, 3), "warnings": warnings}
@@ -247,8 +244,9 @@ def _report(result, path: Path, json_out: bool, warnings: list[str]) -> None:
         f"[dim]time[/] {result.seconds:.1f} s"
     )
     if result.plan is not None:  # think mode: what the model planned (in full in the record)
-        plan = result.plan if len(result.plan) <= PLAN_SHOWN else result.plan[:PLAN_SHOWN] + "…"
-        render.stdout.print(f"[dim]plan[/] {escape(plan) or '(empty)'}")
+        from sigma_studio.model.run.think import shown_plan
+
+        render.stdout.print(f"[dim]plan[/] {escape(shown_plan(result.plan)) or '(empty)'}")
 
 
 @grouped

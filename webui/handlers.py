@@ -313,8 +313,9 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
     seed_text = ", ".join(str(s) for s in seeds)
     info = f"**seed** {seed_text} · **{last.seconds:.1f} s** each · {last.size[1]}×{last.size[0]} · {pipe.mode}"
     if last.plan is not None:  # think mode: what the model planned (the last image's, cut; each record has it whole)
-        plan = last.plan if len(last.plan) <= 200 else last.plan[:200] + "…"
-        info += f"\n\n**plan** {html.escape(plan) or '(empty)'}"
+        from sigma_studio.model.run.think import shown_plan
+
+        info += f"\n\n**plan** {html.escape(shown_plan(last.plan)) or '(empty)'}"
     if last.warnings:
         info += "\n\n" + "\n".join(f"⚠ {html.escape(w)}" for w in last.warnings)
     return WebResult(paths, records, seeds, info)

@@ -62,6 +62,14 @@ def with_plan(plans: GuidancePlans, plan_ids: list[int], ids: TokenIds) -> Guida
     return dataclasses.replace(plans, full=ContextPlan((*full.blocks, block), block.rope_after))
 
 
+PLAN_SHOWN = 200  # characters of a plan a front end shows (a model never trained to plan may write 1000 tokens)
+
+
+def shown_plan(plan: str) -> str:
+    """A plan as the CLI and the page show it: cut to :data:`PLAN_SHOWN` characters (the record keeps it whole)."""
+    return plan if len(plan) <= PLAN_SHOWN else plan[:PLAN_SHOWN] + "…"
+
+
 def thinks(think: bool | None, arch: ArchConfig) -> bool:
     """Whether a generation writes its plan first: as asked (``--think``/``--no-think``), else when the model was
     trained to (its ``plans`` skill)."""
