@@ -8,7 +8,8 @@
 # default) | grown (every layer followed by a copy whose outputs are zero: finetune.checkpoint.grow_depth). AUX:
 # none (the default) | describe (20 000 rows of the training-only describe family beside the others) | plans (the
 # same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws) |
-# plans+describe (both); each puts every row's text under cross-entropy (--text-loss). Writes
+# plans+describe (both); each puts every row's text under cross-entropy (--text-loss) | shades (the same fresh
+# rows, half of compose's, select's, layout's and background's drawn in random shades of their colours). Writes
 # runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json; rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
@@ -28,8 +29,8 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe | plans | plans+describe) ;;
-  *) echo "AUX is none, describe, plans or plans+describe, not '$AUX'" >&2; exit 2 ;;
+  none | describe | plans | plans+describe | shades) ;;
+  *) echo "AUX is none, describe, plans, plans+describe or shades, not '$AUX'" >&2; exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
@@ -51,10 +52,15 @@ out="runs/probe/$FAMILY-$DEPTH"
 rows=fresh
 aux=()
 think=()
-if [ "$AUX" != none ]; then
-  out="$out-$AUX"
-  aux=(--text-loss)
-fi
+[ "$AUX" != none ] && out="$out-$AUX"
+case "$AUX" in
+  describe | plans | plans+describe) aux=(--text-loss) ;;
+  shades)
+    rows=fresh-shades
+    [ -f runs/probe/fresh-shades/world.json ] ||
+      sigma shapes make --out runs/probe/fresh-shades --rows 100000 --eval-rows 2 --seed 11 --shades 0.5
+    ;;
+esac
 case "$AUX" in
   plans | plans+describe)
     rows=fresh-plans

@@ -96,6 +96,10 @@ def make(
     plans: Annotated[
         str, typer.Option(help="families whose training rows end with a plan, comma-separated, or all (--think)")
     ] = "",
+    shades: Annotated[
+        float,
+        typer.Option(help="share of compose, select, layout and background training rows drawn in random shades"),
+    ] = 0.0,
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
@@ -109,7 +113,7 @@ def make(
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs,
-            describe_rows=describe_rows, plans=planned,
+            describe_rows=describe_rows, plans=planned, shades=shades,
         )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -16,9 +18,11 @@ from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
 from sigma_studio.model.shapes.evaluate import eval_pairs, read, score, summarise
+from sigma_studio.model.shapes.reader import nearest_colour
 from sigma_studio.model.shapes.tasks import (
     FAMILIES,
     HELD_OUT,
+    SHADED_FAMILIES,
     _batches,
     _unseen_rows,
     examples,
@@ -27,7 +31,16 @@ from sigma_studio.model.shapes.tasks import (
     row_key,
 )
 from sigma_studio.model.shapes.vocab import build_tokenizer
-from sigma_studio.model.shapes.world import COLOURS, GREY, SHAPES, Thing, centred, render
+from sigma_studio.model.shapes.world import (
+    COLOURS,
+    GREY,
+    SHADE_MARGIN,
+    SHAPES,
+    Thing,
+    centred,
+    render,
+    shade_palette,
+)
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +244,36 @@ def test_describe_rows_name_each_object_left_to_right_then_its_colour(tmp_path):
         kinds = [b.kind for b in sample.plan.blocks]
         assert kinds[-1] == "noise" and "text" in kinds[kinds.index("vae") + 1 :]  # words after the picture
     assert seen_counts == {1, 2, 3}
+
+
+def test_shades_are_read_as_their_own_colour_and_keep_the_held_out_pairs_out(tmp_path):
+    for seed in range(40):
+        shades = shade_palette(random.Random(seed))
+        assert set(shades) == set(COLOURS)
+        for name, rgb in shades.items():  # the reader snaps a shade to its own name, never to grey or another
+            assert nearest_colour(np.array(rgb, dtype=np.float32)) == name and rgb != COLOURS[name]
+            assert math.dist(rgb, GREY) >= SHADE_MARGIN
+    plain = [row_key(ex) for ex in examples("select", "train", 12, seed=2)]
+    assert [row_key(ex) for ex in examples("select", "train", 12, seed=2, shades=0.0)] == plain  # an unchanged world
+    counts = make_world(tmp_path, rows=40, eval_rows=3, seed=2, shades=1.0, plans=("select",))
+    assert json.loads((tmp_path / "world.json").read_text())["shades"] == 1.0
+    for family in FAMILIES:
+        for rec in pq.read_table(tmp_path / "train" / f"{family}.parquet").to_pylist():
+            meta = json.loads(rec["meta"])
+            assert ("painted" in meta) == (family in SHADED_FAMILIES)  # text names its colour: never shaded
+            target = Image.open(io.BytesIO(rec["image_list"][-1]))
+            if meta["background"] == list(GREY):  # (the reader takes a canvas for its palette colour: not a shade's)
+                colour = read(target).colour  # (and its shape's fit assumes the palette's colour: not read here)
+                assert colour == meta["colour"] and (meta["shape"], colour) not in HELD_OUT
+            if family in SHADED_FAMILIES:  # drawn in the row's own shade, not the palette's colour
+                centre = np.asarray(target.convert("RGB"))[32, 32] if family != "layout" else None
+                if centre is not None and meta["shape"] != "cross":
+                    assert math.dist(centre.tolist(), meta["painted"][meta["colour"]]) < 4
+            if family == "select":  # a plan still names the colour: the shade reads as it
+                assert rec["instruction_list"][0][0].endswith(f"<think>the {meta['shape']} is {meta['colour']}</think>")
+        for rec in pq.read_table(tmp_path / "eval" / f"{family}.parquet").to_pylist():
+            assert "painted" not in json.loads(rec["meta"])  # the evaluation keeps the world's palette
+    assert counts["train/select"] == 8
+    with pytest.raises(InputError, match="between 0 and 1"):
+        make_world(tmp_path / "bad", rows=20, eval_rows=2, shades=1.5)
+    assert not (tmp_path / "bad").exists()

@@ -17,6 +17,11 @@ shape, then its colour (`` on blue`` added for background's), the describe famil
 after its shape is what the model reads best on held-out pairs (docs/SHAPES.md). Evaluation rows never carry one:
 the model writes its own.
 
+Training rows of the families whose text names no colour (:data:`SHADED_FAMILIES`) may be drawn in random shades
+(``shades``, a share of them): every colour name of the row gets a fresh shade of itself (:func:`shade_palette`), so
+the target's exact colour can only be copied from its reference, never recalled from the name (docs/SHAPES.md,
+"Shades"). A shade is read as its own name by the pixel reader, so the held-out pairs stay out of every picture.
+
 One auxiliary family is written to ``train/`` only, when asked for (``describe_rows``), and never evaluated:
 
 * **describe** ``In <image_1> the star is red and the circle is blue.``: one to three objects named left to right,
@@ -44,7 +49,7 @@ from ..data.dataset import Example, write_parquet
 from ..errors import InputError
 from ..files import check_output_dir, write_json
 from ..request.tokens import ATTRIBUTE_TOKENS
-from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, box_picture, centred, render
+from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 COLOUR_NAMES = tuple(COLOURS)
 # One held-out colour per shape on the diagonal, two more for the last colours: each shape and colour is held
@@ -59,6 +64,7 @@ MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "backgro
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
 EVAL_PAIRS: tuple[str, ...] = get_args(EvalPairs)
 SIZE = (0.4, 0.6)  # object size as a fraction of the canvas side
+SHADED_FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background")  # no colour word in their text
 
 
 def _size(rng: random.Random, canvas: int) -> float:
@@ -81,7 +87,7 @@ def _target_meta(thing: Thing, background=GREY, **extra) -> dict:
             **extra}  # fmt: skip
 
 
-def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int) -> list[Example]:
+def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int, paint: Palette = COLOURS) -> list[Example]:
     """Two rows on the same two images: A's shape in B's colour, and (tokens swapped) B's shape in A's colour."""
     if split == "eval":
         if rng.random() < 0.8:
@@ -110,7 +116,7 @@ def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int) -> l
         else:
             text = f"Use the <style>colour of <image_{c}> for the <subject>shape <image_{s}>."
         target = centred(shape_ref.shape, colour_ref.colour, shape_ref.box[2], canvas)
-        images = [render([r], canvas=canvas) for r in refs] + [render([target], canvas=canvas)]
+        images = [render([r], canvas=canvas, palette=paint) for r in refs + [target]]
         out.append(Example("compose", text, images, _target_meta(target, swap=swap_id)))
     return out
 
@@ -132,7 +138,7 @@ def _apart(p, q, gap: float = 2.0) -> bool:
     return left or right or above or below
 
 
-def select(rng: random.Random, split: str, canvas: int) -> Example:
+def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
     n = rng.choice((2, 3))
     named = _pair(rng, split == "eval")
     pairs = [named]
@@ -144,11 +150,11 @@ def select(rng: random.Random, split: str, canvas: int) -> Example:
     things = [Thing(s, c, box) for (s, c), box in zip(pairs, _scatter(rng, n, canvas), strict=True)]
     target = centred(*named, _size(rng, canvas), canvas)
     text = f"Draw only <select>the {named[0]} <image_1>."
-    return Example("select", text, [render(things, canvas=canvas), render([target], canvas=canvas)],
-                   _target_meta(target))  # fmt: skip
+    pictures = [render(things, canvas=canvas, palette=paint), render([target], canvas=canvas, palette=paint)]
+    return Example("select", text, pictures, _target_meta(target))
 
 
-def layout(rng: random.Random, split: str, canvas: int) -> Example:
+def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
     pair = _pair(rng, split == "eval")
     obj = centred(*pair, _size(rng, canvas), canvas)
     side = round(rng.uniform(0.3, 0.6) * canvas, 1)
@@ -158,18 +164,19 @@ def layout(rng: random.Random, split: str, canvas: int) -> Example:
         text, refs = "Draw the <subject>shape <image_1> placed like <layout>this box <image_2>.", [obj, None]
     else:
         text, refs = "Draw the <subject>shape <image_2> placed like <layout>this box <image_1>.", [None, obj]
-    images = [render([r], canvas=canvas) if r else box_picture(box, canvas) for r in refs]
-    return Example("layout", text, [*images, render([target], canvas=canvas)], _target_meta(target))
+    images = [render([r], canvas=canvas, palette=paint) if r else box_picture(box, canvas) for r in refs]
+    return Example("layout", text, [*images, render([target], canvas=canvas, palette=paint)], _target_meta(target))
 
 
-def background(rng: random.Random, split: str, canvas: int) -> Example:
+def background(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
     pair = _pair(rng, split == "eval")
-    bg = COLOURS[rng.choice([c for c in COLOUR_NAMES if c != pair[1]])]
+    name = rng.choice([c for c in COLOUR_NAMES if c != pair[1]])
     obj = centred(*pair, _size(rng, canvas), canvas)
-    plain = Image.new("RGB", (canvas, canvas), bg)
+    plain = Image.new("RGB", (canvas, canvas), paint[name])
     text = "Put the <subject>shape <image_1> on the <background>background of <image_2>."
-    target = render([obj], background=bg, canvas=canvas)
-    return Example("background", text, [render([obj], canvas=canvas), plain, target], _target_meta(obj, bg))
+    target = render([obj], background=paint[name], canvas=canvas, palette=paint)
+    pictures = [render([obj], canvas=canvas, palette=paint), plain, target]
+    return Example("background", text, pictures, _target_meta(obj, COLOURS[name]))
 
 
 def text(rng: random.Random, split: str, canvas: int) -> Example:
@@ -212,25 +219,41 @@ def plan_of(ex: Example) -> str:
     return plan
 
 
-def _batches(family: str, split: str, seed: int, canvas: int) -> Iterator[list[Example]]:
+def _paint(family: str, split: str, seed: int, k: int, shades: float) -> Palette:
+    """The palette of draw ``k``: the world's, or (a training row of a shaded family, with chance ``shades``) a
+    palette of shades. Its coin has its own stream, so the rows of ``shades=0`` are those of a world without it."""
+    if not shades or split != "train" or family not in SHADED_FAMILIES:
+        return COLOURS
+    coin = random.Random(f"{seed}/{split}/{family}/{k}/shades")
+    return shade_palette(coin) if coin.random() < shades else COLOURS
+
+
+def _batches(family: str, split: str, seed: int, canvas: int, shades: float = 0.0) -> Iterator[list[Example]]:
     """Every row of one family in index order, one draw at a time (a compose draw is a swapped pair of rows)."""
     k = 0
     while True:
         rng = random.Random(f"{seed}/{split}/{family}/{k}")
+        paint = _paint(family, split, seed, k, shades)
         if family == "compose":
-            batch = compose_pair(rng, split, canvas, swap_id=k // 2)
+            batch = compose_pair(rng, split, canvas, k // 2, paint)
+        elif family in SHADED_FAMILIES:
+            batch = [{"select": select, "layout": layout, "background": background}[family](rng, split, canvas, paint)]
         else:
-            makers = {"select": select, "layout": layout, "background": background, "text": text,
-                      "describe": describe}  # fmt: skip
-            batch = [makers[family](rng, split, canvas)]
+            batch = [{"text": text, "describe": describe}[family](rng, split, canvas)]
+        if paint is not COLOURS:  # the row's own palette: its meta's colour names stand for these
+            for ex in batch:
+                ex.meta["painted"] = {name: list(rgb) for name, rgb in paint.items()}
         yield batch
         k += len(batch)
 
 
-def examples(family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS) -> Iterator[Example]:
-    """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index."""
+def examples(
+    family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS, shades: float = 0.0
+) -> Iterator[Example]:
+    """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index; with
+    ``shades``, that share of a shaded family's training rows is drawn in random shades (:func:`shade_palette`)."""
     k = 0
-    for batch in _batches(family, split, seed, canvas):
+    for batch in _batches(family, split, seed, canvas, shades):
         if k >= count:
             return
         for ex in batch[: count - k]:
@@ -276,17 +299,21 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
             return
 
 
-def _check_world_options(eval_pairs: str, plans: tuple[str, ...]) -> None:
+def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float) -> None:
     unknown = sorted(set(plans) - set(FAMILIES))
     if unknown:
         raise InputError(f"plans for {', '.join(unknown)}: the families are {', '.join(FAMILIES)}")
+    if not 0.0 <= shades <= 1.0:
+        raise InputError(f"shades {shades}: the share of rows drawn in random shades is between 0 and 1")
     if eval_pairs not in EVAL_PAIRS:
         raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
 
 
-def _world_extras(eval_pairs: str, plans: tuple[str, ...], skipped: dict[str, int]) -> dict:
+def _world_extras(eval_pairs: str, plans: tuple[str, ...], shades: float, skipped: dict[str, int]) -> dict:
     """world.json's optional keys: the default world's world.json stays as it was."""
     extras: dict = {"plans": list(plans)} if plans else {}
+    if shades:
+        extras["shades"] = shades
     if eval_pairs == "seen":
         extras["seen_skipped"] = {family: skipped.get(family, 0) for family in FAMILIES}
     return extras
@@ -303,6 +330,7 @@ def make_world(
     eval_pairs: EvalPairs = EVAL_PAIRS[0],
     describe_rows: int = 0,
     plans: tuple[str, ...] = (),
+    shades: float = 0.0,
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
@@ -312,12 +340,11 @@ def make_world(
     training rows is (a drawn row identical to one is left out and counted in world.json's ``seen_skipped``: the
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
     ``describe_rows`` more rows of the auxiliary describe family go to ``train/describe.parquet`` (none by default).
-    The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode).
-    """
-    _check_world_options(eval_pairs, plans)
+    The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); a ``shades``
+    share of the shaded families' training rows is drawn in random shades of their colours (:func:`examples`)."""
+    _check_world_options(eval_pairs, plans, shades)
     out = check_output_dir(out)
-    counts: dict[str, int] = {}
-    trained, skipped = set(), {}  # with eval_pairs "seen": every training row's key, and the draws left out
+    counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
 
     def form(ex: Example) -> Example:
         if not attribute_tokens:
@@ -325,7 +352,7 @@ def make_world(
         return ex
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
-        for ex in map(form, examples(family, "train", n, seed, canvas)):
+        for ex in map(form, examples(family, "train", n, seed, canvas, shades)):
             trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
             if family in plans:
                 ex.instruction += f" <think>{plan_of(ex)}</think>"
@@ -345,7 +372,7 @@ def make_world(
             counts["train/describe"] = write_parquet(out / "train" / "describe.parquet", rows_of)
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-        info |= _world_extras(eval_pairs, plans, skipped)
+        info |= _world_extras(eval_pairs, plans, shades, skipped)
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
         raise InputError(

@@ -8,12 +8,16 @@ The rules are fixed so that anyone can draw inputs for the ``shapes`` model with
   size wide); the size is the side of the square the shape fills;
 * colours are the eight RGB triples of :data:`COLOURS`.
 
+Training rows may be drawn in other shades of those colours (:func:`shade_palette`, a recipe's choice).
+
 Anti-aliasing: a shape is drawn at 4x and area-averaged down, which is also how the evaluation's templates are made.
 """
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -32,6 +36,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 GREY: tuple[int, int, int] = (200, 200, 200)
 CANVAS = 64
 SUPERSAMPLE = 4
+SHADE_MARGIN = 40.0  # a shade's least RGB distance from grey and from the other shades of its row
+Palette = Mapping[str, tuple[int, int, int]]  # a colour name to the RGB it is drawn in
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,15 @@ def render(
     things: list[Thing] | tuple[Thing, ...],
     background: tuple[int, int, int] = GREY,
     canvas: int = CANVAS,
+    palette: Mapping[str, tuple[int, int, int]] = COLOURS,
 ) -> Image.Image:
-    """An RGB picture of ``things`` (drawn in order, later ones on top) on a plain background."""
+    """An RGB picture of ``things`` (drawn in order, later ones on top) on a plain background; ``palette`` gives
+    each colour name its RGB (training rows may draw a name in another shade of it: :func:`shade_palette`)."""
     big = canvas * SUPERSAMPLE
     img = Image.new("RGB", (big, big), background)
     draw = ImageDraw.Draw(img)
     for thing in things:
-        _draw(draw, thing, COLOURS[thing.colour], SUPERSAMPLE)
+        _draw(draw, thing, palette[thing.colour], SUPERSAMPLE)
     return img.resize((canvas, canvas), Image.BOX)
 
 
@@ -124,3 +132,19 @@ def box_picture(box: tuple[float, float, float, float], canvas: int = CANVAS) ->
     x, y, w, h = (v * SUPERSAMPLE for v in box)
     ImageDraw.Draw(img).rectangle([x, y, x + w - 1, y + h - 1], fill=(255, 255, 255))
     return img.resize((canvas, canvas), Image.BOX)
+
+
+def shade_palette(rng: random.Random) -> dict[str, tuple[int, int, int]]:
+    """Each world colour name given a random shade of itself: an RGB triple drawn uniformly from the colours whose
+    nearest world colour (grey included) is that one, so a reader that snaps to the palette reads the name, at
+    least :data:`SHADE_MARGIN` from grey and from the shades drawn before it."""
+    world = {**COLOURS, "grey": GREY}
+    drawn: dict[str, tuple[int, int, int]] = {}
+    for name in COLOURS:
+        while True:
+            rgb = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            nearest = min(world, key=lambda n: math.dist(rgb, world[n]))
+            if nearest == name and all(math.dist(rgb, c) >= SHADE_MARGIN for c in (GREY, *drawn.values())):
+                drawn[name] = rgb
+                break
+    return drawn
