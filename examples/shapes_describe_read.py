@@ -82,7 +82,7 @@ def main() -> None:
             write_parquet(f"{tmp}/describe.parquet", examples("describe", "eval", ROWS, SEED))
             rows = list(iter_rows(parquet_files(tmp)))
         else:
-            make_world(tmp, rows=10, eval_rows=2, seed=SEED, describe_rows=ROWS)
+            make_world(tmp, rows=10, eval_rows=2, seed=SEED, auxiliary={"describe": ROWS})
             rows = [r for r in iter_rows(parquet_files(tmp + "/train")) if r.row_id.startswith("describe")]
         for source in args.models:
             tally = read(source, rows)

@@ -9,7 +9,9 @@
 # none (the default) | describe (20 000 rows of the training-only describe family beside the others) | plans (the
 # same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws) |
 # plans+describe (both); each puts every row's text under cross-entropy (--text-loss) | shades (the same fresh
-# rows, half of compose's, select's, layout's and background's drawn in random shades of their colours). Writes
+# rows, half of compose's, select's, layout's and background's drawn in random shades of their colours) | find
+# (20 000 rows of the training-only find family beside the others: select's scene, its object kept in place) |
+# find+shades (both, the find rows shaded too). Writes
 # runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json; rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
@@ -29,8 +31,8 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe | plans | plans+describe | shades) ;;
-  *) echo "AUX is none, describe, plans, plans+describe or shades, not '$AUX'" >&2; exit 2 ;;
+  none | describe | plans | plans+describe | shades | find | find+shades) ;;
+  *) echo "AUX is none, describe, plans, plans+describe, shades, find or find+shades, not '$AUX'" >&2; exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
@@ -55,11 +57,17 @@ think=()
 [ "$AUX" != none ] && out="$out-$AUX"
 case "$AUX" in
   describe | plans | plans+describe) aux=(--text-loss) ;;
-  shades)
+  shades | find+shades)
     rows=fresh-shades
     [ -f runs/probe/fresh-shades/world.json ] ||
       sigma shapes make --out runs/probe/fresh-shades --rows 100000 --eval-rows 2 --seed 11 --shades 0.5
     ;;
+esac
+extra=""  # a training-only family's world, linked in beside the rows
+case "$AUX" in
+  describe | plans+describe) extra=describe ;;
+  find) extra=find ;;
+  find+shades) extra=find-shades ;;
 esac
 case "$AUX" in
   plans | plans+describe)
@@ -71,20 +79,21 @@ case "$AUX" in
     ;;
 esac
 dataset="runs/probe/$rows/train"
-case "$AUX" in
-  describe | plans+describe)
-    [ -f runs/probe/describe/world.json ] ||
-      sigma shapes make --out runs/probe/describe --rows 10 --eval-rows 2 --describe-rows 20000 --seed 11
-    dataset="runs/probe/$rows-describe"
-    if [ ! -d "$dataset" ]; then  # the family rows and the describe rows side by side (links, not copies)
-      mkdir -p "$dataset.tmp"
-      for f in "runs/probe/$rows/train/"*.parquet runs/probe/describe/train/describe.parquet; do
-        ln -s "$PWD/$f" "$dataset.tmp/$(basename "$f")"
-      done
-      mv "$dataset.tmp" "$dataset"
-    fi
-    ;;
-esac
+if [ -n "$extra" ]; then
+  family="${extra%-shades}"
+  shaded=()
+  [ "$extra" = find-shades ] && shaded=(--shades 0.5)
+  [ -f "runs/probe/$extra/world.json" ] ||
+    sigma shapes make --out "runs/probe/$extra" --rows 10 --eval-rows 2 "--$family-rows" 20000 --seed 11 "${shaded[@]}"
+  dataset="runs/probe/$rows-$family"
+  if [ ! -d "$dataset" ]; then  # the family rows and the extra rows side by side (links, not copies)
+    mkdir -p "$dataset.tmp"
+    for f in "runs/probe/$rows/train/"*.parquet "runs/probe/$extra/train/$family.parquet"; do
+      ln -s "$PWD/$f" "$dataset.tmp/$(basename "$f")"
+    done
+    mv "$dataset.tmp" "$dataset"
+  fi
+fi
 others=()
 read_only=()
 if [ "$FAMILY" != all ]; then

@@ -93,6 +93,9 @@ def make(
     describe_rows: Annotated[
         int, typer.Option(help="rows of the training-only describe family (a recognition signal with --text-loss)")
     ] = 0,
+    find_rows: Annotated[
+        int, typer.Option(help="rows of the training-only find family (select's object kept where it stands)")
+    ] = 0,
     plans: Annotated[
         str, typer.Option(help="families whose training rows end with a plan, comma-separated, or all (--think)")
     ] = "",
@@ -108,12 +111,13 @@ def make(
 
     with render.errors(debug):
         planned = FAMILIES if plans.strip() == "all" else tuple(f.strip() for f in plans.split(",") if f.strip())
-        if rows < 10 or eval_rows < 2 or describe_rows < 0:
-            raise typer.BadParameter("--rows must be at least 10, --eval-rows at least 2, --describe-rows at least 0")
+        if rows < 10 or eval_rows < 2 or min(describe_rows, find_rows) < 0:
+            raise typer.BadParameter("--rows must be at least 10, --eval-rows at least 2, --describe-rows and "
+                                     "--find-rows at least 0")  # fmt: skip
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs,
-            describe_rows=describe_rows, plans=planned, shades=shades,
+            auxiliary={"describe": describe_rows, "find": find_rows}, plans=planned, shades=shades,
         )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")

@@ -221,7 +221,7 @@ def test_non_square_pictures_read_back():
 
 
 def test_describe_rows_name_each_object_left_to_right_then_its_colour(tmp_path):
-    counts = make_world(tmp_path, rows=10, eval_rows=2, seed=5, describe_rows=12)
+    counts = make_world(tmp_path, rows=10, eval_rows=2, seed=5, auxiliary={"describe": 12})
     assert counts["train/describe"] == 12 and not (tmp_path / "eval" / "describe.parquet").exists()
     arch, tok = shapes(), build_tokenizer()
     rows = [r for r in iter_rows(parquet_files(str(tmp_path / "train"))) if r.row_id.startswith("describe")]
@@ -277,3 +277,22 @@ def test_shades_are_read_as_their_own_colour_and_keep_the_held_out_pairs_out(tmp
     with pytest.raises(InputError, match="between 0 and 1"):
         make_world(tmp_path / "bad", rows=20, eval_rows=2, shades=1.5)
     assert not (tmp_path / "bad").exists()
+
+
+def test_find_rows_keep_the_named_object_where_it_stands(tmp_path):
+    counts = make_world(tmp_path, rows=10, eval_rows=2, seed=4, auxiliary={"find": 10, "describe": 0})
+    assert counts["train/find"] == 10 and "train/describe" not in counts
+    for rec in pq.read_table(tmp_path / "train" / "find.parquet").to_pylist():
+        meta, ((instruction,),) = json.loads(rec["meta"]), rec["instruction_list"]
+        assert instruction == f"Keep only <select>the {meta['shape']} <image_1>."
+        scene, target = (Image.open(io.BytesIO(data)) for data in rec["image_list"])
+        x, y, w, h = meta["box"]
+        alone = render([Thing(meta["shape"], meta["colour"], (x, y, w, h))])
+        assert target.tobytes() == alone.tobytes()  # the named object alone, in place
+        assert (
+            scene.crop((round(x), round(y), round(x + w), round(y + h))).tobytes()
+            == alone.crop((round(x), round(y), round(x + w), round(y + h))).tobytes()
+        )  # and it is the reference's own object there
+        assert (meta["shape"], meta["colour"]) not in HELD_OUT
+    with pytest.raises(InputError, match="training-only families are describe, find"):
+        make_world(tmp_path / "bad", rows=10, eval_rows=2, auxiliary={"select": 5})

@@ -22,12 +22,8 @@ Training rows of the families whose text names no colour (:data:`SHADED_FAMILIES
 the target's exact colour can only be copied from its reference, never recalled from the name (docs/SHAPES.md,
 "Shades"). A shade is read as its own name by the pixel reader, so the held-out pairs stay out of every picture.
 
-One auxiliary family is written to ``train/`` only, when asked for (``describe_rows``), and never evaluated:
-
-* **describe** ``In <image_1> the star is red and the circle is blue.``: one to three objects named left to right,
-  each shape then its colour, and the same picture as the target. With ``--text-loss`` its words after the picture
-  are a recognition signal: naming a shape wherever it stands, and the colour of the one just named (the binding
-  that select needs).
+The training-only families (:data:`AUXILIARY`: describe, find) are in :mod:`model.shapes.auxiliary`; the random
+draws every family shares, with the held-out pairs, in :mod:`model.shapes.draws`.
 
 :data:`HELD_OUT` (shape, colour) pairs never appear in any training image; every evaluation target is one of them,
 so the evaluation measures composition, not memory. Rows are a pure function of (seed, split, family, index).
@@ -39,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -49,37 +45,17 @@ from ..data.dataset import Example, write_parquet
 from ..errors import InputError
 from ..files import check_output_dir, write_json
 from ..request.tokens import ATTRIBUTE_TOKENS
+from . import draws
+from .auxiliary import AUXILIARY, describe, find
+from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
-COLOUR_NAMES = tuple(COLOURS)
-# One held-out colour per shape on the diagonal, two more for the last colours: each shape and colour is held
-# out at least once, and compose rows can be built whose two swapped targets are both held out.
-HELD_OUT: frozenset[tuple[str, str]] = frozenset(
-    [(SHAPES[i], COLOUR_NAMES[i]) for i in range(6)] + [("circle", "white"), ("square", "black")]
-)
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
-AUXILIARY: tuple[str, ...] = ("describe",)  # training-only families (make_world's describe_rows)
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
 EVAL_PAIRS: tuple[str, ...] = get_args(EvalPairs)
-SIZE = (0.4, 0.6)  # object size as a fraction of the canvas side
-SHADED_FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background")  # no colour word in their text
-
-
-def _size(rng: random.Random, canvas: int) -> float:
-    return round(rng.uniform(*SIZE) * canvas, 1)
-
-
-def _pair(rng: random.Random, held_out: bool, shape: str | None = None, colour: str | None = None):
-    """A (shape, colour) pair: a held-out one, or one from the training pairs."""
-    pool = [
-        (s, c)
-        for s in SHAPES
-        for c in COLOUR_NAMES
-        if ((s, c) in HELD_OUT) == held_out and shape in (None, s) and colour in (None, c)
-    ]
-    return rng.choice(pool)
+SHADED_FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "find")  # no colour word in their text
 
 
 def _target_meta(thing: Thing, background=GREY, **extra) -> dict:
@@ -102,7 +78,7 @@ def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int, pain
             if not {(sa, ca), (sb, cb), (sa, cb), (sb, ca)} & HELD_OUT:
                 a, b = (sa, ca), (sb, cb)
                 break
-    size_a, size_b = _size(rng, canvas), _size(rng, canvas)
+    size_a, size_b = draws.size(rng, canvas), draws.size(rng, canvas)
     ref_a, ref_b = centred(*a, size_a, canvas), centred(*b, size_b, canvas)
     a_first = rng.random() < 0.5
     refs = [ref_a, ref_b] if a_first else [ref_b, ref_a]
@@ -121,42 +97,17 @@ def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int, pain
     return out
 
 
-def _scatter(rng: random.Random, n: int, canvas: int) -> list[tuple[float, float, float, float]]:
-    """``n`` non-overlapping square boxes of 28-36 % of the side."""
-    while True:
-        boxes = []
-        for _ in range(n):
-            s = round(rng.uniform(0.28, 0.36) * canvas, 1)
-            boxes.append((round(rng.uniform(1, canvas - s - 1), 1), round(rng.uniform(1, canvas - s - 1), 1), s, s))
-        if all(_apart(p, q) for k, p in enumerate(boxes) for q in boxes[k + 1 :]):
-            return boxes
-
-
-def _apart(p, q, gap: float = 2.0) -> bool:
-    left, right = p[0] + p[2] + gap <= q[0], q[0] + q[2] + gap <= p[0]
-    above, below = p[1] + p[3] + gap <= q[1], q[1] + q[3] + gap <= p[1]
-    return left or right or above or below
-
-
 def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
-    n = rng.choice((2, 3))
-    named = _pair(rng, split == "eval")
-    pairs = [named]
-    while len(pairs) < n:  # distinct shapes and colours, training pairs only
-        s, c = _pair(rng, False)
-        if all(s != p[0] and c != p[1] for p in pairs):
-            pairs.append((s, c))
-    rng.shuffle(pairs)
-    things = [Thing(s, c, box) for (s, c), box in zip(pairs, _scatter(rng, n, canvas), strict=True)]
-    target = centred(*named, _size(rng, canvas), canvas)
+    named, things = draws.scene(rng, split, canvas)
+    target = centred(*named, draws.size(rng, canvas), canvas)
     text = f"Draw only <select>the {named[0]} <image_1>."
     pictures = [render(things, canvas=canvas, palette=paint), render([target], canvas=canvas, palette=paint)]
     return Example("select", text, pictures, _target_meta(target))
 
 
 def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
-    pair = _pair(rng, split == "eval")
-    obj = centred(*pair, _size(rng, canvas), canvas)
+    pair = draws.pair(rng, split == "eval")
+    obj = centred(*pair, draws.size(rng, canvas), canvas)
     side = round(rng.uniform(0.3, 0.6) * canvas, 1)
     box = (round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)
     target = Thing(*pair, box)
@@ -169,9 +120,9 @@ def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS
 
 
 def background(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
-    pair = _pair(rng, split == "eval")
+    pair = draws.pair(rng, split == "eval")
     name = rng.choice([c for c in COLOUR_NAMES if c != pair[1]])
-    obj = centred(*pair, _size(rng, canvas), canvas)
+    obj = centred(*pair, draws.size(rng, canvas), canvas)
     plain = Image.new("RGB", (canvas, canvas), paint[name])
     text = "Put the <subject>shape <image_1> on the <background>background of <image_2>."
     target = render([obj], background=paint[name], canvas=canvas, palette=paint)
@@ -180,33 +131,9 @@ def background(rng: random.Random, split: str, canvas: int, paint: Palette = COL
 
 
 def text(rng: random.Random, split: str, canvas: int) -> Example:
-    shape, colour = _pair(rng, split == "eval")
-    target = centred(shape, colour, _size(rng, canvas), canvas)
+    shape, colour = draws.pair(rng, split == "eval")
+    target = centred(shape, colour, draws.size(rng, canvas), canvas)
     return Example("text", f"a {colour} {shape}", [render([target], canvas=canvas)], _target_meta(target))
-
-
-def describe(rng: random.Random, split: str, canvas: int) -> Example:
-    """One to three objects of training pairs, distinct shapes and colours; a lone one in a layout-sized box."""
-    n = rng.choice((1, 2, 3))
-    pairs: list[tuple[str, str]] = []
-    while len(pairs) < n:
-        s, c = _pair(rng, split == "eval")
-        if all(s != p[0] and c != p[1] for p in pairs):
-            pairs.append((s, c))
-    if n == 1:
-        side = round(rng.uniform(0.3, 0.6) * canvas, 1)
-        boxes = [(round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)]
-    else:
-        boxes = _scatter(rng, n, canvas)
-    things = sorted((Thing(s, c, box) for (s, c), box in zip(pairs, boxes, strict=True)), key=lambda t: t.box[0])
-    named = " and ".join(f"the {t.shape} is {t.colour}" for t in things)
-    picture = render(things, canvas=canvas)
-    return Example(
-        "describe",
-        f"In <image_1> {named}.",
-        [picture, picture.copy()],
-        {"objects": [[t.shape, t.colour, list(t.box)] for t in things], "background": list(GREY)},
-    )
 
 
 def plan_of(ex: Example) -> str:
@@ -237,7 +164,8 @@ def _batches(family: str, split: str, seed: int, canvas: int, shades: float = 0.
         if family == "compose":
             batch = compose_pair(rng, split, canvas, k // 2, paint)
         elif family in SHADED_FAMILIES:
-            batch = [{"select": select, "layout": layout, "background": background}[family](rng, split, canvas, paint)]
+            makers = {"select": select, "layout": layout, "background": background, "find": find}
+            batch = [makers[family](rng, split, canvas, paint)]
         else:
             batch = [{"text": text, "describe": describe}[family](rng, split, canvas)]
         if paint is not COLOURS:  # the row's own palette: its meta's colour names stand for these
@@ -299,10 +227,14 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
             return
 
 
-def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float) -> None:
+def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary) -> None:
     unknown = sorted(set(plans) - set(FAMILIES))
     if unknown:
         raise InputError(f"plans for {', '.join(unknown)}: the families are {', '.join(FAMILIES)}")
+    for family, n in (auxiliary or {}).items():
+        if family not in AUXILIARY or n < 0:
+            raise InputError(f"{n} rows of {family!r}: the training-only families are {', '.join(AUXILIARY)}, "
+                             "each with 0 rows or more")  # fmt: skip
     if not 0.0 <= shades <= 1.0:
         raise InputError(f"shades {shades}: the share of rows drawn in random shades is between 0 and 1")
     if eval_pairs not in EVAL_PAIRS:
@@ -328,7 +260,7 @@ def make_world(
     *,
     attribute_tokens: bool = True,
     eval_pairs: EvalPairs = EVAL_PAIRS[0],
-    describe_rows: int = 0,
+    auxiliary: Mapping[str, int] | None = None,
     plans: tuple[str, ...] = (),
     shades: float = 0.0,
 ) -> dict:
@@ -339,10 +271,10 @@ def make_world(
     ``eval_pairs="seen"`` draws eval/ from the ``seen`` split instead: training pairs, in rows none of this world's
     training rows is (a drawn row identical to one is left out and counted in world.json's ``seen_skipped``: the
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
-    ``describe_rows`` more rows of the auxiliary describe family go to ``train/describe.parquet`` (none by default).
+    ``auxiliary`` gives the rows of each training-only family (:data:`AUXILIARY`) in ``train/<family>.parquet``.
     The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); a ``shades``
     share of the shaded families' training rows is drawn in random shades of their colours (:func:`examples`)."""
-    _check_world_options(eval_pairs, plans, shades)
+    _check_world_options(eval_pairs, plans, shades, auxiliary)
     out = check_output_dir(out)
     counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
 
@@ -367,9 +299,9 @@ def make_world(
             else:
                 chosen = map(form, examples(family, "eval", eval_rows, seed, canvas))
             counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", chosen)
-        if describe_rows:
-            rows_of = examples("describe", "train", describe_rows, seed, canvas)
-            counts["train/describe"] = write_parquet(out / "train" / "describe.parquet", rows_of)
+        for family, n in ((f, n) for f, n in (auxiliary or {}).items() if n):
+            rows_of = examples(family, "train", n, seed, canvas, shades)
+            counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", rows_of)
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
         info |= _world_extras(eval_pairs, plans, shades, skipped)

@@ -1,0 +1,54 @@
+"""The shapes world's training-only families: written to ``train/`` when asked for (``make_world``'s ``auxiliary``),
+never evaluated. Each is a signal for a skill the five families need but do not teach by themselves.
+
+* **describe** ``In <image_1> the star is red and the circle is blue.``: one to three objects named left to right,
+  each shape then its colour, and the same picture as the target. With ``--text-loss`` its words after the picture
+  are a recognition signal: naming a shape wherever it stands, and the colour of the one just named (the binding
+  that select needs).
+* **find** ``Keep only <select>the star <image_1>.``: select's scene, and as the target the named object alone,
+  where it stands (every other object painted out). Select asks for two things at once, find the named object and
+  draw it elsewhere; find asks for the first alone, in place, where the model copies best (docs/SHAPES.md).
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..data.dataset import Example
+from .draws import pair, scatter, scene
+from .world import COLOURS, GREY, Palette, Thing, render
+
+AUXILIARY: tuple[str, ...] = ("describe", "find")
+
+
+def describe(rng: random.Random, split: str, canvas: int) -> Example:
+    """One to three objects of training pairs, distinct shapes and colours; a lone one in a layout-sized box."""
+    n = rng.choice((1, 2, 3))
+    pairs: list[tuple[str, str]] = []
+    while len(pairs) < n:
+        s, c = pair(rng, split == "eval")
+        if all(s != p[0] and c != p[1] for p in pairs):
+            pairs.append((s, c))
+    if n == 1:
+        side = round(rng.uniform(0.3, 0.6) * canvas, 1)
+        boxes = [(round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)]
+    else:
+        boxes = scatter(rng, n, canvas)
+    things = sorted((Thing(s, c, box) for (s, c), box in zip(pairs, boxes, strict=True)), key=lambda t: t.box[0])
+    named = " and ".join(f"the {t.shape} is {t.colour}" for t in things)
+    picture = render(things, canvas=canvas)
+    return Example(
+        "describe",
+        f"In <image_1> {named}.",
+        [picture, picture.copy()],
+        {"objects": [[t.shape, t.colour, list(t.box)] for t in things], "background": list(GREY)},
+    )
+
+
+def find(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
+    named, things = scene(rng, split, canvas)
+    kept = next(t for t in things if (t.shape, t.colour) == named)
+    text = f"Keep only <select>the {named[0]} <image_1>."
+    pictures = [render(things, canvas=canvas, palette=paint), render([kept], canvas=canvas, palette=paint)]
+    return Example("find", text, pictures, {"shape": kept.shape, "colour": kept.colour, "box": list(kept.box),
+                                            "background": list(GREY)})  # fmt: skip
