@@ -4,15 +4,15 @@
 # and on training pairs in new rows (docs/SHAPES.md, "One family at a time").
 #   bash examples/shapes_probe.sh FAMILY [STEPS] [DEPTH] [AUX]
 # FAMILY: compose | select | layout | background | text, or all (every family in the world's mix, read on held-out
-# pairs only). STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown). DEPTH: shipped (the
+# pairs only), or find (with AUX find or find+shades: the find rows alone). STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown). DEPTH: shipped (the
 # default) | grown (every layer followed by a copy whose outputs are zero: finetune.checkpoint.grow_depth). AUX:
 # none (the default) | describe (20 000 rows of the training-only describe family beside the others) | plans (the
 # same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws) |
 # plans+describe (both); each puts every row's text under cross-entropy (--text-loss) | shades (the same fresh
 # rows, half of compose's, select's, layout's and background's drawn in random shades of their colours) | find
 # (20 000 rows of the training-only find family beside the others: select's scene, its object kept in place) |
-# find+shades (both, the find rows shaded too). Writes
-# runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json; rerun to resume.
+# find+shades (both, the find rows shaded too). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
+# rows also find-{eval,seen}.json (find itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
 STEPS="${2:-3000}"
@@ -21,7 +21,8 @@ AUX="${4:-none}"
 [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH] [AUX]" >&2; exit 2; }
 case "$FAMILY" in
   compose | select | layout | background | text | all) ;;
-  *) echo "unknown family '$FAMILY': choose among compose select layout background text all" >&2; exit 2 ;;
+  find) [[ "${4:-}" == find* ]] || { echo "FAMILY find trains on find rows alone: give AUX find or find+shades" >&2; exit 2; } ;;
+  *) echo "unknown family '$FAMILY': choose among compose select layout background text all find" >&2; exit 2 ;;
 esac
 case "$STEPS" in
   '' | *[!0-9]*) echo "STEPS must be a whole number of optimizer steps, not '$STEPS'" >&2; exit 2 ;;
@@ -102,6 +103,9 @@ if [ "$FAMILY" != all ]; then
     [ "$f" = "$FAMILY" ] || others+=(--family-weight "$f=0")
   done
 fi
+pairs_read=(eval seen)
+[ "$FAMILY" = all ] && pairs_read=(eval)  # 500 rows: 7 minutes a read
+[ "$FAMILY" = find ] && pairs_read=()
 resume=()
 [ -f "$out/latest" ] && resume=(--resume)
 # the recipe's finetune settings at a lower peak (the curriculum's): lr 3e-4, 100 warm-up steps, EMA 0.995
@@ -115,10 +119,18 @@ resume=()
 [ -f "$out/model/ema.safetensors" ] || "$PY" -c 'import sys; from pathlib import Path
 from sigma_studio.finetune.checkpoint import export
 export(Path(sys.argv[1]), Path(sys.argv[2]))' "$out" "$out/model"
-pairs_read=(eval seen)
-[ "$FAMILY" = all ] && pairs_read=(eval)  # 500 rows: 7 minutes a read
 for pairs in "${pairs_read[@]}"; do
   [ -f "$out/$pairs.json" ] ||
     sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" "${think[@]}" \
       --json "$out/$pairs.json"
 done
+if [ -n "$extra" ] && [ "$family" = find ]; then  # find itself, in place: the named object of held-out or training pairs
+  for pairs in eval seen; do
+    [ -f "runs/probe/find-$pairs/find.parquet" ] || "$PY" -c 'import sys
+from sigma_studio.model.data.dataset import write_parquet
+from sigma_studio.model.shapes.tasks import examples
+write_parquet(sys.argv[1], examples("find", sys.argv[2], 100, 0))' "runs/probe/find-$pairs/find.parquet" "$pairs"
+    [ -f "$out/find-$pairs.json" ] ||
+      sigma shapes eval --model "$out/model" --data "runs/probe/find-$pairs" --json "$out/find-$pairs.json"
+  done
+fi

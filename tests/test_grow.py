@@ -49,8 +49,14 @@ def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_pa
         ("selct",): "unknown family 'selct'",
         ("select", "3k"): "STEPS must be a whole number of optimizer steps, not '3k'",
         ("select", "3000", "deep"): "DEPTH is shipped or grown, not 'deep'",
-        ("select", "3000", "grown", "x"): "AUX is none, describe, plans, plans+describe, shades, find or find+shades, not 'x'",
+        (
+            "select",
+            "3000",
+            "grown",
+            "x",
+        ): "AUX is none, describe, plans, plans+describe, shades, find or find+shades, not 'x'",
         ("select", "3000", "grown", "describe", "x"): "usage:",
+        ("find", "3000", "shipped"): "FAMILY find trains on find rows alone: give AUX find or find+shades",
     }
     for args, said in refusals.items():
         out = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
