@@ -105,7 +105,7 @@ def render(
     things: list[Thing] | tuple[Thing, ...],
     background: tuple[int, int, int] = GREY,
     canvas: int = CANVAS,
-    palette: Mapping[str, tuple[int, int, int]] = COLOURS,
+    palette: Palette = COLOURS,
 ) -> Image.Image:
     """An RGB picture of ``things`` (drawn in order, later ones on top) on a plain background; ``palette`` gives
     each colour name its RGB (training rows may draw a name in another shade of it: :func:`shade_palette`)."""
