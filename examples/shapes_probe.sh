@@ -11,7 +11,8 @@
 # plans+describe (both); each puts every row's text under cross-entropy (--text-loss) | shades (the same fresh
 # rows, half of compose's, select's, layout's and background's drawn in random shades of their colours) | find
 # (20 000 rows of the training-only find family beside the others: select's scene, its object kept in place) |
-# find+shades (both, the find rows shaded too). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
+# find+shades (both, the find rows shaded too) | find+plans (the find rows ending with their plan, which names the
+# object's place, under cross-entropy; read with --think). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
 # rows also find-{eval,seen}.json (find itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
@@ -21,7 +22,7 @@ AUX="${4:-none}"
 [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH] [AUX]" >&2; exit 2; }
 case "$FAMILY" in
   compose | select | layout | background | text | all) ;;
-  find) [[ "${4:-}" == find* ]] || { echo "FAMILY find trains on find rows alone: give AUX find or find+shades" >&2; exit 2; } ;;
+  find) [[ "${4:-}" == find* ]] || { echo "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans" >&2; exit 2; } ;;
   *) echo "unknown family '$FAMILY': choose among compose select layout background text all find" >&2; exit 2 ;;
 esac
 case "$STEPS" in
@@ -32,8 +33,9 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe | plans | plans+describe | shades | find | find+shades) ;;
-  *) echo "AUX is none, describe, plans, plans+describe, shades, find or find+shades, not '$AUX'" >&2; exit 2 ;;
+  none | describe | plans | plans+describe | shades | find | find+shades | find+plans) ;;
+  *) echo "AUX is none, describe, plans, plans+describe, shades, find, find+shades or find+plans, not '$AUX'" >&2
+     exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
@@ -58,6 +60,7 @@ think=()
 [ "$AUX" != none ] && out="$out-$AUX"
 case "$AUX" in
   describe | plans | plans+describe) aux=(--text-loss) ;;
+  find+plans) aux=(--text-loss); think=(--think) ;;
   shades | find+shades)
     rows=fresh-shades
     [ -f runs/probe/fresh-shades/world.json ] ||
@@ -65,10 +68,12 @@ case "$AUX" in
     ;;
 esac
 extra=""  # a training-only family's world, linked in beside the rows
+extra_args=()
 case "$AUX" in
   describe | plans+describe) extra=describe ;;
   find) extra=find ;;
-  find+shades) extra=find-shades ;;
+  find+shades) extra=find-shades; extra_args=(--shades 0.5) ;;
+  find+plans) extra=find-plans; extra_args=(--plans find) ;;
 esac
 case "$AUX" in
   plans | plans+describe)
@@ -81,12 +86,10 @@ case "$AUX" in
 esac
 dataset="runs/probe/$rows/train"
 if [ -n "$extra" ]; then
-  family="${extra%-shades}"
-  shaded=()
-  [ "$extra" = find-shades ] && shaded=(--shades 0.5)
+  family="${extra%%-*}"
   [ -f "runs/probe/$extra/world.json" ] ||
-    sigma shapes make --out "runs/probe/$extra" --rows 10 --eval-rows 2 "--$family-rows" 20000 --seed 11 "${shaded[@]}"
-  dataset="runs/probe/$rows-$family"
+    sigma shapes make --out "runs/probe/$extra" --rows 10 --eval-rows 2 "--$family-rows" 20000 --seed 11 "${extra_args[@]}"
+  dataset="runs/probe/$rows-$extra"
   if [ ! -d "$dataset" ]; then  # the family rows and the extra rows side by side (links, not copies)
     mkdir -p "$dataset.tmp"
     for f in "runs/probe/$rows/train/"*.parquet "runs/probe/$extra/train/$family.parquet"; do
@@ -131,6 +134,6 @@ from sigma_studio.model.data.dataset import write_parquet
 from sigma_studio.model.shapes.tasks import examples
 write_parquet(sys.argv[1], examples("find", sys.argv[2], 100, 0))' "runs/probe/find-$pairs/find.parquet" "$pairs"
     [ -f "$out/find-$pairs.json" ] ||
-      sigma shapes eval --model "$out/model" --data "runs/probe/find-$pairs" --json "$out/find-$pairs.json"
+      sigma shapes eval --model "$out/model" --data "runs/probe/find-$pairs" "${think[@]}" --json "$out/find-$pairs.json"
   done
 fi

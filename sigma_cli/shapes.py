@@ -97,7 +97,10 @@ def make(
         int, typer.Option(help="rows of the training-only find family (select's object kept where it stands)")
     ] = 0,
     plans: Annotated[
-        str, typer.Option(help="families whose training rows end with a plan, comma-separated, or all (--think)")
+        str,
+        typer.Option(
+            help="families whose training rows end with a plan, comma-separated (find too), or all five (--think)"
+        ),
     ] = "",
     shades: Annotated[
         float,

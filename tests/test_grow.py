@@ -54,9 +54,9 @@ def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_pa
             "3000",
             "grown",
             "x",
-        ): "AUX is none, describe, plans, plans+describe, shades, find or find+shades, not 'x'",
+        ): "AUX is none, describe, plans, plans+describe, shades, find, find+shades or find+plans, not 'x'",
         ("select", "3000", "grown", "describe", "x"): "usage:",
-        ("find", "3000", "shipped"): "FAMILY find trains on find rows alone: give AUX find or find+shades",
+        ("find", "3000", "shipped"): "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans",
     }
     for args, said in refusals.items():
         out = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -17,6 +17,7 @@ from sigma_studio.finetune.data import DropConfig, build_sample
 from sigma_studio.model.data.dataset import SigmaRow, iter_rows, parquet_files
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
+from sigma_studio.model.shapes.auxiliary import place_words
 from sigma_studio.model.shapes.evaluate import eval_pairs, read, score, summarise
 from sigma_studio.model.shapes.reader import nearest_colour
 from sigma_studio.model.shapes.tasks import (
@@ -300,3 +301,24 @@ def test_find_rows_keep_the_named_object_where_it_stands(tmp_path):
         assert (meta["shape"], meta["colour"]) not in HELD_OUT
     with pytest.raises(InputError, match="training-only families are describe, find"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, auxiliary={"select": 5})
+
+
+def test_find_plans_name_the_place_never_the_colour(tmp_path):
+    assert [place_words(box, 64) for box in ((0, 0, 10, 10), (27, 0, 10, 10), (50, 27, 10, 10), (27, 27, 10, 10))] == [
+        "at the top left",
+        "at the top",
+        "on the right",
+        "in the middle",
+    ]
+    assert (
+        place_words((2, 50, 12, 12), 64) == "at the bottom left"
+        and place_words((60, 60, 4, 4), 64) == "at the bottom right"
+    )
+    make_world(tmp_path, rows=10, eval_rows=2, seed=4, auxiliary={"find": 8}, plans=("find",))
+    for rec in pq.read_table(tmp_path / "train" / "find.parquet").to_pylist():
+        meta, ((instruction,),) = json.loads(rec["meta"]), rec["instruction_list"]
+        plan = f"the {meta['shape']} is {place_words(meta['box'], 64)}"
+        assert instruction == f"Keep only <select>the {meta['shape']} <image_1>. <think>{plan}</think>"
+        assert not any(colour in plan for colour in COLOURS)
+    with pytest.raises(InputError, match="the families with plans are compose, select, layout, background, text, find"):
+        make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("describe",))

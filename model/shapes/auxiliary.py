@@ -7,7 +7,8 @@ never evaluated. Each is a signal for a skill the five families need but do not 
   that select needs).
 * **find** ``Keep only <select>the star <image_1>.``: select's scene, and as the target the named object alone,
   where it stands (every other object painted out). Select asks for two things at once, find the named object and
-  draw it elsewhere; find asks for the first alone, in place, where the model copies best (docs/SHAPES.md).
+  draw it elsewhere; find asks for the first alone, in place, where the model copies best (docs/SHAPES.md). Its
+  plan (``--plans find``) names the object's place, ``the star is at the top left``, never its colour.
 """
 
 from __future__ import annotations
@@ -53,3 +54,14 @@ def find(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) 
     pictures = [render(things, canvas=canvas, palette=paint), render([kept], canvas=canvas, palette=paint)]
     return Example("find", text, pictures, {"shape": kept.shape, "colour": kept.colour, "box": list(kept.box),
                                             "background": list(GREY)})  # fmt: skip
+
+
+def place_words(box: tuple[float, float, float, float] | list[float], canvas: int) -> str:
+    """Where a box's centre stands on a 3 x 3 grid of the canvas: ``at the top left``, ``at the top``, ``on the
+    left``, ``in the middle``, ..."""
+    x, y, w, h = box
+    col = ("left", "", "right")[min(2, int(3 * (x + w / 2) / canvas))]
+    row = ("top", "", "bottom")[min(2, int(3 * (y + h / 2) / canvas))]
+    if row:
+        return f"at the {row} {col}".rstrip()
+    return f"on the {col}" if col else "in the middle"

@@ -46,11 +46,12 @@ from ..errors import InputError
 from ..files import check_output_dir, write_json
 from ..request.tokens import ATTRIBUTE_TOKENS
 from . import draws
-from .auxiliary import AUXILIARY, describe, find
+from .auxiliary import AUXILIARY, describe, find, place_words
 from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
+PLANNED: tuple[str, ...] = (*FAMILIES, "find")  # the families whose rows can end with a plan (plan_of)
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
@@ -137,8 +138,12 @@ def text(rng: random.Random, split: str, canvas: int) -> Example:
 
 
 def plan_of(ex: Example) -> str:
-    """What the target shows, its shape first: ``the star is red`` (``the star is red on blue``)."""
+    """What the target shows, its shape first: ``the star is red`` (``the star is red on blue``); for find, where the
+    object stands instead (``the star is at the top left``: :func:`~model.shapes.auxiliary.place_words`), a plan that
+    never names a colour, so never a held-out pair."""
     meta = ex.meta
+    if ex.family == "find":
+        return f"the {meta['shape']} is {place_words(meta['box'], ex.images[0].width)}"
     plan = f"the {meta['shape']} is {meta['colour']}"
     background = tuple(meta.get("background", GREY))
     if background != GREY:
@@ -228,9 +233,9 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
 
 
 def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary) -> None:
-    unknown = sorted(set(plans) - set(FAMILIES))
+    unknown = sorted(set(plans) - set(PLANNED))
     if unknown:
-        raise InputError(f"plans for {', '.join(unknown)}: the families are {', '.join(FAMILIES)}")
+        raise InputError(f"plans for {', '.join(unknown)}: the families with plans are {', '.join(PLANNED)}")
     for family, n in (auxiliary or {}).items():
         if family not in AUXILIARY or n < 0:
             raise InputError(f"{n} rows of {family!r}: the training-only families are {', '.join(AUXILIARY)}, "
@@ -300,8 +305,7 @@ def make_world(
                 chosen = map(form, examples(family, "eval", eval_rows, seed, canvas))
             counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", chosen)
         for family, n in ((f, n) for f, n in (auxiliary or {}).items() if n):
-            rows_of = examples(family, "train", n, seed, canvas, shades)
-            counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", rows_of)
+            counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n))
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
         info |= _world_extras(eval_pairs, plans, shades, skipped)
