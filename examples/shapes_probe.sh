@@ -12,7 +12,8 @@
 # rows, half of compose's, select's, layout's and background's drawn in random shades of their colours) | find
 # (20 000 rows of the training-only find family beside the others: select's scene, its object kept in place) |
 # find+shades (both, the find rows shaded too) | find+plans (the find rows ending with their plan, which names the
-# object's place, under cross-entropy; read with --think). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
+# object's place, under cross-entropy; read with --think) | place-plans (the fresh rows, select's ending with a plan
+# that names where the named object stands in the reference, not its colour; read with --think). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
 # rows also find-{eval,seen}.json (find itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
@@ -33,8 +34,9 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe | plans | plans+describe | shades | find | find+shades | find+plans) ;;
-  *) echo "AUX is none, describe, plans, plans+describe, shades, find, find+shades or find+plans, not '$AUX'" >&2
+  none | describe | plans | plans+describe | shades | find | find+shades | find+plans | place-plans) ;;
+  *) echo "AUX is none, describe, plans, plans+describe, shades, find, find+shades, find+plans or place-plans," \
+       "not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -61,6 +63,13 @@ think=()
 case "$AUX" in
   describe | plans | plans+describe) aux=(--text-loss) ;;
   find+plans) aux=(--text-loss); think=(--think) ;;
+  place-plans)
+    aux=(--text-loss)
+    think=(--think)
+    rows=fresh-place-plans
+    [ -f runs/probe/fresh-place-plans/world.json ] ||
+      sigma shapes make --out runs/probe/fresh-place-plans --rows 100000 --eval-rows 2 --seed 11 --plans select:place
+    ;;
   shades | find+shades)
     rows=fresh-shades
     [ -f runs/probe/fresh-shades/world.json ] ||

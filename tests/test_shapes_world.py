@@ -320,5 +320,16 @@ def test_find_plans_name_the_place_never_the_colour(tmp_path):
         plan = f"the {meta['shape']} is {place_words(meta['box'], 64)}"
         assert instruction == f"Keep only <select>the {meta['shape']} <image_1>. <think>{plan}</think>"
         assert not any(colour in plan for colour in COLOURS)
+    make_world(tmp_path / "select", rows=40, eval_rows=2, seed=4, plans=("select:place",))
+    for rec in pq.read_table(tmp_path / "select" / "train" / "select.parquet").to_pylist():
+        meta, ((instruction,),) = json.loads(rec["meta"]), rec["instruction_list"]
+        x, y, w, h = meta["source"]  # the named object where the reference shows it, its plan naming that place
+        there = Image.open(io.BytesIO(rec["image_list"][0])).crop(
+            (round(x) - 1, round(y) - 1, round(x + w) + 1, round(y + h) + 1)
+        )
+        assert read(there).shape == meta["shape"]
+        assert instruction.endswith(f". <think>the {meta['shape']} is {place_words(meta['source'], 64)}</think>")
     with pytest.raises(InputError, match="the families with plans are compose, select, layout, background, text, find"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("describe",))
+    with pytest.raises(InputError, match="select twice"):
+        make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("select", "select:place"))

@@ -51,7 +51,8 @@ from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
-PLANNED: tuple[str, ...] = (*FAMILIES, "find")  # the families whose rows can end with a plan (plan_of)
+PLANNED: tuple[str, ...] = (*FAMILIES, "find", "select:place")  # rows that can end with a plan (plan_of), select's
+# also naming the object's place in the reference rather than its colour
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
@@ -103,7 +104,8 @@ def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS
     target = centred(*named, draws.size(rng, canvas), canvas)
     text = f"Draw only <select>the {named[0]} <image_1>."
     pictures = [render(things, canvas=canvas, palette=paint), render([target], canvas=canvas, palette=paint)]
-    return Example("select", text, pictures, _target_meta(target))
+    source = next(t.box for t in things if (t.shape, t.colour) == named)  # where the reference shows it
+    return Example("select", text, pictures, _target_meta(target, source=list(source)))
 
 
 def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
@@ -137,13 +139,13 @@ def text(rng: random.Random, split: str, canvas: int) -> Example:
     return Example("text", f"a {colour} {shape}", [render([target], canvas=canvas)], _target_meta(target))
 
 
-def plan_of(ex: Example) -> str:
-    """What the target shows, its shape first: ``the star is red`` (``the star is red on blue``); for find, where the
-    object stands instead (``the star is at the top left``: :func:`~model.shapes.auxiliary.place_words`), a plan that
-    never names a colour, so never a held-out pair."""
+def plan_of(ex: Example, form: str = "colour") -> str:
+    """What the target shows, its shape first: ``the star is red`` (``the star is red on blue``); for find, and for
+    select with ``form="place"``, where the object stands in the reference instead (``the star is at the top left``:
+    :func:`~model.shapes.auxiliary.place_words`), a plan that never names a colour, so never a held-out pair."""
     meta = ex.meta
-    if ex.family == "find":
-        return f"the {meta['shape']} is {place_words(meta['box'], ex.images[0].width)}"
+    if ex.family == "find" or form == "place":
+        return f"the {meta['shape']} is {place_words(meta.get('source', meta['box']), ex.images[0].width)}"
     plan = f"the {meta['shape']} is {meta['colour']}"
     background = tuple(meta.get("background", GREY))
     if background != GREY:
@@ -234,6 +236,8 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
 
 def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary) -> None:
     unknown = sorted(set(plans) - set(PLANNED))
+    if "select" in plans and "select:place" in plans:
+        unknown.append("select twice (select and select:place)")
     if unknown:
         raise InputError(f"plans for {', '.join(unknown)}: the families with plans are {', '.join(PLANNED)}")
     for family, n in (auxiliary or {}).items():
@@ -291,8 +295,9 @@ def make_world(
     def train_rows(family: str, n: int) -> Iterator[Example]:
         for ex in map(form, examples(family, "train", n, seed, canvas, shades)):
             trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
-            if family in plans:
-                ex.instruction += f" <think>{plan_of(ex)}</think>"
+            plan_form = next((p.partition(":")[2] or "colour" for p in plans if p.partition(":")[0] == family), None)
+            if plan_form:
+                ex.instruction += f" <think>{plan_of(ex, plan_form)}</think>"
             yield ex
 
     try:
