@@ -14,8 +14,9 @@ Families (``<image_N>`` is the training placeholder; users write ``<imgN>``):
 Training rows may carry the plan the model should write before drawing (``plans``: BAGEL's think mode,
 :mod:`model.run.think`): ``Draw only <select>the star <image_1>. <think>the star is red</think>``, the target's
 shape, then its colour (`` on blue`` added for background's), the describe family's order: a colour named right
-after its shape is what the model reads best on held-out pairs (docs/SHAPES.md). Evaluation rows never carry one:
-the model writes its own.
+after its shape is what the model reads best on held-out pairs (docs/SHAPES.md). A *place* plan names where the
+object stands instead (``the star is at the top left``): find's always, select's with ``select:place``; it never
+writes a held-out pair. Evaluation rows never carry one: the model writes its own.
 
 Training rows of the families whose text names no colour (:data:`SHADED_FAMILIES`) may be drawn in random shades
 (``shades``, a share of them): every colour name of the row gets a fresh shade of itself (:func:`shade_palette`), so
