@@ -99,7 +99,8 @@ def make(
     plans: Annotated[
         str,
         typer.Option(
-            help="families whose training rows end with a plan, comma-separated (find too), or all five (--think)"
+            help="families whose training rows end with a plan, comma-separated (find too; select:place or "
+            "select:scene for select's plan naming its object's place, or every object), or all five (--think)"
         ),
     ] = "",
     shades: Annotated[

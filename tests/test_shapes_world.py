@@ -331,5 +331,21 @@ def test_find_plans_name_the_place_never_the_colour(tmp_path):
         assert instruction.endswith(f". <think>the {meta['shape']} is {place_words(meta['source'], 64)}</think>")
     with pytest.raises(InputError, match="the families with plans are compose, select, layout, background, text, find"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("describe",))
-    with pytest.raises(InputError, match="select twice"):
+    with pytest.raises(InputError, match=r"select 2 times \(select and select:place\)"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("select", "select:place"))
+    with pytest.raises(InputError, match="select 2 times"):
+        make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("select:scene", "select:place"))
+
+
+def test_scene_plans_name_every_object_of_the_reference_left_to_right(tmp_path):
+    make_world(tmp_path, rows=40, eval_rows=2, seed=4, plans=("select:scene",))
+    for rec in pq.read_table(tmp_path / "train" / "select.parquet").to_pylist():
+        meta, ((instruction,),) = json.loads(rec["meta"]), rec["instruction_list"]
+        reference = Image.open(io.BytesIO(rec["image_list"][0]))
+        named = []
+        for shape, colour, (x, y, w, h) in sorted(meta["objects"], key=lambda o: o[2][0]):
+            reading = read(reference.crop((round(x) - 1, round(y) - 1, round(x + w) + 1, round(y + h) + 1)))
+            assert (reading.shape, reading.colour) == (shape, colour)  # each named where the reference shows it
+            named.append(f"the {shape} is {colour}")
+        assert len(named) in (2, 3) and [meta["shape"], meta["colour"]] in [o[:2] for o in meta["objects"]]
+        assert instruction == f"Draw only <select>the {meta['shape']} <image_1>. <think>{' and '.join(named)}</think>"

@@ -16,7 +16,9 @@ Training rows may carry the plan the model should write before drawing (``plans`
 shape, then its colour (`` on blue`` added for background's), the describe family's order: a colour named right
 after its shape is what the model reads best on held-out pairs (docs/SHAPES.md). A *place* plan names where the
 object stands instead (``the star is at the top left``): find's always, select's with ``select:place``; it never
-writes a held-out pair. Evaluation rows never carry one: the model writes its own.
+writes a held-out pair. A *scene* plan (select's, with ``select:scene``) names every object of the reference left to
+right, in the describe family's words (``the circle is red and the star is blue``): it reads each object where it
+stands rather than searching for the named one. Evaluation rows never carry one: the model writes its own.
 
 Training rows of the families whose text names no colour (:data:`SHADED_FAMILIES`) may be drawn in random shades
 (``shades``, a share of them): every colour name of the row gets a fresh shade of itself (:func:`shade_palette`), so
@@ -52,8 +54,8 @@ from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
-PLANNED: tuple[str, ...] = (*FAMILIES, "find", "select:place")  # rows that can end with a plan (plan_of), select's
-# also naming the object's place in the reference rather than its colour
+PLANNED: tuple[str, ...] = (*FAMILIES, "find", "select:place", "select:scene")  # rows that can end with a plan
+# (plan_of); select's may instead name the object's place in the reference, or every object of it
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
@@ -106,7 +108,8 @@ def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS
     text = f"Draw only <select>the {named[0]} <image_1>."
     pictures = [render(things, canvas=canvas, palette=paint), render([target], canvas=canvas, palette=paint)]
     source = next(t.box for t in things if (t.shape, t.colour) == named)  # where the reference shows it
-    return Example("select", text, pictures, _target_meta(target, source=list(source)))
+    objects = [[t.shape, t.colour, list(t.box)] for t in things]  # the reference's, as drawn
+    return Example("select", text, pictures, _target_meta(target, source=list(source), objects=objects))
 
 
 def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
@@ -143,8 +146,12 @@ def text(rng: random.Random, split: str, canvas: int) -> Example:
 def plan_of(ex: Example, form: str = "colour") -> str:
     """What the target shows, its shape first: ``the star is red`` (``the star is red on blue``); for find, and for
     select with ``form="place"``, where the object stands in the reference instead (``the star is at the top left``:
-    :func:`~model.shapes.auxiliary.place_words`), a plan that never names a colour, so never a held-out pair."""
+    :func:`~model.shapes.auxiliary.place_words`), a plan that never names a colour, so never a held-out pair; for
+    select with ``form="scene"``, every object of the reference left to right (``the circle is red and the star is
+    blue``, the describe family's sentence)."""
     meta = ex.meta
+    if form == "scene":
+        return " and ".join(f"the {s} is {c}" for s, c, _ in sorted(meta["objects"], key=lambda o: o[2][0]))
     if ex.family == "find" or form == "place":
         return f"the {meta['shape']} is {place_words(meta.get('source', meta['box']), ex.images[0].width)}"
     plan = f"the {meta['shape']} is {meta['colour']}"
@@ -237,8 +244,9 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
 
 def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary) -> None:
     unknown = sorted(set(plans) - set(PLANNED))
-    if "select" in plans and "select:place" in plans:
-        unknown.append("select twice (select and select:place)")
+    forms = [p for p in plans if p.partition(":")[0] == "select"]
+    if len(forms) > 1:
+        unknown.append(f"select {len(forms)} times ({' and '.join(forms)})")
     if unknown:
         raise InputError(f"plans for {', '.join(unknown)}: the families with plans are {', '.join(PLANNED)}")
     for family, n in (auxiliary or {}).items():
