@@ -11,9 +11,11 @@
 # plans+describe (both); each puts every row's text under cross-entropy (--text-loss) | shades (the same fresh
 # rows, half of compose's, select's, layout's and background's drawn in random shades of their colours) | find
 # (20 000 rows of the training-only find family beside the others: select's scene, its object kept in place) |
+# plans+shades (plans, on the rows of shades: the plan names the colour's name, the picture shows a shade of it) |
 # find+shades (both, the find rows shaded too) | find+plans (the find rows ending with their plan, which names the
 # object's place, under cross-entropy; read with --think) | place-plans (the fresh rows, select's ending with a plan
-# that names where the named object stands in the reference, not its colour; read with --think). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
+# that names where the named object stands in the reference, not its colour; read with --think) | scene-plans (the
+# same, the plan naming every object of the reference left to right, in the describe family's words). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
 # rows also find-{eval,seen}.json (find itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
@@ -34,9 +36,10 @@ case "$DEPTH" in
   *) echo "DEPTH is shipped or grown, not '$DEPTH'" >&2; exit 2 ;;
 esac
 case "$AUX" in
-  none | describe | plans | plans+describe | shades | find | find+shades | find+plans | place-plans) ;;
-  *) echo "AUX is none, describe, plans, plans+describe, shades, find, find+shades, find+plans or place-plans," \
-       "not '$AUX'" >&2
+  none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
+    | scene-plans) ;;
+  *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans or" \
+       "place-plans or scene-plans, not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -63,17 +66,25 @@ think=()
 case "$AUX" in
   describe | plans | plans+describe) aux=(--text-loss) ;;
   find+plans) aux=(--text-loss); think=(--think) ;;
-  place-plans)
+  place-plans | scene-plans)
     aux=(--text-loss)
     think=(--think)
-    rows=fresh-place-plans
-    [ -f runs/probe/fresh-place-plans/world.json ] ||
-      sigma shapes make --out runs/probe/fresh-place-plans --rows 100000 --eval-rows 2 --seed 11 --plans select:place
+    rows="fresh-$AUX"
+    [ -f "runs/probe/$rows/world.json" ] ||
+      sigma shapes make --out "runs/probe/$rows" --rows 100000 --eval-rows 2 --seed 11 --plans "select:${AUX%-plans}"
     ;;
   shades | find+shades)
     rows=fresh-shades
     [ -f runs/probe/fresh-shades/world.json ] ||
       sigma shapes make --out runs/probe/fresh-shades --rows 100000 --eval-rows 2 --seed 11 --shades 0.5
+    ;;
+  plans+shades)
+    aux=(--text-loss)
+    think=(--think)
+    rows=fresh-plans-shades
+    [ -f runs/probe/fresh-plans-shades/world.json ] ||
+      sigma shapes make --out runs/probe/fresh-plans-shades --rows 100000 --eval-rows 2 --seed 11 --plans all \
+        --shades 0.5
     ;;
 esac
 extra=""  # a training-only family's world, linked in beside the rows
