@@ -15,7 +15,8 @@
 # find+shades (both, the find rows shaded too) | find+plans (the find rows ending with their plan, which names the
 # object's place, under cross-entropy; read with --think) | place-plans (the fresh rows, select's ending with a plan
 # that names where the named object stands in the reference, not its colour; read with --think) | scene-plans (the
-# same, the plan naming every object of the reference left to right, in the describe family's words). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
+# same, the plan naming every object of the reference left to right, in the describe family's words) |
+# scene+colour-plans (that plan, then the named object's colour plan: ', so the star is red'). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
 # rows also find-{eval,seen}.json (find itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
@@ -37,9 +38,9 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans) ;;
+    | scene-plans | scene+colour-plans) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans or" \
-       "place-plans or scene-plans, not '$AUX'" >&2
+       "place-plans, scene-plans or scene+colour-plans, not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -66,7 +67,7 @@ think=()
 case "$AUX" in
   describe | plans | plans+describe) aux=(--text-loss) ;;
   find+plans) aux=(--text-loss); think=(--think) ;;
-  place-plans | scene-plans)
+  place-plans | scene-plans | scene+colour-plans)
     aux=(--text-loss)
     think=(--think)
     rows="fresh-$AUX"

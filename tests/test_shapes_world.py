@@ -349,3 +349,8 @@ def test_scene_plans_name_every_object_of_the_reference_left_to_right(tmp_path):
             named.append(f"the {shape} is {colour}")
         assert len(named) in (2, 3) and [meta["shape"], meta["colour"]] in [o[:2] for o in meta["objects"]]
         assert instruction == f"Draw only <select>the {meta['shape']} <image_1>. <think>{' and '.join(named)}</think>"
+    make_world(tmp_path / "then", rows=40, eval_rows=2, seed=4, plans=("select:scene+colour",))
+    plain = pq.read_table(tmp_path / "train" / "select.parquet").to_pylist()
+    for rec, was in zip(pq.read_table(tmp_path / "then" / "train" / "select.parquet").to_pylist(), plain, strict=True):
+        meta, ((instruction,),), ((scene,),) = json.loads(rec["meta"]), rec["instruction_list"], was["instruction_list"]
+        assert instruction == scene.replace("</think>", f", so the {meta['shape']} is {meta['colour']}</think>")

@@ -18,7 +18,8 @@ after its shape is what the model reads best on held-out pairs (docs/SHAPES.md).
 object stands instead (``the star is at the top left``): find's always, select's with ``select:place``; it never
 writes a held-out pair. A *scene* plan (select's, with ``select:scene``) names every object of the reference left to
 right, in the describe family's words (``the circle is red and the star is blue``): it reads each object where it
-stands rather than searching for the named one. Evaluation rows never carry one: the model writes its own.
+stands rather than searching for the named one; ``select:scene+colour`` adds the named one's colour plan after it
+(``..., so the star is blue``). Evaluation rows never carry one: the model writes its own.
 
 Training rows of the families whose text names no colour (:data:`SHADED_FAMILIES`) may be drawn in random shades
 (``shades``, a share of them): every colour name of the row gets a fresh shade of itself (:func:`shade_palette`), so
@@ -54,8 +55,9 @@ from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
-PLANNED: tuple[str, ...] = (*FAMILIES, "find", "select:place", "select:scene")  # rows that can end with a plan
-# (plan_of); select's may instead name the object's place in the reference, or every object of it
+PLANNED: tuple[str, ...] = (*FAMILIES, "find", "select:place", "select:scene", "select:scene+colour")  # rows that
+# can end with a plan (plan_of); select's may instead name the object's place in the reference, or every object of
+# it (then, with +colour, the named one's colour plan)
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
@@ -148,10 +150,12 @@ def plan_of(ex: Example, form: str = "colour") -> str:
     select with ``form="place"``, where the object stands in the reference instead (``the star is at the top left``:
     :func:`~model.shapes.auxiliary.place_words`), a plan that never names a colour, so never a held-out pair; for
     select with ``form="scene"``, every object of the reference left to right (``the circle is red and the star is
-    blue``, the describe family's sentence)."""
+    blue``, the describe family's sentence), and with ``form="scene+colour"`` the colour plan after it (``..., so
+    the star is blue``)."""
     meta = ex.meta
-    if form == "scene":
-        return " and ".join(f"the {s} is {c}" for s, c, _ in sorted(meta["objects"], key=lambda o: o[2][0]))
+    if form in ("scene", "scene+colour"):
+        scene = " and ".join(f"the {s} is {c}" for s, c, _ in sorted(meta["objects"], key=lambda o: o[2][0]))
+        return scene if form == "scene" else f"{scene}, so {plan_of(ex)}"
     if ex.family == "find" or form == "place":
         return f"the {meta['shape']} is {place_words(meta.get('source', meta['box']), ex.images[0].width)}"
     plan = f"the {meta['shape']} is {meta['colour']}"
