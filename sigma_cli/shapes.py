@@ -99,8 +99,9 @@ def make(
     plans: Annotated[
         str,
         typer.Option(
-            help="families whose training rows end with a plan, comma-separated (find too; select:place or "
-            "select:scene for select's plan naming its object's place, or every object), or all five (--think)"
+            help="families whose training rows end with a plan, comma-separated (find too; select:place, "
+            "select:scene or select:scene+colour: select's plan names its object's place, every object, or every "
+            "object and then its colour), or all five (--think)"
         ),
     ] = "",
     shades: Annotated[
