@@ -12,7 +12,8 @@ many rows with a right plan are right. A plan is right when it says what the row
 
 * ``colour``: ``the star is red``, the target's shape and colour;
 * ``place``: ``the star is at the top left``, the cell of the box the named object was drawn in (the row's meta
-  ``source``; rows drawn before select kept it are drawn again from their world's seed and matched by picture);
+  ``source``; rows drawn before select kept it are drawn again from their world's seed and matched by their
+  pictures);
 * ``scene``: the scene's entry for the named shape gives the target's colour;
 * ``scene+colour``: the statement after ``, so `` is the colour plan (the scene's entry is counted too).
 
@@ -36,27 +37,36 @@ from sigma_studio.model.shapes.tasks import examples
 
 FORMS = ("colour", "place", "scene", "scene+colour")
 READS = {"eval": "held-out pairs", "seen": "training pairs"}
-DRAWS = 4  # rows of a split drawn again per row read: the seen split leaves out draws that are training rows
 
 
-def drawn_meta(world: Path, wanted: set[int]) -> dict[int, dict]:
-    """The meta of select rows ``wanted`` of ``world``'s eval/, as drawn today (with ``source``): the world's split
-    drawn again from its seed, each row matched by its instruction and reference picture."""
-    info = json.loads((world / "world.json").read_text())
+class ReadError(Exception):
+    """A probe's read, or the world its rows came from, that cannot be scored: the message says which and why."""
+
+
+def drawn_meta(world: Path, wanted: set[int]) -> tuple[dict[int, dict], int]:
+    """The meta of select rows ``wanted`` of ``world``'s eval/, as drawn today (with ``source``), and the world's
+    canvas: the world's split drawn again from its seed, each row matched by its reference and target pictures."""
+    try:
+        info = json.loads((world / "world.json").read_text())
+        table = pq.read_table(world / "eval" / "select.parquet").to_pylist()
+    except (OSError, ValueError) as exc:
+        raise ReadError(f"the rows' world {world} (--data): {exc}") from exc
+    if max(wanted) >= len(table):
+        raise ReadError(f"row {max(wanted)} is past the {len(table)} select rows of {world}: is --data right?")
     split = "seen" if info.get("eval_pairs") == "seen" else "eval"
-    table = pq.read_table(world / "eval" / "select.parquet").to_pylist()
-    key = lambda instruction, picture: (instruction, picture.convert("RGB").tobytes())  # noqa: E731
-    want = {
-        key(table[i]["instruction_list"][0][0], Image.open(io.BytesIO(table[i]["image_list"][0]))): i for i in wanted
-    }
-    found: dict[int, dict] = {}
-    for ex in examples("select", split, DRAWS * len(table) + 100, info["seed"], info["canvas"]):
-        i = want.get(key(ex.instruction, ex.images[0]))
-        if i is not None:
+    draws = len(table) + info.get("seen_skipped", {}).get("select", 0)  # the seen split leaves out training rows
+
+    def key(pictures) -> tuple[bytes, bytes]:  # reference and target: the wording may differ (--no-attribute-tokens)
+        return tuple(p.convert("RGB").tobytes() for p in (pictures[0], pictures[-1]))
+
+    want = {key([Image.open(io.BytesIO(b)) for b in table[i]["image_list"]]): i for i in wanted}
+    found = {}
+    for ex in examples("select", split, draws, info["seed"], info["canvas"]):
+        if (i := want.get(key(ex.images))) is not None:
             found[i] = ex.meta
-        if len(found) == len(want):
-            return found
-    raise ValueError(f"{len(want) - len(found)} select rows of {world} are not among its split's first draws")
+    if len(found) < len(want):
+        raise ReadError(f"{len(want) - len(found)} select rows of {world} are not the draws of its seed and split")
+    return found, info["canvas"]
 
 
 def plan_verdict(form: str, meta: dict, plan: str, canvas: int = 64) -> dict[str, bool]:
@@ -74,17 +84,36 @@ def plan_verdict(form: str, meta: dict, plan: str, canvas: int = 64) -> dict[str
     return {"plan": entry if form == "scene" else last.strip() == colour_plan, "entry": entry}
 
 
+def select_rows(path: Path) -> list[dict]:
+    """A read's select rows, each checked for what scoring needs, all of them with a plan."""
+    try:
+        rows = [r for r in json.loads(path.read_text())["rows"] if r.get("family") == "select"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReadError(f"{path}: not a `sigma shapes eval --json` record ({exc})") from exc
+    if not rows:
+        raise ReadError(f"{path}: no select rows")
+    for r in rows:
+        lacking = [f for f in ("row", "meta", "verdict") if f not in r] or [
+            f for f in ("shape", "colour") if f not in r["meta"]
+        ]
+        if lacking or "ok" not in r["verdict"]:
+            raise ReadError(f"{path}: select row {r.get('row', '?')} has no {', '.join(lacking) or 'verdict ok'}")
+    if not any(r.get("plan") for r in rows):
+        raise ReadError(f"{path}: no row has a plan; was it read with --think?")
+    return rows
+
+
 def read(run: Path, pairs: str, form: str, data: Path) -> dict[str, int] | None:
     """The counts of one read of a probe, or None when the probe has not written it."""
     path = run / f"{pairs}.json"
     if not path.is_file():
         return None
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["family"] == "select"]
+    rows = select_rows(path)
     missing = {r["row"] for r in rows if "source" not in r["meta"]} if form == "place" else set()
-    drawn = drawn_meta(data / pairs, missing) if missing else {}
+    drawn, canvas = drawn_meta(data / pairs, missing) if missing else ({}, 64)
     counts = {"rows": 0, "right": 0, "plan": 0, "given": 0, "entry": 0}
     for r in rows:
-        verdict = plan_verdict(form, drawn.get(r["row"], r["meta"]), r.get("plan") or "")
+        verdict = plan_verdict(form, drawn.get(r["row"], r["meta"]), r.get("plan") or "", canvas)
         ok = bool(r["verdict"]["ok"])
         counts["rows"] += 1
         counts["right"] += ok
@@ -100,25 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("form", choices=FORMS, help="the form of plan the probe trained")
     parser.add_argument("--data", type=Path, default=Path("runs/probe"), help="where the probe's read rows are")
     args = parser.parse_args(argv)
-    header = "| read | rows | right | plan right | right given a right plan |"
-    scene = args.form.startswith("scene")
-    print(header + (" scene's entry right |" if scene else ""))
-    print("|---" * (6 if scene else 5) + "|")
-    found = False
-    for pairs, name in READS.items():
-        try:
-            c = read(args.run, pairs, args.form, args.data)
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"{args.run}/{pairs}.json: {exc}", file=sys.stderr)
-            return 1
-        if c is None:
-            continue
-        found = True
-        line = f"| {name} | {c['rows']} | {c['right']} | {c['plan']} | {c['given']} of {c['plan']} |"
-        print(line + (f" {c['entry']} |" if scene else ""))
-    if not found:
+    try:
+        counts = {name: read(args.run, pairs, args.form, args.data) for pairs, name in READS.items()}
+    except ReadError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not any(counts.values()):
         print(f"{args.run}: no eval.json or seen.json yet (run examples/shapes_probe.sh first)", file=sys.stderr)
         return 1
+    scene = args.form.startswith("scene")
+    header = "| read | rows | right | plan right | right given a right plan |"
+    print(header + (" scene's entry right |" if scene else ""))
+    print("|---" * (6 if scene else 5) + "|")
+    for name, c in counts.items():
+        if c:
+            line = f"| {name} | {c['rows']} | {c['right']} | {c['plan']} | {c['given']} of {c['plan']} |"
+            print(line + (f" {c['entry']} |" if scene else ""))
     return 0
 
 

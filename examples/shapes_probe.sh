@@ -4,20 +4,26 @@
 # and on training pairs in new rows (docs/SHAPES.md, "One family at a time").
 #   bash examples/shapes_probe.sh FAMILY [STEPS] [DEPTH] [AUX]
 # FAMILY: compose | select | layout | background | text, or all (every family in the world's mix, read on held-out
-# pairs only), or find (with AUX find or find+shades: the find rows alone). STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown). DEPTH: shipped (the
-# default) | grown (every layer followed by a copy whose outputs are zero: finetune.checkpoint.grow_depth). AUX:
-# none (the default) | describe (20 000 rows of the training-only describe family beside the others) | plans (the
-# same fresh rows, each ending with its plan, read with --think: the model writes its plan, then draws) |
-# plans+describe (both); each puts every row's text under cross-entropy (--text-loss) | shades (the same fresh
-# rows, half of compose's, select's, layout's and background's drawn in random shades of their colours) | find
-# (20 000 rows of the training-only find family beside the others: select's scene, its object kept in place) |
-# plans+shades (plans, on the rows of shades: the plan names the colour's name, the picture shows a shade of it) |
-# find+shades (both, the find rows shaded too) | find+plans (the find rows ending with their plan, which names the
-# object's place, under cross-entropy; read with --think) | place-plans (the fresh rows, select's ending with a plan
-# that names where the named object stands in the reference, not its colour; read with --think) | scene-plans (the
-# same, the plan naming every object of the reference left to right, in the describe family's words) |
-# scene+colour-plans (that plan, then the named object's colour plan: ', so the star is red'). Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find
-# rows also find-{eval,seen}.json (find itself read on 100 rows of held-out, then training, pairs); rerun to resume.
+# pairs only), or find (with AUX find, find+shades or find+plans: the find rows alone).
+# STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown).
+# DEPTH: shipped (the default) | grown (every layer followed by a copy whose outputs are zero:
+# finetune.checkpoint.grow_depth).
+# AUX:
+#   none (the default)
+#   describe: 20 000 rows of the training-only describe family beside the others
+#   plans: the same fresh rows, each ending with its plan, read with --think (the model writes its plan, then draws)
+#   plans+describe: plans and describe rows (with describe rows or plans, every row's text is under cross-entropy)
+#   plans+shades: plans on the rows of shades (the plan names the colour's name, the picture shows a shade of it)
+#   shades: the same fresh rows, half of compose's, select's, layout's and background's drawn in random shades
+#   find: 20 000 rows of the training-only find family beside the others (select's scene, its object kept in place)
+#   find+shades: find rows beside the rows of shades, the find rows shaded too
+#   find+plans: the find rows ending with their plan, which names the object's place, under cross-entropy; --think
+#   place-plans: the fresh rows, select's ending with a plan that names where the named object stands in the
+#     reference, not its colour; read with --think
+#   scene-plans: the same, the plan naming every object of the reference left to right (the describe family's words)
+#   scene+colour-plans: that plan, then the named object's colour plan (', so the star is red')
+# Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find rows also find-{eval,seen}.json (find itself
+# read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
 STEPS="${2:-3000}"
@@ -26,7 +32,9 @@ AUX="${4:-none}"
 [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH] [AUX]" >&2; exit 2; }
 case "$FAMILY" in
   compose | select | layout | background | text | all) ;;
-  find) [[ "${4:-}" == find* ]] || { echo "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans" >&2; exit 2; } ;;
+  find)
+    [[ "${4:-}" == find* ]] ||
+      { echo "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans" >&2; exit 2; } ;;
   *) echo "unknown family '$FAMILY': choose among compose select layout background text all find" >&2; exit 2 ;;
 esac
 case "$STEPS" in
@@ -39,7 +47,7 @@ esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
     | scene-plans | scene+colour-plans) ;;
-  *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans or" \
+  *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
        "place-plans, scene-plans or scene+colour-plans, not '$AUX'" >&2
      exit 2 ;;
 esac
@@ -109,7 +117,8 @@ dataset="runs/probe/$rows/train"
 if [ -n "$extra" ]; then
   family="${extra%%-*}"
   [ -f "runs/probe/$extra/world.json" ] ||
-    sigma shapes make --out "runs/probe/$extra" --rows 10 --eval-rows 2 "--$family-rows" 20000 --seed 11 "${extra_args[@]}"
+    sigma shapes make --out "runs/probe/$extra" --rows 10 --eval-rows 2 "--$family-rows" 20000 --seed 11 \
+      "${extra_args[@]}"
   dataset="runs/probe/$rows-$extra"
   if [ ! -d "$dataset" ]; then  # the family rows and the extra rows side by side (links, not copies)
     mkdir -p "$dataset.tmp"
@@ -148,13 +157,15 @@ for pairs in "${pairs_read[@]}"; do
     sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" "${think[@]}" \
       --json "$out/$pairs.json"
 done
-if [ -n "$extra" ] && [ "$family" = find ]; then  # find itself, in place: the named object of held-out or training pairs
+# find itself, in place: the named object of held-out or training pairs
+if [ -n "$extra" ] && [ "$family" = find ]; then
   for pairs in eval seen; do
     [ -f "runs/probe/find-$pairs/find.parquet" ] || "$PY" -c 'import sys
 from sigma_studio.model.data.dataset import write_parquet
 from sigma_studio.model.shapes.tasks import examples
 write_parquet(sys.argv[1], examples("find", sys.argv[2], 100, 0))' "runs/probe/find-$pairs/find.parquet" "$pairs"
     [ -f "$out/find-$pairs.json" ] ||
-      sigma shapes eval --model "$out/model" --data "runs/probe/find-$pairs" "${think[@]}" --json "$out/find-$pairs.json"
+      sigma shapes eval --model "$out/model" --data "runs/probe/find-$pairs" "${think[@]}" \
+        --json "$out/find-$pairs.json"
   done
 fi

@@ -49,3 +49,24 @@ def test_a_probe_read_without_sources_is_scored_from_its_rows_drawn_again(tmp_pa
     assert "| held-out pairs | 6 | 2 | 4 | 1 of 4 |" in out.stdout.splitlines()
     missing = subprocess.run([*args[:2], str(tmp_path / "none"), "colour"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no eval.json or seen.json yet" in missing.stderr
+
+
+def test_reads_it_cannot_score_are_refused_in_one_line_before_any_table(tmp_path):
+    make_world(tmp_path / "data" / "eval", rows=10, eval_rows=3, seed=3)
+    meta = {"shape": "star", "colour": "red"}
+    cases = {
+        "no row has a plan; was it read with --think?": [{"family": "select", "row": 0, "meta": meta,
+                                                          "verdict": {"ok": True}}],
+        "is past the 3 select rows": [{"family": "select", "row": 7, "meta": meta, "verdict": {"ok": True},
+                                       "plan": "the star is in the middle"}],
+        "select row 0 has no verdict": [{"family": "select", "row": 0, "meta": meta, "plan": "x"}],
+        "no select rows": [{"family": "text", "row": 0, "meta": meta, "verdict": {"ok": True}, "plan": "x"}],
+    }  # fmt: skip
+    for said, rows in cases.items():
+        run = tmp_path / "run"
+        run.mkdir(exist_ok=True)
+        (run / "eval.json").write_text(json.dumps({"rows": rows}))
+        args = [sys.executable, str(SCRIPT), str(run), "place", "--data", str(tmp_path / "data")]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and said in out.stderr and out.stdout == "", (said, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1

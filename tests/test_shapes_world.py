@@ -331,9 +331,9 @@ def test_find_plans_name_the_place_never_the_colour(tmp_path):
         assert instruction.endswith(f". <think>the {meta['shape']} is {place_words(meta['source'], 64)}</think>")
     with pytest.raises(InputError, match="the families with plans are compose, select, layout, background, text, find"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("describe",))
-    with pytest.raises(InputError, match=r"select 2 times \(select and select:place\)"):
+    with pytest.raises(InputError, match=r"select takes one plan form, not 2 \(select and select:place\)"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("select", "select:place"))
-    with pytest.raises(InputError, match="select 2 times"):
+    with pytest.raises(InputError, match="select takes one plan form, not 2"):
         make_world(tmp_path / "bad", rows=10, eval_rows=2, plans=("select:scene", "select:place"))
 
 

@@ -250,7 +250,7 @@ def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float,
     unknown = sorted(set(plans) - set(PLANNED))
     forms = [p for p in plans if p.partition(":")[0] == "select"]
     if len(forms) > 1:
-        unknown.append(f"select {len(forms)} times ({' and '.join(forms)})")
+        raise InputError(f"plans: select takes one plan form, not {len(forms)} ({' and '.join(forms)})")
     if unknown:
         raise InputError(f"plans for {', '.join(unknown)}: the families with plans are {', '.join(PLANNED)}")
     for family, n in (auxiliary or {}).items():
