@@ -22,6 +22,12 @@ from .world import COLOURS, GREY, Palette, Thing, render
 AUXILIARY: tuple[str, ...] = ("describe", "find")
 
 
+def scene_words(objects) -> str:
+    """(shape, colour, box) objects named left to right by their boxes' left edges, each shape then its colour:
+    ``the star is red and the circle is blue`` (describe's sentence, and select's scene plan)."""
+    return " and ".join(f"the {s} is {c}" for s, c, _ in sorted(objects, key=lambda o: o[2][0]))
+
+
 def describe(rng: random.Random, split: str, canvas: int) -> Example:
     """One to three objects of training pairs, distinct shapes and colours; a lone one in a layout-sized box."""
     n = rng.choice((1, 2, 3))
@@ -36,11 +42,10 @@ def describe(rng: random.Random, split: str, canvas: int) -> Example:
     else:
         boxes = scatter(rng, n, canvas)
     things = sorted((Thing(s, c, box) for (s, c), box in zip(pairs, boxes, strict=True)), key=lambda t: t.box[0])
-    named = " and ".join(f"the {t.shape} is {t.colour}" for t in things)
     picture = render(things, canvas=canvas)
     return Example(
         "describe",
-        f"In <image_1> {named}.",
+        f"In <image_1> {scene_words([(t.shape, t.colour, t.box) for t in things])}.",
         [picture, picture.copy()],
         {"objects": [[t.shape, t.colour, list(t.box)] for t in things], "background": list(GREY)},
     )

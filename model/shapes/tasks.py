@@ -50,7 +50,7 @@ from ..errors import InputError
 from ..files import check_output_dir, write_json
 from ..request.tokens import ATTRIBUTE_TOKENS
 from . import draws
-from .auxiliary import AUXILIARY, describe, find, place_words
+from .auxiliary import AUXILIARY, describe, find, place_words, scene_words
 from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
@@ -154,7 +154,7 @@ def plan_of(ex: Example, form: str = "colour") -> str:
     the star is blue``)."""
     meta = ex.meta
     if form in ("scene", "scene+colour"):
-        scene = " and ".join(f"the {s} is {c}" for s, c, _ in sorted(meta["objects"], key=lambda o: o[2][0]))
+        scene = scene_words(meta["objects"])
         return scene if form == "scene" else f"{scene}, so {plan_of(ex)}"
     if ex.family == "find" or form == "place":
         return f"the {meta['shape']} is {place_words(meta.get('source', meta['box']), ex.images[0].width)}"
@@ -306,9 +306,9 @@ def make_world(
         return ex
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
+        plan_form = next((p.partition(":")[2] or "colour" for p in plans if p.partition(":")[0] == family), None)
         for ex in map(form, examples(family, "train", n, seed, canvas, shades)):
             trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
-            plan_form = next((p.partition(":")[2] or "colour" for p in plans if p.partition(":")[0] == family), None)
             if plan_form:
                 ex.instruction += f" <think>{plan_of(ex, plan_form)}</think>"
             yield ex
