@@ -75,6 +75,10 @@ CurriculumWeightOpt = Annotated[
     float, typer.Option(help="share of SIGMA-GEN's curriculum finetune in the final weights (0: none)")
 ]
 CurriculumReplayOpt = Annotated[float, typer.Option(help="share of the five families' rows in that curriculum")]
+BalanceStepsOpt = Annotated[
+    int, typer.Option(help="steps of the background stage: a finetune on fresh rows, background's weighed up (0: none)")
+]
+BalanceWeightOpt = Annotated[float, typer.Option(help="share of the background stage's finetune in the final weights")]
 
 
 @app.command()
@@ -153,27 +157,40 @@ def train(
     ] = None,
     curriculum_weight: CurriculumWeightOpt = R.curriculum_weight,
     curriculum_replay: CurriculumReplayOpt = R.curriculum_replay,
+    balance_steps: BalanceStepsOpt = R.balance_steps,
+    balance_weight: BalanceWeightOpt = R.balance_weight,
     debug: DebugOpt = False,
 ) -> None:
     """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, export,
-    SIGMA-GEN's curriculum, the average of the two models."""
-    from sigma_studio.finetune.shapes_recipe import ShapesRecipe, run
-
+    SIGMA-GEN's curriculum and its average with the MoT, the background stage and its average with that."""
     render.setup_logging(debug)
     with render.errors(debug):  # every option checked (and nothing written) before the progress bar
         recipe = ShapesRecipe(out=str(out), steps=steps, decoder_steps=decoder_steps, ae_steps=ae_steps, rows=rows,
                               sigmagen_rows=sigmagen_rows,
                               group_mask=group_mask, group_mask_scope=group_mask_scope,
                               attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None,
-                              curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay)  # fmt: skip
-    with render.errors(debug), render.progress(transient=False) as bar:
-        task = bar.add_task("shapes", total=recipe.steps)
+                              curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay,
+                              balance_steps=balance_steps, balance_weight=balance_weight)  # fmt: skip
+    with render.errors(debug):
+        exported = run_with_progress(recipe)
+    timings = json.loads((out / "timings.json").read_text())
+    render.stdout.print(
+        f"[green]✓[/] {exported}  (load it with --model {exported}); "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+    )
 
-        plain = not render.console.is_terminal  # a log file: a plain line now and then instead of a live bar
+
+def run_with_progress(recipe: ShapesRecipe) -> Path:
+    """The recipe under a progress bar (the MoT's steps); in a log file, a plain line now and then instead."""
+    from sigma_studio.finetune.shapes_recipe import run
+
+    with render.progress(transient=False) as bar:
+        task = bar.add_task("shapes", total=recipe.steps)
+        plain = not render.console.is_terminal
 
         def report(stage: str, message: str) -> None:
             bar.update(task, description=f"{stage}: {message}")
-            every_step = stage in ("autoencoder", "decoder", "curriculum") and message.startswith("step")
+            every_step = stage in ("autoencoder", "decoder", "curriculum", "balance") and message.startswith("step")
             if plain and not (every_step and not message.split()[1].endswith("00")):
                 render.console.print(f"{stage}: {message}")
 
@@ -183,12 +200,7 @@ def train(
             if plain and s.step % 25 == 0:
                 render.console.print(line)
 
-        exported = run(recipe, report, on_step)
-    timings = json.loads((out / "timings.json").read_text())
-    render.stdout.print(
-        f"[green]✓[/] {exported}  (load it with --model {exported}); "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
-    )
+        return run(recipe, report, on_step)
 
 
 @app.command(name="eval")

@@ -1,6 +1,6 @@
 """`sigma shapes train`'s stages end to end at toy size: data, autoencoder, base, the MoT, the decoder finetune, the
-export (mot/), SIGMA-GEN's curriculum and the average (model/); a rerun resumes instead of retraining, and a reused
-base of another architecture is refused."""
+export (mot/), SIGMA-GEN's curriculum and its average (average/), the background stage and its average (model/); a
+rerun resumes instead of retraining, and a reused base of another architecture is refused."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sigma_studio.model.errors import InputError
 
 def tiny(out: Path | str, **changes) -> ShapesRecipe:
     small = dict(rows=10, eval_rows=2, sigmagen_rows=4, sigmagen_eval=1, ae_steps=1, ae_images=16, steps=2,
-                 decoder_steps=2, decoder_rows=10,
+                 decoder_steps=2, decoder_rows=10, balance_steps=2, balance_rows=10, balance_sigmagen_rows=4,
                  curriculum=(Stage("boxes", (2, 3), ("box",), 0.0, 0.0, rows=4, steps=2),))  # fmt: skip
     return ShapesRecipe(out=str(out), **{**small, **changes})
 
@@ -32,7 +32,7 @@ def finished(tmp_path_factory) -> tuple[ShapesRecipe, tuple[list, list], Path]:
     return recipe, (steps, stages), model
 
 
-def test_every_stage_runs_and_the_model_ships_the_average_of_the_mot_and_its_curriculum(finished):
+def test_every_stage_runs_and_the_model_ships_the_averages_of_each_finetune_and_its_start(finished):
     recipe, (steps, stages), model = finished
     out = Path(recipe.out)
     assert steps == [1, 2]
@@ -47,10 +47,19 @@ def test_every_stage_runs_and_the_model_ships_the_average_of_the_mot_and_its_cur
     # the curriculum trained from mot/ on SIGMA-GEN's rows and SIGMA's (replayed), and the shipped weights are the mean
     rows = {p.name for p in (out / "curriculum" / "boxes" / "data").glob("*.parquet")}
     assert "train.parquet" in rows and "sigma-select.parquet" in rows
-    tuned, shipped = (load_file(str(out / "curriculum" / "boxes" / "model" / "ema.safetensors")),
-                      load_file(str(model / "ema.safetensors")))  # fmt: skip
+    tuned, average = (load_file(str(out / "curriculum" / "boxes" / "model" / "ema.safetensors")),
+                      load_file(str(out / "average" / "ema.safetensors")))  # fmt: skip
     assert any((tuned[k] - mot[k]).abs().max() > 0 for k in mot)
-    assert all(torch.equal(shipped[k], torch.lerp(mot[k].float(), tuned[k].float(), 0.5).half()) for k in shipped)
+    assert all(torch.equal(average[k], torch.lerp(mot[k].float(), tuned[k].float(), 0.5).half()) for k in average)
+    # the background stage finetuned that average on fresh rows of every kind, and model/ is their mean
+    assert {p.name for p in (out / "data" / "balance" / "train").glob("*.parquet")} >= {
+        "background.parquet", "select.parquet", "sigmagen.parquet"}  # fmt: skip
+    balanced, shipped = (load_file(str(out / "balance" / "model" / "ema.safetensors")),
+                         load_file(str(model / "ema.safetensors")))  # fmt: skip
+    assert model == out / "model" and any((balanced[k] - average[k]).abs().max() > 0 for k in average)
+    assert all(
+        torch.equal(shipped[k], torch.lerp(average[k].float(), balanced[k].float(), 0.5).half()) for k in shipped
+    )
     assert json.loads((model / "sigma_config.json").read_text()) == json.loads(
         (out / "mot" / "sigma_config.json").read_text()
     )  # the same skills: the curriculum's model reads what mot/ reads
@@ -63,7 +72,8 @@ def test_every_stage_runs_and_the_model_ships_the_average_of_the_mot_and_its_cur
     assert set(json.loads((out / "decoder" / "metrics.json").read_text())) == {"psnr_db_before", "psnr_db_after"}
     assert {p.name for p in (out / "data" / "decoder").glob("*.parquet")} == {f"{f}.parquet" for f in DECODER_MIX}
     timings = json.loads((out / "timings.json").read_text())
-    assert set(timings) == {"data", "autoencoder", "finetune", "decoder", "export", "curriculum", "average", "total"}
+    assert set(timings) == {"data", "autoencoder", "finetune", "decoder", "export", "curriculum", "average", "balance",
+                            "balance average", "total"}  # fmt: skip
 
 
 def test_a_rerun_trains_nothing(finished):
@@ -91,10 +101,19 @@ def test_a_moved_run_folder_resumes_and_its_average_may_be_redone_but_its_mot_no
     tuned = moved / "curriculum" / "boxes" / "model" / "ema.safetensors"
     trained = tuned.stat().st_mtime_ns
     steps = []
-    model = run(tiny(moved, curriculum_weight=1.0), on_step=lambda s: steps.append(s.step))  # the folder moved
+    balanced = moved / "balance" / "model" / "ema.safetensors"
+    model = run(tiny(moved, balance_weight=1.0), on_step=lambda s: steps.append(s.step))  # the folder moved
     assert steps == [] and tuned.stat().st_mtime_ns == trained  # nothing trained again, the curriculum included
-    shipped, finetuned = load_file(str(model / "ema.safetensors")), load_file(str(tuned))
+    shipped, finetuned = load_file(str(model / "ema.safetensors")), load_file(str(balanced))
     assert all(torch.equal(shipped[k], finetuned[k]) for k in shipped)  # the average redone, all of the finetune
+    # another curriculum weight makes another average, which the background stage did not start from: refused
+    before = (model / "ema.safetensors").read_bytes()
+    with pytest.raises(InputError, match=r"balance finetuned another model than .*average \(sha256 [0-9a-f]{12}"):
+        run(tiny(moved, curriculum_weight=1.0, balance_weight=1.0), on_step=lambda s: steps.append(s.step))
+    assert steps == [] and (model / "ema.safetensors").read_bytes() == before  # no average of the two written
+    model = run(tiny(moved, curriculum_weight=1.0, balance_weight=0.0))  # without it, the curriculum's average ships
+    shipped, finetuned = load_file(str(model / "ema.safetensors")), load_file(str(tuned))
+    assert model == moved / "model" and all(torch.equal(shipped[k], finetuned[k]) for k in shipped)
     with pytest.raises(InputError, match=r"curriculum finetuned the MoT of --steps 2: pass --steps 2 to resume"):
         run(tiny(moved, steps=3))
     assert latest_checkpoint(moved / "train").name.endswith("2")  # refused before the MoT trained a step
@@ -120,7 +139,7 @@ def test_a_curriculum_of_another_mot_is_refused_not_averaged(finished, tmp_path)
     origin.write_text(json.dumps({"steps": 2}))  # an older recipe's record: steps alone
     with pytest.raises(InputError, match=r"older recipe that recorded the MoT's steps alone"):
         run(tiny(copy))
-    without = run(tiny(copy, curriculum_weight=0.0))  # a model without the curriculum reads no record of it
+    without = run(tiny(copy, curriculum_weight=0.0, balance_weight=0.0))  # no curriculum: no record of it read
     assert (without / "ema.safetensors").is_file()
     origin.write_text(json.dumps(recorded))
     shutil.rmtree(copy / "train")  # the MoT it finetuned is gone: refused before a MoT is trained again
@@ -140,6 +159,19 @@ def test_without_the_decoder_stage_the_model_ships_the_base_autoencoder(tmp_path
     assert all((ae[k].float() - base[k].half().float()).abs().max() == 0 for k in ae)
     # trained on no SIGMA-GEN row, it says so: a request with --subject is warned
     assert json.loads((model / "sigma_config.json").read_text())["arch"]["skills"] == ["attribute_tokens", "boxes"]
+
+
+def test_the_background_stage_weighs_up_background_rows_and_the_last_stage_writes_model():
+    recipe = tiny("x")
+    config = recipe.balance_config(Path("x/average"))
+    assert config.family_weights == {"background": 5.0} and config.init == "weights" and config.model == "x/average"
+    assert (config.steps, config.lr, config.warmup, config.ema) == (2, 3e-4, 100, 0.995)
+    assert Path(config.dataset) == Path("x/data/balance/train")
+    assert recipe.stage_outputs == {"mot": Path("x/mot"), "average": Path("x/average"), "balance": Path("x/model")}
+    assert tiny("x", balance_weight=0.0).stage_outputs["average"] == Path("x/model")
+    assert tiny("x", balance_steps=0, curriculum_weight=0.0).stage_outputs["mot"] == Path("x/model")
+    with pytest.raises(InputError, match=r"--balance-weight is a share, from 0 .* to 1 \(all of it; got 1.5\)"):
+        tiny("x", balance_weight=1.5)
 
 
 def test_a_model_s_skills_are_what_its_rows_taught():
@@ -202,7 +234,9 @@ def test_a_reused_base_with_another_tokenizer_is_refused(tmp_path):
 def test_the_decoder_learning_rate_and_the_curriculums_shares_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(InputError, match="decoder_lr"):
         tiny(tmp_path, decoder_lr=0.0)
-    with pytest.raises(InputError, match=r"--curriculum-weight is a share, from 0 \(no curriculum\) to 1 \(got 1.5\)"):
+    with pytest.raises(
+        InputError, match=r"--curriculum-weight is a share, from 0 \(none of the finetune\) to 1 \(all of it; got 1.5\)"
+    ):
         tiny(tmp_path, curriculum_weight=1.5)
     with pytest.raises(InputError, match=r"--curriculum-replay must be in \[0, 1\) \(got 1.0\)"):
         tiny(tmp_path, curriculum_replay=1.0)
