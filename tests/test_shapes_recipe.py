@@ -119,6 +119,24 @@ def test_a_moved_run_folder_resumes_and_its_average_may_be_redone_but_its_mot_no
     assert latest_checkpoint(moved / "train").name.endswith("2")  # refused before the MoT trained a step
 
 
+def test_a_background_stage_stopped_before_its_export_exports_without_training_again(finished, tmp_path, monkeypatch):
+    import shutil
+
+    from sigma_studio.finetune.trainer import Trainer
+
+    recipe, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(recipe.out, copy)
+    shipped = (copy / "model" / "ema.safetensors").read_bytes()
+    shutil.rmtree(copy / "balance" / "model")
+    shutil.rmtree(copy / "model")
+    monkeypatch.setattr(
+        Trainer, "run", lambda self: pytest.fail("a trainer set up again (its data read, its model loaded)")
+    )
+    again = run(tiny(copy))
+    assert (again / "ema.safetensors").read_bytes() == shipped
+
+
 def test_a_curriculum_of_another_mot_is_refused_not_averaged(finished, tmp_path):
     import shutil
 
