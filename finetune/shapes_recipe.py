@@ -44,7 +44,15 @@ from sigma_studio.model.shapes.tasks import make_world
 
 from .checkpoint import average_models, export, trained_steps
 from .shapes_config import DECODER_MIX, Report, ShapesRecipe
-from .shapes_stages import balance_stage, check_base, decoder_stage, file_sha256, make_base, make_sigmagen_data
+from .shapes_stages import (
+    balance_stage,
+    check_base,
+    decoder_stage,
+    file_sha256,
+    make_base,
+    make_sigmagen_data,
+    read_record,
+)
 
 __all__ = ["DECODER_MIX", "ShapesRecipe", "check_base", "run"]
 
@@ -140,10 +148,7 @@ def curriculum_origin(recipe: ShapesRecipe) -> dict | None:
         if folder.is_dir() and any(folder.iterdir()):
             raise InputError(f"{folder} has no mot.json, so nothing says which MoT it finetuned: {redo}")
         return None
-    try:
-        origin = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is unreadable ({exc}): {redo}") from None
+    origin = read_record(path, redo)
     if isinstance(origin, dict) and "steps" in origin and "sha256" not in origin:
         raise InputError(f"{path} was written by an older recipe that recorded the MoT's steps alone, so nothing says "
                          f"whether this run's MoT is the one it finetuned: {redo}")  # fmt: skip

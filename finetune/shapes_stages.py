@@ -88,16 +88,18 @@ def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:
     from .trainer import Trainer
 
     out = Path(recipe.out)
-    done = out / "balance" / "model"
-    record, origin = out / "balance" / "start.json", {"sha256": file_sha256(start / "ema.safetensors")}
-    if record.is_file() or (done / "ema.safetensors").is_file():
-        started = _read_record(record)
+    folder, done = out / "balance", out / "balance" / "model"
+    record, origin = folder / "start.json", {"sha256": file_sha256(start / "ema.safetensors")}
+    redo = f"delete {folder} to finetune this one (about 17 minutes on two cores)"
+    if record.is_file():
+        started = read_record(record, redo)
         if started != origin:
+            sha = str(started.get("sha256") if isinstance(started, dict) else started)[:12]
             raise InputError(
-                f"{record.parent} finetuned another model than {start} (sha256 {str(started.get('sha256'))[:12]}, "
-                f"against {origin['sha256'][:12]}): delete {record.parent} to finetune this one (about 17 minutes on "
-                "two cores)"
+                f"{folder} finetuned another model than {start} (sha256 {sha}, against {origin['sha256'][:12]}): {redo}"
             )
+    elif folder.is_dir() and any(folder.iterdir()):  # made by hand, or by another tool: nothing says from what
+        raise InputError(f"{folder} has no start.json, so nothing says which model it finetuned: {redo}")
     else:
         write_json(record, origin)
     if (done / "ema.safetensors").is_file():
@@ -117,12 +119,13 @@ def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:
     return export(out / "balance", done, skills=recipe.skills)
 
 
-def _read_record(path: Path) -> dict:
+def read_record(path: Path, redo: str) -> object:
+    """A stage's JSON record of the model it started from; an unreadable one is refused, saying what to do
+    (``redo``)."""
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is unreadable ({exc}): delete {path.parent} to run its stage again") from None
-    return record if isinstance(record, dict) else {}
+        raise InputError(f"{path} is unreadable ({exc}): {redo}") from None
 
 
 def file_sha256(path: Path) -> str:

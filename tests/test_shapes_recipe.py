@@ -137,6 +137,21 @@ def test_a_background_stage_stopped_before_its_export_exports_without_training_a
     assert (again / "ema.safetensors").read_bytes() == shipped
 
 
+def test_a_background_stage_without_its_record_or_with_an_unreadable_one_is_refused(finished, tmp_path):
+    import shutil
+
+    recipe, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(recipe.out, copy)
+    record = copy / "balance" / "start.json"
+    record.write_text("{")
+    with pytest.raises(InputError, match=r"start.json is unreadable .*: delete .*balance to finetune this one"):
+        run(tiny(copy))
+    record.unlink()  # checkpoints made by hand: nothing says which model they finetuned
+    with pytest.raises(InputError, match=r"balance has no start.json, so nothing says which model it finetuned"):
+        run(tiny(copy))
+
+
 def test_a_curriculum_of_another_mot_is_refused_not_averaged(finished, tmp_path):
     import shutil
 
