@@ -22,6 +22,8 @@
 #     reference, not its colour; read with --think
 #   scene-plans: the same, the plan naming every object of the reference left to right (the describe family's words)
 #   scene+colour-plans: that plan, then the named object's colour plan (', so the star is red')
+#   labels: the same fresh rows, with training-only heads that read each select reference token's shape and whether
+#     it is the named object (and each background reference token's shape) after layer 1 (--label-weight 0.5)
 # Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find rows also find-{eval,seen}.json (find itself
 # read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
@@ -46,9 +48,9 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans | scene+colour-plans) ;;
+    | scene-plans | scene+colour-plans | labels) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
-       "place-plans, scene-plans or scene+colour-plans, not '$AUX'" >&2
+       "place-plans, scene-plans, scene+colour-plans or labels, not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -73,6 +75,7 @@ aux=()
 think=()
 [ "$AUX" != none ] && out="$out-$AUX"
 case "$AUX" in
+  labels) aux=(--label-weight 0.5 --label-layer 1) ;;
   describe | plans | plans+describe) aux=(--text-loss) ;;
   find+plans) aux=(--text-loss); think=(--think) ;;
   place-plans | scene-plans | scene+colour-plans)

@@ -103,6 +103,10 @@ class TrainConfig:
     drop_vit: float = 0.3
     text_loss: bool = False  # add next-token cross-entropy on the instruction text
     ce_weight: float = 1.0
+    # > 0: training-only heads read per-token labels off the references' latent tokens after layer label_layer
+    # (rows whose meta gives them: finetune.labels, model.shapes.labels); their cross-entropy, times this, is added
+    label_weight: float = 0.0
+    label_layer: int = 1
     # all: every weight of the ViT-less model (the release); gen: the generation expert and its glue layers.
     # Modes that freeze the token embeddings (gen, LoRA) still train the 15 SIGMA attribute-token rows.
     trainable: str = "all"
@@ -165,7 +169,8 @@ class TrainConfig:
         check_int("--sample-steps", self.sample_steps, 2, MAX_STEPS)
         for name in ("lr", "eps", "grad_clip", "timestep_shift"):
             check_number(_option(name), getattr(self, name), 0.0, strict=True)
-        for name in ("min_lr", "weight_decay", "ce_weight"):
+        check_int("--label-layer", self.label_layer, 0)
+        for name in ("min_lr", "weight_decay", "ce_weight", "label_weight"):
             check_number(_option(name), getattr(self, name), 0.0)
         for name in ("held_out", "drop_text", "drop_vae", "drop_vit", "ema"):
             check_number(_option(name), getattr(self, name), 0.0, below=1.0)

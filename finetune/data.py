@@ -20,6 +20,7 @@ from sigma_studio.model.images import patchify, resize, to_tensor
 from sigma_studio.model.request.prompt import ImagePart, TextPart, parse_training_instruction
 from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.run.sequence import ContextPlan, ImageGeometry, trained_blocks
+from sigma_studio.model.shapes.labels import row_labels
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TrainSample:
     raw_timestep: float
     text_loss: bool = False
     family: str = ""
+    labels: dict = field(default_factory=dict)  # image index -> label set -> per-token classes (--label-weight)
     num_tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,8 +125,10 @@ def build_sample(
     drop: DropConfig = DropConfig(),
     raw_timestep: float | None = None,
     text_loss: bool = False,
+    labels: bool = False,
 ) -> TrainSample:
-    """Decode and lay out one row. Raises InputError for a row that cannot be used."""
+    """Decode and lay out one row; ``labels``: with its references' per-token labels where its ``meta`` gives them
+    (:mod:`model.shapes.labels`). Raises InputError for a row that cannot be used."""
     images = row.decode_images()
     parsed = parse_training_instruction(row.instruction, len(images))
     vae_spec, vit_spec = arch.vae_transform, arch.vit_slot_transform
@@ -150,7 +154,15 @@ def build_sample(
     vit_tensors = {
         b.part: patchify(to_tensor(vit_imgs[b.image]), vit_spec.stride) for b in plan.blocks if b.kind == "vit"
     }
-    return TrainSample(row.row_id, plan, vae_tensors, vit_tensors, tau, text_loss, family_of(row.row_id))
+    family = family_of(row.row_id)
+    found = {}
+    if labels and row.meta:
+        pictures = {k: (g.latent_hw, images[k].width) for k, g in enumerate(geometry)}
+        found = {
+            k: {name: torch.from_numpy(v) for name, v in sets.items()}
+            for k, sets in row_labels(family, row.meta, pictures).items()
+        }
+    return TrainSample(row.row_id, plan, vae_tensors, vit_tensors, tau, text_loss, family, found)
 
 
 def _dropout(parts, target: int, generator: torch.Generator, drop: DropConfig) -> frozenset[tuple[int, str]]:

@@ -6,6 +6,7 @@ torchrun --nproc-per-node 8 -m sigma_studio.cli finetune --dataset ... --out run
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,16 +20,16 @@ from sigma_studio.model.data.dataset import BadRow, SigmaRow, parquet_files, row
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
 from sigma_studio.model.hub import HubOptions
-from sigma_studio.model.images import save_png
 from sigma_studio.model.run.packed import packed_forward, reduce_losses
-from sigma_studio.model.run.pipeline import SigmaPipeline
 from sigma_studio.model.weights.loader import write_model_dir
 
 from . import build, distributed, lora, monitor
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import DataStats, DropConfig, build_sample, check_family_weights, epoch_rows, family_of, is_held_out
+from .labels import LabelHeads
 from .packing import batches, pack
+from .samples import sample_prompts, write_samples
 from .seeds import seeded
 
 
@@ -43,6 +44,7 @@ class StepLog:
     grad_norm: float
     tokens_per_s: float
     stats: DataStats
+    label: float | None = None  # the label heads' cross-entropy (--label-weight), unweighted
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -96,8 +98,11 @@ class Trainer:
         groups += [{"params": [self.params[n] for n in masks], "weight_decay": 0.0}] if masks else []
         self.optimizer = build.make_optimizer(cfg, [g for g in groups if g["params"]])
         self.ema = {n: p.detach().clone().float() for n, p in self.params.items()} if cfg.ema else {}
+        self.labels = LabelHeads(self.model, cfg, d.device) if cfg.label_weight else None
         if resume is not None:
             self._load_training_state(resume)
+            if self.labels is not None:
+                self.labels.load(resume)
         self.writer = monitor.MetricsWriter(cfg, self.run_dir, d.main)  # opens at the first scalar, not here
 
     # -- data ----------------------------------------------------------------------------------------------------
@@ -151,7 +156,9 @@ class Trainer:
             repeats = int(weight) + (1 if float(torch.rand((), generator=g)) < weight - int(weight) else 0)
             try:
                 built = [
-                    build_sample(row, self.arch, self.tokenizer, g, drop, text_loss=cfg.text_loss)
+                    build_sample(
+                        row, self.arch, self.tokenizer, g, drop, text_loss=cfg.text_loss, labels=self.labels is not None
+                    )
                     for _ in range(repeats)
                 ]
             except InputError as exc:
@@ -182,13 +189,17 @@ class Trainer:
         with torch.no_grad():
             latent = self.vae.encode(batch.padded_images, generator=g)
         noise = torch.randn((batch.packed_vae_token_indexes.numel(), self.arch.patch_latent_dim), generator=g)
-        autocast = torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and d.device.type == "cuda" else _null()
+        autocast = (
+            torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and d.device.type == "cuda" else contextlib.nullcontext()
+        )
         with autocast:
             out = self.model(packed_forward, batch, latent, noise.to(d.device), cfg.timestep_shift)
         n_mse = distributed.all_sum(float(batch.mse_loss_indexes.numel()), d)
         n_ce = distributed.all_sum(float(batch.ce_loss_indexes.numel()), d)  # --text-loss's and every plan's words
         losses = reduce_losses(out, batch, d.world_size, int(n_mse), n_ce)
         loss = losses["mse"] + (cfg.ce_weight * losses["ce"] if "ce" in losses else 0.0)
+        label_loss, label_metrics = self.labels.loss(samples, d.device) if self.labels else (torch.zeros(()), {})
+        loss = loss + cfg.label_weight * label_loss
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, cfg)
         loss.backward()
@@ -202,11 +213,14 @@ class Trainer:
             "lr": lr_at(self.step, cfg),
             "grad_norm": float(distributed.full_tensor(grad_norm)),
             "tokens": distributed.all_sum(float(batch.sequence_length), d),
+            **({"label": mean(label_loss.detach())} | label_metrics if self.labels else {}),
         }
         # a NaN/inf step stops the run before it touches the weights, the EMA or a checkpoint
         monitor.check_step(self.step + 1, metrics["loss"], metrics["grad_norm"], cfg.lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.labels is not None:
+            self.labels.step(lr_at(self.step, cfg), d)
         monitor.check_weights(self.params, self.step + 1, cfg.lr, d)
         with torch.no_grad():
             for name, e in self.ema.items():
@@ -239,7 +253,7 @@ class Trainer:
     def run(self) -> Path:
         self.setup()
         cfg = self.cfg
-        prompts = self._sample_prompts() if cfg.sample_every else []
+        prompts = sample_prompts(self.rows(held_out=bool(cfg.held_out)), cfg.sample_prompts) if cfg.sample_every else []
         stream = self.batches()
         start = time.perf_counter()
         try:
@@ -267,15 +281,17 @@ class Trainer:
             if cfg.save_every and self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
             if prompts and self.step % cfg.sample_every == 0:
-                self.sample_images(prompts)
+                write_samples(self, prompts, self.run_dir / "samples")
 
     def _log(self, metrics: dict[str, float], tokens_per_s: float) -> None:
         if self.step % self.cfg.log_every == 0:
-            scalars = {f"train/{key}": metrics[key] for key in ("loss", "mse", "ce", "lr", "grad_norm")}
+            keys = ("loss", "mse", "ce", "lr", "grad_norm", *(k for k in metrics if k.startswith("label")))
+            scalars = {f"train/{key}": metrics[key] for key in keys}
             self.writer.add_scalars({**scalars, "train/tokens_per_s": tokens_per_s}, self.step)
         if self.on_step is not None and self.dist.main:
             self.on_step(StepLog(self.step, self.cfg.steps, metrics["loss"], metrics["mse"], metrics["ce"],
-                                 metrics["lr"], metrics["grad_norm"], tokens_per_s, self.stats))  # fmt: skip
+                                 metrics["lr"], metrics["grad_norm"], tokens_per_s, self.stats,
+                                 metrics.get("label")))  # fmt: skip
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -309,6 +325,9 @@ class Trainer:
                      "attribute_projection": cfg.attribute_projection, "lora": cfg.lora is not None}  # fmt: skip
             monitor.check_state(files, self.step, cfg.lr)  # never save NaN/inf
             extra = {ckpt.STATE: state}
+            if self.labels is not None:  # the training-only heads, beside the model (never in its weights)
+                heads, head_json = self.labels.files()
+                files, extra = files | heads, extra | head_json
             if cfg.lora is not None:
                 extra[lora.ADAPTER_CONFIG] = lora.adapter_config(cfg.lora, cfg.model)
             # what a finetune teaches depends on its data, which the trainer does not judge: skills not known
@@ -359,40 +378,3 @@ class Trainer:
                 saved = lora.with_embedding(saved, distributed.full_tensor(self.params[lora.EMBED]))
             for name, e in self.ema.items():
                 e.copy_(distributed.local_shard(saved[name], self.params[name]).float())
-
-    # -- sample images -------------------------------------------------------------------------------------------
-    def _sample_prompts(self) -> list[SigmaRow]:
-        out = []
-        for _, row in self.rows(held_out=bool(self.cfg.held_out)):
-            if isinstance(row, SigmaRow) and row.readable():  # a bad row is skipped here as in training
-                out.append(row)
-            if len(out) >= self.cfg.sample_prompts:
-                break
-        return out
-
-    @torch.no_grad()
-    def sample_images(self, rows: list[SigmaRow]) -> None:
-        from sigma_studio.model.data.batch import row_prompt
-
-        was_training = self.model.training
-        self.model.eval()
-        pipe = SigmaPipeline(self.model, self.vae, self.tokenizer, device=self.dist.device, name="training")
-        for k, row in enumerate(rows):
-            images = row.decode_images()
-            prompt = row_prompt(row, len(images))
-            result = self.model(  # through the root forward: sharded weights are gathered unit by unit
-                lambda _m, p=prompt, refs=images[:-1], k=k: pipe(
-                    p, refs, steps=self.cfg.sample_steps, seed=k, layout="trained"
-                )
-            )
-            if self.dist.main:
-                save_png(result.image, self.run_dir / "samples" / f"step-{self.step:06d}-{k}.png")
-        self.model.train(was_training)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -30,6 +30,13 @@ TextLossOpt = Annotated[
         "trained: think mode)"
     ),  # fmt: skip
 ]
+LabelWeightOpt = Annotated[
+    float,
+    typer.Option(
+        help="weight of training-only heads that read what the references show off their tokens, from each row's "
+        "meta (the shapes world's select and background rows); 0: off"
+    ),
+]
 _INIT_HELP = f"{' | '.join(INITS)}: --model's weights, or its architecture freshly initialised from --seed"
 _TRAIN_HELP = f"{' | '.join(TRAINABLE)}: every weight, or the generation branch (and the attribute-token rows)"
 InitOpt = Annotated[str, typer.Option(help=_INIT_HELP)]
@@ -93,6 +100,20 @@ class LoRAOptions:
         return LoRAConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=self.lora_targets) if self.lora else None
 
 
+@dataclass(frozen=True)
+class LossOptions:
+    """What the loss adds to the flow matching."""
+
+    text_loss: TextLossOpt = _D["text_loss"]
+    label_weight: LabelWeightOpt = _D["label_weight"]
+    label_layer: Annotated[int, typer.Option(help="the layer whose output --label-weight's heads read")] = _D[
+        "label_layer"
+    ]
+
+    def fields(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @grouped
 def finetune(
     *,
@@ -107,7 +128,7 @@ def finetune(
     group_mask: GroupMaskOpt = _D["group_mask"],
     group_mask_scope: ScopeOpt = _D["group_mask_scope"],
     attribute_projection: AttributeOpt = _D["attribute_projection"],
-    text_loss: TextLossOpt = _D["text_loss"],
+    losses: LossOptions,
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
     held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = _D["held_out"],
     family_weight: Annotated[list[str] | None, typer.Option(help="FAMILY=WEIGHT, repeatable")] = None,
@@ -143,10 +164,10 @@ def finetune(
         cfg = TrainConfig(**_with_recipe(recipe, ctx, dict(
             out=str(out), dataset=dataset, model=model, init=init, **schedule.fields(), trainable=train,
             lora=lora.config(), group_mask=group_mask, group_mask_scope=group_mask_scope,
-            attribute_projection=attribute_projection, text_loss=text_loss,
-            ema=ema, held_out=held_out, family_weights=_family_weights(family_weight or []), save_every=save_every,
-            sample_every=sample_every, resume=resume, seed=seed, gradient_checkpointing=gradient_checkpointing,
-            sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
+            attribute_projection=attribute_projection, **losses.fields(), ema=ema, held_out=held_out,
+            family_weights=_family_weights(family_weight or []),
+            save_every=save_every, sample_every=sample_every, resume=resume, seed=seed,
+            gradient_checkpointing=gradient_checkpointing, sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
         )))  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         # likewise a missing or unreachable dataset, or a --family-weight of a family it does not hold
@@ -186,7 +207,10 @@ def _train(cfg: TrainConfig):
         task = bar.add_task("train", total=cfg.steps, info="")
 
         def on_step(s) -> None:
-            info = f"loss {s.loss:.4f} · lr {s.lr:.2e} · {s.tokens_per_s:,.0f} tok/s · skipped rows {s.stats.bad}"
+            labels = f" · labels {s.label:.3f}" if s.label is not None else ""
+            info = (
+                f"loss {s.loss:.4f}{labels} · lr {s.lr:.2e} · {s.tokens_per_s:,.0f} tok/s · skipped rows {s.stats.bad}"
+            )
             bar.update(task, completed=s.step, info=info)
 
         trainer = Trainer(cfg, on_step)

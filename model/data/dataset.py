@@ -32,6 +32,7 @@ class SigmaRow:
     row_id: str  # "<shard stem>-<row index>", stable across runs (used for resuming)
     instruction: str
     images: tuple[bytes, ...]
+    meta: str = ""  # the optional ``meta`` column (JSON: what a generated world's row shows), "" without one
 
     def decode_images(self) -> list[Image.Image]:
         """Decode every image (RGB, transparency on white); raises InputError naming the bad one's column entry."""
@@ -162,7 +163,8 @@ def read_group(unit: RowGroup) -> list[SigmaRow | BadRow]:
         return [BadRow(unit.prefix, unit.bad)]
     ids = [f"{unit.prefix}-{unit.first + k:06d}" for k in range(unit.size)]
     try:
-        table = _parquet().ParquetFile(unit.path).read_row_group(unit.group, columns=list(COLUMNS)).to_pylist()
+        columns = [*COLUMNS, "meta"] if unit.layout is not None and unit.layout.meta else list(COLUMNS)
+        table = _parquet().ParquetFile(unit.path).read_row_group(unit.group, columns=columns).to_pylist()
     except Exception as exc:  # noqa: BLE001
         return [BadRow(row_id, f"unreadable row group ({exc})") for row_id in ids]
     if len(table) != len(ids):  # the file's metadata and its data disagree: none of its rows can be trusted
@@ -191,6 +193,7 @@ class SchemaLayout:
 
     nested_instructions: bool  # list<list<string>> (the released data) rather than list<string>
     image_structs: bool  # list<struct{bytes, path}> (Hugging Face ``datasets.Image``) rather than list<binary>
+    meta: bool = False  # a string ``meta`` column (the generated worlds'), read with each row
 
 
 def schema_layout(schema) -> SchemaLayout:
@@ -212,7 +215,8 @@ def schema_layout(schema) -> SchemaLayout:
     fields = {item.field(k).name: item.field(k).type for k in range(item.num_fields)} if structs else {}
     if not (item is not None and is_bytes(item)) and not ("bytes" in fields and is_bytes(fields["bytes"])):
         raise InputError(f"image_list should be {IMAGE_TYPES}, got {type_name(images)}")
-    return SchemaLayout(nested, structs)
+    meta = "meta" in schema.names and is_text(schema.field("meta").type)
+    return SchemaLayout(nested, structs, meta)
 
 
 def type_name(t) -> str:
@@ -248,7 +252,7 @@ def _row(row_id: str, record: dict, layout: SchemaLayout) -> SigmaRow | BadRow:
         if image is None:
             return BadRow(row_id, f"image_list[{k}] is empty")
         out.append(bytes(image))
-    return SigmaRow(row_id, instructions[0], tuple(out))
+    return SigmaRow(row_id, instructions[0], tuple(out), record.get("meta") or "")
 
 
 @dataclass

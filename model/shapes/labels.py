@@ -1,0 +1,75 @@
+"""Per-token labels of a shapes-world row's references, read from its ``meta``: what a training-only head learns to
+read off the reference's latent tokens (``sigma finetune --label-weight``, :mod:`finetune.labels`).
+
+Two label sets, one class per latent token of a reference picture:
+
+* ``shape``: which of the six shapes covers the token (1..6, in :data:`~model.shapes.world.SHAPES` order), or 0
+  for the background; the object covering most of the token wins, and a token covered less than
+  :data:`MIN_COVER` by every object is background;
+* ``named``: 1 where the object the instruction names covers the token, else 0 (select rows only: the one
+  family whose words pick one object of a picture).
+
+Why: select asks the drawing to take the colour of the one object its word names, and the flow-matching loss
+alone did not teach that binding in any probe (docs/SHAPES.md, "Naming before drawing"). These labels ask the
+reference's own tokens to know what they show and whether they are the named object, where the drawing's
+attention can find them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from .world import SHAPES, mask
+
+MIN_COVER = 0.3  # least share of a token an object must cover for the token to be labelled as that object
+HEADS: dict[str, int] = {"shape": 1 + len(SHAPES), "named": 2}  # label set -> number of classes
+Objects = list[tuple[str, str, tuple[float, float, float, float]]]  # (shape, colour, box), in drawing order
+
+
+def reference_objects(family: str, meta: dict) -> dict[int, tuple[Objects, int | None]]:
+    """The objects each labelled reference shows, by image index, with the index of the named one (or None)."""
+    if family == "select":
+        objects = [(s, c, tuple(box)) for s, c, box in meta["objects"]]
+        named = next(k for k, (_, _, box) in enumerate(objects) if list(box) == list(meta["source"]))
+        return {0: (objects, named)}
+    if family == "background":  # image 0: the object alone, where the target shows it
+        return {0: ([(meta["shape"], meta["colour"], tuple(meta["box"]))], None)}
+    return {}
+
+
+def token_grid_labels(objects: Objects, named: int | None, grid: tuple[int, int], canvas: int) -> dict[str, np.ndarray]:
+    """The label sets of one ``canvas``-px picture of ``objects`` at a ``grid`` of (rows, columns) tokens, each a
+    flat int64 array in row-major token order."""
+    h, w = grid
+    cover = []
+    for shape, _colour, box in objects:
+        m = mask(shape, box, canvas).resize((w, h), Image.BOX)
+        cover.append(np.asarray(m, dtype=np.float32) / 255.0)
+    seen = np.stack(cover)
+    for k in range(len(objects) - 1):  # a later object is drawn over the earlier ones
+        seen[k] *= np.prod(1 - np.stack(cover[k + 1 :]), axis=0)
+    best, present = seen.argmax(0), seen.max(0) >= MIN_COVER
+    shape_ids = np.array([SHAPES.index(s) + 1 for s, _, _ in objects])
+    out = {"shape": np.where(present, shape_ids[best], 0).astype(np.int64).reshape(-1)}
+    if named is not None:
+        out["named"] = (present & (best == named)).astype(np.int64).reshape(-1)
+    return out
+
+
+def row_labels(
+    family: str, meta: str, pictures: dict[int, tuple[tuple[int, int], int]]
+) -> dict[int, dict[str, np.ndarray]]:
+    """Every labelled reference of one row: image index -> label set -> flat labels at that image's token grid.
+    ``pictures``: image index -> ((rows, columns) of its latent tokens, its width in pixels: the canvas its
+    ``meta`` boxes are drawn on). A row of another family, or without ``meta``, gives {}."""
+    if not meta:
+        return {}
+    found = reference_objects(family, json.loads(meta))
+    return {
+        k: token_grid_labels(objects, named, pictures[k][0], pictures[k][1])
+        for k, (objects, named) in found.items()
+        if k in pictures
+    }

@@ -1,0 +1,156 @@
+"""Per-token reference labels (``--label-weight``): what the shapes world's meta says each reference token shows,
+where the trainer finds those tokens in a packed step, and a run with the training-only heads that resumes
+exactly and exports the plain architecture."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sigma_studio.finetune.config import TrainConfig
+from sigma_studio.finetune.data import DropConfig, build_sample
+from sigma_studio.finetune.labels import FILE, label_targets
+from sigma_studio.finetune.packing import pack
+from sigma_studio.finetune.trainer import Trainer
+from sigma_studio.model import InputError
+from sigma_studio.model.data.dataset import iter_rows, write_parquet
+from sigma_studio.model.shapes import tasks
+from sigma_studio.model.shapes.labels import row_labels
+from sigma_studio.model.shapes.world import SHAPES
+
+pytest.importorskip("pyarrow")
+
+
+def _token(box, grid: int = 8, canvas: int = 64) -> int:
+    """The flat index of the token under a box's centre."""
+    x, y, w, h = box
+    step = canvas / grid
+    return int((y + h / 2) // step) * grid + int((x + w / 2) // step)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_select_labels_mark_each_object_and_the_named_one(seed):
+    ex = tasks.select(random.Random(seed), "train", 64)
+    labels = row_labels("select", json.dumps(ex.meta), {0: ((8, 8), 64)})[0]
+    assert set(labels) == {"shape", "named"} and all(v.shape == (64,) for v in labels.values())
+    named_at = _token(ex.meta["source"])
+    assert labels["named"][named_at] == 1 and labels["shape"][named_at] == SHAPES.index(ex.meta["shape"]) + 1
+    # every named token shows the named shape; the other objects' tokens are not named
+    assert (labels["shape"][labels["named"] == 1] == SHAPES.index(ex.meta["shape"]) + 1).all()
+    for shape, _colour, box in ex.meta["objects"]:
+        if box != ex.meta["source"]:
+            at = _token(box)
+            assert labels["named"][at] == 0 and labels["shape"][at] in (0, SHAPES.index(shape) + 1)
+    # the background: tokens no object touches
+    pixels = np.asarray(ex.images[0]).astype(int)
+    cells = pixels.reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, -1)
+    bare = [k for k in range(64) if (np.abs(cells[k] - 200) < 8).all()]
+    assert bare and (labels["shape"][bare] == 0).all() and (labels["named"][bare] == 0).all()
+
+
+def test_labels_follow_the_token_grid_and_skip_rows_without_them():
+    ex = tasks.select(random.Random(0), "train", 64)
+    coarse = row_labels("select", json.dumps(ex.meta), {0: ((4, 4), 64)})[0]
+    assert coarse["shape"].shape == (16,) and coarse["named"][_token(ex.meta["source"], 4)] == 1
+    bg = tasks.background(random.Random(0), "train", 64)
+    only_shape = row_labels("background", json.dumps(bg.meta), {0: ((8, 8), 64)})[0]
+    assert set(only_shape) == {"shape"} and only_shape["shape"][_token(bg.meta["box"])] > 0
+    assert row_labels("compose", json.dumps({"shape": "star"}), {0: ((8, 8), 64)}) == {}
+    assert row_labels("select", "", {0: ((8, 8), 64)}) == {}
+
+
+def test_the_meta_column_is_read_with_each_row(tmp_path):
+    rows = [tasks.select(random.Random(k), "train", 64) for k in range(3)]
+    write_parquet(tmp_path / "select.parquet", iter(rows))
+    read = list(iter_rows([tmp_path / "select.parquet"]))
+    assert [json.loads(r.meta) for r in read] == [r.meta for r in rows]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labels")
+    rows = [tasks.select(random.Random(k), "train", 64) for k in range(6)]
+    rows += [tasks.background(random.Random(k), "train", 64) for k in range(2)]
+    rows += [tasks.text(random.Random(k), "train", 64) for k in range(2)]
+    write_parquet(folder / "data" / "select.parquet", iter(rows[:6]))
+    write_parquet(folder / "data" / "rest.parquet", iter(rows[6:]))
+    return folder
+
+
+def test_label_targets_are_the_reference_tokens_of_the_packed_step(world, tiny_pipe):
+    arch = tiny_pipe.arch.replace(vit=None)
+    g = torch.Generator().manual_seed(0)
+    samples = [
+        build_sample(row, arch, tiny_pipe.tokenizer, g, DropConfig(0, 0, 0), labels=True)
+        for row in list(iter_rows([world / "data" / "select.parquet"]))[:3]
+    ]
+    batch = pack(samples, arch, tiny_pipe.tokenizer.ids)
+    targets = label_targets(samples)
+    h, w = samples[0].plan.blocks[[b.kind for b in samples[0].plan.blocks].index("vae")].grid
+    for name in ("shape", "named"):
+        idx, classes = targets[name]
+        assert len(idx) == len(classes) == 3 * h * w
+        vae = set(batch.packed_vae_token_indexes.tolist())
+        target_tokens = set(batch.mse_loss_indexes.tolist())
+        assert set(idx.tolist()) <= vae - target_tokens  # reference tokens, never the noised target's
+    assert (targets["named"][1] == 1).any()
+    # without labels=True (every run without --label-weight) a sample carries none
+    bare = build_sample(list(iter_rows([world / "data" / "select.parquet"]))[0], arch, tiny_pipe.tokenizer, g)
+    assert bare.labels == {} and label_targets([bare]) == {}
+
+
+def _config(world, out: str, **kw) -> TrainConfig:
+    base = dict(
+        out=str(world / out), dataset=str(world / "data"), model="tiny", steps=4, max_tokens=600, lr=1e-3,
+        warmup=1, held_out=0.0, save_every=2, ema=0.9, tensorboard=False, label_weight=1.0,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def _train(cfg: TrainConfig, stop_at: int | None = None) -> tuple[Trainer, list[float]]:
+    seen = []
+
+    def on_step(s):
+        seen.append(s.loss)
+        if stop_at is not None and s.step == stop_at:
+            raise KeyboardInterrupt
+
+    trainer = Trainer(cfg, on_step)
+    with contextlib.suppress(KeyboardInterrupt):  # the simulated kill
+        trainer.run()
+    return trainer, seen
+
+
+def test_a_labelled_run_resumes_exactly_and_exports_the_plain_model(world):
+    straight, straight_losses = _train(_config(world, "straight"))
+    _, first = _train(_config(world, "killed"), stop_at=3)
+    resumed, rest = _train(_config(world, "killed", resume=True))
+    assert first == straight_losses[:3] and rest == straight_losses[2:]  # resumed from step 2, exactly
+    a = straight.run_dir / (straight.run_dir / "latest").read_text()
+    b = resumed.run_dir / (resumed.run_dir / "latest").read_text()
+    heads_a, heads_b = load_file(str(a / FILE)), load_file(str(b / FILE))
+    assert heads_a.keys() == heads_b.keys() and all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
+    plain, _ = _train(_config(world, "plain", label_weight=0.0))
+    c = plain.run_dir / (plain.run_dir / "latest").read_text()
+    assert load_file(str(a / "ema.safetensors")).keys() == load_file(str(c / "ema.safetensors")).keys()
+    assert not (c / FILE).exists()
+    with pytest.raises(InputError, match="trained without --label-weight"):
+        Trainer(_config(world, "plain", steps=6, resume=True)).run()
+
+
+def test_a_label_layer_the_model_lacks_is_refused(world):
+    with pytest.raises(InputError, match="--label-layer 99 is not a layer of this model"):
+        Trainer(_config(world, "deep", label_layer=99)).run()
+
+
+def test_bad_label_options_are_refused_before_anything_loads(world):
+    with pytest.raises(InputError, match="--label-weight"):
+        _config(world, "bad", label_weight=-1.0)
+    with pytest.raises(InputError, match="--label-layer must be a whole number of at least 0"):
+        _config(world, "bad", label_layer=-1)
