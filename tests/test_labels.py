@@ -4,7 +4,6 @@ exactly and exports the plain architecture."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 
@@ -23,6 +22,7 @@ from sigma_studio.model.data.dataset import iter_rows, write_parquet
 from sigma_studio.model.shapes import tasks
 from sigma_studio.model.shapes.labels import row_labels
 from sigma_studio.model.shapes.world import SHAPES
+from tests.test_finetune import train
 
 pytest.importorskip("pyarrow")
 
@@ -113,30 +113,16 @@ def _config(world, out: str, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def _train(cfg: TrainConfig, stop_at: int | None = None) -> tuple[Trainer, list[float]]:
-    seen = []
-
-    def on_step(s):
-        seen.append(s.loss)
-        if stop_at is not None and s.step == stop_at:
-            raise KeyboardInterrupt
-
-    trainer = Trainer(cfg, on_step)
-    with contextlib.suppress(KeyboardInterrupt):  # the simulated kill
-        trainer.run()
-    return trainer, seen
-
-
 def test_a_labelled_run_resumes_exactly_and_exports_the_plain_model(world):
-    straight, straight_losses = _train(_config(world, "straight"))
-    _, first = _train(_config(world, "killed"), stop_at=3)
-    resumed, rest = _train(_config(world, "killed", resume=True))
+    straight, straight_losses = train(_config(world, "straight"))
+    _, first = train(_config(world, "killed"), stop_at=3)
+    resumed, rest = train(_config(world, "killed", resume=True))
     assert first == straight_losses[:3] and rest == straight_losses[2:]  # resumed from step 2, exactly
     a = straight.run_dir / (straight.run_dir / "latest").read_text()
     b = resumed.run_dir / (resumed.run_dir / "latest").read_text()
     heads_a, heads_b = load_file(str(a / FILE)), load_file(str(b / FILE))
     assert heads_a.keys() == heads_b.keys() and all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
-    plain, _ = _train(_config(world, "plain", label_weight=0.0))
+    plain, _ = train(_config(world, "plain", label_weight=0.0))
     c = plain.run_dir / (plain.run_dir / "latest").read_text()
     assert load_file(str(a / "ema.safetensors")).keys() == load_file(str(c / "ema.safetensors")).keys()
     assert not (c / FILE).exists()
