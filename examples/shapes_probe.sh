@@ -24,6 +24,8 @@
 #   scene+colour-plans: that plan, then the named object's colour plan (', so the star is red')
 #   labels: the same fresh rows, with training-only heads that read each select reference token's shape and whether
 #     it is the named object (and each background reference token's shape) after layer 1 (--label-weight 0.5)
+#   labels+fair: the same on fresh rows whose select scenes draw fair distractors (sigma shapes make
+#     --fair-distractors: no other object in a colour held out with the named shape)
 # Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find rows also find-{eval,seen}.json (find itself
 # read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
@@ -48,9 +50,9 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans | scene+colour-plans | labels) ;;
+    | scene-plans | scene+colour-plans | labels | labels+fair) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
-       "place-plans, scene-plans, scene+colour-plans or labels, not '$AUX'" >&2
+       "place-plans, scene-plans, scene+colour-plans, labels or labels+fair, not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -76,6 +78,12 @@ think=()
 [ "$AUX" != none ] && out="$out-$AUX"
 case "$AUX" in
   labels) aux=(--label-weight 0.5 --label-layer 1) ;;
+  labels+fair)
+    aux=(--label-weight 0.5 --label-layer 1)
+    rows=fresh-fair
+    [ -f runs/probe/fresh-fair/world.json ] ||
+      sigma shapes make --out runs/probe/fresh-fair --rows 100000 --eval-rows 2 --seed 11 --fair-distractors
+    ;;
   describe | plans | plans+describe) aux=(--text-loss) ;;
   find+plans) aux=(--text-loss); think=(--think) ;;
   place-plans | scene-plans | scene+colour-plans)

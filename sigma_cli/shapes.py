@@ -112,6 +112,13 @@ def make(
         float,
         typer.Option(help="share of compose, select, layout and background training rows drawn in random shades"),
     ] = 0.0,
+    fair_distractors: Annotated[
+        bool,
+        typer.Option(
+            help="select's and find's training scenes: no object but the named one in a colour held out with the "
+            "named shape"
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
@@ -127,6 +134,7 @@ def make(
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs,
             auxiliary={"describe": describe_rows, "find": find_rows}, plans=planned, shades=shades,
+            fair_distractors=fair_distractors,
         )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")

@@ -354,3 +354,24 @@ def test_scene_plans_name_every_object_of_the_reference_left_to_right(tmp_path):
     for rec, was in zip(pq.read_table(tmp_path / "then" / "train" / "select.parquet").to_pylist(), plain, strict=True):
         meta, ((instruction,),), ((scene,),) = json.loads(rec["meta"]), rec["instruction_list"], was["instruction_list"]
         assert instruction == scene.replace("</think>", f", so the {meta['shape']} is {meta['colour']}</think>")
+
+
+def test_fair_distractors_never_wear_a_colour_held_out_with_the_named_shape():
+    def marked(rows) -> int:  # scenes where another object wears a colour the named shape never has in training
+        return sum(
+            any(
+                (ex.meta["shape"], colour) in HELD_OUT
+                for shape, colour, _ in ex.meta["objects"]
+                if shape != ex.meta["shape"]
+            )
+            for ex in rows
+        )
+
+    plain = list(examples("select", "train", 300, seed=4))
+    fair = list(examples("select", "train", 300, seed=4, fair=True))
+    assert marked(plain) > 30 and marked(fair) == 0
+    assert all((ex.meta["shape"], ex.meta["colour"]) not in HELD_OUT for ex in fair)  # still training pairs
+    # the evaluation's scenes, and every other family's rows, are the same with or without it
+    for family, split in (("select", "eval"), ("layout", "train")):
+        a = [ex.meta for ex in examples(family, split, 20, seed=4)]
+        assert a == [ex.meta for ex in examples(family, split, 20, seed=4, fair=True)]

@@ -51,9 +51,9 @@ def describe(rng: random.Random, split: str, canvas: int) -> Example:
     )
 
 
-def find(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
+def find(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS, fair: bool = False) -> Example:
     """Select's scene (:func:`~model.shapes.draws.scene`, the same draws), and the named object alone in its box."""
-    named, things = scene(rng, split, canvas)
+    named, things = scene(rng, split, canvas, fair)
     kept = next(t for t in things if (t.shape, t.colour) == named)
     text = f"Keep only <select>the {named[0]} <image_1>."
     pictures = [render(things, canvas=canvas, palette=paint), render([kept], canvas=canvas, palette=paint)]

@@ -48,14 +48,21 @@ def apart(p, q, gap: float = 2.0) -> bool:
     return left or right or above or below
 
 
-def scene(rng: random.Random, split: str, canvas: int) -> tuple[tuple[str, str], list[Thing]]:
+def scene(rng: random.Random, split: str, canvas: int, fair: bool = False) -> tuple[tuple[str, str], list[Thing]]:
     """Two or three objects in scattered boxes, distinct shapes and colours, the first drawn (the named one) a
-    held-out pair in ``eval``: select's reference, and find's."""
+    held-out pair in ``eval``: select's reference, and find's.
+
+    ``fair`` (training scenes only): no other object takes a colour held out with the named shape. Otherwise a
+    colour the named shape never has in training (red for "the circle") is seen only on the objects not named, so
+    in training it marks an object as not the named one, and at evaluation, where the named object is that
+    held-out pair, it points the wrong way (docs/SHAPES.md, "Labels on the reference's tokens")."""
     n = rng.choice((2, 3))
     named = pair(rng, split == "eval")
     pairs = [named]
     while len(pairs) < n:  # distinct shapes and colours, training pairs only
         s, c = pair(rng, False)
+        if fair and split == "train" and (named[0], c) in HELD_OUT:
+            continue
         if all(s != p[0] and c != p[1] for p in pairs):
             pairs.append((s, c))
     rng.shuffle(pairs)

@@ -104,8 +104,8 @@ def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int, pain
     return out
 
 
-def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
-    named, things = draws.scene(rng, split, canvas)
+def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS, fair: bool = False) -> Example:
+    named, things = draws.scene(rng, split, canvas, fair)
     target = centred(*named, draws.size(rng, canvas), canvas)
     text = f"Draw only <select>the {named[0]} <image_1>."
     pictures = [render(things, canvas=canvas, palette=paint), render([target], canvas=canvas, palette=paint)]
@@ -174,7 +174,9 @@ def _paint(family: str, split: str, seed: int, k: int, shades: float) -> Palette
     return shade_palette(coin) if coin.random() < shades else COLOURS
 
 
-def _batches(family: str, split: str, seed: int, canvas: int, shades: float = 0.0) -> Iterator[list[Example]]:
+def _batches(
+    family: str, split: str, seed: int, canvas: int, shades: float = 0.0, fair: bool = False
+) -> Iterator[list[Example]]:
     """Every row of one family in index order, one draw at a time (a compose draw is a swapped pair of rows)."""
     k = 0
     while True:
@@ -182,9 +184,10 @@ def _batches(family: str, split: str, seed: int, canvas: int, shades: float = 0.
         paint = _paint(family, split, seed, k, shades)
         if family == "compose":
             batch = compose_pair(rng, split, canvas, k // 2, paint)
+        elif family in ("select", "find"):  # a scene of objects, one of them named
+            batch = [{"select": select, "find": find}[family](rng, split, canvas, paint, fair)]
         elif family in SHADED_FAMILIES:
-            makers = {"select": select, "layout": layout, "background": background, "find": find}
-            batch = [makers[family](rng, split, canvas, paint)]
+            batch = [{"layout": layout, "background": background}[family](rng, split, canvas, paint)]
         else:
             batch = [{"text": text, "describe": describe}[family](rng, split, canvas)]
         if paint is not COLOURS:  # the row's own palette: its meta's colour names stand for these
@@ -195,12 +198,13 @@ def _batches(family: str, split: str, seed: int, canvas: int, shades: float = 0.
 
 
 def examples(
-    family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS, shades: float = 0.0
+    family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS, shades: float = 0.0, fair: bool = False
 ) -> Iterator[Example]:
     """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index; with
-    ``shades``, that share of a shaded family's training rows is drawn in random shades (:func:`shade_palette`)."""
+    ``shades``, that share of a shaded family's training rows is drawn in random shades (:func:`shade_palette`);
+    with ``fair``, select's and find's training scenes draw fair distractors (:func:`~model.shapes.draws.scene`)."""
     k = 0
-    for batch in _batches(family, split, seed, canvas, shades):
+    for batch in _batches(family, split, seed, canvas, shades, fair):
         if k >= count:
             return
         for ex in batch[: count - k]:
@@ -285,6 +289,7 @@ def make_world(
     auxiliary: Mapping[str, int] | None = None,
     plans: tuple[str, ...] = (),
     shades: float = 0.0,
+    fair_distractors: bool = False,
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
@@ -295,7 +300,9 @@ def make_world(
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
     ``auxiliary`` gives the rows of each training-only family (:data:`AUXILIARY`) in ``train/<family>.parquet``.
     The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); a ``shades``
-    share of the shaded families' training rows is drawn in random shades of their colours (:func:`examples`)."""
+    share of the shaded families' training rows is drawn in random shades of their colours (:func:`examples`);
+    ``fair_distractors``: no object of a select or find training scene but the named one takes a colour held out
+    with the named shape (:func:`~model.shapes.draws.scene`)."""
     _check_world_options(eval_pairs, plans, shades, auxiliary)
     out = check_output_dir(out)
     counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
@@ -307,7 +314,7 @@ def make_world(
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
         plan_form = next((p.partition(":")[2] or "colour" for p in plans if p.partition(":")[0] == family), None)
-        for ex in map(form, examples(family, "train", n, seed, canvas, shades)):
+        for ex in map(form, examples(family, "train", n, seed, canvas, shades, fair_distractors)):
             trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
             if plan_form:
                 ex.instruction += f" <think>{plan_of(ex, plan_form)}</think>"
@@ -326,7 +333,9 @@ def make_world(
             counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n))
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-        info |= _world_extras(eval_pairs, plans, shades, skipped)
+        info |= _world_extras(eval_pairs, plans, shades, skipped) | (
+            {"fair_distractors": True} if fair_distractors else {}
+        )
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
         raise InputError(
