@@ -140,3 +140,15 @@ def test_bad_label_options_are_refused_before_anything_loads(world):
         _config(world, "bad", label_weight=-1.0)
     with pytest.raises(InputError, match="--label-layer must be a whole number of at least 0"):
         _config(world, "bad", label_layer=-1)
+
+
+def test_a_meta_that_does_not_say_what_the_references_show_is_a_bad_row(tmp_path):
+    with pytest.raises(InputError, match="its meta does not say what its references show"):
+        row_labels("select", "{not json", {0: ((8, 8), 64)})
+    with pytest.raises(InputError, match="KeyError"):
+        row_labels("select", json.dumps({"shape": "star"}), {0: ((8, 8), 64)})
+    rows = [tasks.select(random.Random(k), "train", 64) for k in range(4)]
+    rows[1].meta = {"shape": rows[1].meta["shape"]}  # says nothing of the reference's objects
+    write_parquet(tmp_path / "data" / "select.parquet", iter(rows))
+    trainer, _ = train(_config(tmp_path, "run", steps=2, save_every=0))
+    assert trainer.stats.bad >= 1 and any("meta" in reason for reason in trainer.stats.reasons)

@@ -22,6 +22,7 @@ import json
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from .world import SHAPES, mask
 
 MIN_COVER = 0.3  # least share of a token an object must cover for the token to be labelled as that object
@@ -64,10 +65,14 @@ def row_labels(
 ) -> dict[int, dict[str, np.ndarray]]:
     """Every labelled reference of one row: image index -> label set -> flat labels at that image's token grid.
     ``pictures``: image index -> ((rows, columns) of its latent tokens, its width in pixels: the canvas its
-    ``meta`` boxes are drawn on). A row of another family, or without ``meta``, gives {}."""
+    ``meta`` boxes are drawn on). A row of another family, or without ``meta``, gives {}; a ``meta`` that cannot be
+    read raises InputError (the trainer skips and counts the row)."""
     if not meta:
         return {}
-    found = reference_objects(family, json.loads(meta))
+    try:
+        found = reference_objects(family, json.loads(meta))
+    except (ValueError, KeyError, TypeError, IndexError, StopIteration) as exc:  # JSON, or a field missing or wrong
+        raise InputError(f"its meta does not say what its references show ({type(exc).__name__}: {exc})") from None
     return {
         k: token_grid_labels(objects, named, pictures[k][0], pictures[k][1])
         for k, (objects, named) in found.items()
