@@ -24,6 +24,14 @@ server, browser = ui.server, ui.browser  # the fixtures: one tiny-model server a
 LOADED = "document.querySelector('.loading') === null && document.querySelector('h1, h2') !== null"
 PHONE_LAYOUT = "getComputedStyle(document.querySelector('#run-row')).position === 'fixed'"
 BLOCKING = ("serious", "critical")
+# Every request the page sends, counted: started, and still in flight. A tab click starts a page event whose chained
+# preview refresh starts only when it ends, so a page can look settled between the two; a scan is kept only when no
+# request started while it ran (else an output dimmed mid-scan reads as low contrast).
+COUNT_REQUESTS = """window.__sigmaStarted = 0; window.__sigmaInflight = 0;
+const sigmaFetch = window.fetch;
+window.fetch = (...args) => { window.__sigmaStarted++; window.__sigmaInflight++;
+  return sigmaFetch(...args).finally(() => { window.__sigmaInflight--; }); };"""
+MAX_SCANS = 20
 # (rule id, CSS selector) pairs for nodes of Gradio's own markup that our CSS and layout cannot reach; a node of that
 # rule is excused only when it matches the selector. Gradio 6's empty Image, File and Gallery placeholder (its Empty
 # component) is a <div aria-label="Empty value"> without a role, which ARIA forbids; the div and its label come from
@@ -42,12 +50,26 @@ def _axe_source() -> str:
     return (Path(axe_package.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
 
 
+def _quiet_scan(pg) -> list[dict]:
+    """axe's violations from a scan during which the page sent no request and ran no event: Gradio dims a running
+    event's outputs, which axe reads as low contrast."""
+    for _ in range(MAX_SCANS):
+        ui.wait_settled(pg)
+        pg.wait_for_function("window.__sigmaInflight === 0", timeout=STATE_TIMEOUT_MS)
+        started = pg.evaluate("window.__sigmaStarted")
+        violations = pg.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+        if pg.evaluate("window.__sigmaStarted") == started and pg.evaluate(f"({ui.SETTLED})()"):
+            return violations
+    raise AssertionError(f"the page never stayed quiet for a whole axe scan in {MAX_SCANS} tries")
+
+
 def _scan(browser, url: str, scheme: str) -> list[dict]:
     """axe's violations in colour ``scheme``, less the nodes GRADIO_OWN excuses, over three views of one page: as
     loaded with both accordions open, on the Boxes tab, and at a phone's width; each violation names its view."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1200}, color_scheme=scheme)
     pg = ctx.new_page()
     pg.set_default_timeout(STATE_TIMEOUT_MS)
+    pg.add_init_script(COUNT_REQUESTS)
     pg.goto(url)
     dark = "document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')"
     pg.wait_for_function(dark if scheme == "dark" else f"!({dark})", timeout=STATE_TIMEOUT_MS)
@@ -66,10 +88,7 @@ def _scan(browser, url: str, scheme: str) -> list[dict]:
         elif view == "phone":  # the Generate bar is fixed to the bottom once the phone layout applies
             pg.set_viewport_size({"width": 390, "height": 844})
             pg.wait_for_function(PHONE_LAYOUT, timeout=STATE_TIMEOUT_MS)
-        ui.wait_settled(pg)  # no event running: Gradio dims a running event's outputs (axe read that as low contrast)
-        everything[view] = pg.evaluate(
-            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-        )
+        everything[view] = _quiet_scan(pg)
         found += [{**v, "view": view} for v in pg.evaluate(EXCUSE, [everything[view], [list(p) for p in GRADIO_OWN]])]
         pg.screenshot(path=str(ART / f"axe-{scheme}-{view}.png"), full_page=True)
     ctx.close()

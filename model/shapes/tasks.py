@@ -267,11 +267,13 @@ def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float,
         raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
 
 
-def _world_extras(eval_pairs: str, plans: tuple[str, ...], shades: float, skipped: dict[str, int]) -> dict:
+def _world_extras(eval_pairs: str, plans: tuple[str, ...], shades: float, skipped: dict[str, int], fair: bool) -> dict:
     """world.json's optional keys: the default world's world.json stays as it was."""
     extras: dict = {"plans": list(plans)} if plans else {}
     if shades:
         extras["shades"] = shades
+    if fair:
+        extras["fair_distractors"] = True
     if eval_pairs == "seen":
         extras["seen_skipped"] = {family: skipped.get(family, 0) for family in FAMILIES}
     return extras
@@ -300,16 +302,14 @@ def make_world(
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
     ``auxiliary`` gives the rows of each training-only family (:data:`AUXILIARY`) in ``train/<family>.parquet``.
     The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); a ``shades``
-    share of the shaded families' training rows is drawn in random shades of their colours (:func:`examples`);
-    ``fair_distractors``: no object of a select or find training scene but the named one takes a colour held out
-    with the named shape (:func:`~model.shapes.draws.scene`)."""
+    share of the shaded families' training rows is drawn in random shades of their colours, and with
+    ``fair_distractors`` select's and find's training scenes draw fair distractors (:func:`examples`)."""
     _check_world_options(eval_pairs, plans, shades, auxiliary)
     out = check_output_dir(out)
     counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
 
-    def form(ex: Example) -> Example:
-        if not attribute_tokens:
-            ex.instruction = neutral(ex.instruction)
+    def form(ex: Example) -> Example:  # the ablation's token-free arm: a neutral word for each attribute token
+        ex.instruction = ex.instruction if attribute_tokens else neutral(ex.instruction)
         return ex
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
@@ -333,12 +333,9 @@ def make_world(
             counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n))
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-        info |= _world_extras(eval_pairs, plans, shades, skipped) | (
-            {"fair_distractors": True} if fair_distractors else {}
-        )
+        info |= _world_extras(eval_pairs, plans, shades, skipped, fair_distractors)
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
-        raise InputError(
-            f"--out {out}: the world cannot be written ({exc.strerror or exc}); choose another place"
-        ) from None
+        why = exc.strerror or exc
+        raise InputError(f"--out {out}: the world cannot be written ({why}); choose another place") from None
     return counts
