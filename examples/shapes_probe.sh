@@ -4,7 +4,8 @@
 # and on training pairs in new rows (docs/SHAPES.md, "One family at a time").
 #   bash examples/shapes_probe.sh FAMILY [STEPS] [DEPTH] [AUX]
 # FAMILY: compose | select | layout | background | text, or all (every family in the world's mix, read on held-out
-# pairs only), or find (with AUX find, find+shades or find+plans: the find rows alone).
+# pairs only), or find (with AUX find, find+shades or find+plans: the find rows alone), or boxed (with AUX boxed: the
+# boxed rows alone).
 # STEPS: optimizer steps (default 3000, about 9 minutes on two cores; 18 grown).
 # DEPTH: shipped (the default) | grown (every layer followed by a copy whose outputs are zero:
 # finetune.checkpoint.grow_depth).
@@ -18,6 +19,7 @@
 #   find: 20 000 rows of the training-only find family beside the others (select's scene, its object kept in place)
 #   find+shades: find rows beside the rows of shades, the find rows shaded too
 #   find+plans: the find rows ending with their plan, which names the object's place, under cross-entropy; --think
+#   boxed: 20 000 rows of the training-only boxed family beside the others (a named shape drawn filling a layout box)
 #   place-plans: the fresh rows, select's ending with a plan that names where the named object stands in the
 #     reference, not its colour; read with --think
 #   scene-plans: the same, the plan naming every object of the reference left to right (the describe family's words)
@@ -26,8 +28,8 @@
 #     it is the named object (and each background reference token's shape) after layer 1 (--label-weight 0.5)
 #   labels+fair: the same on fresh rows whose select scenes draw fair distractors (sigma shapes make
 #     --fair-distractors: no other object in a colour held out with the named shape)
-# Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find rows also find-{eval,seen}.json (find itself
-# read on 100 rows of held-out, then training, pairs); rerun to resume.
+# Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find or boxed rows also find-{eval,seen}.json or
+# boxed-{eval,seen}.json (that family itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
 FAMILY="${1:-}"
 STEPS="${2:-3000}"
@@ -39,7 +41,10 @@ case "$FAMILY" in
   find)
     [[ "${4:-}" == find* ]] ||
       { echo "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans" >&2; exit 2; } ;;
-  *) echo "unknown family '$FAMILY': choose among compose select layout background text all find" >&2; exit 2 ;;
+  boxed)
+    [ "${4:-}" = boxed ] || { echo "FAMILY boxed trains on boxed rows alone: give AUX boxed" >&2; exit 2; } ;;
+  *) echo "unknown family '$FAMILY': choose among compose select layout background text all find boxed" >&2
+     exit 2 ;;
 esac
 case "$STEPS" in
   '' | *[!0-9]*) echo "STEPS must be a whole number of optimizer steps, not '$STEPS'" >&2; exit 2 ;;
@@ -50,9 +55,9 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans | scene+colour-plans | labels | labels+fair) ;;
+    | scene-plans | scene+colour-plans | labels | labels+fair | boxed) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
-       "place-plans, scene-plans, scene+colour-plans, labels or labels+fair, not '$AUX'" >&2
+       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair or boxed, not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -112,6 +117,7 @@ extra_args=()
 case "$AUX" in
   describe | plans+describe) extra=describe ;;
   find) extra=find ;;
+  boxed) extra=boxed ;;
   find+shades) extra=find-shades; extra_args=(--shades 0.5) ;;
   find+plans) extra=find-plans; extra_args=(--plans find) ;;
 esac
@@ -149,7 +155,7 @@ if [ "$FAMILY" != all ]; then
 fi
 pairs_read=(eval seen)
 [ "$FAMILY" = all ] && pairs_read=(eval)  # 500 rows: 7 minutes a read
-[ "$FAMILY" = find ] && pairs_read=()
+case "$FAMILY" in find | boxed) pairs_read=() ;; esac
 resume=()
 [ -f "$out/latest" ] && resume=(--resume)
 # the recipe's finetune settings at a lower peak (the curriculum's): lr 3e-4, 100 warm-up steps, EMA 0.995
@@ -168,15 +174,16 @@ for pairs in "${pairs_read[@]}"; do
     sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" "${think[@]}" \
       --json "$out/$pairs.json"
 done
-# find itself, in place: the named object of held-out or training pairs
-if [ -n "$extra" ] && [ "$family" = find ]; then
+# find itself (in place: the named object) or boxed itself (the named pair in its box), held-out or training pairs
+if [ -n "$extra" ] && { [ "$family" = find ] || [ "$family" = boxed ]; }; then
   for pairs in eval seen; do
-    [ -f "runs/probe/find-$pairs/find.parquet" ] || "$PY" -c 'import sys
+    [ -f "runs/probe/$family-$pairs/$family.parquet" ] || "$PY" -c 'import sys
 from sigma_studio.model.data.dataset import write_parquet
 from sigma_studio.model.shapes.tasks import examples
-write_parquet(sys.argv[1], examples("find", sys.argv[2], 100, 0))' "runs/probe/find-$pairs/find.parquet" "$pairs"
-    [ -f "$out/find-$pairs.json" ] ||
-      sigma shapes eval --model "$out/model" --data "runs/probe/find-$pairs" "${think[@]}" \
-        --json "$out/find-$pairs.json"
+write_parquet(sys.argv[1], examples(sys.argv[3], sys.argv[2], 100, 0))' \
+      "runs/probe/$family-$pairs/$family.parquet" "$pairs" "$family"
+    [ -f "$out/$family-$pairs.json" ] ||
+      sigma shapes eval --model "$out/model" --data "runs/probe/$family-$pairs" "${think[@]}" \
+        --json "$out/$family-$pairs.json"
   done
 fi

@@ -9,6 +9,10 @@ never evaluated. Each is a signal for a skill the five families need but do not 
   where it stands (every other object painted out). Select asks for two things at once, find the named object and
   draw it elsewhere; find asks for the first alone, in place, where the model copies best (docs/SHAPES.md). Its
   plan (``--plans find``) names the object's place, ``the star is at the top left``, never its colour.
+* **boxed** ``Draw a red star placed like <layout>this box <image_1>.``: text's words and layout's box, the object
+  filling the box. Layout asks for two things at once, read the reference's shape and draw it away from the centre
+  at the box's size; boxed asks for the second alone, the shape given in words (SIGMA-GEN's captions name their
+  subjects' shapes too). Its eval and ``seen`` rows, held-out and training pairs, are read like layout's.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from __future__ import annotations
 import random
 
 from ..data.dataset import Example
-from .draws import pair, scatter, scene
-from .world import COLOURS, GREY, Palette, Thing, render
+from .draws import layout_box, pair, scatter, scene
+from .world import COLOURS, GREY, Palette, Thing, box_picture, render
 
-AUXILIARY: tuple[str, ...] = ("describe", "find")
+AUXILIARY: tuple[str, ...] = ("describe", "find", "boxed")
 
 
 def scene_words(objects) -> str:
@@ -37,8 +41,7 @@ def describe(rng: random.Random, split: str, canvas: int) -> Example:
         if all(s != p[0] and c != p[1] for p in pairs):
             pairs.append((s, c))
     if n == 1:
-        side = round(rng.uniform(0.3, 0.6) * canvas, 1)
-        boxes = [(round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)]
+        boxes = [layout_box(rng, canvas)]
     else:
         boxes = scatter(rng, n, canvas)
     things = sorted((Thing(s, c, box) for (s, c), box in zip(pairs, boxes, strict=True)), key=lambda t: t.box[0])
@@ -59,6 +62,15 @@ def find(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS, 
     pictures = [render(things, canvas=canvas, palette=paint), render([kept], canvas=canvas, palette=paint)]
     return Example("find", text, pictures, {"shape": kept.shape, "colour": kept.colour, "box": list(kept.box),
                                             "background": list(GREY)})  # fmt: skip
+
+
+def boxed(rng: random.Random, split: str, canvas: int) -> Example:
+    """A named (shape, colour) pair, held out in the eval split as text's, filling a layout box."""
+    shape, colour = pair(rng, split == "eval")
+    target = Thing(shape, colour, layout_box(rng, canvas))
+    text = f"Draw a {colour} {shape} placed like <layout>this box <image_1>."
+    return Example("boxed", text, [box_picture(target.box, canvas), render([target], canvas=canvas)],
+                   {"shape": shape, "colour": colour, "box": list(target.box), "background": list(GREY)})  # fmt: skip
 
 
 def place_words(box: tuple[float, float, float, float] | list[float], canvas: int) -> str:

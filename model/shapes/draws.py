@@ -31,6 +31,12 @@ def pair(rng: random.Random, held_out: bool, shape: str | None = None, colour: s
     return rng.choice(pool)
 
 
+def layout_box(rng: random.Random, canvas: int) -> tuple[float, float, float, float]:
+    """A square box of 30-60 % of the side anywhere on the canvas: the layout family's (and place's)."""
+    side = round(rng.uniform(0.3, 0.6) * canvas, 1)
+    return round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side
+
+
 def scatter(rng: random.Random, n: int, canvas: int) -> list[tuple[float, float, float, float]]:
     """``n`` non-overlapping square boxes of 28-36 % of the side."""
     while True:

@@ -26,7 +26,7 @@ Training rows of the families whose text names no colour (:data:`SHADED_FAMILIES
 the target's exact colour can only be copied from its reference, never recalled from the name (docs/SHAPES.md,
 "Shades"). A shade is read as its own name by the pixel reader, so the held-out pairs stay out of every picture.
 
-The training-only families (:data:`AUXILIARY`: describe, find) are in :mod:`model.shapes.auxiliary`; the random
+The training-only families (:data:`AUXILIARY`: describe, find, boxed) are in :mod:`model.shapes.auxiliary`; the random
 draws every family shares, with the held-out pairs, in :mod:`model.shapes.draws`.
 
 :data:`HELD_OUT` (shape, colour) pairs never appear in any training image; every evaluation target is one of them,
@@ -50,7 +50,7 @@ from ..errors import InputError
 from ..files import check_output_dir, write_json
 from ..request.tokens import ATTRIBUTE_TOKENS
 from . import draws
-from .auxiliary import AUXILIARY, describe, find, place_words, scene_words
+from .auxiliary import AUXILIARY, boxed, describe, find, place_words, scene_words
 from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
@@ -117,8 +117,7 @@ def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS
 def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
     pair = draws.pair(rng, split == "eval")
     obj = centred(*pair, draws.size(rng, canvas), canvas)
-    side = round(rng.uniform(0.3, 0.6) * canvas, 1)
-    box = (round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side)
+    box = draws.layout_box(rng, canvas)
     target = Thing(*pair, box)
     if rng.random() < 0.5:
         text, refs = "Draw the <subject>shape <image_1> placed like <layout>this box <image_2>.", [obj, None]
@@ -189,7 +188,7 @@ def _batches(
         elif family in SHADED_FAMILIES:
             batch = [{"layout": layout, "background": background}[family](rng, split, canvas, paint)]
         else:
-            batch = [{"text": text, "describe": describe}[family](rng, split, canvas)]
+            batch = [{"text": text, "describe": describe, "boxed": boxed}[family](rng, split, canvas)]
         if paint is not COLOURS:  # the row's own palette: its meta's colour names stand for these
             for ex in batch:
                 ex.meta["painted"] = {name: list(rgb) for name, rgb in paint.items()}
