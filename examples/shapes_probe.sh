@@ -20,6 +20,8 @@
 #   find+shades: find rows beside the rows of shades, the find rows shaded too
 #   find+plans: the find rows ending with their plan, which names the object's place, under cross-entropy; --think
 #   boxed: 20 000 rows of the training-only boxed family beside the others (a named shape drawn filling a layout box)
+#   boxed+drawn: the same, with a training-only head that reads the target's shape off every token being drawn,
+#     after layer 2 (--label-weight 0.5 --label-sets drawn)
 #   place-plans: the fresh rows, select's ending with a plan that names where the named object stands in the
 #     reference, not its colour; read with --think
 #   scene-plans: the same, the plan naming every object of the reference left to right (the describe family's words)
@@ -42,7 +44,8 @@ case "$FAMILY" in
     [[ "${4:-}" == find* ]] ||
       { echo "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans" >&2; exit 2; } ;;
   boxed)
-    [ "${4:-}" = boxed ] || { echo "FAMILY boxed trains on boxed rows alone: give AUX boxed" >&2; exit 2; } ;;
+    [[ "${4:-}" == boxed* ]] ||
+      { echo "FAMILY boxed trains on boxed rows alone: give AUX boxed or boxed+drawn" >&2; exit 2; } ;;
   *) echo "unknown family '$FAMILY': choose among compose select layout background text all find boxed" >&2
      exit 2 ;;
 esac
@@ -55,9 +58,9 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans | scene+colour-plans | labels | labels+fair | boxed) ;;
+    | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
-       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair or boxed, not '$AUX'" >&2
+       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed or boxed+drawn, not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -118,6 +121,7 @@ case "$AUX" in
   describe | plans+describe) extra=describe ;;
   find) extra=find ;;
   boxed) extra=boxed ;;
+  boxed+drawn) extra=boxed; aux=(--label-weight 0.5 --label-layer 2 --label-sets drawn) ;;
   find+shades) extra=find-shades; extra_args=(--shades 0.5) ;;
   find+plans) extra=find-plans; extra_args=(--plans find) ;;
 esac

@@ -18,6 +18,7 @@ from sigma_studio.model.config import (  # defined once, with Loader/GenerationC
     check_mask_scope,
 )
 from sigma_studio.model.errors import InputError
+from sigma_studio.model.shapes.labels import HEADS, REFERENCE_SETS
 
 # `sigma finetune --recipe`: "release" is the released training scripts' choices (the TrainConfig defaults: they
 # produced the released SIGMA weights); "paper" is the SIGMA paper's (§4): the generation branch only, 50 000 steps,
@@ -107,6 +108,7 @@ class TrainConfig:
     # (rows whose meta gives them: finetune.labels, model.shapes.labels); their cross-entropy, times this, is added
     label_weight: float = 0.0
     label_layer: int = 1
+    label_sets: tuple[str, ...] = REFERENCE_SETS  # which of model.shapes.labels.HEADS (drawn: the target's shape)
     # all: every weight of the ViT-less model (the release); gen: the generation expert and its glue layers.
     # Modes that freeze the token embeddings (gen, LoRA) still train the 15 SIGMA attribute-token rows.
     trainable: str = "all"
@@ -170,6 +172,11 @@ class TrainConfig:
         for name in ("lr", "eps", "grad_clip", "timestep_shift"):
             check_number(_option(name), getattr(self, name), 0.0, strict=True)
         check_int("--label-layer", self.label_layer, 0)
+        object.__setattr__(self, "label_sets", tuple(self.label_sets))  # a list from JSON or a caller
+        unknown = [name for name in self.label_sets if name not in HEADS]
+        if unknown or not self.label_sets or len(set(self.label_sets)) != len(self.label_sets):
+            raise InputError(f"--label-sets {','.join(self.label_sets)}: give one or more of {', '.join(HEADS)}, "
+                             "each once")  # fmt: skip
         for name in ("min_lr", "weight_decay", "ce_weight", "label_weight"):
             check_number(_option(name), getattr(self, name), 0.0)
         for name in ("held_out", "drop_text", "drop_vae", "drop_vit", "ema"):

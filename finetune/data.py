@@ -125,10 +125,10 @@ def build_sample(
     drop: DropConfig = DropConfig(),
     raw_timestep: float | None = None,
     text_loss: bool = False,
-    labels: bool = False,
+    labels: tuple[str, ...] = (),
 ) -> TrainSample:
-    """Decode and lay out one row; ``labels``: with its references' per-token labels where its ``meta`` gives them
-    (:mod:`model.shapes.labels`). Raises InputError for a row that cannot be used."""
+    """Decode and lay out one row; ``labels``: with the per-token labels of these label sets where its ``meta``
+    gives them (:mod:`model.shapes.labels`). Raises InputError for a row that cannot be used."""
     images = row.decode_images()
     parsed = parse_training_instruction(row.instruction, len(images))
     vae_spec, vit_spec = arch.vae_transform, arch.vit_slot_transform
@@ -156,11 +156,13 @@ def build_sample(
     }
     family = family_of(row.row_id)
     found = {}
+    if dropped:  # what to draw may be in the dropped condition: the target's label only when every one is kept
+        labels = tuple(name for name in labels if name != "drawn")
     if labels and row.meta:
         pictures = {k: (g.latent_hw, images[k].width) for k, g in enumerate(geometry)}
         found = {
             k: {name: torch.from_numpy(v) for name, v in sets.items()}
-            for k, sets in row_labels(family, row.meta, pictures).items()
+            for k, sets in row_labels(family, row.meta, pictures, labels).items()
         }
     return TrainSample(row.row_id, plan, vae_tensors, vit_tensors, tau, text_loss, family, found)
 

@@ -1,10 +1,10 @@
 """Training-only heads that read labels off the reference pictures' latent tokens (``--label-weight``).
 
-A row whose ``meta`` says what its references show (the shapes world's: :mod:`model.shapes.labels`) gives every
-token of a labelled reference a class per label set. One linear head per set reads the hidden states the model
-computes for those tokens after layer ``label_layer``; their cross-entropy, times ``label_weight``, is added to
-the flow-matching loss, so the layers up to that one learn to carry the labels in the reference's own tokens,
-where every later layer's attention can find them.
+A row whose ``meta`` says what its pictures show (the shapes world's: :mod:`model.shapes.labels`) gives every
+token of a labelled reference, and with the ``drawn`` set of the target being drawn, a class per label set
+(``label_sets``). One linear head per set reads the hidden states the model computes for those tokens after layer
+``label_layer``; their cross-entropy, times ``label_weight``, is added to the flow-matching loss, so the layers up to
+that one learn to carry the labels in those tokens, where every later layer can find them.
 
 The heads live beside the model, not in it: the weights the run exports have the plain architecture's keys
 (strict loading holds), and a checkpoint keeps the heads and their optimizer state in ``label_heads.safetensors``
@@ -38,7 +38,7 @@ def label_targets(samples: list) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
     offset = 0
     for s in samples:
         for block, start in zip(s.plan.blocks, s.plan.offsets(), strict=True):
-            labels = s.labels.get(block.image) if block.kind == "vae" else None
+            labels = s.labels.get(block.image) if block.kind in ("vae", "noise") else None
             for name, values in (labels or {}).items():
                 if len(values) != block.length - 2:  # the tokens between the image's two markers
                     raise ValueError(f"{len(values)} '{name}' labels for an image block of {block.length - 2} tokens")
@@ -59,7 +59,8 @@ class LabelHeads:
         hidden = model.cfg.llm.hidden_size
         with torch.random.fork_rng(devices=[]):  # the heads' start is the run's seed's, whatever ran before
             torch.manual_seed(cfg.seed)
-            self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, k) for n, k in HEADS.items()}).to(device)
+            self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, HEADS[n]) for n in cfg.label_sets})
+        self.heads.to(device)
         self.optimizer = torch.optim.AdamW(self.heads.parameters(), betas=cfg.betas, weight_decay=0.0)
         self._kept: torch.Tensor | None = None
         self._hook = layers[layer].register_forward_hook(self._keep)
@@ -112,6 +113,10 @@ class LabelHeads:
                 f"{checkpoint} was trained without --label-weight: resume it without, or start a new --out"
             )
         tensors = load_file(str(checkpoint / FILE))
+        saved_sets = sorted({k.split(".")[1] for k in tensors if k.startswith("heads.")})
+        if saved_sets != sorted(self.heads):
+            raise InputError(f"{checkpoint} was trained with the label sets {', '.join(saved_sets)}: resume it with "
+                             f"--label-sets {','.join(saved_sets)}, or start a new --out")  # fmt: skip
         self.heads.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("heads.")})
         saved = ckpt.unflatten_optimizer(
             {k[10:]: v for k, v in tensors.items() if k.startswith("optimizer.")},

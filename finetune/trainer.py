@@ -157,7 +157,13 @@ class Trainer:
             try:
                 built = [
                     build_sample(
-                        row, self.arch, self.tokenizer, g, drop, text_loss=cfg.text_loss, labels=self.labels is not None
+                        row,
+                        self.arch,
+                        self.tokenizer,
+                        g,
+                        drop,
+                        text_loss=cfg.text_loss,
+                        labels=cfg.label_sets if self.labels else (),
                     )
                     for _ in range(repeats)
                 ]

@@ -109,9 +109,17 @@ class LossOptions:
     label_layer: Annotated[int, typer.Option(help="the layer whose output --label-weight's heads read")] = _D[
         "label_layer"
     ]
+    label_sets: Annotated[
+        str,
+        typer.Option(
+            help="--label-weight's label sets, comma-separated: shape and named (the references' tokens), drawn "
+            "(the target's shape on every token being drawn)"
+        ),
+    ] = ",".join(_D["label_sets"])
 
     def fields(self) -> dict:
-        return dataclasses.asdict(self)
+        sets = tuple(name.strip() for name in self.label_sets.split(",") if name.strip())
+        return dataclasses.asdict(self) | {"label_sets": sets}
 
 
 @grouped

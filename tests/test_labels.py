@@ -87,7 +87,7 @@ def test_label_targets_are_the_reference_tokens_of_the_packed_step(world, tiny_p
     arch = tiny_pipe.arch.replace(vit=None)
     g = torch.Generator().manual_seed(0)
     samples = [
-        build_sample(row, arch, tiny_pipe.tokenizer, g, DropConfig(0, 0, 0), labels=True)
+        build_sample(row, arch, tiny_pipe.tokenizer, g, DropConfig(0, 0, 0), labels=("shape", "named"))
         for row in list(iter_rows([world / "data" / "select.parquet"]))[:3]
     ]
     batch = pack(samples, arch, tiny_pipe.tokenizer.ids)
@@ -100,9 +100,39 @@ def test_label_targets_are_the_reference_tokens_of_the_packed_step(world, tiny_p
         target_tokens = set(batch.mse_loss_indexes.tolist())
         assert set(idx.tolist()) <= vae - target_tokens  # reference tokens, never the noised target's
     assert (targets["named"][1] == 1).any()
-    # without labels=True (every run without --label-weight) a sample carries none
+    # without label sets (every run without --label-weight) a sample carries none
     bare = build_sample(list(iter_rows([world / "data" / "select.parquet"]))[0], arch, tiny_pipe.tokenizer, g)
     assert bare.labels == {} and label_targets([bare]) == {}
+
+
+def test_drawn_labels_give_every_token_being_drawn_the_target_shape():
+    grid = {k: ((8, 8), 64) for k in range(3)}  # two references and the target, the last
+    lay = tasks.layout(random.Random(3), "train", 64)
+    drawn = row_labels("layout", json.dumps(lay.meta), grid, ("drawn",))
+    assert list(drawn) == [2] and list(drawn[2]) == ["drawn"]
+    assert (drawn[2]["drawn"] == SHAPES.index(lay.meta["shape"])).all() and drawn[2]["drawn"].shape == (64,)
+    assert row_labels("layout", json.dumps(lay.meta), grid) == {}  # the default sets label references only
+    sel = tasks.select(random.Random(1), "train", 64)
+    both = row_labels("select", json.dumps(sel.meta), {0: ((8, 8), 64), 1: ((4, 4), 64)}, ("named", "drawn"))
+    assert set(both[0]) == {"named"} and (both[1]["drawn"] == SHAPES.index(sel.meta["shape"])).all()
+    assert both[1]["drawn"].shape == (16,)  # at the target's own token grid
+    assert row_labels("sigmagen", json.dumps({"subjects": []}), grid, ("drawn",)) == {}  # no one-object target
+
+
+def test_drawn_label_targets_are_the_noised_target_tokens(world, tiny_pipe):
+    arch = tiny_pipe.arch.replace(vit=None)
+    g = torch.Generator().manual_seed(0)
+    rows = list(iter_rows([world / "data" / "rest.parquet"]))  # background and text rows
+    samples = [build_sample(row, arch, tiny_pipe.tokenizer, g, DropConfig(0, 0, 0), labels=("drawn",)) for row in rows]
+    batch = pack(samples, arch, tiny_pipe.tokenizer.ids)
+    idx, classes = label_targets(samples)["drawn"]
+    assert sorted(idx.tolist()) == sorted(batch.mse_loss_indexes.tolist())  # exactly the tokens being drawn
+    meta = [json.loads(row.meta) for row in rows]
+    per_row = len(idx) // len(rows)
+    assert classes.tolist() == [SHAPES.index(m["shape"]) for m in meta for _ in range(per_row)]
+    # a row whose words or references were dropped (classifier-free guidance) may not say what to draw: no label
+    dropped = build_sample(rows[0], arch, tiny_pipe.tokenizer, g, DropConfig(1.0, 1.0, 1.0), labels=("drawn",))
+    assert dropped.labels == {}
 
 
 def _config(world, out: str, **kw) -> TrainConfig:
@@ -140,6 +170,16 @@ def test_bad_label_options_are_refused_before_anything_loads(world):
         _config(world, "bad", label_weight=-1.0)
     with pytest.raises(InputError, match="--label-layer must be a whole number of at least 0"):
         _config(world, "bad", label_layer=-1)
+    for sets in ((), ("colour",), ("drawn", "drawn")):
+        with pytest.raises(InputError, match="--label-sets .*give one or more of shape, named, drawn, each once"):
+            _config(world, "bad", label_sets=sets)
+    assert _config(world, "ok", label_sets=["drawn", "shape"]).label_sets == ("drawn", "shape")
+
+
+def test_a_run_resumed_with_other_label_sets_is_refused(world):
+    train(_config(world, "drawn", label_sets=("drawn",), steps=2, save_every=2))
+    with pytest.raises(InputError, match="trained with the label sets drawn: resume it with --label-sets drawn"):
+        Trainer(_config(world, "drawn", steps=4, resume=True)).run()
 
 
 def test_a_meta_that_does_not_say_what_the_references_show_is_a_bad_row(tmp_path):

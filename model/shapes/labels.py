@@ -1,5 +1,5 @@
-"""Per-token labels of a shapes-world row's references, read from its ``meta``: what a training-only head learns to
-read off the reference's latent tokens (``sigma finetune --label-weight``, :mod:`finetune.labels`).
+"""Per-token labels of a shapes-world row's pictures, read from its ``meta``: what a training-only head learns to
+read off their latent tokens (``sigma finetune --label-weight``, :mod:`finetune.labels`).
 
 Two label sets, one class per latent token of a reference picture:
 
@@ -13,6 +13,13 @@ Why: select asks the drawing to take the colour of the one object its word names
 alone did not teach that binding in any probe (docs/SHAPES.md, "Naming before drawing"). These labels ask the
 reference's own tokens to know what they show and whether they are the named object, where the drawing's
 attention can find them.
+
+And one of the target's: ``drawn``, the shape the target shows (0..5), on every latent token of the picture being
+drawn (the noised target), in every row whose target is one object (its ``meta`` names the ``shape``) and whose
+conditions were all kept (none dropped for guidance: the dropped one may be what says the shape). It asks the
+drawing's own tokens to know, a few layers up, what they are drawing, wherever that comes from: the words (text,
+boxed) or a reference shown elsewhere and at another size (layout), the step the layout family fails on
+(docs/SHAPES.md, "Drawing in a box").
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from ..errors import InputError
 from .world import SHAPES, mask
 
 MIN_COVER = 0.3  # least share of a token an object must cover for the token to be labelled as that object
-HEADS: dict[str, int] = {"shape": 1 + len(SHAPES), "named": 2}  # label set -> number of classes
+HEADS: dict[str, int] = {"shape": 1 + len(SHAPES), "named": 2, "drawn": len(SHAPES)}  # label set -> classes
+REFERENCE_SETS: tuple[str, ...] = ("shape", "named")  # the label sets of the references' tokens (the rest: target's)
 Objects = list[tuple[str, str, tuple[float, float, float, float]]]  # (shape, colour, box), in drawing order
 
 
@@ -61,20 +69,27 @@ def token_grid_labels(objects: Objects, named: int | None, grid: tuple[int, int]
 
 
 def row_labels(
-    family: str, meta: str, pictures: dict[int, tuple[tuple[int, int], int]]
+    family: str, meta: str, pictures: dict[int, tuple[tuple[int, int], int]], sets: tuple[str, ...] = REFERENCE_SETS
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Every labelled reference of one row: image index -> label set -> flat labels at that image's token grid.
-    ``pictures``: image index -> ((rows, columns) of its latent tokens, its width in pixels: the canvas its
-    ``meta`` boxes are drawn on). A row of another family, or without ``meta``, gives {}; a ``meta`` that cannot be
-    read raises InputError (the trainer skips and counts the row)."""
-    if not meta:
+    """Every labelled picture of one row: image index -> label set -> flat labels at that image's token grid, for
+    the label ``sets`` asked for. ``pictures``: image index -> ((rows, columns) of its latent tokens, its width in
+    pixels: the canvas its ``meta`` boxes are drawn on); the last is the target. A row of another family, or without
+    ``meta``, gives {}; a ``meta`` that cannot be read raises InputError (the trainer skips and counts the row)."""
+    if not meta or not pictures:
         return {}
     try:
-        found = reference_objects(family, json.loads(meta))
+        parsed = json.loads(meta)
+        found = reference_objects(family, parsed) if set(sets) & set(REFERENCE_SETS) else {}
+        drawn = SHAPES.index(parsed["shape"]) if "drawn" in sets and "shape" in parsed else None
     except (ValueError, KeyError, TypeError, IndexError, StopIteration) as exc:  # JSON, or a field missing or wrong
         raise InputError(f"its meta does not say what its references show ({type(exc).__name__}: {exc})") from None
-    return {
-        k: token_grid_labels(objects, named, pictures[k][0], pictures[k][1])
+    out = {
+        k: {name: v for name, v in token_grid_labels(objects, named, *pictures[k]).items() if name in sets}
         for k, (objects, named) in found.items()
         if k in pictures
     }
+    if drawn is not None:
+        target = max(pictures)
+        (h, w), _ = pictures[target]
+        out.setdefault(target, {})["drawn"] = np.full(h * w, drawn, dtype=np.int64)
+    return {k: v for k, v in out.items() if v}
