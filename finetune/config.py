@@ -104,7 +104,7 @@ class TrainConfig:
     drop_vit: float = 0.3
     text_loss: bool = False  # add next-token cross-entropy on the instruction text
     ce_weight: float = 1.0
-    # > 0: training-only heads read per-token labels off the references' latent tokens after layer label_layer
+    # > 0: training-only heads read per-token labels (label_sets) off latent tokens after layer label_layer
     # (rows whose meta gives them: finetune.labels, model.shapes.labels); their cross-entropy, times this, is added
     label_weight: float = 0.0
     label_layer: int = 1

@@ -1,4 +1,4 @@
-"""Training-only heads that read labels off the reference pictures' latent tokens (``--label-weight``).
+"""Training-only heads that read labels off latent tokens: the references', and the target's (``--label-weight``).
 
 A row whose ``meta`` says what its pictures show (the shapes world's: :mod:`model.shapes.labels`) gives every
 token of a labelled reference, and with the ``drawn`` set of the target being drawn, a class per label set

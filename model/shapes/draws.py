@@ -32,7 +32,7 @@ def pair(rng: random.Random, held_out: bool, shape: str | None = None, colour: s
 
 
 def layout_box(rng: random.Random, canvas: int) -> tuple[float, float, float, float]:
-    """A square box of 30-60 % of the side anywhere on the canvas: the layout family's (and place's)."""
+    """A square box of 30-60 % of the side anywhere on the canvas: the layout family's (and boxed's)."""
     side = round(rng.uniform(0.3, 0.6) * canvas, 1)
     return round(rng.uniform(0, canvas - side), 1), round(rng.uniform(0, canvas - side), 1), side, side
 
