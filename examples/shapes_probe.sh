@@ -22,6 +22,7 @@
 #   boxed: 20 000 rows of the training-only boxed family beside the others (a named shape drawn filling a layout box)
 #   boxed+drawn: the same, with a training-only head that reads the target's shape off every token being drawn,
 #     after layer 2 (--label-weight 0.5 --label-sets drawn)
+#   plans+boxed: the rows of plans, and the boxed rows ending with their plans too; read with --think
 #   place-plans: the fresh rows, select's ending with a plan that names where the named object stands in the
 #     reference, not its colour; read with --think
 #   scene-plans: the same, the plan naming every object of the reference left to right (the describe family's words)
@@ -58,9 +59,10 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn) ;;
+    | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn | plans+boxed) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
-       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed or boxed+drawn, not '$AUX'" >&2
+       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn or plans+boxed," \
+       "not '$AUX'" >&2
      exit 2 ;;
 esac
 PY="$(dirname "$(command -v sigma)")/python"
@@ -122,11 +124,12 @@ case "$AUX" in
   find) extra=find ;;
   boxed) extra=boxed ;;
   boxed+drawn) extra=boxed; aux=(--label-weight 0.5 --label-layer 2 --label-sets drawn) ;;
+  plans+boxed) extra=boxed-plans; extra_args=(--plans boxed); aux=(--text-loss) ;;
   find+shades) extra=find-shades; extra_args=(--shades 0.5) ;;
   find+plans) extra=find-plans; extra_args=(--plans find) ;;
 esac
 case "$AUX" in
-  plans | plans+describe)
+  plans | plans+describe | plans+boxed)
     rows=fresh-plans
     think=(--think)
     # the fresh rows again (the same seed draws the same rows), each training row ending with its plan

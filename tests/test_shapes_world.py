@@ -319,6 +319,10 @@ def test_boxed_rows_draw_the_named_pair_filling_the_box(tmp_path):
     assert len({json.loads(rec["meta"])["shape"] for rec in rows}) > 2  # not one shape over and over
     held = [ex.meta for ex in examples("boxed", "eval", 8)]  # its eval rows target the held-out pairs, as text's
     assert all((m["shape"], m["colour"]) in HELD_OUT for m in held)
+    make_world(tmp_path / "plans", rows=10, eval_rows=2, seed=4, auxiliary={"boxed": 3}, plans=("boxed",))
+    for rec in pq.read_table(tmp_path / "plans" / "train" / "boxed.parquet").to_pylist():
+        meta, ((instruction,),) = json.loads(rec["meta"]), rec["instruction_list"]
+        assert instruction.endswith(f"this box <image_1>. <think>the {meta['shape']} is {meta['colour']}</think>")
     layouts = [ex.meta["box"] for ex in examples("layout", "train", 3, seed=4)]
     assert layouts == [[6.3, 0.5, 36.6, 36.6], [8.7, 13.7, 20.5, 20.5], [19.9, 14.7, 37.5, 37.5]]  # layout's own
     # draws unchanged by the box draw they now share

@@ -55,7 +55,14 @@ from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
-PLANNED: tuple[str, ...] = (*FAMILIES, "find", "select:place", "select:scene", "select:scene+colour")  # rows that
+PLANNED: tuple[str, ...] = (
+    *FAMILIES,
+    "find",
+    "boxed",
+    "select:place",
+    "select:scene",
+    "select:scene+colour",
+)  # rows that
 # can end with a plan (plan_of); select's may instead name the object's place in the reference, or every object of
 # it (then, with +colour, the named one's colour plan)
 # Share of each family in the training rows.
