@@ -33,8 +33,8 @@ TextLossOpt = Annotated[
 LabelWeightOpt = Annotated[
     float,
     typer.Option(
-        help="weight of training-only heads that read what the references show off their tokens, from each row's "
-        "meta (the shapes world's select and background rows); 0: off"
+        help="weight of training-only heads that read what a row's pictures show off their tokens, from its meta "
+        "(the shapes world's rows; which labels: --label-sets); 0: off"
     ),
 ]
 _INIT_HELP = f"{' | '.join(INITS)}: --model's weights, or its architecture freshly initialised from --seed"

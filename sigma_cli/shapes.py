@@ -100,9 +100,7 @@ def make(
     find_rows: Annotated[
         int, typer.Option(help="rows of the training-only find family (select's object kept where it stands)")
     ] = 0,
-    boxed_rows: Annotated[
-        int, typer.Option(help="rows of the training-only boxed family (a named shape drawn filling a layout box)")
-    ] = 0,
+    boxed_rows: Annotated[int, typer.Option(help="training-only boxed rows: a named shape filling a layout box")] = 0,
     plans: Annotated[
         str,
         typer.Option(
@@ -130,14 +128,14 @@ def make(
 
     with render.errors(debug):
         planned = FAMILIES if plans.strip() == "all" else tuple(f.strip() for f in plans.split(",") if f.strip())
-        if rows < 10 or eval_rows < 2 or min(describe_rows, find_rows, boxed_rows) < 0:
+        auxiliary = {"describe": describe_rows, "find": find_rows, "boxed": boxed_rows}
+        if rows < 10 or eval_rows < 2 or min(auxiliary.values()) < 0:
             raise typer.BadParameter("--rows must be at least 10, --eval-rows at least 2, --describe-rows, "
                                      "--find-rows and --boxed-rows at least 0")  # fmt: skip
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(
-            out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs,
-            auxiliary={"describe": describe_rows, "find": find_rows, "boxed": boxed_rows}, plans=planned, shades=shades,
-            fair_distractors=fair_distractors,
+            out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs, auxiliary=auxiliary,
+            plans=planned, shades=shades, fair_distractors=fair_distractors,
         )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")

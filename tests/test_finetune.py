@@ -288,13 +288,15 @@ def test_cli_options_take_their_defaults_from_the_configs():
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     lora = {f"lora_{f.name}": f.default for f in dataclasses.fields(LoRAConfig)}
     renamed = {"train": "trainable"}
+    comma_lists = {"label_sets"}  # a comma-separated string here, a tuple there
     for name, param in inspect.signature(finetune).parameters.items():
         if name == "lora":  # a switch here, a LoRAConfig | None there
             continue
+        default = tuple(param.default.split(",")) if name in comma_lists else param.default
         if name in lora:
-            assert param.default == lora[name], name
+            assert default == lora[name], name
         elif renamed.get(name, name) in fields:
-            assert param.default == fields[renamed.get(name, name)], name
+            assert default == fields[renamed.get(name, name)], name
     help_text = CliRunner().invoke(app, ["finetune", "--help"], env={"COLUMNS": "200"}).output
     assert " | ".join(TRAINABLE) in help_text and " | ".join(INITS) in help_text
     bad = CliRunner().invoke(app, ["finetune", "--out", "x", "--init", "scratch"])
