@@ -55,16 +55,9 @@ from .draws import COLOUR_NAMES, HELD_OUT
 from .world import CANVAS, COLOURS, GREY, SHAPES, Palette, Thing, box_picture, centred, render, shade_palette
 
 FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "text")
-PLANNED: tuple[str, ...] = (
-    *FAMILIES,
-    "find",
-    "boxed",
-    "select:place",
-    "select:scene",
-    "select:scene+colour",
-)  # rows that
-# can end with a plan (plan_of); select's may instead name the object's place in the reference, or every object of
-# it (then, with +colour, the named one's colour plan)
+# Rows that can end with a plan (plan_of); select's may instead name the object's place in the reference, or every
+# object of it (then, with +colour, the named one's colour plan).
+PLANNED: tuple[str, ...] = (*FAMILIES, "find", "boxed", "select:place", "select:scene", "select:scene+colour")
 # Share of each family in the training rows.
 MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "background": 0.1, "text": 0.15}
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
