@@ -1,6 +1,6 @@
 """Read a labelled run's heads (``sigma finetune --label-weight``) on rows it never trained on: does the model know,
-in the reference's own tokens, which object the words name, and (the ``drawn`` set) in the tokens it draws, what
-shape it is drawing?
+in the reference's own tokens, which object the words name, and (the ``drawn`` and ``drawn-colour`` sets) in the
+tokens it draws, what shape and colour it is drawing?
 
     python examples/shapes_label_read.py RUN DATA [DATA ...]
 
@@ -8,9 +8,9 @@ RUN: the run folder (its latest checkpoint: the EMA weights, what the run export
 DATA: folders of parquet rows, e.g. ``runs/probe/eval/eval`` (held-out pairs) and ``runs/probe/seen/eval``
 (training pairs in new rows). For each, prints per family and label set the token accuracy; over select rows the
 share of the named object's tokens read as named (recall) and of the tokens read as named that are (precision),
-and the share of rows whose most-named token lies on the named object (the object found); with the drawn set, the
-share of rows whose target tokens' majority reads the target's shape (read from pure noise: what the conditions
-alone tell the drawing).
+and the share of rows whose most-named token lies on the named object (the object found); with the drawn sets, the
+share of rows whose target tokens' majority reads the target's shape or colour (read from pure noise: what the
+conditions alone tell the drawing).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sigma_studio.finetune.packing import pack
 from sigma_studio.model import load_pipeline
 from sigma_studio.model.data.dataset import SigmaRow, parquet_files, read_group, row_groups
 from sigma_studio.model.run.packed import packed_forward
+from sigma_studio.model.shapes.labels import TARGET_SETS
 
 
 @torch.no_grad()
@@ -52,8 +53,8 @@ def read(pipe, heads: LabelHeads, data: Path, sets: tuple[str, ...]) -> dict[str
                 guess = logits.argmax(-1)
                 tally = right[f"{sample.family} {name} token accuracy"]
                 tally[0], tally[1] = tally[0] + int((guess == classes).sum()), tally[1] + len(classes)
-                if name == "drawn":
-                    rows_read = right[f"{sample.family} drawn, rows read right"]
+                if name in TARGET_SETS:
+                    rows_read = right[f"{sample.family} {name}, rows read right"]
                     rows_read[0] += int(guess.mode().values == classes[0])
                     rows_read[1] += 1
                 if name == "named":

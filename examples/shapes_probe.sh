@@ -22,6 +22,8 @@
 #   boxed: 20 000 rows of the training-only boxed family beside the others (a named shape drawn filling a layout box)
 #   boxed+drawn: the same, with a training-only head that reads the target's shape off every token being drawn,
 #     after layer 2 (--label-weight 0.5 --label-sets drawn)
+#   boxed+drawn+colour: the same, with a second head that reads the target's colour off the same tokens
+#     (--label-sets drawn,drawn-colour)
 #   plans+boxed: the rows of plans, and the boxed rows ending with their plans too; read with --think
 #   place-plans: the fresh rows, select's ending with a plan that names where the named object stands in the
 #     reference, not its colour; read with --think
@@ -46,7 +48,8 @@ case "$FAMILY" in
       { echo "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans" >&2; exit 2; } ;;
   boxed)
     [[ "${4:-}" == boxed* ]] ||
-      { echo "FAMILY boxed trains on boxed rows alone: give AUX boxed or boxed+drawn" >&2; exit 2; } ;;
+      { echo "FAMILY boxed trains on boxed rows alone: give AUX boxed, boxed+drawn or boxed+drawn+colour" >&2
+        exit 2; } ;;
   *) echo "unknown family '$FAMILY': choose among compose select layout background text all find boxed" >&2
      exit 2 ;;
 esac
@@ -59,9 +62,11 @@ case "$DEPTH" in
 esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
-    | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn | plans+boxed) ;;
+    | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn | boxed+drawn+colour \
+    | plans+boxed) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
-       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn or plans+boxed," \
+       "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn," \
+       "boxed+drawn+colour or plans+boxed," \
        "not '$AUX'" >&2
      exit 2 ;;
 esac
@@ -124,6 +129,7 @@ case "$AUX" in
   find) extra=find ;;
   boxed) extra=boxed ;;
   boxed+drawn) extra=boxed; aux=(--label-weight 0.5 --label-layer 2 --label-sets drawn) ;;
+  boxed+drawn+colour) extra=boxed; aux=(--label-weight 0.5 --label-layer 2 --label-sets drawn,drawn-colour) ;;
   plans+boxed) extra=boxed-plans; extra_args=(--plans boxed); aux=(--text-loss) ;;
   find+shades) extra=find-shades; extra_args=(--shades 0.5) ;;
   find+plans) extra=find-plans; extra_args=(--plans find) ;;

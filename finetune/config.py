@@ -108,7 +108,7 @@ class TrainConfig:
     # (rows whose meta gives them: finetune.labels, model.shapes.labels); their cross-entropy, times this, is added
     label_weight: float = 0.0
     label_layer: int = 1
-    label_sets: tuple[str, ...] = REFERENCE_SETS  # which of model.shapes.labels.HEADS (drawn: the target's shape)
+    label_sets: tuple[str, ...] = REFERENCE_SETS  # which of model.shapes.labels.HEADS (drawn, drawn-colour: target's)
     # all: every weight of the ViT-less model (the release); gen: the generation expert and its glue layers.
     # Modes that freeze the token embeddings (gen, LoRA) still train the 15 SIGMA attribute-token rows.
     trainable: str = "all"

@@ -20,7 +20,7 @@ from sigma_studio.model.images import patchify, resize, to_tensor
 from sigma_studio.model.request.prompt import ImagePart, TextPart, parse_training_instruction
 from sigma_studio.model.request.tokens import Tokenizer
 from sigma_studio.model.run.sequence import ContextPlan, ImageGeometry, trained_blocks
-from sigma_studio.model.shapes.labels import row_labels
+from sigma_studio.model.shapes.labels import TARGET_SETS, row_labels
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def build_sample(
     family = family_of(row.row_id)
     found = {}
     if dropped:  # what to draw may be in the dropped condition: the target's label only when every one is kept
-        labels = tuple(name for name in labels if name != "drawn")
+        labels = tuple(name for name in labels if name not in TARGET_SETS)
     if labels and row.meta:
         pictures = {k: (g.latent_hw, images[k].width) for k, g in enumerate(geometry)}
         found = {

@@ -59,7 +59,10 @@ class LabelHeads:
         hidden = model.cfg.llm.hidden_size
         with torch.random.fork_rng(devices=[]):  # the heads' start is the run's seed's, whatever ran before
             torch.manual_seed(cfg.seed)
-            self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, HEADS[n]) for n in cfg.label_sets})
+            # in HEADS' order, whatever the order asked: the optimizer's state follows the parameters' order
+            self.heads = torch.nn.ModuleDict(
+                {n: torch.nn.Linear(hidden, k) for n, k in HEADS.items() if n in cfg.label_sets}
+            )
         self.heads.to(device)
         self.optimizer = torch.optim.AdamW(self.heads.parameters(), betas=cfg.betas, weight_decay=0.0)
         self._kept: torch.Tensor | None = None

@@ -113,7 +113,7 @@ class LossOptions:
         str,
         typer.Option(
             help="--label-weight's label sets, comma-separated: shape and named (the references' tokens), drawn "
-            "(the target's shape on every token being drawn)"
+            "and drawn-colour (the target's shape and colour on every token being drawn)"
         ),
     ] = ",".join(_D["label_sets"])
 

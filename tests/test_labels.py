@@ -21,7 +21,7 @@ from sigma_studio.model import InputError
 from sigma_studio.model.data.dataset import iter_rows, write_parquet
 from sigma_studio.model.shapes import tasks
 from sigma_studio.model.shapes.labels import row_labels
-from sigma_studio.model.shapes.world import SHAPES
+from sigma_studio.model.shapes.world import COLOURS, SHAPES
 from tests.test_finetune import train
 
 pytest.importorskip("pyarrow")
@@ -119,19 +119,40 @@ def test_drawn_labels_give_every_token_being_drawn_the_target_shape():
     assert row_labels("sigmagen", json.dumps({"subjects": []}), grid, ("drawn",)) == {}  # no one-object target
 
 
+def test_drawn_colour_labels_the_same_tokens_with_the_target_colour():
+    sel = tasks.select(random.Random(1), "train", 64)
+    grid = {0: ((8, 8), 64), 1: ((4, 4), 64)}
+    both = row_labels("select", json.dumps(sel.meta), grid, ("drawn", "drawn-colour"))
+    assert list(both) == [1] and set(both[1]) == {"drawn", "drawn-colour"}  # the target's tokens only
+    assert (both[1]["drawn-colour"] == list(COLOURS).index(sel.meta["colour"])).all()
+    assert both[1]["drawn-colour"].shape == both[1]["drawn"].shape == (16,)
+    named = next(c for _, c, box in sel.meta["objects"] if list(box) == list(sel.meta["source"]))
+    assert sel.meta["colour"] == named  # the named object's colour: what select fails to draw
+    colour_only = row_labels("text", json.dumps(tasks.text(random.Random(2), "train", 64).meta), {0: ((4, 4), 64)},
+                             ("drawn-colour",))  # fmt: skip
+    assert list(colour_only[0]) == ["drawn-colour"]
+    with pytest.raises(InputError, match="meta"):  # a one-object meta without its colour is a bad row, skipped
+        row_labels("text", json.dumps({"shape": "star"}), {0: ((4, 4), 64)}, ("drawn-colour",))
+
+
 def test_drawn_label_targets_are_the_noised_target_tokens(world, tiny_pipe):
     arch = tiny_pipe.arch.replace(vit=None)
     g = torch.Generator().manual_seed(0)
     rows = list(iter_rows([world / "data" / "rest.parquet"]))  # background and text rows
-    samples = [build_sample(row, arch, tiny_pipe.tokenizer, g, DropConfig(0, 0, 0), labels=("drawn",)) for row in rows]
+    sets = ("drawn", "drawn-colour")
+    samples = [build_sample(row, arch, tiny_pipe.tokenizer, g, DropConfig(0, 0, 0), labels=sets) for row in rows]
     batch = pack(samples, arch, tiny_pipe.tokenizer.ids)
-    idx, classes = label_targets(samples)["drawn"]
+    targets = label_targets(samples)
+    idx, classes = targets["drawn"]
     assert sorted(idx.tolist()) == sorted(batch.mse_loss_indexes.tolist())  # exactly the tokens being drawn
     meta = [json.loads(row.meta) for row in rows]
     per_row = len(idx) // len(rows)
     assert classes.tolist() == [SHAPES.index(m["shape"]) for m in meta for _ in range(per_row)]
+    assert torch.equal(targets["drawn-colour"][0], idx)  # the same tokens, each with the target's colour
+    colours = [list(COLOURS).index(m["colour"]) for m in meta for _ in range(per_row)]
+    assert targets["drawn-colour"][1].tolist() == colours
     # a row whose words or references were dropped (classifier-free guidance) may not say what to draw: no label
-    dropped = build_sample(rows[0], arch, tiny_pipe.tokenizer, g, DropConfig(1.0, 1.0, 1.0), labels=("drawn",))
+    dropped = build_sample(rows[0], arch, tiny_pipe.tokenizer, g, DropConfig(1.0, 1.0, 1.0), labels=sets)
     assert dropped.labels == {}
 
 
@@ -171,15 +192,19 @@ def test_bad_label_options_are_refused_before_anything_loads(world):
     with pytest.raises(InputError, match="--label-layer must be a whole number of at least 0"):
         _config(world, "bad", label_layer=-1)
     for sets in ((), ("colour",), ("drawn", "drawn")):
-        with pytest.raises(InputError, match="--label-sets .*give one or more of shape, named, drawn, each once"):
+        with pytest.raises(
+            InputError, match="--label-sets .*give one or more of shape, named, drawn, drawn-colour, each"
+        ):
             _config(world, "bad", label_sets=sets)
     assert _config(world, "ok", label_sets=["drawn", "shape"]).label_sets == ("drawn", "shape")
 
 
 def test_a_run_resumed_with_other_label_sets_is_refused(world):
-    train(_config(world, "drawn", label_sets=("drawn",), steps=2, save_every=2))
-    with pytest.raises(InputError, match="trained with the label sets drawn: resume it with --label-sets drawn"):
+    train(_config(world, "drawn", label_sets=("drawn", "drawn-colour"), steps=2, save_every=2))
+    with pytest.raises(InputError, match="sets drawn, drawn-colour: resume it with --label-sets drawn,drawn-colour"):
         Trainer(_config(world, "drawn", steps=4, resume=True)).run()
+    resumed, _ = train(_config(world, "drawn", label_sets=("drawn-colour", "drawn"), steps=3, resume=True))
+    assert resumed.step == 3  # the same sets in another order resume
 
 
 def test_a_meta_that_does_not_say_what_the_references_show_is_a_bad_row(tmp_path):

@@ -19,7 +19,9 @@ drawn (the noised target), in every row whose target is one object (its ``meta``
 conditions were all kept (none dropped for guidance: the dropped one may be what says the shape). It asks the
 drawing's own tokens to know, a few layers up, what they are drawing, wherever that comes from: the words (text,
 boxed) or a reference shown elsewhere and at another size (layout), the step the layout family fails on
-(docs/SHAPES.md, "Drawing in a box").
+(docs/SHAPES.md, "Drawing in a box"). ``drawn-colour`` is its twin for the colour (0..7, in
+:data:`~model.shapes.world.COLOURS` order), on the same tokens of the same rows: the step select fails on, where the
+named object is found in the reference and its colour is not drawn (docs/SHAPES.md, "Fair distractors").
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .world import SHAPES, mask
+from .world import COLOURS, SHAPES, mask
 
 MIN_COVER = 0.3  # least share of a token an object must cover for the token to be labelled as that object
-HEADS: dict[str, int] = {"shape": 1 + len(SHAPES), "named": 2, "drawn": len(SHAPES)}  # label set -> classes
-REFERENCE_SETS: tuple[str, ...] = ("shape", "named")  # the label sets of the references' tokens (the rest: target's)
+HEADS: dict[str, int] = {"shape": 1 + len(SHAPES), "named": 2, "drawn": len(SHAPES), "drawn-colour": len(COLOURS)}
+REFERENCE_SETS: tuple[str, ...] = ("shape", "named")  # the label sets of the references' tokens
+TARGET_SETS: tuple[str, ...] = ("drawn", "drawn-colour")  # the target's: every token being drawn, one class each
 Objects = list[tuple[str, str, tuple[float, float, float, float]]]  # (shape, colour, box), in drawing order
 
 
@@ -80,7 +83,11 @@ def row_labels(
     try:
         parsed = json.loads(meta)
         found = reference_objects(family, parsed) if set(sets) & set(REFERENCE_SETS) else {}
-        drawn = SHAPES.index(parsed["shape"]) if "drawn" in sets and "shape" in parsed else None
+        drawn = {
+            name: (SHAPES.index(parsed["shape"]) if name == "drawn" else list(COLOURS).index(parsed["colour"]))
+            for name in TARGET_SETS
+            if name in sets and "shape" in parsed
+        }
     except (ValueError, KeyError, TypeError, IndexError, StopIteration) as exc:  # JSON, or a field missing or wrong
         raise InputError(f"its meta does not say what its references show ({type(exc).__name__}: {exc})") from None
     out = {
@@ -88,8 +95,8 @@ def row_labels(
         for k, (objects, named) in found.items()
         if k in pictures
     }
-    if drawn is not None:
+    if drawn:
         target = max(pictures)
         (h, w), _ = pictures[target]
-        out.setdefault(target, {})["drawn"] = np.full(h * w, drawn, dtype=np.int64)
+        out.setdefault(target, {}).update({name: np.full(h * w, c, dtype=np.int64) for name, c in drawn.items()})
     return {k: v for k, v in out.items() if v}
