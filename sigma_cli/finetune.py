@@ -113,7 +113,8 @@ class LossOptions:
         str,
         typer.Option(
             help="--label-weight's label sets, comma-separated: shape and named (the references' tokens), drawn "
-            "and drawn-colour (the target's shape and colour on every token being drawn)"
+            "and drawn-colour (the target's shape and colour on every token being drawn), scene and scene-colour "
+            "(SIGMA-GEN: the shape and colour of the subject covering each target token)"
         ),
     ] = ",".join(_D["label_sets"])
 

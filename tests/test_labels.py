@@ -135,6 +135,27 @@ def test_drawn_colour_labels_the_same_tokens_with_the_target_colour():
         row_labels("text", json.dumps({"shape": "star"}), {0: ((4, 4), 64)}, ("drawn-colour",))
 
 
+def test_scene_labels_give_each_sigmagen_target_token_the_subject_covering_it():
+    layers = [  # a red square in the top left quarter, a blue circle over the bottom right one
+        {"shape": "square", "colour": "red", "box": [0, 0, 32, 32]},
+        {"shape": "circle", "colour": "blue", "box": [32, 32, 32, 32]},
+    ]
+    meta = json.dumps({"layers": layers, "dropped": None})
+    grid = {0: ((8, 8), 64), 1: ((8, 8), 64)}  # the identity sheet, then the target
+    got = row_labels("sigmagen", meta, grid, ("scene", "scene-colour", "drawn"))
+    assert list(got) == [1] and set(got[1]) == {"scene", "scene-colour"}  # no one-object target: no drawn label
+    shape, colour = got[1]["scene"].reshape(8, 8), got[1]["scene-colour"].reshape(8, 8)
+    assert (shape[:4, :4] == SHAPES.index("square") + 1).all() and (
+        colour[:4, :4] == list(COLOURS).index("red") + 1
+    ).all()
+    assert shape[6, 6] == SHAPES.index("circle") + 1 and colour[6, 6] == list(COLOURS).index("blue") + 1
+    assert (shape[:4, 4:] == 0).all() and (colour[4:, :4] == 0).all()
+    # a row that dropped a control channel may have dropped the places: not labelled
+    assert row_labels("sigmagen", json.dumps({"layers": layers, "dropped": "layout"}), grid, ("scene",)) == {}
+    with pytest.raises(InputError, match="KeyError"):
+        row_labels("sigmagen", json.dumps({"layers": [{"shape": "star"}]}), grid, ("scene",))
+
+
 def test_drawn_label_targets_are_the_noised_target_tokens(world, tiny_pipe):
     arch = tiny_pipe.arch.replace(vit=None)
     g = torch.Generator().manual_seed(0)
@@ -193,7 +214,7 @@ def test_bad_label_options_are_refused_before_anything_loads(world):
         _config(world, "bad", label_layer=-1)
     for sets in ((), ("colour",), ("drawn", "drawn")):
         with pytest.raises(
-            InputError, match="--label-sets .*give one or more of shape, named, drawn, drawn-colour, each"
+            InputError, match="--label-sets .*give one or more of shape, named, drawn, drawn-colour, scene"
         ):
             _config(world, "bad", label_sets=sets)
     assert _config(world, "ok", label_sets=["drawn", "shape"]).label_sets == ("drawn", "shape")
@@ -217,3 +238,28 @@ def test_a_meta_that_does_not_say_what_the_references_show_is_a_bad_row(tmp_path
     write_parquet(tmp_path / "data" / "select.parquet", iter(rows))
     trainer, _ = train(_config(tmp_path, "run", steps=2, save_every=0))
     assert trainer.stats.bad >= 1 and any("meta" in reason for reason in trainer.stats.reasons)
+
+
+def test_sigmagen_rows_label_their_target_tokens_in_a_training_sample(tmp_path):
+    from sigma_studio.finetune.shapes_stages import sigmagen_rows
+    from sigma_studio.model import load_pipeline
+
+    sigmagen_rows(tmp_path / "rows", 6, 0)
+    pipe = load_pipeline("shapes")
+    arch, g = pipe.arch, torch.Generator().manual_seed(0)
+    rows = list(iter_rows(sorted((tmp_path / "rows").rglob("*.parquet"))))
+    sets = ("scene", "scene-colour")
+    for row in rows:
+        sample = build_sample(row, arch, pipe.tokenizer, g, DropConfig(0, 0, 0), labels=sets)
+        meta = json.loads(row.meta)
+        if meta.get("dropped"):
+            assert sample.labels == {}
+            continue
+        (target,) = sample.labels  # the target picture only: the last
+        assert target == max(b.image for b in sample.plan.blocks if b.kind == "noise")
+        scene = sample.labels[target]["scene"]
+        drawn = {SHAPES.index(t["shape"]) + 1 for t in meta["layers"]}
+        assert set(scene.unique().tolist()) - {0} <= drawn and (scene > 0).any()
+        idx, classes = label_targets([sample])["scene-colour"]
+        batch = pack([sample], arch, pipe.tokenizer.ids)
+        assert sorted(idx.tolist()) == sorted(batch.mse_loss_indexes.tolist()) and classes.max() <= 8

@@ -22,6 +22,12 @@ boxed) or a reference shown elsewhere and at another size (layout), the step the
 (docs/SHAPES.md, "Drawing in a box"). ``drawn-colour`` is its twin for the colour (0..7, in
 :data:`~model.shapes.world.COLOURS` order), on the same tokens of the same rows: the step select fails on, where the
 named object is found in the reference and its colour is not drawn (docs/SHAPES.md, "Fair distractors").
+
+SIGMA-GEN's target shows several subjects, so its tokens are labelled one by one, as a reference's are: ``scene``,
+the shape of the subject covering the token (1..6) or 0, and ``scene-colour``, its colour (1..8) or 0, from the
+``layers`` of its ``meta`` (a row that dropped a control channel is not labelled: its subjects' places may be what
+was dropped). SIGMA-GEN's captions name every subject's shape and colour and its subjects are drawn in the wrong
+shape (docs/SIGMAGEN.md): the same missing step as layout's, once a subject.
 """
 
 from __future__ import annotations
@@ -35,9 +41,18 @@ from ..errors import InputError
 from .world import COLOURS, SHAPES, mask
 
 MIN_COVER = 0.3  # least share of a token an object must cover for the token to be labelled as that object
-HEADS: dict[str, int] = {"shape": 1 + len(SHAPES), "named": 2, "drawn": len(SHAPES), "drawn-colour": len(COLOURS)}
+HEADS: dict[str, int] = {  # label set -> classes
+    "shape": 1 + len(SHAPES),
+    "named": 2,
+    "drawn": len(SHAPES),
+    "drawn-colour": len(COLOURS),
+    "scene": 1 + len(SHAPES),
+    "scene-colour": 1 + len(COLOURS),
+}
 REFERENCE_SETS: tuple[str, ...] = ("shape", "named")  # the label sets of the references' tokens
-TARGET_SETS: tuple[str, ...] = ("drawn", "drawn-colour")  # the target's: every token being drawn, one class each
+DRAWN_SETS: tuple[str, ...] = ("drawn", "drawn-colour")  # a one-object target's: one class on every token drawn
+SCENE_SETS: tuple[str, ...] = ("scene", "scene-colour")  # a SIGMA-GEN target's: token by token
+TARGET_SETS: tuple[str, ...] = DRAWN_SETS + SCENE_SETS  # the tokens being drawn (a row with a condition dropped: none)
 Objects = list[tuple[str, str, tuple[float, float, float, float]]]  # (shape, colour, box), in drawing order
 
 
@@ -53,8 +68,8 @@ def reference_objects(family: str, meta: dict) -> dict[int, tuple[Objects, int |
 
 
 def token_grid_labels(objects: Objects, named: int | None, grid: tuple[int, int], canvas: int) -> dict[str, np.ndarray]:
-    """The label sets of one ``canvas``-px picture of ``objects`` at a ``grid`` of (rows, columns) tokens, each a
-    flat int64 array in row-major token order."""
+    """The labels of one ``canvas``-px picture of ``objects`` at a ``grid`` of (rows, columns) tokens, each a flat
+    int64 array in row-major token order: ``shape`` and ``colour`` (0: no object) and, with ``named``, ``named``."""
     h, w = grid
     cover = []
     for shape, _colour, box in objects:
@@ -65,7 +80,11 @@ def token_grid_labels(objects: Objects, named: int | None, grid: tuple[int, int]
         seen[k] *= np.prod(1 - np.stack(cover[k + 1 :]), axis=0)
     best, present = seen.argmax(0), seen.max(0) >= MIN_COVER
     shape_ids = np.array([SHAPES.index(s) + 1 for s, _, _ in objects])
-    out = {"shape": np.where(present, shape_ids[best], 0).astype(np.int64).reshape(-1)}
+    colour_ids = np.array([list(COLOURS).index(c) + 1 for _, c, _ in objects])
+    out = {
+        "shape": np.where(present, shape_ids[best], 0).astype(np.int64).reshape(-1),
+        "colour": np.where(present, colour_ids[best], 0).astype(np.int64).reshape(-1),
+    }
     if named is not None:
         out["named"] = (present & (best == named)).astype(np.int64).reshape(-1)
     return out
@@ -85,9 +104,12 @@ def row_labels(
         found = reference_objects(family, parsed) if set(sets) & set(REFERENCE_SETS) else {}
         drawn = {
             name: (SHAPES.index(parsed["shape"]) if name == "drawn" else list(COLOURS).index(parsed["colour"]))
-            for name in TARGET_SETS
+            for name in DRAWN_SETS
             if name in sets and "shape" in parsed
         }
+        wanted = [name for name in SCENE_SETS if name in sets]
+        layers = parsed.get("layers") if wanted and not parsed.get("dropped") else None
+        subjects = [(t["shape"], t["colour"], tuple(t["box"])) for t in layers or []]
     except (ValueError, KeyError, TypeError, IndexError, StopIteration) as exc:  # JSON, or a field missing or wrong
         raise InputError(f"its meta does not say what its references show ({type(exc).__name__}: {exc})") from None
     out = {
@@ -95,8 +117,11 @@ def row_labels(
         for k, (objects, named) in found.items()
         if k in pictures
     }
+    target = max(pictures)
+    (h, w), _ = pictures[target]
     if drawn:
-        target = max(pictures)
-        (h, w), _ = pictures[target]
         out.setdefault(target, {}).update({name: np.full(h * w, c, dtype=np.int64) for name, c in drawn.items()})
+    if subjects:
+        scene = token_grid_labels(subjects, None, *pictures[target])
+        out.setdefault(target, {}).update({name: scene["shape" if name == "scene" else "colour"] for name in wanted})
     return {k: v for k, v in out.items() if v}
