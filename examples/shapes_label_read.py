@@ -10,7 +10,8 @@ DATA: folders of parquet rows, e.g. ``runs/probe/eval/eval`` (held-out pairs) an
 share of the named object's tokens read as named (recall) and of the tokens read as named that are (precision),
 and the share of rows whose most-named token lies on the named object (the object found); with the drawn sets, the
 share of rows whose target tokens' majority reads the target's shape or colour (read from pure noise: what the
-conditions alone tell the drawing).
+conditions alone tell the drawing); with the scene sets (SIGMA-GEN rows), the token accuracy on the tokens a subject
+covers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sigma_studio.finetune.packing import pack
 from sigma_studio.model import load_pipeline
 from sigma_studio.model.data.dataset import SigmaRow, parquet_files, read_group, row_groups
 from sigma_studio.model.run.packed import packed_forward
-from sigma_studio.model.shapes.labels import TARGET_SETS
+from sigma_studio.model.shapes.labels import DRAWN_SETS, SCENE_SETS
 
 
 @torch.no_grad()
@@ -53,7 +54,11 @@ def read(pipe, heads: LabelHeads, data: Path, sets: tuple[str, ...]) -> dict[str
                 guess = logits.argmax(-1)
                 tally = right[f"{sample.family} {name} token accuracy"]
                 tally[0], tally[1] = tally[0] + int((guess == classes).sum()), tally[1] + len(classes)
-                if name in TARGET_SETS:
+                if name in SCENE_SETS:  # the tokens a subject covers (most of a scene's are background)
+                    on = classes > 0
+                    tally = right[f"{sample.family} {name}, subjects' tokens"]
+                    tally[0], tally[1] = tally[0] + int((guess == classes)[on].sum()), tally[1] + int(on.sum())
+                if name in DRAWN_SETS:
                     rows_read = right[f"{sample.family} {name}, rows read right"]
                     rows_read[0] += int(guess.mode().values == classes[0])
                     rows_read[1] += 1
