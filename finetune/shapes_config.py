@@ -23,6 +23,13 @@ DECODER_MIX: dict[str, float] = {"background": 0.5, "compose": 0.125, "select": 
 BALANCE_WEIGHTS: dict[str, float] = {"background": 5.0}
 BALANCE_SEED = 11
 BALANCE_WARMUP = 100
+# With --balance-boxed-rows, the training-only boxed family's rows (a named shape drawn filling a layout box: docs/
+# SHAPES.md, "Drawing in a box") beside them, trained on this many times as often as a family at weight 1.
+BALANCE_BOXED_WEIGHT = 3.0
+# With --balance-label-weight, the label sets its training-only heads read off the tokens being drawn (the target's
+# shape and colour; SIGMA-GEN's, the subject covering each token: model.shapes.labels), after this layer.
+BALANCE_LABEL_SETS: tuple[str, ...] = ("drawn", "drawn-colour", "scene", "scene-colour")
+BALANCE_LABEL_LAYER = 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class ShapesRecipe(WorldRecipe):
     balance_sigmagen_rows: int = 20_000  # and SIGMA-GEN's, so that it keeps them (none in a run without them)
     balance_lr: float = 3e-4
     balance_weight: float = 0.5  # model/: this share of the background stage's finetune, the rest its start
+    balance_boxed_rows: int = 0  # boxed rows beside the background stage's (0: none)
+    balance_label_weight: float = 0.0  # the background stage's label heads' weight (0: no heads)
 
     # a finished or stopped run may be continued on a longer schedule (refused once its curriculum has started:
     # check_curriculum_start), and its averages redone with another weight
@@ -75,6 +84,8 @@ class ShapesRecipe(WorldRecipe):
         check_int("--balance-steps", self.balance_steps, 0)
         check_int("balance_rows", self.balance_rows, 10)
         check_int("balance_sigmagen_rows", self.balance_sigmagen_rows, 0)
+        check_int("--balance-boxed-rows", self.balance_boxed_rows, 0)
+        check_number("--balance-label-weight", self.balance_label_weight, 0.0)
         for name, weight in (
             ("--curriculum-weight", self.curriculum_weight),
             ("--balance-weight", self.balance_weight),
@@ -126,7 +137,9 @@ class ShapesRecipe(WorldRecipe):
         return self.schedule(
             out=str(out / "balance"), dataset=str(out / "data" / "balance" / "train"), model=str(start),
             init="weights", steps=self.balance_steps, lr=self.balance_lr, warmup=BALANCE_WARMUP,
-            group_mask=self.group_mask, group_mask_scope=self.group_mask_scope, family_weights=dict(BALANCE_WEIGHTS),
+            group_mask=self.group_mask, group_mask_scope=self.group_mask_scope,
+            family_weights=BALANCE_WEIGHTS | ({"boxed": BALANCE_BOXED_WEIGHT} if self.balance_boxed_rows else {}),
+            label_weight=self.balance_label_weight, label_layer=BALANCE_LABEL_LAYER, label_sets=BALANCE_LABEL_SETS,
             seed=self.seed, resume=(out / "balance" / "latest").is_file(),
         )  # fmt: skip
 

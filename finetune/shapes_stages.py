@@ -79,6 +79,22 @@ def sigmagen_rows(path: Path, rows: int, seed: int) -> None:
     make_stage_data(path, stage, seed, arch.routing_step, arch.sheet_rows)
 
 
+def boxed_rows(path: Path, rows: int, seed: int, attribute_tokens: bool = True) -> None:
+    """``rows`` of the training-only boxed family at ``path`` unless written earlier: the rows ``sigma shapes make
+    --boxed-rows`` writes at that seed (each row a pure function of its index), in the ablation's token-free arm with
+    its neutral word."""
+    from sigma_studio.model.data.dataset import write_parquet
+    from sigma_studio.model.shapes.tasks import examples, neutral
+
+    def formed():
+        for ex in examples("boxed", "train", rows, seed):
+            ex.instruction = ex.instruction if attribute_tokens else neutral(ex.instruction)
+            yield ex
+
+    if not path.is_file():
+        write_parquet(path, formed())
+
+
 def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:
     """The background stage's finetune (``balance/``) of ``start`` on fresh rows of every kind (``data/balance/``),
     background's weighed up; returns its exported model. Like the curriculum, it records the model it started from
@@ -109,6 +125,9 @@ def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:
         make_world(data, recipe.balance_rows, 2, recipe.seed + BALANCE_SEED, attribute_tokens=recipe.attribute_tokens)
     if recipe.sigmagen_rows and recipe.balance_sigmagen_rows:
         sigmagen_rows(data / "train" / "sigmagen.parquet", recipe.balance_sigmagen_rows, recipe.seed + BALANCE_SEED)
+    if recipe.balance_boxed_rows:
+        boxed_rows(data / "train" / "boxed.parquet", recipe.balance_boxed_rows, recipe.seed + BALANCE_SEED,
+                   recipe.attribute_tokens)  # fmt: skip
     report("balance", f"{data} ready")
 
     def on_step(s) -> None:  # "step N" first: the CLI prints every hundredth to a log file

@@ -79,6 +79,13 @@ BalanceStepsOpt = Annotated[
     int, typer.Option(help="steps of the background stage: a finetune on fresh rows, background's weighed up (0: none)")
 ]
 BalanceWeightOpt = Annotated[float, typer.Option(help="share of the background stage's finetune in the final weights")]
+BalanceBoxedOpt = Annotated[
+    int, typer.Option(help="rows of the training-only boxed family beside the background stage's (0: none)")
+]
+BalanceLabelOpt = Annotated[
+    float,
+    typer.Option(help="weight of the background stage's heads reading what its tokens draw (0: off)"),
+]
 
 
 @app.command()
@@ -168,6 +175,8 @@ def train(
     curriculum_replay: CurriculumReplayOpt = R.curriculum_replay,
     balance_steps: BalanceStepsOpt = R.balance_steps,
     balance_weight: BalanceWeightOpt = R.balance_weight,
+    balance_boxed_rows: BalanceBoxedOpt = R.balance_boxed_rows,
+    balance_label_weight: BalanceLabelOpt = R.balance_label_weight,
     debug: DebugOpt = False,
 ) -> None:
     """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, export,
@@ -179,7 +188,9 @@ def train(
                               group_mask=group_mask, group_mask_scope=group_mask_scope,
                               attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None,
                               curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay,
-                              balance_steps=balance_steps, balance_weight=balance_weight)  # fmt: skip
+                              balance_steps=balance_steps, balance_weight=balance_weight,
+                              balance_boxed_rows=balance_boxed_rows,
+                              balance_label_weight=balance_label_weight)  # fmt: skip
     with render.errors(debug):
         exported = run_with_progress(recipe)
     timings = json.loads((out / "timings.json").read_text())
