@@ -55,8 +55,8 @@ def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_pa
             "grown",
             "x",
         ): "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans, "
-        "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn or "
-        "plans+boxed, not 'x'",
+        "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn, "
+        "boxed+drawn+colour or plans+boxed, not 'x'",
         ("select", "3000", "grown", "describe", "x"): "usage:",
         ("find", "3000", "shipped"): "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans",
         (
@@ -64,7 +64,7 @@ def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_pa
             "3000",
             "shipped",
             "describe",
-        ): "FAMILY boxed trains on boxed rows alone: give AUX boxed or boxed+drawn",
+        ): "FAMILY boxed trains on boxed rows alone: give AUX boxed, boxed+drawn or boxed+drawn+colour",
     }
     for args, said in refusals.items():
         out = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
