@@ -84,15 +84,10 @@ def boxed_rows(path: Path, rows: int, seed: int, attribute_tokens: bool = True) 
     --boxed-rows`` writes at that seed (each row a pure function of its index), in the ablation's token-free arm with
     its neutral word."""
     from sigma_studio.model.data.dataset import write_parquet
-    from sigma_studio.model.shapes.tasks import examples, neutral
-
-    def formed():
-        for ex in examples("boxed", "train", rows, seed):
-            ex.instruction = ex.instruction if attribute_tokens else neutral(ex.instruction)
-            yield ex
+    from sigma_studio.model.shapes.tasks import examples
 
     if not path.is_file():
-        write_parquet(path, formed())
+        write_parquet(path, examples("boxed", "train", rows, seed, attribute_tokens=attribute_tokens))
 
 
 def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:

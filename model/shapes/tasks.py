@@ -197,16 +197,25 @@ def _batches(
 
 
 def examples(
-    family: str, split: str, count: int, seed: int = 0, canvas: int = CANVAS, shades: float = 0.0, fair: bool = False
+    family: str,
+    split: str,
+    count: int,
+    seed: int = 0,
+    canvas: int = CANVAS,
+    shades: float = 0.0,
+    fair: bool = False,
+    attribute_tokens: bool = True,
 ) -> Iterator[Example]:
     """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index; with
     ``shades``, that share of a shaded family's training rows is drawn in random shades (:func:`shade_palette`);
-    with ``fair``, select's and find's training scenes draw fair distractors (:func:`~model.shapes.draws.scene`)."""
+    with ``fair``, select's and find's training scenes draw fair distractors (:func:`~model.shapes.draws.scene`);
+    without ``attribute_tokens`` (the ablation's token-free arm), each instruction is :func:`neutral`'s."""
     k = 0
     for batch in _batches(family, split, seed, canvas, shades, fair):
         if k >= count:
             return
         for ex in batch[: count - k]:
+            ex.instruction = ex.instruction if attribute_tokens else neutral(ex.instruction)
             yield ex
             k += 1
 
@@ -307,13 +316,13 @@ def make_world(
     out = check_output_dir(out)
     counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
 
-    def form(ex: Example) -> Example:  # the ablation's token-free arm: a neutral word for each attribute token
+    def form(ex: Example) -> Example:  # the ablation's token-free arm, for the "seen" draws filtered one by one
         ex.instruction = ex.instruction if attribute_tokens else neutral(ex.instruction)
         return ex
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
         plan_form = next((p.partition(":")[2] or "colour" for p in plans if p.partition(":")[0] == family), None)
-        for ex in map(form, examples(family, "train", n, seed, canvas, shades, fair_distractors)):
+        for ex in examples(family, "train", n, seed, canvas, shades, fair_distractors, attribute_tokens):
             trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
             if plan_form:
                 ex.instruction += f" <think>{plan_of(ex, plan_form)}</think>"
@@ -326,7 +335,7 @@ def make_world(
             if eval_pairs == "seen":
                 chosen = _unseen_rows(family, eval_rows, seed, canvas, form, trained, skipped)
             else:
-                chosen = map(form, examples(family, "eval", eval_rows, seed, canvas))
+                chosen = examples(family, "eval", eval_rows, seed, canvas, attribute_tokens=attribute_tokens)
             counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", chosen)
         for family, n in ((f, n) for f, n in (auxiliary or {}).items() if n):
             counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n))
