@@ -10,6 +10,7 @@ from pathlib import Path
 from sigma_studio.model.config import MASK_SCOPE, MAX_SEED
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
+from sigma_studio.model.shapes.labels import HEADS
 
 from .config import TrainConfig, WorldRecipe, check_int, check_number
 from .sigmagen_recipe import STAGES, SigmaGenRecipe, Stage
@@ -30,6 +31,11 @@ BALANCE_BOXED_WEIGHT = 3.0
 # shape and colour; SIGMA-GEN's, the subject covering each token: model.shapes.labels), after this layer.
 BALANCE_LABEL_SETS: tuple[str, ...] = ("drawn", "drawn-colour", "scene", "scene-colour")
 BALANCE_LABEL_LAYER = 2
+# With --label-weight, the MoT's training-only heads read every label set from its first step (model.shapes.labels:
+# the select and background references' shapes and select's named object, the one-object target's shape and colour,
+# each SIGMA-GEN subject's), after this layer: the levers of docs/SHAPES.md's probes, where the heads and the drawing
+# learn together instead of a finetune's random heads pulling on a trained model.
+LABEL_LAYER = 2
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,9 @@ class ShapesRecipe(WorldRecipe):
     curriculum_weight: float = 0.5  # the shipped weights: this share of SIGMA-GEN's curriculum finetune (0: none)
     curriculum_replay: float = 0.5  # share of SIGMA's five families among the curriculum's rows
     curriculum: tuple[Stage, ...] = STAGES  # its stages, as `sigma sigmagen train` runs them
+    boxed_rows: int = 0  # the training-only boxed family's rows in the MoT's data (0: none)
+    fair_distractors: bool = False  # select's training scenes: no distractor in a colour held out with the named shape
+    label_weight: float = 0.0  # the MoT's label heads' weight, from its first step (0: no heads)
     balance_steps: int = 3000  # the background stage's finetune of the curriculum's average (0: none)
     balance_rows: int = 100_000  # its fresh rows of the five families, each trained on about once
     balance_sigmagen_rows: int = 20_000  # and SIGMA-GEN's, so that it keeps them (none in a run without them)
@@ -81,6 +90,8 @@ class ShapesRecipe(WorldRecipe):
         check_int("decoder_rows", self.decoder_rows, len(DECODER_MIX))
         check_number("decoder_lr", self.decoder_lr, 0.0, strict=True)
         check_number("--curriculum-replay", self.curriculum_replay, 0.0, below=1.0)
+        check_int("--boxed-rows", self.boxed_rows, 0)
+        check_number("--label-weight", self.label_weight, 0.0)
         check_int("--balance-steps", self.balance_steps, 0)
         check_int("balance_rows", self.balance_rows, 10)
         check_int("balance_sigmagen_rows", self.balance_sigmagen_rows, 0)
@@ -158,6 +169,7 @@ class ShapesRecipe(WorldRecipe):
             out=str(out / "train"), dataset=str(out / "data" / "train"), model=str(self.base_dir), init="random",
             steps=self.steps, group_mask=self.group_mask, group_mask_scope=self.group_mask_scope,
             drop_text=self.drop_text, drop_vae=self.drop_vae, drop_vit=self.drop_vit, seed=self.seed,
+            label_weight=self.label_weight, label_layer=LABEL_LAYER, label_sets=tuple(HEADS),
             resume=(out / "train" / "latest").is_file(),
         )  # fmt: skip
 

@@ -40,7 +40,6 @@ from pathlib import Path
 
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
-from sigma_studio.model.shapes.tasks import make_world
 
 from .checkpoint import average_models, export, trained_steps
 from .shapes_config import DECODER_MIX, Report, ShapesRecipe
@@ -50,7 +49,7 @@ from .shapes_stages import (
     decoder_stage,
     file_sha256,
     make_base,
-    make_sigmagen_data,
+    make_data,
     read_record,
 )
 
@@ -81,9 +80,7 @@ def run(recipe: ShapesRecipe, report: Report = lambda stage, msg: None, on_step=
         write_json(timings_path, timings)
         lap[0] = now
 
-    if not (out / "data" / "world.json").is_file():
-        make_world(out / "data", recipe.rows, recipe.eval_rows, recipe.seed, attribute_tokens=recipe.attribute_tokens)
-    make_sigmagen_data(recipe)
+    make_data(recipe)
     clock("data")
     report("data", f"{out / 'data'} ready")
     base = make_base(recipe, report)

@@ -53,6 +53,17 @@ def decoder_stage(recipe: ShapesRecipe, report: Report) -> Path:
     return done
 
 
+def make_data(recipe: ShapesRecipe) -> None:
+    """``data/``: the world's rows of the five families (``--boxed-rows`` of the training-only boxed family beside
+    them, select's scenes with ``--fair-distractors``), then SIGMA-GEN's; each file is written once."""
+    data = Path(recipe.out) / "data"
+    if not (data / "world.json").is_file():
+        make_world(data, recipe.rows, recipe.eval_rows, recipe.seed, attribute_tokens=recipe.attribute_tokens,
+                   auxiliary={"boxed": recipe.boxed_rows} if recipe.boxed_rows else None,
+                   fair_distractors=recipe.fair_distractors)  # fmt: skip
+    make_sigmagen_data(recipe)
+
+
 def make_sigmagen_data(recipe: ShapesRecipe) -> None:
     """SIGMA-GEN's rows beside the five families (``data/train/sigmagen.parquet``: one model for both papers, its
     rows mixed into every step by the trainer's shuffle) and its held-out scenes (``data/sigmagen-eval/N.parquet``
@@ -117,7 +128,8 @@ def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:
         return done
     data = out / "data" / "balance"
     if not (data / "world.json").is_file():
-        make_world(data, recipe.balance_rows, 2, recipe.seed + BALANCE_SEED, attribute_tokens=recipe.attribute_tokens)
+        make_world(data, recipe.balance_rows, 2, recipe.seed + BALANCE_SEED, attribute_tokens=recipe.attribute_tokens,
+                   fair_distractors=recipe.fair_distractors)  # fmt: skip
     if recipe.sigmagen_rows and recipe.balance_sigmagen_rows:
         sigmagen_rows(data / "train" / "sigmagen.parquet", recipe.balance_sigmagen_rows, recipe.seed + BALANCE_SEED)
     if recipe.balance_boxed_rows:

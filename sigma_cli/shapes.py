@@ -82,6 +82,16 @@ BalanceWeightOpt = Annotated[float, typer.Option(help="share of the background s
 BalanceBoxedOpt = Annotated[
     int, typer.Option(help="rows of the training-only boxed family beside the background stage's (0: none)")
 ]
+BoxedOpt = Annotated[int, typer.Option(help="rows of the training-only boxed family in the MoT's data (0: none)")]
+FairOpt = Annotated[
+    bool,
+    typer.Option(
+        help="select's and find's training scenes: no object but the named one in a colour held out with its shape"
+    ),
+]
+LabelOpt = Annotated[
+    float, typer.Option(help="weight of the MoT's heads reading every token label from its first step (0: off)")
+]
 BalanceLabelOpt = Annotated[
     float,
     typer.Option(help="weight of the background stage's heads reading what its tokens draw (0: off)"),
@@ -120,13 +130,7 @@ def make(
         float,
         typer.Option(help="share of compose, select, layout and background training rows drawn in random shades"),
     ] = 0.0,
-    fair_distractors: Annotated[
-        bool,
-        typer.Option(
-            help="select's and find's training scenes: no object but the named one in a colour held out with the "
-            "named shape"
-        ),
-    ] = False,
+    fair_distractors: FairOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
@@ -171,6 +175,9 @@ def train(
     base: Annotated[
         Path | None, typer.Option(help="reuse the base/ (autoencoder, tokenizer) of an earlier run")
     ] = None,
+    boxed_rows: BoxedOpt = R.boxed_rows,
+    fair_distractors: FairOpt = R.fair_distractors,
+    label_weight: LabelOpt = R.label_weight,
     curriculum_weight: CurriculumWeightOpt = R.curriculum_weight,
     curriculum_replay: CurriculumReplayOpt = R.curriculum_replay,
     balance_steps: BalanceStepsOpt = R.balance_steps,
@@ -187,6 +194,7 @@ def train(
                               sigmagen_rows=sigmagen_rows,
                               group_mask=group_mask, group_mask_scope=group_mask_scope,
                               attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None,
+                              boxed_rows=boxed_rows, fair_distractors=fair_distractors, label_weight=label_weight,
                               curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay,
                               balance_steps=balance_steps, balance_weight=balance_weight,
                               balance_boxed_rows=balance_boxed_rows,
