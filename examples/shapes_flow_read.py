@@ -83,6 +83,10 @@ def read_row(pipe, family: str, k: int, rec: dict, cfg: GenerationConfig) -> dic
 
 
 def main(model: str, data: Path, rows: int, families: list[str]) -> None:
+    missing = [f for f in families if not (data / f"{f}.parquet").is_file()]
+    if missing:  # before the model loads: one line, not a traceback
+        names = ", ".join(f"{f}.parquet" for f in missing)
+        sys.exit(f"{data} has no {names}: pass the eval/ folder `sigma shapes make --eval-rows N` writes")
     pipe, cfg = load_pipeline(model), GenerationConfig()
     t = sampler.timesteps(cfg.steps, cfg.timestep_shift)
     for family in families:
