@@ -82,3 +82,39 @@ def test_attribute_rows_skip_text_markers_and_target():
     nonzero = rows.abs().sum(-1) > 0
     assert nonzero.tolist() == [False] * 3 + [False, True, True, False] + [False, True, False] + [False] * 4
     assert torch.allclose(rows[8], 2 * rows[4])  # two attributes sum
+
+
+def test_training_and_inference_predict_the_same_velocity_for_every_family(monkeypatch):
+    """The whole network, not only its inputs: a row of each family of the shapes world, as the trainer packs it
+    at t = 1, and the same request through the pipeline's prefill and query (one Euler step from the same noise,
+    no guidance). The released group mask, the trained layout, RoPE positions and the attribute projection all
+    take part; both sides read the references' posterior means, so they see the same latents."""
+    from sigma_studio.model.shapes.tasks import FAMILIES, examples
+
+    pipe = load_pipeline("shapes", seed=0)
+    model = pipe.model.float()
+    assert model.cfg.group_mask and model.cfg.attribute_projection and model.cfg.default_layout == "trained"
+    encode = pipe.vae.encode
+    monkeypatch.setattr(pipe.vae, "encode", lambda x, eps=None, generator=None: encode(x))  # the posterior mean
+    for family in FAMILIES:
+        ex = next(examples(family, "eval", 1, seed=5))
+        pngs = tuple(_png_of(img) for img in ex.images)
+        row = SigmaRow(f"{family}-000000", ex.instruction, pngs)
+        sample = build_sample(row, model.cfg, pipe.tokenizer, torch.Generator().manual_seed(0), DropConfig(0, 0, 0),
+                              raw_timestep=float("inf"))  # fmt: skip
+        batch = pack([sample], model.cfg, pipe.tokenizer.ids, model.cfg.group_mask, model.cfg.group_mask_scope)
+        latent = pipe.vae.encode(batch.padded_images)
+        noise = torch.randn(batch.packed_vae_token_indexes.numel(), model.cfg.patch_latent_dim,
+                            generator=torch.Generator().manual_seed(1))  # fmt: skip
+        with torch.no_grad():
+            out = packed_forward(model, batch, latent, noise, 1.0)
+        x1 = noise[out.t > 0]
+        prompt = ex.instruction.replace("<image_", "<img")
+        result = pipe(prompt, list(ex.images[:-1]), steps=2, cfg_text_scale=1.0, cfg_img_scale=1.0, latents=x1)
+        torch.testing.assert_close(x1 - result.latents, out.mse_preds, rtol=1e-4, atol=1e-4, msg=family)
+
+
+def _png_of(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
