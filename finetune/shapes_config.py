@@ -65,6 +65,7 @@ class ShapesRecipe(WorldRecipe):
     curriculum: tuple[Stage, ...] = STAGES  # its stages, as `sigma sigmagen train` runs them
     boxed_rows: int = 0  # the training-only boxed family's rows in the MoT's data (0: none)
     fair_distractors: bool = False  # select's training scenes: no distractor in a colour held out with the named shape
+    offcentre: float = 0.0  # share of compose's and layout's training rows whose reference's object stands anywhere
     label_weight: float = 0.0  # the MoT's label heads' weight, from its first step (0: no heads)
     balance_steps: int = 3000  # the background stage's finetune of the curriculum's average (0: none)
     balance_rows: int = 100_000  # its fresh rows of the five families, each trained on about once
@@ -91,6 +92,9 @@ class ShapesRecipe(WorldRecipe):
         check_number("decoder_lr", self.decoder_lr, 0.0, strict=True)
         check_number("--curriculum-replay", self.curriculum_replay, 0.0, below=1.0)
         check_int("--boxed-rows", self.boxed_rows, 0)
+        check_number("--offcentre", self.offcentre, 0.0)
+        if self.offcentre > 1:
+            raise InputError(f"--offcentre must be a share of rows, at most 1 (got {self.offcentre!r})")
         check_number("--label-weight", self.label_weight, 0.0)
         check_int("--balance-steps", self.balance_steps, 0)
         check_int("balance_rows", self.balance_rows, 10)

@@ -55,12 +55,13 @@ def decoder_stage(recipe: ShapesRecipe, report: Report) -> Path:
 
 def make_data(recipe: ShapesRecipe) -> None:
     """``data/``: the world's rows of the five families (``--boxed-rows`` of the training-only boxed family beside
-    them, select's scenes with ``--fair-distractors``), then SIGMA-GEN's; each file is written once."""
+    them, select's scenes with ``--fair-distractors``, compose's and layout's references anywhere with
+    ``--offcentre``), then SIGMA-GEN's; each file is written once."""
     data = Path(recipe.out) / "data"
     if not (data / "world.json").is_file():
         make_world(data, recipe.rows, recipe.eval_rows, recipe.seed, attribute_tokens=recipe.attribute_tokens,
                    auxiliary={"boxed": recipe.boxed_rows} if recipe.boxed_rows else None,
-                   fair_distractors=recipe.fair_distractors)  # fmt: skip
+                   fair_distractors=recipe.fair_distractors, offcentre=recipe.offcentre)  # fmt: skip
     make_sigmagen_data(recipe)
 
 
@@ -129,7 +130,7 @@ def balance_stage(recipe: ShapesRecipe, start: Path, report: Report) -> Path:
     data = out / "data" / "balance"
     if not (data / "world.json").is_file():
         make_world(data, recipe.balance_rows, 2, recipe.seed + BALANCE_SEED, attribute_tokens=recipe.attribute_tokens,
-                   fair_distractors=recipe.fair_distractors)  # fmt: skip
+                   fair_distractors=recipe.fair_distractors, offcentre=recipe.offcentre)  # fmt: skip
     if recipe.sigmagen_rows and recipe.balance_sigmagen_rows:
         sigmagen_rows(data / "train" / "sigmagen.parquet", recipe.balance_sigmagen_rows, recipe.seed + BALANCE_SEED)
     if recipe.balance_boxed_rows:

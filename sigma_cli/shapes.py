@@ -89,6 +89,13 @@ FairOpt = Annotated[
         help="select's and find's training scenes: no object but the named one in a colour held out with its shape"
     ),
 ]
+OffcentreOpt = Annotated[
+    float,
+    typer.Option(
+        help="share of compose's and layout's training rows whose reference shows its object anywhere, not in the "
+        "middle (the target stays where its family puts it)"
+    ),
+]
 LabelOpt = Annotated[
     float, typer.Option(help="weight of the MoT's heads reading every token label from its first step (0: off)")
 ]
@@ -131,6 +138,7 @@ def make(
         typer.Option(help="share of compose, select, layout and background training rows drawn in random shades"),
     ] = 0.0,
     fair_distractors: FairOpt = False,
+    offcentre: OffcentreOpt = 0.0,
     debug: DebugOpt = False,
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
@@ -146,7 +154,7 @@ def make(
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs, auxiliary=auxiliary,
-            plans=planned, shades=shades, fair_distractors=fair_distractors,
+            plans=planned, shades=shades, fair_distractors=fair_distractors, offcentre=offcentre,
         )  # fmt: skip
     render.stdout.print(f"[green]✓[/] {sum(counts.values())} rows → {escape(str(out))}  ({json.dumps(counts)})")
     skipped = json.loads((out / "world.json").read_text()).get("seen_skipped")
@@ -177,6 +185,7 @@ def train(
     ] = None,
     boxed_rows: BoxedOpt = R.boxed_rows,
     fair_distractors: FairOpt = R.fair_distractors,
+    offcentre: OffcentreOpt = R.offcentre,
     label_weight: LabelOpt = R.label_weight,
     curriculum_weight: CurriculumWeightOpt = R.curriculum_weight,
     curriculum_replay: CurriculumReplayOpt = R.curriculum_replay,
@@ -194,7 +203,8 @@ def train(
                               sigmagen_rows=sigmagen_rows,
                               group_mask=group_mask, group_mask_scope=group_mask_scope,
                               attribute_tokens=attribute_tokens, seed=seed, base=str(base) if base else None,
-                              boxed_rows=boxed_rows, fair_distractors=fair_distractors, label_weight=label_weight,
+                              boxed_rows=boxed_rows, fair_distractors=fair_distractors, offcentre=offcentre,
+                              label_weight=label_weight,
                               curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay,
                               balance_steps=balance_steps, balance_weight=balance_weight,
                               balance_boxed_rows=balance_boxed_rows,

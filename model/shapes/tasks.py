@@ -63,6 +63,9 @@ MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "backgro
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
 EVAL_PAIRS: tuple[str, ...] = get_args(EvalPairs)
 SHADED_FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "find")  # no colour word in their text
+# The families whose target is not drawn where the reference shows its object: with --offcentre, that share of their
+# training rows draw the reference's object anywhere, so that no copy in place can stand for the move.
+LOOSE_FAMILIES: tuple[str, ...] = ("compose", "layout")
 
 
 def _target_meta(thing: Thing, background=GREY, **extra) -> dict:
@@ -70,8 +73,24 @@ def _target_meta(thing: Thing, background=GREY, **extra) -> dict:
             **extra}  # fmt: skip
 
 
-def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int, paint: Palette = COLOURS) -> list[Example]:
-    """Two rows on the same two images: A's shape in B's colour, and (tokens swapped) B's shape in A's colour."""
+def _placed(shape: str, colour: str, size: float, canvas: int, loose: random.Random | None) -> Thing:
+    """A reference's object: centred (the world's rule), or with a ``loose`` stream anywhere on the canvas."""
+    if loose is None:
+        return centred(shape, colour, size, canvas)
+    left, top = (round(loose.uniform(0, canvas - size), 1) for _ in range(2))
+    return Thing(shape, colour, (left, top, size, size))
+
+
+def compose_pair(
+    rng: random.Random,
+    split: str,
+    canvas: int,
+    swap_id: int,
+    paint: Palette = COLOURS,
+    loose: random.Random | None = None,
+) -> list[Example]:
+    """Two rows on the same two images: A's shape in B's colour, and (tokens swapped) B's shape in A's colour; with
+    ``loose``, the references' objects stand anywhere (the targets stay centred)."""
     if split == "eval":
         if rng.random() < 0.8:
             i, j = rng.sample(range(6), 2)  # targets (shape i, colour i) and (shape j, colour j): both held out
@@ -86,7 +105,7 @@ def compose_pair(rng: random.Random, split: str, canvas: int, swap_id: int, pain
                 a, b = (sa, ca), (sb, cb)
                 break
     size_a, size_b = draws.size(rng, canvas), draws.size(rng, canvas)
-    ref_a, ref_b = centred(*a, size_a, canvas), centred(*b, size_b, canvas)
+    ref_a, ref_b = _placed(*a, size_a, canvas, loose), _placed(*b, size_b, canvas, loose)
     a_first = rng.random() < 0.5
     refs = [ref_a, ref_b] if a_first else [ref_b, ref_a]
     num = {id(ref_a): 1 if a_first else 2, id(ref_b): 2 if a_first else 1}
@@ -114,9 +133,11 @@ def select(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS
     return Example("select", text, pictures, _target_meta(target, source=list(source), objects=objects))
 
 
-def layout(rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS) -> Example:
+def layout(
+    rng: random.Random, split: str, canvas: int, paint: Palette = COLOURS, loose: random.Random | None = None
+) -> Example:
     pair = draws.pair(rng, split == "eval")
-    obj = centred(*pair, draws.size(rng, canvas), canvas)
+    obj = _placed(*pair, draws.size(rng, canvas), canvas, loose)
     box = draws.layout_box(rng, canvas)
     target = Thing(*pair, box)
     if rng.random() < 0.5:
@@ -173,25 +194,40 @@ def _paint(family: str, split: str, seed: int, k: int, shades: float) -> Palette
     return shade_palette(coin) if coin.random() < shades else COLOURS
 
 
+def _loose(family: str, split: str, seed: int, k: int, offcentre: float) -> random.Random | None:
+    """The placement stream of draw ``k``: None (its references' objects centred), or (a training row of a loose
+    family, with chance ``offcentre``) the stream that places them anywhere. Like the shades' coin it is a stream of
+    its own, so the rows of ``offcentre=0`` are those of a world without it."""
+    if not offcentre or split != "train" or family not in LOOSE_FAMILIES:
+        return None
+    coin = random.Random(f"{seed}/{split}/{family}/{k}/offcentre")
+    return coin if coin.random() < offcentre else None
+
+
 def _batches(
-    family: str, split: str, seed: int, canvas: int, shades: float = 0.0, fair: bool = False
+    family: str, split: str, seed: int, canvas: int, shades: float = 0.0, fair: bool = False, offcentre: float = 0.0
 ) -> Iterator[list[Example]]:
     """Every row of one family in index order, one draw at a time (a compose draw is a swapped pair of rows)."""
     k = 0
     while True:
         rng = random.Random(f"{seed}/{split}/{family}/{k}")
         paint = _paint(family, split, seed, k, shades)
+        loose = _loose(family, split, seed, k, offcentre)
         if family == "compose":
-            batch = compose_pair(rng, split, canvas, k // 2, paint)
+            batch = compose_pair(rng, split, canvas, k // 2, paint, loose)
         elif family in ("select", "find"):  # a scene of objects, one of them named
             batch = [{"select": select, "find": find}[family](rng, split, canvas, paint, fair)]
+        elif family == "layout":
+            batch = [layout(rng, split, canvas, paint, loose)]
         elif family in SHADED_FAMILIES:
-            batch = [{"layout": layout, "background": background}[family](rng, split, canvas, paint)]
+            batch = [background(rng, split, canvas, paint)]
         else:
             batch = [{"text": text, "describe": describe, "boxed": boxed}[family](rng, split, canvas)]
-        if paint is not COLOURS:  # the row's own palette: its meta's colour names stand for these
-            for ex in batch:
+        for ex in batch:
+            if paint is not COLOURS:  # the row's own palette: its meta's colour names stand for these
                 ex.meta["painted"] = {name: list(rgb) for name, rgb in paint.items()}
+            if loose is not None:
+                ex.meta["offcentre"] = True
         yield batch
         k += len(batch)
 
@@ -205,13 +241,16 @@ def examples(
     shades: float = 0.0,
     fair: bool = False,
     attribute_tokens: bool = True,
+    offcentre: float = 0.0,
 ) -> Iterator[Example]:
     """``count`` rows of one family (compose rows come in swapped pairs), each a pure function of its index; with
     ``shades``, that share of a shaded family's training rows is drawn in random shades (:func:`shade_palette`);
     with ``fair``, select's and find's training scenes draw fair distractors (:func:`~model.shapes.draws.scene`);
-    without ``attribute_tokens`` (the ablation's token-free arm), each instruction is :func:`neutral`'s."""
+    without ``attribute_tokens`` (the ablation's token-free arm), each instruction is :func:`neutral`'s; with
+    ``offcentre``, that share of the loose families' training rows (:data:`LOOSE_FAMILIES`) show the reference's
+    object anywhere on its canvas, not in the middle."""
     k = 0
-    for batch in _batches(family, split, seed, canvas, shades, fair):
+    for batch in _batches(family, split, seed, canvas, shades, fair, offcentre):
         if k >= count:
             return
         for ex in batch[: count - k]:
@@ -258,7 +297,7 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
             return
 
 
-def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary) -> None:
+def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary, offcentre: float) -> None:
     unknown = sorted(set(plans) - set(PLANNED))
     forms = [p for p in plans if p.partition(":")[0] == "select"]
     if len(forms) > 1:
@@ -271,15 +310,21 @@ def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float,
                              "each with 0 rows or more")  # fmt: skip
     if not 0.0 <= shades <= 1.0:
         raise InputError(f"shades {shades}: the share of rows drawn in random shades is between 0 and 1")
+    if not 0.0 <= offcentre <= 1.0:
+        raise InputError(f"offcentre {offcentre}: the share of rows whose reference stands anywhere is between 0 and 1")
     if eval_pairs not in EVAL_PAIRS:
         raise InputError(f"eval pairs {eval_pairs!r}: choose {' or '.join(EVAL_PAIRS)}")
 
 
-def _world_extras(eval_pairs: str, plans: tuple[str, ...], shades: float, skipped: dict[str, int], fair: bool) -> dict:
+def _world_extras(
+    eval_pairs: str, plans: tuple[str, ...], shades: float, skipped: dict[str, int], fair: bool, offcentre: float
+) -> dict:
     """world.json's optional keys: the default world's world.json stays as it was."""
     extras: dict = {"plans": list(plans)} if plans else {}
     if shades:
         extras["shades"] = shades
+    if offcentre:
+        extras["offcentre"] = offcentre
     if fair:
         extras["fair_distractors"] = True
     if eval_pairs == "seen":
@@ -300,6 +345,7 @@ def make_world(
     plans: tuple[str, ...] = (),
     shades: float = 0.0,
     fair_distractors: bool = False,
+    offcentre: float = 0.0,
 ) -> dict:
     """Write ``out/train/<family>.parquet`` (``rows`` in all, split by :data:`MIX`) and ``out/eval/<family>.parquet``
     (``eval_rows`` per family, every target a held-out pair). Returns {split/family: rows written}.
@@ -309,10 +355,9 @@ def make_world(
     training rows is (a drawn row identical to one is left out and counted in world.json's ``seen_skipped``: the
     text family has few distinct rows of a pair); with the recipe's --rows and --seed those are the MoT's rows.
     ``auxiliary`` gives the rows of each training-only family (:data:`AUXILIARY`) in ``train/<family>.parquet``.
-    The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); a ``shades``
-    share of the shaded families' training rows is drawn in random shades of their colours, and with
-    ``fair_distractors`` select's and find's training scenes draw fair distractors (:func:`examples`)."""
-    _check_world_options(eval_pairs, plans, shades, auxiliary)
+    The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); ``shades``,
+    ``fair_distractors`` and ``offcentre`` draw training rows as :func:`examples` says."""
+    _check_world_options(eval_pairs, plans, shades, auxiliary, offcentre)
     out = check_output_dir(out)
     counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
 
@@ -322,7 +367,7 @@ def make_world(
 
     def train_rows(family: str, n: int) -> Iterator[Example]:
         plan_form = next((p.partition(":")[2] or "colour" for p in plans if p.partition(":")[0] == family), None)
-        for ex in examples(family, "train", n, seed, canvas, shades, fair_distractors, attribute_tokens):
+        for ex in examples(family, "train", n, seed, canvas, shades, fair_distractors, attribute_tokens, offcentre):
             trained.add(row_key(ex))  # (read with eval_pairs "seen") the row as drawn: a plan makes no row new
             if plan_form:
                 ex.instruction += f" <think>{plan_of(ex, plan_form)}</think>"
@@ -341,7 +386,7 @@ def make_world(
             counts[f"train/{family}"] = write_parquet(out / "train" / f"{family}.parquet", train_rows(family, n))
         info = {"seed": seed, "canvas": canvas, "rows": counts, "attribute_tokens": attribute_tokens,
                 "eval_pairs": eval_pairs, "held_out": sorted(map(list, HELD_OUT))}  # fmt: skip
-        info |= _world_extras(eval_pairs, plans, shades, skipped, fair_distractors)
+        info |= _world_extras(eval_pairs, plans, shades, skipped, fair_distractors, offcentre)
         write_json(out / "world.json", info)  # written last: it marks the data as complete
     except OSError as exc:  # a full disk, or a folder made read-only meanwhile: one line, not a traceback
         why = exc.strerror or exc
