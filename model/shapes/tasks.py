@@ -63,8 +63,8 @@ MIX: dict[str, float] = {"compose": 0.35, "select": 0.2, "layout": 0.2, "backgro
 EvalPairs = Literal["held-out", "seen"]  # what eval/ targets: the held-out pairs, or training pairs (a diagnostic)
 EVAL_PAIRS: tuple[str, ...] = get_args(EvalPairs)
 SHADED_FAMILIES: tuple[str, ...] = ("compose", "select", "layout", "background", "find")  # no colour word in their text
-# The families whose target is not drawn where the reference shows its object: with --offcentre, that share of their
-# training rows draw the reference's object anywhere, so that no copy in place can stand for the move.
+# The families whose target's place does not follow the reference's object (compose's is centred, layout's in its
+# box): with --offcentre, that share of their training rows draw that object anywhere, so no copy in place passes.
 LOOSE_FAMILIES: tuple[str, ...] = ("compose", "layout")
 
 
