@@ -20,9 +20,9 @@ from sigma_studio.model.run.engine import BlockInputs, attribute_rows, block_emb
 from sigma_studio.model.run.packed import pack_latents, packed_forward
 
 
-def _png(color: tuple[int, int, int]) -> bytes:
+def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -35,7 +35,7 @@ def test_training_and_inference_embed_every_row_alike():
     row = SigmaRow(
         "compose-000000",
         "Draw the <subject>shape <image_1> in the <style>colour of <image_2>.",
-        (_png((220, 40, 40)), _png((40, 80, 220)), _png((40, 170, 60))),
+        tuple(_png(Image.new("RGB", (64, 64), c)) for c in ((220, 40, 40), (40, 80, 220), (40, 170, 60))),
     )
     sample = build_sample(row, model.cfg, pipe.tokenizer, torch.Generator().manual_seed(0), DropConfig(0, 0, 0))
     assert [b.kind for b in sample.plan.blocks].count("vit") == 2  # the zero-input ViT slots are there
@@ -98,7 +98,7 @@ def test_training_and_inference_predict_the_same_velocity_for_every_family(monke
     monkeypatch.setattr(pipe.vae, "encode", lambda x, eps=None, generator=None: encode(x))  # the posterior mean
     for family in FAMILIES:
         ex = next(examples(family, "eval", 1, seed=5))
-        pngs = tuple(_png_of(img) for img in ex.images)
+        pngs = tuple(_png(img) for img in ex.images)
         row = SigmaRow(f"{family}-000000", ex.instruction, pngs)
         sample = build_sample(row, model.cfg, pipe.tokenizer, torch.Generator().manual_seed(0), DropConfig(0, 0, 0),
                               raw_timestep=float("inf"))  # fmt: skip
@@ -112,9 +112,3 @@ def test_training_and_inference_predict_the_same_velocity_for_every_family(monke
         prompt = ex.instruction.replace("<image_", "<img")
         result = pipe(prompt, list(ex.images[:-1]), steps=2, cfg_text_scale=1.0, cfg_img_scale=1.0, latents=x1)
         torch.testing.assert_close(x1 - result.latents, out.mse_preds, rtol=1e-4, atol=1e-4, msg=family)
-
-
-def _png_of(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()

@@ -185,23 +185,27 @@ def plan_of(ex: Example, form: str = "colour") -> str:
     return plan
 
 
+def _coin(tag: str, families: tuple[str, ...], family: str, split: str, seed: int, k: int, share: float):
+    """A training option's own random stream for draw ``k`` when the draw falls in its ``share`` (a training row of
+    one of its ``families``), else None. Being a stream of its own, an option at share 0 leaves the world's rows
+    exactly as they are."""
+    if not share or split != "train" or family not in families:
+        return None
+    coin = random.Random(f"{seed}/{split}/{family}/{k}/{tag}")
+    return coin if coin.random() < share else None
+
+
 def _paint(family: str, split: str, seed: int, k: int, shades: float) -> Palette:
     """The palette of draw ``k``: the world's, or (a training row of a shaded family, with chance ``shades``) a
-    palette of shades. Its coin has its own stream, so the rows of ``shades=0`` are those of a world without it."""
-    if not shades or split != "train" or family not in SHADED_FAMILIES:
-        return COLOURS
-    coin = random.Random(f"{seed}/{split}/{family}/{k}/shades")
-    return shade_palette(coin) if coin.random() < shades else COLOURS
+    palette of shades."""
+    coin = _coin("shades", SHADED_FAMILIES, family, split, seed, k, shades)
+    return COLOURS if coin is None else shade_palette(coin)
 
 
 def _loose(family: str, split: str, seed: int, k: int, offcentre: float) -> random.Random | None:
     """The placement stream of draw ``k``: None (its references' objects centred), or (a training row of a loose
-    family, with chance ``offcentre``) the stream that places them anywhere. Like the shades' coin it is a stream of
-    its own, so the rows of ``offcentre=0`` are those of a world without it."""
-    if not offcentre or split != "train" or family not in LOOSE_FAMILIES:
-        return None
-    coin = random.Random(f"{seed}/{split}/{family}/{k}/offcentre")
-    return coin if coin.random() < offcentre else None
+    family, with chance ``offcentre``) the stream that places them anywhere."""
+    return _coin("offcentre", LOOSE_FAMILIES, family, split, seed, k, offcentre)
 
 
 def _batches(
@@ -219,7 +223,7 @@ def _batches(
             batch = [{"select": select, "find": find}[family](rng, split, canvas, paint, fair)]
         elif family == "layout":
             batch = [layout(rng, split, canvas, paint, loose)]
-        elif family in SHADED_FAMILIES:
+        elif family == "background":
             batch = [background(rng, split, canvas, paint)]
         else:
             batch = [{"text": text, "describe": describe, "boxed": boxed}[family](rng, split, canvas)]
