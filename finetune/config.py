@@ -48,15 +48,25 @@ def check_int(option: str, value, low: int, high: int | None = None) -> None:
         raise InputError(f"{option} must be at most {high} (got {value!r})")
 
 
-def check_number(option: str, value, low: float = 0.0, *, strict: bool = False, below: float | None = None) -> None:
-    """A finite number >= low (> low with ``strict``) and < ``below``; the error names ``option``."""
+def check_number(
+    option: str,
+    value,
+    low: float = 0.0,
+    *,
+    strict: bool = False,
+    below: float | None = None,
+    at_most: float | None = None,
+) -> None:
+    """A finite number >= low (> low with ``strict``), < ``below`` and <= ``at_most``; the error names ``option``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise InputError(f"{option} must be a finite number (got {value!r})")
-    if value < low or (strict and value == low) or (below is not None and value >= below):
-        if below is None:
+    high = below if below is not None else at_most
+    over = (below is not None and value >= below) or (at_most is not None and value > at_most)
+    if value < low or (strict and value == low) or over:
+        if high is None:
             bound = f"{'above' if strict else 'at least'} {low:g}"
         else:
-            bound = f"in {'(' if strict else '['}{low:g}, {below:g})"
+            bound = f"in {'(' if strict else '['}{low:g}, {high:g}{')' if below is not None else ']'}"
         raise InputError(f"{option} must be {bound} (got {value!r})")
 
 

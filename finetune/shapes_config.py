@@ -92,9 +92,7 @@ class ShapesRecipe(WorldRecipe):
         check_number("decoder_lr", self.decoder_lr, 0.0, strict=True)
         check_number("--curriculum-replay", self.curriculum_replay, 0.0, below=1.0)
         check_int("--boxed-rows", self.boxed_rows, 0)
-        check_number("--offcentre", self.offcentre, 0.0)
-        if self.offcentre > 1:
-            raise InputError(f"--offcentre must be a share of rows, at most 1 (got {self.offcentre!r})")
+        check_number("--offcentre", self.offcentre, 0.0, at_most=1.0)
         check_number("--label-weight", self.label_weight, 0.0)
         check_int("--balance-steps", self.balance_steps, 0)
         check_int("balance_rows", self.balance_rows, 10)
