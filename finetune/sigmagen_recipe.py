@@ -335,8 +335,11 @@ def make_replay_data(folder: Path, rows: int, seed: int) -> None:
             write_parquet(path, examples(family, "train", max(2, round(rows * MIX[family])), seed))
 
 
-def make_eval(folder: Path, per_count: int, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS) -> None:
-    """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision."""
+def make_eval(
+    folder: Path, per_count: int, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS, drawn_by: str = "world"
+) -> None:
+    """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision;
+    ``drawn_by="opencv"``: the same scenes drawn by the outside check's renderer."""
     from sigma_studio.model.data.dataset import write_parquet
     from sigma_studio.model.data.sigmagen import PRECISIONS, SigmaGenOptions, rows
     from sigma_studio.model.shapes.scenes import shapes_scenes
@@ -350,7 +353,7 @@ def make_eval(folder: Path, per_count: int, seed: int, routing_step: int, sheet_
                                    sheet_rows=sheet_rows,
                                    max_subjects=n, precision=PRECISIONS, precision_draw="subject", mask_dilation=0.0,
                                    box_dilation=0.0, box_aspect_jitter=0.0)  # fmt: skip
-            scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n))
+            scenes = shapes_scenes(per_count, seed + 9000 + n, (n, n), drawn_by)
             write_parquet(folder / f"{n}.parquet", rows(scenes, opts, {}))
 
 

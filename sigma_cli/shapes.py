@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 from sigma_studio.model.config import GenerationConfig
+from sigma_studio.model.shapes.outside import DRAWERS, DrawnBy
 from sigma_studio.model.shapes.tasks import EVAL_PAIRS, EvalPairs
 
 from . import render
@@ -38,6 +39,13 @@ def check_outputs(json_out: Path | None, save: Path | None = None) -> None:
 
 
 R = ShapesRecipe()  # every default below is the recipe's
+DrawnByOpt = Annotated[
+    DrawnBy,
+    typer.Option(
+        help="who draws the generated rows: the world's own renderer, or OpenCV from the written rules alone (the "
+        "outside check; docs/SHAPES.md)"
+    ),
+]
 DRAWN_PER_FAMILY = 100  # `sigma shapes eval` without --data: held-out rows a family (one row is one point)
 
 
@@ -252,22 +260,25 @@ def eval_cmd(
         typer.Option(help=f"rows per family \\[default: all of --data's; {DRAWN_PER_FAMILY} generated without it]"),
     ] = None,
     family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
+    drawn_by: DrawnByOpt = DRAWERS[0],
     run: WorldEvalOptions,
     debug: DebugOpt = False,
 ) -> None:
     """Generate the held-out rows and score them by pixels: accuracy and token-swap consistency per family."""
     import tempfile
 
-    from rich.table import Table
-
     from sigma_studio.model import load_pipeline
     from sigma_studio.model.shapes.evaluate import eval_files, eval_pairs, evaluate_pipeline
+    from sigma_studio.model.shapes.outside import make_outside
     from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
     render.setup_logging(debug)
     unknown = sorted(set(family or ()) - set(FAMILIES))
     if unknown:
         raise typer.BadParameter(f"{', '.join(unknown)}: the families are {', '.join(FAMILIES)}", param_hint="--family")
+    if data is not None and drawn_by != DRAWERS[0]:
+        raise typer.BadParameter("--drawn-by draws the rows itself: leave out --data", param_hint="--drawn-by")
+    drawn = {"drawn_by": drawn_by} if data is None else {}  # --data's rows: whoever drew them
     with render.errors(debug):
         config = run.config()
         if data is not None:
@@ -275,7 +286,11 @@ def eval_cmd(
         pipe = load_pipeline(model, mode="cpu")
         with tempfile.TemporaryDirectory() as tmp:
             if data is None:
-                make_world(tmp, rows=10, eval_rows=(per_family + per_family % 2) if per_family else DRAWN_PER_FAMILY)
+                n = (per_family + per_family % 2) if per_family else DRAWN_PER_FAMILY
+                if drawn_by == "opencv":
+                    make_outside(tmp, n)  # a fixed list of rows, as the world's
+                else:
+                    make_world(tmp, rows=10, eval_rows=n)
                 data = Path(tmp) / "eval"
             with render.progress() as bar:
                 task = bar.add_task("rows", total=None)
@@ -285,8 +300,17 @@ def eval_cmd(
                                                      reconstruct=run.reconstruct)  # fmt: skip
             pairs = eval_pairs(data)
     what = "pairs seen in training" if pairs == "seen" else "held-out pairs"
+    what = f"{what}, drawn by OpenCV" if drawn_by == "opencv" else what
     what = f"targets through the autoencoder, {what}" if run.reconstruct else what
-    table = Table(title=f"shapes world, {what} ({escape(model)})")
+    table = _family_table(f"shapes world, {what} ({escape(model)})", summary, records)
+    run.show(table, model, summary, records, debug, eval_pairs=pairs, **drawn)
+
+
+def _family_table(title: str, summary: dict, records: list[dict]):
+    """`sigma shapes eval`'s table: a row a family."""
+    from rich.table import Table
+
+    table = Table(title=title)
     for col in ("family", "n", "ok", "shape", "colour", "placed", "one", "fits", "swap", "s/img"):
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
     for fam, s in summary.items():
@@ -300,4 +324,4 @@ def eval_cmd(
         "template at IoU >= 0.5 · one: a single object · fits: box IoU >= 0.5 · swap: compose pairs (tokens "
         "swapped) with both rows ok, of all pairs"
     )
-    run.show(table, model, summary, records, debug, eval_pairs=pairs)
+    return table

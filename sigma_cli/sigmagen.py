@@ -18,7 +18,7 @@ from sigma_studio.model.data.sigmagen import CHANNELS, PRECISIONS, SigmaGenOptio
 from . import render
 from .groups import grouped
 from .options import DebugOpt, OverwriteOpt
-from .shapes import WorldEvalOptions
+from .shapes import DRAWERS, DrawnByOpt, WorldEvalOptions
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="SIGMA-GEN: training data from annotations.")
 D = SigmaGenOptions()
@@ -286,6 +286,7 @@ def eval_cmd(
         ),
     ] = None,
     per_count: Annotated[int | None, typer.Option(min=1, help="scenes per subject count \\[default: all]")] = None,
+    drawn_by: DrawnByOpt = DRAWERS[0],
     run: WorldEvalOptions,
     debug: DebugOpt = False,
 ) -> None:
@@ -298,13 +299,16 @@ def eval_cmd(
     from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, read_scenes
 
     render.setup_logging(debug)
+    if data is not None and drawn_by != DRAWERS[0]:
+        raise typer.BadParameter("--drawn-by draws the scenes itself: leave out --data", param_hint="--drawn-by")
+    drawn = {"drawn_by": drawn_by} if data is None else {}  # --data's scenes: whoever drew them
     with render.errors(debug), tempfile.TemporaryDirectory() as tmp:
         config = run.config()
         scenes = read_scenes(data, per_count) if data else None  # a bad --data is one line, before the model loads
         pipe = load_pipeline(model, mode="cpu")
         if data is None:  # held-out scenes drawn at the model's own routing step and identity-sheet layout
             data = Path(tmp)
-            make_eval(data, per_count or DRAWN_PER_COUNT, 0, pipe.arch.routing_step, pipe.arch.sheet_rows)
+            make_eval(data, per_count or DRAWN_PER_COUNT, 0, pipe.arch.routing_step, pipe.arch.sheet_rows, drawn_by)
             scenes = read_scenes(data, per_count)
         with render.progress() as bar:
             task = bar.add_task("scenes", total=None)
@@ -312,6 +316,7 @@ def eval_cmd(
                                                  save_dir=run.save, on_row=lambda r: bar.advance(task),
                                                  reconstruct=run.reconstruct, scenes=scenes)  # fmt: skip
     what = "true pictures through the autoencoder" if run.reconstruct else "held-out scenes"
+    what = f"{what}, drawn by OpenCV" if drawn_by == "opencv" else what
     table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
     columns = ("subjects", "scenes", "scored", "right", "colour", "shape", "place", "alone", "all right", "extras",
                "overlaps", "ordering")  # fmt: skip
@@ -326,4 +331,4 @@ def eval_cmd(
         "right: colour, shape and place (IoU >= 0.5 with its box or mask) right, and drawn once · all right: scenes "
         "with every scored subject right and no extra object · ordering: overlaps that show the nearer subject"
     )
-    run.show(table, model, summary, records, debug)
+    run.show(table, model, summary, records, debug, **drawn)

@@ -11,6 +11,8 @@ import numpy as np
 
 from ..data.scene import Instance, Scene
 from ..request.multisubject import Box3D
+from . import outside
+from .outside import DRAWERS, DrawnBy
 from .world import CANVAS, COLOURS, SHAPES, Thing, mask, render
 
 BACKGROUND = "a grey picture"  # the shapes world's background alone: what a background-only prompt says
@@ -26,10 +28,18 @@ def _flat_box3d(box: tuple[float, float, float, float], layer: int, layers: int,
     return Box3D((cx, cy, z), (w * z / f, h * z / f, 0.02), 0.0, fov)
 
 
-def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5)):
+def _drawn(things: list[Thing]):
+    return outside.draw([(t.shape, t.colour, t.box) for t in things])
+
+
+def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5), drawn_by: DrawnBy = DRAWERS[0]):
     """The shapes world's multi-object scenes: 2-5 things, later ones drawn on top (nearer: brighter depth), each
     instance's mask its visible pixels, with overlaps. Each instance's key (its prepared identity's file stem) is
-    its place in the drawing order, from 0; the background caption is "a grey picture" (the canvas alone)."""
+    its place in the drawing order, from 0; the background caption is "a grey picture" (the canvas alone).
+    ``drawn_by="opencv"``: the same scenes drawn by the outside check's renderer (:mod:`.outside`)."""
+    if drawn_by not in DRAWERS:
+        raise ValueError(f"drawn_by is one of {', '.join(DRAWERS)}, not {drawn_by!r}")
+    picture, coverage = (render, mask) if drawn_by == DRAWERS[0] else (_drawn, outside.coverage)
     rng = random.Random(seed)
     for n in range(count):
         things = []
@@ -37,7 +47,7 @@ def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5))
             side = rng.uniform(0.3, 0.5) * CANVAS
             x, y = rng.uniform(0, CANVAS - side), rng.uniform(0, CANVAS - side)
             things.append(Thing(rng.choice(SHAPES), rng.choice(list(COLOURS)), (x, y, side, side)))
-        masks = [np.asarray(mask(t.shape, t.box)) > 127 for t in things]
+        masks = [np.asarray(coverage(t.shape, t.box)) > 127 for t in things]
         depth = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
         for k, m in enumerate(masks):  # drawn in order: each later thing covers the earlier ones
             depth[m] = int(255 * (k + 1) / len(things))
@@ -48,5 +58,5 @@ def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5))
         instances = [Instance(name, m, b, str(k)) for k, (name, m, b) in placed if m.any()]
         caption = "a grey picture of " + ", ".join(f"a {name}" for name in names)
         layers = [{"shape": t.shape, "colour": t.colour, "box": [round(v, 2) for v in t.box]} for t in things]
-        yield Scene(f"shapes-{n:06d}", render(things), instances, depth, caption, {"things": names, "layers": layers},
+        yield Scene(f"shapes-{n:06d}", picture(things), instances, depth, caption, {"things": names, "layers": layers},
                     background_caption=BACKGROUND)  # fmt: skip
