@@ -41,6 +41,7 @@ from sigma_studio.model.data.sigmagen_options import PAPER_PRECISIONS
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir, write_json
 from sigma_studio.model.presets import SHAPES_ROUTING_STEP
+from sigma_studio.model.shapes.outside import WORLD, DrawnBy
 
 from .checkpoint import export, trained_steps
 from .config import LoRAConfig, TrainConfig, WorldRecipe
@@ -336,7 +337,7 @@ def make_replay_data(folder: Path, rows: int, seed: int) -> None:
 
 
 def make_eval(
-    folder: Path, per_count: int, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS, drawn_by: str = "world"
+    folder: Path, per_count: int, seed: int, routing_step: int, sheet_rows: int = SHEET_ROWS, drawn_by: DrawnBy = WORLD
 ) -> None:
     """Held-out scenes (seeds no stage trains on): ``N.parquet`` for N = 2..5 subjects, every precision;
     ``drawn_by="opencv"``: the same scenes drawn by the outside check's renderer."""

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 from sigma_studio.model.config import GenerationConfig
-from sigma_studio.model.shapes.outside import DRAWERS, DrawnBy
+from sigma_studio.model.shapes.outside import DRAWN_BY, WORLD, DrawnBy
 from sigma_studio.model.shapes.tasks import EVAL_PAIRS, EvalPairs
 
 from . import render
@@ -260,7 +260,7 @@ def eval_cmd(
         typer.Option(help=f"rows per family \\[default: all of --data's; {DRAWN_PER_FAMILY} generated without it]"),
     ] = None,
     family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
-    drawn_by: DrawnByOpt = DRAWERS[0],
+    drawn_by: DrawnByOpt = WORLD,
     run: WorldEvalOptions,
     debug: DebugOpt = False,
 ) -> None:
@@ -276,7 +276,7 @@ def eval_cmd(
     unknown = sorted(set(family or ()) - set(FAMILIES))
     if unknown:
         raise typer.BadParameter(f"{', '.join(unknown)}: the families are {', '.join(FAMILIES)}", param_hint="--family")
-    if data is not None and drawn_by != DRAWERS[0]:
+    if data is not None and drawn_by != WORLD:
         raise typer.BadParameter("--drawn-by draws the rows itself: leave out --data", param_hint="--drawn-by")
     drawn = {"drawn_by": drawn_by} if data is None else {}  # --data's rows: whoever drew them
     with render.errors(debug):
@@ -287,7 +287,7 @@ def eval_cmd(
         with tempfile.TemporaryDirectory() as tmp:
             if data is None:
                 n = (per_family + per_family % 2) if per_family else DRAWN_PER_FAMILY
-                if drawn_by == "opencv":
+                if drawn_by == DRAWN_BY:
                     make_outside(tmp, n)  # a fixed list of rows, as the world's
                 else:
                     make_world(tmp, rows=10, eval_rows=n)
@@ -300,7 +300,7 @@ def eval_cmd(
                                                      reconstruct=run.reconstruct)  # fmt: skip
             pairs = eval_pairs(data)
     what = "pairs seen in training" if pairs == "seen" else "held-out pairs"
-    what = f"{what}, drawn by OpenCV" if drawn_by == "opencv" else what
+    what = f"{what}, drawn by OpenCV" if drawn_by == DRAWN_BY else what
     what = f"targets through the autoencoder, {what}" if run.reconstruct else what
     table = _family_table(f"shapes world, {what} ({escape(model)})", summary, records)
     run.show(table, model, summary, records, debug, eval_pairs=pairs, **drawn)

@@ -14,11 +14,12 @@ from rich.markup import escape
 
 from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
 from sigma_studio.model.data.sigmagen import CHANNELS, PRECISIONS, SigmaGenOptions
+from sigma_studio.model.shapes.outside import DRAWN_BY, WORLD
 
 from . import render
 from .groups import grouped
 from .options import DebugOpt, OverwriteOpt
-from .shapes import DRAWERS, DrawnByOpt, WorldEvalOptions
+from .shapes import DrawnByOpt, WorldEvalOptions
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="SIGMA-GEN: training data from annotations.")
 D = SigmaGenOptions()
@@ -286,7 +287,7 @@ def eval_cmd(
         ),
     ] = None,
     per_count: Annotated[int | None, typer.Option(min=1, help="scenes per subject count \\[default: all]")] = None,
-    drawn_by: DrawnByOpt = DRAWERS[0],
+    drawn_by: DrawnByOpt = WORLD,
     run: WorldEvalOptions,
     debug: DebugOpt = False,
 ) -> None:
@@ -299,7 +300,7 @@ def eval_cmd(
     from sigma_studio.model.shapes.sigmagen_eval import evaluate_sigmagen, read_scenes
 
     render.setup_logging(debug)
-    if data is not None and drawn_by != DRAWERS[0]:
+    if data is not None and drawn_by != WORLD:
         raise typer.BadParameter("--drawn-by draws the scenes itself: leave out --data", param_hint="--drawn-by")
     drawn = {"drawn_by": drawn_by} if data is None else {}  # --data's scenes: whoever drew them
     with render.errors(debug), tempfile.TemporaryDirectory() as tmp:
@@ -316,7 +317,7 @@ def eval_cmd(
                                                  save_dir=run.save, on_row=lambda r: bar.advance(task),
                                                  reconstruct=run.reconstruct, scenes=scenes)  # fmt: skip
     what = "true pictures through the autoencoder" if run.reconstruct else "held-out scenes"
-    what = f"{what}, drawn by OpenCV" if drawn_by == "opencv" else what
+    what = f"{what}, drawn by OpenCV" if drawn_by == DRAWN_BY else what
     table = Table(title=f"SIGMA-GEN, shapes world, {what} ({escape(model)})")
     columns = ("subjects", "scenes", "scored", "right", "colour", "shape", "place", "alone", "all right", "extras",
                "overlaps", "ordering")  # fmt: skip

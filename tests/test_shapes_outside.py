@@ -5,6 +5,7 @@ which ``sigma shapes eval --drawn-by opencv`` scores like the world's own rows."
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from sigma_studio.model.shapes.reader import read
 from sigma_studio.model.shapes.scenes import shapes_scenes
 from sigma_studio.model.shapes.sigmagen_eval import score_scene, summarise
 from sigma_studio.model.shapes.tasks import FAMILIES
-from sigma_studio.model.shapes.world import COLOURS, SHAPES, Thing, render
+from sigma_studio.model.shapes.world import SHAPES, Thing, render
 
 ROWS = 24
 
@@ -52,25 +53,44 @@ def test_rows_are_held_out_pairs_and_no_reference_shows_one(rows):
         assert len(examples) == ROWS
         for ex in examples:
             assert (ex.meta["shape"], ex.meta["colour"]) in HELD_OUT
-            refs = ex.images[:-1]
-            for ref in refs:
-                seen = read(ref)
-                if seen.shape is not None and seen.colour in COLOURS:
-                    assert (seen.shape, seen.colour) not in HELD_OUT or family in ("layout", "background"), ex
+            if family == "select":  # the named object is the held-out pair, every other one a training pair
+                named = [o for o in ex.meta["objects"] if (o[0], o[1]) in HELD_OUT]
+                assert [o[:2] for o in named] == [[ex.meta["shape"], ex.meta["colour"]]]
+                assert ex.meta["source"] == named[0][2]
+            elif family == "compose":  # references of training pairs only
+                assert all((read(ref).shape, read(ref).colour) not in HELD_OUT for ref in ex.images[:2])
 
 
-def test_compose_rows_come_in_swapped_pairs(rows):
+def test_compose_draws_one_references_shape_in_the_others_colour_and_the_swap(rows):
     compose = rows["compose"]
+    worded = set()
     for first, second in zip(compose[::2], compose[1::2], strict=True):
         assert first.meta["swap"] == second.meta["swap"]
-        assert first.images[:2] == second.images[:2]
         assert first.meta["shape"] != second.meta["shape"] and first.meta["colour"] != second.meta["colour"]
+        for ex in (first, second):
+            s = int(re.search(r"<subject>shape <image_(\d)>", ex.instruction).group(1))
+            c = int(re.search(r"colour of <image_(\d)>", ex.instruction).group(1))
+            assert {s, c} == {1, 2}
+            assert read(ex.images[s - 1]).shape == ex.meta["shape"]
+            assert read(ex.images[c - 1]).colour == ex.meta["colour"]
+            worded.add(ex.instruction.split()[0])
+    assert worded == {"Draw", "Use"}  # the world's two sentences
 
 
 def test_rows_are_a_pure_function_of_the_seed():
     again = outside_rows("select", 6, seed=3)
-    assert [ex.instruction for ex in again] == [ex.instruction for ex in outside_rows("select", 6, seed=3)]
+    assert [ex.meta for ex in again] == [ex.meta for ex in outside_rows("select", 6, seed=3)]
     assert [ex.meta for ex in again] != [ex.meta for ex in outside_rows("select", 6, seed=4)]
+
+
+def test_the_world_renderer_draws_the_same_rows_in_its_own_pixels(rows):
+    ours = outside_rows("layout", 6)
+    world = outside_rows("layout", 6, renderer="world")
+    assert [ex.meta for ex in ours] == [ex.meta for ex in world]
+    assert all(a.images[-1].tobytes() != b.images[-1].tobytes() for a, b in zip(ours, world, strict=True))
+    assert all(score(ex.images[-1], ex.meta, "layout")["ok"] for ex in world)
+    with pytest.raises(ValueError, match="renderer is one of opencv, world"):
+        outside_rows("text", 1, renderer="paint")
 
 
 def test_make_outside_writes_what_the_evaluation_reads(tmp_path):
@@ -107,7 +127,7 @@ def test_sigmagen_scenes_drawn_by_opencv_are_the_worlds_scenes_in_other_pixels()
         assert a.extra == b.extra and a.caption == b.caption  # the same things, boxes and layers
         assert a.image.tobytes() != b.image.tobytes()  # drawn another way
     with pytest.raises(ValueError, match="drawn_by is one of world, opencv"):
-        next(shapes_scenes(1, drawn_by="paint"))
+        shapes_scenes(1, drawn_by="paint")
 
 
 def test_the_scene_reader_reads_opencv_scenes_right():

@@ -32,21 +32,25 @@ from PIL import Image
 from ..data.dataset import Example, write_parquet
 from ..files import write_json
 from .draws import HELD_OUT
-from .world import CANVAS, COLOURS, GREY, SHAPES
+from .tasks import FAMILIES
+from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, render
 
 DrawnBy = Literal["world", "opencv"]  # who draws an evaluation's rows: the world's renderer, or this module
 DRAWERS: tuple[str, ...] = get_args(DrawnBy)
-DRAWN_BY = DRAWERS[1]
+WORLD, DRAWN_BY = DRAWERS  # the world's own rows (the default), and this module's
 SHIFT = 4  # OpenCV's fixed-point bits: coordinates to 1/16 px
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 Box = tuple[float, float, float, float]
 TRAINING = sorted((s, c) for s in SHAPES for c in COLOURS if (s, c) not in HELD_OUT)
 
 
 def polygon(shape: str, box: Box) -> list[tuple[float, float]]:
-    """The corners of a polygonal shape filling ``box`` (x, y, side, side), in canvas coordinates (a pixel k spans
-    [k, k + 1)). Written from the rules, apart from :func:`.world.outline`."""
+    """The outline of ``shape`` filling ``box`` (x, y, side, side), in canvas coordinates (a pixel k spans [k, k + 1));
+    the circle as a polygon of 180 corners. Written from the rules, apart from :func:`.world.outline`."""
     x, y, s, _ = box
     cx, cy = x + s / 2, y + s / 2
+    if shape == "circle":  # OpenCV's own circle is a 12- to 20-gon at these radii
+        return [(cx + s / 2 * math.cos(a), cy + s / 2 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 180, False)]
     if shape == "square":
         return [(x, y), (x + s, y), (x + s, y + s), (x, y + s)]
     if shape == "diamond":
@@ -66,39 +70,45 @@ def polygon(shape: str, box: Box) -> list[tuple[float, float]]:
 
 
 def draw(objects: list[tuple[str, str | tuple, Box]], background=GREY, canvas: int = CANVAS) -> Image.Image:
-    """A picture of (shape, colour, box) objects, later ones on top, by OpenCV's anti-aliased fills; a colour is a
-    name of the world's palette or an RGB triple."""
+    """A picture of (shape, colour, box) objects, later ones on top, by OpenCV's anti-aliased fill; a colour is a
+    name of the world's palette or an RGB triple. As OpenCV draws it: the fill also strokes the outline anti-aliased,
+    so every shape stands about 0.7 px wider on each side than the rules' (a 38 px square covers 7 % more)."""
     img = np.zeros((canvas, canvas, 3), np.uint8)
     img[:] = background
     scale = 1 << SHIFT
-    # OpenCV centres pixel k on k, the rules' pixel k spans [k, k + 1): half a pixel apart
-    fixed = lambda u, v: (round((u - 0.5) * scale), round((v - 0.5) * scale))  # noqa: E731
     for shape, colour, box in objects:
         rgb = tuple(int(v) for v in (COLOURS[colour] if isinstance(colour, str) else colour))
-        if shape == "circle":
-            x, y, s, _ = box
-            cv2.circle(img, fixed(x + s / 2, y + s / 2), round(s / 2 * scale), rgb, -1, cv2.LINE_AA, SHIFT)
-        else:
-            pts = np.array([fixed(u, v) for u, v in polygon(shape, box)], np.int32)
-            cv2.fillPoly(img, [pts], rgb, cv2.LINE_AA, SHIFT)
+        # OpenCV centres pixel k on k, the rules' pixel k spans [k, k + 1): half a pixel apart
+        pts = np.array([(round((u - 0.5) * scale), round((v - 0.5) * scale)) for u, v in polygon(shape, box)])
+        cv2.fillPoly(img, [pts.astype(np.int32)], rgb, cv2.LINE_AA, SHIFT)
     return Image.fromarray(img)
 
 
-def box_map(box: Box, canvas: int = CANVAS) -> Image.Image:
-    """Layout's reference: the box in white on black."""
-    return draw([("square", (255, 255, 255), box)], background=(0, 0, 0), canvas=canvas)
+def world_draw(objects: list[tuple[str, str | tuple, Box]], background=GREY, canvas: int = CANVAS) -> Image.Image:
+    """The same pictures by the world's renderer (:func:`.world.render`): the outside rows with their pixels the
+    world's, to tell what the renderer costs from what the draws do."""
+    palette, things = dict(COLOURS), []
+    for k, (shape, colour, box) in enumerate(objects):
+        if not isinstance(colour, str):
+            palette[f"rgb{k}"], colour = tuple(colour), f"rgb{k}"
+        things.append(Thing(shape, colour, tuple(box)))
+    return render(things, background=tuple(background), canvas=canvas, palette=palette)
+
+
+RENDERERS = {DRAWN_BY: draw, WORLD: world_draw}  # WORLD here: the outside draws in the world's pixels
 
 
 def coverage(shape: str, box: Box, canvas: int = CANVAS) -> Image.Image:
     """The anti-aliased coverage ("L", 0..255) of one shape filling ``box``, as :func:`draw` draws it."""
-    return draw([(shape, (255, 255, 255), box)], background=(0, 0, 0), canvas=canvas).convert("L")
+    return draw([(shape, WHITE, box)], background=BLACK, canvas=canvas).convert("L")
 
 
 class Draws:
-    """The outside check's random draws, from numpy's generator (not the world's ``random.Random``)."""
+    """The outside check's random draws, from numpy's generator (not the world's ``random.Random``), and the renderer
+    its pictures are drawn by (``paint``)."""
 
-    def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, seed: int, paint=draw):
+        self.rng, self.paint = np.random.default_rng(seed), paint
 
     def side(self, low: float = 0.4, high: float = 0.6) -> float:
         return round(float(self.rng.uniform(low, high)) * CANVAS, 2)
@@ -133,13 +143,18 @@ def compose(d: Draws, pair_id: int) -> list[Example]:
     ref_a, ref_b = d.centred(), d.centred()
     a_first = bool(d.rng.integers(2))
     num = {"a": 1 if a_first else 2, "b": 2 if a_first else 1}
-    pictures = [draw([(*a, ref_a)]), draw([(*b, ref_b)])]
+    pictures = [d.paint([(*a, ref_a)]), d.paint([(*b, ref_b)])]
     pictures = pictures if a_first else pictures[::-1]
+    worded_colour_first = bool(d.rng.integers(2))  # the world's two sentences, one a pair
     rows = []
     for shape_of, colour_of, target in (("a", "b", (si, ci, ref_a)), ("b", "a", (sj, cj, ref_b))):
-        text = f"Draw the <subject>shape <image_{num[shape_of]}> in the <style>colour of <image_{num[colour_of]}>."
+        s, c = num[shape_of], num[colour_of]
+        if worded_colour_first:
+            text = f"Use the <style>colour of <image_{c}> for the <subject>shape <image_{s}>."
+        else:
+            text = f"Draw the <subject>shape <image_{s}> in the <style>colour of <image_{c}>."
         box = d.centred(target[2][2])  # the shape's reference gives its size
-        rows.append(Example("compose", text, [*pictures, draw([(target[0], target[1], box)])],
+        rows.append(Example("compose", text, [*pictures, d.paint([(target[0], target[1], box)])],
                             _meta(target[0], target[1], box, swap=pair_id)))  # fmt: skip
     return rows
 
@@ -157,9 +172,10 @@ def select(d: Draws) -> Example:
             break
     order = d.rng.permutation(len(objects))
     things = [(*objects[k], boxes[k]) for k in order]
-    box = d.centred()
-    return Example("select", f"Draw only <select>the {named[0]} <image_1>.", [draw(things), draw([(*named, box)])],
-                   _meta(*named, box, objects=[[s, c, list(b)] for s, c, b in things]))  # fmt: skip
+    box, source = d.centred(), next(b for s, c, b in things if (s, c) == named)
+    meta = _meta(*named, box, source=list(source), objects=[[s, c, list(b)] for s, c, b in things])
+    text = f"Draw only <select>the {named[0]} <image_1>."
+    return Example("select", text, [d.paint(things), d.paint([(*named, box)])], meta)
 
 
 def _apart(p: Box, q: Box, gap: float = 3.0) -> bool:
@@ -170,12 +186,12 @@ def _apart(p: Box, q: Box, gap: float = 3.0) -> bool:
 def layout(d: Draws) -> Example:
     shape, colour = d.held_out()
     box = d.anywhere(d.side(0.3, 0.6))
-    obj, boxes = draw([(shape, colour, d.centred())]), box_map(box)
+    obj, boxes = d.paint([(shape, colour, d.centred())]), d.paint([("square", WHITE, box)], background=BLACK)
     if d.rng.integers(2):
         text, refs = "Draw the <subject>shape <image_1> placed like <layout>this box <image_2>.", [obj, boxes]
     else:
         text, refs = "Draw the <subject>shape <image_2> placed like <layout>this box <image_1>.", [boxes, obj]
-    return Example("layout", text, [*refs, draw([(shape, colour, box)])], _meta(shape, colour, box))
+    return Example("layout", text, [*refs, d.paint([(shape, colour, box)])], _meta(shape, colour, box))
 
 
 def background(d: Draws) -> Example:
@@ -184,31 +200,36 @@ def background(d: Draws) -> Example:
     rgb = COLOURS[canvas_colour]
     box = d.centred()
     text = "Put the <subject>shape <image_1> on the <background>background of <image_2>."
-    pictures = [draw([(shape, colour, box)]), draw([], background=rgb), draw([(shape, colour, box)], background=rgb)]
+    drawn = [(shape, colour, box)]
+    pictures = [d.paint(drawn), d.paint([], background=rgb), d.paint(drawn, background=rgb)]
     return Example("background", text, pictures, _meta(shape, colour, box, rgb))
 
 
 def text(d: Draws) -> Example:
     shape, colour = d.held_out()
     box = d.centred()
-    return Example("text", f"a {colour} {shape}", [draw([(shape, colour, box)])], _meta(shape, colour, box))
+    return Example("text", f"a {colour} {shape}", [d.paint([(shape, colour, box)])], _meta(shape, colour, box))
 
 
-def outside_rows(family: str, n: int, seed: int = 0) -> list[Example]:
-    """``n`` held-out rows of ``family`` (compose: n rounded up to whole swapped pairs), a pure function of seed."""
-    d = Draws(seed + 7919 * (1 + ("compose", "select", "layout", "background", "text").index(family)))
+def outside_rows(family: str, n: int, seed: int = 0, renderer: str = DRAWN_BY) -> list[Example]:
+    """``n`` held-out rows of ``family`` (compose: n rounded up to whole swapped pairs), a pure function of seed;
+    ``renderer``: one of :data:`RENDERERS` (``world``: the same rows, drawn by the world's renderer)."""
+    if renderer not in RENDERERS:
+        raise ValueError(f"renderer is one of {', '.join(RENDERERS)}, not {renderer!r}")
+    d = Draws(seed + 7919 * (1 + FAMILIES.index(family)), RENDERERS[renderer])
     if family == "compose":
         return [row for k in range((n + 1) // 2) for row in compose(d, k)]
     return [{"select": select, "layout": layout, "background": background, "text": text}[family](d) for _ in range(n)]
 
 
-def make_outside(out: str | Path, per_family: int, seed: int = 0) -> dict[str, int]:
+def make_outside(out: str | Path, per_family: int, seed: int = 0, renderer: str = DRAWN_BY) -> dict[str, int]:
     """Write ``out/eval/<family>.parquet`` for the five families, and ``out/world.json`` last (it marks the rows as
-    complete; ``eval_pairs`` held-out, ``drawn_by`` opencv). Returns the row counts."""
+    complete; ``eval_pairs`` held-out, ``drawn_by`` the renderer). Returns the row counts."""
     out = Path(out)
     counts = {}
-    for family in ("compose", "select", "layout", "background", "text"):
-        rows = outside_rows(family, per_family, seed)
+    for family in FAMILIES:
+        rows = outside_rows(family, per_family, seed, renderer)
         counts[f"eval/{family}"] = write_parquet(out / "eval" / f"{family}.parquet", iter(rows))
-    write_json(out / "world.json", {"eval_pairs": "held-out", "drawn_by": DRAWN_BY, "seed": seed, "counts": counts})
+    info = {"eval_pairs": "held-out", "drawn_by": renderer, "draws": "outside", "seed": seed, "counts": counts}
+    write_json(out / "world.json", info)
     return counts

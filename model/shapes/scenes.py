@@ -12,7 +12,7 @@ import numpy as np
 from ..data.scene import Instance, Scene
 from ..request.multisubject import Box3D
 from . import outside
-from .outside import DRAWERS, DrawnBy
+from .outside import DRAWERS, WORLD, DrawnBy
 from .world import CANVAS, COLOURS, SHAPES, Thing, mask, render
 
 BACKGROUND = "a grey picture"  # the shapes world's background alone: what a background-only prompt says
@@ -32,14 +32,18 @@ def _drawn(things: list[Thing]):
     return outside.draw([(t.shape, t.colour, t.box) for t in things])
 
 
-def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5), drawn_by: DrawnBy = DRAWERS[0]):
+def shapes_scenes(count: int, seed: int = 0, subjects: tuple[int, int] = (2, 5), drawn_by: DrawnBy = WORLD):
     """The shapes world's multi-object scenes: 2-5 things, later ones drawn on top (nearer: brighter depth), each
     instance's mask its visible pixels, with overlaps. Each instance's key (its prepared identity's file stem) is
     its place in the drawing order, from 0; the background caption is "a grey picture" (the canvas alone).
     ``drawn_by="opencv"``: the same scenes drawn by the outside check's renderer (:mod:`.outside`)."""
     if drawn_by not in DRAWERS:
         raise ValueError(f"drawn_by is one of {', '.join(DRAWERS)}, not {drawn_by!r}")
-    picture, coverage = (render, mask) if drawn_by == DRAWERS[0] else (_drawn, outside.coverage)
+    return _scenes(count, seed, subjects, (render, mask) if drawn_by == WORLD else (_drawn, outside.coverage))
+
+
+def _scenes(count: int, seed: int, subjects: tuple[int, int], renderer):
+    picture, coverage = renderer
     rng = random.Random(seed)
     for n in range(count):
         things = []
