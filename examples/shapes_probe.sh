@@ -33,6 +33,8 @@
 #     it is the named object (and each background reference token's shape) after layer 1 (--label-weight 0.5)
 #   labels+fair: the same on fresh rows whose select scenes draw fair distractors (sigma shapes make
 #     --fair-distractors: no other object in a colour held out with the named shape)
+#   rope2d: the same fresh rows, image tokens with rotary positions in rows and columns, trained and read through
+#     examples/shapes_rope2d.py (a patch of the running process, not a model setting)
 # Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find or boxed rows also find-{eval,seen}.json or
 # boxed-{eval,seen}.json (that family itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
@@ -63,10 +65,10 @@ esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
     | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn | boxed+drawn+colour \
-    | plans+boxed) ;;
+    | plans+boxed | rope2d) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
        "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn," \
-       "boxed+drawn+colour or plans+boxed," \
+       "boxed+drawn+colour, plans+boxed or rope2d," \
        "not '$AUX'" >&2
      exit 2 ;;
 esac
@@ -171,9 +173,11 @@ pairs_read=(eval seen)
 case "$FAMILY" in find | boxed) pairs_read=() ;; esac
 resume=()
 [ -f "$out/latest" ] && resume=(--resume)
+cli=(sigma)  # what trains and reads the probe's model
+[ "$AUX" = rope2d ] && cli=("$PY" "$(dirname "$0")/shapes_rope2d.py")
 # the recipe's finetune settings at a lower peak (the curriculum's): lr 3e-4, 100 warm-up steps, EMA 0.995
 [ -f "$out/trained" ] || {
-  sigma finetune --out "$out" --dataset "$dataset" --model "$model" --init weights --steps "$STEPS" \
+  "${cli[@]}" finetune --out "$out" --dataset "$dataset" --model "$model" --init weights --steps "$STEPS" \
     --max-tokens 1024 --lr 3e-4 --min-lr 1e-5 --warmup 100 --ema 0.995 --held-out 0 --group-mask \
     --attribute-projection --no-gradient-checkpointing --save-every 500 --seed 0 \
     "${resume[@]}" "${others[@]}" "${aux[@]}"
@@ -184,7 +188,7 @@ from sigma_studio.finetune.checkpoint import export
 export(Path(sys.argv[1]), Path(sys.argv[2]))' "$out" "$out/model"
 for pairs in "${pairs_read[@]}"; do
   [ -f "$out/$pairs.json" ] ||
-    sigma shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" "${think[@]}" \
+    "${cli[@]}" shapes eval --model "$out/model" --data "runs/probe/$pairs/eval" "${read_only[@]}" "${think[@]}" \
       --json "$out/$pairs.json"
 done
 # find itself (in place: the named object) or boxed itself (the named pair in its box), held-out or training pairs
