@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..data.dataset import Example, write_parquet
 from ..files import write_json
-from .draws import HELD_OUT
+from .draws import HELD_OUT, apart
 from .tasks import FAMILIES
 from .world import CANVAS, COLOURS, GREY, SHAPES, Thing, render
 
@@ -40,6 +40,7 @@ DRAWERS: tuple[str, ...] = get_args(DrawnBy)
 WORLD, DRAWN_BY = DRAWERS  # the world's own rows (the default), and this module's
 SHIFT = 4  # OpenCV's fixed-point bits: coordinates to 1/16 px
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+GAP = 3.0  # px between select's objects (the world's scenes keep 2)
 Box = tuple[float, float, float, float]
 TRAINING = sorted((s, c) for s in SHAPES for c in COLOURS if (s, c) not in HELD_OUT)
 
@@ -168,7 +169,7 @@ def select(d: Draws) -> Example:
             objects.append((s, c))
     while True:
         boxes = [d.anywhere(d.side(0.25, 0.4)) for _ in objects]
-        if all(_apart(p, q) for k, p in enumerate(boxes) for q in boxes[k + 1 :]):
+        if all(apart(p, q, GAP) for k, p in enumerate(boxes) for q in boxes[k + 1 :]):
             break
     order = d.rng.permutation(len(objects))
     things = [(*objects[k], boxes[k]) for k in order]
@@ -176,11 +177,6 @@ def select(d: Draws) -> Example:
     meta = _meta(*named, box, source=list(source), objects=[[s, c, list(b)] for s, c, b in things])
     text = f"Draw only <select>the {named[0]} <image_1>."
     return Example("select", text, [d.paint(things), d.paint([(*named, box)])], meta)
-
-
-def _apart(p: Box, q: Box, gap: float = 3.0) -> bool:
-    side_by_side = p[0] + p[2] + gap <= q[0] or q[0] + q[2] + gap <= p[0]
-    return side_by_side or p[1] + p[3] + gap <= q[1] or q[1] + q[3] + gap <= p[1]
 
 
 def layout(d: Draws) -> Example:
