@@ -14,7 +14,9 @@ does not say so). It wraps the `sigma` command line:
     python examples/shapes_rope2d.py finetune ARGS...      # `sigma finetune ARGS...` with the patch on
     python examples/shapes_rope2d.py shapes eval ARGS...   # `sigma shapes eval ARGS...` with it on
 
-(`bash examples/shapes_probe.sh all 3000 shipped rope2d` runs both.)
+(`bash examples/shapes_probe.sh all 3000 shipped rope2d` runs both.) Any other `sigma` command runs under it the same
+way: `shapes train ...` trains the recipe with it from the MoT's first step, `sigmagen eval ...` reads SIGMA-GEN
+(docs/SHAPES.md, "... from the MoT's first step", gives the commands).
 """
 
 from __future__ import annotations
