@@ -7,6 +7,7 @@ the max-pixel step, Pillow bicubic), because a one-stride difference changes eve
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -46,22 +47,34 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
     path = Path(path)
     if not os.path.isfile(path):  # (os.path: False, not an OSError, for a name too long)
         raise InputError(f"Image file not found: {path}")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return img.copy()
+        with _opened(path, max_pixels) as img:
+            img.load()
+            return img.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"{path} is too large to decode safely (over {max_pixels // 2**20} megapixels); resize it first"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path} is not a readable image ({exc}); use PNG, JPEG or WebP") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+
+
+_PIXEL_LIMIT = threading.Lock()  # PIL's pixel limit is a global: one thread at a time sets it and puts it back
+
+
+def _opened(path: Path, max_pixels: int) -> Image.Image:
+    """``Image.open`` (which reads the header and checks its size) under ``max_pixels``; the limit of everything
+    else in the process (a web server's, for the pictures Gradio decodes) is back in place when it returns, even
+    when threads open pictures at once."""
+    with _PIXEL_LIMIT:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def resize_size(width: int, height: int, spec: ResizeSpec, img_num: int = 1) -> tuple[int, int]:

@@ -59,6 +59,7 @@ def webui(
     max_upload_mb: Annotated[int, typer.Option(help="one uploaded file, in MB")] = L.max_upload_mb,
     max_megapixels: Annotated[int, typer.Option(help="one uploaded picture (read before decoding)")] = L.max_megapixels,
     max_json_depth: Annotated[int, typer.Option(help="nesting of a JSON body")] = L.max_json_depth,
+    max_json_items: Annotated[int, typer.Option(help="arrays, objects and commas of a JSON body")] = L.max_json_items,
     api_key: ApiKeyOpt = None,
     ray: RayOpt = False,
     ray_address: RayAddressOpt = None,
@@ -82,9 +83,8 @@ def webui(
     """
     render.setup_logging(debug, once=False)  # a server runs for days: every warning of its own is shown
     with render.errors(debug):
-        limits = WebLimits(
-            max_prompt_chars, max_request_mb, max_event_kb, max_upload_mb, max_megapixels, max_json_depth
-        )
+        limits = WebLimits(max_prompt_chars, max_request_mb, max_event_kb, max_upload_mb, max_megapixels,
+                           max_json_depth, max_json_items)  # fmt: skip
         model = model or os.environ.get("SIGMA_MODEL", DEFAULT_MODEL)
         mode = mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode)
         host = host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")

@@ -219,6 +219,27 @@ def test_deeply_nested_json_is_a_400(server):
     assert reply.status_code == 200, reply.text[:300]
 
 
+def test_json_of_too_many_values_is_a_400_before_it_is_parsed(server):
+    url = server[0]
+    many = b'{"prompt": "a", "boxes": [' + b"0," * 30_000 + b"0]}"  # 60 KB: under every size limit
+    reply = httpx.post(url + "/api/v1/generate", content=many, headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and "over 20000 values" in reply.json()["error"], reply.text
+    body = b'{"fn_index": 0, "session_hash": "a", "data": [' + b"0," * 30_000 + b"0]}"
+    reply = httpx.post(url + "/gradio_api/run/predict", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and "over 20000 values" in reply.json()["error"]
+
+
+def test_a_full_queue_answers_the_rest_route_429_before_its_body(server):
+    url, _, jobs, _ = server
+    tokens = [jobs.submit() for _ in range(jobs.concurrency + 32)]  # the queue is full (launch's max_queue)
+    try:
+        reply = httpx.post(url + "/api/v1/generate", json={"prompt": "a", **FAST}, timeout=60)
+    finally:
+        for token in tokens:
+            jobs.discard(token)
+    assert reply.status_code == 429 and reply.headers["retry-after"].isdigit() and "busy" in reply.json()["error"]
+
+
 def test_a_picture_bomb_is_refused_from_its_header(server):
     url = server[0]
     buf = io.BytesIO()

@@ -104,6 +104,8 @@ async def run_job(jobs: Jobs, fn, *args):
             result, error = context.run(fn, token, *args), None
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             result, error = None, exc
+        finally:  # a job that failed before it reached the queue's slot (ZeroGPU's quota) must not stay live
+            jobs.discard(token)
         try:
             loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:  # the server stopped meanwhile: nobody awaits the result any more

@@ -15,8 +15,8 @@ from PIL import Image
 
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.images import open_image
-from sigma_studio.model.request.multisubject import Box3D
-from sigma_studio.model.request.structure import IMAGE_NAME, ControlSpec, subject_size
+from sigma_studio.model.request.multisubject import MAX_SUBJECTS, Box3D
+from sigma_studio.model.request.structure import IMAGE_NAME, MAX_BOXES, ControlSpec, subject_size
 from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS, suggest_token
 
 from . import handlers as h
@@ -27,6 +27,7 @@ SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[x×]\s*(\d{1,6})\s*$")
 BOX3D_FORM = "[cx, cy, cz, w, h, d, yaw, label, reference] (camera metres: x right, y down, z ahead; yaw in degrees)"
 MASK_FORM = "[mask, label, reference] (mask: an uploaded picture, the subject's area white on black)"
 SUBJECT_INPUTS = ("boxes", "boxes3d", "masks", "background")  # the layout tab's 'boxes' values
+MOST_ROWS = {"boxes": MAX_BOXES, "boxes3d": MAX_SUBJECTS, "masks": MAX_SUBJECTS}  # rows of each placement table
 
 
 def uploaded(value: FileData | dict | None, what: str) -> str | None:
@@ -124,11 +125,16 @@ def mask_row(row, k: int) -> list:
 
 
 def rows_of(value, name: str, row_of) -> list[list]:
-    """A placement table (boxes, boxes3d, masks) as checked rows; None is no rows."""
+    """A placement table (boxes, boxes3d, masks) as checked rows; None is no rows. Its length is checked before any
+    row is: a mask table is read (its files decoded) and every box drawn, so it is held to what one request may
+    place (:data:`MOST_ROWS`)."""
     if value is None:
         return []
     if not isinstance(value, list | tuple):
         raise InputError(f"{name} must be a list of rows (got {value!r:.80})")
+    if len(value) > MOST_ROWS[name]:
+        what = "boxes" if name == "boxes" else "subjects"
+        raise InputError(f"{name} has {len(value)} rows; a request takes at most {MOST_ROWS[name]} {what}")
     return [row_of(row, k) for k, row in enumerate(value, start=1)]
 
 

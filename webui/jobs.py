@@ -84,6 +84,11 @@ class Jobs:
         with self._lock:
             return len(self._live)
 
+    def full(self, waiting: int) -> bool:
+        """Whether ``waiting`` jobs already wait beyond the slots (a new call is then answered 429, before its body
+        is read)."""
+        return self.live >= self.concurrency + waiting
+
     @property
     def runs(self) -> list[int]:
         """Jobs each slot (each pooled pipeline, in order) has started."""

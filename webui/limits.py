@@ -2,8 +2,8 @@
 
 Each limit is declared once, in :class:`WebLimits`, with the ``sigma webui`` flag that sets it. Bodies are counted as
 they arrive, so a chunked body (no Content-Length) is stopped at the limit like any other; a body refused here is
-answered ``413`` (too large) or ``400`` (nested too deeply) with ``{"error": "<one line>"}`` and never reaches Gradio
-or the REST route.
+answered ``413`` (too large) or ``400`` (nested too deeply, or too many values) with ``{"error": "<one line>"}`` and
+never reaches Gradio or the REST route.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.request.prompt import MAX_PROMPT_CHARS
@@ -34,6 +35,7 @@ class WebLimits:
     max_upload_mb: int = 20  # one uploaded file (a reference, a layout picture, a mask)
     max_megapixels: int = 50  # one uploaded picture, read from its header before it is decoded
     max_json_depth: int = 32  # nesting of a JSON body
+    max_json_items: int = 20_000  # arrays, objects and separators of a JSON body (a parsed value takes ~24x its text)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -51,6 +53,17 @@ class WebLimits:
             return f"The prompt is {len(prompt)} characters; at most {self.max_prompt_chars} are accepted"
         return None
 
+    def json_problem(self, body: bytes) -> str | None:
+        """Why a JSON body is refused before it is parsed (None: it is taken): nested deeper than
+        ``max_json_depth``, or over ``max_json_items`` values (a body of tiny items, ``[0,0,...]``, costs far more
+        memory parsed than its size says; pictures travel as base64 strings, one value each)."""
+        shape = json_shape(body, self.max_json_depth, self.max_json_items)
+        if shape.depth > self.max_json_depth:
+            return f"The JSON body nests deeper than {self.max_json_depth} levels"
+        if shape.items > self.max_json_items:
+            return f"The JSON body holds over {self.max_json_items} values; send fewer rows"
+        return None
+
     @property
     def max_pixels(self) -> int:
         return self.max_megapixels * 1_000_000
@@ -66,40 +79,38 @@ class BodyTooLarge(Exception):
     """Raised into the app when a streamed body passes its limit (the middleware answers 413 instead)."""
 
 
-_JSON_MARKS = re.compile(rb'["\\\[\]{}]')
+# a whole string (skipped in one match, escapes included), or a mark of structure outside strings
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
 
 
-def json_depth(body: bytes) -> int:
-    """How deeply a JSON text nests its arrays and objects (brackets inside strings do not count). Linear in the
-    body, and it never builds the value, so a hostile nesting costs no recursion."""
-    depth = deepest = 0
-    in_string = escaped = False
-    escaped_at = -2
-    for mark in _JSON_MARKS.finditer(body):
-        char, start = mark.group(), mark.start()
-        if in_string:
-            if escaped and start == escaped_at + 1:
-                escaped = False
-                continue
-            escaped = False
-            if char == b"\\":
-                escaped, escaped_at = True, start
-            elif char == b'"':
-                in_string = False
-            continue
-        if char == b'"':
-            in_string, escaped = True, False
-        elif char in (b"[", b"{"):
+class JsonShape(NamedTuple):
+    depth: int  # the deepest nesting of arrays and objects
+    items: int  # arrays, objects and separators: about the number of values
+
+
+def json_shape(body: bytes, max_depth: int | None = None, max_items: int | None = None) -> JsonShape:
+    """How deeply a JSON text nests its arrays and objects, and how many it holds with their separators (marks
+    inside strings do not count). Linear in the body, it never builds the value (so a hostile nesting costs no
+    recursion), and it stops as soon as ``max_depth`` or ``max_items`` is passed."""
+    depth = deepest = items = 0
+    for token in _JSON_TOKENS.finditer(body):
+        char = token.group()[:1]
+        if char in (b"[", b"{"):
             depth += 1
+            items += 1
             deepest = max(deepest, depth)
         elif char in (b"]", b"}"):
             depth -= 1
-    return deepest
+        elif char == b",":
+            items += 1
+        if (max_depth is not None and deepest > max_depth) or (max_items is not None and items > max_items):
+            break
+    return JsonShape(deepest, items)
 
 
 class BodyLimit:
     """ASGI middleware: every POST body is held to :meth:`WebLimits.body_limit` of its path while it is read, and a
-    JSON body to ``max_json_depth``. Install it with ``launch(app_kwargs={"middleware": [...]})``."""
+    JSON body to :meth:`WebLimits.json_problem`. Install it with ``launch(app_kwargs={"middleware": [...]})``."""
 
     def __init__(self, app, limits: WebLimits):
         self.app, self.limits = app, limits
@@ -130,8 +141,9 @@ class BodyLimit:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        if json_depth(body) > self.limits.max_json_depth:  # (a body that is not JSON has no brackets that count)
-            return await refuse(send, 400, f"The JSON body nests deeper than {self.limits.max_json_depth} levels")
+        problem = self.limits.json_problem(body)  # (a body that is not JSON has no marks that count)
+        if problem:
+            return await refuse(send, 400, problem)
         replayed = False
 
         async def replay():

@@ -40,9 +40,11 @@ from .guard import stored_output
 from .jobs import Cancelled, Jobs
 from .limits import WebLimits
 from .rest import (
+    BUSY,
     FIELDS,
     FILE_FIELDS,
     INCOMING,
+    RETRY_AFTER_S,
     RestError,
     form_fields,
     json_fields,
@@ -57,7 +59,6 @@ OPENAI_FIELDS = ("prompt", "n", "size", "response_format", "seed", "model", "use
 # the web API's settings, by their names there (the rest map onto OpenAI's names above)
 SIGMA_FIELDS = tuple(n for n in FIELDS if n not in ("self", "prompt", "images", "count", "seed", "size"))
 RESPONSE_FORMATS = ("b64_json", "url")
-RETRY_AFTER_S = 10
 
 
 class OpenAIError(Exception):
@@ -91,10 +92,10 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
         folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             check_key(request, api_key)
+            if jobs.full(max_waiting):  # before the body is read
+                raise OpenAIError(BUSY, 429, kind="rate_limit_error")
             fields = await (edit_fields(request) if edit else body_fields(request, limits))
             inputs, response_format = await inputs_of(fields, folder, model_id, edit)
-            if jobs.live >= jobs.concurrency + max_waiting:
-                raise OpenAIError("The server is busy: retry later", 429, kind="rate_limit_error")
             paths, records = await until_disconnected(request, api.run(inputs))
         except OpenAIError as exc:
             return exc.response({"Retry-After": str(RETRY_AFTER_S)} if exc.status == 429 else None)
@@ -138,7 +139,7 @@ async def body_fields(request: Request, limits: WebLimits) -> dict:
     """A generations request: one JSON object."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise OpenAIError("images/generations takes a JSON body (content-type: application/json)")
-    return json_fields(await request.body(), limits.max_json_depth)
+    return json_fields(await request.body(), limits)
 
 
 async def edit_fields(request: Request) -> dict:

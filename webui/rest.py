@@ -50,6 +50,8 @@ FILE_FIELDS = ("images", "layout_image", "background", "masks")  # saved under t
 JSON_FIELDS = ("tokens", "boxes", "boxes3d", "masks")  # lists: JSON text in a multipart form
 ROW_FILES = ("masks",)  # in a form: JSON rows whose first column names a file part sent under the same name
 INCOMING = ".incoming"  # under the outputs folder: one folder per REST request while it runs
+RETRY_AFTER_S = 10  # a 429's Retry-After, when the queue is full
+BUSY = "The server is busy: retry later"
 FIELDS = inspect.signature(SigmaApi.generate).parameters
 HINTS = typing.get_type_hints(SigmaApi.generate)
 
@@ -74,11 +76,14 @@ def key_refusal(request: Request, api_key: str | None) -> str | None:
 
 
 def mount_rest(
-    app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits | None = None, api_key: str | None = None
-) -> None:
+    app, pipe, *, outputs: str | Path, jobs: Jobs, max_waiting: int, limits: WebLimits | None = None,
+    api_key: str | None = None,
+) -> None:  # fmt: skip
     """Serve ``POST /api/v1/generate`` on ``app`` (the Gradio server's FastAPI app), through ``jobs``: the queue
-    the page and the Gradio API use, so a REST call waits for their generations and they wait for it. A caller that
-    disconnects cancels its job (waiting, it never starts; running, it stops at its next step and writes nothing)."""
+    the page and the Gradio API use, so a REST call waits for their generations and they wait for it; with
+    ``max_waiting`` jobs waiting beyond the running ones, a call is answered 429 before its body is read. A caller
+    that disconnects cancels its job (waiting, it never starts; running, it stops at its next step and writes
+    nothing)."""
     limits = limits or WebLimits()
     api = SigmaApi(pipe, outputs=outputs, jobs=jobs, limits=limits)
     incoming = Path(outputs) / INCOMING
@@ -89,6 +94,8 @@ def mount_rest(
         refusal = key_refusal(request, api_key)
         if refusal:
             return JSONResponse({"error": refusal}, status_code=401)
+        if jobs.full(max_waiting):
+            return JSONResponse({"error": BUSY}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
             inputs = await read_inputs(request, folder, limits)
             paths, records = await until_disconnected(request, api.run(inputs))
@@ -165,7 +172,7 @@ async def read_inputs(request: Request, folder: Path, limits: WebLimits | None =
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields = await form_fields(request)
     else:
-        fields = json_fields(await request.body(), limits.max_json_depth)
+        fields = json_fields(await request.body(), limits)
     unknown = sorted(set(fields) - set(FIELDS) - {"self"})
     if unknown:
         raise RestError(
@@ -182,30 +189,21 @@ async def read_inputs(request: Request, folder: Path, limits: WebLimits | None =
     return inputs
 
 
-def json_fields(body: bytes, max_depth: int) -> dict:
-    """The JSON object of a body: nesting beyond ``max_depth`` is refused (and never recursed into)."""
+def json_fields(body: bytes, limits: WebLimits) -> dict:
+    """The JSON object of a body; one nested beyond ``max_json_depth`` or holding over ``max_json_items`` values is
+    refused before it is parsed (:meth:`WebLimits.json_problem`)."""
+    problem = limits.json_problem(body)
+    if problem:
+        raise RestError(problem, 400)
     try:
         fields = json.loads(body)
     except RecursionError:
-        raise RestError(f"The JSON body nests deeper than {max_depth} levels", 400) from None
+        raise RestError(f"The JSON body nests deeper than {limits.max_json_depth} levels", 400) from None
     except ValueError:
         raise RestError("The body is not JSON: send a JSON object, or a multipart form") from None
     if not isinstance(fields, dict):
         raise RestError("The body must be a JSON object with the fields by name")
-    if depth_of(fields) > max_depth:
-        raise RestError(f"The JSON body nests deeper than {max_depth} levels", 400)
     return fields
-
-
-def depth_of(value) -> int:
-    """How deeply lists and objects nest in a parsed JSON value (iterative: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 async def form_fields(request: Request, files: tuple[str, ...] = ("images",)) -> dict:

@@ -41,7 +41,7 @@ def launch(
 
 def mount_routes(app, pipe, *, outputs, jobs: Jobs, limits: WebLimits, api_key: str | None, max_queue: int) -> None:
     """The REST route and the OpenAI routes on ``app``, through the page's queue ``jobs``."""
-    mount_rest(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key)
+    mount_rest(app, pipe, outputs=outputs, jobs=jobs, max_waiting=max_queue, limits=limits, api_key=api_key)
     mount_openai(app, pipe, outputs=outputs, jobs=jobs, limits=limits, api_key=api_key, max_waiting=max_queue)
 
 

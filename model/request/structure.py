@@ -42,6 +42,7 @@ from .multisubject import Box3D, Subject
 
 PATH_FIELDS = ("canny", "depth", "depth_map", "background", "scene_depth")
 IMAGE_NAME = re.compile(r"img\d+")
+MAX_BOXES = 64  # labelled boxes of one layout (each is drawn: a request of thousands would draw for minutes)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class ControlSpec:
             if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
                 raise InputError(f"{option} values must be a list of texts (got {value!r:.60})")
             object.__setattr__(self, name, tuple(value))
+        if len(self.boxes) > MAX_BOXES:
+            raise InputError(f"{len(self.boxes)} --box values given; a layout takes at most {MAX_BOXES} boxes")
         for name in (*PATH_FIELDS, "depth_model"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise InputError(f"--{name.replace('_', '-')} must be a file path (got {getattr(self, name)!r:.60})")

@@ -1,0 +1,80 @@
+"""The web server's bounds that hold before any work: JSON counted before it is parsed, placement tables before a
+mask is decoded or a box drawn, a job's queue token freed however it ends, and PIL's pixel limit put back when
+threads open pictures at once (docs/SECURITY.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from PIL import Image
+
+from sigma_studio.model.errors import InputError
+from sigma_studio.model.images import open_image
+from sigma_studio.model.request.multisubject import MAX_SUBJECTS
+from sigma_studio.model.request.structure import MAX_BOXES, ControlSpec
+from sigma_studio.webui.limits import WebLimits, json_shape
+
+pytest.importorskip("gradio")
+
+
+def test_json_shape_counts_structure_outside_strings_and_stops_early():
+    assert json_shape(b'{"a": [1, 2, [3]], "b": "x[[[,,\\"{{"}') == (3, 6)
+    assert json_shape(b'{"prompt": "' + b",[{" * 100_000 + b'"}') == (1, 1)  # marks in a string do not count
+    assert json_shape(b"[" * 1000 + b"]" * 1000, max_depth=32).depth == 33  # stopped at the first level past it
+    assert json_shape(b"[" + b"0," * 100_000 + b"0]", max_items=50).items == 51
+    limits = WebLimits(max_json_depth=4, max_json_items=10)
+    assert limits.json_problem(b'{"a": [[[[[1]]]]]}') == "The JSON body nests deeper than 4 levels"
+    assert limits.json_problem(b"[" + b"0," * 20 + b"0]") == "The JSON body holds over 10 values; send fewer rows"
+    assert limits.json_problem(b'{"prompt": "a red star", "images": ["iVBOR", "iVBOR"]}') is None
+
+
+def test_placement_tables_are_held_to_their_rows_before_any_row_is_read():
+    from sigma_studio.webui.api_inputs import layout_of
+
+    box = [0.1, 0.1, 0.5, 0.5, "cat", ""]
+    assert len(layout_of("boxes", None, [box] * MAX_BOXES, (100, 200, 3)).boxes) == MAX_BOXES
+    with pytest.raises(InputError, match=f"boxes has {MAX_BOXES + 1} rows; a request takes at most {MAX_BOXES} boxes"):
+        layout_of("boxes", None, [box] * (MAX_BOXES + 1), (100, 200, 3))
+    masks = [["/nowhere/mask.png", "cat", "img1"]] * (MAX_SUBJECTS + 1)  # refused before a file is looked at
+    with pytest.raises(InputError, match=f"masks has {MAX_SUBJECTS + 1} rows; a request takes at most 10 subjects"):
+        layout_of("boxes", None, None, (100, 200, 3), masks=masks)
+    with pytest.raises(InputError, match=f"at most {MAX_BOXES} boxes"):
+        ControlSpec(boxes=("0,0,1,1",) * (MAX_BOXES + 1))
+
+
+def test_a_job_that_fails_before_its_slot_leaves_the_queue():
+    from sigma_studio.webui.api import run_job
+    from sigma_studio.webui.jobs import Jobs
+
+    jobs = Jobs(1)
+
+    def refused(token):  # as ZeroGPU's wrapper raises (out of quota) before the job reaches jobs.slot
+        raise RuntimeError("quota")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="quota"):
+            asyncio.run(run_job(jobs, refused))
+    assert jobs.live == 0 and not jobs.full(0)
+
+
+def test_pixel_limit_is_put_back_when_threads_open_pictures_at_once(tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(path)
+    before = Image.MAX_IMAGE_PIXELS
+    errors = []
+
+    def opener(limit: int) -> None:
+        try:
+            for _ in range(200):
+                assert open_image(path, max_pixels=limit).size == (32, 32)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener, args=(1_000_000 * (k + 1),)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and Image.MAX_IMAGE_PIXELS == before
