@@ -78,3 +78,41 @@ def test_pixel_limit_is_put_back_when_threads_open_pictures_at_once(tmp_path):
     for t in threads:
         t.join()
     assert not errors and Image.MAX_IMAGE_PIXELS == before
+
+
+def test_an_event_naming_a_file_by_url_is_refused_before_gradio_downloads_it():
+    import json
+
+    from sigma_studio.webui.limits import BodyLimit, remote_file
+
+    def event(path: str) -> bytes:
+        file = {"path": path, "url": None, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+        return json.dumps({"fn_index": 3, "data": ["a cat", [file]], "session_hash": "s"}).encode()
+
+    assert "not fetched from URLs" in remote_file(event("https://example.com/huge.png"))
+    assert "not fetched from URLs" in remote_file(event(" HTTP://10.0.0.1/x"))
+    assert remote_file(event("/tmp/gradio/abc/x.png")) is None  # an upload: the server's own path
+    assert remote_file(b'{"data": ["see https://example.com"]}') is None  # a URL in text is only text
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append((await receive())["body"])
+
+    async def call(body: bytes) -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": []}
+
+        async def send(message):
+            sent.append(message)
+
+        await BodyLimit(app, WebLimits())(scope, lambda: _pop(messages), send)
+
+    asyncio.run(call(event("https://example.com/huge.png")))
+    assert not reached and sent[0]["status"] == 400 and b"not fetched from URLs" in sent[1]["body"]
+    asyncio.run(call(event("/tmp/gradio/abc/x.png")))
+    assert reached == [event("/tmp/gradio/abc/x.png")]
+
+
+async def _pop(messages: list) -> dict:
+    return messages.pop(0)

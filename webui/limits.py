@@ -108,6 +108,30 @@ def json_shape(body: bytes, max_depth: int | None = None, max_items: int | None 
     return JsonShape(deepest, items)
 
 
+_URL = re.compile(r"^\s*https?://", re.IGNORECASE)
+
+
+def remote_file(body: bytes) -> str | None:
+    """Why an event is refused for naming a file by URL (None: it names none). Gradio downloads a file whose
+    ``path`` is a URL before any of our code runs, with no size limit: a client could make the server fetch
+    anything. The page never sends one (its files are uploads, or the server's own paths)."""
+    if b"FileData" not in body:
+        return None
+    try:
+        stack = [json.loads(body)]
+    except ValueError:
+        return None  # (not JSON: Gradio answers it)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if isinstance(item.get("path"), str) and _URL.match(item["path"]):
+                return "Files are not fetched from URLs: upload the file (gradio_client's handle_file of a local path)"
+            stack.extend(item.values())
+    return None
+
+
 class BodyLimit:
     """ASGI middleware: every POST body is held to :meth:`WebLimits.body_limit` of its path while it is read, and a
     JSON body to :meth:`WebLimits.json_problem`. Install it with ``launch(app_kwargs={"middleware": [...]})``."""
@@ -141,7 +165,7 @@ class BodyLimit:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        problem = self.limits.json_problem(body)  # (a body that is not JSON has no marks that count)
+        problem = self.limits.json_problem(body) or remote_file(body)  # (a body not JSON has no marks that count)
         if problem:
             return await refuse(send, 400, problem)
         replayed = False
