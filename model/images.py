@@ -59,6 +59,8 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
         raise InputError(f"{path} is not a readable image ({exc}); use PNG, JPEG or WebP") from None
 
 
+# what a reference may be: raster formats PIL decodes itself (EPS, PDF and the like would call out to Ghostscript)
+PICTURE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # (a phone's MPO opens as JPEG)
 _PIXEL_LIMIT = threading.Lock()  # PIL's pixel limit is a global: one thread at a time sets it and puts it back
 
 
@@ -72,7 +74,7 @@ def _opened(path: Path, max_pixels: int) -> Image.Image:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                return Image.open(path)
+                return Image.open(path, formats=PICTURE_FORMATS)
         finally:
             Image.MAX_IMAGE_PIXELS = previous
 

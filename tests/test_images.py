@@ -89,6 +89,18 @@ def test_open_image_errors(tmp_path):
         open_image(bomb)
 
 
+def test_open_image_takes_raster_formats_only(tmp_path):
+    picture = Image.new("RGB", (8, 6), (200, 40, 40))
+    for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"):
+        path = tmp_path / f"ref.{fmt.lower()}"
+        picture.save(path, format=fmt)
+        assert open_image(path).size == (8, 6)
+    eps = tmp_path / "ref.png"  # PostScript under a picture's name: PIL would hand it to Ghostscript
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 6\nshowpage\n")
+    with pytest.raises(InputError, match="not a readable image"):
+        open_image(eps)
+
+
 def test_save_png_is_atomic_and_keeps_metadata(tmp_path):
     out = save_png(Image.new("RGB", (4, 4)), tmp_path / "a" / "o.png", {"sigma:prompt": "hi"})
     assert Image.open(out).text["sigma:prompt"] == "hi"
