@@ -79,8 +79,9 @@ class BodyTooLarge(Exception):
     """Raised into the app when a streamed body passes its limit (the middleware answers 413 instead)."""
 
 
-# a whole string (skipped in one match, escapes included), or a mark of structure outside strings
-_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
+# a whole string (skipped in one match, escapes included; an unterminated one runs to the end, so no match is ever
+# retried from inside a string: a body of escaped quotes stays linear), or a mark of structure outside strings
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{},]', re.DOTALL)
 
 
 class JsonShape(NamedTuple):
