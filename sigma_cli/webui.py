@@ -11,6 +11,7 @@ from sigma_studio.model.config import DEFAULT_MODEL, MODES, LoaderConfig
 from sigma_studio.model.errors import InputError
 from sigma_studio.webui.limits import WebLimits
 from sigma_studio.webui.ray_serve import RayServing, WebSettings, parse_autoscale
+from sigma_studio.webui.retention import KEEP_HOURS
 
 from . import render
 from .options import DebugOpt, ModelOpt, flag
@@ -52,7 +53,7 @@ def webui(
     max_concurrency: Annotated[int, typer.Option(help="generations running at once (one pipeline)")] = 1,
     gpus: Annotated[str | None, typer.Option(help=GPUS_HELP, show_default=False)] = None,
     outputs: Annotated[str, typer.Option(help="where results are written (never overwritten)")] = "outputs/webui",
-    keep_hours: KeepOpt = 24.0,
+    keep_hours: KeepOpt = KEEP_HOURS,
     max_prompt_chars: Annotated[int, typer.Option(help="characters of one prompt")] = L.max_prompt_chars,
     max_request_mb: Annotated[int, typer.Option(help="one REST request's body, in MB")] = L.max_request_mb,
     max_event_kb: Annotated[int, typer.Option(help="one page or Gradio API event's body, in KB")] = L.max_event_kb,
@@ -183,7 +184,7 @@ def load_pipelines(model: str, mode: str, devices: list[str | None], accel: str 
 
 def serve(
     model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=1, outputs="outputs/webui",
-    keep_hours=24.0, gpus: str | None = None, limits: WebLimits | None = None, api_key: str | None = None,
+    keep_hours=KEEP_HOURS, gpus: str | None = None, limits: WebLimits | None = None, api_key: str | None = None,
 ):  # fmt: skip
     """Load the model once (once per GPU of ``gpus``) and serve the UI, its API and ``POST /api/v1/generate``
     (blocks until stopped)."""

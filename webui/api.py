@@ -46,6 +46,7 @@ from .api_inputs import (
 from .api_params import GENERATE_PARAMS, PREVIEW_PARAMS, C, G, arguments, takes
 from .jobs import Cancelled, Jobs
 from .limits import WebLimits
+from .retention import UPLOADS
 from .state import MAX_SLOTS, Slot, UIState, set_tokens
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class SigmaApi:
 
     def __init__(self, pipe, *, outputs: str | Path, jobs: Jobs, gpu_wrapper=None, limits: WebLimits | None = None):
         self.pipe, self.outputs, self.jobs, self.limits = pipe, Path(outputs), jobs, limits or WebLimits()
-        self.uploads = self.outputs / "uploads"  # the page's folder for its uploads and masks (as events.py keeps it)
+        self.uploads = self.outputs / UPLOADS  # the page's folder for its uploads and masks
         self._generate_images = gpu_wrapper(self._run) if gpu_wrapper is not None else self._run
 
     @takes(GENERATE_PARAMS)

@@ -17,7 +17,7 @@ from .api import register_api
 from .display import CANVAS_SIDE, canvas_image
 from .examples import SHAPES_EXAMPLES, Example, examples_for, thumbnail_files
 from .inputs import drop_image
-from .jobs import Jobs, clean_old_files
+from .jobs import Jobs
 from .limits import WebLimits
 from .page import (
     BoxesTab,
@@ -32,6 +32,7 @@ from .page import (
     Settings,
 )
 from .placements import EDITOR_LABEL, EDITOR_SIDE, black_canvas
+from .retention import KEEP_HOURS, Retention
 from .state import MAX_SLOTS, UIState
 
 NO_TOKENS = "this model was not trained on attribute tokens: it will most likely ignore them"
@@ -102,13 +103,14 @@ def build_demo(
     max_concurrency: int = 1,
     gpu_wrapper=None,
     jobs: Jobs | None = None,
-    keep_hours: float = 24.0,
+    keep_hours: float = KEEP_HOURS,
     limits: WebLimits | None = None,
 ) -> gr.Blocks:
     """The SIGMA Studio web UI around a loaded pipeline.
 
     ``gpu_wrapper`` wraps the generate functions (ZeroGPU); ``jobs`` is the generation queue, shared with the REST
-    route when the server mounts one; results and uploads older than ``keep_hours`` are deleted (0: never).
+    route when the server mounts one; results and uploads older than ``keep_hours`` are deleted (0: never) now, and
+    as the generations of every door that shares ``jobs`` start (it is given that :class:`~webui.retention.Retention`).
     A ``jobs`` that pools one pipeline per GPU sets the concurrency (``max_concurrency`` is then unused) and each
     generation runs on a free pipeline of the pool; ``pipe`` (one of them) gives the page its architecture.
     """
@@ -117,12 +119,12 @@ def build_demo(
     jobs, limits = jobs or Jobs(max_concurrency), limits or WebLimits()
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
-    clean_old_files(outputs, keep_hours)
+    jobs.retention = Retention(outputs, keep_hours)  # the page's, the API's and the REST calls' generations sweep
+    jobs.retention.sweep(force=True)
     cache = (3600, int(keep_hours * 3600)) if keep_hours > 0 else None
     with gr.Blocks(title="SIGMA Studio", delete_cache=cache) as demo:
         page = _layout(pipe, examples_for(pipe.arch), outputs / EXAMPLE_ICONS)
-        wire(page, demo, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, keep_hours=keep_hours,
-             limits=limits)  # fmt: skip
+        wire(page, demo, pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)
         register_api(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)  # the named API
     return demo
 

@@ -20,10 +20,11 @@ from . import placements as pl
 from .display import CANVAS_SIDE, NOTE, canvas_image, error_html
 from .guard import store_mask, stored_mask, within_any
 from .inputs import REFUSED, SCROLL_AFTER_RUN, SCROLL_TO_PROMPT, SCROLL_TO_RESULT, UI, wire_inputs
-from .jobs import Cancelled, Jobs, clean_old_files
+from .jobs import Cancelled, Jobs
 from .limits import WebLimits
 from .page import BoxesTab, Page
 from .restore import caption_of, example_values, history_entry, history_files, history_with, restore_values
+from .retention import UPLOADS
 from .state import MAX_SLOTS, Slot, UIState, add_slot, edit_prompt, move_slot, remove_slot, set_image, set_tokens
 
 if TYPE_CHECKING:
@@ -37,16 +38,16 @@ class Wiring:
 
     pipe: SigmaPipeline  # with a pool of pipelines (one per GPU): one of them
     outputs: Path
-    uploads: Path  # downscaled uploads and drawn masks (cleaned with the results)
+    uploads: Path  # downscaled uploads and drawn masks (kept as long as the results: webui/retention.py)
     limits: WebLimits
     refresh: Callable[[Dependency], Dependency]
 
 
-def wire(page: Page, demo: gr.Blocks, pipe: SigmaPipeline, *, outputs: Path, jobs: Jobs, gpu_wrapper, keep_hours: float,
+def wire(page: Page, demo: gr.Blocks, pipe: SigmaPipeline, *, outputs: Path, jobs: Jobs, gpu_wrapper,
          limits: WebLimits) -> None:  # fmt: skip
     """Wire every event of ``page``, and ``demo``'s load event; call inside ``demo``'s context. After every change
     of the references, the layout or the size, the preview shows the request the model would get (``refresh``)."""
-    uploads = outputs / "uploads"
+    uploads = outputs / UPLOADS
 
     def refresh_preview(st, *values):  # the values of page.preview_inputs
         try:
@@ -63,7 +64,7 @@ def wire(page: Page, demo: gr.Blocks, pipe: SigmaPipeline, *, outputs: Path, job
     _wire_slots(page, ctx)
     _wire_layout(page, ctx)
     wire_inputs(page, demo, limits)
-    _wire_generate(page, ctx, jobs, gpu_wrapper, keep_hours)
+    _wire_generate(page, ctx, jobs, gpu_wrapper)
     _wire_history_and_examples(page, demo, ctx)
 
 
@@ -168,7 +169,7 @@ def _wire_boxes(boxes: BoxesTab, ctx: Wiring, *, corner: gr.State, error: gr.HTM
         table.change(routing, routing_inputs, [boxes.routing], **UI)
 
 
-def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours: float) -> None:
+def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper) -> None:
     prompt, result, names, n_layout = page.prompt, page.result, page.settings.names, len(page.layout_inputs)
     pipe, outputs, uploads = ctx.pipe, ctx.outputs, ctx.uploads
 
@@ -178,8 +179,6 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper, keep_hours:
     def generate(st, text, history, token, *values, progress=gr.Progress()):  # noqa: B008
         settings = dict(zip(names, values[n_layout:], strict=True))
         st = edit_prompt(st or UIState(), text, ctx.limits.max_prompt_chars)  # exactly the text in the box
-        clean_old_files(outputs, keep_hours)
-        clean_old_files(uploads, keep_hours)
 
         def report(done: int, total: int, left: float | None) -> None:
             eta = f" · about {left:.0f} s left" if left is not None else ""

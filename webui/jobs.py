@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Literal
+
+from .retention import Retention
 
 
 class Cancelled(Exception):
@@ -32,8 +32,9 @@ class Jobs:
     """The generation queue: ``concurrency`` slots, or one slot per pipeline of ``pipes`` (then ``concurrency`` is
     their number). Pooled pipelines share one architecture (the same model, each on its own device)."""
 
-    def __init__(self, concurrency: int = 1, pipes: Sequence | None = None):
+    def __init__(self, concurrency: int = 1, pipes: Sequence | None = None, retention: Retention | None = None):
         self.pipes = tuple(pipes or ())
+        self.retention = retention  # what the server keeps: swept as each job reaches the queue
         self.concurrency = len(self.pipes) or max(1, concurrency)
         self._free: queue.Queue[int] = queue.Queue()  # free slot numbers, first freed first taken
         for k in range(self.concurrency):
@@ -101,6 +102,8 @@ class Jobs:
         gets the slot's pipeline (None without a pool: the caller's one pipeline)."""
         with self._lock:
             self._started.add(token)
+        if self.retention is not None:  # every door's generations come here: the page's, the API's, the REST calls'
+            self.retention.sweep()
         try:
             while True:
                 try:
@@ -120,19 +123,3 @@ class Jobs:
                 self._live.discard(token)
                 self._cancelled.discard(token)
                 self._started.discard(token)
-
-
-def clean_old_files(folder: str | Path, max_age_hours: float, pattern: str = "*.png") -> int:
-    """Delete files matching ``pattern`` in ``folder`` older than ``max_age_hours`` (0: keep everything)."""
-    if max_age_hours <= 0 or not Path(folder).is_dir():
-        return 0
-    cutoff = time.time() - max_age_hours * 3600
-    removed = 0
-    for path in Path(folder).glob(pattern):
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-        except OSError:  # another process removed it first
-            continue
-    return removed

@@ -43,7 +43,6 @@ from .rest import (
     BUSY,
     FIELDS,
     FILE_FIELDS,
-    INCOMING,
     RETRY_AFTER_S,
     RestError,
     form_fields,
@@ -53,6 +52,7 @@ from .rest import (
     typed,
     until_disconnected,
 )
+from .retention import INCOMING
 
 PREFIX = "/v1"
 OPENAI_FIELDS = ("prompt", "n", "size", "response_format", "seed", "model", "user")

@@ -25,6 +25,7 @@ from sigma_studio.model.errors import InputError, MissingDependencyError, SigmaE
 
 from .limits import WebLimits
 from .remote import RemotePipeline, Replica
+from .retention import KEEP_HOURS
 
 APP_NAME = "sigma"
 
@@ -70,7 +71,7 @@ class WebSettings:
     """What the ingress serves with: the server's options of ``sigma webui``."""
 
     outputs: str = "outputs/webui"
-    keep_hours: float = 24.0
+    keep_hours: float = KEEP_HOURS
     limits: WebLimits = dataclasses.field(default_factory=WebLimits)
     api_key: str | None = None
     max_queue: int = 32

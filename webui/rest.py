@@ -45,11 +45,11 @@ from .api import SigmaApi, one_line
 from .api_inputs import mask_row, rows_of
 from .jobs import Cancelled, Jobs
 from .limits import REST_PATH, STATUS_PATH, WebLimits
+from .retention import INCOMING, clean_incoming
 
 FILE_FIELDS = ("images", "layout_image", "background", "masks")  # saved under the request's folder before use
 JSON_FIELDS = ("tokens", "boxes", "boxes3d", "masks")  # lists: JSON text in a multipart form
 ROW_FILES = ("masks",)  # in a form: JSON rows whose first column names a file part sent under the same name
-INCOMING = ".incoming"  # under the outputs folder: one folder per REST request while it runs
 RETRY_AFTER_S = 10  # a 429's Retry-After, when the queue is full
 BUSY = "The server is busy: retry later"
 FIELDS = inspect.signature(SigmaApi.generate).parameters
@@ -141,27 +141,6 @@ async def until_disconnected(request: Request, work):
             with contextlib.suppress(asyncio.CancelledError, Cancelled):  # its end, whichever came first
                 await task
             raise Cancelled
-
-
-def clean_incoming(incoming: Path) -> int:
-    """Remove the upload folders of REST requests whose server process is gone (one killed mid-request)."""
-    removed = 0
-    for folder in incoming.glob("rest-*") if incoming.is_dir() else []:
-        pid = folder.name.split("-")[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 async def read_inputs(request: Request, folder: Path, limits: WebLimits | None = None) -> dict:
