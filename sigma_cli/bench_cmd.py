@@ -53,7 +53,7 @@ def bench_command(
 
       sigma bench --suite layouts --size 256 --steps 10     [dim]# the numbers in docs/PERF.md[/]
 
-      sigma bench --suite device --out device/                [dim]# on a lent GPU: every check, ≤ 10 min[/]
+      sigma bench --suite device --out device/                [dim]# on a lent GPU: every check, about 8 min[/]
     """
     if suite == "layouts":
         return report_layouts(layout_suite(size, steps), out)

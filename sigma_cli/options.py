@@ -60,8 +60,9 @@ OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloade
 AccelOpt = Annotated[
     str,
     typer.Option(
-        help="speed-ups of the denoising step, same function: none | auto (graphs,compile on a GPU) | a comma list "
-        "of graphs, compile, autotune (compile with max-autotune: long first compile)"
+        help="speed-ups of the denoising step, same function: none | auto (graphs,compile on a GPU in bf16 or fp8 "
+        "when several images are made; none for one) | a comma list of graphs, compile, autotune (compile with "
+        "max-autotune: long first compile)"
     ),
 ]
 CacheOpt = Annotated[str | None, typer.Option(help="Hugging Face cache folder (default: HF_HOME)")]
