@@ -120,6 +120,16 @@ def write_json(path: str | Path, data) -> Path:
     return atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
+def check_png_name(path: str | Path, option: str = "--out") -> Path:
+    """``path`` if it names a PNG file: a result is written as PNG (its record rides in its text chunks), so a
+    ``.jpg`` name would hold PNG data under a name that lies about it."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{option} {path}: results are PNG files (each carries its record, for --from); name it "
+                         f"{path.with_suffix('.png').name if path.name else 'result.png'}")  # fmt: skip
+    return path
+
+
 def check_output_file(
     path: str | Path, overwrite: bool = False, option: str = "--out", example: str = "result.png"
 ) -> Path:

@@ -142,10 +142,10 @@ def _weights_in(directory: Path) -> Path | None:
 
 def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
     """Turn a ``--model`` value into local paths, downloading what is missing (and only what is needed)."""
+    command = f"sigma download {source}"  # the name as given (bagel, not the repository it stands for)
     source = ALIASES.get(source.lower(), source) if not Path(source).exists() else source
     if source.lower() == "shapes" and not Path(source).exists():
         return ResolvedSource("shapes", shipped_shapes_model())
-    command = f"sigma download {source}"
     if Path(source).expanduser().exists():
         directory = Path(source).expanduser()
         if (directory / "latest").is_file():  # a finetune run: its newest checkpoint

@@ -46,6 +46,8 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
     ``max_pixels`` is refused as a likely decompression bomb before it is decoded."""
     path = Path(path)
     if not os.path.isfile(path):  # (os.path: False, not an OSError, for a name too long)
+        if os.path.isdir(path):
+            raise InputError(f"{path} is a folder, not an image file: name a picture in it")
         raise InputError(f"Image file not found: {path}")
     try:
         with _opened(path, max_pixels) as img:
@@ -56,7 +58,8 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
             f"{path} is too large to decode safely (over {max_pixels // 2**20} megapixels); resize it first"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable image ({exc}); use PNG, JPEG or WebP") from None
+        raise InputError(f"{path} is not a readable image ({exc}): it is damaged or not a picture; PNG, JPEG, WebP, "
+                         "BMP, GIF and TIFF are read") from None  # fmt: skip
 
 
 # what a reference may be: raster formats PIL decodes itself (EPS, PDF and the like would call out to Ghostscript)

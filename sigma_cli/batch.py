@@ -58,6 +58,7 @@ def batch(
     from sigma_studio.model.data.batch import Shard, check_limit, run_batch
     from sigma_studio.model.data.dataset import iter_rows, parquet_files
     from sigma_studio.model.files import check_output_dir
+    from sigma_studio.model.request.build import check_size
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -67,9 +68,11 @@ def batch(
         check_output_dir(out)
         files = parquet_files(source, HubOptions(cache_dir=load.cache_dir))  # a missing source stops here
         pipe = _load(load.loader_config())
+        if config.size is not None:  # refused as sigma generate refuses it, not as every row failing
+            check_size(config.size, pipe.arch)
         label = "Rows" if part.count == 1 else f"Rows of shard {part.index}/{part.count}"
         with render.progress(transient=False) as bar:
-            task = bar.add_task(label, total=None)
+            task = bar.add_task(label, total=limit)  # (without --limit the rows are not counted first)
             summary = run_batch(
                 pipe, iter_rows(files), out, config, limit=limit, shard=part, on_row=lambda r, s: bar.advance(task)
             )

@@ -7,8 +7,12 @@ from typing import Annotated
 
 import typer
 
-from sigma_studio.model.errors import InputError
+from sigma_studio.model.config import MODES
+from sigma_studio.model.errors import InputError, SigmaError
+from sigma_studio.model.files import check_output_dir, check_output_file
+from sigma_studio.model.presets import PRESETS
 
+from . import render
 from .bench.device import DEFAULT_PARTS, PARTS, device_suite
 from .bench.layouts import layout_suite
 from .bench.modes import benchmark
@@ -23,15 +27,19 @@ from .bench.report import (
 from .bench.speed import speed_suite
 from .bench.throughput import throughput_suite
 from .bench.train_memory import train_memory_suite
-from .options import GpuMemOpt
+from .options import DebugOpt, GpuMemOpt
+
+SUITES = ("modes", "layouts", "speed", "throughput", "train-memory", "device")
+DEVICES = ("cuda", "cpu")
+FULL_SCALE = ("bagel-7b-mot", "sigma-7b")  # presets the modes suite runs on a GPU only
 
 
 def bench_command(
     preset: Annotated[str, typer.Option(help="bagel-7b-mot (full scale) | tiny")] = "bagel-7b-mot",
     modes: Annotated[str, typer.Option(help="comma-separated: bf16,nf4,int8,offload,cpu")] = "bf16,nf4,int8,offload",
     device: Annotated[str, typer.Option(help="cuda | cpu")] = "cuda",
-    size: Annotated[int, typer.Option(help="output and reference side in pixels")] = 1024,
-    steps: Annotated[int, typer.Option(help="denoising steps")] = 50,
+    size: Annotated[int, typer.Option(min=16, help="output and reference side in pixels")] = 1024,
+    steps: Annotated[int, typer.Option(min=1, help="denoising steps")] = 50,
     max_gpu_memory: GpuMemOpt = "8GiB",
     out: Annotated[Path, typer.Option(help="JSON report")] = Path("bench.json"),
     parts: Annotated[str | None, typer.Option(help=f"--suite device only: comma list of {', '.join(PARTS)}")] = None,
@@ -44,6 +52,7 @@ def bench_command(
             "--size and --steps) | device: the GPU check (--preset tiny: its toy run)"
         ),
     ] = "modes",
+    debug: DebugOpt = False,
 ) -> None:
     """Time text-to-image and SIGMA compositional generation in every mode (random weights, real FLOPs).
 
@@ -55,6 +64,40 @@ def bench_command(
 
       sigma bench --suite device --out device/                [dim]# on a lent GPU: every check, about 8 min[/]
     """
+    with render.errors(debug):
+        check_options(suite, preset, modes, device, out)
+        run_suite(suite, preset, modes, device, size, steps, max_gpu_memory, out, parts)
+
+
+def check_options(suite: str, preset: str, modes: str, device: str, out: Path) -> None:
+    """Refuse, before any work, a value that names nothing or a report that could not be written."""
+    for option, value, known in (("--suite", suite, SUITES), ("--preset", preset, tuple(PRESETS)),
+                                 ("--device", device, DEVICES)):  # fmt: skip
+        if value not in known:
+            raise InputError(f"{option} {value!r} is not one of {', '.join(known)}")
+    if suite == "modes":
+        unknown = [m for m in modes.split(",") if m.strip() not in MODES]
+        if unknown or not modes.strip():
+            raise InputError(f"--modes {modes!r}: each must be one of {', '.join(MODES)}")
+        if device == "cpu" and preset in FULL_SCALE:
+            raise InputError(f"--preset {preset} on the CPU would hold 14 B parameters in float32 (about 56 GB) for "
+                             "hours: on the CPU use --preset tiny or shapes")  # fmt: skip
+        if device == "cuda" and not torch_cuda():
+            raise InputError("--device cuda: this machine has no CUDA GPU; on the CPU: sigma bench --preset tiny "
+                             "--device cpu --modes cpu --size 128 --steps 6")  # fmt: skip
+    if suite == "device":
+        check_output_dir(out if out.suffix == "" else out.with_suffix(""), "--out")
+    else:
+        check_output_file(out, overwrite=True, option="--out", example="bench.json")
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_suite(suite, preset, modes, device, size, steps, max_gpu_memory, out: Path, parts) -> None:
     if suite == "layouts":
         return report_layouts(layout_suite(size, steps), out)
     if suite == "speed":
@@ -70,4 +113,7 @@ def bench_command(
         if unknown or not chosen:
             raise InputError(f"--parts {parts!r}: each must be one of {', '.join(PARTS)}")
         return report_device(device_suite(out if out.suffix == "" else out.with_suffix(""), scale, chosen), scale)
-    report_modes(benchmark(preset, modes.split(","), device, size, steps, out, max_gpu_memory), out)
+    report = benchmark(preset, [m.strip() for m in modes.split(",")], device, size, steps, out, max_gpu_memory)
+    report_modes(report, out)
+    if not report["results"]:
+        raise SigmaError(f"no mode ran on {device} (each one's reason is above; the report is {out})")

@@ -67,7 +67,7 @@ def evaluate_cmd(
     """
     from sigma_studio.model.errors import InputError
     from sigma_studio.model.evaluation.metrics import build_metrics
-    from sigma_studio.model.evaluation.runner import evaluate, write_report
+    from sigma_studio.model.evaluation.runner import check_results, evaluate, write_report
 
     render.setup_logging(debug)
     partial = False
@@ -77,8 +77,11 @@ def evaluate_cmd(
         names = _metric_names(metrics)
         if benchmark:
             partial = _run_benchmark(benchmark, results, model, limit, cache_dir)
+        check_results(results)  # before the metric models are looked for (their lines would bury this one)
+        if compare is not None and not (compare / "metrics.json").is_file():
+            check_results(compare)
         ready, messages = build_metrics(names, cache_dir=cache_dir, device=device)
-        for line in messages:
+        for line in by_reason(messages):
             render.warn(line)
         if not ready:
             raise InputError("none of the chosen metrics can run here (see the lines above)")
@@ -88,6 +91,16 @@ def evaluate_cmd(
         json_path, csv_path = write_report(report, results)
         other, comparison = _compared(report, compare, ready, data, cache_dir) if compare is not None else (None, None)
     _finish(report, ready, (json_path, csv_path), other, comparison, partial)
+
+
+def by_reason(messages: list[str]) -> list[str]:
+    """The metrics that cannot run, one line per reason (``clip_t, clip_i: the CLIP model ...``): metrics that share
+    a missing model say so once."""
+    names: dict[str, list[str]] = {}
+    for line in messages:
+        name, _, reason = line.partition(": ")
+        names.setdefault(reason, []).append(name)
+    return [f"{', '.join(group)}: {reason}" for reason, group in names.items()]
 
 
 def _compared(report, folder: Path, ready, data: str | None, cache_dir: str | None):

@@ -26,8 +26,9 @@ _LORA = LoRAConfig()
 TextLossOpt = Annotated[
     bool,
     typer.Option(
+        metavar="",
         help="add cross-entropy on the instruction text and train the text head (a row's plan is always "
-        "trained: think mode)"
+        "trained: think mode)",
     ),  # fmt: skip
 ]
 LabelWeightOpt = Annotated[
@@ -41,14 +42,14 @@ _INIT_HELP = f"{' | '.join(INITS)}: --model's weights, or its architecture fresh
 _TRAIN_HELP = f"{' | '.join(TRAINABLE)}: every weight, or the generation branch (and the attribute-token rows)"
 InitOpt = Annotated[str, typer.Option(help=_INIT_HELP)]
 TrainOpt = Annotated[str, typer.Option("--train", help=_TRAIN_HELP)]
-GroupMaskOpt = Annotated[bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")]
+GroupMaskOpt = Annotated[bool, typer.Option("--group-mask/--no-group-mask", metavar="", help="SIGMA group-scoped mask")]
 ScopeOpt = Annotated[
     str,
     typer.Option(help=f"{' | '.join(GROUP_MASK_SCOPES)}: what the group mask lets an attribute token see (eq. 9 as "
                       "written, or also its own image: Fig. 2's intent)"),
 ]  # fmt: skip
-AttributeOpt = Annotated[bool, typer.Option(help="learn SIGMA's attribute vectors")]
-CheckpointingOpt = Annotated[bool, typer.Option(help="recompute activations in backward")]
+AttributeOpt = Annotated[bool, typer.Option(metavar="", help="learn SIGMA's attribute vectors")]
+CheckpointingOpt = Annotated[bool, typer.Option(metavar="", help="recompute activations in backward")]
 RecipeOpt = Annotated[
     str, typer.Option(help=f"{' | '.join(RECIPES)}: the released scripts' choices, or the SIGMA paper's (see below)")
 ]
@@ -91,7 +92,7 @@ class ScheduleOptions:
 class LoRAOptions:
     """LoRA adapters instead of the weights."""
 
-    lora: Annotated[bool, typer.Option(help="train LoRA adapters instead of the weights")] = False
+    lora: Annotated[bool, typer.Option(metavar="", help="train LoRA adapters instead of the weights")] = False
     lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = _LORA.rank
     lora_alpha: Annotated[float, typer.Option(help="LoRA alpha")] = _LORA.alpha
     lora_targets: Annotated[str, typer.Option(help=f"{ALL_LINEAR} | a regex of module names")] = _LORA.targets
@@ -143,17 +144,18 @@ def finetune(
     family_weight: Annotated[list[str] | None, typer.Option(help="FAMILY=WEIGHT, repeatable")] = None,
     save_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = _D["save_every"],
     sample_every: Annotated[int, typer.Option(help="sample images every N steps (0 = never)")] = _D["sample_every"],
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = _D["resume"],
+    resume: Annotated[bool, typer.Option(metavar="", help="continue the run in --out")] = _D["resume"],
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = _D["seed"],
     gradient_checkpointing: CheckpointingOpt = _D["gradient_checkpointing"],
     sharded_load: Annotated[
         bool,
         typer.Option(
             "--sharded-load/--full-load",
+            metavar="",
             help="torchrun: each rank reads only its shard of the weights (--full-load: the whole model first)",
         ),
     ] = _D["sharded_load"],
-    wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = _D["wandb"],
+    wandb: Annotated[bool, typer.Option(metavar="", help="also log to Weights & Biases")] = _D["wandb"],
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = _D["cache_dir"],
     debug: DebugOpt = False,
     ctx: typer.Context = None,  # (typer passes it: which options were given on the command line)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from sigma_studio.model import GenerationRecord, LoaderConfig, build_request, load_pipeline, read_record
 from sigma_studio.model.config import DEFAULT_MODEL
 from sigma_studio.model.errors import InputError
-from sigma_studio.model.files import check_output_file
+from sigma_studio.model.files import check_output_file, check_png_name
 from sigma_studio.model.request.prompt import PLACEHOLDER_RE, check_prompt_size, image_number
 from sigma_studio.model.request.structure import ControlSpec
 from sigma_studio.model.run.accel import SINGLE_IMAGE_AUTO
@@ -38,6 +38,7 @@ from .options import (
     Size,
     absolute,
     control_spec,
+    flag,
     parse_size,
 )
 
@@ -64,12 +65,21 @@ def assign_images(prompt: str, named: list[str], positional: list[str]) -> dict[
             raise InputError(f"--image '{item}' should be NAME=FILE, e.g. img1=man.jpg")
         name, path = item.split("=", 1)
         n = image_number(name)
+        if not path.strip():
+            raise InputError(f"--image '{item}' names no file after '=', e.g. {name}=man.jpg")
         if n in images:
             raise InputError(f"--image img{n} is given twice")
         images[n] = path
     order = [int(m.group(1)) for m in PLACEHOLDER_RE.finditer(prompt)]
     free = [n for n in dict.fromkeys(order) if n not in images]
     for path in positional:
+        if not os.path.exists(path) and ("<img" in path or " " in path):
+            raise InputError(f"{path!r} looks like a prompt, not an image file: the prompt comes first, then the "
+                             "images")  # fmt: skip
+        if not os.path.exists(path) and not Path(path).suffix:  # a word, not a file: the prompt's, unquoted
+            quoted = f'sigma generate "{prompt} {path} ..."'
+            raise InputError(f"Image file not found: {path}. If it is a word of the prompt, quote the prompt: "
+                             f"{quoted} (the prompt comes first, then the images)")  # fmt: skip
         n = free.pop(0) if free else max([0, *images, *order]) + 1
         images[n] = path
     return {f"img{n}": images[n] for n in sorted(images)}
@@ -171,7 +181,7 @@ def generate(
         config = sampler.config(record.generation_config() if record else None, size=size, seed=seed, layout=layout)
         given = controls.given(compose=compose, faces=faces)
         spec = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
-        path = check_output_file(out or _default_out(), overwrite)
+        path = check_png_name(check_output_file(out or _default_out(), overwrite))
         loader, shared = _one_image_loader(load, record)
         follower = shared is not None and shared.rank != 0  # another rank reports
         arch = preflight_arch(loader)
@@ -255,8 +265,8 @@ def layout_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the control images")],
     size: Size = None,
     controls: ControlOptions,
-    model: Annotated[str, typer.Option(help="whose image sizes to use")] = DEFAULT_MODEL,
-    overwrite: OverwriteOpt = False,
+    model: Annotated[str, typer.Option("--model", "-m", help="whose image sizes to use")] = DEFAULT_MODEL,
+    overwrite: Annotated[bool, flag("--overwrite", "replace control images already in --out")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Build and save the control images only, to see exactly what the model will get."""

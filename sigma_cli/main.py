@@ -20,6 +20,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from sigma_studio.model.config import DEFAULT_MODEL
+from sigma_studio.model.errors import InputError
 from sigma_studio.model.hub import HubOptions, cache_location, resolve
 
 from . import render
@@ -38,6 +39,7 @@ from .webui import webui
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # (every command's context inherits them)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     help="SIGMA Studio: interleaved multi-reference image generation (SIGMA / BAGEL-7B-MoT).",
@@ -91,6 +93,11 @@ def download(
     render.setup_logging(debug)
     with render.errors(debug):
         opts = HubOptions(cache_dir=cache_dir, token=token)
+        if depth_model is not None and model != "depth":
+            raise InputError(f"--depth-model is an option of `sigma download depth` (this command fetches {model})")
+        if model == "tiny":
+            render.stdout.print("tiny is built from its config with random weights: there is nothing to download")
+            return
         if model == "depth":
             repo = depth_model or DEFAULT_DEPTH_MODEL
             path = snapshot(

@@ -48,7 +48,10 @@ def flag(name: str, help: str):
 
 # -- loading -------------------------------------------------------------------------------------------------------
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help=f"{' | '.join(MODEL_CHOICES)} | HF repo id | directory")
+    str | None,
+    typer.Option(
+        "--model", "-m", help=f"{' | '.join(MODEL_CHOICES)} | HF repo id | directory \\[default: {DEFAULT_MODEL}]"
+    ),
 ]
 ModeOpt = Annotated[str, typer.Option(help=" | ".join(MODES), show_default=False)]
 MODE = L.mode  # the default --mode, from LoaderConfig

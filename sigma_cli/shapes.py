@@ -59,7 +59,10 @@ class WorldEvalOptions:
     seed: Annotated[int, typer.Option(help="seed of row k is SEED + k")] = 0
     reconstruct: Annotated[
         bool,
-        typer.Option(help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)"),
+        typer.Option(
+            metavar="",
+            help="score the true pictures after the model's autoencoder instead (its ceiling on the figures)",
+        ),
     ] = False
     think: ThinkOpt = None
 
@@ -94,7 +97,8 @@ BoxedOpt = Annotated[int, typer.Option(help="rows of the training-only boxed fam
 FairOpt = Annotated[
     bool,
     typer.Option(
-        help="select's and find's training scenes: no object but the named one in a colour held out with its shape"
+        metavar="",
+        help="select's and find's training scenes: no object but the named one in a colour held out with its shape",
     ),
 ]
 OffcentreOpt = Annotated[
@@ -116,23 +120,26 @@ BalanceLabelOpt = Annotated[
 @app.command()
 def make(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train/ and eval/ parquet files")],
-    rows: Annotated[int, typer.Option(help="training rows, split over the families")] = R.rows,
-    eval_rows: Annotated[int, typer.Option(help="held-out rows per family")] = R.eval_rows,
+    rows: Annotated[int, typer.Option(min=10, help="training rows, split over the families")] = R.rows,
+    eval_rows: Annotated[int, typer.Option(min=2, help="held-out rows per family")] = R.eval_rows,
     seed: Annotated[int, typer.Option(help="world seed (rows are a pure function of it)")] = R.seed,
     attribute_tokens: Annotated[
-        bool, typer.Option(help="write attribute tokens (off: a neutral word)")
+        bool, typer.Option(metavar="", help="write attribute tokens (off: a neutral word)")
     ] = R.attribute_tokens,
     eval_pairs: Annotated[
         EvalPairs,
         typer.Option(help="eval/'s targets: the held-out pairs, or training pairs in fresh rows (a diagnostic)"),
     ] = EVAL_PAIRS[0],
     describe_rows: Annotated[
-        int, typer.Option(help="rows of the training-only describe family (a recognition signal with --text-loss)")
+        int,
+        typer.Option(min=0, help="rows of the training-only describe family (a recognition signal with --text-loss)"),
     ] = 0,
     find_rows: Annotated[
-        int, typer.Option(help="rows of the training-only find family (select's object kept where it stands)")
+        int, typer.Option(min=0, help="rows of the training-only find family (select's object kept where it stands)")
     ] = 0,
-    boxed_rows: Annotated[int, typer.Option(help="training-only boxed rows: a named shape filling a layout box")] = 0,
+    boxed_rows: Annotated[
+        int, typer.Option(min=0, help="training-only boxed rows: a named shape filling a layout box")
+    ] = 0,
     plans: Annotated[
         str,
         typer.Option(
@@ -156,9 +163,6 @@ def make(
     with render.errors(debug):
         planned = FAMILIES if plans.strip() == "all" else tuple(f.strip() for f in plans.split(",") if f.strip())
         auxiliary = {"describe": describe_rows, "find": find_rows, "boxed": boxed_rows}
-        if rows < 10 or eval_rows < 2 or min(auxiliary.values()) < 0:
-            raise typer.BadParameter("--rows must be at least 10, --eval-rows at least 2, --describe-rows, "
-                                     "--find-rows and --boxed-rows at least 0")  # fmt: skip
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs, auxiliary=auxiliary,
@@ -181,11 +185,11 @@ def train(
     rows: Annotated[int, typer.Option(help="training rows of the five families")] = R.rows,
     sigmagen_rows: Annotated[int, typer.Option(help="SIGMA-GEN training rows (0: none)")] = R.sigmagen_rows,
     group_mask: Annotated[
-        bool, typer.Option("--group-mask/--no-group-mask", help="SIGMA group-scoped mask")
+        bool, typer.Option("--group-mask/--no-group-mask", metavar="", help="SIGMA group-scoped mask")
     ] = R.group_mask,
     group_mask_scope: ScopeOpt = R.group_mask_scope,
     attribute_tokens: Annotated[
-        bool, typer.Option(help="attribute tokens in the data (off: ablation)")
+        bool, typer.Option(metavar="", help="attribute tokens in the data (off: ablation)")
     ] = R.attribute_tokens,
     seed: Annotated[int, typer.Option(help="seed of the data, the initialisation and every draw")] = R.seed,
     base: Annotated[

@@ -185,7 +185,7 @@ def train(
         typer.Option(
             help="shapes: our scaled curriculum for the shapes world (boxes → structure → full, full finetune, "
             "AdamW) | paper: SIGMA-GEN §4.1 (≤4 subjects 30k steps, ≥3 20k, >4 20k; LoRA rank 128, Prodigy: "
-            "the recipes extra)"
+            "pip install 'sigma-studio[recipes]')"
         ),
     ] = R.recipe,
     data_dir: Annotated[

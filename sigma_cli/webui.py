@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from typing import Annotated
 
 import typer
 
 from sigma_studio.model.config import DEFAULT_MODEL, MODES, LoaderConfig
-from sigma_studio.model.errors import InputError
+from sigma_studio.model.errors import InputError, SigmaError
 from sigma_studio.webui.limits import WebLimits
 from sigma_studio.webui.ray_serve import RayServing, WebSettings, parse_autoscale
 from sigma_studio.webui.retention import KEEP_HOURS
@@ -27,7 +29,7 @@ KEY_HELP = "require Authorization: Bearer KEY on the REST and OpenAI routes (the
 ApiKeyOpt = Annotated[
     str | None, typer.Option(help=KEY_HELP, envvar="SIGMA_API_KEY", show_envvar=True, show_default=False)
 ]
-KeepOpt = Annotated[float, typer.Option(help="delete results and uploads older than this (0 = keep everything)")]
+KeepOpt = Annotated[float, typer.Option(min=0, help="delete results and uploads older than this (0 = keep everything)")]
 # --ray and its placement (webui/ray_serve.py::RayServing)
 RayOpt = Annotated[bool, flag("--ray", "serve on Ray Serve: one replica per GPU, one machine or a cluster")]
 ADDRESS_HELP = "--ray: a running cluster (auto, or ray://head:10001) \\[default: RAY_ADDRESS, else a local one]"
@@ -50,9 +52,11 @@ def webui(
     host: Annotated[str | None, typer.Option(help="address to listen on \\[default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="port \\[default: 7860]")] = None,
     share: Annotated[bool, flag("--share", "create a public gradio.live link")] = False,
-    max_concurrency: Annotated[int, typer.Option(help="generations running at once (one pipeline)")] = 1,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="generations running at once (one pipeline)")] = 1,
     gpus: Annotated[str | None, typer.Option(help=GPUS_HELP, show_default=False)] = None,
-    outputs: Annotated[str, typer.Option(help="where results are written (never overwritten)")] = "outputs/webui",
+    outputs: Annotated[
+        str, typer.Option("--outputs", "--out", help="where results are written (never overwritten)")
+    ] = "outputs/webui",
     keep_hours: KeepOpt = KEEP_HOURS,
     max_prompt_chars: Annotated[int, typer.Option(help="characters of one prompt")] = L.max_prompt_chars,
     max_request_mb: Annotated[int, typer.Option(help="one REST request's body, in MB")] = L.max_request_mb,
@@ -103,6 +107,28 @@ def webui(
         serve_on_ray(LoaderConfig(model=model, mode=mode), serving, web, host, port)
 
 
+def check_address(host: str, port: int) -> None:
+    """Fail in one line, before any model loads, where the server could not listen: a port out of range, a host
+    that is not an address, an address that is not this machine's, a port another program holds."""
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port} is not a port: use a number from 1 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise InputError(f"--host {host!r} is not an address: use 127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                         "interface)") from None  # fmt: skip
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket: TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"port {port} is in use on {host}: pass --port N, or stop the program that holds "
+                                 "it") from None  # fmt: skip
+            reason = exc.strerror or type(exc).__name__
+            raise InputError(f"cannot listen on {host}:{port} ({reason}): pass another --host or --port") from None
+
+
 def serve_on_ray(loader: LoaderConfig, serving: RayServing, web: WebSettings, host: str, port: int) -> None:
     """Deploy on Ray Serve (``--ray``) and serve until interrupted; ``model`` is checked here first, so a model
     that cannot be found fails in one line instead of in every replica's log."""
@@ -111,6 +137,7 @@ def serve_on_ray(loader: LoaderConfig, serving: RayServing, web: WebSettings, ho
     from sigma_studio.webui.ray_serve import deploy, describe
 
     check_output_dir(web.outputs, "--outputs")
+    check_address(host, port)
     if loader.model != "tiny":
         resolve(loader.model, HubOptions(loader.cache_dir, loader.token, loader.revision, loader.local_files_only))
     render.console.print(f"[dim]Deploying {loader.model} ({loader.mode}) on Ray Serve: {describe(serving)}…[/]")
@@ -200,6 +227,7 @@ def serve(
         raise MissingDependencyError("gradio", "webui", f"The web UI ({exc.name} is missing)") from None
     devices = gpu_devices(gpus, mode, max_concurrency)
     check_output_dir(outputs, "--outputs")
+    check_address(host, port)
     gpu_wrapper = None
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU: import spaces before CUDA starts; hold a GPU only to generate
         import spaces
@@ -217,6 +245,14 @@ def serve(
         pipe, outputs=outputs, max_concurrency=max_concurrency, gpu_wrapper=gpu_wrapper, jobs=jobs,
         keep_hours=keep_hours, limits=limits,
     )  # fmt: skip
-    launch(demo, pipe, outputs=outputs, jobs=jobs, limits=limits, host=host, port=port, share=share,
-           allowed_paths=[EXAMPLES], css=CSS, api_key=api_key)  # fmt: skip
+    try:  # quiet: Gradio's own banner speaks of launch()'s arguments, the line below of this command's
+        launch(demo, pipe, outputs=outputs, jobs=jobs, limits=limits, host=host, port=port, share=share,
+               allowed_paths=[EXAMPLES], css=CSS, api_key=api_key, quiet=True)  # fmt: skip
+    except OSError:  # the port was taken while the model loaded (Gradio's message names launch()'s arguments)
+        raise SigmaError(f"port {port} on {host} was taken while the model loaded: pass --port N") from None
+    render.console.print(
+        f"SIGMA Studio ({pipe.name}) at [bold]{demo.local_url}[/]"
+        + (f" and [bold]{demo.share_url}[/] (public)" if demo.share_url else "")
+        + "  [dim]Ctrl-C stops it[/]"
+    )
     demo.block_thread()

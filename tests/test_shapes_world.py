@@ -203,7 +203,7 @@ def test_sigma_shapes_make_and_eval_refuse_bad_input_with_one_line(tmp_path):
     assert runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--rows", "3"]).exit_code == 2
     pairs = runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), "--eval-pairs", "train"])
     assert pairs.exit_code == 2 and "'held-out', 'seen'" in pairs.output and not (tmp_path / "x").exists()
-    for flag, value, said in (("--shades", "1.5", "between 0 and 1"), ("--find-rows", "-1", "at least 0")):
+    for flag, value, said in (("--shades", "1.5", "between 0 and 1"), ("--find-rows", "-1", "or equal to 0")):
         bad = runner.invoke(app, ["shapes", "make", "--out", str(tmp_path / "x"), flag, value])
         assert bad.exit_code != 0 and said in " ".join(bad.output.split()) and "Traceback" not in bad.output
         assert not (tmp_path / "x").exists()

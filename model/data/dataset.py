@@ -24,6 +24,8 @@ from ..files import atomic_write
 from ..hub import HubOptions, is_repo_id, snapshot
 from ..images import MAX_INPUT_PIXELS, to_rgb
 
+PARQUET_MAGIC = b"PAR1"  # the first four bytes of every parquet file
+
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +89,10 @@ def parquet_files(source: str, opts: HubOptions | None = None) -> list[tuple[Pat
     opts = opts or HubOptions()
     path = Path(source).expanduser()
     if path.is_file():
+        with path.open("rb") as f:
+            if f.read(4) != PARQUET_MAGIC:
+                raise InputError(f"{source} is not a parquet file (it does not begin as one); pass a .parquet file, a "
+                                 "folder of them, or a Hugging Face dataset id")  # fmt: skip
         return [(path, path.stem)]
     if path.is_dir():
         files = sorted(path.rglob("*.parquet"))

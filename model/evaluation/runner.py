@@ -60,16 +60,22 @@ class LoadedRows:
         return [r.row_id for r in self.rows if r.target is None]
 
 
+def check_results(folder: str | Path) -> Path:
+    """``folder`` if it is a batch run's output folder (it holds its records); refused in one line otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder: give the --out folder of a `sigma batch` run")
+    if not read_records(folder):
+        raise InputError(f"{folder} holds no records*.jsonl: run `sigma batch ... --out {folder}` first")
+    return folder
+
+
 def load_rows(folder: str | Path, data: str | None = None, cache_dir: str | None = None) -> LoadedRows:
     """Every generated row of a batch folder whose output is its own, with its ground truth, references, layout
     image and (with ``data``, the source of ``sigma batch``) SIGMA-GEN subjects; the others are listed with the
     reason."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder: give the --out folder of a `sigma batch` run")
+    folder = check_results(folder)
     entries = read_records(folder)
-    if not entries:
-        raise InputError(f"{folder} holds no records*.jsonl: run `sigma batch ... --out {folder}` first")
     metas = read_metas(data, {str(e["row_id"]) for e in entries}, cache_dir) if data else None
     loaded = LoadedRows()
     for entry in entries:

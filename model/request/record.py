@@ -156,6 +156,8 @@ def read_record(path: str | Path) -> GenerationRecord:
     """The record stored in a PNG written by SIGMA Studio (any front end, or format 1 of ``sigma generate``)."""
     from ..images import open_image
 
+    if os.path.isdir(path):
+        raise InputError(f"--from {path} is a folder: name a PNG that SIGMA Studio wrote")
     if not os.path.isfile(path):
         raise InputError(f"--from {path}: file not found")
     text = open_image(path).info

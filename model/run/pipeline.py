@@ -69,9 +69,10 @@ class GenerationResult:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG with its record, atomically; an existing file is refused unless ``overwrite``."""
-        from ..files import check_output_file
+        from ..files import check_output_file, check_png_name
 
-        return save_png(self.image, check_output_file(path, overwrite), self.record.png_info() if self.record else None)
+        path = check_png_name(check_output_file(path, overwrite), "save()")
+        return save_png(self.image, path, self.record.png_info() if self.record else None)
 
 
 def check_finite(x: torch.Tensor, stage: str) -> None:

@@ -7,12 +7,12 @@ random weights (the same FLOPs as the real ones), and the equivalence check per 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from sigma_studio.model.files import write_json
 from sigma_studio.model.presets import PRESETS
 
 from .cases import run_case
@@ -51,5 +51,5 @@ def benchmark(
         "equivalence_rel_error": equiv,
         "errors": errors,
     }
-    out.write_text(json.dumps(report, indent=1))
+    write_json(out, report)
     return report

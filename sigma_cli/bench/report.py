@@ -3,11 +3,12 @@ printed to the terminal. The formats are pinned: docs/PERF.md quotes them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from rich.table import Table
+
+from sigma_studio.model.files import write_json
 
 from .. import render
 from .speed import SpeedRow
@@ -34,7 +35,7 @@ def report_modes(report: dict, out: Path) -> None:
 
 def report_layouts(report: dict, out: Path) -> None:
     """Write the layouts suite's report to ``out``; print its table and ratios."""
-    out.write_text(json.dumps(report, indent=1))
+    write_json(out, report)
     size, steps = report["size"], report["steps"]
     table = Table(title=f"mid model ({report['params_m']:.0f} M parameters, no ViT) · 2 references · {size}px · "
                         f"{steps} steps · {report['threads']} threads")  # fmt: skip
@@ -51,7 +52,7 @@ def report_layouts(report: dict, out: Path) -> None:
 
 def report_speed(rows: list[SpeedRow], out: Path) -> None:
     """Write the speed suite's rows to ``out``; print them against the exact path (the first row)."""
-    out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    write_json(out, [asdict(r) for r in rows])
     exact = rows[0]
     table = Table(title="fewer evaluations · shapes model, held-out rows · mid model, SIGMA case, 256 px")
     for col in ("setting", "forwards / image", "fewer", "s / image", "faster", "accuracy", "Δ points", "PSNR vs exact",
@@ -72,7 +73,7 @@ def report_speed(rows: list[SpeedRow], out: Path) -> None:
 
 def report_train_memory(report: dict, out: Path) -> None:
     """Write the train-memory suite's report to ``out``; print the peaks per rank of each load."""
-    out.write_text(json.dumps(report, indent=1))
+    write_json(out, report)
     table = Table(title=f"finetune, {report['ranks']} CPU ranks, one step · {report['params_m']:.0f} M parameters "
                         f"({report['float32_gib']:.2f} GiB in float32)")  # fmt: skip
     for col in ("load", "after setup", "after one step", "after the save"):
@@ -143,7 +144,7 @@ def _print_part_lines(parts: dict) -> None:
 
 def report_throughput(rows: list[ThroughputRow], out: Path, where: str = "mid model on the CPU") -> None:
     """Write the throughput suite's rows to ``out``; print images per minute together against apart."""
-    out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    write_json(out, [asdict(r) for r in rows])
     table = Table(title=f"requests of one size generated together · {where}")
     for col in ("requests", "together s", "apart s", "images / min together", "images / min apart", "speed-up",
                 "max rel. error"):  # fmt: skip
