@@ -58,7 +58,6 @@ def batch(
     from sigma_studio.model.data.batch import Shard, check_limit, run_batch
     from sigma_studio.model.data.dataset import iter_rows, parquet_files
     from sigma_studio.model.files import check_output_dir
-    from sigma_studio.model.request.build import check_size
 
     render.setup_logging(debug)
     with render.errors(debug):
@@ -67,9 +66,7 @@ def batch(
         part = Shard.parse(shard) if shard else Shard.from_env()
         check_output_dir(out)
         files = parquet_files(source, HubOptions(cache_dir=load.cache_dir))  # a missing source stops here
-        pipe = _load(load.loader_config())
-        if config.size is not None:  # refused as sigma generate refuses it, not as every row failing
-            check_size(config.size, pipe.arch)
+        pipe = _load(load.loader_config(), config.size)
         label = "Rows" if part.count == 1 else f"Rows of shard {part.index}/{part.count}"
         with render.progress(transient=False) as bar:
             task = bar.add_task(label, total=limit)  # (without --limit the rows are not counted first)
@@ -82,13 +79,18 @@ def batch(
         raise typer.Exit(code)
 
 
-def _load(loader):
-    """The pipeline, on this rank's own GPU under torchrun."""
+def _load(loader, size: tuple[int, int] | None):
+    """The pipeline, on this rank's own GPU under torchrun; a ``--size`` it cannot make is refused here, as
+    ``sigma generate`` refuses it (not as every row failing)."""
     from sigma_studio.model import load_pipeline
+    from sigma_studio.model.request.build import check_size
 
     loader = loader.replace(device=_rank_device(loader.mode))
     with render.console.status(f"Loading {loader.model} ({loader.mode})…", spinner="dots"):
-        return load_pipeline(loader)
+        pipe = load_pipeline(loader)
+    if size is not None:
+        check_size(size, pipe.arch)
+    return pipe
 
 
 def _print_summary(summary, out: Path) -> int:

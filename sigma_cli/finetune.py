@@ -50,6 +50,14 @@ ScopeOpt = Annotated[
 ]  # fmt: skip
 AttributeOpt = Annotated[bool, typer.Option(metavar="", help="learn SIGMA's attribute vectors")]
 CheckpointingOpt = Annotated[bool, typer.Option(metavar="", help="recompute activations in backward")]
+ShardedLoadOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sharded-load/--full-load",
+        metavar="",
+        help="torchrun: each rank reads only its shard of the weights (--full-load: the whole model first)",
+    ),
+]
 RecipeOpt = Annotated[
     str, typer.Option(help=f"{' | '.join(RECIPES)}: the released scripts' choices, or the SIGMA paper's (see below)")
 ]
@@ -147,14 +155,7 @@ def finetune(
     resume: Annotated[bool, typer.Option(metavar="", help="continue the run in --out")] = _D["resume"],
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = _D["seed"],
     gradient_checkpointing: CheckpointingOpt = _D["gradient_checkpointing"],
-    sharded_load: Annotated[
-        bool,
-        typer.Option(
-            "--sharded-load/--full-load",
-            metavar="",
-            help="torchrun: each rank reads only its shard of the weights (--full-load: the whole model first)",
-        ),
-    ] = _D["sharded_load"],
+    sharded_load: ShardedLoadOpt = _D["sharded_load"],
     wandb: Annotated[bool, typer.Option(metavar="", help="also log to Weights & Biases")] = _D["wandb"],
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = _D["cache_dir"],
     debug: DebugOpt = False,

@@ -23,6 +23,7 @@ from ..arch.autoencoder import AutoEncoder
 from ..arch.bagel import Bagel
 from ..config import ArchConfig, GenerationConfig
 from ..errors import InputError, SigmaError
+from ..files import check_output_file, check_png_name
 from ..images import patchify, resize, save_png, to_pil, to_tensor, unpatchify
 from ..request.build import GenerationRequest, ImageLike, build_request, check_size
 from ..request.multisubject import Insertion, composite
@@ -69,10 +70,8 @@ class GenerationResult:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG with its record, atomically; an existing file is refused unless ``overwrite``."""
-        from ..files import check_output_file, check_png_name
-
-        path = check_png_name(check_output_file(path, overwrite), "save()")
-        return save_png(self.image, path, self.record.png_info() if self.record else None)
+        info = self.record.png_info() if self.record else None
+        return save_png(self.image, check_png_name(check_output_file(path, overwrite), "save()"), info)
 
 
 def check_finite(x: torch.Tensor, stage: str) -> None:
