@@ -17,13 +17,14 @@ from rich.markup import escape
 
 from sigma_studio.finetune.shapes_recipe import ShapesRecipe
 from sigma_studio.model.config import GenerationConfig
+from sigma_studio.model.errors import InputError
 from sigma_studio.model.shapes.outside import DRAWN_BY, WORLD, DrawnBy
 from sigma_studio.model.shapes.tasks import EVAL_PAIRS, EvalPairs
 
 from . import render
 from .finetune import ScopeOpt
 from .groups import grouped
-from .options import DebugOpt, ThinkOpt
+from .options import DebugOpt, ThinkOpt, flag
 
 app = typer.Typer(no_args_is_help=True, help="The shapes world: data, the one-command training recipe, evaluation.")
 
@@ -117,6 +118,15 @@ BalanceLabelOpt = Annotated[
 ]
 
 
+def clear_world(out: Path, overwrite: bool) -> None:
+    """Remove the world in ``out`` before another is drawn there (a finished one only with ``overwrite``)."""
+    if (out / "world.json").is_file() and not overwrite:
+        raise InputError(f"--out {out} already holds a world (world.json): pass --overwrite to replace it, or "
+                         "choose another folder")  # fmt: skip
+    for old in [*out.glob("train/*.parquet"), *out.glob("eval/*.parquet"), out / "world.json"]:
+        old.unlink(missing_ok=True)  # (the world's files only: nothing else a folder of that name may hold)
+
+
 @app.command()
 def make(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train/ and eval/ parquet files")],
@@ -154,9 +164,14 @@ def make(
     ] = 0.0,
     fair_distractors: FairOpt = False,
     offcentre: OffcentreOpt = 0.0,
+    overwrite: Annotated[bool, flag("--overwrite", "replace the world already in --out")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write the shapes world as SIGMA-format parquet (deterministic for a seed)."""
+    """Write the shapes world as SIGMA-format parquet (deterministic for a seed).
+
+    A folder that holds a finished world (its world.json) is refused without --overwrite; the train/ and eval/
+    files of a world cut short (no world.json) are redrawn. Either way the old train/ and eval/ parquet files go
+    first, so no family of another world is left beside the new one's."""
     from sigma_studio.model.files import check_output_dir
     from sigma_studio.model.shapes.tasks import FAMILIES, make_world
 
@@ -164,6 +179,7 @@ def make(
         planned = FAMILIES if plans.strip() == "all" else tuple(f.strip() for f in plans.split(",") if f.strip())
         auxiliary = {"describe": describe_rows, "find": find_rows, "boxed": boxed_rows}
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
+        clear_world(out, overwrite)
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs, auxiliary=auxiliary,
             plans=planned, shades=shades, fair_distractors=fair_distractors, offcentre=offcentre,

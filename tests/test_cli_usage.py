@@ -123,3 +123,15 @@ def test_every_command_takes_h_for_help(capsys):
     for command in (["generate"], ["shapes", "make"], []):
         code, _, out = sigma(capsys, *command, "-h")
         assert code in (0, None) and "Usage: sigma" in out
+
+
+def test_shapes_make_never_leaves_another_worlds_family_beside_its_own(capsys, tmp_path):
+    world = tmp_path / "w"
+    code, _, _ = sigma(capsys, "shapes", "make", "--out", world, "--rows", 10, "--eval-rows", 2, "--find-rows", 4)
+    assert code in (0, None) and (world / "train" / "find.parquet").is_file()
+    keep = world / "train" / "notes.txt"
+    keep.write_text("not the world's")
+    assert_refused(capsys, ["shapes", "make", "--out", world, "--rows", 10, "--eval-rows", 2], "--overwrite", tmp_path)
+    code, _, _ = sigma(capsys, "shapes", "make", "--out", world, "--rows", 10, "--eval-rows", 2, "--overwrite")
+    assert code in (0, None) and not (world / "train" / "find.parquet").exists() and keep.is_file()
+    assert (world / "train" / "compose.parquet").is_file() and (world / "world.json").is_file()
