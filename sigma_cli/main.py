@@ -134,6 +134,9 @@ def info() -> None:
     show(collect(cache_location()))
 
 
+render.unwrap_help(app)  # every command is registered by now
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``sigma`` entry point: usage errors print one line, like every other error, and exit with code 2."""
     try:

@@ -81,3 +81,31 @@ def progress(transient: bool = True, disable: bool = False) -> Progress:
 def print_json(data: dict) -> None:
     sys.stdout.write(json.dumps(data, indent=1) + "\n")
     sys.stdout.flush()
+
+
+def unwrapped(doc: str) -> str:
+    """A command's docstring as help text: the lines of each paragraph joined, so that the terminal wraps them at
+    its own width (they are wrapped at 115 columns in the source, and Typer keeps every line break). Indented lines
+    (the examples) and list items keep their own lines."""
+    paragraphs = []
+    for paragraph in doc.strip().split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if not lines or line.startswith((" ", "-", "*")) or lines[-1].startswith(" "):
+                lines.append(line)
+            else:
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def unwrap_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its sub-apps) its docstring :func:`unwrapped` as help."""
+    import inspect
+
+    for info in app.registered_commands:
+        doc = info.help or (inspect.getdoc(info.callback) if info.callback else None)
+        if doc:
+            info.help = unwrapped(doc)
+    for group in app.registered_groups:
+        unwrap_help(group.typer_instance)

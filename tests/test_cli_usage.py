@@ -135,3 +135,12 @@ def test_shapes_make_never_leaves_another_worlds_family_beside_its_own(capsys, t
     code, _, _ = sigma(capsys, "shapes", "make", "--out", world, "--rows", 10, "--eval-rows", 2, "--overwrite")
     assert code in (0, None) and not (world / "train" / "find.parquet").exists() and keep.is_file()
     assert (world / "train" / "compose.parquet").is_file() and (world / "world.json").is_file()
+
+
+def test_help_paragraphs_wrap_at_the_terminal_width_and_examples_keep_their_lines():
+    from sigma_studio.cli.render import unwrapped
+
+    doc = "One line\nand its rest.\n\nExit codes: 0 done,\n2 bad input.\n\n[b]Examples[/]\n\n  sigma a\n  sigma b"
+    doc += "\n\n- one\n- two"
+    assert unwrapped(doc) == ("One line and its rest.\n\nExit codes: 0 done, 2 bad input.\n\n[b]Examples[/]\n\n"
+                              "  sigma a\n  sigma b\n\n- one\n- two")  # fmt: skip
