@@ -124,7 +124,7 @@ def check_png_name(path: str | Path, option: str = "--out") -> Path:
     """``path`` if it names a PNG file: a result is written as PNG (its record rides in its text chunks), so a
     ``.jpg`` name would hold PNG data under a name that lies about it."""
     path = Path(path)
-    if path.suffix.lower() != ".png":
+    if path.suffix.lower() != ".png" and not path.is_dir():  # (a folder: check_output_file says so)
         raise InputError(f"{option} {path}: results are PNG files (each carries its record, for --from); name it "
                          f"{path.with_suffix('.png').name if path.name else 'result.png'}")  # fmt: skip
     return path

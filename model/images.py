@@ -58,8 +58,8 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
             f"{path} is too large to decode safely (over {max_pixels // 2**20} megapixels); resize it first"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable image ({exc}): it is damaged or not a picture; PNG, JPEG, WebP, "
-                         "BMP, GIF and TIFF are read") from None  # fmt: skip
+        raise InputError(f"{path} is not a readable image ({exc}): it is damaged, or not one of the formats read "
+                         f"here ({', '.join(PICTURE_FORMATS)})") from None  # fmt: skip
 
 
 # what a reference may be: raster formats PIL decodes itself (EPS, PDF and the like would call out to Ghostscript)

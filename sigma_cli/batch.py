@@ -66,10 +66,10 @@ def batch(
         part = Shard.parse(shard) if shard else Shard.from_env()
         check_output_dir(out)
         files = parquet_files(source, HubOptions(cache_dir=load.cache_dir))  # a missing source stops here
-        pipe = _load(load.loader_config(), config.size)
+        pipe = _load(_sized(load.loader_config(), config.size))
         label = "Rows" if part.count == 1 else f"Rows of shard {part.index}/{part.count}"
         with render.progress(transient=False) as bar:
-            task = bar.add_task(label, total=limit)  # (without --limit the rows are not counted first)
+            task = bar.add_task(label, total=limit if part.count == 1 else None)  # (a shard's share is not known)
             summary = run_batch(
                 pipe, iter_rows(files), out, config, limit=limit, shard=part, on_row=lambda r, s: bar.advance(task)
             )
@@ -79,18 +79,24 @@ def batch(
         raise typer.Exit(code)
 
 
-def _load(loader, size: tuple[int, int] | None):
-    """The pipeline, on this rank's own GPU under torchrun; a ``--size`` it cannot make is refused here, as
-    ``sigma generate`` refuses it (not as every row failing)."""
-    from sigma_studio.model import load_pipeline
+def _sized(loader, size: tuple[int, int] | None):
+    """``loader``, once a ``--size`` its model cannot make is refused as ``sigma generate`` refuses it (not as every
+    row failing), before anything loads."""
     from sigma_studio.model.request.build import check_size
+    from sigma_studio.model.weights.preflight import preflight_arch
+
+    if size is not None:
+        check_size(size, preflight_arch(loader))
+    return loader
+
+
+def _load(loader):
+    """The pipeline, on this rank's own GPU under torchrun."""
+    from sigma_studio.model import load_pipeline
 
     loader = loader.replace(device=_rank_device(loader.mode))
     with render.console.status(f"Loading {loader.model} ({loader.mode})…", spinner="dots"):
-        pipe = load_pipeline(loader)
-    if size is not None:
-        check_size(size, pipe.arch)
-    return pipe
+        return load_pipeline(loader)
 
 
 def _print_summary(summary, out: Path) -> int:

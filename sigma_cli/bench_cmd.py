@@ -86,9 +86,14 @@ def check_options(suite: str, preset: str, modes: str, device: str, out: Path) -
             raise InputError("--device cuda: this machine has no CUDA GPU; on the CPU: sigma bench --preset tiny "
                              "--device cpu --modes cpu --size 128 --steps 6")  # fmt: skip
     if suite == "device":
-        check_output_dir(out if out.suffix == "" else out.with_suffix(""), "--out")
+        check_output_dir(device_folder(out), "--out")
     else:
         check_output_file(out, overwrite=True, option="--out", example="bench.json")
+
+
+def device_folder(out: Path) -> Path:
+    """The device suite's folder: ``--out``, without the ``.json`` of the other suites' default file."""
+    return out.with_suffix("") if out.suffix == ".json" else out
 
 
 def torch_cuda() -> bool:
@@ -112,7 +117,7 @@ def run_suite(suite, preset, modes, device, size, steps, max_gpu_memory, out: Pa
         unknown = [p for p in chosen if p not in PARTS]
         if unknown or not chosen:
             raise InputError(f"--parts {parts!r}: each must be one of {', '.join(PARTS)}")
-        return report_device(device_suite(out if out.suffix == "" else out.with_suffix(""), scale, chosen), scale)
+        return report_device(device_suite(device_folder(out), scale, chosen), scale)
     report = benchmark(preset, [m.strip() for m in modes.split(",")], device, size, steps, out, max_gpu_memory)
     report_modes(report, out)
     if not report["results"]:

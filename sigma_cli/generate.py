@@ -57,6 +57,9 @@ EXAMPLES = """
 """
 
 
+FROM_HELP = "repeat a result from its PNG's record (its model too, unless --model)"
+
+
 def assign_images(prompt: str, named: list[str], positional: list[str]) -> dict[str, str]:
     """Map ``--image img1=FILE`` values and positional files (in prompt order) to placeholder names."""
     images: dict[int, str] = {}
@@ -73,7 +76,7 @@ def assign_images(prompt: str, named: list[str], positional: list[str]) -> dict[
     order = [int(m.group(1)) for m in PLACEHOLDER_RE.finditer(prompt)]
     free = [n for n in dict.fromkeys(order) if n not in images]
     for path in positional:
-        if not os.path.exists(path) and ("<img" in path or " " in path):
+        if not os.path.exists(path) and ("<img" in path or (" " in path and not Path(path).suffix)):
             raise InputError(f"{path!r} looks like a prompt, not an image file: the prompt comes first, then the "
                              "images")  # fmt: skip
         if not os.path.exists(path) and not Path(path).suffix:  # a word, not a file: the prompt's, unquoted
@@ -160,7 +163,7 @@ def generate(
     controls: ControlOptions,
     compose: ComposeOpt = False,
     faces: FacesOpt = False,
-    from_png: Annotated[str | None, typer.Option("--from", help="repeat a result from its PNG's record")] = None,
+    from_png: Annotated[str | None, typer.Option("--from", help=FROM_HELP)] = None,
     load: LoadOptions,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
@@ -181,7 +184,7 @@ def generate(
         config = sampler.config(record.generation_config() if record else None, size=size, seed=seed, layout=layout)
         given = controls.given(compose=compose, faces=faces)
         spec = _controls(record, given, from_png)  # --from repeats the structure controls, changed as given
-        path = check_png_name(check_output_file(out or _default_out(), overwrite))
+        path = check_output_file(check_png_name(out or _default_out()), overwrite)
         loader, shared = _one_image_loader(load, record)
         follower = shared is not None and shared.rank != 0  # another rank reports
         arch = preflight_arch(loader)

@@ -91,7 +91,7 @@ def unwrapped(doc: str) -> str:
     for paragraph in doc.strip().split("\n\n"):
         lines: list[str] = []
         for line in paragraph.splitlines():
-            if not lines or line.startswith((" ", "-", "*")) or lines[-1].startswith(" "):
+            if not lines or line.startswith((" ", "- ", "* ")) or lines[-1].startswith(" "):
                 lines.append(line)
             else:
                 lines[-1] = f"{lines[-1]} {line.strip()}"

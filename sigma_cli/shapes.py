@@ -120,11 +120,16 @@ BalanceLabelOpt = Annotated[
 
 def clear_world(out: Path, overwrite: bool) -> None:
     """Remove the world in ``out`` before another is drawn there (a finished one only with ``overwrite``)."""
+    from sigma_studio.model.shapes.auxiliary import AUXILIARY
+    from sigma_studio.model.shapes.tasks import FAMILIES
+
     if (out / "world.json").is_file() and not overwrite:
         raise InputError(f"--out {out} already holds a world (world.json): pass --overwrite to replace it, or "
                          "choose another folder")  # fmt: skip
-    for old in [*out.glob("train/*.parquet"), *out.glob("eval/*.parquet"), out / "world.json"]:
-        old.unlink(missing_ok=True)  # (the world's files only: nothing else a folder of that name may hold)
+    for family in (*FAMILIES, *AUXILIARY):  # the world's files only: nothing else a folder may hold
+        for split in ("train", "eval"):
+            (out / split / f"{family}.parquet").unlink(missing_ok=True)
+    (out / "world.json").unlink(missing_ok=True)
 
 
 @app.command()
@@ -169,16 +174,16 @@ def make(
 ) -> None:
     """Write the shapes world as SIGMA-format parquet (deterministic for a seed).
 
-    A folder that holds a finished world (its world.json) is refused without --overwrite; the train/ and eval/
-    files of a world cut short (no world.json) are redrawn. Either way the old train/ and eval/ parquet files go
-    first, so no family of another world is left beside the new one's."""
+    A finished world in --out (its world.json) is replaced only with --overwrite; its parquet files (one a family)
+    go first, so no family of another world is left beside the new one's (nor of a world cut short)."""
     from sigma_studio.model.files import check_output_dir
-    from sigma_studio.model.shapes.tasks import FAMILIES, make_world
+    from sigma_studio.model.shapes.tasks import FAMILIES, check_world_options, make_world
 
     with render.errors(debug):
         planned = FAMILIES if plans.strip() == "all" else tuple(f.strip() for f in plans.split(",") if f.strip())
         auxiliary = {"describe": describe_rows, "find": find_rows, "boxed": boxed_rows}
         check_output_dir(out)  # a file in the way, or a read-only place: one line, before any row is drawn
+        check_world_options(eval_pairs, planned, shades, auxiliary, offcentre)  # before the old world goes
         clear_world(out, overwrite)
         counts = make_world(
             out, rows, eval_rows, seed, attribute_tokens=attribute_tokens, eval_pairs=eval_pairs, auxiliary=auxiliary,

@@ -93,7 +93,7 @@ def webui(
         model = model or os.environ.get("SIGMA_MODEL", DEFAULT_MODEL)
         mode = mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode)
         host = host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-        port = port or int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+        port = server_port(port)
         if not ray:
             if any(v is not None for v in (ray_address, replicas, autoscale, replica_gpus)):
                 raise InputError("--ray-address, --replicas, --autoscale and --replica-gpus are options of --ray")
@@ -109,24 +109,37 @@ def webui(
 
 def check_address(host: str, port: int) -> None:
     """Fail in one line, before any model loads, where the server could not listen: a port out of range, a host
-    that is not an address, an address that is not this machine's, a port another program holds."""
+    that is not an address, an address that is not this machine's, a port another program holds. The probe binds
+    as the server will (uvicorn: IPv6 for a host with a colon, IPv4 otherwise; ``[::1]`` is taken as ``::1``)."""
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a port: use a number from 1 to 65535")
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        address = socket.getaddrinfo(bare, port, family, socket.SOCK_STREAM)[0][4]
     except (socket.gaierror, UnicodeError):
         raise InputError(f"--host {host!r} is not an address: use 127.0.0.1 (this machine only) or 0.0.0.0 (every "
                          "interface)") from None  # fmt: skip
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket: TIME_WAIT is free
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own: TIME_WAIT is free
             probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise InputError(f"port {port} is in use on {host}: pass --port N, or stop the program that holds "
-                                 "it") from None  # fmt: skip
-            reason = exc.strerror or type(exc).__name__
-            raise InputError(f"cannot listen on {host}:{port} ({reason}): pass another --host or --port") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} is in use on {host}: pass --port N, or stop the program that holds "
+                             "it") from None  # fmt: skip
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot listen on {host}:{port} ({reason}): pass another --host or --port") from None
+
+
+def server_port(port: int | None) -> int:
+    """``--port``, else GRADIO_SERVER_PORT, else 7860."""
+    if port is not None:
+        return port
+    text = os.environ.get("GRADIO_SERVER_PORT", "7860")
+    if not text.strip().isdigit():
+        raise InputError(f"GRADIO_SERVER_PORT={text!r} is not a port: unset it, or pass --port N")
+    return int(text)
 
 
 def serve_on_ray(loader: LoaderConfig, serving: RayServing, web: WebSettings, host: str, port: int) -> None:
@@ -137,7 +150,8 @@ def serve_on_ray(loader: LoaderConfig, serving: RayServing, web: WebSettings, ho
     from sigma_studio.webui.ray_serve import deploy, describe
 
     check_output_dir(web.outputs, "--outputs")
-    check_address(host, port)
+    if serving.address is None:  # a cluster this command starts listens here (a running one, on its own nodes)
+        check_address(host, port)
     if loader.model != "tiny":
         resolve(loader.model, HubOptions(loader.cache_dir, loader.token, loader.revision, loader.local_files_only))
     render.console.print(f"[dim]Deploying {loader.model} ({loader.mode}) on Ray Serve: {describe(serving)}…[/]")
@@ -248,7 +262,9 @@ def serve(
     try:  # quiet: Gradio's own banner speaks of launch()'s arguments, the line below of this command's
         launch(demo, pipe, outputs=outputs, jobs=jobs, limits=limits, host=host, port=port, share=share,
                allowed_paths=[EXAMPLES], css=CSS, api_key=api_key, quiet=True)  # fmt: skip
-    except OSError:  # the port was taken while the model loaded (Gradio's message names launch()'s arguments)
+    except OSError as exc:  # the port was taken while the model loaded (Gradio's message names launch()'s arguments)
+        if "port" not in str(exc).lower():
+            raise
         raise SigmaError(f"port {port} on {host} was taken while the model loaded: pass --port N") from None
     render.console.print(
         f"SIGMA Studio ({pipe.name}) at [bold]{demo.local_url}[/]"

@@ -23,11 +23,10 @@ def busy_port():
         yield holder.getsockname()[1]
 
 
-def test_the_server_address_is_checked_before_the_model_loads(busy_port):
+def test_the_server_address_is_checked_before_the_model_loads(busy_port, monkeypatch):
     from sigma_studio.cli.webui import check_address
 
     for host, port, said in (("127.0.0.1", 0, "is not a port"), ("127.0.0.1", 70000, "is not a port"),
-                             ("999.1.1.1", 8080, "is not an address"),
                              ("127.0.0.1", busy_port, f"port {busy_port} is in use")):  # fmt: skip
         with pytest.raises(InputError, match=said):
             check_address(host, port)
@@ -35,6 +34,14 @@ def test_the_server_address_is_checked_before_the_model_loads(busy_port):
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     check_address("127.0.0.1", port)  # a free port passes (and is left free)
+    check_address("[127.0.0.1]", port)  # brackets, as in a URL, are taken off as the server takes them off
+
+    def unknown(*args, **kwargs):  # a name the resolver does not know (no lookup leaves the test machine)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    with pytest.raises(InputError, match="'no-such-host' is not an address"):
+        check_address("no-such-host", port)
 
 
 def test_webui_refuses_a_busy_port_or_a_negative_keep_hours_in_one_line(capsys, tmp_path, busy_port):
@@ -52,7 +59,7 @@ def test_webui_refuses_a_busy_port_or_a_negative_keep_hours_in_one_line(capsys, 
         (["--device", "tpu"], "--device 'tpu' is not one of cuda, cpu"),
         (["--device", "cpu", "--modes", "cpu,gpu"], "--modes 'cpu,gpu': each must be one of"),
         (["--device", "cpu", "--modes", "cpu"], "on the CPU use --preset tiny or shapes"),
-        (["--device", "cpu", "--modes", "cpu", "--preset", "tiny", "--out", "{tmp}"], "--out"),
+        (["--device", "cpu", "--modes", "cpu", "--preset", "tiny", "--out", "{tmp}"], "is a folder"),
     ],
 )
 def test_bench_refuses_what_names_nothing_before_it_runs(capsys, tmp_path, args, said):
@@ -132,15 +139,24 @@ def test_shapes_make_never_leaves_another_worlds_family_beside_its_own(capsys, t
     keep = world / "train" / "notes.txt"
     keep.write_text("not the world's")
     assert_refused(capsys, ["shapes", "make", "--out", world, "--rows", 10, "--eval-rows", 2], "--overwrite", tmp_path)
+    refused = ["shapes", "make", "--out", world, "--overwrite", "--shades", "1.5"]
+    assert_refused(capsys, refused, "shades 1.5", tmp_path)  # a refused run removes nothing
     code, _, _ = sigma(capsys, "shapes", "make", "--out", world, "--rows", 10, "--eval-rows", 2, "--overwrite")
     assert code in (0, None) and not (world / "train" / "find.parquet").exists() and keep.is_file()
     assert (world / "train" / "compose.parquet").is_file() and (world / "world.json").is_file()
+    shards = tmp_path / "snapshot"  # a dataset's folder, not a world: its parquet files are not the world's to remove
+    (shards / "train").mkdir(parents=True)
+    (shards / "train" / "0000.parquet").write_bytes(b"PAR1")
+    code, _, _ = sigma(capsys, "shapes", "make", "--out", shards, "--rows", 10, "--eval-rows", 2)
+    assert code in (0, None) and (shards / "train" / "0000.parquet").is_file()
 
 
 def test_help_paragraphs_wrap_at_the_terminal_width_and_examples_keep_their_lines():
     from sigma_studio.cli.render import unwrapped
 
-    doc = "One line\nand its rest.\n\nExit codes: 0 done,\n2 bad input.\n\n[b]Examples[/]\n\n  sigma a\n  sigma b"
+    doc = "One line\nand its rest.\n\nExit codes: 0 done (with\n--benchmark too),\n2 bad input.\n\n"
+    doc += "[b]Examples[/]\n\n  sigma a\n  sigma b"
     doc += "\n\n- one\n- two"
-    assert unwrapped(doc) == ("One line and its rest.\n\nExit codes: 0 done, 2 bad input.\n\n[b]Examples[/]\n\n"
+    assert unwrapped(doc) == ("One line and its rest.\n\nExit codes: 0 done (with --benchmark too), 2 bad input.\n\n"
+                              "[b]Examples[/]\n\n"
                               "  sigma a\n  sigma b\n\n- one\n- two")  # fmt: skip

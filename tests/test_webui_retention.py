@@ -26,26 +26,47 @@ def aged(path: Path, hours: float, *, folder: bool = False) -> Path:
     return path
 
 
-def test_a_sweep_deletes_results_and_uploads_past_keep_hours_and_leftovers_past_a_few_hours(tmp_path):
-    old, new = aged(tmp_path / "sigma-old.png", 30), aged(tmp_path / "sigma-new.png", 1)
-    old_mask, new_mask = aged(tmp_path / UPLOADS / "mask-a.png", 30), aged(tmp_path / UPLOADS / "mask-b.png", 1)
-    leftover, writing = aged(tmp_path / ".sigma-x.png.abc.tmp", STALE_HOURS + 1), aged(tmp_path / ".y.png.d.tmp", 0)
-    other = aged(tmp_path / "notes.txt", 100)  # not the server's: never touched
-    assert Retention(tmp_path, keep_hours=24).sweep() == 3
-    assert not old.exists() and not old_mask.exists() and not leftover.exists()
-    assert new.exists() and new_mask.exists() and writing.exists() and other.exists()
+def result(k: int) -> str:
+    """A result's name as the server writes them (webui/guard.py OUTPUT_NAME)."""
+    return f"sigma-20261207-101010-{k}-{k:08x}.png"
+
+
+def test_a_sweep_deletes_the_servers_old_files_and_leftovers_and_nothing_else(tmp_path):
+    old, new = aged(tmp_path / result(1), 30), aged(tmp_path / result(2), 1)
+    old_mask, new_mask = (
+        aged(tmp_path / UPLOADS / "mask-0123456789ab.png", 30),
+        aged(tmp_path / UPLOADS / "mask-ba9876543210.png", 1),
+    )
+    downscaled = aged(tmp_path / UPLOADS / "holiday-0badcafe.png", 30)
+    leftover = aged(tmp_path / f".{result(3)}.k2j3h.tmp", STALE_HOURS + 1)
+    writing = aged(tmp_path / f".{result(4)}.a8d7f.tmp", 0)
+    theirs = [aged(tmp_path / "holiday.png", 100), aged(tmp_path / ".draft.tmp", 100), aged(tmp_path / "x.txt", 100)]
+    assert Retention(tmp_path, keep_hours=24).sweep() == 4
+    assert not any(p.exists() for p in (old, old_mask, downscaled, leftover))
+    assert all(p.exists() for p in (new, new_mask, writing, *theirs))  # a shared folder keeps what is not ours
 
 
 def test_keep_hours_zero_keeps_every_result_but_not_the_leftovers(tmp_path):
-    old, leftover = aged(tmp_path / "sigma-old.png", 1000), aged(tmp_path / UPLOADS / ".m.png.q.tmp", STALE_HOURS + 1)
+    old = aged(tmp_path / result(1), 1000)
+    leftover = aged(tmp_path / UPLOADS / ".mask-0123456789ab.png.q1.tmp", STALE_HOURS + 1)
     assert Retention(tmp_path, keep_hours=0).sweep() == 1
     assert old.exists() and not leftover.exists()
+
+
+def test_a_sweep_that_cannot_read_a_folder_deletes_nothing_and_raises_nothing(tmp_path, monkeypatch):
+    old = aged(tmp_path / result(1), 30)
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", unreadable)
+    assert Retention(tmp_path).sweep() == 0 and old.exists()
 
 
 def test_sweeps_as_jobs_start_come_at_most_every_few_seconds(tmp_path):
     jobs = Jobs(1, retention=Retention(tmp_path, keep_hours=24, every_s=HOUR))
     jobs.retention.sweep(force=True)  # as the server starts
-    old = aged(tmp_path / "sigma-old.png", 30)
+    old = aged(tmp_path / result(1), 30)
     with jobs.slot(jobs.submit()):  # within every_s of the last sweep: the folder is not listed again
         pass
     assert old.exists()
@@ -71,10 +92,10 @@ def test_a_server_that_only_answers_rest_calls_still_deletes_old_results(tmp_pat
 
     from tests.conftest import live_server
 
-    planted = aged(tmp_path / "sigma-before.png", 30)
+    planted = aged(tmp_path / result(1), 30)
     with live_server(tiny_pipe, tmp_path) as (url, jobs, _demo):
         assert not planted.exists()  # swept as the server started
-        old, mask = aged(tmp_path / "sigma-old.png", 30), aged(tmp_path / UPLOADS / "mask-old.png", 30)
+        old, mask = aged(tmp_path / result(2), 30), aged(tmp_path / UPLOADS / "mask-0123456789ab.png", 30)
         jobs.retention.every_s = 0  # (the next sweep is due at once, not in a minute)
         body = {"prompt": "a red circle", "steps": 2, "size": "64x64", "seed": 3}
         reply = httpx.post(url + "/api/v1/generate", json=body, timeout=120)

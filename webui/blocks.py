@@ -110,7 +110,8 @@ def build_demo(
 
     ``gpu_wrapper`` wraps the generate functions (ZeroGPU); ``jobs`` is the generation queue, shared with the REST
     route when the server mounts one; results and uploads older than ``keep_hours`` are deleted (0: never) now, and
-    as the generations of every door that shares ``jobs`` start (it is given that :class:`~webui.retention.Retention`).
+    as the generations of every door that shares ``jobs`` start (``jobs`` is given that
+    :class:`~webui.retention.Retention` unless it carries its own).
     A ``jobs`` that pools one pipeline per GPU sets the concurrency (``max_concurrency`` is then unused) and each
     generation runs on a free pipeline of the pool; ``pipe`` (one of them) gives the page its architecture.
     """
@@ -119,7 +120,8 @@ def build_demo(
     jobs, limits = jobs or Jobs(max_concurrency), limits or WebLimits()
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
-    jobs.retention = Retention(outputs, keep_hours)  # the page's, the API's and the REST calls' generations sweep
+    if jobs.retention is None:  # the page's, the API's and the REST calls' generations sweep (a caller's stays)
+        jobs.retention = Retention(outputs, keep_hours)
     jobs.retention.sweep(force=True)
     cache = (3600, int(keep_hours * 3600)) if keep_hours > 0 else None
     with gr.Blocks(title="SIGMA Studio", delete_cache=cache) as demo:

@@ -14,6 +14,7 @@ from pathlib import Path, PurePath
 
 OUTPUT_NAME = re.compile(r"sigma-\d{8}-\d{6}-\d{1,20}-[0-9a-f]{8}\.png")  # handlers.run_request's names
 MASK_NAME = re.compile(r"mask-[0-9a-f]{12}\.png")  # store_mask's names
+DOWNSCALED_NAME = re.compile(r".{1,64}-[0-9a-f]{8}\.png")  # handlers.prepare_upload's copies of large uploads
 
 
 def inside(path: str | Path, folder: str | Path) -> Path | None:

@@ -102,9 +102,9 @@ class Jobs:
         gets the slot's pipeline (None without a pool: the caller's one pipeline)."""
         with self._lock:
             self._started.add(token)
-        if self.retention is not None:  # every door's generations come here: the page's, the API's, the REST calls'
-            self.retention.sweep()
         try:
+            if self.retention is not None:  # every door's generations come here: the page's, the API's, the REST's
+                self.retention.sweep()
             while True:
                 try:
                     k = self._free.get(timeout=0.1)

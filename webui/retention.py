@@ -1,11 +1,12 @@
 """What the web server keeps on disk, and for how long.
 
-The server writes its results (PNG files, each carrying its record) into its outputs folder, and the masks the page
-draws and downscaled copies of very large uploads into ``<outputs>/uploads``; the REST and OpenAI routes keep each
-call's uploads in a folder under ``<outputs>/.incoming`` while it runs. Results and uploads older than ``keep_hours``
-are deleted (0: kept for good), when the server starts and then as generations start, through any door: the page,
-the Gradio API, the REST and the OpenAI routes share one :class:`~webui.jobs.Jobs`, whose slots call
-:meth:`Retention.sweep` (at most once a minute, so a busy server does not list its folders for every image).
+The server writes its results (PNG files, each carrying its record) into its outputs folder, under names of its own
+(``webui/guard.py``: only files so named are ever deleted, so a folder shared with other pictures keeps them), and
+the masks the page draws and downscaled copies of very large uploads into ``<outputs>/uploads``; the REST and OpenAI
+routes keep each call's uploads in a folder under ``<outputs>/.incoming`` while it runs. Results and uploads older
+than ``keep_hours`` are deleted (0: kept for good), when the server starts and then as generations start, through
+any door: the page, the Gradio API, the REST and the OpenAI routes share one :class:`~webui.jobs.Jobs`, whose slots
+call :meth:`Retention.sweep` (at most once a minute, so a busy server does not list its folders for every image).
 
 What a write cut short leaves behind (a process killed mid-write: an atomic write's hidden ``*.tmp`` file, a REST
 call's folder) goes after :data:`STALE_HOURS`, whatever ``keep_hours`` says: it is nobody's result.
@@ -13,19 +14,25 @@ call's folder) goes after :data:`STALE_HOURS`, whatever ``keep_hours`` says: it 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .guard import DOWNSCALED_NAME, MASK_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
 KEEP_HOURS = 24.0  # results and uploads older than this are deleted (sigma webui --keep-hours)
 UPLOADS = "uploads"  # under the outputs folder: the page's drawn masks and downscaled uploads
 INCOMING = ".incoming"  # under the outputs folder: one folder per REST or OpenAI call while it runs
 STALE_HOURS = 6.0  # a leftover of a write cut short, or a call's folder, older than this is removed
 SWEEP_EVERY_S = 60.0  # the least time between two sweeps as generations start
+LEFTOVER_NAME = re.compile(r"\.(sigma|mask)-.+\.png\..+\.tmp")  # files.atomic_write's names for ours: .NAME.RANDOM.tmp
 
 
 @dataclass
@@ -48,20 +55,29 @@ class Retention:
             if not force and time.monotonic() - self._last < self.every_s:
                 return 0
             self._last = time.monotonic()
-        removed = 0
-        for folder in (self.outputs, self.outputs / UPLOADS):
-            removed += clean_old_files(folder, self.keep_hours)
-            removed += clean_old_files(folder, STALE_HOURS, pattern=".*.tmp")
+        uploads = self.outputs / UPLOADS
+        removed = clean_old_files(self.outputs, self.keep_hours, OUTPUT_NAME)
+        removed += clean_old_files(uploads, self.keep_hours, MASK_NAME, DOWNSCALED_NAME)
+        for folder in (self.outputs, uploads):  # an atomic write's hidden temporary name (files.atomic_write)
+            removed += clean_old_files(folder, STALE_HOURS, LEFTOVER_NAME)
         return removed + clean_incoming(self.outputs / INCOMING, STALE_HOURS)
 
 
-def clean_old_files(folder: str | Path, max_age_hours: float, pattern: str = "*.png") -> int:
-    """Delete files matching ``pattern`` in ``folder`` older than ``max_age_hours`` (0: keep everything)."""
+def clean_old_files(folder: str | Path, max_age_hours: float, *names: re.Pattern) -> int:
+    """Delete the files of ``folder`` whose names match one of ``names`` (the server's own: a folder shared with
+    other files keeps those) and that are older than ``max_age_hours`` (0: keep everything)."""
     if max_age_hours <= 0 or not Path(folder).is_dir():
         return 0
     cutoff = time.time() - max_age_hours * 3600
     removed = 0
-    for path in Path(folder).glob(pattern):
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError as exc:  # a folder made unreadable: nothing is deleted, and the generation goes on
+        log.warning("cannot sweep %s: %s", folder, exc.strerror or exc)
+        return 0
+    for path in entries:
+        if not any(name.fullmatch(path.name) for name in names):
+            continue
         try:
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink()

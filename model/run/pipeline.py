@@ -71,7 +71,7 @@ class GenerationResult:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG with its record, atomically; an existing file is refused unless ``overwrite``."""
         info = self.record.png_info() if self.record else None
-        return save_png(self.image, check_png_name(check_output_file(path, overwrite), "save()"), info)
+        return save_png(self.image, check_output_file(check_png_name(path, "save()"), overwrite), info)
 
 
 def check_finite(x: torch.Tensor, stage: str) -> None:

@@ -301,7 +301,7 @@ def _unseen_rows(family, n, seed, canvas, form, trained: set[bytes], skipped: di
             return
 
 
-def _check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary, offcentre: float) -> None:
+def check_world_options(eval_pairs: str, plans: tuple[str, ...], shades: float, auxiliary, offcentre: float) -> None:
     unknown = sorted(set(plans) - set(PLANNED))
     forms = [p for p in plans if p.partition(":")[0] == "select"]
     if len(forms) > 1:
@@ -361,7 +361,7 @@ def make_world(
     ``auxiliary`` gives the rows of each training-only family (:data:`AUXILIARY`) in ``train/<family>.parquet``.
     The training rows of the families in ``plans`` end with their plan (:func:`plan_of`, think mode); ``shades``,
     ``fair_distractors`` and ``offcentre`` draw training rows as :func:`examples` says."""
-    _check_world_options(eval_pairs, plans, shades, auxiliary, offcentre)
+    check_world_options(eval_pairs, plans, shades, auxiliary, offcentre)
     out = check_output_dir(out)
     counts, trained, skipped = {}, set(), {}  # with eval_pairs "seen": every training row's key, the draws left out
 
