@@ -60,7 +60,7 @@ def test_a_job_that_fails_before_its_slot_leaves_the_queue():
     for _ in range(3):
         with pytest.raises(RuntimeError, match="quota"):
             asyncio.run(run_job(jobs, refused))
-    assert jobs.live == 0 and not jobs.full(0)
+    assert jobs.live == 0
 
 
 def test_pixel_limit_is_put_back_when_threads_open_pictures_at_once(tmp_path):
@@ -120,3 +120,47 @@ def test_an_event_naming_a_file_by_url_is_refused_before_gradio_downloads_it():
 
 async def _pop(messages: list) -> dict:
     return messages.pop(0)
+
+
+def test_a_burst_of_calls_cannot_reserve_more_than_the_queue_holds():
+    from sigma_studio.webui.jobs import Jobs
+
+    jobs, start = Jobs(1), threading.Barrier(24)
+    tokens: list = []
+
+    def call() -> None:
+        start.wait()  # every thread asks at once
+        tokens.append(jobs.reserve(2))
+
+    threads = [threading.Thread(target=call) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    granted = [t for t in tokens if t is not None]
+    assert len(granted) == 3 and jobs.live == 3  # one running and two waiting, not 24
+    for token in granted:
+        jobs.discard(token)
+    assert jobs.live == 0 and jobs.reserve(0) is not None
+
+
+def test_a_body_over_the_limit_is_one_413_in_each_routes_shape_and_no_server_error(tmp_path, tiny_pipe, caplog):
+    import httpx
+
+    from tests.conftest import live_server
+
+    def chunks():  # no content-length: the body is counted as it arrives, while the route reads it
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"x" * 2**16
+        yield b'"}'
+
+    json_type = {"content-type": "application/json"}
+    with live_server(tiny_pipe, tmp_path, limits=WebLimits(max_request_mb=1)) as (url, jobs, _demo):
+        rest = httpx.post(url + "/api/v1/generate", content=chunks(), headers=json_type, timeout=60)
+        assert rest.status_code == 413 and rest.json() == {"error": "The request body is over the limit of 1 MB"}
+        openai = httpx.post(url + "/v1/images/generations", content=chunks(), headers=json_type, timeout=60)
+        assert openai.status_code == 413 and openai.json()["error"]["message"].endswith("the limit of 1 MB")
+        assert openai.json()["error"]["type"] == "invalid_request_error"
+        assert jobs.live == 0  # the reserved places were given back
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # a refusal, not a failure

@@ -107,7 +107,7 @@ def test_n_images_one_per_seed_and_urls_serve_only_outputs(client, server):
     [
         (dict(prompt="a", extra_body={"nosuch": 1}), "BadRequestError", "Unknown field nosuch"),
         (dict(prompt="a", size="1024x1024"), "BadRequestError", "over this model's limit of 64"),
-        (dict(prompt="a", n=5), "BadRequestError", "count must be a whole number from 1 to 4"),
+        (dict(prompt="a", n=5), "BadRequestError", "n must be a whole number from 1 to 4 (got 5)"),
         (dict(prompt="a", response_format="png"), "BadRequestError", "response_format must be one of"),
         (dict(prompt="a", model="gpt-image-1"), "NotFoundError", "is not served here; this server runs 'shapes'"),
         (dict(prompt="a", extra_body={"cfg_text": 1e308}), "BadRequestError", "must be from 0 to 100"),
@@ -175,3 +175,22 @@ def test_status_reports_the_model_the_queue_and_the_work_done(server, client):
     got = httpx.get(url + "/api/v1/status", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
     assert (got["model"], got["mode"], got["slots"]) == ("shapes", "cpu", 1)
     assert got["live"] == jobs.live and got["runs"] == {"0": jobs.runs[0]} and jobs.runs[0] >= 1
+
+
+def test_a_hand_written_request_may_nest_extra_body_and_null_n_and_gets_param_named_errors(server):
+    url, out, _ = server
+    key = {"authorization": f"Bearer {KEY}"}
+    call = {"prompt": "a red star", "n": None, "seed": 3, "extra_body": {"steps": 2}}
+    made = httpx.post(url + "/v1/images/generations", json=call, headers=key, timeout=120)
+    assert made.status_code == 200, made.text
+    assert [d["record"]["config"]["steps"] for d in made.json()["data"]] == [2]
+    for body, status, param in (({"prompt": "a", "steps": 2, "extra_body": {"steps": 3}}, 400, "steps"),
+                                ({"prompt": "a", "size": "big"}, 400, "size"), ({"prompt": "a", "n": 0}, 400, "n"),
+                                ({"prompt": "x" * 20_001}, 413, "prompt")):  # fmt: skip
+        refused = httpx.post(url + "/v1/images/generations", json=body, headers=key, timeout=60)
+        assert refused.status_code == status and refused.json()["error"]["param"] == param, refused.text
+    anonymous = httpx.get(url + "/v1/models", timeout=60)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(url + "/v1/models/shapes", headers=key, timeout=60).json()["id"] == "shapes"
+    other = httpx.get(url + "/v1/models/gpt-image-1", headers=key, timeout=60)
+    assert other.status_code == 404 and other.json()["error"]["type"] == "not_found_error"

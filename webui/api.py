@@ -84,10 +84,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(message).split())
 
 
-async def run_job(jobs: Jobs, fn, *args):
-    """``fn(token, *args)`` in its own thread under a fresh ``jobs`` token. Cancelling the awaiting task (a Gradio
-    client's ``job.cancel()``) cancels the job: while it waits for the queue it never starts."""
-    token = jobs.submit()
+async def run_job(jobs: Jobs, fn, *args, token: str | None = None):
+    """``fn(token, *args)`` in its own thread under ``token`` (a fresh ``jobs`` token by default; one given is the
+    job's from here on, discarded when it ends). Cancelling the awaiting task (a Gradio client's ``job.cancel()``)
+    cancels the job: while it waits for the queue it never starts."""
+    token = token or jobs.submit()
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     context = contextvars.copy_context()  # the request's context (ZeroGPU reads it)
@@ -237,10 +238,15 @@ class SigmaApi:
         settings["group_mask"] = self.pipe.arch.group_mask if group_mask is None else group_mask
         return settings  # (a fraction of steps or seed is refused by handlers.settings_config, never truncated)
 
-    async def run(self, inputs: dict) -> tuple[list[str], list[dict]]:
-        """Check the inputs (off the event loop), then generate in the shared queue: (PNG paths, records)."""
-        request, count = await asyncio.to_thread(self.request, inputs)
-        return await run_job(self.jobs, self._generate_images, request, count)
+    async def run(self, inputs: dict, token: str | None = None) -> tuple[list[str], list[dict]]:
+        """Check the inputs (off the event loop), then generate in the shared queue: (PNG paths, records). A
+        ``token`` the caller reserved (:meth:`Jobs.reserve`) is the job's, and is given back however this ends."""
+        try:
+            request, count = await asyncio.to_thread(self.request, inputs)
+        except BaseException:
+            self.jobs.discard(token)
+            raise
+        return await run_job(self.jobs, self._generate_images, request, count, token=token)
 
     def _run(self, token: str, request, count: int) -> tuple[list[str], list[dict]]:
         try:

@@ -52,6 +52,16 @@ class Jobs:
             self._live.add(token)
         return token
 
+    def reserve(self, waiting: int) -> str | None:
+        """A token for a new job, unless ``waiting`` jobs already wait beyond the slots (None: the call is answered
+        429). Checked and counted under one lock, so a burst of calls cannot all pass the check before any counts."""
+        with self._lock:
+            if len(self._live) >= self.concurrency + waiting:
+                return None
+            token = uuid.uuid4().hex
+            self._live.add(token)
+            return token
+
     def cancel(self, token: str | None) -> Literal["queued", "running"] | None:
         """Cancel a waiting or running job and say which it was, read under the same lock (a job cannot end or
         start between the two): "running" when it had reached :meth:`slot` (it stops at its next step), "queued"
@@ -84,11 +94,6 @@ class Jobs:
         """Jobs submitted and not yet ended (waiting or running)."""
         with self._lock:
             return len(self._live)
-
-    def full(self, waiting: int) -> bool:
-        """Whether ``waiting`` jobs already wait beyond the slots (a new call is then answered 429, before its body
-        is read)."""
-        return self.live >= self.concurrency + waiting
 
     @property
     def runs(self) -> list[int]:

@@ -143,14 +143,15 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        limit = self.limits.body_limit(scope.get("path", ""))
+        path = scope.get("path", "")
+        limit = self.limits.body_limit(path)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1").strip()
         if declared and (not declared.isdigit() or int(declared) > limit):
-            return await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}")
+            return await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}", path)
         if limit <= self.limits.max_event_kb * 2**10:  # an event: small, read whole and its JSON checked here
             return await self._buffered(scope, receive, send, limit)
-        return await self._streamed(scope, receive, send, limit)  # uploads and REST (which checks its own JSON)
+        return await self._streamed(scope, receive, send, limit, path)  # uploads, REST and OpenAI (their own JSON)
 
     async def _buffered(self, scope, receive, send, limit: int):
         """Read the whole (bounded) body, check its nesting, then hand it on."""
@@ -180,7 +181,7 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _streamed(self, scope, receive, send, limit: int):
+    async def _streamed(self, scope, receive, send, limit: int, path: str):
         """Count a large (multipart) body as the app reads it; past the limit the app's answer is replaced."""
         size, over, started = 0, False, False
 
@@ -204,11 +205,14 @@ class BodyLimit:
         with contextlib.suppress(BodyTooLarge):  # the app may also catch it and answer: guarded_send drops that
             await self.app(scope, counted, guarded_send)
         if over and not started:
-            await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}")
+            await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}", path)
 
 
-async def refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+async def refuse(send, status: int, message: str, path: str = "") -> None:
+    """Answer ``status`` with ``message``, in the shape of the route asked: OpenAI's error object on its routes,
+    the REST route's ``{"error": message}`` elsewhere."""
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    body = json.dumps({"error": error if path.startswith(OPENAI_IMAGES) else message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -8,16 +8,17 @@
 - ``POST /v1/images/generations``: text only (JSON).
 - ``POST /v1/images/edits``: the SIGMA call (multipart): the references are the ``image`` parts (``image[]`` as the
   official client sends a list), img1 first; the prompt places them with ``<imgN>`` and attribute tokens.
-- ``GET /v1/models``: the one model this server runs.
+- ``GET /v1/models`` and ``GET /v1/models/{id}``: the one model this server runs.
 - ``GET /v1/images/files/{name}``: an output of this server, for ``response_format="url"`` (nothing else is served).
 
 OpenAI's fields are ``prompt``, ``n`` (1 to 4), ``size`` (``WxH`` or ``auto``), ``response_format`` (``b64_json`` or
-``url``), ``model`` and ``user`` (unused); ``seed`` is ours. The other settings travel in ``extra_body`` under the
-names of the web API (:meth:`webui.api.SigmaApi.generate`: ``steps``, ``cfg_text``, ``speed``, ``layout``, ``boxes``,
-``background``, ``masks``, ...; in a multipart edit, lists are JSON text, as on the REST route). Each image of the
-answer carries its ``record``. Generation runs on the page's queue (one GPU pool, one cancel: a client that
-disconnects cancels its job). Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a full
-queue is a 429 with Retry-After.
+``url``), ``model`` and ``user`` (unused); ``seed`` is ours. The other settings travel in ``extra_body`` (at the top
+level of the JSON, as the SDK sends them, or nested under ``"extra_body"``) under the names of the web API
+(:meth:`webui.api.SigmaApi.generate`: ``steps``, ``cfg_text``, ``speed``, ``layout``, ``boxes``, ``background``,
+``masks``, ...; in a multipart edit, lists are JSON text, as on the REST route). Each image of the answer carries
+its ``record``. Generation runs on the page's queue (one GPU pool, one cancel: a client that disconnects cancels its
+job). Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a full queue is a 429 with
+Retry-After.
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
-from sigma_studio.model.errors import SigmaError
+from sigma_studio.model.errors import InputError, SigmaError
 
-from .api import SigmaApi, one_line
+from .api import MAX_COUNT, SigmaApi, one_line
+from .api_inputs import size_settings
 from .guard import stored_output
 from .jobs import Cancelled, Jobs
-from .limits import WebLimits
+from .limits import BodyTooLarge, WebLimits
 from .rest import (
     BUSY,
+    CHALLENGE,
     FIELDS,
     FILE_FIELDS,
     RETRY_AFTER_S,
@@ -69,9 +72,29 @@ class OpenAIError(Exception):
         self.status, self.param = status, param
         self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
 
+    def headers(self) -> dict | None:
+        """A 429's Retry-After, a 401's challenge."""
+        return {429: {"Retry-After": str(RETRY_AFTER_S)}, 401: CHALLENGE}.get(self.status)
+
     def response(self, headers: dict | None = None) -> JSONResponse:
         error = {"message": str(self), "type": self.kind, "param": self.param, "code": None}
         return JSONResponse({"error": error}, status_code=self.status, headers=headers)
+
+
+def not_served(name: str, model_id: str) -> OpenAIError:
+    return OpenAIError(f"model {name[:60]!r} is not served here; this server runs {model_id!r}", 404, param="model",
+                       kind="not_found_error")  # fmt: skip
+
+
+def refusal(exc: Exception) -> JSONResponse:
+    """A failed images call as OpenAI's error answer (one line, never a trace)."""
+    if isinstance(exc, OpenAIError):
+        return exc.response(exc.headers())
+    if isinstance(exc, RestError):  # (the shared readers' refusals: 400, or 413 for a prompt over its limit)
+        return OpenAIError(str(exc), 413 if exc.status == 413 else 400).response()
+    if isinstance(exc, Cancelled):
+        return OpenAIError("Cancelled", 409).response()
+    return OpenAIError(one_line(exc), 400 if isinstance(exc, SigmaError) else 500).response()
 
 
 def check_key(request: Request, api_key: str | None) -> None:
@@ -92,19 +115,20 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
         folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             check_key(request, api_key)
-            if jobs.full(max_waiting):  # before the body is read
+            token = jobs.reserve(max_waiting)  # before the body is read; counted at once, so a burst cannot overfill
+            if token is None:
                 raise OpenAIError(BUSY, 429, kind="rate_limit_error")
-            fields = await (edit_fields(request) if edit else body_fields(request, limits))
-            inputs, response_format = await inputs_of(fields, folder, model_id, edit)
-            paths, records = await until_disconnected(request, api.run(inputs))
-        except OpenAIError as exc:
-            return exc.response({"Retry-After": str(RETRY_AFTER_S)} if exc.status == 429 else None)
-        except RestError as exc:  # (the shared readers' refusals: 400, or 413 for a prompt over its limit)
-            return OpenAIError(str(exc), 413 if exc.status == 413 else 400).response()
-        except Cancelled:
-            return OpenAIError("Cancelled", 409).response()
+            try:
+                fields = await (edit_fields(request) if edit else body_fields(request, limits))
+                inputs, response_format = await inputs_of(fields, folder, model_id, edit, limits)
+            except BaseException:
+                jobs.discard(token)  # (from here on the job's run gives it back)
+                raise
+            paths, records = await until_disconnected(request, api.run(inputs, token))
+        except BodyTooLarge:
+            raise  # the server's middleware answers 413, in this route's shape
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the caller
-            return OpenAIError(one_line(exc), 400 if isinstance(exc, SigmaError) else 500).response()
+            return refusal(exc)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return JSONResponse(answer(request, paths, records, response_format))
@@ -115,13 +139,16 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
     async def edits(request: Request) -> JSONResponse:
         return await images(request, edit=True)
 
-    async def models(request: Request) -> JSONResponse:
+    entry = {"id": model_id, "object": "model", "created": 0, "owned_by": "sigma-studio"}
+
+    async def models(request: Request, name: str | None = None) -> JSONResponse:  # and client.models.retrieve(name)
         try:
             check_key(request, api_key)
+            if name is not None and name != model_id:
+                raise not_served(name, model_id)
         except OpenAIError as exc:
-            return exc.response()
-        entry = {"id": model_id, "object": "model", "created": 0, "owned_by": "sigma-studio"}
-        return JSONResponse({"object": "list", "data": [entry]})
+            return exc.response(exc.headers())
+        return JSONResponse(entry if name is not None else {"object": "list", "data": [entry]})
 
     async def image_file(name: str):
         path = stored_output(name, outputs)
@@ -132,6 +159,7 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
     app.add_api_route(f"{PREFIX}/images/generations", generations, methods=["POST"], summary="OpenAI: generate")
     app.add_api_route(f"{PREFIX}/images/edits", edits, methods=["POST"], summary="OpenAI: generate from references")
     app.add_api_route(f"{PREFIX}/models", models, methods=["GET"], summary="OpenAI: the served model")
+    app.add_api_route(f"{PREFIX}/models/{{name}}", models, methods=["GET"], summary="OpenAI: the served model, by id")
     app.add_api_route(f"{PREFIX}/images/files/{{name}}", image_file, methods=["GET"], summary="An output PNG")
 
 
@@ -149,20 +177,26 @@ async def edit_fields(request: Request) -> dict:
     return await form_fields(request, files=("image", "image[]"))
 
 
-async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool) -> tuple[dict, str]:
+async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool, limits: WebLimits) -> tuple[dict, str]:
     """(the web API's inputs, the response format) of an OpenAI request's fields."""
+    fields = flattened(fields)
     unknown = sorted(set(fields) - {"images"} - set(OPENAI_FIELDS) - set(SIGMA_FIELDS))
     if unknown:
         hint = " (in a multipart edit, give lists as JSON text)" if "[" in unknown[0] else ""
         raise OpenAIError(f"Unknown field {unknown[0][:60]}{hint}; OpenAI's fields here are "
                           f"{', '.join(OPENAI_FIELDS)}, and extra_body takes {', '.join(SIGMA_FIELDS)}",
                           param=unknown[0][:60])  # fmt: skip
-    if not isinstance(fields.get("prompt"), str):
+    prompt = fields.get("prompt")
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         raise OpenAIError("prompt is missing: write what to generate", param="prompt")
+    if not isinstance(prompt, str):
+        raise OpenAIError(f"prompt must be text (got {type(prompt).__name__})", param="prompt")
+    if len(prompt) > limits.max_prompt_chars:
+        raise OpenAIError(f"The prompt is {len(prompt)} characters; at most {limits.max_prompt_chars} are accepted",
+                          413, param="prompt")  # fmt: skip
     model = fields.get("model")
     if model not in (None, "", model_id):
-        raise OpenAIError(f"model {str(model)[:60]!r} is not served here; this server runs {model_id!r}", 404,
-                          param="model", kind="not_found_error")  # fmt: skip
+        raise not_served(str(model), model_id)
     response_format = fields.get("response_format") or "b64_json"
     if response_format not in RESPONSE_FORMATS:
         raise OpenAIError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
@@ -170,8 +204,12 @@ async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool) -> tu
     if edit and not images:
         raise OpenAIError("images/edits needs at least one image part; use images/generations for text alone",
                           param="image")  # fmt: skip
-    named = {"prompt": fields["prompt"], "count": fields.get("n", 1), "seed": fields.get("seed", -1)}
+    named = {"prompt": prompt, "count": count_of(fields.get("n")), "seed": fields.get("seed", -1)}
     named["size"] = fields.get("size") or "auto"
+    try:
+        size_settings(named["size"])
+    except InputError as exc:
+        raise OpenAIError(str(exc), param="size") from None
     inputs = {n: p.default for n, p in FIELDS.items() if n != "self" and p.default is not p.empty}
     for name, value in named.items():
         inputs[name] = value if name == "prompt" else typed(name, value)
@@ -184,6 +222,31 @@ async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool) -> tu
             raise OpenAIError("each image must be a file part of the form", param="image")
         inputs["images"] = await saved("images", images, folder)
     return inputs, response_format
+
+
+def flattened(fields: dict) -> dict:
+    """The fields with a literal ``extra_body`` object's merged in: the OpenAI SDK sends ``extra_body`` at the top
+    level of the JSON, and a hand-written request may nest it as the SDK's argument is named."""
+    extra = fields.get("extra_body")
+    if extra is None:
+        return fields
+    if not isinstance(extra, dict):
+        raise OpenAIError('extra_body must be an object of settings, e.g. {"steps": 30}', param="extra_body")
+    twice = sorted(set(extra) & set(fields))
+    if twice:
+        raise OpenAIError(f"{twice[0][:60]} is given both at the top level and in extra_body", param=twice[0][:60])
+    return {k: v for k, v in fields.items() if k != "extra_body"} | extra
+
+
+def count_of(n) -> int:
+    """OpenAI's ``n``: 1 to :data:`MAX_COUNT` images (null: 1, as OpenAI takes it)."""
+    if n is None:
+        return 1
+    if isinstance(n, str) and n.strip().isdigit():  # a multipart form's field
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_COUNT:
+        raise OpenAIError(f"n must be a whole number from 1 to {MAX_COUNT} (got {str(n)[:40]})", param="n")
+    return n
 
 
 def answer(request: Request, paths: list[str], records: list[dict], response_format: str) -> dict:

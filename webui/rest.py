@@ -44,7 +44,7 @@ from sigma_studio.model.errors import SigmaError
 from .api import SigmaApi, one_line
 from .api_inputs import mask_row, rows_of
 from .jobs import Cancelled, Jobs
-from .limits import REST_PATH, STATUS_PATH, WebLimits
+from .limits import REST_PATH, STATUS_PATH, BodyTooLarge, WebLimits
 from .retention import INCOMING, clean_incoming
 
 FILE_FIELDS = ("images", "layout_image", "background", "masks")  # saved under the request's folder before use
@@ -52,6 +52,7 @@ JSON_FIELDS = ("tokens", "boxes", "boxes3d", "masks")  # lists: JSON text in a m
 ROW_FILES = ("masks",)  # in a form: JSON rows whose first column names a file part sent under the same name
 RETRY_AFTER_S = 10  # a 429's Retry-After, when the queue is full
 BUSY = "The server is busy: retry later"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sigma-studio"'}  # a 401's header (RFC 6750)
 FIELDS = inspect.signature(SigmaApi.generate).parameters
 HINTS = typing.get_type_hints(SigmaApi.generate)
 
@@ -93,12 +94,19 @@ def mount_rest(
         folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         refusal = key_refusal(request, api_key)
         if refusal:
-            return JSONResponse({"error": refusal}, status_code=401)
-        if jobs.full(max_waiting):
+            return JSONResponse({"error": refusal}, status_code=401, headers=CHALLENGE)
+        token = jobs.reserve(max_waiting)  # before the body is read; counted at once, so a burst cannot overfill
+        if token is None:
             return JSONResponse({"error": BUSY}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
-            inputs = await read_inputs(request, folder, limits)
-            paths, records = await until_disconnected(request, api.run(inputs))
+            try:
+                inputs = await read_inputs(request, folder, limits)
+            except BaseException:
+                jobs.discard(token)  # (from here on the job's run gives it back)
+                raise
+            paths, records = await until_disconnected(request, api.run(inputs, token))
+        except BodyTooLarge:
+            raise  # the server's middleware answers 413
         except RestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except Cancelled:
@@ -114,7 +122,7 @@ def mount_rest(
     async def status(request: Request) -> JSONResponse:
         refusal = key_refusal(request, api_key)
         if refusal:
-            return JSONResponse({"error": refusal}, status_code=401)
+            return JSONResponse({"error": refusal}, status_code=401, headers=CHALLENGE)
         return JSONResponse(server_status(pipe, jobs))
 
     app.add_api_route(REST_PATH, generate, methods=["POST"], summary="Generate images (JSON or multipart)")
