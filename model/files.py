@@ -120,13 +120,15 @@ def write_json(path: str | Path, data) -> Path:
     return atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
-def check_png_name(path: str | Path, option: str = "--out") -> Path:
-    """``path`` if it names a PNG file: a result is written as PNG (its record rides in its text chunks), so a
-    ``.jpg`` name would hold PNG data under a name that lies about it."""
-    path = Path(path)
-    if path.suffix.lower() != ".png" and not path.is_dir():  # (a folder: check_output_file says so)
-        raise InputError(f"{option} {path}: results are PNG files (each carries its record, for --from); name it "
-                         f"{path.with_suffix('.png').name if path.name else 'result.png'}")  # fmt: skip
+def check_png_name(path: str | Path, option: str = "--out") -> str | Path:
+    """``path`` (as given: a trailing separator stays for :func:`check_output_file` to read) if it names a PNG
+    file: a result is written as PNG (its record rides in its text chunks), so a ``.jpg`` name would hold PNG data
+    under a name that lies about it. A folder is left to :func:`check_output_file`, which says so."""
+    folder = str(path).endswith(("/", os.sep)) or os.path.isdir(path)
+    name = Path(path)
+    if name.suffix.lower() != ".png" and not folder:
+        raise InputError(f"{option} {name}: results are PNG files (each carries its record, for --from); name it "
+                         f"{name.with_suffix('.png').name if name.name else 'result.png'}")  # fmt: skip
     return path
 
 

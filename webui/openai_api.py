@@ -187,7 +187,7 @@ async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool, limit
                           f"{', '.join(OPENAI_FIELDS)}, and extra_body takes {', '.join(SIGMA_FIELDS)}",
                           param=unknown[0][:60])  # fmt: skip
     prompt = fields.get("prompt")
-    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+    if prompt is None:
         raise OpenAIError("prompt is missing: write what to generate", param="prompt")
     if not isinstance(prompt, str):
         raise OpenAIError(f"prompt must be text (got {type(prompt).__name__})", param="prompt")
