@@ -1,5 +1,6 @@
 """The network a run trains: loaded by the shared loader, without the ViT (the release trains with
-``visual_und False``), with its trainable set chosen and the gradient masks of partly trained weights.
+``visual_und False``; ``--vit`` keeps it, as BAGEL trains), with its trainable set chosen and the gradient masks of
+partly trained weights.
 
 A fresh run and a resumed one build the same network here, so a resume continues bit for bit.
 """
@@ -24,7 +25,8 @@ GLUE = ("vae2llm.", "llm2vae.", "time_embedder.", "attribute_embed.")
 
 def load(cfg: TrainConfig, resume: Path | None, lora_on_gpu: bool, sharded: bool = False) -> SigmaPipeline:
     """The starting pipeline: ``--model`` (its weights, or a fresh seeded initialisation with ``--init random``),
-    or the checkpoint ``resume`` of a full finetune (which holds every weight). Its network has no ViT.
+    or the checkpoint ``resume`` of a full finetune (which holds every weight). Its network has no ViT unless
+    ``cfg.vit`` keeps the source's (BAGEL's training).
 
     ``sharded`` (several ranks, a full finetune from a weights file): the network stays on the meta device with
     its checked weights file attached, and each rank reads its own rows after sharding
@@ -39,12 +41,13 @@ def load(cfg: TrainConfig, resume: Path | None, lora_on_gpu: bool, sharded: bool
         mode="cpu",
         # LoRA keeps the frozen base in bf16 on GPUs; full finetuning keeps float32 master weights
         dtype=torch.bfloat16 if lora_on_gpu else torch.float32,
-        visual_und=False,
+        visual_und=cfg.vit,
         cache_dir=cfg.cache_dir,
         **({"device": "meta"} if deferred else {}),
         **fresh,
     )
-    drop_vit(pipe.model)
+    if not cfg.vit:
+        drop_vit(pipe.model)
     return pipe
 
 
@@ -90,11 +93,11 @@ def prepare(model: nn.Module, cfg: TrainConfig, attribute_ids: tuple[int, ...]) 
 
 
 def select_trainable(model: nn.Module, cfg: TrainConfig) -> None:
-    """``--train all``: every weight but the fixed position tables (and lm_head without --text-loss);
-    ``--train gen``: the generation expert and its glue layers only."""
+    """``--train all``: every weight but the fixed position tables (and lm_head without --text-loss; the ViT and its
+    connector only with ``--vit``); ``--train gen``: the generation expert and its glue layers only."""
     gen_only = cfg.trainable == "gen"
     for name, p in model.named_parameters():
-        fixed = name.endswith("pos_embed") or name.startswith(("vit_model.", "connector."))
+        fixed = name.endswith("pos_embed") or (name.startswith(("vit_model.", "connector.")) and not cfg.vit)
         fixed |= name.startswith("language_model.lm_head") and not cfg.text_loss
         in_gen = "_moe_gen" in name or name.startswith(GLUE)
         p.requires_grad_(not fixed and (in_gen or not gen_only))

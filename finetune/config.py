@@ -126,6 +126,9 @@ class TrainConfig:
     group_mask: bool = False
     group_mask_scope: str = MASK_SCOPE  # with group_mask: eq. 9 as written, or Fig. 2's intent (model.config.MASK_ARMS)
     attribute_projection: bool = False
+    # keep BAGEL's ViT and train it: each reference is also read by it into the understanding expert, as BAGEL trains
+    # (SIGMA's release trains without it: visual_und False; the ViT slots of the trained layout are then zeros)
+    vit: bool = False
     held_out: float = 0.05  # fraction of every task family kept out of training (sample prompts come from it)
     # rows per shuffle window: each epoch reads the row groups in a seeded order and permutes the rows of every window
     # of at least this many (held in memory, encoded: ten row groups of 1 000, as `write_parquet` writes them, so a

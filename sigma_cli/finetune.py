@@ -49,6 +49,10 @@ ScopeOpt = Annotated[
                       "written, or also its own image: Fig. 2's intent)"),
 ]  # fmt: skip
 AttributeOpt = Annotated[bool, typer.Option(metavar="", help="learn SIGMA's attribute vectors")]
+VIT_HELP = (
+    "keep --model's ViT and train it: each reference is also read by it into the understanding expert, as "
+    "BAGEL trains (SIGMA's release trains without it)"
+)
 CheckpointingOpt = Annotated[bool, typer.Option(metavar="", help="recompute activations in backward")]
 ShardedLoadOpt = Annotated[
     bool,
@@ -110,6 +114,19 @@ class LoRAOptions:
 
 
 @dataclass(frozen=True)
+class NetworkOptions:
+    """What the network reads: SIGMA's group mask and attribute vectors, BAGEL's ViT."""
+
+    group_mask: GroupMaskOpt = _D["group_mask"]
+    group_mask_scope: ScopeOpt = _D["group_mask_scope"]
+    attribute_projection: AttributeOpt = _D["attribute_projection"]
+    vit: Annotated[bool, typer.Option(metavar="", help=VIT_HELP)] = _D["vit"]
+
+    def fields(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class LossOptions:
     """What the loss adds to the flow matching."""
 
@@ -143,9 +160,7 @@ def finetune(
     schedule: ScheduleOptions,
     train: TrainOpt = _D["trainable"],
     lora: LoRAOptions,
-    group_mask: GroupMaskOpt = _D["group_mask"],
-    group_mask_scope: ScopeOpt = _D["group_mask_scope"],
-    attribute_projection: AttributeOpt = _D["attribute_projection"],
+    network: NetworkOptions,
     losses: LossOptions,
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
     held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = _D["held_out"],
@@ -175,8 +190,7 @@ def finetune(
     with render.errors(debug):
         cfg = TrainConfig(**_with_recipe(recipe, ctx, dict(
             out=str(out), dataset=dataset, model=model, init=init, **schedule.fields(), trainable=train,
-            lora=lora.config(), group_mask=group_mask, group_mask_scope=group_mask_scope,
-            attribute_projection=attribute_projection, **losses.fields(), ema=ema, held_out=held_out,
+            lora=lora.config(), **network.fields(), **losses.fields(), ema=ema, held_out=held_out,
             family_weights=_family_weights(family_weight or []),
             save_every=save_every, sample_every=sample_every, resume=resume, seed=seed,
             gradient_checkpointing=gradient_checkpointing, sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,

@@ -26,6 +26,7 @@ from sigma_studio.model import InputError, load_pipeline
 from sigma_studio.model.data.dataset import SigmaRow
 from sigma_studio.model.run.masks import plan_mask
 from sigma_studio.model.run.packed import packed_forward
+from sigma_studio.model.weights.arch_config import find_weights
 from sigma_studio.model.weights.loader import save_pipeline
 
 pa = pytest.importorskip("pyarrow")
@@ -343,3 +344,15 @@ def test_sharded_load_trains_exactly_like_the_full_load(workspace):
 def test_sample_images_are_written_every_n_steps(workspace):
     run = Trainer(config(workspace, "samples", steps=2, sample_every=2, sample_prompts=1, sample_steps=2)).run()
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000002-0.png"]
+
+
+def test_vit_keeps_bagels_understanding_encoder_and_trains_it(workspace):
+    run = Trainer(config(workspace, "vit", steps=3, save_every=3, vit=True)).run()
+    start = load_file(str(find_weights(workspace / "tiny")))
+    trained = load_file(str(last_checkpoint(run) / "model.safetensors"))
+    encoder = [k for k in trained if k.startswith(("vit_model.", "connector."))]
+    assert encoder and all(k in start for k in encoder)
+    assert any(not torch.equal(start[k], trained[k]) for k in encoder)  # it trains, beside the MoT
+    pipe = load_pipeline(run)  # each reference is read through the ViT into its trained-layout slots
+    assert pipe.arch.vit is not None and pipe.arch.default_layout == "trained"
+    assert pipe("a <style>look <img1>", [Image.new("RGB", (64, 64))], steps=2, seed=0).image.size == (64, 64)
