@@ -67,13 +67,11 @@ def test_sweeps_as_jobs_start_come_at_most_every_few_seconds(tmp_path):
     jobs = Jobs(1, retention=Retention(tmp_path, keep_hours=24, every_s=HOUR))
     jobs.retention.sweep(force=True)  # as the server starts
     old = aged(tmp_path / result(1), 30)
-    with jobs.slot(jobs.submit()):  # within every_s of the last sweep: the folder is not listed again
-        pass
-    assert old.exists()
+    with jobs.slot(jobs.submit()) as pooled:  # within every_s of the last sweep: the folder is not listed again
+        assert pooled is None and old.exists()  # (no pool: the job runs on the caller's pipeline)
     jobs.retention.every_s = 0
-    with jobs.slot(jobs.submit()):
-        pass
-    assert not old.exists()
+    with jobs.slot(jobs.submit()) as pooled:  # the sweep comes as the job reaches its slot, before its body
+        assert not old.exists()
 
 
 def test_incoming_folders_go_when_their_process_is_gone_or_they_are_stale(tmp_path):

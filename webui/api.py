@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,6 +83,16 @@ def one_line(exc: BaseException) -> str:
         return "Cancelled"
     message = exc.message if isinstance(exc, gr.Error) else h.message_of(exc)
     return " ".join(str(message).split())
+
+
+async def holding(jobs: Jobs, token: str | None, work: Awaitable):
+    """``await work`` (a call's reading or checking, before its job runs) for the job ``token`` stands for: if it
+    fails, or the call is cancelled meanwhile, the place ``token`` holds in the queue goes back."""
+    try:
+        return await work
+    except BaseException:
+        jobs.discard(token)
+        raise
 
 
 async def run_job(jobs: Jobs, fn, *args, token: str | None = None):
@@ -241,11 +252,7 @@ class SigmaApi:
     async def run(self, inputs: dict, token: str | None = None) -> tuple[list[str], list[dict]]:
         """Check the inputs (off the event loop), then generate in the shared queue: (PNG paths, records). A
         ``token`` the caller reserved (:meth:`Jobs.reserve`) is the job's, and is given back however this ends."""
-        try:
-            request, count = await asyncio.to_thread(self.request, inputs)
-        except BaseException:
-            self.jobs.discard(token)
-            raise
+        request, count = await holding(self.jobs, token, asyncio.to_thread(self.request, inputs))
         return await run_job(self.jobs, self._generate_images, request, count, token=token)
 
     def _run(self, token: str, request, count: int) -> tuple[list[str], list[dict]]:

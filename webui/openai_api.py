@@ -36,7 +36,7 @@ from starlette.responses import FileResponse, JSONResponse
 
 from sigma_studio.model.errors import InputError, SigmaError
 
-from .api import MAX_COUNT, SigmaApi, one_line
+from .api import MAX_COUNT, SigmaApi, holding, one_line
 from .api_inputs import size_settings
 from .guard import stored_output
 from .jobs import Cancelled, Jobs
@@ -118,12 +118,8 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
             token = jobs.reserve(max_waiting)  # before the body is read; counted at once, so a burst cannot overfill
             if token is None:
                 raise OpenAIError(BUSY, 429, kind="rate_limit_error")
-            try:
-                fields = await (edit_fields(request) if edit else body_fields(request, limits))
-                inputs, response_format = await inputs_of(fields, folder, model_id, edit, limits)
-            except BaseException:
-                jobs.discard(token)  # (from here on the job's run gives it back)
-                raise
+            reading = read(request, edit, folder, model_id, limits)
+            inputs, response_format = await holding(jobs, token, reading)  # (then the job's run holds it)
             paths, records = await until_disconnected(request, api.run(inputs, token))
         except BodyTooLarge:
             raise  # the server's middleware answers 413, in this route's shape
@@ -163,6 +159,12 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
     app.add_api_route(f"{PREFIX}/images/files/{{name}}", image_file, methods=["GET"], summary="An output PNG")
 
 
+async def read(request: Request, edit: bool, folder: Path, model_id: str, limits: WebLimits) -> tuple[dict, str]:
+    """(the web API's inputs, the response format) of a generations or edits call."""
+    fields = await (edit_fields(request) if edit else body_fields(request, limits))
+    return await inputs_of(fields, folder, model_id, edit, limits)
+
+
 async def body_fields(request: Request, limits: WebLimits) -> dict:
     """A generations request: one JSON object."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
@@ -189,11 +191,9 @@ async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool, limit
     prompt = fields.get("prompt")
     if prompt is None:
         raise OpenAIError("prompt is missing: write what to generate", param="prompt")
-    if not isinstance(prompt, str):
-        raise OpenAIError(f"prompt must be text (got {type(prompt).__name__})", param="prompt")
-    if len(prompt) > limits.max_prompt_chars:
-        raise OpenAIError(f"The prompt is {len(prompt)} characters; at most {limits.max_prompt_chars} are accepted",
-                          413, param="prompt")  # fmt: skip
+    problem = limits.prompt_problem(prompt)  # (the REST route's rule: text, and 413 over its length)
+    if problem:
+        raise OpenAIError(problem, 413 if isinstance(prompt, str) else 400, param="prompt")
     model = fields.get("model")
     if model not in (None, "", model_id):
         raise not_served(str(model), model_id)

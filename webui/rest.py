@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse
 
 from sigma_studio.model.errors import SigmaError
 
-from .api import SigmaApi, one_line
+from .api import SigmaApi, holding, one_line
 from .api_inputs import mask_row, rows_of
 from .jobs import Cancelled, Jobs
 from .limits import REST_PATH, STATUS_PATH, BodyTooLarge, WebLimits
@@ -99,11 +99,7 @@ def mount_rest(
         if token is None:
             return JSONResponse({"error": BUSY}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
-            try:
-                inputs = await read_inputs(request, folder, limits)
-            except BaseException:
-                jobs.discard(token)  # (from here on the job's run gives it back)
-                raise
+            inputs = await holding(jobs, token, read_inputs(request, folder, limits))  # (then the job's run holds it)
             paths, records = await until_disconnected(request, api.run(inputs, token))
         except BodyTooLarge:
             raise  # the server's middleware answers 413
