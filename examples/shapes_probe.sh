@@ -35,6 +35,8 @@
 #     --fair-distractors: no other object in a colour held out with the named shape)
 #   rope2d: the same fresh rows, image tokens with rotary positions in rows and columns, trained and read through
 #     examples/shapes_rope2d.py (a patch of the running process, not a model setting)
+#   shift3: the same fresh rows, the noise levels drawn at timestep shift 3 (--timestep-shift 3: the sampler's
+#     shift), not 1, so that more of the training steps are at the high noise where the sampler's first steps are
 # Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find or boxed rows also find-{eval,seen}.json or
 # boxed-{eval,seen}.json (that family itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
@@ -65,10 +67,10 @@ esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
     | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn | boxed+drawn+colour \
-    | plans+boxed | rope2d) ;;
+    | plans+boxed | rope2d | shift3) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
        "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn," \
-       "boxed+drawn+colour, plans+boxed or rope2d," \
+       "boxed+drawn+colour, plans+boxed, rope2d or shift3," \
        "not '$AUX'" >&2
      exit 2 ;;
 esac
@@ -95,6 +97,7 @@ think=()
 [ "$AUX" != none ] && out="$out-$AUX"
 case "$AUX" in
   labels) aux=(--label-weight 0.5 --label-layer 1) ;;
+  shift3) aux=(--timestep-shift 3) ;;
   labels+fair)
     aux=(--label-weight 0.5 --label-layer 1)
     rows=fresh-fair

@@ -130,6 +130,13 @@ class NetworkOptions:
 class LossOptions:
     """What the loss adds to the flow matching."""
 
+    timestep_shift: Annotated[
+        float,
+        typer.Option(
+            help="shift of the noise levels training draws (t = sigmoid(N(0, 1)), then shifted as the sampler's "
+            "schedule is): 1 centres them on t = 0.5, as BAGEL trains; above 1 trains more at high noise"
+        ),
+    ] = _D["timestep_shift"]
     text_loss: TextLossOpt = _D["text_loss"]
     label_weight: LabelWeightOpt = _D["label_weight"]
     label_layer: Annotated[int, typer.Option(help="the layer whose output --label-weight's heads read")] = _D[

@@ -91,3 +91,11 @@ def test_optimizer_choices_and_bounds():
         TrainConfig(out="x", optimizer="prodigy", lr=50.0)
     with pytest.raises(InputError, match="--lr 1 is above 0.1"):
         TrainConfig(out="x", lr=1.0)
+
+
+def test_the_training_noise_shift_is_an_option(configs):
+    """--timestep-shift: the trainer's shift of the noise levels it draws (BAGEL's 1 by default), checked in range."""
+    assert configs().timestep_shift == 1.0
+    assert configs("--timestep-shift", "3").timestep_shift == 3.0
+    result = CliRunner().invoke(app, ["finetune", "--out", "x", "--dataset", "rows", "--timestep-shift", "0"])
+    assert result.exit_code != 0 and "--timestep-shift must be" in result.output
