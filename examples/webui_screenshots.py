@@ -68,6 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from sigma_studio.model.files import atomic_write  # (a run cut short leaves the committed pictures whole)
+
     out = Path(tempfile.mkdtemp(prefix="sigma-screens-"))
     url = serve(out)
     with sync_playwright() as p:
@@ -76,10 +78,10 @@ def main() -> None:
         desktop.goto(url)
         desktop.wait_for_selector("#examples button.example", timeout=WAIT_MS)
         generate_example(desktop, 0)
-        desktop.screenshot(path=str(DOCS / "webui.png"), full_page=True)
+        atomic_write(DOCS / "webui.png", lambda f: f.write(desktop.screenshot(full_page=True)))
         generate_example(desktop, 2)
         desktop.evaluate("window.scrollTo(0, 0)")
-        desktop.screenshot(path=str(DOCS / "webui-shapes.png"))
+        atomic_write(DOCS / "webui-shapes.png", lambda f: f.write(desktop.screenshot()))
         phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
         phone.goto(url)
         phone.wait_for_selector("#examples button.example", timeout=WAIT_MS)
@@ -89,7 +91,7 @@ def main() -> None:
             "return r.top >= 0 && r.top < window.innerHeight / 2; })()",
             timeout=WAIT_MS,
         )
-        phone.screenshot(path=str(DOCS / "webui-phone.png"))
+        atomic_write(DOCS / "webui-phone.png", lambda f: f.write(phone.screenshot()))
         browser.close()
     shutil.rmtree(out, ignore_errors=True)
     print("redrawn: docs/webui.png, docs/webui-shapes.png, docs/webui-phone.png")

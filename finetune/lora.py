@@ -106,13 +106,6 @@ def adapter_state(model: nn.Module, row_ids: tuple[int, ...] = ()) -> dict[str, 
     return {k: v.detach().cpu().contiguous() for k, v in adapter_part(model.state_dict(), row_ids).items()}
 
 
-def save_adapter(model: nn.Module, cfg: LoRAConfig, directory: Path, base: str, row_ids: tuple[int, ...] = ()) -> None:
-    from safetensors.torch import save_file
-
-    save_file(adapter_state(model, row_ids), directory / ADAPTER_WEIGHTS)
-    (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config(cfg, base), indent=1))
-
-
 def adapter_config(cfg: LoRAConfig, base: str) -> dict:
     return {"base_model": base, "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout, "targets": cfg.targets}
 

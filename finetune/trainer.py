@@ -188,6 +188,13 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------------------------
     def train_step(self, samples: list) -> dict[str, float]:
+        """One optimizer step on ``samples``. The step seeds torch's global generator (module dropout draws from it),
+        inside a fork of it: a caller's own random state is what it was."""
+        cuda = [self.dist.device] if self.dist.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return self._step(samples)
+
+    def _step(self, samples: list) -> dict[str, float]:
         cfg, d = self.cfg, self.dist
         batch = pack(samples, self.arch, self.tokenizer.ids, cfg.group_mask, cfg.group_mask_scope).to(d.device)
         g = seeded(cfg.seed, "step", self.step, d.rank)

@@ -115,9 +115,9 @@ def writable(folder: Path) -> bool:
         return False
 
 
-def write_json(path: str | Path, data) -> Path:
-    """``data`` as indented JSON, atomically."""
-    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+def write_json(path: str | Path, data, *, default=None) -> Path:
+    """``data`` as indented JSON, atomically (``default``: json.dumps's, for values JSON has no type for)."""
+    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, default=default).encode()))
 
 
 def check_png_name(path: str | Path, option: str = "--out") -> str | Path:
@@ -169,11 +169,15 @@ def _fsync_tree(root: Path) -> None:
 def atomic_dir(directory: str | Path, fill: Callable[[Path], None]) -> Path:
     """Call ``fill(tmp)`` on a temporary sibling folder, flush it, then swap it into place as ``directory``.
 
-    An interrupted write never leaves a half-filled ``directory``: a previous one stays intact until the swap.
+    An interrupted write never leaves a half-filled ``directory``: a previous one stays intact until the swap. An
+    OS error (disk full, permission, a read-only place) becomes one InputError, the temporary folder removed.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    except OSError as exc:
+        raise InputError(f"{directory} cannot be written ({exc.strerror or exc}); choose another place") from None
     try:
         fill(tmp)
         _fsync_tree(tmp)
@@ -185,7 +189,9 @@ def atomic_dir(directory: str | Path, fill: Callable[[Path], None]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(directory)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise InputError(f"{directory} cannot be written ({exc.strerror or exc}); choose another place") from None
         raise
     return directory

@@ -76,7 +76,7 @@ def evaluate_cmd(
             raise InputError(f"--limit {limit} applies only with --benchmark (it limits the rows generated)")
         names = _metric_names(metrics)
         if benchmark:
-            partial = _run_benchmark(benchmark, results, model, limit, cache_dir)
+            partial = _run_benchmark(benchmark, results, model, limit, cache_dir, debug)
         check_results(results)  # before the metric models are looked for (their lines would bury this one)
         if compare is not None and not (compare / "metrics.json").is_file():
             check_results(compare)
@@ -140,13 +140,15 @@ def _metric_names(metrics: str | None) -> list[str]:
     return names
 
 
-def _run_benchmark(source: str, out: Path, model: str | None, limit: int | None, cache_dir: str | None) -> bool:
+def _run_benchmark(
+    source: str, out: Path, model: str | None, limit: int | None, cache_dir: str | None, debug: bool
+) -> bool:
     """The paper's protocol: every row generated with the released sampler settings, then scored. True when some
     rows failed to generate (the others are scored)."""
     from .batch import batch
 
     try:
-        batch(source=source, out=out, limit=limit, model=model, cache_dir=cache_dir)
+        batch(source=source, out=out, limit=limit, model=model, cache_dir=cache_dir, debug=debug)
     except typer.Exit as exc:
         if exc.exit_code not in (EXIT_ALL_FAILED, EXIT_SOME_FAILED):
             raise

@@ -89,11 +89,7 @@ def collect(cache: Path) -> Info:
     if auto[0] == "cpu" and modes["cpu"] != "yes":  # nothing runs the 7B model here: say so, do not offer cpu
         modes = {m: s.replace("; use --mode cpu", "") for m, s in modes.items()}
         auto = ("nothing", f"{auto[1]}, and the 7B model {modes['cpu']}; --model shapes or tiny run here")
-    cached = []
-    if cache.is_dir():
-        for repo in sorted(cache.glob("models--*")):
-            size = sum(f.stat().st_size for f in repo.rglob("*") if f.is_file() and not f.is_symlink())
-            cached.append((repo.name[len("models--") :].replace("--", "/"), size / GiB))
+    cached = [(repo.name[len("models--") :].replace("--", "/"), _bytes(repo) / GiB) for repo in _repos(cache)]
     return Info(
         python=platform.python_version(),
         packages={p: _version(p) for p in PACKAGES},
@@ -104,6 +100,27 @@ def collect(cache: Path) -> Info:
         cache=cache,
         cached=cached,
     )
+
+
+def _repos(cache: Path) -> list[Path]:
+    """The model folders of a Hugging Face cache (none when it is missing or cannot be listed)."""
+    try:
+        return sorted(cache.glob("models--*")) if cache.is_dir() else []
+    except OSError:
+        return []
+
+
+def _bytes(repo: Path) -> int:
+    """The bytes of a cached repository's files; a file that cannot be read, or vanishes mid-scan (a download
+    running beside this), is skipped."""
+    total = 0
+    for path in repo.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def show(info: Info) -> None:

@@ -131,7 +131,8 @@ def info() -> None:
     """Versions, devices, free memory, which loading modes are possible, and where weights are cached."""
     from .info import collect, show
 
-    show(collect(cache_location()))
+    with render.errors(False):
+        show(collect(cache_location()))
 
 
 render.unwrap_help(app)  # every command is registered by now

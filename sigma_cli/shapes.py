@@ -154,7 +154,7 @@ def make(
     ] = 0,
     boxed_rows: Annotated[
         int, typer.Option(min=0, help="training-only boxed rows: a named shape filling a layout box")
-    ] = 0,
+    ] = R.boxed_rows,
     plans: Annotated[
         str,
         typer.Option(
@@ -167,8 +167,8 @@ def make(
         float,
         typer.Option(help="share of compose, select, layout and background training rows drawn in random shades"),
     ] = 0.0,
-    fair_distractors: FairOpt = False,
-    offcentre: OffcentreOpt = 0.0,
+    fair_distractors: FairOpt = R.fair_distractors,
+    offcentre: OffcentreOpt = R.offcentre,
     overwrite: Annotated[bool, flag("--overwrite", "replace the world already in --out")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -282,7 +282,9 @@ def eval_cmd(
     data: Annotated[Path | None, typer.Option(help="folder of held-out parquet rows \\[default: generated]")] = None,
     per_family: Annotated[
         int | None,
-        typer.Option(help=f"rows per family \\[default: all of --data's; {DRAWN_PER_FAMILY} generated without it]"),
+        typer.Option(
+            min=1, help=f"rows per family \\[default: all of --data's; {DRAWN_PER_FAMILY} generated without it]"
+        ),
     ] = None,
     family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
     drawn_by: DrawnByOpt = WORLD,

@@ -41,7 +41,11 @@ def check_built(folder: Path) -> str:
     if not folder.is_dir() or missing or not list(folder.glob("sigma_studio-*.dist-info")):
         what = "is not a folder" if not folder.is_dir() else f"lacks {', '.join(missing) or 'the package'}"
         raise InputError(f"{folder} {what}: build the Space first with `sigma space build {folder}`")
-    front = (folder / "README.md").read_text().split("---")
+    try:
+        front = (folder / "README.md").read_text(encoding="utf-8").split("---")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"{folder}/README.md is unreadable ({reason}): build the Space again") from None
     found = re.search(r"^suggested_hardware:\s*\"?([\w-]+)", front[1] if len(front) > 2 else "", re.MULTILINE)
     known = {hw.suggested for hw in HARDWARE.values()}
     if found is None or found.group(1) not in known:

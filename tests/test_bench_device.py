@@ -30,3 +30,25 @@ def test_every_part_runs_at_toy_scale(tmp_path):
     assert all(r["max_rel_error"] < 1e-4 for r in parts["throughput"]["result"]["rows"])
     assert "skipped" in parts["fp8"]["result"]
     assert (tmp_path / "device.json").is_file()
+
+
+def test_a_part_cut_short_mid_write_still_reports(tmp_path, monkeypatch):
+    """A part whose report was cut mid-write (a part killed at its timeout, before reports were atomic) is recorded
+    as unreadable, and the parts after it still run; device.json is whole."""
+    import json
+    import subprocess
+
+    from sigma_studio.cli.bench import device
+
+    def fake_run(cmd, **kwargs):
+        part, path = cmd[3], cmd[4]
+        with open(path, "w") as f:
+            f.write('{"cut": ' if part == PARTS[0] else '{"ok": 1}')
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(device.subprocess, "run", fake_run)
+    report = device_suite(tmp_path, "toy", PARTS[:2])
+    first, second = (report["parts"][p] for p in PARTS[:2])
+    assert first["result"] is None and first["status"] == "ok (its report is unreadable)"
+    assert second == {"status": "ok", "seconds": second["seconds"], "result": {"ok": 1}}
+    assert json.loads((tmp_path / "device.json").read_text())["parts"].keys() == set(PARTS[:2])

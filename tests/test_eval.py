@@ -74,3 +74,16 @@ def test_bad_eval_input(capsys, tmp_path):
     assert code == 2 and "is not a folder" in err
     code, _, err = sigma(capsys, "eval", tmp_path, "--metrics", "psnrr")
     assert code == 2 and "--metrics psnrr is unknown" in err
+
+
+def test_compare_with_a_broken_report_is_one_line(capsys, runs, tmp_path):
+    """--compare reads the other run's metrics.json: a truncated one is a one-line error naming it, not a traceback."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(runs / "good", other)
+    report = other / "metrics.json"
+    report.write_text(report.read_text()[:40])
+    code, _, err = sigma(capsys, "eval", runs / "rough", "--metrics", OFFLINE, "--compare", other)
+    assert code != 0 and "Traceback" not in err
+    assert f"{report} is unreadable" in err and "delete it to score that run again" in err

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from sigma_studio.cli.main import app
 from sigma_studio.model import GenerationConfig, InputError, SigmaError
-from sigma_studio.model.files import atomic_write
+from sigma_studio.model.files import atomic_dir, atomic_write
 from sigma_studio.model.request.prompt import MAX_PROMPT_CHARS, MAX_PROMPT_TAGS, parse_prompt
 from sigma_studio.model.request.record import RECORD_KEY
 from sigma_studio.model.request.structure import ControlSpec
@@ -74,6 +74,23 @@ def test_atomic_write_refuses_non_regular_files_for_every_front_end(tmp_path):
     (tmp_path / "plain").write_text("old")
     atomic_write(tmp_path / "plain", lambda f: f.write(b"new"))  # a regular file is still replaced
     assert (tmp_path / "plain").read_text() == "new"
+
+
+def test_atomic_dir_swaps_whole_and_a_failed_fill_is_one_line(tmp_path):
+    """A model folder is swapped in whole; a fill that fails on an OS error (here: the disk full) is one InputError,
+    the previous folder kept and no temporary folder left beside it."""
+    target = tmp_path / "model"
+    atomic_dir(target, lambda d: (d / "a.txt").write_text("old"))
+
+    def full(folder):
+        (folder / "a.txt").write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(InputError, match=r"model cannot be written \(No space left on device\)"):
+        atomic_dir(target, full)
+    assert os.listdir(tmp_path) == ["model"] and (target / "a.txt").read_text() == "old"
+    atomic_dir(target, lambda d: (d / "b.txt").write_text("new"))
+    assert os.listdir(target) == ["b.txt"] and os.listdir(tmp_path) == ["model"]
 
 
 # -- 2. bounded settings, and never a non-finite picture ------------------------------------------------------------

@@ -268,11 +268,13 @@ def compare(base: Report, other: Report) -> list[dict]:
 def read_report(folder: str | Path) -> Report:
     """A report written by :func:`write_report` (so ``--compare`` does not recompute the other run)."""
     path = Path(folder) / "metrics.json"
-    data = json.loads(path.read_text())
-    families = {}
-    for row_id in data["rows"]:
-        families[row_id] = family_of(row_id)
-    report = Report(data["folder"], data["metrics"], data["rows"], families, data.get("skipped", []))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        families = {row_id: family_of(row_id) for row_id in data["rows"]}
+        report = Report(data["folder"], data["metrics"], data["rows"], families, data.get("skipped", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not a report of this version: {type(exc).__name__}"
+        raise InputError(f"{path} is unreadable ({reason}): delete it to score that run again") from None
     report.unscored, report.resized = data.get("unscored", {}), data.get("resized_to_truth", {})
     report.no_truth = data.get("no_ground_truth", [])
     report.no_subjects, report.per_subject = data.get("no_subjects", {}), data.get("per_subject", {})

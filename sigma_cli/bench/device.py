@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sigma_studio.model.config import GenerationConfig
+from sigma_studio.model.files import write_json
 from sigma_studio.model.presets import PRESETS
 from sigma_studio.model.request.build import build_request
 
@@ -76,12 +77,22 @@ def device_suite(out_dir: Path, scale: str, parts: tuple[str, ...] = DEFAULT_PAR
             status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-600:]}"
         except subprocess.TimeoutExpired:
             status = f"timed out after {limit} s"
-        result = json.loads(path.read_text()) if path.is_file() else None
+        result, status = _read_part(path, status)
         seconds = round(time.perf_counter() - start, 1)
         report["parts"][part] = {"status": status, "seconds": seconds, "result": result}
         print(f"[device] {part}: {status} in {seconds} s", flush=True)
-        (out_dir / "device.json").write_text(json.dumps(report, indent=1, default=str))
+        write_json(out_dir / "device.json", report, default=str)
     return report
+
+
+def _read_part(path: Path, status: str) -> tuple[dict | None, str]:
+    """What a part measured (None when it wrote nothing, or nothing readable), and its status."""
+    if not path.is_file():
+        return None, status
+    try:
+        return json.loads(path.read_text()), status
+    except (OSError, ValueError):
+        return None, f"{status} (its report is unreadable)"
 
 
 def _device_name() -> str:
@@ -202,8 +213,8 @@ RUNNERS = {
 def run_part(part: str, path: Path, scale: str) -> None:
     """One part, its JSON rewritten as it measures: a part cut short by its timeout still reports."""
 
-    def save(result: dict) -> None:
-        path.write_text(json.dumps(result, indent=1, default=str))
+    def save(result: dict) -> None:  # atomically: a part killed mid-write leaves its previous report whole
+        write_json(path, result, default=str)
 
     runner = RUNNERS[part]
     if part == "profile":  # its Chrome trace goes beside the JSON

@@ -8,7 +8,6 @@ after each of the three. A module of its own so that a rank loads only the train
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from sigma_studio.finetune.config import TrainConfig
 from sigma_studio.finetune.trainer import Trainer
+from sigma_studio.model.files import write_json
 
 
 def worker(root: Path, load: str, out: Path) -> None:
@@ -34,7 +34,7 @@ def worker(root: Path, load: str, out: Path) -> None:
     peaks["step"] = _peak_gib()
     trainer.save()
     peaks["save"] = _peak_gib()
-    (out / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "peak_gib": peaks}))
+    write_json(out / f"rank-{rank}.json", {"rank": rank, "peak_gib": peaks})
 
 
 def _peak_gib() -> float:
