@@ -53,9 +53,9 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
         with _opened(path, max_pixels) as img:
             img.load()
             return img.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except _TooLarge as exc:
         raise InputError(
-            f"{path} is too large to decode safely (over {max_pixels // 2**20} megapixels); resize it first"
+            f"{path} is too large to decode safely (over {exc.args[0] // 2**20} megapixels); resize it first"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path} is not a readable image ({exc}): it is damaged, or not one of the formats read "
@@ -64,22 +64,47 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
 
 # what a reference may be: raster formats PIL decodes itself (EPS, PDF and the like would call out to Ghostscript)
 PICTURE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # (a phone's MPO opens as JPEG)
-_PIXEL_LIMIT = threading.Lock()  # PIL's pixel limit is a global: one thread at a time sets it and puts it back
+
+
+def restrict_formats() -> None:
+    """Let PIL open only :data:`PICTURE_FORMATS` in this process, whoever opens: for a web server, where Gradio's
+    components decode uploads themselves (a file named ``.png`` holding PostScript would reach Ghostscript).
+    Writing is untouched. Idempotent."""
+    Image.init()
+    for name in [n for n in Image.OPEN if n not in PICTURE_FORMATS]:
+        Image.OPEN.pop(name)
+        if name in Image.ID:
+            Image.ID.remove(name)
+
+
+_WARNINGS = threading.Lock()  # warnings.catch_warnings is process-wide: one opener at a time silences PIL's
+
+
+class _TooLarge(Exception):
+    """A picture over the limit (PIL's own, or the caller's), found from its header before it is decoded."""
 
 
 def _opened(path: Path, max_pixels: int) -> Image.Image:
-    """``Image.open`` (which reads the header and checks its size) under ``max_pixels``; the limit of everything
-    else in the process (a web server's, for the pictures Gradio decodes) is back in place when it returns, even
-    when threads open pictures at once."""
-    with _PIXEL_LIMIT:
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    """``Image.open`` (which reads the header only) of a picture of at most ``max_pixels``. PIL's process-wide limit
+    (``Image.MAX_IMAGE_PIXELS``: a web server sets it for the pictures Gradio decodes) is never changed here. PIL
+    refuses a picture over twice it (and warns over it: silenced here, the check below is this function's own), so
+    a picture is refused by whichever limit is lower."""
+    with _WARNINGS, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                return Image.open(path, formats=PICTURE_FORMATS)
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+            img = Image.open(path, formats=PICTURE_FORMATS)
+        except Image.DecompressionBombError:
+            raise _TooLarge(_limit(max_pixels)) from None
+    if img.width * img.height > max_pixels:
+        img.close()
+        raise _TooLarge(_limit(max_pixels))
+    return img
+
+
+def _limit(max_pixels: int) -> int:
+    """The pixels a picture may have here: the caller's limit, or PIL's process-wide one where that is lower."""
+    process = Image.MAX_IMAGE_PIXELS
+    return min(max_pixels, 2 * process) if process else max_pixels
 
 
 def resize_size(width: int, height: int, spec: ResizeSpec, img_num: int = 1) -> tuple[int, int]:

@@ -71,10 +71,10 @@ def _torch_pin() -> str | None:
 APP = '''"""SIGMA Studio as a Hugging Face Space ({label}), written by `sigma space build` from sigma-studio {version}.
 
 `python app.py` (what the Space runs) serves the web UI through `sigma webui` on 0.0.0.0, on the port in PORT or
-GRADIO_SERVER_PORT (7860 without either). The package is in this folder (sigma_studio/ and its .dist-info), so
-nothing but requirements.txt is installed. Space variables override the model and mode: SIGMA_MODEL, SIGMA_MODE;
-a secret SIGMA_API_KEY requires `Authorization: Bearer KEY` on the REST and OpenAI routes. Arguments of `sigma
-webui` may follow: `python app.py --model tiny`.
+GRADIO_SERVER_PORT (`sigma webui`'s own default without either). The package is in this folder (sigma_studio/ and
+its .dist-info), so nothing but requirements.txt is installed. Space variables override the model and mode:
+SIGMA_MODEL, SIGMA_MODE; a secret SIGMA_API_KEY requires `Authorization: Bearer KEY` on the REST and OpenAI
+routes. Arguments of `sigma webui` may follow: `python app.py --model tiny`.
 """
 
 import os
@@ -86,8 +86,8 @@ os.environ.setdefault("SIGMA_MODE", "{mode}")
 from sigma_studio.cli.main import main  # noqa: E402  (the copy beside this file: sys.path[0])
 
 if __name__ == "__main__":
-    port = os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or "7860"
-    main(["webui", "--host", "0.0.0.0", "--port", port, *sys.argv[1:]])
+    port = os.environ.get("PORT")  # a Space's; without it `sigma webui` reads GRADIO_SERVER_PORT, then its default
+    main(["webui", "--host", "0.0.0.0", *(["--port", port] if port else []), *sys.argv[1:]])
 '''
 
 ZERO_GPU_IMPORT = """

@@ -11,21 +11,21 @@ import typer
 
 from sigma_studio.model.config import DEFAULT_MODEL, MODES, LoaderConfig
 from sigma_studio.model.errors import InputError, SigmaError
-from sigma_studio.webui.limits import WebLimits
-from sigma_studio.webui.ray_serve import RayServing, WebSettings, parse_autoscale
-from sigma_studio.webui.retention import KEEP_HOURS
+from sigma_studio.webui.limits import WebLimits, WebSettings
+from sigma_studio.webui.ray_serve import RayServing, parse_autoscale
 
 from . import render
 from .options import DebugOpt, ModelOpt, flag
 
 L = WebLimits()  # the server's limits: each flag's default (docs/SECURITY.md)
+W = WebSettings()  # the server's other options: each flag's default
 GPUS_HELP = (
     "all | 0,1,3: one pipeline per listed CUDA GPU, one generation on each at once \\[default: one pipeline]; "
     "cpu:N loads N pipelines on the CPU (for testing)"
 )
 
 
-KEY_HELP = "require Authorization: Bearer KEY on the REST and OpenAI routes (the page stays open)"
+KEY_HELP = "require Authorization: Bearer KEY on the REST and OpenAI routes (the page and its Gradio API stay open)"
 ApiKeyOpt = Annotated[
     str | None, typer.Option(help=KEY_HELP, envvar="SIGMA_API_KEY", show_envvar=True, show_default=False)
 ]
@@ -49,15 +49,15 @@ ReplicaCpusOpt = Annotated[float, typer.Option(help="--ray: CPUs per replica")]
 def webui(
     model: ModelOpt = None,
     mode: Annotated[str | None, typer.Option(help=" | ".join(MODES) + " \\[default: SIGMA_MODE or auto]")] = None,
-    host: Annotated[str | None, typer.Option(help="address to listen on \\[default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="port \\[default: 7860]")] = None,
+    host: Annotated[str | None, typer.Option(help=f"address to listen on \\[default: {W.host}]")] = None,
+    port: Annotated[int | None, typer.Option(help=f"port \\[default: {W.port}]")] = None,
     share: Annotated[bool, flag("--share", "create a public gradio.live link")] = False,
-    max_concurrency: Annotated[int, typer.Option(min=1, help="generations running at once (one pipeline)")] = 1,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="generations running at once (one pipeline)")] = W.slots,
     gpus: Annotated[str | None, typer.Option(help=GPUS_HELP, show_default=False)] = None,
     outputs: Annotated[
         str, typer.Option("--outputs", "--out", help="where results are written (never overwritten)")
-    ] = "outputs/webui",
-    keep_hours: KeepOpt = KEEP_HOURS,
+    ] = W.outputs,
+    keep_hours: KeepOpt = W.keep_hours,
     max_prompt_chars: Annotated[int, typer.Option(help="characters of one prompt")] = L.max_prompt_chars,
     max_request_mb: Annotated[int, typer.Option(help="one REST request's body, in MB")] = L.max_request_mb,
     max_event_kb: Annotated[int, typer.Option(help="one page or Gradio API event's body, in KB")] = L.max_event_kb,
@@ -92,18 +92,19 @@ def webui(
                            max_json_depth, max_json_items)  # fmt: skip
         model = model or os.environ.get("SIGMA_MODEL", DEFAULT_MODEL)
         mode = mode or os.environ.get("SIGMA_MODE", LoaderConfig.mode)
-        host = host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+        host = host or os.environ.get("GRADIO_SERVER_NAME", W.host)
         port = server_port(port)
+        api_key = checked_key(api_key)
         if not ray:
             if any(v is not None for v in (ray_address, replicas, autoscale, replica_gpus)):
                 raise InputError("--ray-address, --replicas, --autoscale and --replica-gpus are options of --ray")
             serve(model, mode, host, port, share=share, max_concurrency=max_concurrency, outputs=outputs,
-                  keep_hours=keep_hours, gpus=gpus, limits=limits, api_key=api_key or None)  # fmt: skip
+                  keep_hours=keep_hours, gpus=gpus, limits=limits, api_key=api_key)  # fmt: skip
             return
-        if share or gpus or max_concurrency != 1:
+        if share or gpus or max_concurrency != W.slots:
             raise InputError("--ray places replicas itself: leave out --share, --gpus and --max-concurrency")
         serving = RayServing(ray_address, replicas, parse_autoscale(autoscale), replica_gpus, replica_cpus)
-        web = WebSettings(outputs, keep_hours, limits, api_key or None)
+        web = WebSettings(outputs, keep_hours, limits, api_key)
         serve_on_ray(LoaderConfig(model=model, mode=mode), serving, web, host, port)
 
 
@@ -132,11 +133,22 @@ def check_address(host: str, port: int) -> None:
         raise InputError(f"cannot listen on {host}:{port} ({reason}): pass another --host or --port") from None
 
 
+def checked_key(api_key: str | None) -> str | None:
+    """The API key without the spaces or line end a secrets file adds (a key kept with them would never match); one
+    given empty is refused, not taken as "no key" (which would serve the routes open without a word)."""
+    if api_key is None:
+        return None
+    key = api_key.strip()
+    if not key:
+        raise InputError("--api-key (or SIGMA_API_KEY) is empty: give the key, or unset it to serve without one")
+    return key
+
+
 def server_port(port: int | None) -> int:
-    """``--port``, else GRADIO_SERVER_PORT, else 7860."""
+    """``--port``, else GRADIO_SERVER_PORT, else :attr:`WebSettings.port`."""
     if port is not None:
         return port
-    text = os.environ.get("GRADIO_SERVER_PORT", "7860")
+    text = os.environ.get("GRADIO_SERVER_PORT", str(W.port))
     if not text.strip().isdigit():
         raise InputError(f"GRADIO_SERVER_PORT={text!r} is not a port: unset it, or pass --port N")
     return int(text)
@@ -224,8 +236,8 @@ def load_pipelines(model: str, mode: str, devices: list[str | None], accel: str 
 
 
 def serve(
-    model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=1, outputs="outputs/webui",
-    keep_hours=KEEP_HOURS, gpus: str | None = None, limits: WebLimits | None = None, api_key: str | None = None,
+    model: str, mode: str, host: str, port: int, *, share=False, max_concurrency=W.slots, outputs=W.outputs,
+    keep_hours=W.keep_hours, gpus: str | None = None, limits: WebLimits | None = None, api_key: str | None = None,
 ):  # fmt: skip
     """Load the model once (once per GPU of ``gpus``) and serve the UI, its API and ``POST /api/v1/generate``
     (blocks until stopped)."""

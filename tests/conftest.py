@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FIXTURE = REPO / "tests" / "fixtures" / "bagel-tiny"  # the public fixture, kept in the repository
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _pil_pixel_limit():
+    """A web server sets PIL's process-wide pixel limit to its own (webui.server.launch), as the one thing its
+    process serves; here many servers, with small test limits, share one process: each module starts from the
+    limit the module before it found."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before
+
+
 def fixture_dir() -> Path:
     return Path(os.environ.get("SIGMA_PARITY_FIXTURE", DEFAULT_FIXTURE))
 

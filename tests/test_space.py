@@ -71,7 +71,7 @@ def test_the_cpu_space_has_a_card_requirements_an_app_and_the_package(built):
     source = (folder / "app.py").read_text()
     compile(source, "app.py", "exec")
     assert "import spaces" not in source and '"shapes"' in source
-    assert 'os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT")' in source and '"0.0.0.0"' in source
+    assert 'os.environ.get("PORT")' in source and '"0.0.0.0"' in source
 
     # the package, as installed: its modules, the shipped model, the examples, and its version
     assert (folder / "sigma_studio" / "cli" / "zerogpu.py").is_file()

@@ -144,7 +144,7 @@ def test_models_lists_the_served_model(client):
 
 def test_a_full_queue_is_a_429_with_retry_after(server):
     url, _, jobs = server
-    tokens = [jobs.submit() for _ in range(jobs.concurrency + MAX_QUEUE)]  # the queue is full
+    tokens = [jobs.reserve(10**6) for _ in range(jobs.concurrency + MAX_QUEUE)]  # the queue is full
     try:
         reply = httpx.post(url + "/v1/images/generations", json={"prompt": "a"},
                            headers={"authorization": f"Bearer {KEY}"}, timeout=60)  # fmt: skip

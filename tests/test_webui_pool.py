@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -36,11 +35,12 @@ FAST = dict(steps=2, size="64x64")
 
 
 class Counted:
-    """A pipeline that counts its generations and how many of the pool's run at once (``hold`` s each, so that
-    concurrent jobs overlap even on a busy CPU)."""
+    """A pipeline that counts its generations and how many of the pool's run at once. With ``meet``, the first
+    two calls wait for each other (a barrier, not a sleep), so two slots that can run at once are seen to, on a
+    CPU however busy; a pool that ran one job at a time would break the barrier after its timeout."""
 
-    def __init__(self, pipe, overlap: dict, hold: float = 0.0):
-        self.pipe, self.overlap, self.hold, self.calls = pipe, overlap, hold, 0
+    def __init__(self, pipe, overlap: dict):
+        self.pipe, self.overlap, self.calls = pipe, overlap, 0
 
     def __getattr__(self, name):
         return getattr(self.pipe, name)
@@ -50,17 +50,23 @@ class Counted:
             self.calls += 1
             self.overlap["now"] += 1
             self.overlap["peak"] = max(self.overlap["peak"], self.overlap["now"])
+        meet = self.overlap["meet"]
         try:
-            time.sleep(self.hold)
+            if meet is not None:
+                try:
+                    meet.wait(timeout=120)
+                except threading.BrokenBarrierError:
+                    pass  # the pool ran this call alone: the test's peak then says so
+                self.overlap["meet"] = None
             return self.pipe(*args, **kwargs)
         finally:
             with self.overlap["lock"]:
                 self.overlap["now"] -= 1
 
 
-def counted(pipes, hold: float = 0.0) -> list[Counted]:
-    overlap = {"lock": threading.Lock(), "now": 0, "peak": 0}
-    return [Counted(p, overlap, hold) for p in pipes]
+def counted(pipes, meet: bool = False) -> list[Counted]:
+    overlap = {"lock": threading.Lock(), "now": 0, "peak": 0, "meet": threading.Barrier(2) if meet else None}
+    return [Counted(p, overlap) for p in pipes]
 
 
 # -- the pool ---------------------------------------------------------------------------------------------------------
@@ -185,7 +191,7 @@ def pool_server(tmp_path_factory):
         serve("tiny", "auto", "127.0.0.1", port, outputs=str(out), keep_hours=0, gpus="cpu:2")
     jobs = made[0]
     assert jobs.concurrency == 2 and len(jobs.pipes) == 2 and jobs.pipes[0] is not jobs.pipes[1]
-    jobs.pipes = tuple(counted(jobs.pipes, hold=0.3))
+    jobs.pipes = tuple(counted(jobs.pipes, meet=True))
     yield f"http://127.0.0.1:{port}/", out, jobs
     demos[0].close()
 

@@ -231,7 +231,7 @@ def test_json_of_too_many_values_is_a_400_before_it_is_parsed(server):
 
 def test_a_full_queue_answers_the_rest_route_429_before_its_body(server):
     url, _, jobs, _ = server
-    tokens = [jobs.submit() for _ in range(jobs.concurrency + 32)]  # the queue is full (launch's max_queue)
+    tokens = [jobs.reserve(10**6) for _ in range(jobs.concurrency + 32)]  # the queue is full (launch's max_queue)
     try:
         reply = httpx.post(url + "/api/v1/generate", json={"prompt": "a", **FAST}, timeout=60)
     finally:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
+import shutil
 import threading
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -44,15 +46,16 @@ from .api_inputs import (
     stored_masks,
     uploaded,
 )
-from .api_params import GENERATE_PARAMS, PREVIEW_PARAMS, C, G, arguments, takes
+from .api_params import COUNT, GENERATE_PARAMS, MAX_COUNT, PREVIEW_PARAMS, C, G, arguments, takes
 from .jobs import Cancelled, Jobs
 from .limits import WebLimits
-from .retention import UPLOADS
+from .retention import UPLOADS, call_folder
 from .state import MAX_SLOTS, Slot, UIState, set_tokens
 
 log = logging.getLogger(__name__)
-MAX_COUNT = 4  # images per call, one per seed (the page's "number of images")
 ENDPOINTS = ("generate", "preview")
+MESSAGE_CHARS = 500  # the most of a failure's message a caller gets back (it may echo what the caller sent)
+PREVIEWS_AT_ONCE = 2  # /preview calls served at once (each decodes up to six references, a layout and masks)
 
 
 def with_uploads(inputs: dict) -> dict:
@@ -82,7 +85,8 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, Cancelled):
         return "Cancelled"
     message = exc.message if isinstance(exc, gr.Error) else h.message_of(exc)
-    return " ".join(str(message).split())
+    line = " ".join(str(message)[: 4 * MESSAGE_CHARS].split())  # (a caller's value echoed at any length: cut first)
+    return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 1] + "…"
 
 
 async def holding(jobs: Jobs, token: str | None, work: Awaitable):
@@ -177,10 +181,13 @@ class SigmaApi:
             the PNG files (each carries its record) and the records (settings, seed and the sequence the model got)
         """
         inputs = arguments(GENERATE_PARAMS, args, kwargs)
+        copies = call_folder(self.outputs)  # a very large upload's downscaled copy, removed as the call ends
         try:
-            paths, records = await self.run(with_uploads(inputs))
+            paths, records = await self.run(with_uploads(inputs), copies=copies)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line of text for the caller
             raise gr.Error(one_line(exc), print_exception=False) from None
+        finally:
+            shutil.rmtree(copies, ignore_errors=True)
         return [FileData(path=p, orig_name=Path(p).name, mime_type="image/png") for p in paths], records
 
     @takes(PREVIEW_PARAMS)
@@ -201,27 +208,34 @@ class SigmaApi:
             one entry per part: {"text": ...} or {"image", "role", "tokens", "size"}
         """
         inputs = arguments(PREVIEW_PARAMS, args, kwargs)
+        copies = call_folder(self.outputs)
         try:
-            return self.request(with_uploads(inputs), preview=True)[0].sequence()
+            return self.request(with_uploads(inputs), preview=True, copies=copies)[0].sequence()
         except Exception as exc:  # noqa: BLE001
             raise gr.Error(one_line(exc), print_exception=False) from None
+        finally:
+            shutil.rmtree(copies, ignore_errors=True)
 
-    def request(self, inputs: dict, *, preview: bool = False):
+    def request(self, inputs: dict, *, preview: bool = False, copies: Path | None = None):
         """(the page's request for these inputs, count). Checks everything; reads the uploads (server paths),
-        writes nothing but a downscaled copy of a very large upload and the masks (under ``<outputs>/uploads``, as
-        the page saves its masks)."""
+        writes nothing but a downscaled copy of a very large upload (in ``copies``, the call's folder its caller
+        removes; default: beside the upload) and the masks (under ``<outputs>/uploads``, as the page saves its
+        masks)."""
         self.check_prompt(inputs["prompt"], inputs.get("images") or [])
-        paths = [checked_file(f, f"img{k}", self.limits) for k, f in enumerate(inputs.get("images") or [], start=1)]
+        images = enumerate(inputs.get("images") or [], start=1)
+        paths = [checked_file(f, f"img{k}", self.limits, copies) for k, f in images]
         state = state_of(inputs["prompt"], paths, checked_tokens(inputs.get("tokens"), len(paths)))
         canny = tuple(int(inputs.get(k, getattr(C, k))) for k in ("canny_low", "canny_high", "canny_blur"))
-        image, background = (checked_file(inputs.get(n), n, self.limits) for n in ("layout_image", "background"))
+        image, background = (
+            checked_file(inputs.get(n), n, self.limits, copies) for n in ("layout_image", "background")
+        )
         layout = layout_of(inputs.get("layout") or "none", image, inputs.get("boxes"), canny, background=background,
                            boxes3d=inputs.get("boxes3d"), masks=inputs.get("masks"))  # fmt: skip
-        count = inputs.get("count", 1)
+        count = inputs.get("count", COUNT)
         if isinstance(count, bool) or not isinstance(count, int | float) or count not in range(1, MAX_COUNT + 1):
             raise InputError(f"count must be a whole number from 1 to {MAX_COUNT} (got {count!r})")
         config = G if preview else h.settings_config(self.settings(inputs), self.pipe.arch.max_image_size)
-        masks = stored_masks(layout, config.size, self.pipe.arch, self.uploads, self.limits)
+        masks = stored_masks(layout, config.size, self.pipe.arch, self.uploads, self.limits, copies)
         try:
             request = h.request_of(state, replace(layout, masks=masks), config, self.pipe.arch, preview=preview)
         except BaseException:
@@ -249,10 +263,14 @@ class SigmaApi:
         settings["group_mask"] = self.pipe.arch.group_mask if group_mask is None else group_mask
         return settings  # (a fraction of steps or seed is refused by handlers.settings_config, never truncated)
 
-    async def run(self, inputs: dict, token: str | None = None) -> tuple[list[str], list[dict]]:
+    async def run(
+        self, inputs: dict, token: str | None = None, copies: Path | None = None
+    ) -> tuple[list[str], list[dict]]:
         """Check the inputs (off the event loop), then generate in the shared queue: (PNG paths, records). A
-        ``token`` the caller reserved (:meth:`Jobs.reserve`) is the job's, and is given back however this ends."""
-        request, count = await holding(self.jobs, token, asyncio.to_thread(self.request, inputs))
+        ``token`` the caller reserved (:meth:`Jobs.reserve`) is the job's, and is given back however this ends;
+        ``copies``: :meth:`request`'s."""
+        checking = asyncio.to_thread(functools.partial(self.request, inputs, copies=copies))
+        request, count = await holding(self.jobs, token, checking)
         return await run_job(self.jobs, self._generate_images, request, count, token=token)
 
     def _run(self, token: str, request, count: int) -> tuple[list[str], list[dict]]:
@@ -281,5 +299,6 @@ def register_api(
     """
     api = SigmaApi(pipe, outputs=outputs, jobs=jobs, gpu_wrapper=gpu_wrapper, limits=limits)
     gr.api(api.generate, api_name="generate", concurrency_id="gpu", concurrency_limit=jobs.concurrency)
-    gr.api(api.preview, api_name="preview", concurrency_limit=None)
+    # a preview decodes its uploads but generates nothing: a few at once, in their own group
+    gr.api(api.preview, api_name="preview", concurrency_id="preview", concurrency_limit=PREVIEWS_AT_ONCE)
     return api

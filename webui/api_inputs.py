@@ -20,6 +20,7 @@ from sigma_studio.model.request.structure import IMAGE_NAME, MAX_BOXES, ControlS
 from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS, suggest_token
 
 from . import handlers as h
+from .api_params import AUTO_SIZE
 from .guard import store_mask, stored_mask
 from .limits import WebLimits
 
@@ -43,12 +44,13 @@ def uploaded(value: FileData | dict | None, what: str) -> str | None:
     return path
 
 
-def checked_file(path: str | None, what: str, limits: WebLimits) -> str | None:
-    """The path of an upload to use, as the page takes uploads: a very large picture is downscaled into a copy
-    beside it; an unreadable or oversized file is refused with the page's message."""
+def checked_file(path: str | None, what: str, limits: WebLimits, copies: Path | None = None) -> str | None:
+    """The path of an upload to use, as the page takes uploads: a very large picture is downscaled into a copy in
+    ``copies`` (the call's own folder, removed as it ends; default: beside the upload); an unreadable or oversized
+    file is refused with the page's message."""
     if path is None:
         return None
-    usable, message = h.prepare_upload(path, Path(path).parent, limits)
+    usable, message = h.prepare_upload(path, copies or Path(path).parent, limits)
     if usable is None:
         raise InputError(f"{what}: Upload refused: {message}")
     return usable
@@ -165,7 +167,9 @@ def layout_of(kind: str, image: str | None, boxes, canny: tuple[int, int, int], 
     return h.LayoutInputs(kind, canny_image, *canny, None, depth_map, rows, background, solid, shapes)
 
 
-def stored_masks(layout: h.LayoutInputs, size_hw, arch, folder: Path, limits: WebLimits) -> list[list]:
+def stored_masks(
+    layout: h.LayoutInputs, size_hw, arch, folder: Path, limits: WebLimits, copies: Path | None = None
+) -> list[list]:
     """The mask rows with each upload checked (limits, decoding), made a mask (its light pixels), refused when it
     holds nothing or has another shape than the output (``size_hw``, or the size ``background`` gives), and saved
     under ``folder`` with a name the server chose (``mask-<hex>.png``, as the page saves its masks)."""
@@ -176,7 +180,7 @@ def stored_masks(layout: h.LayoutInputs, size_hw, arch, folder: Path, limits: We
     made = []
     for k, (path, label, ref) in enumerate(layout.masks, start=1):
         what = f"mask {k} ({h.name_of(path)})"
-        usable = checked_file(path, f"mask {k}", limits)
+        usable = checked_file(path, f"mask {k}", limits, copies)
         mask = np.asarray(open_image(usable, max_pixels=limits.max_pixels).convert("L")) > 127
         if not mask.any():
             raise InputError(f"{what} has nothing in it: paint the subject's area white on black")
@@ -201,8 +205,8 @@ def forget_masks(subjects, folder: Path) -> None:
 
 def size_settings(size: str) -> dict:
     """``auto``, a page preset (``4:3``) or ``WxH`` as the page's preset / width / height settings."""
-    size = str(size or "auto").strip()
-    if size == "auto" or size in h.SIZE_PRESETS:
+    size = str(size or AUTO_SIZE).strip()
+    if size == AUTO_SIZE or size in h.SIZE_PRESETS:
         return {"preset": size, "width": 0, "height": 0}
     m = SIZE_RE.match(size)
     if not m:

@@ -19,6 +19,10 @@ from sigma_studio.model.config import DEFAULT_SPEED, RenormType
 from sigma_studio.model.request.structure import ControlSpec
 
 G, C = GenerationConfig(), ControlSpec()  # every default of the API comes from these dataclasses
+RANDOM_SEED = -1  # a seed the pipeline draws (its seed None), and reports
+AUTO_SIZE = "auto"  # the last reference's size
+COUNT = 1  # images a run makes, one per seed: seed, seed + 1, ...
+MAX_COUNT = 4  # the most a call may ask for (the page's "images per run")
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,10 @@ GENERATE_PARAMS: tuple[ApiParam, ...] = (
     ApiParam("cfg_high", float, G.cfg_interval[1]),
     ApiParam("renorm", RenormType, G.cfg_renorm_type),
     ApiParam("shift", float, G.timestep_shift),
-    ApiParam("seed", int, -1),  # -1: drawn (the pipeline's seed None)
-    ApiParam("size", str, "auto"),
+    ApiParam("seed", int, RANDOM_SEED),
+    ApiParam("size", str, AUTO_SIZE),
     ApiParam("group_mask", bool | None, None),  # None: the model's own setting
-    ApiParam("count", int, 1),
+    ApiParam("count", int, COUNT),
     ApiParam("speed", str, DEFAULT_SPEED),
     ApiParam("think", bool | None, None),  # None: as the model was trained (its plans skill)
     ApiParam("canny_low", int, C.canny_low),

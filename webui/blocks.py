@@ -14,11 +14,13 @@ from sigma_studio.model.run.think import thinks
 
 from . import handlers as h
 from .api import register_api
+from .api_params import AUTO_SIZE, COUNT, MAX_COUNT, RANDOM_SEED
 from .display import CANVAS_SIDE, canvas_image
+from .editor import MaskEditor
 from .examples import SHAPES_EXAMPLES, Example, examples_for, thumbnail_files
 from .inputs import drop_image
 from .jobs import Jobs
-from .limits import WebLimits
+from .limits import WebLimits, WebSettings
 from .page import (
     BoxesTab,
     CannyTab,
@@ -99,8 +101,8 @@ CSS = """
 def build_demo(
     pipe,
     *,
-    outputs: str | Path = "outputs/webui",
-    max_concurrency: int = 1,
+    outputs: str | Path = WebSettings.outputs,
+    max_concurrency: int = WebSettings.slots,
     gpu_wrapper=None,
     jobs: Jobs | None = None,
     keep_hours: float = KEEP_HOURS,
@@ -307,7 +309,7 @@ def _boxes_tab(skills: tuple[str, ...] | None) -> BoxesTab:
             type="array", elem_id="boxes3d",
         )  # fmt: skip
         add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
-        mask_draw = gr.ImageEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
+        mask_draw = MaskEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
                                    label=EDITOR_LABEL, elem_id="mask-draw",
                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
         add_mask = gr.Button("+ mask subject", size="sm", elem_id="add-mask")
@@ -327,7 +329,7 @@ def _settings(pipe) -> Settings:
     side = pipe.arch.max_image_size
     with gr.Accordion("Settings", open=False, elem_id="settings"):
         with gr.Row():
-            preset = gr.Dropdown(["auto", *h.SIZE_PRESETS, "custom"], value="auto", label="size",
+            preset = gr.Dropdown([AUTO_SIZE, *h.SIZE_PRESETS, "custom"], value=AUTO_SIZE, label="size",
                                  info="auto: the last reference's size", elem_id="preset")  # fmt: skip
             width = gr.Number(side, label="width", precision=0, minimum=16, maximum=side, step=16, interactive=False)
             height = gr.Number(side, label="height", precision=0, minimum=16, maximum=side, step=16,
@@ -348,9 +350,9 @@ def _settings(pipe) -> Settings:
             shift = gr.Slider(1, 6, G.timestep_shift, step=0.1, label="timestep shift",
                               info="higher: more steps at high noise (layout), lower: more on detail")  # fmt: skip
         with gr.Row():
-            seed = gr.Number(-1, label="seed (-1 = random)", precision=0, elem_id="seed",
+            seed = gr.Number(RANDOM_SEED, label=f"seed ({RANDOM_SEED} = random)", precision=0, elem_id="seed",
                              info="the seed used is shown with the result; Reuse seed puts it here")  # fmt: skip
-            count = gr.Slider(1, 4, 1, step=1, label="images per run", elem_id="count",
+            count = gr.Slider(1, MAX_COUNT, COUNT, step=1, label="images per run", elem_id="count",
                               info="one per seed: seed, seed+1, ...")  # fmt: skip
             group_mask = gr.Checkbox(pipe.arch.group_mask, label="group-scoped attention mask",
                                      info="each reference's tokens read only their own image (SIGMA)")  # fmt: skip

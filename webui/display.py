@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sigma_studio.model.config import ROUTING_STEP
+from sigma_studio.model.images import PICTURE_FORMATS
 from sigma_studio.model.request.control import PALETTE
 
 # CLI wording -> what the page calls the same thing
@@ -128,7 +129,7 @@ def _backdrop(path: str | None, side: int) -> Image.Image:
     if not path:
         return plain
     try:
-        with Image.open(path) as picture:
+        with Image.open(path, formats=PICTURE_FORMATS) as picture:
             picture.draft("RGB", (side, side))  # a large JPEG decodes at a fraction of its size
             ground = picture.convert("RGB").resize((side, side), Image.BILINEAR)
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -160,8 +161,9 @@ def _font():
 def _tint(canvas: Image.Image, path: str, colour) -> None:
     """Paint a mask file's white pixels in ``colour``, half transparent; an unreadable file paints nothing."""
     try:
-        m = np.asarray(Image.open(path).convert("L").resize(canvas.size, Image.NEAREST)) > 127
-    except (OSError, ValueError):
+        with Image.open(path, formats=PICTURE_FORMATS) as picture:
+            m = np.asarray(picture.convert("L").resize(canvas.size, Image.NEAREST)) > 127
+    except (OSError, ValueError, Image.DecompressionBombError):
         return
     px = np.asarray(canvas).copy()
     px[m] = (px[m] * 0.4 + np.array(colour) * 0.6).astype(np.uint8)

@@ -17,6 +17,7 @@ from sigma_studio.model.errors import InputError
 
 from . import handlers as h
 from . import placements as pl
+from .api_params import COUNT
 from .display import CANVAS_SIDE, NOTE, canvas_image, error_html
 from .guard import store_mask, stored_mask, within_any
 from .inputs import REFUSED, SCROLL_AFTER_RUN, SCROLL_TO_PROMPT, SCROLL_TO_RESULT, UI, wire_inputs
@@ -195,7 +196,7 @@ def _wire_generate(page: Page, ctx: Wiring, jobs: Jobs, gpu_wrapper) -> None:
                 return keep, "**Cancelled**: nothing was written", keep, history, keep, keep, ""
             paths = [path for path, _ in exc.kept]  # the finished images stay: shown, listed and in the history
             history = history_with([history_entry(*kept) for kept in exc.kept], history)
-            info = f"**Cancelled** after {len(paths)} of {int(settings.get('count') or 1)} images: the finished "
+            info = f"**Cancelled** after {len(paths)} of {int(settings.get('count') or COUNT)} images: the finished "
             info += f"{'one is' if len(paths) == 1 else 'ones are'} kept ({', '.join(Path(q).name for q in paths)})"
             return paths, info, paths, history, keep, paths[0], ""
         except Exception as exc:  # noqa: BLE001 - every failure is a message on the page

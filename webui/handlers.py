@@ -18,11 +18,13 @@ from PIL import Image
 from sigma_studio.model import ControlSpec, GenerationConfig, SigmaError, build_request
 from sigma_studio.model.config import DEFAULT_SPEED, speed_every
 from sigma_studio.model.errors import InputError
+from sigma_studio.model.files import atomic_write
 from sigma_studio.model.images import open_image, to_rgb
 from sigma_studio.model.request.control import estimate_depth
 from sigma_studio.model.request.tokens import ATTRIBUTE_TOKENS
 
 from . import depth
+from .api_params import AUTO_SIZE, COUNT, RANDOM_SEED
 from .display import browser_text, colour_routing
 from .jobs import Jobs
 from .limits import WebLimits
@@ -60,7 +62,7 @@ def prepare_upload(path: str, folder: Path, limits: WebLimits | None = None) -> 
     img.thumbnail((UPLOAD_MAX_SIDE, UPLOAD_MAX_SIDE), Image.LANCZOS)
     folder.mkdir(parents=True, exist_ok=True)
     smaller = folder / f"{Path(path).stem[:64]}-{uuid.uuid4().hex[:8]}.png"
-    img.save(smaller)
+    atomic_write(smaller, lambda f: img.save(f, format="PNG"))
     return str(smaller), f"{name_of(path)} was downscaled from {before} to {img.width}×{img.height}"
 
 
@@ -124,7 +126,7 @@ class LayoutInputs:
 def size_of(preset: str, width: int, height: int, max_size: int) -> tuple[int, int] | None:
     """(height, width) from the settings; 'auto' lets the pipeline use the last reference's size. A preset is
     scaled to the model's largest size; a custom size is taken as it is, and checked like the CLI's ``--size``."""
-    if preset == "auto":
+    if preset == AUTO_SIZE:
         return None
     if preset in SIZE_PRESETS:
         w, h = SIZE_PRESETS[preset]
@@ -283,8 +285,9 @@ def settings_config(settings: dict, max_size: int) -> GenerationConfig:
     are the CLI's: a custom size is used as it is, and a seed is -1 or a whole number from 0."""
     seed = settings.get("seed")
     seed = None if seed is None or seed == "" else whole(seed, "seed")
-    if seed is not None and seed < -1:
-        raise InputError(f"seed {seed} is not a seed: use -1 for a new random seed, or a whole number from 0")
+    if seed is not None and seed < RANDOM_SEED:
+        raise InputError(f"seed {seed} is not a seed: use {RANDOM_SEED} for a new random seed, or a whole number "
+                         "from 0")  # fmt: skip
     return GenerationConfig(
         steps=whole(settings["steps"], "steps"),
         cfg_text_scale=float(settings["cfg_text"]),
@@ -293,7 +296,7 @@ def settings_config(settings: dict, max_size: int) -> GenerationConfig:
         cfg_renorm_type=settings["renorm"],
         timestep_shift=float(settings["shift"]),
         size=size_of(settings["preset"], settings["width"], settings["height"], max_size),
-        seed=None if seed is None or seed == -1 else seed,
+        seed=None if seed is None or seed == RANDOM_SEED else seed,
         group_mask=bool(settings["group_mask"]),
         guidance_every=speed_every(settings.get("speed") or DEFAULT_SPEED),
         think=None if settings.get("think") is None else bool(settings["think"]),
@@ -306,7 +309,7 @@ def generate(pipe, state: UIState, layout: LayoutInputs, settings: dict, outputs
     if why := depth.blocked(layout):
         raise InputError(why)
     request = request_of(state, layout, settings_config(settings, pipe.arch.max_image_size), pipe.arch)
-    count = int(settings.get("count") or 1)
+    count = int(settings.get("count") or COUNT)
     paths, records, seeds, last = run_request(
         pipe, request, outputs, count=count, jobs=jobs, token=token, progress=progress
     )

@@ -5,6 +5,12 @@ with one pipeline per GPU (``sigma webui --gpus``) gives the queue that pool: th
 job runs on the pipeline its slot holds. A job is identified by a token handed out when it is submitted, so Cancel
 works on a job that is still waiting for a slot (it never starts and writes nothing) as well as on a running one
 (it stops at its next denoising step).
+
+What counts against the queue's depth (:meth:`Jobs.reserve`, the REST and OpenAI routes' 429) is the jobs that hold
+or wait for a slot, and the places those routes reserved: a page's token (:meth:`Jobs.submit`, handed out as
+Generate is clicked) counts once its job reaches the queue. A token whose job never comes (its event was refused by
+Gradio's full queue, the tab closed, or a client called the page's start event alone) expires after
+:data:`PENDING_S`, and at most :data:`MOST_PENDING` wait at once, so such tokens neither fill the queue nor memory.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from .retention import Retention
+
+PENDING_S = 3600.0  # a page token whose job has not reached the queue by then is forgotten
+MOST_PENDING = 4096  # page tokens waiting at once; past it the oldest is forgotten
 
 
 class Cancelled(Exception):
@@ -42,24 +52,38 @@ class Jobs:
         self._runs = [0] * self.concurrency
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
-        self._live: set[str] = set()
+        self._live: dict[str, float] = {}  # every token not yet ended: when it was handed out
+        self._reserved: set[str] = set()  # places taken by reserve(): they count at once
         self._started: set[str] = set()  # jobs that reached slot(): holding or waiting for one
 
     def submit(self) -> str:
-        """A token for a new job (the page gets it the moment Generate is clicked, before the job is queued)."""
+        """A token for a new job (the page gets it the moment Generate is clicked, before the job is queued). It
+        counts against the queue's depth once its job reaches :meth:`slot`; until then it expires (module doc)."""
         token = uuid.uuid4().hex
         with self._lock:
-            self._live.add(token)
+            self._forget_pending(time.monotonic())
+            self._live[token] = time.monotonic()
         return token
+
+    def _forget_pending(self, now: float) -> None:
+        """Drop page tokens whose job never reached the queue: older than PENDING_S, or past MOST_PENDING."""
+        pending = [t for t in self._live if t not in self._reserved and t not in self._started]
+        stale = {t for t in pending if now - self._live[t] > PENDING_S} | set(
+            pending[: max(0, len(pending) + 1 - MOST_PENDING)]
+        )
+        for token in stale:
+            del self._live[token]
+            self._cancelled.discard(token)
 
     def reserve(self, waiting: int) -> str | None:
         """A token for a new job, unless ``waiting`` jobs already wait beyond the slots (None: the call is answered
         429). Checked and counted under one lock, so a burst of calls cannot all pass the check before any counts."""
         with self._lock:
-            if len(self._live) >= self.concurrency + waiting:
+            if len(self._reserved | self._started) >= self.concurrency + waiting:
                 return None
             token = uuid.uuid4().hex
-            self._live.add(token)
+            self._live[token] = time.monotonic()
+            self._reserved.add(token)
             return token
 
     def cancel(self, token: str | None) -> Literal["queued", "running"] | None:
@@ -81,7 +105,8 @@ class Jobs:
     def discard(self, token: str | None) -> None:
         """Forget a job that ended before it reached a slot (its inputs were refused)."""
         with self._lock:
-            self._live.discard(token)
+            self._live.pop(token, None)
+            self._reserved.discard(token)
             self._cancelled.discard(token)
 
     def check(self, token: str | None) -> None:
@@ -107,6 +132,8 @@ class Jobs:
         gets the slot's pipeline (None without a pool: the caller's one pipeline)."""
         with self._lock:
             self._started.add(token)
+            if token:
+                self._live.setdefault(token, time.monotonic())  # (a page token that had expired counts again)
         try:
             if self.retention is not None:  # every door's generations come here: the page's, the API's, the REST's
                 self.retention.sweep()
@@ -125,6 +152,7 @@ class Jobs:
                 self._free.put(k)
         finally:
             with self._lock:
-                self._live.discard(token)
+                self._live.pop(token, None)
+                self._reserved.discard(token)
                 self._cancelled.discard(token)
                 self._started.discard(token)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.request.prompt import MAX_PROMPT_CHARS
+
+from .retention import KEEP_HOURS
 
 REST_PATH = "/api/v1/generate"
 STATUS_PATH = "/api/v1/status"
@@ -54,9 +56,12 @@ class WebLimits:
         return None
 
     def json_problem(self, body: bytes) -> str | None:
-        """Why a JSON body is refused before it is parsed (None: it is taken): nested deeper than
-        ``max_json_depth``, or over ``max_json_items`` values (a body of tiny items, ``[0,0,...]``, costs far more
-        memory parsed than its size says; pictures travel as base64 strings, one value each)."""
+        """Why a JSON body is refused before it is parsed (None: it is taken): not UTF-8 text (``json.loads`` also
+        reads UTF-16 and UTF-32, whose bytes the scan below would misread), nested deeper than ``max_json_depth``,
+        or over ``max_json_items`` values (a body of tiny items, ``[0,0,...]``, costs far more memory parsed than its
+        size says; pictures travel as base64 strings, one value each)."""
+        if not utf8_text(body):
+            return "The JSON body must be UTF-8 text"
         shape = json_shape(body, self.max_json_depth, self.max_json_items)
         if shape.depth > self.max_json_depth:
             return f"The JSON body nests deeper than {self.max_json_depth} levels"
@@ -69,10 +74,29 @@ class WebLimits:
         return self.max_megapixels * 1_000_000
 
     def body_limit(self, path: str) -> int:
-        """The largest body, in bytes, a POST to ``path`` may send."""
-        if path.rstrip("/") in (REST_PATH, UPLOAD_PATH) or path.startswith(OPENAI_IMAGES):
+        """The largest body, in bytes, a POST to ``path`` may send: an upload is one file (the page and
+        gradio_client send one a request) with its form's few bytes; a REST or OpenAI call every file it names."""
+        if path.rstrip("/") == UPLOAD_PATH:
+            return (self.max_upload_mb + 1) * 2**20
+        if path.rstrip("/") == REST_PATH or path.startswith(OPENAI_IMAGES):
             return self.max_request_mb * 2**20
         return self.max_event_kb * 2**10
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """How the web server serves: the server options of ``sigma webui`` (its page, its API, its Ray ingress). Each
+    default is declared here, once; the command's options and the server's functions read them."""
+
+    outputs: str = "outputs/webui"  # where results are written (never overwritten)
+    keep_hours: float = KEEP_HOURS
+    limits: WebLimits = field(default_factory=WebLimits)
+    api_key: str | None = None
+    max_queue: int = 32  # jobs waiting beyond the running ones; past it a call is answered 429, the page's queue full
+    slots: int = 1  # generations in flight at once (one pipeline; a pool or Ray's replicas set their own number)
+    retries: int = 1  # Ray: a generation a replica dropped is tried again this many times
+    host: str = "127.0.0.1"  # this machine only
+    port: int = 7860  # Gradio's own
 
 
 class BodyTooLarge(Exception):
@@ -109,25 +133,38 @@ def json_shape(body: bytes, max_depth: int | None = None, max_items: int | None 
     return JsonShape(deepest, items)
 
 
-_URL = re.compile(r"^\s*https?://", re.IGNORECASE)
+_URL = re.compile(r"^\s*(https?://|data:)", re.IGNORECASE)
+_DATA_URL = re.compile(r"^\s*data:", re.IGNORECASE)
+
+
+def utf8_text(body: bytes) -> bool:
+    """Whether ``body`` is UTF-8 text without NUL bytes (which JSON text never holds, and UTF-16 and UTF-32 do)."""
+    if b"\x00" in body:
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def remote_file(body: bytes) -> str | None:
     """Why an event is refused for naming a file by URL (None: it names none). Gradio downloads a file whose
-    ``path`` is a URL before any of our code runs, with no size limit: a client could make the server fetch
-    anything. The page never sends one (its files are uploads, or the server's own paths)."""
-    if b"FileData" not in body:
-        return None
+    ``path`` is a URL before any of our code runs, with no size limit, and decodes an image whose ``url`` is a
+    ``data:`` URL into its cache, where nothing deletes it: a client could make the server fetch anything, or fill
+    its disk. The page never sends either (its files are uploads, or the server's own paths). The parsed value is
+    read, not the bytes, so no escape (``\\u0044``) hides a name."""
     try:
-        stack = [json.loads(body)]
-    except ValueError:
+        stack = [json.loads(body)]  # (already held to the event's size, depth and values)
+    except (ValueError, RecursionError):
         return None  # (not JSON: Gradio answers it)
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, dict):
-            if isinstance(item.get("path"), str) and _URL.match(item["path"]):
+            path, url = item.get("path"), item.get("url")
+            if (isinstance(path, str) and _URL.match(path)) or (isinstance(url, str) and _DATA_URL.match(url)):
                 return "Files are not fetched from URLs: upload the file (gradio_client's handle_file of a local path)"
             stack.extend(item.values())
     return None
@@ -150,10 +187,10 @@ class BodyLimit:
         if declared and (not declared.isdigit() or int(declared) > limit):
             return await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}", path)
         if limit <= self.limits.max_event_kb * 2**10:  # an event: small, read whole and its JSON checked here
-            return await self._buffered(scope, receive, send, limit)
+            return await self._buffered(scope, receive, send, limit, headers)
         return await self._streamed(scope, receive, send, limit, path)  # uploads, REST and OpenAI (their own JSON)
 
-    async def _buffered(self, scope, receive, send, limit: int):
+    async def _buffered(self, scope, receive, send, limit: int, headers: dict):
         """Read the whole (bounded) body, check its nesting, then hand it on."""
         chunks, size = [], 0
         while True:
@@ -167,7 +204,7 @@ class BodyLimit:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        problem = self.limits.json_problem(body) or remote_file(body)  # (a body not JSON has no marks that count)
+        problem = event_problem(body, headers.get(b"content-type", b""), self.limits)
         if problem:
             return await refuse(send, 400, problem)
         replayed = False
@@ -206,6 +243,16 @@ class BodyLimit:
             await self.app(scope, counted, guarded_send)
         if over and not started:
             await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}", path)
+
+
+def event_problem(body: bytes, content_type: bytes, limits: WebLimits) -> str | None:
+    """Why an event's body is refused (None: it is taken). JSON (any type but a form's: Gradio reads its events as
+    JSON whatever they say) is held to :meth:`WebLimits.json_problem` and :func:`remote_file`; a form (the mask
+    editor's layers, posted to the component server) is the editor's to check (webui/editor.py)."""
+    kind = content_type.split(b";")[0].strip().lower()
+    if kind in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
+        return None
+    return limits.json_problem(body) or remote_file(body)
 
 
 async def refuse(send, status: int, message: str, path: str = "") -> None:

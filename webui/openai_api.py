@@ -24,23 +24,22 @@ Retry-After.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from sigma_studio.model.errors import InputError, SigmaError
 
-from .api import MAX_COUNT, SigmaApi, holding, one_line
+from .api import SigmaApi, holding, one_line
 from .api_inputs import size_settings
+from .api_params import AUTO_SIZE, MAX_COUNT, RANDOM_SEED
 from .guard import stored_output
 from .jobs import Cancelled, Jobs
-from .limits import BodyTooLarge, WebLimits
+from .limits import BodyTooLarge, WebLimits, WebSettings
 from .rest import (
     BUSY,
     CHALLENGE,
@@ -49,13 +48,14 @@ from .rest import (
     RETRY_AFTER_S,
     RestError,
     form_fields,
+    in_time,
     json_fields,
     key_refusal,
     saved,
     typed,
     until_disconnected,
 )
-from .retention import INCOMING
+from .retention import call_folder
 
 PREFIX = "/v1"
 OPENAI_FIELDS = ("prompt", "n", "size", "response_format", "seed", "model", "user")
@@ -91,7 +91,7 @@ def refusal(exc: Exception) -> JSONResponse:
     if isinstance(exc, OpenAIError):
         return exc.response(exc.headers())
     if isinstance(exc, RestError):  # (the shared readers' refusals: 400, or 413 for a prompt over its limit)
-        return OpenAIError(str(exc), 413 if exc.status == 413 else 400).response()
+        return OpenAIError(str(exc), exc.status if exc.status in (408, 413) else 400).response()
     if isinstance(exc, Cancelled):
         return OpenAIError("Cancelled", 409).response()
     return OpenAIError(one_line(exc), 400 if isinstance(exc, SigmaError) else 500).response()
@@ -105,20 +105,19 @@ def check_key(request: Request, api_key: str | None) -> None:
 
 
 def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimits, api_key: str | None = None,
-                 max_waiting: int = 32) -> None:  # fmt: skip
+                 max_waiting: int = WebSettings.max_queue) -> None:  # fmt: skip
     """Serve the OpenAI-compatible routes on ``app`` through ``jobs`` (the page's queue); at most ``max_waiting``
     jobs wait beyond the running ones before a call is answered 429."""
     api, model_id = SigmaApi(pipe, outputs=outputs, jobs=jobs, limits=limits), pipe.name
-    incoming = Path(outputs) / INCOMING
 
     async def images(request: Request, edit: bool) -> JSONResponse:
-        folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        folder = call_folder(outputs)
         try:
             check_key(request, api_key)
             token = jobs.reserve(max_waiting)  # before the body is read; counted at once, so a burst cannot overfill
             if token is None:
                 raise OpenAIError(BUSY, 429, kind="rate_limit_error")
-            reading = read(request, edit, folder, model_id, limits)
+            reading = in_time(read(request, edit, folder, model_id, limits))
             inputs, response_format = await holding(jobs, token, reading)  # (then the job's run holds it)
             paths, records = await until_disconnected(request, api.run(inputs, token))
         except BodyTooLarge:
@@ -150,7 +149,11 @@ def mount_openai(app, pipe, *, outputs: str | Path, jobs: Jobs, limits: WebLimit
         path = stored_output(name, outputs)
         if path is None:
             return OpenAIError(f"No image {name[:80]} on this server", 404, kind="not_found_error").response()
-        return FileResponse(path, media_type="image/png")
+        try:  # opened now: a sweep of old results between the check and the answer is a 404, not a server error
+            data = path.read_bytes()
+        except OSError:
+            return OpenAIError(f"No image {name[:80]} on this server", 404, kind="not_found_error").response()
+        return Response(data, media_type="image/png", headers={"x-content-type-options": "nosniff"})
 
     app.add_api_route(f"{PREFIX}/images/generations", generations, methods=["POST"], summary="OpenAI: generate")
     app.add_api_route(f"{PREFIX}/images/edits", edits, methods=["POST"], summary="OpenAI: generate from references")
@@ -204,8 +207,8 @@ async def inputs_of(fields: dict, folder: Path, model_id: str, edit: bool, limit
     if edit and not images:
         raise OpenAIError("images/edits needs at least one image part; use images/generations for text alone",
                           param="image")  # fmt: skip
-    named = {"prompt": prompt, "count": count_of(fields.get("n")), "seed": fields.get("seed", -1)}
-    named["size"] = fields.get("size") or "auto"
+    named = {"prompt": prompt, "count": count_of(fields.get("n")), "seed": fields.get("seed", RANDOM_SEED)}
+    named["size"] = fields.get("size") or AUTO_SIZE
     try:
         size_settings(named["size"])
     except InputError as exc:

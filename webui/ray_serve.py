@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from sigma_studio.model.config import LoaderConfig
 from sigma_studio.model.errors import InputError, MissingDependencyError, SigmaError
 
-from .limits import WebLimits
+from .limits import WebSettings
 from .remote import RemotePipeline, Replica
-from .retention import KEEP_HOURS
 
 APP_NAME = "sigma"
 
@@ -64,19 +63,6 @@ def parse_autoscale(text: str | None) -> tuple[int, int] | None:
     if not sep or not low.strip().isdigit() or not high.strip().isdigit():
         raise InputError(f"--autoscale {text!r} is not MIN:MAX, e.g. 1:4")
     return int(low), int(high)
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """What the ingress serves with: the server's options of ``sigma webui``."""
-
-    outputs: str = "outputs/webui"
-    keep_hours: float = KEEP_HOURS
-    limits: WebLimits = dataclasses.field(default_factory=WebLimits)
-    api_key: str | None = None
-    max_queue: int = 32
-    slots: int = 1  # generations in flight at once (the most replicas there can be)
-    retries: int = 1
 
 
 class Ingress:

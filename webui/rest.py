@@ -26,11 +26,9 @@ import contextlib
 import hmac
 import inspect
 import json
-import os
 import re
 import shutil
 import typing
-import uuid
 from pathlib import Path
 from types import UnionType
 
@@ -45,11 +43,12 @@ from .api import SigmaApi, holding, one_line
 from .api_inputs import mask_row, rows_of
 from .jobs import Cancelled, Jobs
 from .limits import REST_PATH, STATUS_PATH, BodyTooLarge, WebLimits
-from .retention import INCOMING, clean_incoming
+from .retention import INCOMING, call_folder, clean_incoming
 
 FILE_FIELDS = ("images", "layout_image", "background", "masks")  # saved under the request's folder before use
 JSON_FIELDS = ("tokens", "boxes", "boxes3d", "masks")  # lists: JSON text in a multipart form
 ROW_FILES = ("masks",)  # in a form: JSON rows whose first column names a file part sent under the same name
+BODY_READ_S = 300.0  # a call's body must arrive within this (200 MB at 0.7 MB/s); then 408
 RETRY_AFTER_S = 10  # a 429's Retry-After, when the queue is full
 BUSY = "The server is busy: retry later"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sigma-studio"'}  # a 401's header (RFC 6750)
@@ -63,6 +62,16 @@ class RestError(Exception):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
         self.status = status
+
+
+async def in_time(reading, seconds: float | None = None):
+    """``await reading`` (a call's body read and checked), refused with 408 past ``seconds`` (default
+    :data:`BODY_READ_S`): a client that sends its body a byte at a time holds its place in the queue no longer."""
+    seconds = BODY_READ_S if seconds is None else seconds
+    try:
+        return await asyncio.wait_for(reading, seconds)
+    except TimeoutError:
+        raise RestError(f"The request body did not arrive within {seconds:.0f} s", 408) from None
 
 
 def key_refusal(request: Request, api_key: str | None) -> str | None:
@@ -91,7 +100,7 @@ def mount_rest(
     clean_incoming(incoming)
 
     async def generate(request: Request) -> JSONResponse:
-        folder = incoming / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        folder = call_folder(outputs)
         refusal = key_refusal(request, api_key)
         if refusal:
             return JSONResponse({"error": refusal}, status_code=401, headers=CHALLENGE)
@@ -99,7 +108,8 @@ def mount_rest(
         if token is None:
             return JSONResponse({"error": BUSY}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
-            inputs = await holding(jobs, token, read_inputs(request, folder, limits))  # (then the job's run holds it)
+            reading = in_time(read_inputs(request, folder, limits))
+            inputs = await holding(jobs, token, reading)  # (then the job's run holds it)
             paths, records = await until_disconnected(request, api.run(inputs, token))
         except BodyTooLarge:
             raise  # the server's middleware answers 413

@@ -14,6 +14,7 @@ import gradio as gr
 
 from sigma_studio.model.config import DEFAULT_SPEED, SPEEDS, GenerationConfig
 
+from .api_params import AUTO_SIZE, COUNT, RANDOM_SEED
 from .guard import store_mask, stored_output
 from .state import Slot, UIState, read_prompt, set_image
 
@@ -48,16 +49,17 @@ def caption_of(record: dict) -> str:
     return f"seed {seed} · {prompt[:40]}{'…' if len(prompt) > 40 else ''}"
 
 
-def settings_values(config: dict, count: int = 1) -> list:
+def settings_values(config: dict, count: int = COUNT) -> list:
     size = config.get("size")
-    preset, width, height = ("custom", size[1], size[0]) if size else ("auto", gr.update(), gr.update())
+    preset, width, height = ("custom", size[1], size[0]) if size else (AUTO_SIZE, gr.update(), gr.update())
     low, high = config["cfg_interval"]
     group_mask, think = config.get("group_mask"), config.get("think")
+    seed, every = config.get("seed"), config.get("guidance_every", GenerationConfig.guidance_every)
     return [
         preset, width, height, config["steps"], config["cfg_text_scale"], config["cfg_img_scale"], low, high,
-        config["cfg_renorm_type"], config["timestep_shift"], -1 if config.get("seed") is None else config["seed"],
+        config["cfg_renorm_type"], config["timestep_shift"], RANDOM_SEED if seed is None else seed,
         count, gr.update() if group_mask is None else group_mask,
-        next((name for name, every in SPEEDS.items() if every == config.get("guidance_every", 1)), DEFAULT_SPEED),
+        next((name for name, n in SPEEDS.items() if n == every), DEFAULT_SPEED),
         gr.update() if think is None else think,
     ]  # fmt: skip
 

@@ -21,6 +21,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,8 +88,14 @@ def clean_old_files(folder: str | Path, max_age_hours: float, *names: re.Pattern
     return removed
 
 
+def call_folder(outputs: str | Path) -> Path:
+    """A new folder name (not created) for one API call's files, under ``<outputs>/.incoming``: the uploads of a REST
+    or OpenAI call and the downscaled copies of any call, removed as the call ends (or by :func:`clean_incoming`)."""
+    return Path(outputs) / INCOMING / f"rest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 def clean_incoming(incoming: Path, max_age_hours: float | None = None) -> int:
-    """Remove the upload folders of REST and OpenAI calls whose server process is gone (one killed mid-call), and
+    """Remove the upload folders of API calls whose server process is gone (one killed mid-call), and
     with ``max_age_hours`` any older than that (a call cut short whose folder could not be removed)."""
     removed = 0
     cutoff = time.time() - max_age_hours * 3600 if max_age_hours else -math.inf
