@@ -19,6 +19,7 @@ import typer
 
 from sigma_studio.model.config import (
     DEFAULT_MODEL,
+    DEFAULT_SPEED,
     LAYOUTS,
     MODES,
     RENORM_TYPES,
@@ -29,6 +30,7 @@ from sigma_studio.model.config import (
 )
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.request.structure import ControlSpec
+from sigma_studio.model.weights.modes import ACTIVATION_RESERVE, GiB
 from sigma_studio.model.weights.preflight import MODEL_CHOICES
 
 G = GenerationConfig()
@@ -57,7 +59,10 @@ ModeOpt = Annotated[str, typer.Option(help=" | ".join(MODES), show_default=False
 MODE = L.mode  # the default --mode, from LoaderConfig
 GpuMemOpt = Annotated[
     str | None,
-    typer.Option(help="the whole GPU budget of --mode offload, e.g. 10GiB: the weights get what 6 GiB leave"),
+    typer.Option(
+        help=f"the whole GPU budget of --mode offload, e.g. 10GiB: the weights get what "
+        f"{ACTIVATION_RESERVE // GiB} GiB leave"
+    ),
 ]
 OffloadOpt = Annotated[str | None, typer.Option(help="folder for layers offloaded to disk")]
 AccelOpt = Annotated[
@@ -107,14 +112,14 @@ SpeedOpt = Annotated[
     str | None,
     typer.Option(
         help=" | ".join(SPEEDS) + ": fast evaluates the guidance branches every "
-        f"{SPEEDS['fast']} steps (docs/PERF.md)" + default("exact"),
+        f"{SPEEDS['fast']} steps (docs/PERF.md)" + default(DEFAULT_SPEED),
     ),
 ]
 ForecastOpt = Annotated[
     int | None,
     typer.Option(
         help="run the network every N steps and forecast each branch's velocity in between (TaylorSeer-style; "
-        "docs/PERF.md)" + default("1: exact"),
+        "docs/PERF.md)" + default(f"{G.forecast_every}: exact"),
     ),
 ]
 Size = Annotated[str | None, typer.Option(help="WIDTHxHEIGHT" + default("the last reference's model size"))]

@@ -13,7 +13,9 @@ import typer
 from rich.markup import escape
 
 from sigma_studio.finetune.sigmagen_recipe import SigmaGenRecipe
+from sigma_studio.model.config import ROUTING_STEP
 from sigma_studio.model.data.sigmagen import CHANNELS, PRECISIONS, SigmaGenOptions
+from sigma_studio.model.presets import SHAPES_ROUTING_STEP
 from sigma_studio.model.shapes.outside import DRAWN_BY, WORLD
 
 from . import render
@@ -202,8 +204,8 @@ def train(
     routing_step: Annotated[
         int | None,
         typer.Option(
-            help="routing-map levels per subject, stored in the model (default: 50 for the shapes world, "
-            "10 for --data-dir rows)"
+            help=f"routing-map levels per subject, stored in the model (default: {SHAPES_ROUTING_STEP} for the "
+            f"shapes world, {ROUTING_STEP} for --data-dir rows)"
         ),
     ] = None,  # fmt: skip
     decoder_steps: Annotated[

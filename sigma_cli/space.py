@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from . import render
 from .options import DebugOpt, flag
-from .space_files import HARDWARE
+from .space_files import DEFAULT_HARDWARE, DEFAULT_TITLE, HARDWARE
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -34,8 +34,8 @@ HardwareOpt = Annotated[
 @app.command()
 def build(
     out: Annotated[Path, typer.Argument(help="the folder to write (missing or empty, or any with --overwrite)")],
-    hardware: HardwareOpt = "cpu",
-    title: Annotated[str, typer.Option(help="the Space's title on its card")] = "SIGMA Studio",
+    hardware: HardwareOpt = DEFAULT_HARDWARE,
+    title: Annotated[str, typer.Option(help="the Space's title on its card")] = DEFAULT_TITLE,
     overwrite: Annotated[bool, flag("--overwrite", "replace OUT and everything in it")] = False,
     debug: DebugOpt = False,
 ) -> None:

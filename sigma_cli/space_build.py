@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sigma_studio.model.errors import InputError, MissingDependencyError, SigmaError
 
-from .space_files import HARDWARE, app_source, card, requirements
+from .space_files import DEFAULT_HARDWARE, DEFAULT_TITLE, HARDWARE, app_source, card, requirements
 
 DIST = "sigma-studio"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
@@ -57,7 +57,7 @@ def check_out(out: Path, overwrite: bool) -> Path:
 
 
 def build_space(
-    out: Path, hardware: str = "cpu", *, overwrite: bool = False, title: str = "SIGMA Studio"
+    out: Path, hardware: str = DEFAULT_HARDWARE, *, overwrite: bool = False, title: str = DEFAULT_TITLE
 ) -> SpaceBuild:
     """Write the Space for ``hardware`` (``cpu`` or ``zero-gpu``) into ``out``, atomically (a previous folder stays
     whole until the new one is complete)."""

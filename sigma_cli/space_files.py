@@ -13,6 +13,8 @@ from sigma_studio.model.hub import BACKBONE_REPO, SIGMA_REPOS
 from .zerogpu import MAX_SECONDS, gpu_seconds
 
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+DEFAULT_HARDWARE = "cpu"  # `sigma space build`'s: the shipped shapes model, offline, on free hardware
+DEFAULT_TITLE = "SIGMA Studio"  # the Space's title on its card
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def app_source(hardware: str, version: str) -> str:
     return APP.format(label=hw.label, version=version, model=hw.model, mode=hw.mode, zero_gpu=zero_gpu)
 
 
-def card(hardware: str, version: str, sdk_version: str, *, title: str = "SIGMA Studio") -> str:
+def card(hardware: str, version: str, sdk_version: str, *, title: str = DEFAULT_TITLE) -> str:
     """README.md: the Space's configuration (YAML front matter) and what it does and cannot do."""
     hw = HARDWARE[hardware]
     meta = {

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from sigma_studio.model.config import GenerationConfig
 from sigma_studio.model.request.build import build_request
 from sigma_studio.model.run.pipeline import SigmaPipeline
 
-from .cases import sigma_inputs
+from .cases import case_inputs
 
 
 def equivalence(pipe: SigmaPipeline, size: int, steps: int) -> float:
     """Relative error between the optimised (batched branches) and the plain path on one seed (case b)."""
-    cfg = GenerationConfig(
-        steps=steps, cfg_text_scale=4.0, cfg_img_scale=2.0, size=(size, size), seed=3, layout="released"
-    )
-    request = build_request(inputs=sigma_inputs(size), arch=pipe.arch, config=cfg)
+    inputs, cfg = case_inputs("b", size, steps)
+    request = build_request(**inputs, arch=pipe.arch, config=cfg.replace(seed=3))
     return relative_error(pipe._generate(request).latents, pipe._generate(request, batch_branches=False).latents)
 
 
