@@ -108,7 +108,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.9999  # 0 turns EMA off
     optimizer: str = "adamw"  # one of OPTIMIZERS
-    timestep_shift: float = 1.0
+    timestep_shift: float | None = None  # None: the model config's train_timestep_shift (BAGEL's 1.0); saved there
     drop_text: float = 0.1
     drop_vae: float = 0.3
     drop_vit: float = 0.3
@@ -183,7 +183,8 @@ class TrainConfig:
         check_int("--seed", self.seed, 0, MAX_SEED)
         check_int("--sample-steps", self.sample_steps, 2, MAX_STEPS)
         for name in ("lr", "eps", "grad_clip", "timestep_shift"):
-            check_number(_option(name), getattr(self, name), 0.0, strict=True)
+            if getattr(self, name) is not None:
+                check_number(_option(name), getattr(self, name), 0.0, strict=True)
         check_int("--label-layer", self.label_layer, 0)
         object.__setattr__(self, "label_sets", tuple(self.label_sets))  # a list from JSON or a caller
         unknown = [name for name in self.label_sets if name not in HEADS]

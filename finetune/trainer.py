@@ -80,7 +80,8 @@ class Trainer:
         if resume is not None and cfg.lora is not None:
             lora.load_adapter_state(model, load_file(str(resume / lora.ADAPTER_WEIGHTS)))
         model.language_model.model.gradient_checkpointing = cfg.gradient_checkpointing
-        self.arch = model.cfg
+        shift = model.cfg.train_timestep_shift if cfg.timestep_shift is None else cfg.timestep_shift
+        self.arch = model.cfg.replace(train_timestep_shift=shift)  # the shift trained with, saved with the model
         model.train()
         if d.enabled:  # FSDP2 moves only this rank's shards to the GPU
             self.model = distributed.shard(model, d, cfg.bf16 and d.device.type == "cuda")
@@ -206,7 +207,7 @@ class Trainer:
             torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and d.device.type == "cuda" else contextlib.nullcontext()
         )
         with autocast:
-            out = self.model(packed_forward, batch, latent, noise.to(d.device), cfg.timestep_shift)
+            out = self.model(packed_forward, batch, latent, noise.to(d.device), self.arch.train_timestep_shift)
         n_mse = distributed.all_sum(float(batch.mse_loss_indexes.numel()), d)
         n_ce = distributed.all_sum(float(batch.ce_loss_indexes.numel()), d)  # --text-loss's and every plan's words
         losses = reduce_losses(out, batch, d.world_size, int(n_mse), n_ce)
@@ -257,7 +258,7 @@ class Trainer:
             fixed = batch.packed_timesteps.clone()
             fixed[torch.isfinite(fixed)] = raw[torch.isfinite(fixed)]
             batch.packed_timesteps = fixed
-            out = self.model(packed_forward, batch, latent, noise.to(d.device), cfg.timestep_shift)
+            out = self.model(packed_forward, batch, latent, noise.to(d.device), self.arch.train_timestep_shift)
             total += float(reduce_losses(out, batch)["mse"])
         self.model.train(was_training)
         return total / draws

@@ -131,10 +131,12 @@ class LossOptions:
     """What the loss adds to the flow matching."""
 
     timestep_shift: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="shift of the noise levels training draws (t = sigmoid(N(0, 1)), then shifted as the sampler's "
-            "schedule is): 1 centres them on t = 0.5, as BAGEL trains; above 1 trains more at high noise"
+            "schedule is): 1 centres them on t = 0.5; above 1 trains more at high noise \\[default: the model "
+            "config's train_timestep_shift, BAGEL's 1.0; the shift used is saved there]",
+            show_default=False,
         ),
     ] = _D["timestep_shift"]
     text_loss: TextLossOpt = _D["text_loss"]

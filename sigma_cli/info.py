@@ -114,12 +114,15 @@ def _bytes(repo: Path) -> int:
     """The bytes of a cached repository's files; a file that cannot be read, or vanishes mid-scan (a download
     running beside this), is skipped."""
     total = 0
-    for path in repo.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-        except OSError:
-            continue
+    try:
+        for path in repo.rglob("*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+            except OSError:
+                continue
+    except OSError:  # a folder removed while it was listed: what was counted stands
+        pass
     return total
 
 

@@ -95,7 +95,18 @@ def test_optimizer_choices_and_bounds():
 
 def test_the_training_noise_shift_is_an_option(configs):
     """--timestep-shift: the trainer's shift of the noise levels it draws (BAGEL's 1 by default), checked in range."""
-    assert configs().timestep_shift == 1.0
+    assert configs().timestep_shift is None  # the model config's own (train_timestep_shift: BAGEL's 1.0)
     assert configs("--timestep-shift", "3").timestep_shift == 3.0
     result = CliRunner().invoke(app, ["finetune", "--out", "x", "--dataset", "rows", "--timestep-shift", "0"])
     assert result.exit_code != 0 and "--timestep-shift must be" in result.output
+
+
+def test_the_shift_trained_with_is_saved_with_the_model(workspace):
+    """The shift a run draws its noise levels at is the model config's train_timestep_shift (BAGEL's 1.0) unless
+    --timestep-shift says otherwise, and the one used is saved in the checkpoint's config."""
+    import json
+
+    for name, shift, saved in (("own", None, 1.0), ("shifted", 3.0, 3.0)):
+        trainer, _ = ft.train(ft.config(workspace, name, steps=1, save_every=1, timestep_shift=shift))
+        config = json.loads((ft.last_checkpoint(trainer.run_dir) / "sigma_config.json").read_text())
+        assert config["arch"]["train_timestep_shift"] == saved and trainer.arch.train_timestep_shift == saved

@@ -148,21 +148,25 @@ def test_page_tokens_whose_jobs_never_come_neither_fill_the_queue_nor_memory(mon
     """A page token (handed out as Generate is clicked) counts against the queue only once its job reaches it: the
     page's start event called alone, or a job Gradio's full queue refused, leaves a token that never blocks the REST
     and OpenAI routes, and is forgotten after PENDING_S (at most MOST_PENDING wait)."""
+    from types import SimpleNamespace
+
     from sigma_studio.webui import jobs as jobs_module
-    from sigma_studio.webui.jobs import Jobs
+    from sigma_studio.webui.jobs import Cancelled, Jobs
 
     now = [1000.0]
-    monkeypatch.setattr(jobs_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(jobs_module, "time", SimpleNamespace(monotonic=lambda: now[0]))  # this module's clock only
     monkeypatch.setattr(jobs_module, "MOST_PENDING", 50)
     jobs = Jobs(1)
     orphans = [jobs.submit() for _ in range(40)]  # 40 clicks whose jobs never came
     assert jobs.reserve(0) is not None and jobs.live == 41  # the queue still has its one place
     with jobs.slot(orphans[0]):  # a page job that does come counts while it runs
         assert jobs.reserve(1) is None
-    assert jobs.live == 40
-    for _ in range(30):  # past MOST_PENDING: the oldest are forgotten, not kept
+    assert jobs.live == 40 and jobs.cancel(orphans[1]) == "queued"  # its page stopped it
+    for _ in range(30):  # past MOST_PENDING: the oldest are forgotten, not kept; a stopped one stays stopped
         jobs.submit()
-    assert jobs.live == 51 and orphans[1] not in jobs._live
+    assert jobs.live == 51 and orphans[1] in jobs._live and orphans[2] not in jobs._live
+    with pytest.raises(Cancelled), jobs.slot(orphans[1]):
+        raise AssertionError("a job its page stopped has started")
     now[0] += jobs_module.PENDING_S + 1
     fresh = jobs.submit()  # an hour on, the others are forgotten
     assert jobs.live == 2 and jobs.cancel(fresh) == "queued" and jobs.cancel(orphans[-1]) is None

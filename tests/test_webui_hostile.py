@@ -43,14 +43,36 @@ def test_a_file_url_hidden_by_an_escape_or_an_encoding_is_refused():
     assert event_problem(plain.decode().encode("utf-16-le"), b"", limits) == "The JSON body must be UTF-8 text"
     page = file_event(path="/tmp/gradio/x/a.png", url="http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/x/a.png")
     assert event_problem(page, JSON, limits) is None  # what the page sends: an upload, with its URL on this server
-    assert (
-        event_problem(
-            b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n\x00\xff\r\n--b--',
-            b"multipart/form-data; boundary=b",
-            limits,
-        )
-        is None
-    )  # fmt: skip  (a form: the editor's to check)
+
+
+def test_a_form_or_a_second_content_type_does_not_walk_past_the_checks():
+    """Only the component server (the mask editor's layers) takes a form unchecked; a request with two Content-Type
+    headers (the server reads the first, a check that read the last could be walked past) is a 400."""
+    from sigma_studio.webui.limits import BodyLimit
+
+    url_event = file_event(path="https://example.com/x.png", meta={"_type": "gradio.FileData"})
+    form = b"multipart/form-data; boundary=b"
+    assert "not fetched from URLs" in event_problem(url_event, form, WebLimits(), "/gradio_api/queue/join")
+    assert event_problem(url_event, form, WebLimits(), "/gradio_api/component_server") is None
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope)
+
+    async def call(headers) -> None:
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers}
+        messages = [{"type": "http.request", "body": url_event, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        await BodyLimit(app, WebLimits())(scope, receive, send)
+
+    asyncio.run(call([(b"content-type", b"application/json"), (b"content-type", form)]))
+    assert not reached and sent[0]["status"] == 400 and b"more than one Content-Type" in sent[1]["body"]
 
 
 def test_nesting_hidden_in_utf16_is_refused_before_it_is_parsed():
@@ -145,9 +167,10 @@ def server(tmp_path_factory, tiny_pipe):
 
 
 def test_one_upload_is_one_files_worth(server):
+    """Gradio takes up to 1 000 files a request, each under --max-upload-mb; the route takes one file's worth."""
     url = server[0]
-    huge = {"files": ("a.png", b"\0" * (3 * 2**20), "image/png")}  # three files' worth in one request
-    reply = httpx.post(url + "/gradio_api/upload", files=huge, timeout=60)
+    many = [("files", (f"{k}.png", b"\0" * (2**20 - 4096), "image/png")) for k in range(3)]  # each one under it
+    reply = httpx.post(url + "/gradio_api/upload", files=many, timeout=60)
     assert reply.status_code == 413 and "limit of 2 MB" in reply.json()["error"]
     one = {"files": ("a.png", b"\0" * 1000, "image/png")}
     assert httpx.post(url + "/gradio_api/upload", files=one, timeout=60).status_code == 200

@@ -35,9 +35,10 @@ FAST = dict(steps=2, size="64x64")
 
 
 class Counted:
-    """A pipeline that counts its generations and how many of the pool's run at once. With ``meet``, the first
-    two calls wait for each other (a barrier, not a sleep), so two slots that can run at once are seen to, on a
-    CPU however busy; a pool that ran one job at a time would break the barrier after its timeout."""
+    """A pipeline that counts its generations and how many of the pool's run at once. With ``meet`` armed (a
+    ``threading.Barrier(2)`` in the shared dict), the next two calls wait for each other (a barrier, not a sleep),
+    so two slots that can run at once are seen to, on a CPU however busy; a pool that ran one job at a time would
+    break the barrier after its timeout."""
 
     def __init__(self, pipe, overlap: dict):
         self.pipe, self.overlap, self.calls = pipe, overlap, 0
@@ -64,8 +65,8 @@ class Counted:
                 self.overlap["now"] -= 1
 
 
-def counted(pipes, meet: bool = False) -> list[Counted]:
-    overlap = {"lock": threading.Lock(), "now": 0, "peak": 0, "meet": threading.Barrier(2) if meet else None}
+def counted(pipes) -> list[Counted]:
+    overlap = {"lock": threading.Lock(), "now": 0, "peak": 0, "meet": None}  # meet: a Barrier a test arms
     return [Counted(p, overlap) for p in pipes]
 
 
@@ -191,13 +192,14 @@ def pool_server(tmp_path_factory):
         serve("tiny", "auto", "127.0.0.1", port, outputs=str(out), keep_hours=0, gpus="cpu:2")
     jobs = made[0]
     assert jobs.concurrency == 2 and len(jobs.pipes) == 2 and jobs.pipes[0] is not jobs.pipes[1]
-    jobs.pipes = tuple(counted(jobs.pipes, meet=True))
+    jobs.pipes = tuple(counted(jobs.pipes))
     yield f"http://127.0.0.1:{port}/", out, jobs
     demos[0].close()
 
 
 def test_eight_clients_share_two_pipelines(pool_server):
     url, out, jobs = pool_server
+    jobs.pipes[0].overlap["meet"] = threading.Barrier(2)  # this test's first two generations wait for each other
     results: dict[int, tuple] = {}
 
     def call(seed: int) -> None:

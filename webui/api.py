@@ -32,7 +32,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from sigma_studio.model.errors import InputError
+from sigma_studio.model.errors import InputError, SigmaError
 
 from . import handlers as h
 from .api_inputs import (
@@ -84,8 +84,10 @@ def one_line(exc: BaseException) -> str:
     """The plain-text, one-line message a caller gets for a failure (never a stack trace)."""
     if isinstance(exc, Cancelled):
         return "Cancelled"
-    message = exc.message if isinstance(exc, gr.Error) else h.message_of(exc)
-    line = " ".join(str(message)[: 4 * MESSAGE_CHARS].split())  # (a caller's value echoed at any length: cut first)
+    if isinstance(exc, SigmaError) and len(str(exc)) > 4 * MESSAGE_CHARS:  # (its text is shown: cut it first, as
+        exc = InputError(str(exc)[: 4 * MESSAGE_CHARS])  # it may echo a caller's value at any length)
+    message = str(exc.message)[: 4 * MESSAGE_CHARS] if isinstance(exc, gr.Error) else h.message_of(exc)
+    line = " ".join(message.split())
     return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 1] + "…"
 
 

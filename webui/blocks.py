@@ -311,6 +311,7 @@ def _boxes_tab(skills: tuple[str, ...] | None) -> BoxesTab:
         add_box3d = gr.Button("+ 3-D box", size="sm", elem_id="add-box3d")
         mask_draw = MaskEditor(value=black_canvas(), type="numpy", canvas_size=(EDITOR_SIDE,) * 2, height=300,
                                    label=EDITOR_LABEL, elem_id="mask-draw",
+                                   layers=gr.LayerOptions(allow_additional_layers=False),
                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))  # fmt: skip
         add_mask = gr.Button("+ mask subject", size="sm", elem_id="add-mask")
         masks = gr.Dataframe(headers=["mask file", "label", "reference"], datatype=["str"] * 3, value=[],

@@ -3,7 +3,7 @@
 Gradio's editor takes a layer posted to its component server at the ``index`` the client names, growing a list to
 it first (an index of 500 000 000 allocates 4 GB), keeps every posted set of layers under a client-chosen id until
 an event reads it, and decodes every layer an event names, however many and however large. The page draws on one
-layer of a 256 px canvas: this editor refuses a layer index past :data:`MOST_LAYERS`, keeps at most
+layer of a 256 px canvas (it offers no other): this editor refuses a layer index past :data:`MOST_LAYERS`, keeps at most
 :data:`MOST_BLOBS` posted sets (the oldest goes), reads at most :data:`MOST_LAYERS` layers, and opens each picture
 with the formats the references are read in (:data:`model.images.PICTURE_FORMATS`: no plugin that calls out to
 Ghostscript), refusing one over :data:`MAX_LAYER_PIXELS` from its header, before it is decoded.
@@ -40,8 +40,9 @@ class _Guarded:
             if not index.isdigit() or int(index) >= MOST_LAYERS:
                 log.warning("mask editor: a layer posted at index %.20s was dropped (at most %d)", index, MOST_LAYERS)
                 return None
-        while len(self.blob_storage) >= MOST_BLOBS and fields.get("id") not in self.blob_storage:
-            self.blob_storage.pop(next(iter(self.blob_storage)))
+        if fields.get("id") not in self.blob_storage:  # (list() copies the keys at once: events pop beside this)
+            for old in list(self.blob_storage)[: max(0, len(self.blob_storage) + 1 - MOST_BLOBS)]:
+                self.blob_storage.pop(old, None)
         return gr.ImageEditor.accept_blobs(self, data)
 
     def preprocess(self, payload):

@@ -66,11 +66,15 @@ class Jobs:
         return token
 
     def _forget_pending(self, now: float) -> None:
-        """Drop page tokens whose job never reached the queue: older than PENDING_S, or past MOST_PENDING."""
+        """Drop page tokens whose job never reached the queue: older than PENDING_S, or past MOST_PENDING (the
+        oldest that were not cancelled first: a job its page stopped must not run because others were clicked)."""
         pending = [t for t in self._live if t not in self._reserved and t not in self._started]
-        stale = {t for t in pending if now - self._live[t] > PENDING_S} | set(
-            pending[: max(0, len(pending) + 1 - MOST_PENDING)]
-        )
+        stale = {t for t in pending if now - self._live[t] > PENDING_S}
+        pending = [t for t in pending if t not in stale]
+        stopped = [t for t in pending if t in self._cancelled]
+        running = [t for t in pending if t not in self._cancelled]
+        over = len(pending) + 1 - MOST_PENDING
+        stale |= set(running[: max(0, over)]) | set(stopped[: max(0, over - len(running) - MOST_PENDING)])
         for token in stale:
             del self._live[token]
             self._cancelled.discard(token)

@@ -22,6 +22,7 @@ from .retention import KEEP_HOURS
 REST_PATH = "/api/v1/generate"
 STATUS_PATH = "/api/v1/status"
 UPLOAD_PATH = "/gradio_api/upload"
+COMPONENT_SERVER_PATH = "/gradio_api/component_server"  # a component's own functions (the mask editor's layers)
 OPENAI_IMAGES = "/v1/images/"  # the OpenAI-compatible routes (webui/openai_api.py)
 
 
@@ -183,6 +184,9 @@ class BodyLimit:
         path = scope.get("path", "")
         limit = self.limits.body_limit(path)
         headers = dict(scope.get("headers") or [])
+        types = [value for name, value in scope.get("headers") or [] if name.lower() == b"content-type"]
+        if len(types) > 1:  # (the server reads the first; a check that read another could be walked past)
+            return await refuse(send, 400, "The request has more than one Content-Type header", path)
         declared = headers.get(b"content-length", b"").decode("latin-1").strip()
         if declared and (not declared.isdigit() or int(declared) > limit):
             return await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}", path)
@@ -204,7 +208,7 @@ class BodyLimit:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        problem = event_problem(body, headers.get(b"content-type", b""), self.limits)
+        problem = event_problem(body, headers.get(b"content-type", b""), self.limits, scope.get("path", ""))
         if problem:
             return await refuse(send, 400, problem)
         replayed = False
@@ -245,12 +249,13 @@ class BodyLimit:
             await refuse(send, 413, f"The request body is over the limit of {size_text(limit)}", path)
 
 
-def event_problem(body: bytes, content_type: bytes, limits: WebLimits) -> str | None:
+def event_problem(body: bytes, content_type: bytes, limits: WebLimits, path: str = "") -> str | None:
     """Why an event's body is refused (None: it is taken). JSON (any type but a form's: Gradio reads its events as
-    JSON whatever they say) is held to :meth:`WebLimits.json_problem` and :func:`remote_file`; a form (the mask
-    editor's layers, posted to the component server) is the editor's to check (webui/editor.py)."""
+    JSON whatever they say) is held to :meth:`WebLimits.json_problem` and :func:`remote_file`; a form posted to the
+    component server (the mask editor's layers) is the editor's to check (webui/editor.py), and a form anywhere else
+    is held to the JSON rules too (no event route reads one)."""
     kind = content_type.split(b";")[0].strip().lower()
-    if kind in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
+    if kind == b"multipart/form-data" and path.rstrip("/") == COMPONENT_SERVER_PATH:
         return None
     return limits.json_problem(body) or remote_file(body)
 

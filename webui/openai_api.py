@@ -36,7 +36,7 @@ from sigma_studio.model.errors import InputError, SigmaError
 
 from .api import SigmaApi, holding, one_line
 from .api_inputs import size_settings
-from .api_params import AUTO_SIZE, MAX_COUNT, RANDOM_SEED
+from .api_params import AUTO_SIZE, COUNT, MAX_COUNT, RANDOM_SEED
 from .guard import stored_output
 from .jobs import Cancelled, Jobs
 from .limits import BodyTooLarge, WebLimits, WebSettings
@@ -244,7 +244,7 @@ def flattened(fields: dict) -> dict:
 def count_of(n) -> int:
     """OpenAI's ``n``: 1 to :data:`MAX_COUNT` images (null: 1, as OpenAI takes it)."""
     if n is None:
-        return 1
+        return COUNT
     if isinstance(n, str) and n.strip().isdigit():  # a multipart form's field
         n = int(n)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_COUNT:

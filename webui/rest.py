@@ -70,7 +70,7 @@ async def in_time(reading, seconds: float | None = None):
     seconds = BODY_READ_S if seconds is None else seconds
     try:
         return await asyncio.wait_for(reading, seconds)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11)
         raise RestError(f"The request body did not arrive within {seconds:.0f} s", 408) from None
 
 
