@@ -72,9 +72,9 @@ class Jobs:
         stale = {t for t in pending if now - self._live[t] > PENDING_S}
         pending = [t for t in pending if t not in stale]
         stopped = [t for t in pending if t in self._cancelled]
-        running = [t for t in pending if t not in self._cancelled]
+        waiting = [t for t in pending if t not in self._cancelled]
         over = len(pending) + 1 - MOST_PENDING
-        stale |= set(running[: max(0, over)]) | set(stopped[: max(0, over - len(running) - MOST_PENDING)])
+        stale |= set(waiting[: max(0, over)]) | set(stopped[: max(0, over - len(waiting) - MOST_PENDING)])
         for token in stale:
             del self._live[token]
             self._cancelled.discard(token)
