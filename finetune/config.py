@@ -29,6 +29,7 @@ RECIPES: dict[str, dict] = {
 }
 # adamw: the released scripts' optimizer; prodigy: the SIGMA-GEN paper's (prodigyopt, the `recipes` extra), whose
 # --lr is a multiplier of the step size it estimates itself (1.0 is its usual value, so its bound is its own).
+DEFAULT_RECIPE = "release"
 OPTIMIZERS: tuple[str, ...] = ("adamw", "prodigy")
 MAX_PRODIGY_LR = 10.0
 MAX_LR = 0.1  # --lr above this only diverges with AdamW (the recipes use 2e-5 to 1e-3)
@@ -95,7 +96,7 @@ class TrainConfig:
     out: str  # run directory: checkpoints, exported weights, samples, logs
     dataset: str = "Xiaoyan667/SIGMA-dataset"  # HF dataset id, a parquet file or a folder of them
     model: str = "bagel"  # starting weights (SIGMA post-trains BAGEL-7B-MoT); any --model the loader takes
-    init: str = "weights"  # weights: start from --model's weights | random: its architecture, freshly initialised
+    init: str = INITS[0]  # weights: start from --model's weights | random: its architecture, freshly initialised
     steps: int = 30_000  # also the length of the cosine schedule (the release: 30 000)
     max_tokens: int = 30_000  # tokens packed into one step's sequence (per GPU)
     max_tokens_per_sample: int = 30_000

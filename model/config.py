@@ -24,6 +24,7 @@ RenormType = Literal["global", "channel", "text_channel"]
 RENORM_TYPES: tuple[str, ...] = get_args(RenormType)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 MAX_STEPS = 1000
+MIN_STEPS = 2  # N steps are N-1 Euler updates: one at least
 # --speed presets: how often the guidance branches are evaluated (guidance_every). "fast" was chosen by
 # `sigma bench --suite speed` (docs/PERF.md): the fewest evaluations within 2 points of the exact path's accuracy.
 SPEEDS: dict[str, int] = {"exact": 1, "fast": 6}
@@ -242,7 +243,7 @@ class LoaderConfig:
     offload_dir: str | None = None  # where disk-offloaded layers live
     visual_und: bool | None = None  # build the ViT (default: when the weights have it)
     seed: int = 0  # weight seed of the tiny model, and of a fresh initialisation
-    init: str = "weights"  # weights: the source's trained weights | random: its architecture, freshly initialised
+    init: str = INITS[0]  # weights: the source's trained weights | random: its architecture, freshly initialised
     accel: str = "auto"  # speed-ups of the denoising step: none | auto | graphs,compile (model.run.accel)
 
     def __post_init__(self) -> None:
@@ -303,8 +304,8 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if not _int(self.steps):
             raise InputError(f"--steps must be a whole number (got {self.steps!r})")
-        if self.steps < 2:
-            raise InputError(f"--steps must be at least 2 (got {self.steps}): N steps give N-1 Euler updates")
+        if self.steps < MIN_STEPS:
+            raise InputError(f"--steps must be at least {MIN_STEPS} (got {self.steps}): N steps give N-1 Euler updates")
         for name in ("guidance_every", "forecast_every"):
             every = getattr(self, name)
             if not isinstance(every, int) or not 1 <= every <= MAX_STEPS:

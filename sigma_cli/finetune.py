@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from sigma_studio.finetune.config import ALL_LINEAR, INITS, OPTIMIZERS, RECIPES, TRAINABLE, LoRAConfig, TrainConfig
+from sigma_studio.finetune.config import (
+    ALL_LINEAR,
+    DEFAULT_RECIPE,
+    INITS,
+    OPTIMIZERS,
+    RECIPES,
+    TRAINABLE,
+    LoRAConfig,
+    TrainConfig,
+)
 from sigma_studio.model.config import GROUP_MASK_SCOPES
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.files import check_output_dir
@@ -165,7 +174,7 @@ def finetune(
     dataset: Annotated[str, typer.Option(help="HF dataset id, parquet file or folder")] = _D["dataset"],
     model: Annotated[str, typer.Option("--model", "-m", help="starting weights")] = _D["model"],
     init: InitOpt = _D["init"],
-    recipe: RecipeOpt = "release",
+    recipe: RecipeOpt = DEFAULT_RECIPE,
     schedule: ScheduleOptions,
     train: TrainOpt = _D["trainable"],
     lora: LoRAOptions,

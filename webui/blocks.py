@@ -7,7 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from sigma_studio.model.config import DEFAULT_SPEED, RENORM_TYPES, SKILLS, SPEEDS, GenerationConfig
+from sigma_studio.model.config import DEFAULT_SPEED, MIN_STEPS, RENORM_TYPES, SKILLS, SPEEDS, GenerationConfig
+from sigma_studio.model.request.control import CANNY_MAX_THRESHOLD
 from sigma_studio.model.request.structure import ControlSpec
 from sigma_studio.model.request.tokens import ATTRIBUTE_HELP, ATTRIBUTE_TOKENS
 from sigma_studio.model.run.think import thinks
@@ -262,7 +263,7 @@ def _canny_tab(skills: tuple[str, ...] | None) -> CannyTab:
         with gr.Row():
             low = gr.Slider(0, 500, C.canny_low, step=1, label="low threshold",
                             info="edges weaker than this are dropped")  # fmt: skip
-            high = gr.Slider(1, 1000, C.canny_high, step=1, label="high threshold",
+            high = gr.Slider(1, CANNY_MAX_THRESHOLD, C.canny_high, step=1, label="high threshold",
                              info="edges stronger than this are always kept")  # fmt: skip
             blur = gr.Slider(0, 9, C.canny_blur, step=1, label="blur",
                              info="odd kernel size, 0 = none: fewer, smoother edges")  # fmt: skip
@@ -336,7 +337,7 @@ def _settings(pipe) -> Settings:
             height = gr.Number(side, label="height", precision=0, minimum=16, maximum=side, step=16,
                                interactive=False)  # fmt: skip
         with gr.Row():
-            steps = gr.Slider(2, 100, G.steps, step=1, label="steps", elem_id="steps",
+            steps = gr.Slider(MIN_STEPS, 100, G.steps, step=1, label="steps", elem_id="steps",
                               info="more steps: finer detail, slower")  # fmt: skip
             cfg_text = gr.Slider(1, 10, G.cfg_text_scale, step=0.1, label="text guidance",
                                  info="how strongly to follow the prompt")  # fmt: skip
