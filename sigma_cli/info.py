@@ -122,7 +122,7 @@ def _bytes(repo: Path) -> int:
             except OSError:
                 continue
     except OSError:  # a folder removed while it was listed: what was counted stands
-        pass
+        return total
     return total
 
 

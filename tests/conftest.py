@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,16 @@ def assert_cache_is_one_packed_forward(model, ctx, inputs, ids, mask) -> None:
         ck, cv = ctx.cache.rows(layer)
         torch.testing.assert_close(ck, k, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(cv, v, atol=1e-5, rtol=1e-5)
+
+
+def wait_until(done, timeout: float, what: str) -> None:
+    """Poll ``done()`` until it holds; fail naming ``what`` after ``timeout`` seconds (a ceiling, never the expected
+    wait): the one wait on a server's state (its queue, its log) for the tests that have no event to await."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +30,7 @@ openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, wait_until  # noqa: E402
 from tests.test_webui_openai import FAST, pipeline_picture  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -67,15 +66,6 @@ def served(tmp_path_factory):
         for pid in replica_pids(server.pid, everything=True):  # nothing of the cluster is left behind
             os.kill(pid, signal.SIGKILL)
         log.close()
-
-
-def wait_until(done, timeout: float, what: str) -> None:
-    """Poll ``done()`` until it is true; fail after ``timeout`` seconds (a ceiling, never the expected wait)."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def replica_pids(session: int, everything: bool = False) -> list[int]:

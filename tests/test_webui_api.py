@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 
 from sigma_studio.examples import IMAGES  # noqa: E402
 from sigma_studio.model.request.record import read_record  # noqa: E402
-from tests.conftest import live_server  # noqa: E402
+from tests.conftest import live_server, wait_until  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(steps=2, size="64x64")  # the tiny model at its smallest: every call here takes a fraction of a second
@@ -59,14 +59,6 @@ def pngs_with_seed(out: Path, seed: int) -> list[Path]:
 
 def image_tokens(sequence: list[dict]) -> dict[str, list[str]]:
     return {part["image"]: part["tokens"] for part in sequence if "image" in part}
-
-
-def wait_until(done, what: str, timeout: float = 60.0) -> None:
-    """Poll ``done()`` until it holds (a state, not a fixed time); fail naming ``what`` after ``timeout`` s."""
-    deadline = time.time() + timeout
-    while not done():
-        assert time.time() < deadline, f"waited {timeout:.0f} s for {what}"
-        time.sleep(0.02)
 
 
 def wait_status(job, codes: set, timeout: float = 30.0) -> None:
@@ -186,7 +178,7 @@ def test_cancel_queued_jobs_writes_nothing(server):
         wait_status(queued, {Status.CANCELLED})
     images, _ = first.predict("a cat <img1>", refs("cat.jpg"), seed=903, **FAST, api_name="/generate")
     assert Path(images[0]).is_file()  # the queue still works, and the cancelled jobs did not run before this one
-    wait_until(lambda: jobs.live == 0, "every job to end")  # a cancelled job that ran anyway would have written by now
+    wait_until(lambda: jobs.live == 0, 60, "every job to end")  # a cancelled job that ran would have written by now
     assert not pngs_with_seed(out, 901) and not pngs_with_seed(out, 902)
     first.close()
     second.close()

@@ -15,7 +15,6 @@ import random
 import re
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ pytest.importorskip("gradio")
 import httpx  # noqa: E402  (a gradio dependency)
 from PIL import Image  # noqa: E402
 
-from tests.conftest import live_server  # noqa: E402
+from tests.conftest import live_server, wait_until  # noqa: E402
 
 SECRET = "sigma-secret-7f3a9c"  # in every planted file: no response may ever carry it
 FAST = dict(steps=2, size="64x64")
@@ -291,9 +290,9 @@ def test_a_rest_client_that_disconnects_cancels_its_job(server):
         sock = socket.create_connection((host, int(port)))
         head = f"POST /api/v1/generate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         sock.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        _wait(lambda: jobs.live == 2, "the REST job to queue")
+        wait_until(lambda: jobs.live == 2, 120, "the REST job to queue")
         sock.close()
-        _wait(lambda: jobs.live == 1, "the REST job to be cancelled")
+        wait_until(lambda: jobs.live == 1, 120, "the REST job to be cancelled")
     assert set(out.glob("sigma-*.png")) == before
 
 
@@ -323,15 +322,6 @@ def test_a_cancelled_job_keeps_nothing_it_does_not_say(server, tiny_pipe):
     with pytest.raises(Cancelled):
         api._run(token, request, 4)
     assert set(out.glob("*.png")) == before  # an API caller gets nothing, so nothing stays
-
-
-def _wait(condition, what: str, limit: float = 120.0) -> None:
-    done = threading.Event()
-    for _ in range(int(limit / 0.05)):
-        if condition():
-            return
-        done.wait(0.05)
-    raise AssertionError(f"waited {limit:.0f} s for {what}")
 
 
 # ----------------------------------------------------------------------------------------------------- fuzzing
