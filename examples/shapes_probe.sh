@@ -37,6 +37,8 @@
 #     examples/shapes_rope2d.py (a patch of the running process, not a model setting)
 #   shift3: the same fresh rows, the noise levels drawn at timestep shift 3 (--timestep-shift 3: the sampler's
 #     shift), not 1, so that more of the training steps are at the high noise where the sampler's first steps are
+#   shift10: the same fresh rows, select's and layout's alone drawn at timestep shift 10 (--family-shift: about half
+#     of their rows above t = 0.9, against 1.4 % at shift 1), the others at 1
 # Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find or boxed rows also find-{eval,seen}.json or
 # boxed-{eval,seen}.json (that family itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
@@ -67,10 +69,10 @@ esac
 case "$AUX" in
   none | describe | plans | plans+describe | plans+shades | shades | find | find+shades | find+plans | place-plans \
     | scene-plans | scene+colour-plans | labels | labels+fair | boxed | boxed+drawn | boxed+drawn+colour \
-    | plans+boxed | rope2d | shift3) ;;
+    | plans+boxed | rope2d | shift3 | shift10) ;;
   *) echo "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans," \
        "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn," \
-       "boxed+drawn+colour, plans+boxed, rope2d or shift3," \
+       "boxed+drawn+colour, plans+boxed, rope2d, shift3 or shift10," \
        "not '$AUX'" >&2
      exit 2 ;;
 esac
@@ -98,6 +100,7 @@ think=()
 case "$AUX" in
   labels) aux=(--label-weight 0.5 --label-layer 1) ;;
   shift3) aux=(--timestep-shift 3) ;;
+  shift10) aux=(--family-shift select=10 --family-shift layout=10) ;;
   labels+fair)
     aux=(--label-weight 0.5 --label-layer 1)
     rows=fresh-fair

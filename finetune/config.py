@@ -136,6 +136,9 @@ class TrainConfig:
     # dataset written one task family per file is mixed); 0 reads the files in order, unshuffled
     shuffle_rows: int = 10_000
     family_weights: dict[str, float] = field(default_factory=dict)
+    # family -> its rows' own timestep shift, in place of timestep_shift (a shift > 1 draws that family's noise levels
+    # nearer pure noise, where the sampler's first predictions decide what a picture shows)
+    family_shifts: dict[str, float] = field(default_factory=dict)
     save_every: int = 500
     keep: int = 2  # checkpoints kept on disk
     sample_every: int = 0  # 0: no sample images
@@ -202,6 +205,8 @@ class TrainConfig:
             check_number("--betas", beta, 0.0, below=1.0)
         for family, weight in self.family_weights.items():
             check_number(f"--family-weight {family}", weight, 0.0)
+        for family, shift in self.family_shifts.items():
+            check_number(f"--family-shift {family}", shift, 0.0, strict=True)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

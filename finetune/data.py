@@ -7,6 +7,7 @@ passes, so a sample is a pure function of (row, config, generator state).
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -94,11 +95,13 @@ def family_of(row_id: str) -> str:
     return stem.rstrip("0123456789_-") or stem
 
 
-def check_family_weights(weights: dict[str, float], files: list[tuple[object, str]]) -> None:
-    """Refuse a ``--family-weight`` whose family no file of the dataset holds (it would silently weigh nothing).
+def check_family_weights(
+    weights: dict[str, float], files: list[tuple[object, str]], option: str = "--family-weight"
+) -> None:
+    """Refuse a per-family ``option`` whose family no file of the dataset holds (it would silently change nothing).
 
     Args:
-        weights: family -> weight, from ``--family-weight FAMILY=WEIGHT``.
+        weights: family -> value, from ``--family-weight FAMILY=WEIGHT`` (or ``option``'s FAMILY=VALUE).
         files: the dataset's (file, row-id prefix) pairs (:func:`model.data.dataset.parquet_files`); a row's family is
             its file's prefix without the trailing number, as :func:`family_of` reads it from the row id.
     """
@@ -106,9 +109,20 @@ def check_family_weights(weights: dict[str, float], files: list[tuple[object, st
     unknown = sorted(set(weights) - set(known))
     if unknown:
         raise InputError(
-            f"--family-weight {', '.join(unknown)}: no such task family in this dataset; its families are "
-            f"{', '.join(known)}"
+            f"{option} {', '.join(unknown)}: no such task family in this dataset; its families are {', '.join(known)}"
         )
+
+
+def shifted_raw(raw: float, shift: float, trained: float) -> float:
+    """The raw (logit-normal) time that, read at the batch's timestep shift ``trained``, gives the noise level ``raw``
+    gives at ``shift``: a row's own shift inside a batch packed at another (``--family-shift``)."""
+    if shift == trained or math.isinf(raw):
+        return raw
+    # in float64: model.run.packed.flow_time at ``shift``, then its inverse at ``trained``, then the logit
+    u = 1.0 / (1.0 + math.exp(-raw))
+    t = shift * u / (1 + (shift - 1) * u)
+    u = t / (trained - (trained - 1) * t)
+    return math.log(u) - math.log1p(-u)
 
 
 def is_held_out(row_id: str, fraction: float) -> bool:
@@ -165,6 +179,28 @@ def build_sample(
             for k, sets in row_labels(family, row.meta, pictures, labels).items()
         }
     return TrainSample(row.row_id, plan, vae_tensors, vit_tensors, tau, text_loss, family, found)
+
+
+def row_samples(
+    row: SigmaRow,
+    arch: ArchConfig,
+    tokenizer: Tokenizer,
+    generator: torch.Generator,
+    drop: DropConfig,
+    weight: float = 1.0,
+    shift: float | None = None,
+    text_loss: bool = False,
+    labels: tuple[str, ...] = (),
+) -> list[TrainSample]:
+    """One row's training samples: ``weight`` (``--family-weight``) times, its fraction by chance; with ``shift``
+    (``--family-shift``), each at that timestep shift, packed among rows at ``arch.train_timestep_shift``. Raises
+    InputError for a row that cannot be used, as :func:`build_sample` does."""
+    repeats = int(weight) + (1 if float(torch.rand((), generator=generator)) < weight - int(weight) else 0)
+    built = [build_sample(row, arch, tokenizer, generator, drop, text_loss=text_loss, labels=labels)
+             for _ in range(repeats)]  # fmt: skip
+    if shift is None:
+        return built
+    return [replace(b, raw_timestep=shifted_raw(b.raw_timestep, shift, arch.train_timestep_shift)) for b in built]
 
 
 def _dropout(parts, target: int, generator: torch.Generator, drop: DropConfig) -> frozenset[tuple[int, str]]:

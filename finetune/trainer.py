@@ -26,7 +26,7 @@ from sigma_studio.model.weights.loader import write_model_dir
 from . import build, distributed, lora, monitor
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import DataStats, DropConfig, build_sample, check_family_weights, epoch_rows, family_of, is_held_out
+from .data import DataStats, DropConfig, check_family_weights, epoch_rows, family_of, is_held_out, row_samples
 from .labels import LabelHeads
 from .packing import batches, pack
 from .samples import sample_prompts, write_samples
@@ -68,7 +68,9 @@ class Trainer:
     def setup(self) -> None:
         cfg, d = self.cfg, self.dist
         check_output_dir(self.run_dir)
-        check_family_weights(cfg.family_weights, parquet_files(cfg.dataset, HubOptions(cache_dir=cfg.cache_dir)))
+        files = parquet_files(cfg.dataset, HubOptions(cache_dir=cfg.cache_dir))
+        check_family_weights(cfg.family_weights, files)
+        check_family_weights(cfg.family_shifts, files, "--family-shift")
         resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")
@@ -153,21 +155,13 @@ class Trainer:
                 stats.skip(row.reason)
                 continue
             g = seeded(cfg.seed, *pos)
-            weight = cfg.family_weights.get(family_of(row.row_id), 1.0)
-            repeats = int(weight) + (1 if float(torch.rand((), generator=g)) < weight - int(weight) else 0)
+            family = family_of(row.row_id)
             try:
-                built = [
-                    build_sample(
-                        row,
-                        self.arch,
-                        self.tokenizer,
-                        g,
-                        drop,
-                        text_loss=cfg.text_loss,
-                        labels=cfg.label_sets if self.labels else (),
-                    )
-                    for _ in range(repeats)
-                ]
+                built = row_samples(
+                    row, self.arch, self.tokenizer, g, drop, weight=cfg.family_weights.get(family, 1.0),
+                    shift=cfg.family_shifts.get(family), text_loss=cfg.text_loss,
+                    labels=cfg.label_sets if self.labels else (),
+                )  # fmt: skip
             except InputError as exc:
                 stats.skip(str(exc))
                 continue

@@ -76,16 +76,15 @@ RecipeOpt = Annotated[
 ]
 
 
-def _family_weights(values: list[str]) -> dict[str, float]:
+def _per_family(values: list[str], option: str = "--family-weight", example: str = "edit=2") -> dict[str, float]:
+    """``FAMILY=NUMBER`` options, repeatable, as a dict."""
     out = {}
     for v in values:
         name, _, w = v.partition("=")
         try:
             out[name] = float(w)
         except ValueError:
-            raise typer.BadParameter(
-                f"'{v}' should be FAMILY=WEIGHT, e.g. edit=2", param_hint="--family-weight"
-            ) from None
+            raise InputError(f"{option} '{v}' should be FAMILY=NUMBER, e.g. {example}") from None
     return out
 
 
@@ -183,6 +182,10 @@ def finetune(
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off)")] = _D["ema"],
     held_out: Annotated[float, typer.Option(help="fraction of each task family held out")] = _D["held_out"],
     family_weight: Annotated[list[str] | None, typer.Option(help="FAMILY=WEIGHT, repeatable")] = None,
+    family_shift: Annotated[
+        list[str] | None,
+        typer.Option(help="FAMILY=SHIFT, repeatable: that family's rows draw their noise levels at this shift"),
+    ] = None,
     save_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = _D["save_every"],
     sample_every: Annotated[int, typer.Option(help="sample images every N steps (0 = never)")] = _D["sample_every"],
     resume: Annotated[bool, typer.Option(metavar="", help="continue the run in --out")] = _D["resume"],
@@ -209,13 +212,16 @@ def finetune(
         cfg = TrainConfig(**_with_recipe(recipe, ctx, dict(
             out=str(out), dataset=dataset, model=model, init=init, **schedule.fields(), trainable=train,
             lora=lora.config(), **network.fields(), **losses.fields(), ema=ema, held_out=held_out,
-            family_weights=_family_weights(family_weight or []),
+            family_weights=_per_family(family_weight or []),
+            family_shifts=_per_family(family_shift or [], "--family-shift", "select=10"),
             save_every=save_every, sample_every=sample_every, resume=resume, seed=seed,
             gradient_checkpointing=gradient_checkpointing, sharded_load=sharded_load, wandb=wandb, cache_dir=cache_dir,
         )))  # fmt: skip
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         # likewise a missing or unreachable dataset, or a --family-weight of a family it does not hold
-        check_family_weights(cfg.family_weights, parquet_files(dataset, HubOptions(cache_dir=cache_dir)))
+        files = parquet_files(dataset, HubOptions(cache_dir=cache_dir))
+        check_family_weights(cfg.family_weights, files)
+        check_family_weights(cfg.family_shifts, files, "--family-shift")
         trainer, run_dir = _train(cfg)
     if trainer.dist.main:
         _report(trainer.stats, run_dir)

@@ -239,6 +239,8 @@ def _finetune(tmp_path, *args):
         (["--held-out", "nan"], "--held-out must be a finite number"),
         (["--seed", "-3"], "--seed"),
         (["--family-weight", "edit=inf"], "--family-weight edit must be a finite number"),
+        (["--family-shift", "edit=0"], "--family-shift edit must be"),
+        (["--family-shift", "edit"], "--family-shift 'edit' should be FAMILY=NUMBER, e.g. select=10"),
         (["--lora", "--lora-rank", "0"], "--lora-rank"),
         (["--lora", "--lora-alpha", "nan"], "--lora-alpha must be a finite number"),
     ],

@@ -4,6 +4,7 @@ every option given on the command line winning over the recipe."""
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import sigma_studio.cli.finetune as command
@@ -110,3 +111,41 @@ def test_the_shift_trained_with_is_saved_with_the_model(workspace):
         trainer, _ = ft.train(ft.config(workspace, name, steps=1, save_every=1, timestep_shift=shift))
         config = json.loads((ft.last_checkpoint(trainer.run_dir) / "sigma_config.json").read_text())
         assert config["arch"]["train_timestep_shift"] == saved and trainer.arch.train_timestep_shift == saved
+
+
+def test_a_family_draws_its_noise_levels_at_its_own_shift(configs):
+    """--family-shift FAMILY=SHIFT: that family's rows at their own shift, packed among rows at the run's; the raw
+    time it writes, read at the run's shift, is the noise level the family's shift gives."""
+    from sigma_studio.finetune.data import shifted_raw
+    from sigma_studio.model.run.packed import flow_time
+
+    assert configs().family_shifts == {}
+    assert configs("--family-shift", "select=10", "--family-shift", "layout=4").family_shifts == {
+        "select": 10.0, "layout": 4.0}  # fmt: skip
+    for raw in (-3.0, -0.4, 0.0, 0.7, 2.5):
+        for shift, trained in ((10.0, 1.0), (10.0, 3.0), (0.5, 2.0)):
+            got = flow_time(torch.tensor(shifted_raw(raw, shift, trained)), trained)
+            assert float(got) == pytest.approx(float(flow_time(torch.tensor(raw), shift)), abs=1e-6)
+        assert shifted_raw(raw, 2.0, 2.0) == raw
+    assert shifted_raw(float("inf"), 10.0, 1.0) == float("inf") and shifted_raw(float("-inf"), 10.0, 1.0) < 0
+
+
+def test_the_trainer_shifts_only_the_named_family(workspace):
+    """In the trainer's stream, a --family-shift family's samples carry the shifted raw time of the same draw, and
+    the other families' are untouched; an unknown family is refused with the dataset's families."""
+    from sigma_studio.finetune.data import shifted_raw
+    from sigma_studio.finetune.trainer import Trainer
+    from sigma_studio.model import InputError
+
+    plain, shifted = (Trainer(ft.config(workspace, name, family_shifts=fs))
+                      for name, fs in (("fs-plain", {}), ("fs-shifted", {"edit": 10.0})))  # fmt: skip
+    plain.setup()
+    shifted.setup()
+    first = [(key[0], s) for (key, s), _ in zip(plain.samples(), range(6), strict=False)]
+    again = {key[0]: s for (key, s), _ in zip(shifted.samples(), range(6), strict=False)}
+    assert first and all(s.family == "edit" for _, s in first)
+    for pos, s in first:
+        assert again[pos].raw_timestep == pytest.approx(shifted_raw(s.raw_timestep, 10.0, 1.0))
+        assert again[pos].raw_timestep > s.raw_timestep  # nearer pure noise
+    with pytest.raises(InputError, match="--family-shift nosuch: no such task family"):
+        Trainer(ft.config(workspace, "fs-unknown", family_shifts={"nosuch": 3.0})).setup()

@@ -56,7 +56,7 @@ def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_pa
             "x",
         ): "AUX is none, describe, plans, plans+describe, plans+shades, shades, find, find+shades, find+plans, "
         "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn, "
-        "boxed+drawn+colour, plans+boxed, rope2d or shift3, not 'x'",
+        "boxed+drawn+colour, plans+boxed, rope2d, shift3 or shift10, not 'x'",
         ("select", "3000", "grown", "describe", "x"): "usage:",
         ("find", "3000", "shipped"): "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans",
         (
