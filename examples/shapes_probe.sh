@@ -39,6 +39,8 @@
 #     shift), not 1, so that more of the training steps are at the high noise where the sampler's first steps are
 #   shift10: the same fresh rows, select's and layout's alone drawn at timestep shift 10 (--family-shift: about half
 #     of their rows above t = 0.9, against 1.4 % at shift 1), the others at 1
+#   ARM+shift10: any arm above (but rope2d and the shifts) with select's and layout's rows at shift 10, e.g.
+#     labels+fair+shift10
 # Writes runs/probe/FAMILY-DEPTH[-AUX]/{eval,seen}.json, and with find or boxed rows also find-{eval,seen}.json or
 # boxed-{eval,seen}.json (that family itself read on 100 rows of held-out, then training, pairs); rerun to resume.
 set -euo pipefail
@@ -46,6 +48,10 @@ FAMILY="${1:-}"
 STEPS="${2:-3000}"
 DEPTH="${3:-shipped}"
 AUX="${4:-none}"
+shifted=()  # ARM+shift10: the arm, select's and layout's rows at timestep shift 10
+case "$AUX" in
+  *+shift10) shifted=(--family-shift select=10 --family-shift layout=10); AUX="${AUX%+shift10}" ;;
+esac
 [ $# -ge 1 ] && [ $# -le 4 ] || { echo "usage: $0 FAMILY [STEPS] [DEPTH] [AUX]" >&2; exit 2; }
 case "$FAMILY" in
   compose | select | layout | background | text | all) ;;
@@ -76,6 +82,10 @@ case "$AUX" in
        "not '$AUX'" >&2
      exit 2 ;;
 esac
+case "${#shifted[@]}:$AUX" in
+  [1-9]*:none | [1-9]*:rope2d | [1-9]*:shift3 | [1-9]*:shift10)
+    echo "+shift10 goes after another arm (not none, rope2d or a shift), not '$AUX+shift10'" >&2; exit 2 ;;
+esac
 PY="$(dirname "$(command -v sigma)")/python"
 mkdir -p runs/probe
 # 100 000 fresh rows (seed 11: the shipped MoT trained on seed 0's), 20 000 of them select's and layout's: each
@@ -97,6 +107,7 @@ rows=fresh
 aux=()
 think=()
 [ "$AUX" != none ] && out="$out-$AUX"
+[ ${#shifted[@]} -gt 0 ] && out="$out+shift10"
 case "$AUX" in
   labels) aux=(--label-weight 0.5 --label-layer 1) ;;
   shift3) aux=(--timestep-shift 3) ;;
@@ -186,7 +197,7 @@ cli=(sigma)  # what trains and reads the probe's model
   "${cli[@]}" finetune --out "$out" --dataset "$dataset" --model "$model" --init weights --steps "$STEPS" \
     --max-tokens 1024 --lr 3e-4 --min-lr 1e-5 --warmup 100 --ema 0.995 --held-out 0 --group-mask \
     --attribute-projection --no-gradient-checkpointing --save-every 500 --seed 0 \
-    "${resume[@]}" "${others[@]}" "${aux[@]}"
+    "${resume[@]}" "${others[@]}" "${aux[@]}" "${shifted[@]}"
   touch "$out/trained"
 }
 [ -f "$out/model/ema.safetensors" ] || "$PY" -c 'import sys; from pathlib import Path

@@ -10,7 +10,7 @@ from pathlib import Path
 from sigma_studio.model.config import MASK_SCOPE, MAX_SEED
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.presets import shapes
-from sigma_studio.model.shapes.labels import HEADS
+from sigma_studio.model.shapes.labels import HEADS, REFERENCE_SETS
 
 from .config import TrainConfig, WorldRecipe, check_int, check_number
 from .sigmagen_recipe import STAGES, SigmaGenRecipe, Stage
@@ -31,6 +31,16 @@ BALANCE_BOXED_WEIGHT = 3.0
 # shape and colour; SIGMA-GEN's, the subject covering each token: model.shapes.labels), after this layer.
 BALANCE_LABEL_SETS: tuple[str, ...] = ("drawn", "drawn-colour", "scene", "scene-colour")
 BALANCE_LABEL_LAYER = 2
+# --balance-labels: which tokens those heads read. "drawn": the sets above; "reference": each select and background
+# reference token's shape and whether it is the object the words name (model.shapes.labels.REFERENCE_SETS), after
+# layer 1, as the probes that moved select read them (docs/SHAPES.md, "Select's rows at the noise levels ...").
+BALANCE_LABELS: dict[str, tuple[tuple[str, ...], int]] = {
+    "drawn": (BALANCE_LABEL_SETS, BALANCE_LABEL_LAYER),
+    "reference": (REFERENCE_SETS, 1),
+}
+# With --balance-family-shift, these families' rows draw their noise levels at that timestep shift in the background
+# stage: the two whose first predictions decide what a reference gives (select's colour, layout's shape).
+SHIFTED_FAMILIES: tuple[str, ...] = ("select", "layout")
 # With --label-weight, the MoT's training-only heads read every label set from its first step (model.shapes.labels:
 # the select and background references' shapes and select's named object, the one-object target's shape and colour,
 # each SIGMA-GEN subject's), after this layer: the levers of docs/SHAPES.md's probes, where the heads and the drawing
@@ -74,6 +84,8 @@ class ShapesRecipe(WorldRecipe):
     balance_weight: float = 0.5  # model/: this share of the background stage's finetune, the rest its start
     balance_boxed_rows: int = 0  # boxed rows beside the background stage's (0: none)
     balance_label_weight: float = 0.0  # the background stage's label heads' weight (0: no heads)
+    balance_labels: str = "drawn"  # what those heads read: one of BALANCE_LABELS
+    balance_family_shift: float = 0.0  # SHIFTED_FAMILIES' rows' own timestep shift in that stage (0: the run's)
 
     # a finished or stopped run may be continued on a longer schedule (refused once its curriculum has started:
     # check_curriculum_start), and its averages redone with another weight
@@ -99,6 +111,9 @@ class ShapesRecipe(WorldRecipe):
         check_int("balance_sigmagen_rows", self.balance_sigmagen_rows, 0)
         check_int("--balance-boxed-rows", self.balance_boxed_rows, 0)
         check_number("--balance-label-weight", self.balance_label_weight, 0.0)
+        if self.balance_labels not in BALANCE_LABELS:
+            raise InputError(f"--balance-labels {self.balance_labels}: choose {' or '.join(BALANCE_LABELS)}")
+        check_number("--balance-family-shift", self.balance_family_shift, 0.0)
         for name, weight in (
             ("--curriculum-weight", self.curriculum_weight),
             ("--balance-weight", self.balance_weight),
@@ -147,12 +162,14 @@ class ShapesRecipe(WorldRecipe):
         """The background stage's finetune of ``start`` (the settings of docs/SHAPES.md's probes: the finetune's
         default condition dropout, EMA 0.995)."""
         out = Path(self.out)
+        sets, layer = BALANCE_LABELS[self.balance_labels]
+        shifts = dict.fromkeys(SHIFTED_FAMILIES, self.balance_family_shift) if self.balance_family_shift else {}
         return self.schedule(
             out=str(out / "balance"), dataset=str(out / "data" / "balance" / "train"), model=str(start),
             init="weights", steps=self.balance_steps, lr=self.balance_lr, warmup=BALANCE_WARMUP,
             group_mask=self.group_mask, group_mask_scope=self.group_mask_scope,
             family_weights=BALANCE_WEIGHTS | ({"boxed": BALANCE_BOXED_WEIGHT} if self.balance_boxed_rows else {}),
-            label_weight=self.balance_label_weight, label_layer=BALANCE_LABEL_LAYER, label_sets=BALANCE_LABEL_SETS,
+            label_weight=self.balance_label_weight, label_sets=sets, label_layer=layer, family_shifts=shifts,
             seed=self.seed, resume=(out / "balance" / "latest").is_file(),
         )  # fmt: skip
 

@@ -114,7 +114,16 @@ LabelOpt = Annotated[
 ]
 BalanceLabelOpt = Annotated[
     float,
-    typer.Option(help="weight of the background stage's heads reading what its tokens draw (0: off)"),
+    typer.Option(help="weight of the background stage's heads reading what its tokens show (0: off)"),
+]
+BalanceLabelsOpt = Annotated[
+    str,
+    typer.Option(help="what those heads read: drawn (the tokens being drawn) or reference (each reference token's "
+                 "shape, and whether it is the object the words name)"),
+]  # fmt: skip
+BalanceShiftOpt = Annotated[
+    float,
+    typer.Option(help="select's and layout's rows' own timestep shift in the background stage (0: the run's)"),
 ]
 
 
@@ -226,6 +235,8 @@ def train(
     balance_weight: BalanceWeightOpt = R.balance_weight,
     balance_boxed_rows: BalanceBoxedOpt = R.balance_boxed_rows,
     balance_label_weight: BalanceLabelOpt = R.balance_label_weight,
+    balance_labels: BalanceLabelsOpt = R.balance_labels,
+    balance_family_shift: BalanceShiftOpt = R.balance_family_shift,
     debug: DebugOpt = False,
 ) -> None:
     """Train the shapes model from nothing on this machine: data, autoencoder, `sigma finetune`, decoder, export,
@@ -241,7 +252,8 @@ def train(
                               curriculum_weight=curriculum_weight, curriculum_replay=curriculum_replay,
                               balance_steps=balance_steps, balance_weight=balance_weight,
                               balance_boxed_rows=balance_boxed_rows,
-                              balance_label_weight=balance_label_weight)  # fmt: skip
+                              balance_label_weight=balance_label_weight, balance_labels=balance_labels,
+                              balance_family_shift=balance_family_shift)  # fmt: skip
     with render.errors(debug):
         exported = run_with_progress(recipe)
     timings = json.loads((out / "timings.json").read_text())

@@ -58,6 +58,9 @@ def test_the_probe_script_refuses_bad_arguments_before_it_writes_anything(tmp_pa
         "place-plans, scene-plans, scene+colour-plans, labels, labels+fair, boxed, boxed+drawn, "
         "boxed+drawn+colour, plans+boxed, rope2d, shift3 or shift10, not 'x'",
         ("select", "3000", "grown", "describe", "x"): "usage:",
+        ("select", "3000", "shipped", "none+shift10"): "+shift10 goes after another arm (not none, rope2d or a "
+        "shift), not 'none+shift10'",
+        ("select", "3000", "shipped", "shift3+shift10"): "not 'shift3+shift10'",
         ("find", "3000", "shipped"): "FAMILY find trains on find rows alone: give AUX find, find+shades or find+plans",
         (
             "boxed",

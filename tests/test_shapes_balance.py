@@ -1,5 +1,6 @@
-"""The background stage's options beside its rows: the training-only boxed family's rows and label heads that read
-what the tokens being drawn show (``--balance-boxed-rows``, ``--balance-label-weight``)."""
+"""The background stage's options beside its rows: the training-only boxed family's rows, label heads that read what
+the tokens being drawn or the references show (``--balance-boxed-rows``, ``--balance-label-weight``,
+``--balance-labels``) and select's and layout's rows at their own noise shift (``--balance-family-shift``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sigma_studio.finetune.shapes_stages import balance_stage, boxed_rows
 from sigma_studio.model.data.dataset import iter_rows
 from sigma_studio.model.errors import InputError
 from sigma_studio.model.hub import shipped_shapes_model
+from sigma_studio.model.shapes.labels import REFERENCE_SETS
 from sigma_studio.model.shapes.tasks import make_world
 from tests.test_shapes_recipe import tiny
 
@@ -32,6 +34,21 @@ def test_the_options_reach_the_stage_s_finetune_and_are_checked():
         tiny("x", balance_boxed_rows=-1)
     with pytest.raises(InputError, match="--balance-label-weight"):
         tiny("x", balance_label_weight=-0.5)
+
+
+def test_the_stage_reads_references_and_shifts_select_and_layout_when_asked():
+    """--balance-labels reference: the heads read each reference token's shape and whether it is the named object,
+    after layer 1; --balance-family-shift S: select's and layout's rows at shift S (0, the default: the run's)."""
+    plain = tiny("x").balance_config(Path("x/average"))
+    assert plain.family_shifts == {} and plain.label_sets == BALANCE_LABEL_SETS
+    asked = tiny("x", balance_label_weight=0.5, balance_labels="reference", balance_family_shift=10.0)
+    cfg = asked.balance_config(Path("x/average"))
+    assert (cfg.label_weight, cfg.label_sets, cfg.label_layer) == (0.5, REFERENCE_SETS, 1)
+    assert cfg.family_shifts == {"select": 10.0, "layout": 10.0}
+    with pytest.raises(InputError, match="--balance-labels scene: choose drawn or reference"):
+        tiny("x", balance_labels="scene")
+    with pytest.raises(InputError, match="--balance-family-shift"):
+        tiny("x", balance_family_shift=-1.0)
 
 
 def test_the_stage_s_boxed_rows_are_those_sigma_shapes_make_writes(tmp_path):
