@@ -115,14 +115,15 @@ def check_family_weights(
 
 def shifted_raw(raw: float, shift: float, trained: float) -> float:
     """The raw (logit-normal) time that, read at the batch's timestep shift ``trained``, gives the noise level ``raw``
-    gives at ``shift``: a row's own shift inside a batch packed at another (``--family-shift``)."""
-    if shift == trained or math.isinf(raw):
-        return raw
-    # in float64: model.run.packed.flow_time at ``shift``, then its inverse at ``trained``, then the logit
-    u = 1.0 / (1.0 + math.exp(-raw))
-    t = shift * u / (1 + (shift - 1) * u)
-    u = t / (trained - (trained - 1) * t)
-    return math.log(u) - math.log1p(-u)
+    gives at ``shift``: a row's own shift inside a batch packed at another (``--family-shift``). A shift k multiplies
+    the odds t / (1 - t) of :func:`model.run.packed.flow_time` by k, so it adds log k to the raw time (logit u)."""
+    return raw + math.log(shift / trained)
+
+
+def check_family_options(weights: dict[str, float], shifts: dict[str, float], files: list[tuple[object, str]]) -> None:
+    """``--family-weight`` and ``--family-shift``, each checked by :func:`check_family_weights`."""
+    check_family_weights(weights, files)
+    check_family_weights(shifts, files, "--family-shift")
 
 
 def is_held_out(row_id: str, fraction: float) -> bool:

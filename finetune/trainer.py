@@ -26,7 +26,7 @@ from sigma_studio.model.weights.loader import write_model_dir
 from . import build, distributed, lora, monitor
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import DataStats, DropConfig, check_family_weights, epoch_rows, family_of, is_held_out, row_samples
+from .data import DataStats, DropConfig, check_family_options, epoch_rows, family_of, is_held_out, row_samples
 from .labels import LabelHeads
 from .packing import batches, pack
 from .samples import sample_prompts, write_samples
@@ -69,8 +69,7 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         check_output_dir(self.run_dir)
         files = parquet_files(cfg.dataset, HubOptions(cache_dir=cfg.cache_dir))
-        check_family_weights(cfg.family_weights, files)
-        check_family_weights(cfg.family_shifts, files, "--family-shift")
+        check_family_options(cfg.family_weights, cfg.family_shifts, files)
         resume = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise InputError(f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out")

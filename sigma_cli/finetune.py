@@ -203,7 +203,7 @@ def finetune(
     paper is the SIGMA paper's: the generation branch only, 50 000 steps, W_tau and the group mask on. An option
     given on the command line wins over the recipe.
     """
-    from sigma_studio.finetune.data import check_family_weights
+    from sigma_studio.finetune.data import check_family_options
     from sigma_studio.model.data.dataset import parquet_files
     from sigma_studio.model.hub import HubOptions
 
@@ -220,8 +220,7 @@ def finetune(
         check_output_dir(out)  # before the progress bar and the model load: a bad --out is one line
         # likewise a missing or unreachable dataset, or a --family-weight of a family it does not hold
         files = parquet_files(dataset, HubOptions(cache_dir=cache_dir))
-        check_family_weights(cfg.family_weights, files)
-        check_family_weights(cfg.family_shifts, files, "--family-shift")
+        check_family_options(cfg.family_weights, cfg.family_shifts, files)
         trainer, run_dir = _train(cfg)
     if trainer.dist.main:
         _report(trainer.stats, run_dir)

@@ -121,7 +121,7 @@ def wait_until(done, timeout: float, what: str) -> None:
     while not done():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # the poll's interval, not a wait that the test relies on
 
 
 def free_port() -> int:
