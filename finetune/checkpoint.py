@@ -124,26 +124,54 @@ def export(
     return write_model_dir(target, arch, tokenizer, {"ema.safetensors": ema, "ae.safetensors": ae})
 
 
+# `sigma average`'s share of the finetune when none is given: the shapes recipe's averages (stages 7 and 9) use it
+AVERAGE_WEIGHT = 0.5
+
+
 def average_models(first: Path, second: Path, weight: float, target: Path) -> Path:
     """``target``: ``second``'s model directory with EMA weights ``(1 - weight) * first + weight * second`` (each
     tensor computed in float32, stored in ``second``'s dtype). Averaging a finetune with the model it started from
-    (WiSE-FT, Wortsman et al. 2022) keeps much of what the finetune gained and of what it forgot. Both must be the
-    same architecture with the same tensors; ``second``'s configs, tokenizer and autoencoder are kept."""
+    (WiSE-FT, Wortsman et al. 2022) keeps much of what the finetune gained and of what it forgot. ``first``: a model
+    directory or its weights file (the released weights beside BAGEL's configs); both must hold the same tensors;
+    ``second``'s configs, tokenizer and autoencoder are kept. The two files are read a tensor at a time, so the
+    average needs the memory of one model, not three."""
     from safetensors.torch import load_file
 
     from sigma_studio.model.request.tokens import Tokenizer
     from sigma_studio.model.weights.arch_config import read_arch_config
     from sigma_studio.model.weights.loader import write_model_dir
 
-    a, b = load_file(str(first / "ema.safetensors")), load_file(str(second / "ema.safetensors"))
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in b):
-        differ = sorted(a.keys() ^ b.keys()) or sorted(k for k in b if a[k].shape != b[k].shape)
-        raise CheckpointError(f"cannot average {first} and {second}: their weights differ ({', '.join(differ[:3])})")
-    ema = {k: torch.lerp(a[k].float(), b[k].float(), weight).to(b[k].dtype) for k in b}
+    first_file = first if first.is_file() else first / "ema.safetensors"
+    ema = averaged_weights(first_file, second / "ema.safetensors", weight, f"{first} and {second}")
     ae = load_file(str(second / "ae.safetensors"))
     return write_model_dir(
         target, read_arch_config(second), Tokenizer.from_dir(second), {"ema.safetensors": ema, "ae.safetensors": ae}
     )
+
+
+def averaged_weights(first: Path, second: Path, weight: float, what: str) -> dict[str, torch.Tensor]:
+    """``lerp(first, second, weight)`` of two safetensors files, tensor by tensor, in ``second``'s dtypes; refused
+    (naming up to three tensors) before anything is computed when their names or shapes differ."""
+    from safetensors import safe_open
+
+    for path in (first, second):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except Exception as exc:  # a missing, truncated or foreign file: say which, in one line
+            raise CheckpointError(f"cannot average {what}: {path} is not a readable safetensors file ({exc})") from exc
+    with safe_open(str(first), "pt") as a, safe_open(str(second), "pt") as b:
+        shapes = [{k: tuple(f.get_slice(k).get_shape()) for k in f.keys()} for f in (a, b)]
+        if shapes[0] != shapes[1]:
+            differ = sorted(shapes[0].keys() ^ shapes[1].keys()) or sorted(
+                k for k in shapes[1] if shapes[0][k] != shapes[1][k]
+            )
+            raise CheckpointError(f"cannot average {what}: their weights differ ({', '.join(differ[:3])})")
+        out = {}
+        for key in shapes[1]:
+            late = b.get_tensor(key)
+            out[key] = torch.lerp(a.get_tensor(key).float(), late.float(), weight).to(late.dtype)
+        return out
 
 
 # a layer's outputs into the residual stream: zeroed in a grown layer, which then adds nothing (both experts')

@@ -24,6 +24,8 @@ from sigma_studio.model.errors import InputError
 from sigma_studio.model.hub import HubOptions, cache_location, resolve
 
 from . import render
+from .average import EXAMPLES as AVERAGE_EXAMPLES
+from .average import average
 from .batch import batch
 from .bench_cmd import bench_command
 from .evaluate import EXAMPLES as EVAL_EXAMPLES
@@ -72,6 +74,7 @@ app.command()(webui)
 SERVE_HELP = "Serve the web UI, its API and the OpenAI routes: webui under another name (--ray: on Ray Serve)"
 app.command(name="serve", help=SERVE_HELP)(webui)
 app.command()(finetune_command)
+app.command(epilog=AVERAGE_EXAMPLES)(average)
 app.add_typer(shapes_app, name="shapes")
 app.add_typer(sigmagen_app, name="sigmagen")
 app.add_typer(space_app, name="space")
