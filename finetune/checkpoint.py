@@ -13,6 +13,7 @@ killed mid-save therefore keeps its previous checkpoint, and ``--resume`` starts
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ import torch
 
 from sigma_studio.model.errors import CheckpointError
 
+log = logging.getLogger(__name__)
 STATE = "trainer_state.json"
 LATEST = "latest"
 
@@ -132,45 +134,58 @@ def average_models(first: Path, second: Path, weight: float, target: Path) -> Pa
     """``target``: ``second``'s model directory with EMA weights ``(1 - weight) * first + weight * second`` (each
     tensor computed in float32, stored in ``second``'s dtype). Averaging a finetune with the model it started from
     (WiSE-FT, Wortsman et al. 2022) keeps much of what the finetune gained and of what it forgot. ``first``: a model
-    directory or its weights file (the released weights beside BAGEL's configs); both must hold the same tensors;
-    ``second``'s configs, tokenizer and autoencoder are kept. The two files are read a tensor at a time, so the
-    average needs the memory of one model, not three."""
-    from safetensors.torch import load_file
-
+    directory or its weights file (the released weights beside BAGEL's configs); it must hold every tensor of
+    ``second`` in the same shape, and its others (the ViT a finetune dropped) are left out, with a warning.
+    ``second``'s configs, tokenizer and autoencoder are kept. The files are read a tensor at a time: the memory
+    is about one model in ``second``'s dtype (the result), not three."""
+    from sigma_studio.model.hub import weights_in
     from sigma_studio.model.request.tokens import Tokenizer
     from sigma_studio.model.weights.arch_config import read_arch_config
     from sigma_studio.model.weights.loader import write_model_dir
 
-    first_file = first if first.is_file() else first / "ema.safetensors"
-    ema = averaged_weights(first_file, second / "ema.safetensors", weight, f"{first} and {second}")
-    ae = load_file(str(second / "ae.safetensors"))
+    what = f"{first} and {second}"
+    first_file, second_file = (first if first.is_file() else weights_in(first)), weights_in(second)
+    ema = averaged_weights(first_file or first / "ema.safetensors", second_file or second / "ema.safetensors",
+                           weight, what)  # fmt: skip
+    ae = readable(second / "ae.safetensors", what)
     return write_model_dir(
         target, read_arch_config(second), Tokenizer.from_dir(second), {"ema.safetensors": ema, "ae.safetensors": ae}
     )
 
 
+def readable(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or one line saying that ``path`` cannot be read (missing, truncated, foreign)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"cannot average {what}: {path} is not a readable safetensors file ({exc})") from exc
+
+
 def averaged_weights(first: Path, second: Path, weight: float, what: str) -> dict[str, torch.Tensor]:
-    """``lerp(first, second, weight)`` of two safetensors files, tensor by tensor, in ``second``'s dtypes; refused
-    (naming up to three tensors) before anything is computed when their names or shapes differ."""
+    """``lerp(first, second, weight)`` over ``second``'s tensors, one at a time, in ``second``'s dtypes; refused
+    (naming up to three tensors) before anything is computed when ``first`` lacks one or holds it in another shape."""
     from safetensors import safe_open
 
-    for path in (first, second):
+    def shapes(path: Path) -> dict[str, tuple[int, ...]]:
         try:
-            with safe_open(str(path), "pt"):
-                pass
+            with safe_open(str(path), "pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as exc:  # a missing, truncated or foreign file: say which, in one line
             raise CheckpointError(f"cannot average {what}: {path} is not a readable safetensors file ({exc})") from exc
+
+    early, late = shapes(first), shapes(second)
+    differ = sorted(k for k in late if early.get(k) != late[k])
+    if differ:
+        raise CheckpointError(f"cannot average {what}: their weights differ ({', '.join(differ[:3])})")
+    if extra := sorted(early.keys() - late.keys()):
+        log.warning("%d tensors of %s are not in %s and are left out (%s ...)", len(extra), first, second, extra[0])
     with safe_open(str(first), "pt") as a, safe_open(str(second), "pt") as b:
-        shapes = [{k: tuple(f.get_slice(k).get_shape()) for k in f.keys()} for f in (a, b)]
-        if shapes[0] != shapes[1]:
-            differ = sorted(shapes[0].keys() ^ shapes[1].keys()) or sorted(
-                k for k in shapes[1] if shapes[0][k] != shapes[1][k]
-            )
-            raise CheckpointError(f"cannot average {what}: their weights differ ({', '.join(differ[:3])})")
         out = {}
-        for key in shapes[1]:
-            late = b.get_tensor(key)
-            out[key] = torch.lerp(a.get_tensor(key).float(), late.float(), weight).to(late.dtype)
+        for key in late:
+            tuned = b.get_tensor(key)
+            out[key] = torch.lerp(a.get_tensor(key).float(), tuned.float(), weight).to(tuned.dtype)
         return out
 
 

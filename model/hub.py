@@ -136,12 +136,14 @@ def _first_repo(repos: Sequence[str], patterns: Sequence[str], opts: HubOptions,
     raise WeightsUnavailableError(f"None of {', '.join(repos)} exists on the hub (or the token cannot see it)")
 
 
-def _weights_in(directory: Path) -> Path | None:
+def weights_in(directory: Path) -> Path | None:
+    """The weights file a checkpoint directory holds (EMA first), or None."""
     return next((directory / n for n in WEIGHT_NAMES if (directory / n).is_file()), None)
 
 
-def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
-    """Turn a ``--model`` value into local paths, downloading what is missing (and only what is needed)."""
+def resolve(source: str, opts: HubOptions = HubOptions(), option: str = "--model") -> ResolvedSource:
+    """Turn a ``--model`` value into local paths, downloading what is missing (and only what is needed); ``option``:
+    how errors name the value (another command's argument)."""
     command = f"sigma download {source}"  # the name as given (bagel, not the repository it stands for)
     source = ALIASES.get(source.lower(), source) if not Path(source).exists() else source
     if source.lower() == "shapes" and not Path(source).exists():
@@ -151,10 +153,10 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
         if (directory / "latest").is_file():  # a finetune run: its newest checkpoint
             directory = directory / (directory / "latest").read_text().strip()
         if not directory.is_dir():
-            raise CheckpointError(f"--model {source} is a file; pass the checkpoint directory that contains it")
+            raise CheckpointError(f"{option} {source} is a file; pass the checkpoint directory that contains it")
         if (directory / "llm_config.json").is_file():
             return ResolvedSource(directory.name, directory)
-        weights = _weights_in(directory)
+        weights = weights_in(directory)
         if weights is None:
             raise CheckpointError(
                 f"{directory} is not a checkpoint directory: it has neither llm_config.json nor "
@@ -167,13 +169,13 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
         weights_dir = _first_repo(
             SIGMA_REPOS, ("ema.safetensors", "*.json", "README.md"), opts, "SIGMA weights", command
         )
-        weights = _weights_in(weights_dir)
+        weights = weights_in(weights_dir)
         if weights is None:
             raise WeightsUnavailableError(f"The SIGMA repository at {weights_dir} has no ema.safetensors")
         return ResolvedSource("sigma", backbone, weights, preset="sigma-7b")
     if not is_repo_id(source):
         raise CheckpointError(
-            f"--model {source}: no such directory, and not a Hugging Face repo id (owner/name) "
+            f"{option} {source}: no such directory, and not a Hugging Face repo id (owner/name) "
             f"or one of: {', '.join(MODEL_CHOICES)}"
         )
     if source == BACKBONE_REPO:
@@ -186,7 +188,7 @@ def resolve(source: str, opts: HubOptions = HubOptions()) -> ResolvedSource:
         return ResolvedSource(source, full)
     weights_dir = snapshot(source, ("ema.safetensors",), opts, f"{source} weights", command)
     backbone = snapshot(BACKBONE_REPO, CONFIG_PATTERNS, opts, "BAGEL's configs and tokenizer", command)
-    weights = _weights_in(weights_dir)
+    weights = weights_in(weights_dir)
     if weights is None:
         raise WeightsUnavailableError(f"{source} has no ema.safetensors")
     return ResolvedSource(source, backbone, weights)

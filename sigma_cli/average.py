@@ -23,9 +23,9 @@ EXAMPLES = """Examples:
 
 
 def average(
-    start: Annotated[str, typer.Argument(help="the model the finetune started from: any --model value")],
+    start: Annotated[str, typer.Argument(help="the model the finetune started from: any --model value but tiny")],
     finetuned: Annotated[Path, typer.Argument(help="a `sigma finetune` run, a checkpoint, or a model folder")],
-    out: Annotated[Path, typer.Option(help="a new folder for the averaged model")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="a new folder for the averaged model")],
     weight: Annotated[float, typer.Option(help="the finetune's share, from 0 (START) to 1 (FINETUNED)")] = (
         AVERAGE_WEIGHT
     ),
@@ -35,29 +35,48 @@ def average(
     """Average a finetune with the model it started from, weight by weight (WiSE-FT: it keeps much of what the
     finetune gained and of what it forgot; docs/SHAPES.md's recipe makes the shipped shapes model so).
 
-    The result has FINETUNED's configs, tokenizer and autoencoder, and needs the memory of one model."""
+    The result has FINETUNED's configs, tokenizer, autoencoder and dtype; START's tensors that FINETUNED has not
+    (the ViT a finetune dropped) are left out. It needs about the memory of that one model."""
     from sigma_studio.finetune.checkpoint import average_models
+    from sigma_studio.model.files import check_output_dir
     from sigma_studio.model.hub import HubOptions, resolve
 
     render.setup_logging(debug)
     with render.errors(debug):
         if not 0.0 <= weight <= 1.0:
             raise InputError(f"--weight {weight:g}: give the finetune's share, a number from 0 to 1")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise InputError(f"--out {out} already holds files: pass a new folder, so that nothing is replaced")
-        if not finetuned.is_dir():
-            raise InputError(f"FINETUNED {finetuned}: no such folder; pass a `sigma finetune` run or checkpoint folder")
-        whole = (finetuned / "llm_config.json").is_file() or (finetuned / "latest").is_file()
-        late = resolve(str(finetuned)) if whole else None  # (a folder of bare weights would fetch BAGEL's configs)
-        if late is None or late.weights is not None or not (late.config_dir / "ae.safetensors").is_file():
-            raise InputError(
-                f"{finetuned} is not a whole model folder: pass the finetune's run or checkpoint folder, which has "
-                "its configs, tokenizer and autoencoder beside its weights"
-            )
-        early = resolve(start, HubOptions(cache_dir=cache_dir))
-        made = average_models(early.weights or early.config_dir, late.config_dir, weight, out)
+        check_output_dir(out)
+        check_new(out)
+        late = model_folder(finetuned)
+        if start.lower() == "tiny":
+            raise InputError("START tiny is built with random weights: there is nothing to average it with")
+        early = resolve(start, HubOptions(cache_dir=cache_dir), option="START")
+        check_new(out)  # again: START may have taken minutes to download
+        made = average_models(early.weights or early.config_dir, late, weight, out)
     render.stdout.print(
         f"[green]✓[/] {escape(str(made))}  (load it with --model {escape(str(made))}): {1 - weight:g} of "
-        f"{escape(start)}, {weight:g} of {escape(str(late.config_dir))}",
+        f"{escape(start)}, {weight:g} of {escape(str(late))}",
         soft_wrap=True,  # (whole paths, to copy)
     )
+
+
+def check_new(out: Path) -> None:
+    """Refuse an --out that holds anything: the average never replaces a finetune or another model."""
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError(f"--out {out} already holds files: pass a new folder, so that nothing is replaced")
+
+
+def model_folder(finetuned: Path) -> Path:
+    """FINETUNED's model folder (a run's newest checkpoint), which must hold configs, weights and autoencoder."""
+    from sigma_studio.finetune.checkpoint import latest_checkpoint
+    from sigma_studio.model.hub import weights_in
+
+    if not finetuned.is_dir():
+        raise InputError(f"FINETUNED {finetuned}: no such folder; pass a `sigma finetune` run or checkpoint folder")
+    folder = latest_checkpoint(finetuned) or finetuned
+    if not all((folder / name).is_file() for name in ("llm_config.json", "ae.safetensors")) or not weights_in(folder):
+        raise InputError(
+            f"FINETUNED {folder} is not a whole model folder: pass a finetune's run or checkpoint folder, which "
+            "has its configs, weights, tokenizer and autoencoder side by side"
+        )
+    return folder
