@@ -160,28 +160,33 @@ def readable(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:
-        raise CheckpointError(f"cannot average {what}: {path} is not a readable safetensors file ({exc})") from exc
+        raise unreadable(path, what, exc) from exc
+
+
+def unreadable(path: Path, what: str, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"cannot average {what}: {path} is not a readable safetensors file ({exc})")
 
 
 def averaged_weights(first: Path, second: Path, weight: float, what: str) -> dict[str, torch.Tensor]:
     """``lerp(first, second, weight)`` over ``second``'s tensors, one at a time, in ``second``'s dtypes; refused
     (naming up to three tensors) before anything is computed when ``first`` lacks one or holds it in another shape."""
+    import contextlib
+
     from safetensors import safe_open
 
-    def shapes(path: Path) -> dict[str, tuple[int, ...]]:
-        try:
-            with safe_open(str(path), "pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as exc:  # a missing, truncated or foreign file: say which, in one line
-            raise CheckpointError(f"cannot average {what}: {path} is not a readable safetensors file ({exc})") from exc
-
-    early, late = shapes(first), shapes(second)
-    differ = sorted(k for k in late if early.get(k) != late[k])
-    if differ:
-        raise CheckpointError(f"cannot average {what}: their weights differ ({', '.join(differ[:3])})")
-    if extra := sorted(early.keys() - late.keys()):
-        log.warning("%d tensors of %s are not in %s and are left out (%s ...)", len(extra), first, second, extra[0])
-    with safe_open(str(first), "pt") as a, safe_open(str(second), "pt") as b:
+    with contextlib.ExitStack() as stack:
+        files = []
+        for path in (first, second):
+            try:
+                files.append(stack.enter_context(safe_open(str(path), "pt")))
+            except Exception as exc:  # a missing, truncated or foreign file: say which, in one line
+                raise unreadable(path, what, exc) from exc
+        a, b = files
+        early, late = ({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()} for f in files)
+        if differ := sorted(k for k in late if early.get(k) != late[k]):
+            raise CheckpointError(f"cannot average {what}: their weights differ ({', '.join(differ[:3])})")
+        if extra := sorted(early.keys() - late.keys()):
+            log.warning("%d tensors of %s are not in %s and are left out (%s ...)", len(extra), first, second, extra[0])
         out = {}
         for key in late:
             tuned = b.get_tensor(key)
